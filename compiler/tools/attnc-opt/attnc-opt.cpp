@@ -5,6 +5,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "TestPasses.h"
+
 #include "attnc/Dialect/Attn/IR/AttnDialect.h"
 #include "attnc/Dialect/Attn/Transforms/Passes.h"
 
@@ -19,6 +21,7 @@ int main(int argc, char **argv) {
   registry.insert<mlir::scf::SCFDialect>();
 
   mlir::attn::registerAttnPasses();
+  mlir::attn::registerTestAttnBuildersPass();
   // canonicalize, cse, inline, symbol-dce, ...
   mlir::registerTransformsPasses();
 

@@ -143,6 +143,13 @@ def Attn_StorageAttr : Attn_Attr<"Storage", "storage"> {
     "::mlir::Type":$elementType,
     DefaultValuedParameter<"ScaleGranularity", "ScaleGranularity::None">:$scale,
     DefaultValuedParameter<"uint64_t", "0">:$groupSize);
+  // StorageAttr::get(bf16) / get(i8, ScaleGranularity::PerToken).
+  let builders = [AttrBuilderWithInferredContext<(ins
+      "::mlir::Type":$elementType,
+      CArg<"ScaleGranularity", "ScaleGranularity::None">:$scale,
+      CArg<"uint64_t", "0">:$groupSize), [{
+    return $_get(elementType.getContext(), elementType, scale, groupSize);
+  }]>];
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
   let extraClassDeclaration = [{

@@ -177,6 +177,13 @@ def Attn_LoadOp : Attn_Op<"load", [Pure,
   }];
   let arguments = (ins AnyRankedTensor:$tensor, Variadic<I32>:$indices);
   let results = (outs AnyType:$result);
+  // The result type is the tensor's element type.
+  let builders = [OpBuilder<(ins "::mlir::Value":$tensor,
+                                 "::mlir::ValueRange":$indices), [{
+    build($_builder, $_state,
+          ::llvm::cast<::mlir::TensorType>(tensor.getType()).getElementType(),
+          tensor, indices);
+  }]>];
   let assemblyFormat = [{
     $tensor `[` $indices `]` attr-dict `:` type($tensor)
   }];
