@@ -2,6 +2,16 @@
 // RUN: attnc-opt %s -split-input-file \
 // RUN:   --pass-pipeline='builtin.module(attn-inline-definitions{drop-unused=false})' \
 // RUN:   | FileCheck %s --check-prefix=KEEP
+// RUN: attnc-opt %s -split-input-file -inline | FileCheck %s --check-prefix=GENERIC
+
+// The generic inliner also inlines attn.call through the dialect's inliner
+// interface (it keeps the public definitions).
+// GENERIC-LABEL: attn.kernel @k
+// GENERIC-NOT: attn.call
+// GENERIC: arith.cmpi sle, %k, %q
+// GENERIC: math.tanh
+// GENERIC-LABEL: attn.kernel @twice
+// GENERIC-NOT: attn.call
 
 // Transitive inlining into both regions; used definitions are dropped.
 

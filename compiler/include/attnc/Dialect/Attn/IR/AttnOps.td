@@ -250,7 +250,10 @@ def Attn_KernelOp : Attn_Op<"kernel", [
   let hasRegionVerifier = 1;
 
   let extraClassDeclaration = [{
-    ::mlir::Region *getCallableRegion() { return nullptr; }
+    // Not callable (attn.call rejects kernels), but exposing the body puts
+    // the kernel in the call graph, so the generic -inline pass sees the
+    // calls inside it.
+    ::mlir::Region *getCallableRegion() { return &getBody(); }
     ::llvm::ArrayRef<::mlir::Type> getArgumentTypes() {
       return getFunctionType().getInputs();
     }
