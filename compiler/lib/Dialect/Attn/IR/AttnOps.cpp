@@ -293,7 +293,7 @@ LogicalResult CallOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
                            << " but @" << getCallee() << " expects "
                            << expected;
   }
-  if (type.getResult(0) != getResult().getType())
+  if (type.getNumResults() != 1 || type.getResult(0) != getResult().getType())
     return emitOpError() << "result type " << getResult().getType()
                          << " does not match @" << getCallee()
                          << " result type " << type.getResult(0);
