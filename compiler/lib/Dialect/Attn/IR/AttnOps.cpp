@@ -132,10 +132,16 @@ static LogicalResult verifyDefinition(FunctionOpInterface op,
       if (attrName == AttnDialect::getNameAttrName() &&
           isa<StringAttr>(attr.getValue()))
         continue;
+      // `attn.const` marks a specialization constant: the kernel passes a
+      // compile-time value, so inlining folds it.
+      if (attrName == "attn.const" && isa<UnitAttr>(attr.getValue()) &&
+          i >= numLeading)
+        continue;
       if (attrName.starts_with("attn."))
         return op->emitOpError()
                << "argument #" << i << ": unsupported attribute '" << attrName
-               << "' (definitions only take a string 'attn.name')";
+               << "' (definitions only take a string 'attn.name' and a unit "
+                  "'attn.const' on parameters)";
     }
   ArrayRef<Type> results = op.getResultTypes();
   if (results.size() != 1 || results.front() != resultType)

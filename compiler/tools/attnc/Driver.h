@@ -1,0 +1,44 @@
+//===- Driver.h - attnc subcommands ------------------------------*- C++ -*-===//
+
+#ifndef ATTNC_TOOLS_DRIVER_H
+#define ATTNC_TOOLS_DRIVER_H
+
+#include "attnc/DSL/Frontend.h"
+
+#include "llvm/Support/raw_ostream.h"
+
+#include <string>
+#include <vector>
+
+namespace mlir {
+class MLIRContext;
+} // namespace mlir
+
+namespace attnc::driver {
+
+/// Loads every dialect attnc emits or parses.
+void registerDialects(mlir::MLIRContext &ctx);
+
+/// `attnc FILE --emit=attn`: MLIRGen, printed. `params` are NAME=VALUE
+/// specializations of const parameters.
+bool emitAttn(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::string &kernel,
+              const std::vector<std::string> &params, llvm::raw_ostream &os);
+
+struct RunOptions {
+  std::string kernel;
+  std::string shape;
+  std::vector<std::string> params;
+  int64_t qOffset = 0;
+  bool check = false;
+  uint64_t seed = 1;
+  std::string target;
+};
+
+/// `attnc run`: runs a kernel on random inputs and prints a summary; with
+/// `check`, compares the target's output against the float64 reference.
+bool runKernel(mlir::MLIRContext &ctx, const dsl::Program &prog, const RunOptions &options,
+               llvm::raw_ostream &os);
+
+} // namespace attnc::driver
+
+#endif // ATTNC_TOOLS_DRIVER_H

@@ -1,0 +1,138 @@
+//===- attnc.cpp - The attnc compiler driver ------------------------------===//
+//
+//   attnc FILE.attn --emit=ast|format|attn [--kernel=NAME] [-o FILE]
+//   attnc run FILE.attn --kernel=NAME --shape=B,Hq,Hkv,Nq,Nk,D[,Dv]
+//         [--param NAME=VALUE]... [--q-offset=N] [--check]
+//
+//===----------------------------------------------------------------------===//
+
+#include "Driver.h"
+#include "attnc/DSL/Frontend.h"
+#include "attnc/DSL/Printer.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/raw_ostream.h"
+#include "mlir/Support/FileUtilities.h"
+
+using namespace llvm;
+using namespace attnc;
+
+namespace {
+
+cl::SubCommand runCmd("run",
+                      "Run a kernel on random inputs (float64 reference)");
+
+cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .attn file>"),
+                               cl::init("-"),
+                               cl::sub(cl::SubCommand::getTopLevel()),
+                               cl::sub(runCmd));
+
+enum class Emit { AST, Format, Attn };
+cl::opt<Emit>
+    emit("emit", cl::desc("What to print"), cl::init(Emit::Attn),
+         cl::values(clEnumValN(Emit::AST, "ast", "the checked AST"),
+                    clEnumValN(Emit::Format, "format", "canonical DSL source"),
+                    clEnumValN(Emit::Attn, "attn",
+                               "the attn dialect (MLIRGen output)")),
+         cl::sub(cl::SubCommand::getTopLevel()));
+
+cl::opt<std::string> outputFile("o", cl::desc("Output file"),
+                                cl::value_desc("file"), cl::init("-"),
+                                cl::sub(cl::SubCommand::getTopLevel()));
+
+cl::opt<std::string> kernelName("kernel", cl::desc("Kernel to compile or run"),
+                                cl::sub(cl::SubCommand::getTopLevel()),
+                                cl::sub(runCmd));
+
+cl::list<std::string>
+    params("param",
+           cl::desc("NAME=VALUE: a const parameter (compile) or a runtime "
+                    "parameter (run); tensors take v1,v2,..."),
+           cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
+
+cl::list<std::string> importPaths("I", cl::desc("Import search path"),
+                                  cl::Prefix,
+                                  cl::sub(cl::SubCommand::getTopLevel()),
+                                  cl::sub(runCmd));
+
+cl::opt<bool>
+    noStdlib("no-stdlib",
+             cl::desc("Do not search the standard library for imports"),
+             cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
+
+cl::opt<std::string> shape("shape", cl::desc("B,Hq,Hkv,Nq,Nk,D[,Dv]"),
+                           cl::sub(runCmd));
+cl::opt<int64_t> qOffset("q-offset",
+                         cl::desc("Position of the first query row"),
+                         cl::init(0), cl::sub(runCmd));
+cl::opt<bool> check("check", cl::desc("Compare against the float64 reference"),
+                    cl::sub(runCmd));
+cl::opt<uint64_t> seed("seed", cl::desc("Random seed for the inputs"),
+                       cl::init(1), cl::sub(runCmd));
+cl::opt<std::string> target("target", cl::desc("Where to run: reference"),
+                            cl::init("reference"), cl::sub(runCmd));
+
+} // namespace
+
+int main(int argc, char **argv) {
+  InitLLVM init(argc, argv);
+  cl::ParseCommandLineOptions(argc, argv, "attnc: the attention compiler\n");
+
+  mlir::MLIRContext ctx;
+  driver::registerDialects(ctx);
+  SourceMgr sm;
+  mlir::SourceMgrDiagnosticHandler diagHandler(sm, &ctx);
+
+  dsl::FrontendOptions feOptions;
+  feOptions.importPaths.assign(importPaths.begin(), importPaths.end());
+  feOptions.useStdlib = !noStdlib;
+
+  std::optional<std::string> stdinText;
+  if (inputFile == "-") {
+    auto buf = MemoryBuffer::getSTDIN();
+    if (!buf) {
+      errs() << "attnc: cannot read stdin\n";
+      return 1;
+    }
+    stdinText = (*buf)->getBuffer().str();
+  }
+  std::unique_ptr<dsl::Program> prog = dsl::loadProgram(
+      sm, ctx, inputFile == "-" ? std::string("<stdin>") : std::string(inputFile), feOptions,
+      stdinText ? std::optional<StringRef>(*stdinText) : std::nullopt);
+  if (!prog)
+    return 1;
+
+  if (runCmd) {
+    driver::RunOptions opts{kernelName, shape, {params.begin(), params.end()},
+                            qOffset,    check, seed,
+                            target};
+    return driver::runKernel(ctx, *prog, opts, outs()) ? 0 : 1;
+  }
+
+  std::string err;
+  auto out = mlir::openOutputFile(outputFile, &err);
+  if (!out) {
+    errs() << "attnc: " << err << "\n";
+    return 1;
+  }
+  switch (emit) {
+  case Emit::AST:
+    dsl::dumpAST(*prog->main, out->os());
+    break;
+  case Emit::Format:
+    dsl::formatModule(*prog->main, out->os());
+    break;
+  case Emit::Attn:
+    if (!driver::emitAttn(ctx, *prog, kernelName,
+                          {params.begin(), params.end()}, out->os()))
+      return 1;
+    break;
+  }
+  out->keep();
+  return 0;
+}
