@@ -26,16 +26,22 @@ namespace {
 const char *const kMaskIndexNames[] = {"b", "h", "q", "k"};
 
 /// Lexical scope of one definition body.
-struct Scope {
-  DefDecl *def = nullptr;
-  std::vector<const LetStmt *> lets; // visible let bindings, in order
-  bool allowIndices = true;          // false for `scale =`
-};
-
 /// Flags collected while checking an expression.
 struct ExprInfo {
   bool usesIndices = false; // index variables or the score
   bool usesRuntime = false; // runtime parameters or tensor reads
+};
+
+struct Scope {
+  DefDecl *def = nullptr;
+  std::vector<const LetStmt *> lets; // visible let bindings, in order
+  std::map<const LetStmt *, ExprInfo> letInfo;
+  bool allowIndices = true; // false for `scale =` and parameter defaults
+  /// Why index variables are not allowed here (for the diagnostic).
+  const char *noIndicesReason = "";
+  /// Only the first `visibleParams` declared parameters are visible (a
+  /// default may only use parameters declared before it); -1: all.
+  int visibleParams = -1;
 };
 
 class SemaImpl {
@@ -206,7 +212,8 @@ private:
     llvm::StringSet<> names;
     for (auto &arg : def.indexArgs)
       names.insert(arg.name);
-    for (const ParamDecl *p : params) {
+    for (size_t index = 0; index < params.size(); ++index) {
+      const ParamDecl *p = params[index];
       if (!names.insert(p->name).second)
         error(p->loc) << "duplicate parameter '" << p->name << "'";
       if (p->isTensor()) {
@@ -218,7 +225,11 @@ private:
         for (auto &dim : p->dims)
           checkDim(def, *dim);
       } else if (p->init) {
-        Scope scope{&def, {}, false};
+        Scope scope;
+        scope.def = &def;
+        scope.allowIndices = false;
+        scope.noIndicesReason = "a parameter default must be a constant expression";
+        scope.visibleParams = int(index);
         ExprInfo info;
         ScalarType t = checkExpr(*p->init, scope, info);
         coerce(*p->init, p->elemType);
@@ -303,11 +314,16 @@ private:
     if (recursive.count(&def))
       return; // its calls would chase the cycle again
 
-    Scope scope{&def, {}, true};
+    Scope scope;
+    scope.def = &def;
     ExprInfo info;
     for (auto &let : def.lets) {
-      checkExpr(*let->value, scope, info);
+      ExprInfo letInfo;
+      checkExpr(*let->value, scope, letInfo);
       scope.lets.push_back(let.get());
+      scope.letInfo[let.get()] = letInfo;
+      info.usesIndices |= letInfo.usesIndices;
+      info.usesRuntime |= letInfo.usesRuntime;
     }
     ScalarType t = checkExpr(*def.body, scope, info);
     ScalarType expected = def.kind == DefKind::Mask ? ScalarType::Bool : ScalarType::F32;
@@ -370,12 +386,10 @@ private:
   bool unify(Expr &a, Expr &b, const Location &l, llvm::StringRef what) {
     if (a.type == ScalarType::Invalid || b.type == ScalarType::Invalid)
       return false;
-    if (a.type != b.type) {
-      if (isLiteralTree(a))
-        coerce(a, b.type);
-      else if (isLiteralTree(b))
-        coerce(b, a.type);
-    }
+    if (a.type != b.type && isLiteralTree(a))
+      coerce(a, b.type);
+    if (a.type != b.type && isLiteralTree(b))
+      coerce(b, a.type);
     if (a.type != b.type) {
       error(l) << "type mismatch in " << what << ": " << toString(a.type) << " and "
                << toString(b.type) << castHint(a.type, b.type);
@@ -491,9 +505,14 @@ private:
   }
 
   const ParamDecl *lookupParam(const Scope &scope, llvm::StringRef name) {
-    for (const ParamDecl *p : scope.def->declaredParams())
-      if (p->name == name)
-        return p;
+    auto params = scope.def->declaredParams();
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (params[i]->name != name)
+        continue;
+      if (scope.visibleParams >= 0 && int(i) >= scope.visibleParams)
+        return nullptr; // declared later: see checkName's diagnostic
+      return params[i];
+    }
     return nullptr;
   }
 
@@ -502,6 +521,9 @@ private:
       if ((*it)->name == n.name) {
         n.ref.kind = NameRef::Kind::Let;
         n.ref.let = *it;
+        const ExprInfo &li = scope.letInfo[*it];
+        info.usesIndices |= li.usesIndices;
+        info.usesRuntime |= li.usesRuntime;
         return (*it)->value->type;
       }
     }
@@ -510,8 +532,8 @@ private:
       if (def.indexArgs[i].name != n.name)
         continue;
       if (!scope.allowIndices) {
-        error(n.getLoc()) << "'" << n.name << "' cannot be used here: a kernel scale may only use "
-                             "parameters and constants";
+        error(n.getLoc()) << "'" << n.name << "' cannot be used here: "
+                          << scope.noIndicesReason;
         return ScalarType::Invalid;
       }
       info.usesIndices = true;
@@ -540,6 +562,14 @@ private:
       // A bare definition name is an implicit call at the caller's indices.
       std::vector<CallArg> none;
       return checkDefCall(n, n.name, none, scope, info, /*bare=*/true);
+    }
+    if (scope.visibleParams >= 0 &&
+        llvm::any_of(scope.def->declaredParams(),
+                     [&](const ParamDecl *p) { return p->name == n.name; })) {
+      error(n.getLoc()) << "'" << n.name
+                        << "' is declared after this default; a default may only use the "
+                           "parameters declared before it";
+      return ScalarType::Invalid;
     }
     static const char *const dims[] = {"B", "H", "Hq", "Hkv", "Nq", "Nk", "N", "D"};
     for (const char *d : dims) {
@@ -711,7 +741,11 @@ private:
       implicitFrom = 1;
     else if (calleeIsScore && positional.empty() && caller.kind == DefKind::Score)
       implicitFrom = 0; // bare score inside a score: applies to the caller's s
-    else {
+    else if (calleeIsScore && positional.empty()) {
+      error(node.getLoc()) << "score '" << name << "' needs a score argument here: write " << name
+                           << "(x)";
+      return ScalarType::Invalid;
+    } else {
       error(node.getLoc()) << (calleeIsScore ? "score" : "mask") << " '" << name << "' expects "
                            << (calleeIsScore ? "1 argument (s) or 5 (s, b, h, q, k)"
                                              : "no arguments or 4 (b, h, q, k)")
@@ -1038,7 +1072,10 @@ private:
     // Kernel parameters are checked once, with the mask definition.
     if (def.name.size() > 5 && llvm::StringRef(def.name).ends_with(".mask"))
       checkParams(def, def.declaredParams());
-    Scope scope{&def, {}, allowIndices};
+    Scope scope;
+    scope.def = &def;
+    scope.allowIndices = allowIndices;
+    scope.noIndicesReason = "a kernel scale may only use parameters and constants";
     ExprInfo info;
     checkExpr(*def.body, scope, info);
     ScalarType expected = def.kind == DefKind::Mask ? ScalarType::Bool : ScalarType::F32;

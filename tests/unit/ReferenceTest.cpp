@@ -367,7 +367,7 @@ TEST(Reference, ConstParamsFromCallDefaultAndBinding) {
 }
 
 TEST(Reference, DefaultMayReferToAnotherParam) {
-  const char *src = "mask w(b, h, q, k; const W2: i32 = 2 * W, const W: i32 = 1) = q - k < W2;\n"
+  const char *src = "mask w(b, h, q, k; const W: i32 = 1, const W2: i32 = 2 * W) = q - k < W2;\n"
                     "kernel k { mask = w; }";
   Problem p(shape(1, 4));
   p.Q = {0};

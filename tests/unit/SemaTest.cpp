@@ -275,7 +275,7 @@ TEST(Sema, CallErrors) {
   EXPECT_TRUE(contains(errorsOf("mask c(b, h, q, k) = k <= q;\nmask m(b, h, q, k) = c(q, k);"),
                        "mask 'c' expects no arguments or 4 (b, h, q, k), got 2"));
   EXPECT_TRUE(contains(errorsOf("score f(s, b, h, q, k) = s;\nmask m(b, h, q, k) = f > 0.0;"),
-                       "score 'f' expects 1 argument (s) or 5 (s, b, h, q, k), got 0"));
+                       "score 'f' needs a score argument here: write f(x)"));
   EXPECT_TRUE(contains(errorsOf("mask a(b, h, q, k) = c;\nmask c(b, h, q, k) = a;"),
                        "recursive definition"));
   EXPECT_TRUE(contains(errorsOf("mask a(b, h, q, k) = true;\nmask a(b, h, q, k) = false;"),
