@@ -32,6 +32,7 @@ struct RunOptions {
   bool check = false;
   uint64_t seed = 1;
   std::string target;
+  dsl::ElemType dtype = dsl::ElemType::F32;
 };
 
 /// `attnc run`: runs a kernel on random inputs and prints a summary; with

@@ -74,8 +74,17 @@ cl::opt<bool> check("check", cl::desc("Compare against the float64 reference"),
                     cl::sub(runCmd));
 cl::opt<uint64_t> seed("seed", cl::desc("Random seed for the inputs"),
                        cl::init(1), cl::sub(runCmd));
-cl::opt<std::string> target("target", cl::desc("Where to run: reference"),
+cl::opt<std::string> target("target",
+                            cl::desc("Where to run: reference (float64, the oracle) or interp "
+                                     "(the attn IR, interpreted in f32)"),
                             cl::init("reference"), cl::sub(runCmd));
+
+cl::opt<dsl::ElemType> dtype("dtype", cl::desc("Input element type"),
+                             cl::init(dsl::ElemType::F32),
+                             cl::values(clEnumValN(dsl::ElemType::F32, "f32", "float32"),
+                                        clEnumValN(dsl::ElemType::F16, "f16", "float16"),
+                                        clEnumValN(dsl::ElemType::BF16, "bf16", "bfloat16")),
+                             cl::sub(runCmd));
 
 } // namespace
 
@@ -110,7 +119,7 @@ int main(int argc, char **argv) {
   if (runCmd) {
     driver::RunOptions opts{kernelName, shape, {params.begin(), params.end()},
                             qOffset,    check, seed,
-                            target};
+                            target,     dtype};
     return driver::runKernel(ctx, *prog, opts, outs()) ? 0 : 1;
   }
 
