@@ -5,11 +5,8 @@
 #include "attnc/DSL/MLIRGen.h"
 #include "attnc/DSL/Reference.h"
 #include "attnc/Dialect/Attn/IR/AttnDialect.h"
-#include "attnc/Dialect/Attn/Transforms/Passes.h"
 #include "attnc/Interp/Interpreter.h"
-
-#include "mlir/Pass/PassManager.h"
-#include "mlir/Transforms/Passes.h"
+#include "attnc/Pipeline/Pipeline.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/DialectRegistry.h"
@@ -119,10 +116,7 @@ runInterp(mlir::MLIRContext &ctx, const dsl::Program &prog, const dsl::KernelDec
   auto module = dsl::mlirGen(ctx, prog, genOptions);
   if (!module)
     return err("MLIRGen failed");
-  mlir::PassManager pm(&ctx);
-  pm.addPass(mlir::attn::createAttnInlineDefinitions());
-  pm.addPass(mlir::createCanonicalizerPass());
-  if (mlir::failed(pm.run(*module)))
+  if (mlir::failed(pipeline::runInlineAndSimplify(*module)))
     return err("the attn passes failed");
   mlir::attn::KernelOp kernel;
   module->walk([&](mlir::attn::KernelOp op) { kernel = op; });
