@@ -169,24 +169,51 @@ private:
     return RankedTensorType::get(shape, elem);
   }
 
-  std::string dimText(const Expr &e) {
-    std::string text;
-    llvm::raw_string_ostream os(text);
-    std::function<void(const Expr &)> print = [&](const Expr &x) {
-      if (auto *n = llvm::dyn_cast<NameExpr>(&x))
-        os << n->name;
-      else if (auto *i = llvm::dyn_cast<IntLitExpr>(&x))
-        os << i->value;
-      else if (auto *b = llvm::dyn_cast<BinaryExpr>(&x)) {
-        os << "(";
-        print(*b->lhs);
-        os << " " << toString(b->op) << " ";
-        print(*b->rhs);
-        os << ")";
+  /// One `attn.dims` entry: a dimension symbol, an integer when the extent
+  /// folds with the kernel's constants, or "?" when it cannot be expressed
+  /// as either (the launch then relies on the front end's shape function).
+  Attribute dimAttr(const Expr &e, const ParamDecl &tensor) {
+    dimOwner = tensor.owner;
+    if (auto *n = llvm::dyn_cast<NameExpr>(&e); n && n->ref.kind == NameRef::Kind::Dim)
+      return builder.getStringAttr(toString(n->ref.dim));
+    if (auto v = foldDim(e))
+      return builder.getI64IntegerAttr(*v);
+    return builder.getStringAttr("?");
+  }
+
+  std::optional<int64_t> foldDim(const Expr &e) {
+    if (auto *i = llvm::dyn_cast<IntLitExpr>(&e))
+      return i->value;
+    if (auto *n = llvm::dyn_cast<NameExpr>(&e)) {
+      if (n->ref.kind != NameRef::Kind::Param)
+        return std::nullopt;
+      // Only a constant of the same parameter list is the same parameter;
+      // one bound inside a call is not visible here.
+      auto it = kernelConsts.find(n->ref.param);
+      if (it == kernelConsts.end() || it->second.first->owner != dimOwner)
+        return std::nullopt;
+      return it->second.second;
+    }
+    if (auto *b = llvm::dyn_cast<BinaryExpr>(&e)) {
+      auto l = foldDim(*b->lhs), r = foldDim(*b->rhs);
+      if (!l || !r)
+        return std::nullopt;
+      switch (b->op) {
+      case BinaryOp::Add:
+        return *l + *r;
+      case BinaryOp::Sub:
+        return *l - *r;
+      case BinaryOp::Mul:
+        return *l * *r;
+      case BinaryOp::Div:
+        if (*r == 0)
+          return std::nullopt;
+        return *l / *r - ((*l % *r != 0) && ((*l < 0) != (*r < 0)));
+      default:
+        return std::nullopt;
       }
-    };
-    print(e);
-    return text;
+    }
+    return std::nullopt;
   }
 
   DictionaryAttr paramAttrs(const EffectiveParam &p, bool withDims) {
@@ -197,7 +224,7 @@ private:
     if (withDims && p.decl->isTensor()) {
       SmallVector<Attribute> dims;
       for (auto &d : p.decl->dims)
-        dims.push_back(builder.getStringAttr(dimText(*d)));
+        dims.push_back(dimAttr(*d, *p.decl));
       attrs.append("attn.dims", builder.getArrayAttr(dims));
     }
     return attrs.getDictionary(&ctx);
@@ -263,6 +290,13 @@ private:
     OpBuilder::InsertionGuard guard(builder);
     auto kernel = attn::KernelOp::create(builder, loc(k.loc), k.name, type);
     Block &body = kernel.getBody().front();
+    builder.setInsertionPointToEnd(&body);
+    Env env;
+    for (auto [i, p] : llvm::enumerate(k.runtimeParams))
+      env.params[p.name] = body.getArgument(i);
+    kernelConsts.clear();
+    genConstants(k, env);
+
     for (auto [i, p] : llvm::enumerate(k.runtimeParams)) {
       NamedAttrList attrs(paramAttrs(p, /*withDims=*/true));
       if (p.decl->init && !p.decl->isTensor())
@@ -278,12 +312,6 @@ private:
     kernel.setDtypesAttr(builder.getArrayAttr(dtypes));
     if (!k.headDims.empty())
       kernel.setHeadDimsAttr(builder.getDenseI64ArrayAttr(k.headDims));
-
-    builder.setInsertionPointToEnd(&body);
-    Env env;
-    for (auto [i, p] : llvm::enumerate(k.runtimeParams))
-      env.params[p.name] = body.getArgument(i);
-    genConstants(k, env);
 
     Value scale;
     if (k.scaleDef)
@@ -343,6 +371,14 @@ private:
         continue;
       }
       env.params[p.name] = genExpr(*p.decl->init, env);
+    }
+    for (auto &p : k.constParams) {
+      auto it = env.params.find(p.name);
+      if (it == env.params.end())
+        continue;
+      if (auto c = it->second.getDefiningOp<arith::ConstantOp>())
+        if (auto ia = dyn_cast<IntegerAttr>(c.getValue()))
+          kernelConsts[p.name] = {p.decl, ia.getValue().getSExtValue()};
     }
     for (auto &[name, _] : options.constValues) {
       bool known = llvm::any_of(k.constParams, [&](auto &p) { return p.name == name; });
@@ -722,6 +758,9 @@ private:
   OpBuilder builder;
   OwningOpRef<ModuleOp> module;
   bool failed = false;
+  /// Integer values of the current kernel's const parameters, by name.
+  std::map<std::string, std::pair<const ParamDecl *, int64_t>> kernelConsts;
+  const void *dimOwner = nullptr;
 };
 
 } // namespace

@@ -95,6 +95,8 @@ private:
       def->indexArgs = buildIdents(ctx->indexArgs);
     if (ctx->params)
       def->params = buildParams(ctx->params);
+    for (auto &p : def->params)
+      p->owner = def.get();
     auto *body = ctx->body();
     for (auto *let : body->letStmt()) {
       auto stmt = std::make_unique<LetStmt>();
@@ -155,6 +157,8 @@ private:
     kernel->loc = loc(ctx->name);
     if (ctx->params)
       kernel->params = buildParams(ctx->params);
+    for (auto &p : kernel->params)
+      p->owner = kernel.get();
     kernel->fields = buildFields(ctx->field());
     return kernel;
   }

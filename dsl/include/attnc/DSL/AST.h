@@ -209,6 +209,9 @@ public:
   std::vector<ExprPtr> dims;
   ExprPtr init;
   Location loc;
+  /// The definition or kernel whose parameter list declares it: names in
+  /// `dims` and `init` refer to that list.
+  const void *owner = nullptr;
   bool isTensor() const { return !dims.empty(); }
 };
 

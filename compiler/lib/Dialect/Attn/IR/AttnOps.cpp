@@ -384,9 +384,12 @@ void KernelOp::getAsmBlockArgumentNames(Region &region,
 
 /// Symbols allowed in `attn.dims` (docs/ir.md): the problem sizes of the
 /// attention call. N stands for a sequence length shared by queries and keys.
+/// "?" is an extent the front end could not express as one symbol or
+/// integer (e.g. `2 * W + 1` with W bound inside a definition); it is not
+/// checked symbolically.
 static bool isDimSymbol(StringRef symbol) {
   return llvm::is_contained(
-      ArrayRef<StringRef>{"B", "Hq", "Hkv", "Nq", "Nk", "N", "D", "Dv"},
+      ArrayRef<StringRef>{"B", "Hq", "Hkv", "Nq", "Nk", "N", "D", "Dv", "?"},
       symbol);
 }
 
