@@ -12,4 +12,4 @@ KERNEL="${2:-gemma2_local}"
 set -x
 build/bin/attnc "$KERNEL_FILE" --kernel="$KERNEL" --emit=attn | head -40
 build/bin/attnc run "$KERNEL_FILE" --kernel="$KERNEL" --shape=1,8,2,100,300,128 \
-  --q-offset=200 --target=interp --dtype=bf16 --check
+  --q-offset=200 --param W=128 --target=interp --dtype=bf16 --check
