@@ -7,6 +7,7 @@
 
 #include "TestPasses.h"
 
+#include "attnc/Conversion/AttnToCPU.h"
 #include "attnc/Dialect/Attn/IR/AttnDialect.h"
 #include "attnc/Dialect/Attn/Transforms/Passes.h"
 
@@ -21,6 +22,7 @@ int main(int argc, char **argv) {
   registry.insert<mlir::scf::SCFDialect>();
 
   mlir::attn::registerAttnPasses();
+  mlir::attn::registerAttnConversionPasses();
   mlir::attn::registerTestAttnBuildersPass();
   // canonicalize, cse, inline, symbol-dce, ...
   mlir::registerTransformsPasses();

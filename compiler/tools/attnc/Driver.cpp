@@ -1,6 +1,7 @@
 //===- Driver.cpp - attnc subcommands -------------------------------------===//
 
 #include "Driver.h"
+#include "CpuTarget.h"
 
 #include "attnc/DSL/MLIRGen.h"
 #include "attnc/DSL/Reference.h"
@@ -166,9 +167,10 @@ bool attnc::driver::runKernel(mlir::MLIRContext &ctx, const dsl::Program &prog,
   if (options.qOffset < 0)
     return fail("--q-offset must be non-negative");
   bool useInterp = options.target == "interp";
-  if (!useInterp && options.target != "reference")
-    return fail("unknown target '" + options.target + "' (available: reference, interp)");
-  if (options.check && !useInterp)
+  bool useCpu = options.target == "cpu";
+  if (!useInterp && !useCpu && options.target != "reference")
+    return fail("unknown target '" + options.target + "' (available: reference, interp, cpu)");
+  if (options.check && !useInterp && !useCpu)
     return fail("--check compares a compiled target against the reference; --target=reference "
                 "has nothing to compare");
   if (!llvm::is_contained(k->dtypes, options.dtype))
@@ -202,6 +204,16 @@ bool attnc::driver::runKernel(mlir::MLIRContext &ctx, const dsl::Program &prog,
       return fail(llvm::toString(result.takeError()));
     O.assign(result->O.begin(), result->O.end());
     LSE.assign(result->LSE.begin(), result->LSE.end());
+  } else if (useCpu) {
+    auto result = runCpu(ctx, prog, *k, options, shape, Q, K, V, *bindings);
+    if (!result)
+      return fail(llvm::toString(result.takeError()));
+    O = std::move(result->O);
+    LSE = std::move(result->LSE);
+    double flops = 4.0 * shape.B * shape.Hq * shape.Nq * shape.Nk * shape.D;
+    os << "cpu kernel: best of " << result->repeats << ": " << llvm::format("%.3f", result->bestMs)
+       << " ms, " << llvm::format("%.2f", flops / (result->bestMs * 1e6))
+       << " GFLOP/s (dense count 4*B*Hq*Nq*Nk*D)\n";
   } else {
     auto ref = reference::evaluate(*k, shape, Q.data(), K.data(), V.data(), *bindings);
     if (!ref)

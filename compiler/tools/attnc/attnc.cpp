@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CpuTarget.h"
 #include "Driver.h"
 #include "attnc/DSL/Frontend.h"
 #include "attnc/DSL/Printer.h"
@@ -32,13 +33,16 @@ cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .attn file>"),
                                cl::sub(cl::SubCommand::getTopLevel()),
                                cl::sub(runCmd));
 
-enum class Emit { AST, Format, Attn };
+enum class Emit { AST, Format, Attn, Tiled, LLVMDialect, LLVM };
 cl::opt<Emit>
     emit("emit", cl::desc("What to print"), cl::init(Emit::Attn),
          cl::values(clEnumValN(Emit::AST, "ast", "the checked AST"),
                     clEnumValN(Emit::Format, "format", "canonical DSL source"),
                     clEnumValN(Emit::Attn, "attn",
-                               "the attn dialect (MLIRGen output)")),
+                               "the attn dialect (MLIRGen output)"),
+                    clEnumValN(Emit::Tiled, "tiled", "CPU: flash-tiled scf/vector (attn-to-cpu)"),
+                    clEnumValN(Emit::LLVMDialect, "llvm-dialect", "CPU: the LLVM dialect"),
+                    clEnumValN(Emit::LLVM, "llvm", "CPU: optimized LLVM IR for the host")),
          cl::sub(cl::SubCommand::getTopLevel()));
 
 cl::opt<std::string> outputFile("o", cl::desc("Output file"),
@@ -76,7 +80,7 @@ cl::opt<uint64_t> seed("seed", cl::desc("Random seed for the inputs"),
                        cl::init(1), cl::sub(runCmd));
 cl::opt<std::string> target("target",
                             cl::desc("Where to run: reference (float64, the oracle) or interp "
-                                     "(the attn IR, interpreted in f32)"),
+                                     "(the attn IR, interpreted in f32) or cpu (JIT-compiled for the host)"),
                             cl::init("reference"), cl::sub(runCmd));
 
 cl::opt<dsl::ElemType> dtype("dtype", cl::desc("Input element type"),
@@ -139,6 +143,16 @@ int main(int argc, char **argv) {
   case Emit::Attn:
     if (!driver::emitAttn(ctx, *prog, kernelName,
                           {params.begin(), params.end()}, out->os()))
+      return 1;
+    break;
+  case Emit::Tiled:
+  case Emit::LLVMDialect:
+  case Emit::LLVM:
+    if (!driver::emitCpu(ctx, *prog, kernelName, {params.begin(), params.end()},
+                         emit == Emit::Tiled         ? driver::CpuStage::Tiled
+                         : emit == Emit::LLVMDialect ? driver::CpuStage::LLVMDialect
+                                                     : driver::CpuStage::LLVMIR,
+                         out->os()))
       return 1;
     break;
   }

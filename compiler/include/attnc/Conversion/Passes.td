@@ -1,0 +1,52 @@
+//===- Passes.td - attn conversion passes ------------------*- tablegen -*-===//
+
+#ifndef ATTNC_CONVERSION_PASSES_TD
+#define ATTNC_CONVERSION_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def AttnToCPU : Pass<"attn-to-cpu", "ModuleOp"> {
+  let summary = "Lower attn.kernel to a flash-tiled func.func on scf/vector";
+  let description = [{
+    Rewrites every `attn.kernel` (after inlining and canonicalization) into
+    two functions:
+
+    * `@<kernel>_item(Q, K, V, O, LSE, q_offset, params..., b, h, qtile)`
+      computes one work item: query rows `[qtile*tile-q, +tile-q)` of batch
+      `b`, query head `h`. The future runtime threads over work items.
+    * `@<kernel>(Q, K, V, O, LSE, q_offset, params...)` loops over every
+      work item (the single-threaded entry point).
+
+    Q/K are `memref<?x?x?x{head-dim}xT>`, V `memref<?x?x?x{head-dim-v}xT>`,
+    O `memref<?x?x?x{head-dim-v}xf32>`, LSE `memref<?x?x?xf32>`; tensor
+    parameters become memrefs of the same shape. Inside an item, an `scf.for`
+    over KV tiles of `tile-k` keys carries the online-softmax state (running
+    max and running sum, `vector<tile-q x f32>`) as iter_args; the output
+    accumulator lives in a stack buffer. Scores are computed transposed
+    (lanes = query rows), so the mask and score regions are cloned once per
+    key of the tile onto `vector<tile-q x ...>` values (attn.load becomes a
+    masked vector.gather). The KV range is narrowed per item for masks that
+    are conjunctions/disjunctions of comparisons of `k` against `q`,
+    `q - k`, or loop invariants (causal, windows, sinks); anything else
+    scans all keys.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
+    "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect"
+  ];
+  let options = [
+    Option<"headDim", "head-dim", "int64_t", /*default=*/"128",
+           "Head dimension D of Q and K">,
+    Option<"headDimV", "head-dim-v", "int64_t", /*default=*/"0",
+           "Head dimension Dv of V and O (0: same as head-dim)">,
+    Option<"dtype", "dtype", "std::string", /*default=*/"\"f32\"",
+           "Element type of Q, K, V: f32, bf16 or f16 (math is f32)">,
+    Option<"tileQ", "tile-q", "int64_t", /*default=*/"16",
+           "Query rows per work item (vector lanes of the score tile)">,
+    Option<"tileK", "tile-k", "int64_t", /*default=*/"16",
+           "Keys per KV tile">
+  ];
+}
+
+#endif // ATTNC_CONVERSION_PASSES_TD

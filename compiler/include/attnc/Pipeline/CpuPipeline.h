@@ -1,0 +1,67 @@
+//===- CpuPipeline.h - attn -> LLVM for the host CPU -------------*- C++ -*-===//
+//
+// The CPU target, in stages that `attnc --emit=...` can print:
+//   runInlineAndSimplify (Pipeline.h)
+//   -> lowerToTiled: attn-to-cpu (flash-tiled scf/vector/memref)
+//   -> lowerToLLVM:  LLVM dialect (math approximations, vector-to-llvm, ...)
+//   -> translateToLLVMIR / createJIT: LLVM IR for the host, ORC JIT.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTNC_PIPELINE_CPUPIPELINE_H
+#define ATTNC_PIPELINE_CPUPIPELINE_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Support/LogicalResult.h"
+#include "llvm/Support/Error.h"
+
+#include <memory>
+#include <string>
+
+namespace llvm {
+class LLVMContext;
+class Module;
+class TargetMachine;
+} // namespace llvm
+
+namespace mlir {
+class DialectRegistry;
+class ExecutionEngine;
+} // namespace mlir
+
+namespace attnc::pipeline {
+
+struct CpuOptions {
+  int64_t headDim = 128;
+  int64_t headDimV = 0; // 0: headDim
+  std::string dtype = "f32";
+  int64_t tileQ = 16;
+  int64_t tileK = 16;
+  unsigned optLevel = 3;
+};
+
+/// Dialects and LLVM IR translations the CPU pipeline needs in the context.
+void registerCpuDialects(mlir::DialectRegistry &registry);
+
+/// attn (inlined, canonicalized) -> `attn-to-cpu`, then canonicalize + cse.
+mlir::LogicalResult lowerToTiled(mlir::ModuleOp module, const CpuOptions &options);
+
+/// Tiled form -> LLVM dialect. Leftover attn ops (cache policies) are
+/// dropped: nothing on the CPU path reads them yet.
+mlir::LogicalResult lowerToLLVM(mlir::ModuleOp module, const CpuOptions &options);
+
+/// A TargetMachine for the host CPU (its features: AVX-512 where present).
+llvm::Expected<std::unique_ptr<llvm::TargetMachine>> hostTargetMachine();
+
+/// LLVM dialect -> optimized LLVM IR for the host.
+llvm::Expected<std::unique_ptr<llvm::Module>>
+translateToLLVMIR(mlir::ModuleOp module, llvm::LLVMContext &llvmCtx, const CpuOptions &options);
+
+/// LLVM dialect -> JIT-compiled engine for the host (optimized at
+/// options.optLevel with the host's cost model).
+llvm::Expected<std::unique_ptr<mlir::ExecutionEngine>> createJIT(mlir::ModuleOp module,
+                                                                 const CpuOptions &options);
+
+} // namespace attnc::pipeline
+
+#endif // ATTNC_PIPELINE_CPUPIPELINE_H

@@ -1,0 +1,686 @@
+//===- AttnToCPU.cpp - attn.kernel -> flash-tiled scf/vector --------------===//
+//
+// Lowers each attn.kernel to a work-item function in the flash form:
+//
+//   item(b, h, qt):                       // rows r0 = qt*Tq .. r0+Tq
+//     Qt[d][i] = scale * Q[b,h,r0+i,d]    // transposed once per item
+//     [kLo, kHi) = kvRange(mask, qmin, qmax)
+//     m = -inf, l = 0, acc = 0            // m, l: vector<Tq>; acc: Tq x Dv
+//     for kt in [kLo, kHi) step Tk:       // iter_args(m, l)
+//       s_j = sum_d K[kt+j][d] * Qt[d]    // j < Tk; lanes = query rows
+//       t_j = mask_j ? score(s_j) : -inf  // regions cloned on vectors
+//       m' = max(m, max_j t_j); alpha = exp(m - m'); p_j = exp(t_j - m')
+//       l = alpha*l + sum_j p_j; acc[i] = alpha[i]*acc[i] + sum_j p_j[i]*V[kt+j]
+//     O[r0+i] = acc[i] / l[i]; LSE = m + log(l)
+//
+// Scores are kept transposed (one vector<Tq> per key) so that Q·K^T needs no
+// transpose of K: each K element is broadcast against a column of Qt, which
+// x86 folds into an FMA with a broadcast memory operand, and the softmax
+// reductions over keys become elementwise max/add across the Tk vectors.
+//
+//===----------------------------------------------------------------------===//
+
+#include "attnc/Conversion/AttnToCPU.h"
+
+#include "attnc/Dialect/Attn/IR/AttnDialect.h"
+#include "attnc/Dialect/Attn/IR/AttnOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/OpDefinition.h"
+
+#include <cmath>
+#include <limits>
+
+namespace mlir {
+namespace attn {
+#define GEN_PASS_DEF_ATTNTOCPU
+#include "attnc/Conversion/Passes.h.inc"
+} // namespace attn
+} // namespace mlir
+
+using namespace mlir;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// KV range of a mask
+//===----------------------------------------------------------------------===//
+
+/// A sound superset of the keys a mask may admit for the query rows
+/// [qmin, qmax] of a work item: [lo, hi) as i64 values, unclamped.
+///
+/// The rule: the mask is an and/or tree whose leaves are `arith.cmpi` with a
+/// signed predicate between two *terms*, a term being `q`, `k`, `q - k`,
+/// `k - q` or a loop invariant (a kernel-body value or a constant of the
+/// region), possibly sign-extended. Positions are non-negative i32, so these
+/// terms never wrap and the comparison is exact over the integers; it
+/// bounds k by q plus an invariant, i.e. by qmin/qmax over the item. `and`
+/// intersects ranges, `or` takes their hull; a constant `true` is the full
+/// range and `false` the empty one. Any other leaf (reads of tensor data,
+/// other arithmetic, b/h) gives the full range, so the rule never drops a
+/// key the mask admits.
+class KvRangeBuilder {
+public:
+  KvRangeBuilder(OpBuilder &b, Location loc, Block &maskBlock, IRMapping &outer, Value qmin,
+                 Value qmax, Value nk)
+      : b(b), loc(loc), qArg(maskBlock.getArgument(2)), kArg(maskBlock.getArgument(3)),
+        outer(outer), qmin(qmin), qmax(qmax), nk(nk) {}
+
+  struct Range {
+    Value lo, hi;
+    bool bounded; // false: the full range [0, Nk)
+  };
+
+  Range build(Value mask) {
+    if (auto c = mask.getDefiningOp<arith::ConstantOp>()) {
+      if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isZero())
+        return {i64(0), i64(0), true};
+      return full();
+    }
+    if (auto andOp = mask.getDefiningOp<arith::AndIOp>()) {
+      Range x = build(andOp.getLhs()), y = build(andOp.getRhs());
+      if (!x.bounded)
+        return y;
+      if (!y.bounded)
+        return x;
+      return {arith::MaxSIOp::create(b, loc, x.lo, y.lo), arith::MinSIOp::create(b, loc, x.hi, y.hi),
+              true};
+    }
+    if (auto orOp = mask.getDefiningOp<arith::OrIOp>()) {
+      Range x = build(orOp.getLhs()), y = build(orOp.getRhs());
+      if (!x.bounded || !y.bounded)
+        return full();
+      return {arith::MinSIOp::create(b, loc, x.lo, y.lo), arith::MaxSIOp::create(b, loc, x.hi, y.hi),
+              true};
+    }
+    if (auto cmp = mask.getDefiningOp<arith::CmpIOp>())
+      return leaf(cmp);
+    return full();
+  }
+
+private:
+  /// coeffQ*q + coeffK*k + c (c: an i64 invariant, or null for 0).
+  struct Lin {
+    int coeffQ = 0, coeffK = 0;
+    Value c;
+  };
+
+  Range full() { return {i64(0), nk, false}; }
+  Value i64(int64_t v) { return arith::ConstantIntOp::create(b, loc, v, 64); }
+
+  Value strip(Value v) {
+    while (auto ext = v.getDefiningOp<arith::ExtSIOp>())
+      v = ext.getIn();
+    return v;
+  }
+
+  std::optional<Lin> term(Value v) {
+    v = strip(v);
+    if (v == qArg)
+      return Lin{1, 0, {}};
+    if (v == kArg)
+      return Lin{0, 1, {}};
+    if (auto sub = v.getDefiningOp<arith::SubIOp>()) {
+      Value l = strip(sub.getLhs()), r = strip(sub.getRhs());
+      if (l == qArg && r == kArg)
+        return Lin{1, -1, {}};
+      if (l == kArg && r == qArg)
+        return Lin{-1, 1, {}};
+      return std::nullopt;
+    }
+    if (!isa<IntegerType>(v.getType()))
+      return std::nullopt;
+    Value inv;
+    if (auto c = v.getDefiningOp<arith::ConstantOp>()) {
+      auto ia = dyn_cast<IntegerAttr>(c.getValue());
+      if (!ia)
+        return std::nullopt;
+      inv = i64(ia.getValue().getSExtValue());
+    } else if (Value m = outer.lookupOrNull(v)) {
+      inv = m.getType().isInteger(64) ? m : arith::ExtSIOp::create(b, loc, b.getI64Type(), m);
+    } else {
+      return std::nullopt;
+    }
+    return Lin{0, 0, inv};
+  }
+
+  Range leaf(arith::CmpIOp cmp) {
+    using P = arith::CmpIPredicate;
+    P pred = cmp.getPredicate();
+    if (pred != P::slt && pred != P::sle && pred != P::sgt && pred != P::sge)
+      return full();
+    auto lhs = term(cmp.getLhs()), rhs = term(cmp.getRhs());
+    if (!lhs || !rhs || (lhs->c && rhs->c))
+      return full();
+    // e = lhs - rhs; normalize `e pred 0` to `sign*e + t < 0`.
+    int sign = (pred == P::slt || pred == P::sle) ? 1 : -1;
+    int64_t t = (pred == P::slt || pred == P::sgt) ? 0 : -1;
+    int a = sign * (lhs->coeffQ - rhs->coeffQ);
+    int bk = sign * (lhs->coeffK - rhs->coeffK);
+    if (bk == 0 || a < -1 || a > 1)
+      return full();
+    // g = sign*(c_lhs - c_rhs) + t.
+    Value g = i64(t);
+    if (lhs->c)
+      g = sign > 0 ? arith::AddIOp::create(b, loc, g, lhs->c).getResult()
+                   : arith::SubIOp::create(b, loc, g, lhs->c).getResult();
+    if (rhs->c)
+      g = sign > 0 ? arith::SubIOp::create(b, loc, g, rhs->c).getResult()
+                   : arith::AddIOp::create(b, loc, g, rhs->c).getResult();
+    if (bk == 1) {
+      // k < -a*q - g: the bound is loosest at the q maximizing -a*q.
+      Value bound = a == -1  ? arith::SubIOp::create(b, loc, qmax, g).getResult()
+                    : a == 0 ? arith::SubIOp::create(b, loc, i64(0), g).getResult()
+                             : arith::SubIOp::create(
+                                   b, loc, arith::SubIOp::create(b, loc, i64(0), qmin), g)
+                                   .getResult();
+      return {i64(0), bound, true};
+    }
+    // -k + a*q + g < 0  <=>  k >= a*q + g + 1: loosest at the q minimizing a*q.
+    Value base = a == 1    ? qmin
+                 : a == 0  ? i64(0)
+                           : arith::SubIOp::create(b, loc, i64(0), qmax).getResult();
+    Value bound = arith::AddIOp::create(b, loc, arith::AddIOp::create(b, loc, base, g), i64(1));
+    return {bound, nk, true};
+  }
+
+  OpBuilder &b;
+  Location loc;
+  Value qArg, kArg;
+  IRMapping &outer;
+  Value qmin, qmax, nk;
+};
+
+//===----------------------------------------------------------------------===//
+// Kernel lowering
+//===----------------------------------------------------------------------===//
+
+class KernelLowering {
+public:
+  KernelLowering(attn::KernelOp kernel, int64_t D, int64_t Dv, Type elemType, int64_t Tq,
+                 int64_t Tk)
+      : kernel(kernel), attention(kernel.getAttention()), ctx(kernel.getContext()), D(D), Dv(Dv),
+        elemType(elemType), Tq(Tq), Tk(Tk) {}
+
+  LogicalResult run(OpBuilder &moduleBuilder) {
+    if (!attention)
+      return kernel.emitError("attn-to-cpu: kernel has no attn.attention");
+    for (Operation &op : kernel.getBody().front())
+      if (!isa<attn::AttentionOp>(op) && !isPure(&op))
+        return op.emitError("attn-to-cpu: kernel body op has side effects");
+    func::FuncOp item = buildItem(moduleBuilder);
+    if (!item)
+      return failure();
+    buildEntry(moduleBuilder, item);
+    return success();
+  }
+
+private:
+  Type f32() { return Float32Type::get(ctx); }
+  VectorType vecOf(Type elem) { return VectorType::get({Tq}, elem); }
+  MemRefType ioType(int64_t lastDim, Type elem) {
+    return MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic,
+                            lastDim},
+                           elem);
+  }
+
+  /// Q, K, V, O, LSE, q_offset, then the kernel's parameters.
+  SmallVector<Type> commonArgTypes() {
+    SmallVector<Type> types = {ioType(D, elemType), ioType(D, elemType), ioType(Dv, elemType),
+                               ioType(Dv, f32()),
+                               MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic,
+                                                ShapedType::kDynamic},
+                                               f32()),
+                               IntegerType::get(ctx, 32)};
+    for (Type t : kernel.getArgumentTypes()) {
+      if (auto tt = dyn_cast<RankedTensorType>(t))
+        types.push_back(MemRefType::get(tt.getShape(), tt.getElementType()));
+      else
+        types.push_back(t);
+    }
+    return types;
+  }
+
+  void setArgNames(func::FuncOp fn) {
+    static const char *names[] = {"Q", "K", "V", "O", "LSE", "q_offset"};
+    for (unsigned i = 0; i < 6; ++i)
+      fn.setArgAttr(i, "attn.name", StringAttr::get(ctx, names[i]));
+    for (unsigned i = 0, e = kernel.getNumArguments(); i < e; ++i)
+      fn.setArgAttr(6 + i, "attn.name", StringAttr::get(ctx, kernel.getParamName(i)));
+  }
+
+  Value cIdx(OpBuilder &b, int64_t v) { return arith::ConstantIndexOp::create(b, loc(), v); }
+  Value cF32(OpBuilder &b, float v) {
+    return arith::ConstantFloatOp::create(b, loc(), cast<FloatType>(f32()), APFloat(v));
+  }
+  Value splatF32(OpBuilder &b, float v) {
+    return arith::ConstantOp::create(b, loc(), DenseElementsAttr::get(vecOf(f32()), v));
+  }
+  Value bcast(OpBuilder &b, Value scalar) {
+    return vector::BroadcastOp::create(b, loc(), vecOf(scalar.getType()), scalar);
+  }
+  Value toF32(OpBuilder &b, Value v) {
+    Type t = v.getType();
+    Type elem = getElementTypeOrSelf(t);
+    if (elem.isF32())
+      return v;
+    Type to = isa<VectorType>(t) ? Type(VectorType::get(cast<VectorType>(t).getShape(), f32()))
+                                 : f32();
+    return arith::ExtFOp::create(b, loc(), to, v);
+  }
+  Location loc() { return kernel.getLoc(); }
+
+  /// Clones the ops of `block` onto vector<Tq> values. `args` are the
+  /// vectorized block arguments; values defined outside the block are looked
+  /// up in `outer` (scalars, broadcast on use; tensors, as memrefs).
+  /// `laneValid` masks gathers so lanes outside the problem never read
+  /// memory. Returns the vectorized yielded value.
+  FailureOr<Value> vectorizeRegion(OpBuilder &b, Block &block, ArrayRef<Value> args,
+                                   IRMapping &outer, Value laneValid) {
+    IRMapping local;
+    for (auto [arg, v] : llvm::zip(block.getArguments(), args))
+      local.map(arg, v);
+    auto get = [&](Value v) -> Value {
+      if (Value m = local.lookupOrNull(v))
+        return m;
+      Value s = outer.lookup(v);
+      if (isa<MemRefType>(s.getType()))
+        return s;
+      Value vec = bcast(b, s);
+      local.map(v, vec);
+      return vec;
+    };
+    for (Operation &op : block) {
+      if (auto yield = dyn_cast<attn::YieldOp>(op))
+        return get(yield.getValue());
+      if (auto c = dyn_cast<arith::ConstantOp>(op)) {
+        auto attr = dyn_cast<TypedAttr>(c.getValue());
+        if (!attr || isa<ShapedType>(attr.getType()))
+          return op.emitError("attn-to-cpu: unsupported constant"), failure();
+        local.map(c.getResult(), arith::ConstantOp::create(
+                                     b, op.getLoc(),
+                                     DenseElementsAttr::get(vecOf(attr.getType()), attr)));
+        continue;
+      }
+      if (auto load = dyn_cast<attn::LoadOp>(op)) {
+        auto memref = cast<TypedValue<MemRefType>>(get(load.getTensor()));
+        MemRefType mt = memref.getType();
+        Type i32 = b.getI32Type();
+        // Row-major linear index over the (collapsed) tensor.
+        Value linear;
+        for (auto [d, idx] : llvm::enumerate(load.getIndices())) {
+          Value iv = get(idx);
+          if (!linear) {
+            linear = iv;
+            continue;
+          }
+          Value dim = memref::DimOp::create(b, op.getLoc(), memref, d);
+          Value dim32 = arith::IndexCastOp::create(b, op.getLoc(), i32, dim);
+          linear = arith::AddIOp::create(
+              b, op.getLoc(), arith::MulIOp::create(b, op.getLoc(), linear, bcast(b, dim32)), iv);
+        }
+        Value flat = memref;
+        if (mt.getRank() > 1) {
+          ReassociationIndices all;
+          for (int64_t d = 0; d < mt.getRank(); ++d)
+            all.push_back(d);
+          flat = memref::CollapseShapeOp::create(b, op.getLoc(), memref,
+                                                 ArrayRef<ReassociationIndices>{all});
+        }
+        Type elem = mt.getElementType();
+        if (mt.getRank() == 0) {
+          Value s = memref::LoadOp::create(b, op.getLoc(), memref, ValueRange{});
+          local.map(load.getResult(), bcast(b, s));
+          continue;
+        }
+        Value pass = arith::ConstantOp::create(
+            b, op.getLoc(), DenseElementsAttr::get(vecOf(elem), b.getZeroAttr(elem)));
+        Value g = vector::GatherOp::create(b, op.getLoc(), vecOf(elem), flat,
+                                           ValueRange{cIdx(b, 0)}, linear, laneValid, pass);
+        local.map(load.getResult(), g);
+        continue;
+      }
+      if (op.getNumRegions() == 0 && OpTrait::hasElementwiseMappableTraits(&op) &&
+          isa<arith::ArithDialect, math::MathDialect>(op.getDialect())) {
+        // Elementwise ops keep their attributes and properties (predicates,
+        // fastmath and overflow flags); only the types change.
+        for (Value v : op.getOperands())
+          (void)get(v);
+        Operation *clone = b.clone(op, local);
+        for (Value r : clone->getResults())
+          r.setType(vecOf(r.getType()));
+        for (auto [from, to] : llvm::zip(op.getResults(), clone->getResults()))
+          local.map(from, to);
+        continue;
+      }
+      return op.emitError("attn-to-cpu: cannot vectorize '") << op.getName() << "'", failure();
+    }
+    return failure();
+  }
+
+  func::FuncOp buildItem(OpBuilder &mb) {
+    SmallVector<Type> types = commonArgTypes();
+    Type idx = IndexType::get(ctx);
+    types.append({idx, idx, idx});
+    auto fnType = FunctionType::get(ctx, types, {});
+    auto fn = func::FuncOp::create(mb, loc(), attn::cpuItemName(kernel.getSymName()), fnType);
+    setArgNames(fn);
+    unsigned nParams = kernel.getNumArguments();
+    Block *entry = fn.addEntryBlock();
+    OpBuilder b = OpBuilder::atBlockBegin(entry);
+    Value Q = fn.getArgument(0), K = fn.getArgument(1), V = fn.getArgument(2),
+          O = fn.getArgument(3), LSE = fn.getArgument(4), qOffset = fn.getArgument(5);
+    Value bIdx = fn.getArgument(6 + nParams), hIdx = fn.getArgument(7 + nParams),
+          qTile = fn.getArgument(8 + nParams);
+    Type i32 = b.getI32Type(), i64 = b.getI64Type();
+    Location l = loc();
+
+    // Kernel parameters and body values (constants, the scale).
+    IRMapping outer;
+    for (unsigned i = 0; i < nParams; ++i)
+      outer.map(kernel.getArgument(i), fn.getArgument(6 + i));
+    for (Operation &op : kernel.getBody().front())
+      if (!isa<attn::AttentionOp>(op))
+        b.clone(op, outer);
+
+    Value c0 = cIdx(b, 0), c1 = cIdx(b, 1);
+    Value hq = memref::DimOp::create(b, l, Q, 1), nq = memref::DimOp::create(b, l, Q, 2);
+    Value hkv = memref::DimOp::create(b, l, K, 1), nk = memref::DimOp::create(b, l, K, 2);
+    Value kvh = attention.getHeads() == attn::HeadMapping::Interleaved
+                    ? arith::RemUIOp::create(b, l, hIdx, hkv).getResult()
+                    : arith::DivUIOp::create(b, l, hIdx,
+                                             arith::DivUIOp::create(b, l, hq, hkv))
+                          .getResult();
+    Value r0 = arith::MulIOp::create(b, l, qTile, cIdx(b, Tq));
+    Value rows = arith::MinSIOp::create(b, l, cIdx(b, Tq), arith::SubIOp::create(b, l, nq, r0));
+    Value nqm1 = arith::SubIOp::create(b, l, nq, c1);
+    Value nkm1 = arith::SubIOp::create(b, l, nk, c1);
+
+    Value scale = attention.getScale()
+                      ? outer.lookup(attention.getScale())
+                      : cF32(b, float(1.0 / std::sqrt(double(D))));
+
+    // Qt[d][i] = scale * Q[b, h, r0 + i, d], rows past Nq clamped to the
+    // last one (their results are never stored).
+    auto qtType = MemRefType::get({D, Tq}, f32());
+    Value qt = memref::AllocaOp::create(b, l, qtType);
+    scf::ForOp::create(b, l, c0, cIdx(b, Tq), c1, ValueRange{},
+                       [&](OpBuilder &b, Location l, Value i, ValueRange) {
+                         Value row = arith::MinSIOp::create(
+                             b, l, arith::AddIOp::create(b, l, r0, i), nqm1);
+                         scf::ForOp::create(
+                             b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), ValueRange{},
+                             [&](OpBuilder &b, Location l, Value d, ValueRange) {
+                               Value x = toF32(b, memref::LoadOp::create(
+                                                      b, l, Q, ValueRange{bIdx, hIdx, row, d}));
+                               x = arith::MulFOp::create(b, l, x, scale);
+                               memref::StoreOp::create(b, l, x, qt, ValueRange{d, i});
+                               scf::YieldOp::create(b, l);
+                             });
+                         scf::YieldOp::create(b, l);
+                       });
+
+    // Positions and validity of the lanes.
+    SmallVector<int32_t> iota;
+    for (int64_t i = 0; i < Tq; ++i)
+      iota.push_back(int32_t(i));
+    Value iotaV = arith::ConstantOp::create(b, l, DenseElementsAttr::get(vecOf(i32), ArrayRef(iota)));
+    Value qBase = arith::AddIOp::create(b, l, qOffset, arith::IndexCastOp::create(b, l, i32, r0));
+    Value qPos = arith::AddIOp::create(b, l, bcast(b, qBase), iotaV);
+    Value rowValid = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, iotaV,
+                                           bcast(b, arith::IndexCastOp::create(b, l, i32, rows)));
+    Value bVec = bcast(b, arith::IndexCastOp::create(b, l, i32, bIdx));
+    Value hVec = bcast(b, arith::IndexCastOp::create(b, l, i32, hIdx));
+
+    // KV range of this item.
+    Value qmin = arith::ExtSIOp::create(b, l, i64, qBase);
+    Value qmax = arith::AddIOp::create(
+        b, l, qmin,
+        arith::IndexCastOp::create(b, l, i64, arith::SubIOp::create(b, l, rows, c1)));
+    Value nk64 = arith::IndexCastOp::create(b, l, i64, nk);
+    KvRangeBuilder rb(b, l, attention.getMaskBlock(), outer, qmin, qmax, nk64);
+    KvRangeBuilder::Range range = rb.build(attention.getMaskValue());
+    Value lo = arith::MaxSIOp::create(b, l, range.lo, arith::ConstantIntOp::create(b, l, 0, 64));
+    Value hi = arith::MinSIOp::create(b, l, range.hi, nk64);
+    Value loIdx = arith::IndexCastOp::create(b, l, b.getIndexType(), lo);
+    Value hiIdx = arith::IndexCastOp::create(b, l, b.getIndexType(), hi);
+
+    // Accumulator and per-tile scratch.
+    Value acc = memref::AllocaOp::create(b, l, MemRefType::get({Tq, Dv}, f32()));
+    Value pt = memref::AllocaOp::create(b, l, MemRefType::get({Tk, Tq}, f32()));
+    Value rowBuf = memref::AllocaOp::create(b, l, MemRefType::get({Tq}, f32()));
+    Value lseBuf = memref::AllocaOp::create(b, l, MemRefType::get({Tq}, f32()));
+    auto dvVec = VectorType::get({Dv}, f32());
+    Value zeroDv = arith::ConstantOp::create(b, l, DenseElementsAttr::get(dvVec, 0.0f));
+    scf::ForOp::create(b, l, c0, cIdx(b, Tq), c1, ValueRange{},
+                       [&](OpBuilder &b, Location l, Value i, ValueRange) {
+                         vector::StoreOp::create(b, l, zeroDv, acc, ValueRange{i, cIdx(b, 0)});
+                         scf::YieldOp::create(b, l);
+                       });
+
+    float ninf = -std::numeric_limits<float>::infinity();
+    Value negInf = splatF32(b, ninf), zero = splatF32(b, 0.0f), one = splatF32(b, 1.0f);
+    bool softmax = attention.getNormalizer() == attn::Normalizer::Softmax;
+    bool maskAlwaysTrue = false;
+    if (auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>())
+      if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
+        maskAlwaysTrue = true;
+
+    bool hadError = false;
+    auto kvLoop = scf::ForOp::create(
+        b, l, loIdx, hiIdx, cIdx(b, Tk), ValueRange{negInf, zero},
+        [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
+          Value m = iter[0], sum = iter[1];
+          SmallVector<Value> kRow, kValid, kPos;
+          for (int64_t j = 0; j < Tk; ++j) {
+            Value k = arith::AddIOp::create(b, l, kt, cIdx(b, j));
+            kValid.push_back(arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, k, nk));
+            // Keys past Nk read the last key (always in bounds); they are
+            // masked below.
+            kRow.push_back(arith::MinSIOp::create(b, l, k, nkm1));
+            kPos.push_back(arith::IndexCastOp::create(b, l, i32, k));
+          }
+          // s_j = Qt^T K_j, lanes = rows.
+          SmallVector<Value> init(Tk, zero);
+          auto dLoop = scf::ForOp::create(
+              b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), init,
+              [&](OpBuilder &b, Location l, Value d, ValueRange s) {
+                Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt, ValueRange{d, cIdx(b, 0)});
+                SmallVector<Value> next;
+                for (int64_t j = 0; j < Tk; ++j) {
+                  Value kv = toF32(
+                      b, memref::LoadOp::create(b, l, K, ValueRange{bIdx, kvh, kRow[j], d}));
+                  next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
+                }
+                scf::YieldOp::create(b, l, next);
+              });
+          // Mask and score per key, on vectors of rows.
+          SmallVector<Value> t(Tk), w(Tk), keep(Tk);
+          Value tileMax = negInf;
+          for (int64_t j = 0; j < Tk && !hadError; ++j) {
+            Value kVec = bcast(b, kPos[j]);
+            Value valid = arith::AndIOp::create(b, l, rowValid, bcast(b, kValid[j]));
+            Value keepJ = valid;
+            if (!maskAlwaysTrue) {
+              auto mv = vectorizeRegion(b, attention.getMaskBlock(), {bVec, hVec, qPos, kVec},
+                                        outer, valid);
+              if (failed(mv)) {
+                hadError = true;
+                break;
+              }
+              keepJ = arith::AndIOp::create(b, l, *mv, valid);
+            }
+            auto sv = vectorizeRegion(b, attention.getScoreBlock(),
+                                      {dLoop.getResult(j), bVec, hVec, qPos, kVec}, outer, valid);
+            if (failed(sv)) {
+              hadError = true;
+              break;
+            }
+            keep[j] = keepJ;
+            t[j] = arith::SelectOp::create(b, l, keepJ, *sv, negInf);
+            tileMax = arith::MaximumFOp::create(b, l, tileMax, t[j]);
+            if (!softmax) {
+              // sigmoid(s') = 1 / (1 + exp(-s')); masked keys weigh 0.
+              Value e = math::ExpOp::create(b, l, arith::NegFOp::create(b, l, *sv));
+              Value sg = arith::DivFOp::create(b, l, one, arith::AddFOp::create(b, l, one, e));
+              w[j] = arith::SelectOp::create(b, l, keepJ, sg, zero);
+            }
+          }
+          if (hadError) {
+            scf::YieldOp::create(b, l, ValueRange{m, sum});
+            return;
+          }
+          // Online softmax. A row that has seen no key keeps m = -inf; use 0
+          // as its reference so that exp(-inf - ref) = 0 instead of NaN.
+          Value mNew = arith::MaximumFOp::create(b, l, m, tileMax);
+          Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew, negInf);
+          Value ref = arith::SelectOp::create(b, l, isNinf, zero, mNew);
+          Value alpha = math::ExpOp::create(b, l, arith::SubFOp::create(b, l, m, ref));
+          Value newSum = arith::MulFOp::create(b, l, alpha, sum);
+          for (int64_t j = 0; j < Tk; ++j) {
+            Value p = math::ExpOp::create(b, l, arith::SubFOp::create(b, l, t[j], ref));
+            newSum = arith::AddFOp::create(b, l, newSum, p);
+            if (softmax)
+              w[j] = p;
+            vector::StoreOp::create(b, l, w[j], pt, ValueRange{cIdx(b, j), cIdx(b, 0)});
+          }
+          vector::StoreOp::create(b, l, alpha, rowBuf, ValueRange{cIdx(b, 0)});
+          // acc[i] = alpha[i] * acc[i] + sum_j w_j[i] * V[kt + j].
+          scf::ForOp::create(
+              b, l, cIdx(b, 0), cIdx(b, Tq), cIdx(b, 1), ValueRange{},
+              [&](OpBuilder &b, Location l, Value i, ValueRange) {
+                Value a = vector::LoadOp::create(b, l, dvVec, acc, ValueRange{i, cIdx(b, 0)});
+                if (softmax) {
+                  Value al = memref::LoadOp::create(b, l, rowBuf, ValueRange{i});
+                  a = arith::MulFOp::create(b, l, a,
+                                            vector::BroadcastOp::create(b, l, dvVec, al));
+                }
+                for (int64_t j = 0; j < Tk; ++j) {
+                  Value wj = memref::LoadOp::create(b, l, pt, ValueRange{cIdx(b, j), i});
+                  Value v = toF32(b, vector::LoadOp::create(
+                                         b, l, VectorType::get({Dv}, elemType), V,
+                                         ValueRange{bIdx, kvh, kRow[j], cIdx(b, 0)}));
+                  a = vector::FMAOp::create(b, l, vector::BroadcastOp::create(b, l, dvVec, wj), v,
+                                            a);
+                }
+                vector::StoreOp::create(b, l, a, acc, ValueRange{i, cIdx(b, 0)});
+                scf::YieldOp::create(b, l);
+              });
+          scf::YieldOp::create(b, l, ValueRange{mNew, newSum});
+        });
+    if (hadError) {
+      fn.erase();
+      return nullptr;
+    }
+    kvLoop->setAttr("attn.kv_range", StringAttr::get(ctx, range.bounded ? "bounded" : "full"));
+
+    // Finalize: O = acc / l, LSE = m + log(l); rows without keys: 0, -inf.
+    Value m = kvLoop.getResult(0), sum = kvLoop.getResult(1);
+    Value hasKeys = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, sum, zero);
+    Value inv = softmax ? arith::SelectOp::create(b, l, hasKeys,
+                                                  arith::DivFOp::create(b, l, one, sum), zero)
+                              .getResult()
+                        : one;
+    Value lse = arith::SelectOp::create(
+        b, l, hasKeys, arith::AddFOp::create(b, l, m, math::LogOp::create(b, l, sum)), negInf);
+    vector::StoreOp::create(b, l, inv, rowBuf, ValueRange{c0});
+    vector::StoreOp::create(b, l, lse, lseBuf, ValueRange{c0});
+    scf::ForOp::create(b, l, c0, rows, c1, ValueRange{},
+                       [&](OpBuilder &b, Location l, Value i, ValueRange) {
+                         Value row = arith::AddIOp::create(b, l, r0, i);
+                         Value a = vector::LoadOp::create(b, l, dvVec, acc,
+                                                          ValueRange{i, cIdx(b, 0)});
+                         Value s = memref::LoadOp::create(b, l, rowBuf, ValueRange{i});
+                         a = arith::MulFOp::create(b, l, a,
+                                                   vector::BroadcastOp::create(b, l, dvVec, s));
+                         vector::StoreOp::create(b, l, a, O,
+                                                 ValueRange{bIdx, hIdx, row, cIdx(b, 0)});
+                         Value x = memref::LoadOp::create(b, l, lseBuf, ValueRange{i});
+                         memref::StoreOp::create(b, l, x, LSE, ValueRange{bIdx, hIdx, row});
+                         scf::YieldOp::create(b, l);
+                       });
+    func::ReturnOp::create(b, l);
+    fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
+    return fn;
+  }
+
+  /// The whole problem on one thread: every (b, h, q-tile) in order.
+  void buildEntry(OpBuilder &mb, func::FuncOp item) {
+    auto fnType = FunctionType::get(ctx, commonArgTypes(), {});
+    auto fn = func::FuncOp::create(mb, loc(), attn::cpuEntryName(kernel.getSymName()), fnType);
+    setArgNames(fn);
+    Block *entry = fn.addEntryBlock();
+    OpBuilder b = OpBuilder::atBlockBegin(entry);
+    Location l = loc();
+    Value Q = fn.getArgument(0);
+    Value c0 = cIdx(b, 0), c1 = cIdx(b, 1);
+    Value nb = memref::DimOp::create(b, l, Q, 0), nh = memref::DimOp::create(b, l, Q, 1);
+    Value nq = memref::DimOp::create(b, l, Q, 2);
+    Value nt = arith::CeilDivUIOp::create(b, l, nq, cIdx(b, Tq));
+    scf::ForOp::create(b, l, c0, nb, c1, ValueRange{}, [&](OpBuilder &b, Location l, Value bi, ValueRange) {
+      scf::ForOp::create(b, l, c0, nh, c1, ValueRange{}, [&](OpBuilder &b, Location l, Value hi, ValueRange) {
+        scf::ForOp::create(b, l, c0, nt, c1, ValueRange{},
+                           [&](OpBuilder &b, Location l, Value ti, ValueRange) {
+                             SmallVector<Value> args(fn.getArguments());
+                             args.append({bi, hi, ti});
+                             func::CallOp::create(b, l, item, args);
+                             scf::YieldOp::create(b, l);
+                           });
+        scf::YieldOp::create(b, l);
+      });
+      scf::YieldOp::create(b, l);
+    });
+    func::ReturnOp::create(b, l);
+    fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
+  }
+
+  attn::KernelOp kernel;
+  attn::AttentionOp attention;
+  MLIRContext *ctx;
+  int64_t D, Dv;
+  Type elemType;
+  int64_t Tq, Tk;
+};
+
+struct AttnToCPUPass : public attn::impl::AttnToCPUBase<AttnToCPUPass> {
+  using AttnToCPUBase::AttnToCPUBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    Type elem = llvm::StringSwitch<Type>(dtype)
+                    .Case("f32", Float32Type::get(ctx))
+                    .Case("bf16", BFloat16Type::get(ctx))
+                    .Case("f16", Float16Type::get(ctx))
+                    .Default(Type());
+    if (!elem) {
+      module.emitError("attn-to-cpu: dtype must be f32, bf16 or f16, got '") << dtype << "'";
+      return signalPassFailure();
+    }
+    int64_t dv = headDimV > 0 ? headDimV : headDim;
+    if (headDim <= 0 || tileQ <= 0 || tileK <= 0) {
+      module.emitError("attn-to-cpu: head-dim, tile-q and tile-k must be positive");
+      return signalPassFailure();
+    }
+    SmallVector<attn::KernelOp> kernels(module.getOps<attn::KernelOp>());
+    for (attn::KernelOp kernel : kernels) {
+      OpBuilder mb(kernel);
+      KernelLowering lowering(kernel, headDim, dv, elem, tileQ, tileK);
+      if (failed(lowering.run(mb)))
+        return signalPassFailure();
+      kernel.erase();
+    }
+    // Definitions are inlined by now; nothing references them any more.
+    for (Operation &op : llvm::make_early_inc_range(module.getBody()->getOperations()))
+      if (isa<attn::MaskOp, attn::ScoreOp>(op))
+        op.erase();
+  }
+};
+
+} // namespace

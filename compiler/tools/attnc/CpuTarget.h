@@ -1,0 +1,39 @@
+//===- CpuTarget.h - attnc's CPU target (JIT, --emit stages) ----*- C++ -*-===//
+
+#ifndef ATTNC_TOOLS_CPUTARGET_H
+#define ATTNC_TOOLS_CPUTARGET_H
+
+#include "Driver.h"
+
+#include "attnc/DSL/Reference.h"
+
+#include "llvm/Support/Error.h"
+
+namespace attnc::driver {
+
+/// The CPU stages `attnc FILE --emit=...` prints.
+enum class CpuStage { Tiled, LLVMDialect, LLVMIR };
+
+/// MLIRGen -> inline+simplify -> attn-to-cpu [-> LLVM], printed. Head
+/// dimension: --head-dim, else the kernel's first head_dim, else 128.
+bool emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::string &kernel,
+             const std::vector<std::string> &params, CpuStage stage, llvm::raw_ostream &os);
+
+struct CpuRunResult {
+  std::vector<double> O, LSE;
+  /// Best wall time of one full call (ms) over --cpu-repeat calls.
+  double bestMs = 0;
+  unsigned repeats = 0;
+};
+
+/// `attnc run --target=cpu`: compiles the kernel for the shape's D/Dv and
+/// runs it through the JIT on the given inputs (f32).
+llvm::Expected<CpuRunResult> runCpu(mlir::MLIRContext &ctx, const dsl::Program &prog,
+                                    const dsl::KernelDecl &k, const RunOptions &options,
+                                    const reference::Shape &shape, const std::vector<double> &Q,
+                                    const std::vector<double> &K, const std::vector<double> &V,
+                                    const reference::Bindings &bindings);
+
+} // namespace attnc::driver
+
+#endif // ATTNC_TOOLS_CPUTARGET_H
