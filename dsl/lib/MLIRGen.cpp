@@ -65,9 +65,12 @@ public:
 
     // Definitions: those of the main file, and everything the kernels reach.
     std::set<const DefDecl *> wanted;
-    if (options.kernel.empty())
-      for (auto &d : prog.main->defs)
+    if (options.kernel.empty()) {
+      for (auto &d : prog.main->defs) {
         wanted.insert(d.get());
+        collectCallees(*d, wanted);
+      }
+    }
     for (const KernelDecl *k : kernels)
       for (const DefDecl *d : {k->maskDef.get(), k->scoreDef.get(), k->scaleDef.get()})
         if (d)
@@ -312,6 +315,10 @@ private:
     kernel.setDtypesAttr(builder.getArrayAttr(dtypes));
     if (!k.headDims.empty())
       kernel.setHeadDimsAttr(builder.getDenseI64ArrayAttr(k.headDims));
+    // The cache policy the kernel reads K/V through (executed by the KV-cache
+    // lowering; recorded here so the IR says which one).
+    if (!k.cachePolicy.empty())
+      kernel->setAttr("attn.cache", FlatSymbolRefAttr::get(&ctx, k.cachePolicy));
 
     Value scale;
     if (k.scaleDef)
