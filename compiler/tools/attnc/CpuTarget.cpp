@@ -58,55 +58,6 @@ mlir::OwningOpRef<mlir::ModuleOp> genKernel(mlir::MLIRContext &ctx, const dsl::P
   return module;
 }
 
-/// A memref descriptor as the C interface expects it: base, aligned,
-/// offset, sizes[rank], strides[rank] (row-major).
-struct Descriptor {
-  std::vector<int64_t> words;
-  Descriptor(void *data, llvm::ArrayRef<int64_t> dims) {
-    words.push_back(int64_t(reinterpret_cast<intptr_t>(data)));
-    words.push_back(int64_t(reinterpret_cast<intptr_t>(data)));
-    words.push_back(0);
-    for (int64_t d : dims)
-      words.push_back(d);
-    std::vector<int64_t> strides(dims.size(), 1);
-    for (int i = int(dims.size()) - 2; i >= 0; --i)
-      strides[i] = strides[i + 1] * dims[i + 1];
-    words.insert(words.end(), strides.begin(), strides.end());
-  }
-  void *ptr() { return words.data(); }
-};
-
-/// Typed storage for one runtime parameter.
-struct ParamStorage {
-  std::vector<char> bytes;
-  std::unique_ptr<Descriptor> desc;
-  void *descPtr = nullptr; // the C interface takes a pointer to the descriptor
-  int64_t scalar = 0;      // scalar bits (i32/i64/f32)
-};
-
-bool fill(ParamStorage &s, mlir::Type elem, llvm::ArrayRef<double> values) {
-  unsigned width = elem.isInteger(1) ? 8 : elem.getIntOrFloatBitWidth();
-  s.bytes.assign(std::max<size_t>(1, values.size()) * width / 8, 0);
-  for (size_t i = 0; i < values.size(); ++i) {
-    char *p = s.bytes.data() + i * width / 8;
-    if (elem.isF32()) {
-      float f = float(values[i]);
-      std::memcpy(p, &f, 4);
-    } else if (elem.isInteger(64)) {
-      int64_t v = int64_t(values[i]);
-      std::memcpy(p, &v, 8);
-    } else if (elem.isInteger(32)) {
-      int32_t v = int32_t(int64_t(values[i]));
-      std::memcpy(p, &v, 4);
-    } else if (elem.isInteger(1) || elem.isInteger(8)) {
-      *p = values[i] != 0;
-    } else {
-      return false;
-    }
-  }
-  return true;
-}
-
 } // namespace
 
 bool attnc::driver::emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog,
@@ -183,47 +134,7 @@ attnc::driver::runCpu(mlir::MLIRContext &ctx, const dsl::Program &prog, const ds
   if (!kernel)
     return makeError("no kernel after MLIRGen");
 
-  // Runtime parameters in kernel order, typed from the IR.
-  unsigned nParams = kernel.getNumArguments();
-  std::vector<ParamStorage> storage(nParams);
-  for (unsigned i = 0; i < nParams; ++i) {
-    std::string name = kernel.getParamName(i).str();
-    mlir::Type type = kernel.getArgumentTypes()[i];
-    ParamStorage &s = storage[i];
-    if (auto tt = llvm::dyn_cast<mlir::RankedTensorType>(type)) {
-      auto it = bindings.tensors.find(name);
-      if (it == bindings.tensors.end())
-        return makeError("tensor parameter '" + name + "' is not bound");
-      if (!fill(s, tt.getElementType(), it->second.data))
-        return makeError("unsupported element type of tensor parameter '" + name + "'");
-      s.desc = std::make_unique<Descriptor>(s.bytes.data(), it->second.dims);
-      s.descPtr = s.desc->ptr();
-      continue;
-    }
-    double v;
-    auto it = bindings.scalars.find(name);
-    if (it != bindings.scalars.end()) {
-      v = it->second;
-    } else if (auto def = kernel.getArgAttrOfType<mlir::Attribute>(i, "attn.default")) {
-      if (auto fa = llvm::dyn_cast<mlir::FloatAttr>(def))
-        v = fa.getValueAsDouble();
-      else
-        v = double(llvm::cast<mlir::IntegerAttr>(def).getValue().getSExtValue());
-    } else {
-      return makeError("scalar parameter '" + name + "' is not bound and has no default");
-    }
-    if (type.isF32()) {
-      float f = float(v);
-      std::memcpy(&s.scalar, &f, 4);
-    } else if (type.isInteger(32)) {
-      int32_t x = int32_t(int64_t(v));
-      std::memcpy(&s.scalar, &x, 4);
-    } else if (type.isInteger(64)) {
-      s.scalar = int64_t(v);
-    } else {
-      return makeError("unsupported type of scalar parameter '" + name + "'");
-    }
-  }
+  std::vector<pipeline::CpuParam> params = pipeline::getCpuParams(kernel);
 
   pipeline::CpuOptions cpu;
   cpu.headDim = shape.D;
@@ -242,27 +153,25 @@ attnc::driver::runCpu(mlir::MLIRContext &ctx, const dsl::Program &prog, const ds
   // them exactly).
   std::vector<float> q(Q.begin(), Q.end()), kk(K.begin(), K.end()), v(V.begin(), V.end());
   std::vector<float> O(shape.B * shape.Hq * shape.Nq * shape.Dv), LSE(shape.B * shape.Hq * shape.Nq);
-  Descriptor dQ(q.data(), {shape.B, shape.Hq, shape.Nq, shape.D});
-  Descriptor dK(kk.data(), {shape.B, shape.Hkv, shape.Nk, shape.D});
-  Descriptor dV(v.data(), {shape.B, shape.Hkv, shape.Nk, shape.Dv});
-  Descriptor dO(O.data(), {shape.B, shape.Hq, shape.Nq, shape.Dv});
-  Descriptor dL(LSE.data(), {shape.B, shape.Hq, shape.Nq});
-  void *pQ = dQ.ptr(), *pK = dK.ptr(), *pV = dV.ptr(), *pO = dO.ptr(), *pL = dL.ptr();
-  int32_t qOffset = int32_t(options.qOffset);
-  llvm::SmallVector<void *> args = {&pQ, &pK, &pV, &pO, &pL, &qOffset};
-  for (ParamStorage &s : storage)
-    args.push_back(s.descPtr ? static_cast<void *>(&s.descPtr) : static_cast<void *>(&s.scalar));
+  pipeline::CpuCall call;
+  call.B = shape.B, call.Hq = shape.Hq, call.Hkv = shape.Hkv, call.Nq = shape.Nq;
+  call.Nk = shape.Nk, call.D = shape.D, call.Dv = shape.Dv;
+  call.Q = q.data(), call.K = kk.data(), call.V = v.data(), call.O = O.data();
+  call.LSE = LSE.data();
+  call.qOffset = int32_t(options.qOffset);
+  for (auto &[name, t] : bindings.tensors)
+    call.tensors[name] = {t.dims, t.data};
+  call.scalars = bindings.scalars;
 
   CpuRunResult result;
   result.bestMs = 1e300;
-  std::string entry = "_mlir_ciface_" + mlir::attn::cpuEntryName(k.name);
   unsigned repeats = std::max(1u, unsigned(repeatOpt));
   for (unsigned r = 0; r < repeats; ++r) {
     // Poison the outputs: every element must be written.
     std::fill(O.begin(), O.end(), std::nanf(""));
     std::fill(LSE.begin(), LSE.end(), std::nanf(""));
     auto start = std::chrono::steady_clock::now();
-    if (llvm::Error err = (*engine)->invokePacked(entry, args))
+    if (llvm::Error err = pipeline::invokeCpuKernel(**engine, k.name, params, call))
       return std::move(err);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
                     .count();

@@ -15,8 +15,10 @@
 #include "mlir/Support/LogicalResult.h"
 #include "llvm/Support/Error.h"
 
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace llvm {
 class LLVMContext;
@@ -27,6 +29,9 @@ class TargetMachine;
 namespace mlir {
 class DialectRegistry;
 class ExecutionEngine;
+namespace attn {
+class KernelOp;
+} // namespace attn
 } // namespace mlir
 
 namespace attnc::pipeline {
@@ -61,6 +66,31 @@ translateToLLVMIR(mlir::ModuleOp module, llvm::LLVMContext &llvmCtx, const CpuOp
 /// options.optLevel with the host's cost model).
 llvm::Expected<std::unique_ptr<mlir::ExecutionEngine>> createJIT(mlir::ModuleOp module,
                                                                  const CpuOptions &options);
+
+/// A runtime parameter of a kernel, as the CPU entry point takes it (in
+/// this order, after Q, K, V, O, LSE, q_offset). Captured before lowering,
+/// which erases the attn.kernel.
+struct CpuParam {
+  std::string name;
+  mlir::Type type; // scalar type, or the tensor type
+  mlir::Attribute defaultValue;
+};
+std::vector<CpuParam> getCpuParams(mlir::attn::KernelOp kernel);
+
+/// One call of the JIT-compiled entry point `@<kernel>` (all work items on
+/// the calling thread). Q/K/V/O/LSE are dense row-major f32; tensor
+/// parameters are given as row-major values (converted to their element
+/// type here); scalars missing from `scalars` take their default.
+struct CpuCall {
+  int64_t B = 1, Hq = 1, Hkv = 1, Nq = 1, Nk = 1, D = 1, Dv = 1;
+  const float *Q = nullptr, *K = nullptr, *V = nullptr;
+  float *O = nullptr, *LSE = nullptr;
+  int32_t qOffset = 0;
+  std::map<std::string, std::pair<std::vector<int64_t>, std::vector<double>>> tensors;
+  std::map<std::string, double> scalars;
+};
+llvm::Error invokeCpuKernel(mlir::ExecutionEngine &engine, llvm::StringRef kernelName,
+                            const std::vector<CpuParam> &params, const CpuCall &call);
 
 } // namespace attnc::pipeline
 

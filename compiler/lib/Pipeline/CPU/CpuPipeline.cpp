@@ -4,6 +4,7 @@
 
 #include "attnc/Conversion/AttnToCPU.h"
 #include "attnc/Dialect/Attn/IR/AttnDialect.h"
+#include "attnc/Dialect/Attn/IR/AttnOps.h"
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -30,6 +31,8 @@
 #include "llvm/IR/Module.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Target/TargetMachine.h"
+
+#include <cstring>
 
 using namespace mlir;
 
@@ -138,4 +141,102 @@ attnc::pipeline::createJIT(ModuleOp module, const CpuOptions &options) {
   eo.transformer = makeOptimizingTransformer(options.optLevel, 0, tm->get());
   eo.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
   return ExecutionEngine::create(module, eo, std::move(*tm));
+}
+
+std::vector<attnc::pipeline::CpuParam> attnc::pipeline::getCpuParams(attn::KernelOp kernel) {
+  std::vector<CpuParam> params;
+  for (unsigned i = 0, e = kernel.getNumArguments(); i < e; ++i)
+    params.push_back({kernel.getParamName(i).str(), kernel.getArgumentTypes()[i],
+                      kernel.getArgAttr(i, "attn.default")});
+  return params;
+}
+
+namespace {
+/// A memref descriptor as the C interface takes it: base, aligned, offset,
+/// sizes[rank], strides[rank] (row-major).
+struct Descriptor {
+  std::vector<int64_t> words;
+  Descriptor(const void *data, llvm::ArrayRef<int64_t> dims) {
+    int64_t p = int64_t(reinterpret_cast<intptr_t>(data));
+    words = {p, p, 0};
+    words.insert(words.end(), dims.begin(), dims.end());
+    std::vector<int64_t> strides(dims.size(), 1);
+    for (int i = int(dims.size()) - 2; i >= 0; --i)
+      strides[i] = strides[i + 1] * dims[i + 1];
+    words.insert(words.end(), strides.begin(), strides.end());
+  }
+};
+
+/// Storage of one argument: typed tensor bytes + descriptor, or scalar bits.
+struct ArgStorage {
+  std::vector<char> bytes;
+  std::unique_ptr<Descriptor> desc;
+  void *descPtr = nullptr; // the C interface takes a pointer to the descriptor
+  int64_t scalar = 0;
+};
+
+bool storeElement(char *p, Type elem, double v) {
+  if (elem.isF32()) {
+    float f = float(v);
+    std::memcpy(p, &f, 4);
+  } else if (elem.isInteger(64)) {
+    int64_t x = int64_t(v);
+    std::memcpy(p, &x, 8);
+  } else if (elem.isInteger(32)) {
+    int32_t x = int32_t(int64_t(v));
+    std::memcpy(p, &x, 4);
+  } else if (elem.isInteger(1) || elem.isInteger(8)) {
+    *p = v != 0;
+  } else {
+    return false;
+  }
+  return true;
+}
+} // namespace
+
+llvm::Error attnc::pipeline::invokeCpuKernel(ExecutionEngine &engine, llvm::StringRef kernelName,
+                                             const std::vector<CpuParam> &params,
+                                             const CpuCall &call) {
+  std::vector<ArgStorage> storage(params.size());
+  for (auto [p, s] : llvm::zip(params, storage)) {
+    if (auto tt = dyn_cast<RankedTensorType>(p.type)) {
+      auto it = call.tensors.find(p.name);
+      if (it == call.tensors.end())
+        return makeError("tensor parameter '" + p.name + "' is not bound");
+      Type elem = tt.getElementType();
+      size_t width = elem.isInteger(1) ? 1 : (elem.getIntOrFloatBitWidth() + 7) / 8;
+      const auto &values = it->second.second;
+      s.bytes.assign(std::max<size_t>(1, values.size()) * width, 0);
+      for (size_t i = 0; i < values.size(); ++i)
+        if (!storeElement(s.bytes.data() + i * width, elem, values[i]))
+          return makeError("unsupported element type of tensor parameter '" + p.name + "'");
+      s.desc = std::make_unique<Descriptor>(s.bytes.data(), it->second.first);
+      s.descPtr = s.desc->words.data();
+      continue;
+    }
+    double v;
+    auto it = call.scalars.find(p.name);
+    if (it != call.scalars.end())
+      v = it->second;
+    else if (auto fa = dyn_cast_or_null<FloatAttr>(p.defaultValue))
+      v = fa.getValueAsDouble();
+    else if (auto ia = dyn_cast_or_null<IntegerAttr>(p.defaultValue))
+      v = double(ia.getValue().getSExtValue());
+    else
+      return makeError("scalar parameter '" + p.name + "' is not bound and has no default");
+    if (!storeElement(reinterpret_cast<char *>(&s.scalar), p.type, v))
+      return makeError("unsupported type of scalar parameter '" + p.name + "'");
+  }
+  Descriptor dQ(call.Q, {call.B, call.Hq, call.Nq, call.D});
+  Descriptor dK(call.K, {call.B, call.Hkv, call.Nk, call.D});
+  Descriptor dV(call.V, {call.B, call.Hkv, call.Nk, call.Dv});
+  Descriptor dO(call.O, {call.B, call.Hq, call.Nq, call.Dv});
+  Descriptor dL(call.LSE, {call.B, call.Hq, call.Nq});
+  void *pQ = dQ.words.data(), *pK = dK.words.data(), *pV = dV.words.data(),
+       *pO = dO.words.data(), *pL = dL.words.data();
+  int32_t qOffset = call.qOffset;
+  llvm::SmallVector<void *> args = {&pQ, &pK, &pV, &pO, &pL, &qOffset};
+  for (ArgStorage &s : storage)
+    args.push_back(s.descPtr ? static_cast<void *>(&s.descPtr) : static_cast<void *>(&s.scalar));
+  return engine.invokePacked("_mlir_ciface_" + attn::cpuEntryName(kernelName), args);
 }

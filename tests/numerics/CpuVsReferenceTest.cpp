@@ -1,0 +1,214 @@
+//===- CpuVsReferenceTest.cpp - lib/ kernels on the cpu target ------------===//
+//
+// Every kernel of every lib/*.attn file, run on the `cpu` target (MLIRGen ->
+// attn passes -> attn-to-cpu -> LLVM -> JIT, compiled once per kernel since
+// shapes are dynamic) and compared with the float64 reference at awkward
+// shapes: lengths that are not multiples of any tile,
+// Nq != Nk, GQA, q_offset != 0, rows with no visible key. One test per
+// kernel, registered at startup from the files found in the lib directory.
+//
+//===----------------------------------------------------------------------===//
+
+#include "attnc/DSL/Frontend.h"
+#include "attnc/DSL/MLIRGen.h"
+#include "attnc/DSL/Reference.h"
+#include "attnc/Dialect/Attn/IR/AttnDialect.h"
+#include "attnc/Dialect/Attn/IR/AttnOps.h"
+#include "attnc/Pipeline/CpuPipeline.h"
+#include "attnc/Pipeline/Pipeline.h"
+
+#include "mlir/ExecutionEngine/ExecutionEngine.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+using namespace attnc;
+
+namespace {
+
+struct Case {
+  int64_t B, Hq, Hkv, Nq, Nk, qOffset;
+};
+
+// Lengths 1, 17, 33, 40 are not multiples of any tile size; Hq/Hkv covers
+// MHA and GQA 4:1; q_offset covers chunked prefill and decode positions.
+const Case kCases[] = {
+    {1, 1, 1, 1, 1, 0},   {1, 2, 1, 17, 17, 0}, {2, 4, 1, 17, 33, 16},
+    {1, 4, 4, 33, 17, 0}, {1, 2, 2, 5, 40, 35}, {1, 4, 2, 1, 33, 32},
+};
+
+double bf16Round(double x) {
+  float f = float(x);
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  bits += 0x7fff + ((bits >> 16) & 1);
+  bits &= 0xffff0000u;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+class KernelNumerics : public ::testing::Test {
+public:
+  KernelNumerics(std::string file, std::string kernel)
+      : file(std::move(file)), kernel(std::move(kernel)) {}
+
+  void TestBody() override {
+    mlir::MLIRContext ctx;
+    mlir::DialectRegistry registry;
+    mlir::attn::registerAttnDialect(registry);
+    pipeline::registerCpuDialects(registry);
+    ctx.appendDialectRegistry(registry);
+    ctx.loadAllAvailableDialects();
+    llvm::SourceMgr sm;
+    std::string diagText;
+    llvm::raw_string_ostream diagOS(diagText);
+    mlir::SourceMgrDiagnosticHandler handler(sm, &ctx, diagOS);
+    auto prog = dsl::loadProgram(sm, ctx, file, dsl::FrontendOptions{});
+    ASSERT_TRUE(prog) << diagText;
+    const dsl::KernelDecl *k = prog->lookupKernel(kernel);
+    ASSERT_TRUE(k);
+
+    dsl::MLIRGenOptions options;
+    options.kernel = kernel;
+    auto module = dsl::mlirGen(ctx, *prog, options);
+    ASSERT_TRUE(module) << diagText;
+    ASSERT_TRUE(mlir::succeeded(pipeline::runInlineAndSimplify(*module))) << diagText;
+    mlir::attn::KernelOp op;
+    module->walk([&](mlir::attn::KernelOp x) { op = x; });
+    ASSERT_TRUE(op);
+
+    int64_t D = k->headDims.empty() ? 32 : k->headDims.front();
+    std::vector<pipeline::CpuParam> params = pipeline::getCpuParams(op);
+    pipeline::CpuOptions cpu;
+    cpu.headDim = D;
+    ASSERT_TRUE(mlir::succeeded(pipeline::lowerToTiled(*module, cpu))) << diagText;
+    ASSERT_TRUE(mlir::succeeded(pipeline::lowerToLLVM(*module, cpu))) << diagText;
+    auto engine = pipeline::createJIT(*module, cpu);
+    ASSERT_TRUE(bool(engine)) << llvm::toString(engine.takeError());
+    bool bf16 = llvm::is_contained(k->dtypes, dsl::ElemType::BF16);
+    bool f32 = llvm::is_contained(k->dtypes, dsl::ElemType::F32);
+    unsigned ran = 0;
+    for (const Case &c : kCases) {
+      for (bool useBF16 : {false, true}) {
+        if ((useBF16 && !bf16) || (!useBF16 && !f32))
+          continue;
+        SCOPED_TRACE(testing::Message()
+                     << "B=" << c.B << " Hq=" << c.Hq << " Hkv=" << c.Hkv << " Nq=" << c.Nq
+                     << " Nk=" << c.Nk << " D=" << D << " q_offset=" << c.qOffset
+                     << (useBF16 ? " bf16" : " f32"));
+        reference::Shape shape{c.B, c.Hq, c.Hkv, c.Nq, c.Nk, D, D};
+        auto bindings = reference::parseBindings(*k, shape, {}, /*seed=*/7, c.qOffset);
+        ASSERT_TRUE(bool(bindings)) << llvm::toString(bindings.takeError());
+        bindings->qOffset = c.qOffset;
+
+        std::mt19937_64 rng(c.Nq * 131 + c.Nk);
+        std::normal_distribution<double> normal(0.0, 1.0);
+        auto random = [&](size_t n) {
+          std::vector<double> v(n);
+          for (auto &x : v)
+            x = useBF16 ? bf16Round(normal(rng)) : double(float(normal(rng)));
+          return v;
+        };
+        auto Q = random(c.B * c.Hq * c.Nq * D);
+        auto K = random(c.B * c.Hkv * c.Nk * D);
+        auto V = random(c.B * c.Hkv * c.Nk * D);
+
+        auto ref = reference::evaluate(*k, shape, Q.data(), K.data(), V.data(), *bindings);
+        ASSERT_TRUE(bool(ref)) << llvm::toString(ref.takeError());
+
+        std::vector<float> q(Q.begin(), Q.end()), kk(K.begin(), K.end()), v(V.begin(), V.end());
+        // Poisoned: every element must be written.
+        std::vector<float> outO(c.B * c.Hq * c.Nq * D, NAN), outLSE(c.B * c.Hq * c.Nq, NAN);
+        pipeline::CpuCall call;
+        call.B = c.B, call.Hq = c.Hq, call.Hkv = c.Hkv, call.Nq = c.Nq, call.Nk = c.Nk;
+        call.D = D, call.Dv = D;
+        call.Q = q.data(), call.K = kk.data(), call.V = v.data();
+        call.O = outO.data(), call.LSE = outLSE.data();
+        call.qOffset = int32_t(c.qOffset);
+        for (auto &[name, t] : bindings->tensors)
+          call.tensors[name] = {t.dims, t.data};
+        call.scalars = bindings->scalars;
+        llvm::Error err = pipeline::invokeCpuKernel(**engine, kernel, params, call);
+        ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+
+        std::vector<double> O(outO.begin(), outO.end()), LSE(outLSE.begin(), outLSE.end());
+        // The inputs are identical; only f32 vs f64 arithmetic (and the
+        // polynomial exp/log) differs.
+        EXPECT_LE(reference::relativeError(O, ref->O), 1e-5);
+        EXPECT_LE(reference::relativeError(LSE, ref->LSE), 1e-5);
+        for (size_t r = 0; r < ref->LSE.size(); ++r) {
+          bool refMasked = std::isinf(ref->LSE[r]) && ref->LSE[r] < 0;
+          bool outMasked = std::isinf(LSE[r]) && LSE[r] < 0;
+          ASSERT_EQ(refMasked, outMasked) << "row " << r;
+          if (refMasked)
+            for (int64_t d = 0; d < D; ++d)
+              ASSERT_EQ(O[r * D + d], 0.0) << "fully masked row " << r << " must be 0";
+        }
+        ++ran;
+      }
+    }
+    EXPECT_GT(ran, 0u) << "kernel declares neither f32 nor bf16";
+  }
+
+private:
+  std::string file, kernel;
+};
+
+} // namespace
+
+int main(int argc, char **argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  std::string libDir = dsl::stdlibDir().str();
+  std::error_code ec;
+  std::vector<std::string> files;
+  for (llvm::sys::fs::directory_iterator it(libDir, ec), end; it != end && !ec; it.increment(ec))
+    if (llvm::sys::path::extension(it->path()) == ".attn")
+      files.push_back(it->path());
+  std::sort(files.begin(), files.end());
+  if (files.empty()) {
+    fprintf(stderr, "no .attn files in %s\n", libDir.c_str());
+    return 1;
+  }
+  // Register one test per kernel; parse errors become a failing test.
+  for (const std::string &file : files) {
+    mlir::MLIRContext ctx;
+    llvm::SourceMgr sm;
+    std::string diag;
+    llvm::raw_string_ostream os(diag);
+    mlir::SourceMgrDiagnosticHandler handler(sm, &ctx, os);
+    auto prog = dsl::loadProgram(sm, ctx, file, dsl::FrontendOptions{});
+    std::string stem = llvm::sys::path::stem(file).str();
+    if (!prog) {
+      ::testing::RegisterTest("Lib", (stem + "_loads").c_str(), nullptr, nullptr, __FILE__, __LINE__,
+                              [diag]() -> ::testing::Test * {
+                                struct Fail : ::testing::Test {
+                                  std::string msg;
+                                  void TestBody() override { FAIL() << msg; }
+                                };
+                                auto *t = new Fail;
+                                t->msg = diag;
+                                return t;
+                              });
+      continue;
+    }
+    for (auto &k : prog->main->kernels) {
+      std::string name = k->name;
+      ::testing::RegisterTest("CpuVsReference", (stem + "." + name).c_str(), nullptr, nullptr,
+                              __FILE__, __LINE__,
+                              [file, name]() -> ::testing::Test * {
+                                return new KernelNumerics(file, name);
+                              });
+    }
+  }
+  return RUN_ALL_TESTS();
+}
