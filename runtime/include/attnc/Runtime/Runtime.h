@@ -1,0 +1,147 @@
+//===- Runtime.h - attnc's light runtime (no MLIR / LLVM) -------*- C++ -*-===//
+//
+// Loads CPU kernel artifacts (shared objects made by the compiler, see
+// attnc/Pipeline/CpuArtifact.h), validates launch arguments and runs the
+// work items on a thread pool. Nothing here links MLIR or LLVM, so a
+// deployed model needs only this library and the artifacts.
+//
+// Errors are values (Status / Expected), never exceptions or aborts: every
+// bad argument is reported before any kernel code touches memory.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTNC_RUNTIME_RUNTIME_H
+#define ATTNC_RUNTIME_RUNTIME_H
+
+#include <dlpack/dlpack.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace attnc::rt {
+
+/// Success, or an error message.
+class [[nodiscard]] Status {
+public:
+  static Status ok() { return Status(); }
+  static Status error(std::string msg) {
+    Status s;
+    s.msg = std::move(msg);
+    s.failed = true;
+    return s;
+  }
+  bool isOk() const { return !failed; }
+  explicit operator bool() const { return !failed; }
+  const std::string &message() const { return msg; }
+
+private:
+  bool failed = false;
+  std::string msg;
+};
+
+/// A value or an error message.
+template <typename T> class [[nodiscard]] Expected {
+public:
+  Expected(T value) : value(std::move(value)) {}
+  Expected(Status s) : status(std::move(s)) {}
+  explicit operator bool() const { return value.has_value(); }
+  T &operator*() { return *value; }
+  T *operator->() { return &*value; }
+  const Status &error() const { return status; }
+  const std::string &message() const { return status.message(); }
+
+private:
+  std::optional<T> value;
+  Status status;
+};
+
+/// One runtime parameter as the artifact's metadata describes it.
+struct ParamInfo {
+  std::string name;
+  bool isTensor = false;
+  std::string type;              // element type (tensor) or scalar type
+  std::vector<std::string> dims; // tensor: B, Hq, Hkv, Nq, Nk, N, D, Dv, an integer, or ?
+  std::optional<double> defaultValue;
+};
+
+/// The specialization a CPU artifact was compiled for.
+struct KernelInfo {
+  std::string name;
+  std::string dtype = "f32"; // Q/K/V element type: f32, bf16, f16
+  int64_t headDim = 0, headDimV = 0, tileQ = 0, tileK = 0;
+  std::vector<ParamInfo> params;
+};
+
+/// Parses the metadata text (docs/cpu-runtime.md).
+Expected<KernelInfo> parseKernelInfo(const std::string &text);
+
+/// A value bound to a runtime parameter at launch.
+struct Arg {
+  const DLTensor *tensor = nullptr;
+  double scalar = 0;
+  bool isTensor = false;
+  static Arg ofTensor(const DLTensor *t) {
+    Arg a;
+    a.tensor = t;
+    a.isTensor = true;
+    return a;
+  }
+  static Arg ofScalar(double v) {
+    Arg a;
+    a.scalar = v;
+    return a;
+  }
+};
+
+struct LaunchArgs {
+  /// Q [B,Hq,Nq,D], K [B,Hkv,Nk,D], V [B,Hkv,Nk,Dv] of the kernel's dtype;
+  /// O [B,Hq,Nq,Dv] f32; LSE [B,Hq,Nq] f32 or null (not wanted). All on
+  /// kDLCPU. The two innermost dimensions must be dense (strides {.., D, 1});
+  /// batch and head strides are free, so slices of larger buffers and
+  /// [B,N,H,D]-ordered storage viewed as [B,H,N,D] are rejected only when the
+  /// row stride differs from D.
+  const DLTensor *q = nullptr, *k = nullptr, *v = nullptr;
+  DLTensor *o = nullptr, *lse = nullptr;
+  int64_t qOffset = 0;
+  /// Runtime parameters by name (scalars with a default may be omitted).
+  std::map<std::string, Arg> params;
+  /// Threads for this launch; 0: the pool's size.
+  int numThreads = 0;
+};
+
+/// A loaded CPU kernel. Thread safe: launches may run concurrently.
+class CpuKernel {
+public:
+  /// dlopens `soPath` and binds kernel `name`'s entry point and metadata.
+  static Expected<std::shared_ptr<CpuKernel>> load(const std::string &soPath,
+                                                   const std::string &name);
+  ~CpuKernel();
+  const KernelInfo &info() const { return kernelInfo; }
+  /// Validates every argument, then runs all (b, h, q-tile) work items.
+  /// Results do not depend on the thread count (items are independent and
+  /// each output element is written by exactly one item).
+  Status launch(const LaunchArgs &args) const;
+
+private:
+  CpuKernel() = default;
+  void *handle = nullptr;
+  void (*itemFn)(void **) = nullptr;
+  KernelInfo kernelInfo;
+};
+
+/// Threads the pool uses: $ATTNC_NUM_THREADS if set, else the hardware's.
+int defaultNumThreads();
+
+/// Runs fn(i) for i in [0, n) on up to `threads` threads (0: default) of
+/// a process-wide pool; returns when all are done.
+void parallelFor(int64_t n, int threads, const std::function<void(int64_t)> &fn);
+
+} // namespace attnc::rt
+
+#endif // ATTNC_RUNTIME_RUNTIME_H

@@ -1,0 +1,313 @@
+//===- JIT.cpp - attnc's JIT: compiler + light runtime --------------------===//
+
+#include "attnc/JIT.h"
+
+#include "attnc/DSL/Frontend.h"
+#include "attnc/DSL/MLIRGen.h"
+#include "attnc/Dialect/Attn/IR/AttnDialect.h"
+#include "attnc/Pipeline/CpuArtifact.h"
+#include "attnc/Pipeline/CpuPipeline.h"
+#include "attnc/Pipeline/Pipeline.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/SHA256.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <fcntl.h>
+#include <unistd.h>
+
+using namespace attnc;
+
+std::string attnc::defaultCacheDir() {
+  if (auto env = llvm::sys::Process::GetEnv("ATTNC_CACHE_DIR"); env && !env->empty())
+    return *env;
+  llvm::SmallString<128> home;
+  if (auto env = llvm::sys::Process::GetEnv("HOME"))
+    home = *env;
+  else
+    home = "/tmp";
+  llvm::sys::path::append(home, ".cache", "attnc");
+  return home.str().str();
+}
+
+static std::string sha256Hex(llvm::StringRef data) {
+  auto digest = llvm::SHA256::hash(
+      llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(data.data()), data.size()));
+  return llvm::toHex(digest, /*LowerCase=*/true);
+}
+
+/// One line per cache event, appended with O_APPEND (atomic for short
+/// writes), so concurrent processes never lose or garble each other's counts.
+static void recordEvent(const std::string &dir, const char *event) {
+  std::string path = dir + "/stats.log";
+  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
+  if (fd < 0)
+    return;
+  std::string line = std::string(event) + "\n";
+  (void)!::write(fd, line.data(), line.size());
+  ::close(fd);
+}
+
+/// Writes `data` to `path` atomically: a unique temporary in the same
+/// directory, then rename (readers see the old file, the new one or none).
+static bool writeAtomically(const std::string &path, llvm::StringRef data) {
+  llvm::SmallString<128> tmp;
+  int fd;
+  if (llvm::sys::fs::createUniqueFile(path + ".tmp-%%%%%%%%", fd, tmp))
+    return false;
+  {
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os << data;
+    os.flush();
+    if (os.has_error()) {
+      os.clear_error();
+      llvm::sys::fs::remove(tmp);
+      return false;
+    }
+  }
+  if (llvm::sys::fs::rename(tmp, path)) {
+    llvm::sys::fs::remove(tmp);
+    return false;
+  }
+  return true;
+}
+
+KernelCache::KernelCache(CompilerOptions opts) : options(std::move(opts)) {
+  cacheDir = options.cacheDir.empty() ? defaultCacheDir() : options.cacheDir;
+}
+
+CacheStats KernelCache::stats() const {
+  std::lock_guard<std::mutex> l(mutex);
+  return counters;
+}
+
+rt::Expected<std::shared_ptr<rt::CpuKernel>>
+KernelCache::get(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::string &name,
+                 const KernelSpec &spec, std::string *diagnostics) {
+  using rt::Status;
+  auto start = std::chrono::steady_clock::now();
+  auto finish = [&](const char *source) {
+    counters.lastMs =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count();
+    counters.lastSource = source;
+  };
+  if (spec.target != "cpu")
+    return Status::error("unknown target '" + spec.target + "' (available: cpu)");
+  if (spec.dtype != "f32" && spec.dtype != "bf16" && spec.dtype != "f16")
+    return Status::error("dtype must be f32, bf16 or f16, got '" + spec.dtype + "'");
+  if (spec.headDim <= 0 || spec.headDimV < 0 || spec.tileQ <= 0 || spec.tileK <= 0)
+    return Status::error("head dims and tiles must be positive");
+  const dsl::KernelDecl *k = prog.lookupKernel(name);
+  if (!k)
+    return Status::error("no kernel named '" + name + "'");
+  if (!k->headDims.empty() && !llvm::is_contained(k->headDims, spec.headDim))
+    return Status::error("kernel '" + name + "' is not declared for head_dim " +
+                         std::to_string(spec.headDim));
+  if (!k->dtypes.empty() &&
+      llvm::none_of(k->dtypes, [&](dsl::ElemType t) { return dsl::toString(t) == spec.dtype; }))
+    return Status::error("kernel '" + name + "' is not declared for dtype " + spec.dtype);
+
+  // The front end and passes report through the diagnostic engine; collect
+  // what they say so the caller gets it in the error.
+  std::string diagText;
+  mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
+    llvm::raw_string_ostream os(diagText);
+    os << d.getLocation() << ": " << d << "\n";
+    return mlir::success();
+  });
+  auto fail = [&](const std::string &msg) {
+    if (diagnostics)
+      *diagnostics = diagText;
+    return Status::error(msg + (diagText.empty() ? "" : ":\n" + diagText));
+  };
+
+  dsl::MLIRGenOptions genOptions;
+  genOptions.kernel = name;
+  genOptions.constValues = spec.consts;
+  auto module = dsl::mlirGen(ctx, prog, genOptions);
+  if (!module || mlir::failed(pipeline::runInlineAndSimplify(*module)))
+    return fail("kernel '" + name + "' failed to compile");
+
+  // Key: canonical IR (after inlining + canonicalization, so formatting and
+  // unrelated definitions in the source do not matter) + specialization +
+  // target + host CPU + compiler version.
+  std::string ir;
+  {
+    llvm::raw_string_ostream os(ir);
+    module->print(os);
+  }
+  int64_t dv = spec.headDimV > 0 ? spec.headDimV : spec.headDim;
+  std::string keyText = ir + "\n--\ntarget=cpu dtype=" + spec.dtype +
+                        " D=" + std::to_string(spec.headDim) + " Dv=" + std::to_string(dv) +
+                        " tq=" + std::to_string(spec.tileQ) + " tk=" + std::to_string(spec.tileK) +
+                        "\ncpu=" + pipeline::hostCpuDescription() + "\nversion=" ATTNC_VERSION;
+  std::string key = name + "-" + sha256Hex(keyText).substr(0, 32);
+
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = memory.find(key); it != memory.end()) {
+    ++counters.memoryHits;
+    finish("memory");
+    return it->second;
+  }
+
+  bool disk = options.diskCache;
+  if (disk && llvm::sys::fs::create_directories(cacheDir))
+    disk = false; // an unwritable cache directory degrades to compiling
+  std::string soPath = cacheDir + "/" + key + ".so", sumPath = cacheDir + "/" + key + ".sum";
+  if (disk && llvm::sys::fs::exists(soPath)) {
+    auto so = llvm::MemoryBuffer::getFile(soPath, /*IsText=*/false, /*RequiresNullTerminator=*/false);
+    auto sum = llvm::MemoryBuffer::getFile(sumPath);
+    if (so && sum && sha256Hex((*so)->getBuffer()) == (*sum)->getBuffer().trim()) {
+      auto kernel = rt::CpuKernel::load(soPath, name);
+      if (kernel) {
+        ++counters.diskHits;
+        recordEvent(cacheDir, "hit");
+        memory[key] = *kernel;
+        finish("disk");
+        return *kernel;
+      }
+    }
+    if (so && sum) {
+      // Truncated, flipped, or written by something else: drop it and
+      // rebuild. (A .so without its .sum is a writer between its two
+      // renames; leave it, the rebuild below overwrites it.)
+      ++counters.corrupt;
+      recordEvent(cacheDir, "corrupt");
+      llvm::sys::fs::remove(soPath);
+      llvm::sys::fs::remove(sumPath);
+    }
+  }
+
+  ++counters.misses;
+  if (disk)
+    recordEvent(cacheDir, "miss");
+  pipeline::CpuOptions cpu;
+  cpu.headDim = spec.headDim;
+  cpu.headDimV = dv;
+  cpu.dtype = spec.dtype;
+  cpu.tileQ = spec.tileQ;
+  cpu.tileK = spec.tileK;
+  auto art = pipeline::compileCpuArtifact(*module, cpu);
+  if (!art)
+    return fail("kernel '" + name + "': " + llvm::toString(art.takeError()));
+
+  // Link in a private temporary directory, then publish with rename.
+  llvm::SmallString<128> tmpDir;
+  if (llvm::sys::fs::createUniqueDirectory("attnc-jit", tmpDir))
+    return fail("cannot create a temporary directory");
+  std::string objPath = (tmpDir + "/" + key + ".o").str();
+  std::string tmpSo = (tmpDir + "/" + key + ".so").str();
+  auto cleanup = [&] {
+    llvm::sys::fs::remove(objPath);
+    llvm::sys::fs::remove(tmpSo);
+    llvm::sys::fs::remove(tmpDir);
+  };
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(objPath, ec);
+    if (ec)
+      return cleanup(), fail("cannot write " + objPath + ": " + ec.message());
+    os << art->object;
+  }
+  if (auto err = pipeline::linkSharedObject(objPath, tmpSo)) {
+    cleanup();
+    return fail(llvm::toString(std::move(err)));
+  }
+  std::string loadPath = tmpSo;
+  if (disk) {
+    auto so = llvm::MemoryBuffer::getFile(tmpSo, false, false);
+    if (so && writeAtomically(soPath, (*so)->getBuffer()) &&
+        writeAtomically(sumPath, sha256Hex((*so)->getBuffer()) + "\n"))
+      loadPath = soPath;
+  }
+  auto kernel = rt::CpuKernel::load(loadPath, name);
+  cleanup(); // a dlopened file may be unlinked
+  if (!kernel)
+    return kernel.error();
+  memory[key] = *kernel;
+  finish("compiled");
+  return *kernel;
+}
+
+//===----------------------------------------------------------------------===//
+// Compiler
+//===----------------------------------------------------------------------===//
+
+struct Compiler::Impl {
+  explicit Impl(CompilerOptions o) : options(o), cache(o) {}
+  CompilerOptions options;
+  mlir::MLIRContext ctx;
+  KernelCache cache;
+  std::unique_ptr<llvm::SourceMgr> sm;
+  std::unique_ptr<dsl::Program> program;
+  std::string sourceText;
+  std::mutex mutex;
+};
+
+std::unique_ptr<Compiler> Compiler::create(CompilerOptions options) {
+  std::unique_ptr<Compiler> c(new Compiler());
+  c->impl = std::make_unique<Impl>(options);
+  mlir::DialectRegistry registry;
+  mlir::attn::registerAttnDialect(registry);
+  pipeline::registerCpuDialects(registry);
+  c->impl->ctx.appendDialectRegistry(registry);
+  c->impl->ctx.loadAllAvailableDialects();
+  return c;
+}
+
+Compiler::~Compiler() = default;
+
+static rt::Status loadInto(Compiler *, std::unique_ptr<llvm::SourceMgr> &sm,
+                           std::unique_ptr<dsl::Program> &program, mlir::MLIRContext &ctx,
+                           const CompilerOptions &options, const std::string &path,
+                           std::optional<llvm::StringRef> text) {
+  auto newSm = std::make_unique<llvm::SourceMgr>();
+  std::string diagText;
+  llvm::raw_string_ostream os(diagText);
+  std::unique_ptr<dsl::Program> prog;
+  {
+    mlir::SourceMgrDiagnosticHandler handler(*newSm, &ctx, os);
+    dsl::FrontendOptions fe;
+    fe.importPaths = options.importPaths;
+    prog = dsl::loadProgram(*newSm, ctx, path, fe, text);
+  }
+  if (!prog)
+    return rt::Status::error("cannot load '" + path + "'" +
+                             (diagText.empty() ? "" : ":\n" + diagText));
+  sm = std::move(newSm);
+  program = std::move(prog);
+  return rt::Status::ok();
+}
+
+rt::Status Compiler::loadSource(const std::string &path) {
+  std::lock_guard<std::mutex> l(impl->mutex);
+  return loadInto(this, impl->sm, impl->program, impl->ctx, impl->options, path, std::nullopt);
+}
+
+rt::Status Compiler::loadString(const std::string &text, const std::string &name) {
+  std::lock_guard<std::mutex> l(impl->mutex);
+  impl->sourceText = text; // the program's buffers may point into it
+  return loadInto(this, impl->sm, impl->program, impl->ctx, impl->options, name,
+                  llvm::StringRef(impl->sourceText));
+}
+
+rt::Expected<std::shared_ptr<rt::CpuKernel>> Compiler::getKernel(const std::string &name,
+                                                                 const KernelSpec &spec) {
+  std::lock_guard<std::mutex> l(impl->mutex);
+  if (!impl->program)
+    return rt::Status::error("no source loaded (call loadSource or loadString first)");
+  return impl->cache.get(impl->ctx, *impl->program, name, spec);
+}
+
+CacheStats Compiler::stats() const { return impl->cache.stats(); }
+const std::string &Compiler::cacheDir() const { return impl->cache.dir(); }
