@@ -10,6 +10,7 @@ PKGS=(
   ninja-build cmake g++ ccache
   zlib1g-dev libzstd-dev libedit-dev libxml2-dev libcurl4-openssl-dev
   libffi-dev libdlpack-dev
+  libbenchmark-dev libopenblas-dev
 )
 
 missing=()
