@@ -81,6 +81,44 @@ static bool writeAtomically(const std::string &path, llvm::StringRef data) {
   return true;
 }
 
+DiskCacheInfo attnc::diskCacheInfo(const std::string &dir) {
+  DiskCacheInfo info;
+  std::error_code ec;
+  for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec)) {
+    llvm::sys::fs::file_status st;
+    if (llvm::sys::fs::status(it->path(), st))
+      continue;
+    info.bytes += st.getSize();
+    if (llvm::StringRef(it->path()).ends_with(".so"))
+      ++info.entries;
+  }
+  if (auto log = llvm::MemoryBuffer::getFile(dir + "/stats.log")) {
+    llvm::SmallVector<llvm::StringRef> lines;
+    (*log)->getBuffer().split(lines, '\n', -1, false);
+    for (auto l : lines) {
+      info.hits += l == "hit";
+      info.misses += l == "miss";
+      info.corrupt += l == "corrupt";
+    }
+  }
+  return info;
+}
+
+rt::Status attnc::clearDiskCache(const std::string &dir) {
+  std::error_code ec;
+  std::vector<std::string> victims;
+  for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec)) {
+    llvm::StringRef p = it->path();
+    llvm::StringRef file = llvm::sys::path::filename(p);
+    if (p.ends_with(".so") || p.ends_with(".sum") || file == "stats.log" || file.contains(".tmp-"))
+      victims.push_back(p.str());
+  }
+  for (auto &v : victims)
+    if (llvm::sys::fs::remove(v))
+      return rt::Status::error("cannot remove " + v);
+  return rt::Status::ok();
+}
+
 KernelCache::KernelCache(CompilerOptions opts) : options(std::move(opts)) {
   cacheDir = options.cacheDir.empty() ? defaultCacheDir() : options.cacheDir;
 }
@@ -113,9 +151,6 @@ KernelCache::get(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::st
   if (!k->headDims.empty() && !llvm::is_contained(k->headDims, spec.headDim))
     return Status::error("kernel '" + name + "' is not declared for head_dim " +
                          std::to_string(spec.headDim));
-  if (!k->dtypes.empty() &&
-      llvm::none_of(k->dtypes, [&](dsl::ElemType t) { return dsl::toString(t) == spec.dtype; }))
-    return Status::error("kernel '" + name + "' is not declared for dtype " + spec.dtype);
 
   // The front end and passes report through the diagnostic engine; collect
   // what they say so the caller gets it in the error.
@@ -306,6 +341,12 @@ rt::Expected<std::shared_ptr<rt::CpuKernel>> Compiler::getKernel(const std::stri
   std::lock_guard<std::mutex> l(impl->mutex);
   if (!impl->program)
     return rt::Status::error("no source loaded (call loadSource or loadString first)");
+  // The declared dtypes are the kernel's contract with API users. (KernelCache
+  // itself does not check: `attnc run` computes bf16/f16-rounded inputs in f32.)
+  if (const dsl::KernelDecl *k = impl->program->lookupKernel(name);
+      k && !k->dtypes.empty() &&
+      llvm::none_of(k->dtypes, [&](dsl::ElemType t) { return dsl::toString(t) == spec.dtype; }))
+    return rt::Status::error("kernel '" + name + "' is not declared for dtype " + spec.dtype);
   return impl->cache.get(impl->ctx, *impl->program, name, spec);
 }
 

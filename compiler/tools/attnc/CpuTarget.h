@@ -24,7 +24,16 @@ struct CpuRunResult {
   /// Best wall time of one full call (ms) over --cpu-repeat calls.
   double bestMs = 0;
   unsigned repeats = 0;
+  /// How the kernel was obtained (compiled, memory, disk) and how long it took.
+  double jitMs = 0;
+  std::string jitSource;
 };
+
+/// `attnc FILE --kernel=K --target=cpu --emit=obj -o OUT.o`: a PIC object
+/// for the host with the kernel's entry points, and OUT.h declaring them.
+bool emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::string &kernel,
+                   const std::vector<std::string> &params, const std::string &dtype,
+                   const std::string &outPath);
 
 /// `attnc run --target=cpu`: compiles the kernel for the shape's D/Dv and
 /// runs it through the JIT on the given inputs (f32).

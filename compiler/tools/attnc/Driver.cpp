@@ -210,6 +210,8 @@ bool attnc::driver::runKernel(mlir::MLIRContext &ctx, const dsl::Program &prog,
       return fail(llvm::toString(result.takeError()));
     O = std::move(result->O);
     LSE = std::move(result->LSE);
+    os << "cpu jit: " << result->jitSource << " in " << llvm::format("%.3f", result->jitMs)
+       << " ms\n";
     double flops = 4.0 * shape.B * shape.Hq * shape.Nq * shape.Nk * shape.D;
     os << "cpu kernel: best of " << result->repeats << ": " << llvm::format("%.3f", result->bestMs)
        << " ms, " << llvm::format("%.2f", flops / (result->bestMs * 1e6))

@@ -10,6 +10,7 @@
 #include "Driver.h"
 #include "attnc/DSL/Frontend.h"
 #include "attnc/DSL/Printer.h"
+#include "attnc/JIT.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -28,12 +29,17 @@ namespace {
 cl::SubCommand runCmd("run",
                       "Run a kernel on random inputs (float64 reference)");
 
+cl::SubCommand cacheCmd("cache", "Kernel cache: stats | clear ($ATTNC_CACHE_DIR, default "
+                                  "~/.cache/attnc)");
+cl::opt<std::string> cacheAction(cl::Positional, cl::desc("<stats|clear>"), cl::init("stats"),
+                                 cl::sub(cacheCmd));
+
 cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .attn file>"),
                                cl::init("-"),
                                cl::sub(cl::SubCommand::getTopLevel()),
                                cl::sub(runCmd));
 
-enum class Emit { AST, Format, Attn, Tiled, LLVMDialect, LLVM };
+enum class Emit { AST, Format, Attn, Tiled, LLVMDialect, LLVM, Obj };
 cl::opt<Emit>
     emit("emit", cl::desc("What to print"), cl::init(Emit::Attn),
          cl::values(clEnumValN(Emit::AST, "ast", "the checked AST"),
@@ -42,7 +48,9 @@ cl::opt<Emit>
                                "the attn dialect (MLIRGen output)"),
                     clEnumValN(Emit::Tiled, "tiled", "CPU: flash-tiled scf/vector (attn-to-cpu)"),
                     clEnumValN(Emit::LLVMDialect, "llvm-dialect", "CPU: the LLVM dialect"),
-                    clEnumValN(Emit::LLVM, "llvm", "CPU: optimized LLVM IR for the host")),
+                    clEnumValN(Emit::LLVM, "llvm", "CPU: optimized LLVM IR for the host"),
+                    clEnumValN(Emit::Obj, "obj",
+                               "CPU: object file (-o FILE.o) + C header FILE.h (AOT)")),
          cl::sub(cl::SubCommand::getTopLevel()));
 
 cl::opt<std::string> outputFile("o", cl::desc("Output file"),
@@ -81,20 +89,45 @@ cl::opt<uint64_t> seed("seed", cl::desc("Random seed for the inputs"),
 cl::opt<std::string> target("target",
                             cl::desc("Where to run: reference (float64, the oracle) or interp "
                                      "(the attn IR, interpreted in f32) or cpu (JIT-compiled for the host)"),
-                            cl::init("reference"), cl::sub(runCmd));
+                            cl::init("reference"), cl::sub(runCmd),
+                            cl::sub(cl::SubCommand::getTopLevel()));
 
 cl::opt<dsl::ElemType> dtype("dtype", cl::desc("Input element type"),
                              cl::init(dsl::ElemType::F32),
                              cl::values(clEnumValN(dsl::ElemType::F32, "f32", "float32"),
                                         clEnumValN(dsl::ElemType::F16, "f16", "float16"),
                                         clEnumValN(dsl::ElemType::BF16, "bf16", "bfloat16")),
-                             cl::sub(runCmd));
+                             cl::sub(runCmd), cl::sub(cl::SubCommand::getTopLevel()));
+
+int runCache() {
+  std::string dir = attnc::defaultCacheDir();
+  if (cacheAction == "clear") {
+    if (auto s = attnc::clearDiskCache(dir); !s) {
+      errs() << "attnc cache: error: " << s.message() << "\n";
+      return 1;
+    }
+    outs() << "cleared " << dir << "\n";
+    return 0;
+  }
+  if (cacheAction != "stats") {
+    errs() << "attnc cache: error: unknown action '" << cacheAction
+           << "' (expected stats or clear)\n";
+    return 1;
+  }
+  attnc::DiskCacheInfo info = attnc::diskCacheInfo(dir);
+  outs() << "cache: " << dir << "\nentries: " << info.entries << "\nbytes: " << info.bytes
+         << "\nhits: " << info.hits << "\nmisses: " << info.misses
+         << "\ncorrupt: " << info.corrupt << "\n";
+  return 0;
+}
 
 } // namespace
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
   cl::ParseCommandLineOptions(argc, argv, "attnc: the attention compiler\n");
+  if (cacheCmd)
+    return runCache();
 
   mlir::MLIRContext ctx;
   driver::registerDialects(ctx);
@@ -127,6 +160,19 @@ int main(int argc, char **argv) {
     return driver::runKernel(ctx, *prog, opts, outs()) ? 0 : 1;
   }
 
+  // The object and its header are written by emitCpuObject (two files);
+  // an output file opened here would delete the object when discarded.
+  if (emit == Emit::Obj) {
+    if (target != "cpu" && target != "reference") {
+      errs() << "attnc: error: --emit=obj is for --target=cpu\n";
+      return 1;
+    }
+    return driver::emitCpuObject(ctx, *prog, kernelName, {params.begin(), params.end()},
+                                 dsl::toString(dtype).str(), outputFile)
+               ? 0
+               : 1;
+  }
+
   std::string err;
   auto out = mlir::openOutputFile(outputFile, &err);
   if (!out) {
@@ -144,6 +190,8 @@ int main(int argc, char **argv) {
     if (!driver::emitAttn(ctx, *prog, kernelName,
                           {params.begin(), params.end()}, out->os()))
       return 1;
+    break;
+  case Emit::Obj:
     break;
   case Emit::Tiled:
   case Emit::LLVMDialect:

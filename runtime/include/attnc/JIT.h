@@ -64,6 +64,15 @@ struct CompilerOptions {
 /// The cache directory CompilerOptions{} resolves to.
 std::string defaultCacheDir();
 
+/// What `attnc cache stats` prints: entries on disk and the hit / miss /
+/// corrupt events every process recorded in the directory's stats.log.
+struct DiskCacheInfo {
+  uint64_t entries = 0, bytes = 0, hits = 0, misses = 0, corrupt = 0;
+};
+DiskCacheInfo diskCacheInfo(const std::string &dir);
+/// Removes every entry, temporary and the stats; keeps the directory.
+rt::Status clearDiskCache(const std::string &dir);
+
 /// Compiles kernels of an already loaded program through the memory and disk
 /// caches. Thread safe.
 class KernelCache {
