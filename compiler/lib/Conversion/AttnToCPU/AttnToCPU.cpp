@@ -490,6 +490,12 @@ private:
     Value rowBuf = memref::AllocaOp::create(b, l, MemRefType::get({Tq}, f32()));
     Value lseBuf = memref::AllocaOp::create(b, l, MemRefType::get({Tq}, f32()));
     auto dvVec = VectorType::get({Dv}, f32());
+    // P.V blocking: VW-lane vectors (16 = one zmm where Dv allows), NC of
+    // them per row chunk, pvRows rows at a time (R * NC accumulators).
+    int64_t pvVW = Dv % 16 == 0 ? 16 : Dv;
+    int64_t pvNC = (Dv / pvVW) % 4 == 0 ? 4 : (Dv / pvVW) % 2 == 0 ? 2 : 1;
+    int64_t pvRows = Tq % 4 == 0 ? 4 : Tq % 2 == 0 ? 2 : 1;
+    auto pvVec = VectorType::get({pvVW}, f32());
     Value zeroDv = arith::ConstantOp::create(b, l, DenseElementsAttr::get(dvVec, 0.0f));
     scf::ForOp::create(b, l, c0, cIdx(b, Tq), c1, ValueRange{},
                        [&](OpBuilder &b, Location l, Value i, ValueRange) {
@@ -506,17 +512,24 @@ private:
         maskAlwaysTrue = true;
 
     bool hadError = false;
-    auto kvLoop = scf::ForOp::create(
-        b, l, loIdx, hiIdx, cIdx(b, Tk), ValueRange{negInf, zero},
-        [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
+    // One KV tile [kt, kt + Tk). `partial`: the tile may run past Nk (keys
+    // are clamped and masked); otherwise all Tk keys exist, so rows need no
+    // clamp and share one base address.
+    auto emitTile = [&](OpBuilder &b, Location l, Value kt, ValueRange iter, bool partial) {
           Value m = iter[0], sum = iter[1];
           SmallVector<Value> kRow, kValid, kPos;
+          Value allValid = arith::ConstantIntOp::create(b, l, 1, 1);
           for (int64_t j = 0; j < Tk; ++j) {
             Value k = arith::AddIOp::create(b, l, kt, cIdx(b, j));
-            kValid.push_back(arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, k, nk));
-            // Keys past Nk read the last key (always in bounds); they are
-            // masked below.
-            kRow.push_back(arith::MinSIOp::create(b, l, k, nkm1));
+            if (partial) {
+              kValid.push_back(arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, k, nk));
+              // Keys past Nk read the last key (always in bounds); they are
+              // masked below.
+              kRow.push_back(arith::MinSIOp::create(b, l, k, nkm1));
+            } else {
+              kValid.push_back(allValid);
+              kRow.push_back(k);
+            }
             kPos.push_back(arith::IndexCastOp::create(b, l, i32, k));
           }
           // s_j = Qt^T K_j, lanes = rows.
@@ -584,34 +597,82 @@ private:
             vector::StoreOp::create(b, l, w[j], pt, ValueRange{cIdx(b, j), cIdx(b, 0)});
           }
           vector::StoreOp::create(b, l, alpha, rowBuf, ValueRange{cIdx(b, 0)});
-          // acc[i] = alpha[i] * acc[i] + sum_j w_j[i] * V[kt + j].
+          // acc[i] = alpha[i] * acc[i] + sum_j w_j[i] * V[kt + j], register
+          // blocked: R rows x NC vectors of VW columns stay in registers
+          // over the Tk keys, so each V vector load feeds R FMAs and each
+          // broadcast weight NC FMAs.
           scf::ForOp::create(
-              b, l, cIdx(b, 0), cIdx(b, Tq), cIdx(b, 1), ValueRange{},
-              [&](OpBuilder &b, Location l, Value i, ValueRange) {
-                Value a = vector::LoadOp::create(b, l, dvVec, acc, ValueRange{i, cIdx(b, 0)});
-                if (softmax) {
-                  Value al = memref::LoadOp::create(b, l, rowBuf, ValueRange{i});
-                  a = arith::MulFOp::create(b, l, a,
-                                            vector::BroadcastOp::create(b, l, dvVec, al));
-                }
-                for (int64_t j = 0; j < Tk; ++j) {
-                  Value wj = memref::LoadOp::create(b, l, pt, ValueRange{cIdx(b, j), i});
-                  Value v = toF32(b, vector::LoadOp::create(
-                                         b, l, VectorType::get({Dv}, elemType), V,
-                                         ValueRange{bIdx, kvh, kRow[j], cIdx(b, 0)}));
-                  a = vector::FMAOp::create(b, l, vector::BroadcastOp::create(b, l, dvVec, wj), v,
-                                            a);
-                }
-                vector::StoreOp::create(b, l, a, acc, ValueRange{i, cIdx(b, 0)});
+              b, l, cIdx(b, 0), cIdx(b, Tq), cIdx(b, pvRows), ValueRange{},
+              [&](OpBuilder &b, Location l, Value i0, ValueRange) {
+                scf::ForOp::create(
+                    b, l, cIdx(b, 0), cIdx(b, Dv), cIdx(b, pvVW * pvNC), ValueRange{},
+                    [&](OpBuilder &b, Location l, Value c0v, ValueRange) {
+                      SmallVector<Value> rowIdx, colIdx;
+                      for (int64_t r = 0; r < pvRows; ++r)
+                        rowIdx.push_back(arith::AddIOp::create(b, l, i0, cIdx(b, r)));
+                      for (int64_t c = 0; c < pvNC; ++c)
+                        colIdx.push_back(arith::AddIOp::create(b, l, c0v, cIdx(b, c * pvVW)));
+                      SmallVector<Value> a(pvRows * pvNC);
+                      for (int64_t r = 0; r < pvRows; ++r) {
+                        Value al;
+                        if (softmax)
+                          al = vector::BroadcastOp::create(
+                              b, l, pvVec, memref::LoadOp::create(b, l, rowBuf, rowIdx[r]));
+                        for (int64_t c = 0; c < pvNC; ++c) {
+                          Value x = vector::LoadOp::create(b, l, pvVec, acc,
+                                                           ValueRange{rowIdx[r], colIdx[c]});
+                          a[r * pvNC + c] = softmax ? arith::MulFOp::create(b, l, x, al).getResult()
+                                                    : x;
+                        }
+                      }
+                      for (int64_t j = 0; j < Tk; ++j) {
+                        SmallVector<Value> v(pvNC);
+                        for (int64_t c = 0; c < pvNC; ++c)
+                          v[c] = toF32(b, vector::LoadOp::create(
+                                              b, l, VectorType::get({pvVW}, elemType), V,
+                                              ValueRange{bIdx, kvh, kRow[j], colIdx[c]}));
+                        for (int64_t r = 0; r < pvRows; ++r) {
+                          Value wj = vector::BroadcastOp::create(
+                              b, l, pvVec,
+                              memref::LoadOp::create(b, l, pt, ValueRange{cIdx(b, j), rowIdx[r]}));
+                          for (int64_t c = 0; c < pvNC; ++c)
+                            a[r * pvNC + c] =
+                                vector::FMAOp::create(b, l, wj, v[c], a[r * pvNC + c]);
+                        }
+                      }
+                      for (int64_t r = 0; r < pvRows; ++r)
+                        for (int64_t c = 0; c < pvNC; ++c)
+                          vector::StoreOp::create(b, l, a[r * pvNC + c], acc,
+                                                  ValueRange{rowIdx[r], colIdx[c]});
+                      scf::YieldOp::create(b, l);
+                    });
                 scf::YieldOp::create(b, l);
               });
           scf::YieldOp::create(b, l, ValueRange{mNew, newSum});
+    };
+    // Full tiles [lo, fullHi), then at most one partial tile [fullHi, hi).
+    Value hiC = arith::MaxSIOp::create(b, l, hiIdx, loIdx);
+    Value span = arith::SubIOp::create(b, l, hiC, loIdx);
+    Value fullHi = arith::AddIOp::create(
+        b, l, loIdx,
+        arith::MulIOp::create(b, l, arith::DivUIOp::create(b, l, span, cIdx(b, Tk)), cIdx(b, Tk)));
+    auto fullLoop = scf::ForOp::create(
+        b, l, loIdx, fullHi, cIdx(b, Tk), ValueRange{negInf, zero},
+        [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
+          emitTile(b, l, kt, iter, /*partial=*/false);
+        });
+    auto kvLoop = scf::ForOp::create(
+        b, l, fullHi, hiC, cIdx(b, Tk), fullLoop.getResults(),
+        [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
+          emitTile(b, l, kt, iter, /*partial=*/true);
         });
     if (hadError) {
       fn.erase();
       return nullptr;
     }
-    kvLoop->setAttr("attn.kv_range", StringAttr::get(ctx, range.bounded ? "bounded" : "full"));
+    auto rangeAttr = StringAttr::get(ctx, range.bounded ? "bounded" : "full");
+    fullLoop->setAttr("attn.kv_range", rangeAttr);
+    kvLoop->setAttr("attn.kv_range", rangeAttr);
 
     // Finalize: O = acc / l, LSE = m + log(l); rows without keys: 0, -inf.
     Value m = kvLoop.getResult(0), sum = kvLoop.getResult(1);
