@@ -287,6 +287,11 @@ struct Compiler::Impl {
   std::unique_ptr<dsl::Program> program;
   std::string sourceText;
   std::mutex mutex;
+  /// (kernel, specialization) -> kernel for the loaded program: a repeated
+  /// getKernel skips MLIRGen and hashing. Cleared when the source changes.
+  std::map<std::string, std::shared_ptr<rt::CpuKernel>> memo;
+  uint64_t memoHits = 0;
+  double memoMs = -1;
 };
 
 std::unique_ptr<Compiler> Compiler::create(CompilerOptions options) {
@@ -305,7 +310,8 @@ Compiler::~Compiler() = default;
 static rt::Status loadInto(Compiler *, std::unique_ptr<llvm::SourceMgr> &sm,
                            std::unique_ptr<dsl::Program> &program, mlir::MLIRContext &ctx,
                            const CompilerOptions &options, const std::string &path,
-                           std::optional<llvm::StringRef> text) {
+                           std::optional<llvm::StringRef> text,
+                           std::map<std::string, std::shared_ptr<rt::CpuKernel>> *memo) {
   auto newSm = std::make_unique<llvm::SourceMgr>();
   std::string diagText;
   llvm::raw_string_ostream os(diagText);
@@ -321,19 +327,22 @@ static rt::Status loadInto(Compiler *, std::unique_ptr<llvm::SourceMgr> &sm,
                              (diagText.empty() ? "" : ":\n" + diagText));
   sm = std::move(newSm);
   program = std::move(prog);
+  if (memo)
+    memo->clear();
   return rt::Status::ok();
 }
 
 rt::Status Compiler::loadSource(const std::string &path) {
   std::lock_guard<std::mutex> l(impl->mutex);
-  return loadInto(this, impl->sm, impl->program, impl->ctx, impl->options, path, std::nullopt);
+  return loadInto(this, impl->sm, impl->program, impl->ctx, impl->options, path, std::nullopt,
+                  &impl->memo);
 }
 
 rt::Status Compiler::loadString(const std::string &text, const std::string &name) {
   std::lock_guard<std::mutex> l(impl->mutex);
   impl->sourceText = text; // the program's buffers may point into it
   return loadInto(this, impl->sm, impl->program, impl->ctx, impl->options, name,
-                  llvm::StringRef(impl->sourceText));
+                  llvm::StringRef(impl->sourceText), &impl->memo);
 }
 
 rt::Expected<std::shared_ptr<rt::CpuKernel>> Compiler::getKernel(const std::string &name,
@@ -347,8 +356,41 @@ rt::Expected<std::shared_ptr<rt::CpuKernel>> Compiler::getKernel(const std::stri
       k && !k->dtypes.empty() &&
       llvm::none_of(k->dtypes, [&](dsl::ElemType t) { return dsl::toString(t) == spec.dtype; }))
     return rt::Status::error("kernel '" + name + "' is not declared for dtype " + spec.dtype);
-  return impl->cache.get(impl->ctx, *impl->program, name, spec);
+  auto start = std::chrono::steady_clock::now();
+  std::string memoKey = name + "|" + spec.target + "|" + spec.dtype + "|" +
+                        std::to_string(spec.headDim) + "|" + std::to_string(spec.headDimV) + "|" +
+                        std::to_string(spec.tileQ) + "|" + std::to_string(spec.tileK);
+  for (auto &[k, v] : spec.consts)
+    memoKey += "|" + k + "=" + v;
+  if (auto it = impl->memo.find(memoKey); it != impl->memo.end()) {
+    ++impl->memoHits;
+    impl->memoMs =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    return it->second;
+  }
+  impl->memoMs = -1;
+  auto kernel = impl->cache.get(impl->ctx, *impl->program, name, spec);
+  if (kernel)
+    impl->memo[memoKey] = *kernel;
+  return kernel;
 }
 
-CacheStats Compiler::stats() const { return impl->cache.stats(); }
+std::vector<std::string> Compiler::kernelNames() const {
+  std::lock_guard<std::mutex> l(impl->mutex);
+  std::vector<std::string> names;
+  if (impl->program)
+    for (auto &[name, _] : impl->program->kernels)
+      names.push_back(name);
+  return names;
+}
+
+CacheStats Compiler::stats() const {
+  CacheStats s = impl->cache.stats();
+  s.memoryHits += impl->memoHits;
+  if (impl->memoMs >= 0) {
+    s.lastMs = impl->memoMs;
+    s.lastSource = "memory";
+  }
+  return s;
+}
 const std::string &Compiler::cacheDir() const { return impl->cache.dir(); }

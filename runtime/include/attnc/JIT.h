@@ -102,6 +102,8 @@ public:
   rt::Status loadString(const std::string &text, const std::string &name = "<string>");
   rt::Expected<std::shared_ptr<rt::CpuKernel>> getKernel(const std::string &name,
                                                          const KernelSpec &spec = {});
+  /// Kernels of the loaded program (main file and imports).
+  std::vector<std::string> kernelNames() const;
   CacheStats stats() const;
   const std::string &cacheDir() const;
 
