@@ -11,19 +11,30 @@
 // CHECK: %[[HI:.*]] = arith.subi %[[QMAX]], %c-1_i64 : i64
 // CHECK: %[[HIC:.*]] = arith.minsi %[[HI]], %{{.*}} : i64
 // CHECK: %[[HIX:.*]] = arith.index_cast %[[HIC]] : i64 to index
-// CHECK: scf.for %{{.*}} = %{{.*}} to %[[HIX]] step %c4 iter_args(%[[M:.*]] = %{{.*}}, %[[L:.*]] = %{{.*}}) -> (vector<8xf32>, vector<8xf32>)
+// Full KV tiles first (no key clamps), then at most one partial tile up to
+// max(kHi, kLo).
+// CHECK: %[[HIM:.*]] = arith.maxsi %[[HIX]], %{{.*}} : index
+// CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c4{{(_[0-9]+)?}} iter_args(%[[M:.*]] = %{{.*}}, %[[L:.*]] = %{{.*}}) -> (vector<8xf32>, vector<8xf32>)
+// The mask region, cloned on vectors, for every key of the tile; a tile no
+// row keeps is skipped.
+// CHECK-COUNT-4: arith.cmpi sle, %{{.*}}, %{{.*}} : vector<8xi32>
+// CHECK: %[[ANY:.*]] = vector.reduction <or>, %{{.*}} : vector<8xi1> into i1
+// CHECK: scf.if %[[ANY]] -> (vector<8xf32>, vector<8xf32>)
 // Q.K^T: one FMA per key, lanes = rows.
 // CHECK: scf.for {{.*}} -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK-COUNT-4: vector.fma {{.*}} : vector<8xf32>
-// The mask region, cloned on vectors.
-// CHECK: arith.cmpi sle, %{{.*}}, %{{.*}} : vector<8xi32>
-// Online softmax: running max, rescale factor, running sum.
+// Online softmax: running max, rescale factor (polynomial exp), running sum.
 // CHECK: arith.maximumf %[[M]], %{{.*}} : vector<8xf32>
 // CHECK: math.floor
 // CHECK: arith.mulf %{{.*}}, %[[L]] : vector<8xf32>
-// P.V into the accumulator, rows at a time.
-// CHECK: vector.fma {{.*}} : vector<32xf32>
-// CHECK: scf.yield
+// P.V register-blocked: rows x 16-lane column vectors.
+// CHECK: vector.fma {{.*}} : vector<16xf32>
+// CHECK: } else {
+// CHECK: scf.yield %[[M]], %[[L]]
+// CHECK: } {attn.kv_range = "bounded"}
+// The partial tile clamps key rows to Nk - 1.
+// CHECK: scf.for %{{.*}} = %{{.*}} to %[[HIM]] step
+// CHECK: arith.minsi
 // CHECK: } {attn.kv_range = "bounded"}
 // Rows that saw no key: O = 0, LSE = -inf.
 // CHECK: arith.cmpf ogt
@@ -74,7 +85,7 @@ attn.kernel @window(%w: i32 {attn.name = "w"}) {
 // tensor read becomes a masked gather on the rows' lanes.
 // CHECK-LABEL: func.func @doc_item(
 // CHECK-SAME: memref<?xi32> {attn.name = "doc"}
-// CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c4 iter_args
+// CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c4{{(_[0-9]+)?}} iter_args
 // CHECK: vector.gather %{{.*}}[%{{.*}}] [%{{.*}}], %{{.*}}, %{{.*}} : memref<?xi32>, vector<8xi32>, vector<8xi1>, vector<8xi32> into vector<8xi32>
 // CHECK: } {attn.kv_range = "full"}
 attn.kernel @doc(%doc: tensor<?xi32> {attn.name = "doc"}) {

@@ -532,123 +532,150 @@ private:
             }
             kPos.push_back(arith::IndexCastOp::create(b, l, i32, k));
           }
-          // s_j = Qt^T K_j, lanes = rows.
-          SmallVector<Value> init(Tk, zero);
-          auto dLoop = scf::ForOp::create(
-              b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), init,
-              [&](OpBuilder &b, Location l, Value d, ValueRange s) {
-                Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt, ValueRange{d, cIdx(b, 0)});
-                SmallVector<Value> next;
-                for (int64_t j = 0; j < Tk; ++j) {
-                  Value kv = toF32(
-                      b, memref::LoadOp::create(b, l, K, ValueRange{bIdx, kvh, kRow[j], d}));
-                  next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
-                }
-                scf::YieldOp::create(b, l, next);
-              });
-          // Mask and score per key, on vectors of rows.
-          SmallVector<Value> t(Tk), w(Tk), keep(Tk);
-          Value tileMax = negInf;
+          // Mask of every key first: a tile the mask rejects for every row
+          // is skipped (data-dependent masks such as documents, where the KV
+          // range cannot be bounded statically).
+          SmallVector<Value> kVecs(Tk), valids(Tk), keep(Tk);
           for (int64_t j = 0; j < Tk && !hadError; ++j) {
-            Value kVec = bcast(b, kPos[j]);
-            Value valid = arith::AndIOp::create(b, l, rowValid, bcast(b, kValid[j]));
-            Value keepJ = valid;
+            kVecs[j] = bcast(b, kPos[j]);
+            valids[j] = arith::AndIOp::create(b, l, rowValid, bcast(b, kValid[j]));
+            keep[j] = valids[j];
             if (!maskAlwaysTrue) {
-              auto mv = vectorizeRegion(b, attention.getMaskBlock(), {bVec, hVec, qPos, kVec},
-                                        outer, valid);
+              auto mv = vectorizeRegion(b, attention.getMaskBlock(),
+                                        {bVec, hVec, qPos, kVecs[j]}, outer, valids[j]);
               if (failed(mv)) {
                 hadError = true;
                 break;
               }
-              keepJ = arith::AndIOp::create(b, l, *mv, valid);
-            }
-            auto sv = vectorizeRegion(b, attention.getScoreBlock(),
-                                      {dLoop.getResult(j), bVec, hVec, qPos, kVec}, outer, valid);
-            if (failed(sv)) {
-              hadError = true;
-              break;
-            }
-            keep[j] = keepJ;
-            t[j] = arith::SelectOp::create(b, l, keepJ, *sv, negInf);
-            tileMax = arith::MaximumFOp::create(b, l, tileMax, t[j]);
-            if (!softmax) {
-              // sigmoid(s') = 1 / (1 + exp(-s')); masked keys weigh 0.
-              Value e = vexp(b, arith::NegFOp::create(b, l, *sv));
-              Value sg = arith::DivFOp::create(b, l, one, arith::AddFOp::create(b, l, one, e));
-              w[j] = arith::SelectOp::create(b, l, keepJ, sg, zero);
+              keep[j] = arith::AndIOp::create(b, l, *mv, valids[j]);
             }
           }
           if (hadError) {
             scf::YieldOp::create(b, l, ValueRange{m, sum});
             return;
           }
-          // Online softmax. A row that has seen no key keeps m = -inf; use 0
-          // as its reference so that exp(-inf - ref) = 0 instead of NaN.
-          Value mNew = arith::MaximumFOp::create(b, l, m, tileMax);
-          Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew, negInf);
-          Value ref = arith::SelectOp::create(b, l, isNinf, zero, mNew);
-          Value alpha = vexp(b, arith::SubFOp::create(b, l, m, ref));
-          Value newSum = arith::MulFOp::create(b, l, alpha, sum);
-          for (int64_t j = 0; j < Tk; ++j) {
-            Value p = vexp(b, arith::SubFOp::create(b, l, t[j], ref));
-            newSum = arith::AddFOp::create(b, l, newSum, p);
-            if (softmax)
-              w[j] = p;
-            vector::StoreOp::create(b, l, w[j], pt, ValueRange{cIdx(b, j), cIdx(b, 0)});
-          }
-          vector::StoreOp::create(b, l, alpha, rowBuf, ValueRange{cIdx(b, 0)});
-          // acc[i] = alpha[i] * acc[i] + sum_j w_j[i] * V[kt + j], register
-          // blocked: R rows x NC vectors of VW columns stay in registers
-          // over the Tk keys, so each V vector load feeds R FMAs and each
-          // broadcast weight NC FMAs.
-          scf::ForOp::create(
-              b, l, cIdx(b, 0), cIdx(b, Tq), cIdx(b, pvRows), ValueRange{},
-              [&](OpBuilder &b, Location l, Value i0, ValueRange) {
-                scf::ForOp::create(
-                    b, l, cIdx(b, 0), cIdx(b, Dv), cIdx(b, pvVW * pvNC), ValueRange{},
-                    [&](OpBuilder &b, Location l, Value c0v, ValueRange) {
-                      SmallVector<Value> rowIdx, colIdx;
-                      for (int64_t r = 0; r < pvRows; ++r)
-                        rowIdx.push_back(arith::AddIOp::create(b, l, i0, cIdx(b, r)));
-                      for (int64_t c = 0; c < pvNC; ++c)
-                        colIdx.push_back(arith::AddIOp::create(b, l, c0v, cIdx(b, c * pvVW)));
-                      SmallVector<Value> a(pvRows * pvNC);
-                      for (int64_t r = 0; r < pvRows; ++r) {
-                        Value al;
-                        if (softmax)
-                          al = vector::BroadcastOp::create(
-                              b, l, pvVec, memref::LoadOp::create(b, l, rowBuf, rowIdx[r]));
-                        for (int64_t c = 0; c < pvNC; ++c) {
-                          Value x = vector::LoadOp::create(b, l, pvVec, acc,
-                                                           ValueRange{rowIdx[r], colIdx[c]});
-                          a[r * pvNC + c] = softmax ? arith::MulFOp::create(b, l, x, al).getResult()
-                                                    : x;
-                        }
-                      }
-                      for (int64_t j = 0; j < Tk; ++j) {
-                        SmallVector<Value> v(pvNC);
+          auto compute = [&](OpBuilder &b) -> SmallVector<Value> {
+            // s_j = Qt^T K_j, lanes = rows.
+            SmallVector<Value> init(Tk, zero);
+            auto dLoop = scf::ForOp::create(
+                b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), init,
+                [&](OpBuilder &b, Location l, Value d, ValueRange s) {
+                  Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt, ValueRange{d, cIdx(b, 0)});
+                  SmallVector<Value> next;
+                  for (int64_t j = 0; j < Tk; ++j) {
+                    Value kv = toF32(
+                        b, memref::LoadOp::create(b, l, K, ValueRange{bIdx, kvh, kRow[j], d}));
+                    next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
+                  }
+                  scf::YieldOp::create(b, l, next);
+                });
+            // Mask and score per key, on vectors of rows.
+            SmallVector<Value> t(Tk), w(Tk);
+            Value tileMax = negInf;
+            for (int64_t j = 0; j < Tk && !hadError; ++j) {
+              Value kVec = kVecs[j], valid = valids[j], keepJ = keep[j];
+              auto sv = vectorizeRegion(b, attention.getScoreBlock(),
+                                        {dLoop.getResult(j), bVec, hVec, qPos, kVec}, outer, valid);
+              if (failed(sv)) {
+                hadError = true;
+                break;
+              }
+              t[j] = arith::SelectOp::create(b, l, keepJ, *sv, negInf);
+              tileMax = arith::MaximumFOp::create(b, l, tileMax, t[j]);
+              if (!softmax) {
+                // sigmoid(s') = 1 / (1 + exp(-s')); masked keys weigh 0.
+                Value e = vexp(b, arith::NegFOp::create(b, l, *sv));
+                Value sg = arith::DivFOp::create(b, l, one, arith::AddFOp::create(b, l, one, e));
+                w[j] = arith::SelectOp::create(b, l, keepJ, sg, zero);
+              }
+            }
+            if (hadError)
+              return {m, sum};
+            // Online softmax. A row that has seen no key keeps m = -inf; use 0
+            // as its reference so that exp(-inf - ref) = 0 instead of NaN.
+            Value mNew = arith::MaximumFOp::create(b, l, m, tileMax);
+            Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew, negInf);
+            Value ref = arith::SelectOp::create(b, l, isNinf, zero, mNew);
+            Value alpha = vexp(b, arith::SubFOp::create(b, l, m, ref));
+            Value newSum = arith::MulFOp::create(b, l, alpha, sum);
+            for (int64_t j = 0; j < Tk; ++j) {
+              Value p = vexp(b, arith::SubFOp::create(b, l, t[j], ref));
+              newSum = arith::AddFOp::create(b, l, newSum, p);
+              if (softmax)
+                w[j] = p;
+              vector::StoreOp::create(b, l, w[j], pt, ValueRange{cIdx(b, j), cIdx(b, 0)});
+            }
+            vector::StoreOp::create(b, l, alpha, rowBuf, ValueRange{cIdx(b, 0)});
+            // acc[i] = alpha[i] * acc[i] + sum_j w_j[i] * V[kt + j], register
+            // blocked: R rows x NC vectors of VW columns stay in registers
+            // over the Tk keys, so each V vector load feeds R FMAs and each
+            // broadcast weight NC FMAs.
+            scf::ForOp::create(
+                b, l, cIdx(b, 0), cIdx(b, Tq), cIdx(b, pvRows), ValueRange{},
+                [&](OpBuilder &b, Location l, Value i0, ValueRange) {
+                  scf::ForOp::create(
+                      b, l, cIdx(b, 0), cIdx(b, Dv), cIdx(b, pvVW * pvNC), ValueRange{},
+                      [&](OpBuilder &b, Location l, Value c0v, ValueRange) {
+                        SmallVector<Value> rowIdx, colIdx;
+                        for (int64_t r = 0; r < pvRows; ++r)
+                          rowIdx.push_back(arith::AddIOp::create(b, l, i0, cIdx(b, r)));
                         for (int64_t c = 0; c < pvNC; ++c)
-                          v[c] = toF32(b, vector::LoadOp::create(
-                                              b, l, VectorType::get({pvVW}, elemType), V,
-                                              ValueRange{bIdx, kvh, kRow[j], colIdx[c]}));
+                          colIdx.push_back(arith::AddIOp::create(b, l, c0v, cIdx(b, c * pvVW)));
+                        SmallVector<Value> a(pvRows * pvNC);
                         for (int64_t r = 0; r < pvRows; ++r) {
-                          Value wj = vector::BroadcastOp::create(
-                              b, l, pvVec,
-                              memref::LoadOp::create(b, l, pt, ValueRange{cIdx(b, j), rowIdx[r]}));
-                          for (int64_t c = 0; c < pvNC; ++c)
-                            a[r * pvNC + c] =
-                                vector::FMAOp::create(b, l, wj, v[c], a[r * pvNC + c]);
+                          Value al;
+                          if (softmax)
+                            al = vector::BroadcastOp::create(
+                                b, l, pvVec, memref::LoadOp::create(b, l, rowBuf, rowIdx[r]));
+                          for (int64_t c = 0; c < pvNC; ++c) {
+                            Value x = vector::LoadOp::create(b, l, pvVec, acc,
+                                                             ValueRange{rowIdx[r], colIdx[c]});
+                            a[r * pvNC + c] = softmax ? arith::MulFOp::create(b, l, x, al).getResult()
+                                                      : x;
+                          }
                         }
-                      }
-                      for (int64_t r = 0; r < pvRows; ++r)
-                        for (int64_t c = 0; c < pvNC; ++c)
-                          vector::StoreOp::create(b, l, a[r * pvNC + c], acc,
-                                                  ValueRange{rowIdx[r], colIdx[c]});
-                      scf::YieldOp::create(b, l);
-                    });
-                scf::YieldOp::create(b, l);
-              });
-          scf::YieldOp::create(b, l, ValueRange{mNew, newSum});
+                        for (int64_t j = 0; j < Tk; ++j) {
+                          SmallVector<Value> v(pvNC);
+                          for (int64_t c = 0; c < pvNC; ++c)
+                            v[c] = toF32(b, vector::LoadOp::create(
+                                                b, l, VectorType::get({pvVW}, elemType), V,
+                                                ValueRange{bIdx, kvh, kRow[j], colIdx[c]}));
+                          for (int64_t r = 0; r < pvRows; ++r) {
+                            Value wj = vector::BroadcastOp::create(
+                                b, l, pvVec,
+                                memref::LoadOp::create(b, l, pt, ValueRange{cIdx(b, j), rowIdx[r]}));
+                            for (int64_t c = 0; c < pvNC; ++c)
+                              a[r * pvNC + c] =
+                                  vector::FMAOp::create(b, l, wj, v[c], a[r * pvNC + c]);
+                          }
+                        }
+                        for (int64_t r = 0; r < pvRows; ++r)
+                          for (int64_t c = 0; c < pvNC; ++c)
+                            vector::StoreOp::create(b, l, a[r * pvNC + c], acc,
+                                                    ValueRange{rowIdx[r], colIdx[c]});
+                        scf::YieldOp::create(b, l);
+                      });
+                  scf::YieldOp::create(b, l);
+                });
+            return {mNew, newSum};
+          };
+          if (maskAlwaysTrue) {
+            scf::YieldOp::create(b, l, compute(b));
+            return;
+          }
+          Value any = keep[0];
+          for (int64_t j = 1; j < Tk; ++j)
+            any = arith::OrIOp::create(b, l, any, keep[j]);
+          Value anyKeep = vector::ReductionOp::create(b, l, vector::CombiningKind::OR, any);
+          auto ifOp = scf::IfOp::create(b, l, TypeRange{m.getType(), sum.getType()}, anyKeep,
+                                        /*withElseRegion=*/true);
+          {
+            OpBuilder tb = ifOp.getThenBodyBuilder();
+            scf::YieldOp::create(tb, l, compute(tb));
+            OpBuilder eb = ifOp.getElseBodyBuilder();
+            scf::YieldOp::create(eb, l, ValueRange{m, sum});
+          }
+          scf::YieldOp::create(b, l, ifOp.getResults());
     };
     // Full tiles [lo, fullHi), then at most one partial tile [fullHi, hi).
     Value hiC = arith::MaxSIOp::create(b, l, hiIdx, loIdx);
