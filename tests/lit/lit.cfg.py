@@ -28,3 +28,7 @@ tools = [
     ToolSubst("attnc", unresolved="ignore"),
 ]
 llvm_config.add_tool_substitutions(tools, [config.attnc_tools_dir])
+
+# `attnc run --target=cpu` goes through the kernel cache: keep it in the
+# build tree, never in the user's ~/.cache/attnc.
+config.environment["ATTNC_CACHE_DIR"] = os.path.join(config.test_exec_root, "attnc-cache")
