@@ -516,6 +516,22 @@ Status attnc::rt::CpuKernel::launch(const LaunchArgs &a) const {
     paramPtrs[i] = dst;
   }
 
+  if (Nk == 0) {
+    // No keys: every row is fully masked (O = 0, LSE = -inf, DESIGN.md).
+    // Handled here because the kernel clamps key indices to Nk - 1.
+    const int64_t *os = dO.words.data() + 7, *ls = dL.words.data() + 6;
+    auto *o = reinterpret_cast<float *>(dO.words[1]);
+    auto *l = reinterpret_cast<float *>(dL.words[1]);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < Hq; ++h)
+        for (int64_t i = 0; i < Nq; ++i) {
+          for (int64_t d = 0; d < Dv; ++d)
+            o[b * os[0] + h * os[1] + i * os[2] + d * os[3]] = 0.f;
+          l[b * ls[0] + h * ls[1] + i * ls[2]] = -std::numeric_limits<float>::infinity();
+        }
+    return Status::ok();
+  }
+
   int64_t tilesQ = (Nq + ki.tileQ - 1) / ki.tileQ;
   int64_t items = B * Hq * tilesQ;
   int32_t qOffset = int32_t(a.qOffset);

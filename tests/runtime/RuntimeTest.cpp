@@ -290,6 +290,69 @@ TEST_F(RuntimeTest, ScalarParams) {
   EXPECT_EQ(again->get(), k->get());
 }
 
+TEST_F(RuntimeTest, EmptyShapes) {
+  // No keys: fully masked rows, O = 0 and LSE = -inf, no kernel call.
+  Tensor k({2, 2, 0, D}), v({2, 2, 0, D});
+  auto a = p.args();
+  a.k = &k, a.v = &v;
+  std::fill(p.o.data.begin(), p.o.data.end(), 1.f);
+  ASSERT_TRUE(alibi->launch(a));
+  for (float x : p.o.data)
+    ASSERT_EQ(x, 0.f);
+  for (float x : p.lse.data)
+    ASSERT_TRUE(std::isinf(x) && x < 0);
+  // No queries, no batch: nothing to do.
+  Tensor q0({2, 4, 0, D}), o0({2, 4, 0, D}), l0({2, 4, 0});
+  a = p.args();
+  a.q = &q0, a.o = &o0, a.lse = &l0;
+  EXPECT_TRUE(alibi->launch(a));
+}
+
+TEST(DtypeTest, Bf16Inputs) {
+  TempDir dir;
+  auto c = Compiler::create(opts(dir));
+  ASSERT_TRUE(c->loadSource(std::string(ATTNC_LIB_DIR) + "/causal.attn"));
+  KernelSpec spec;
+  spec.headDim = D;
+  spec.dtype = "bf16";
+  auto k = c->getKernel("causal_attention", spec);
+  ASSERT_TRUE(bool(k)) << k.message();
+  EXPECT_EQ((*k)->info().dtype, "bf16");
+  // bf16 = the upper half of an f32: 1.0 everywhere in Q/K, V = row index.
+  const int64_t N = 5;
+  std::vector<uint16_t> q(N * D, 0x3f80), kk(N * D, 0x3f80), v(N * D);
+  for (int64_t j = 0; j < N; ++j)
+    for (int64_t d = 0; d < D; ++d) {
+      float f = float(j);
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      v[j * D + d] = uint16_t(bits >> 16);
+    }
+  std::vector<int64_t> shape = {1, 1, N, D};
+  auto view = [&](void *data, DLDataType dt) {
+    DLTensor t{};
+    t.data = data;
+    t.device = {kDLCPU, 0};
+    t.ndim = 4;
+    t.dtype = dt;
+    t.shape = shape.data();
+    return t;
+  };
+  Tensor o({1, 1, N, D});
+  DLTensor tq = view(q.data(), {kDLBfloat, 16, 1}), tk = view(kk.data(), {kDLBfloat, 16, 1}),
+           tv = view(v.data(), {kDLBfloat, 16, 1});
+  rt::LaunchArgs a;
+  a.q = &tq, a.k = &tk, a.v = &tv, a.o = &o;
+  ASSERT_TRUE((*k)->launch(a));
+  // Equal scores: row i averages V rows 0..i.
+  for (int64_t i = 0; i < N; ++i)
+    EXPECT_NEAR(o.data[i * D], i / 2.0, 1e-5);
+  DLTensor tf = view(q.data(), {kDLFloat, 32, 1});
+  a.q = &tf;
+  EXPECT_NE((*k)->launch(a).message().find("q: expected dtype bf16, got float32"),
+            std::string::npos);
+}
+
 TEST_F(RuntimeTest, NegativeQOffset) {
   auto a = p.args();
   a.qOffset = -1;
