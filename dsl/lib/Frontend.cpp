@@ -79,10 +79,14 @@ public:
     for (const ImportDecl &imp : raw->imports) {
       std::string resolved = resolve(imp.path, path);
       if (resolved.empty()) {
-        mlir::emitError(toMLIRLoc(ctx, imp.loc))
-            << "cannot find import '" << imp.path << "' (searched next to the importing file"
-            << (options.importPaths.empty() ? "" : ", the -I paths")
-            << (options.useStdlib ? ", and the standard library" : "") << ")";
+        auto diag = mlir::emitError(toMLIRLoc(ctx, imp.loc));
+        diag << "cannot find import '" << imp.path << "'";
+        if (llvm::sys::path::is_absolute(imp.path))
+          diag << " (no such regular file)";
+        else
+          diag << " (searched next to the importing file"
+               << (options.importPaths.empty() ? "" : ", the -I paths")
+               << (options.useStdlib ? ", and the standard library" : "") << ")";
         ok = false;
         continue;
       }
@@ -123,8 +127,10 @@ private:
       dirs.push_back(d);
     if (options.useStdlib)
       dirs.push_back(stdlibDir().str());
+    // Only regular files: a device such as /dev/zero or /dev/stdin would
+    // never reach end of file, and a directory cannot be read.
     if (llvm::sys::path::is_absolute(import))
-      return llvm::sys::fs::exists(import) ? import : "";
+      return llvm::sys::fs::is_regular_file(import) ? import : "";
     for (auto &d : dirs) {
       llvm::SmallString<256> candidate(d);
       llvm::sys::path::append(candidate, import);
