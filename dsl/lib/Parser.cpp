@@ -15,6 +15,7 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/ConvertUTF.h"
 
 #include <cerrno>
 #include <cmath>
@@ -43,7 +44,19 @@ public:
       return;
     auto loc = mlir::FileLineColLoc::get(&ctx, file, line, charPositionInLine + 1);
     if (offending && offending->getType() == attnc_grammar::AttnDSLLexer::ERROR_CHAR) {
-      mlir::emitError(loc) << "unexpected character '" << offending->getText() << "'";
+      std::string text = offending->getText();
+      if (text == "\"") {
+        mlir::emitError(loc) << "unterminated string literal (a string ends on its line)";
+        return;
+      }
+      auto diag = mlir::emitError(loc);
+      diag << "unexpected character ";
+      // Control characters are shown as escapes, not raw bytes.
+      if (text.size() == 1 && (static_cast<unsigned char>(text[0]) < 0x20 || text[0] == 0x7f))
+        diag << "'\\x" << llvm::hexdigit((text[0] >> 4) & 0xf, true)
+             << llvm::hexdigit(text[0] & 0xf, true) << "'";
+      else
+        diag << "'" << text << "'";
       return;
     }
     mlir::emitError(loc) << "syntax error: " << msg;
@@ -276,10 +289,17 @@ bool checkNesting(antlr4::CommonTokenStream &tokens, mlir::MLIRContext &ctx,
         << what;
     return false;
   };
-  for (antlr4::Token *tok : tokens.getTokens()) {
+  const std::vector<antlr4::Token *> &all = tokens.getTokens();
+  for (size_t i = 0; i < all.size(); ++i) {
+    antlr4::Token *tok = all[i];
     if (tok->getType() == antlr4::Token::EOF)
       break;
     std::string text = tok->getText();
+    // `/*` with no `*/` after it does not lex as a comment: it falls apart
+    // into the operators `/` and `*`, which nothing else puts side by side.
+    if (text == "/" && i + 1 < all.size() && all[i + 1]->getText() == "*" &&
+        all[i + 1]->getStartIndex() == tok->getStopIndex() + 1)
+      return fail(tok, "unterminated block comment");
     if (text == "(" || text == "[" || text == "{") {
       if (++depth > kMaxNesting)
         return fail(tok, "expression nested too deeply (more than " +
@@ -304,6 +324,22 @@ std::unique_ptr<Module> attnc::dsl::parseModule(llvm::SourceMgr &sm, unsigned bu
                                                 mlir::MLIRContext &ctx) {
   const llvm::MemoryBuffer *buffer = sm.getMemoryBuffer(bufferId);
   std::string file = buffer->getBufferIdentifier().str();
+  // The ANTLR input stream decodes UTF-8 and throws on a bad byte; report it
+  // where it is instead.
+  const auto *begin = reinterpret_cast<const llvm::UTF8 *>(buffer->getBufferStart());
+  const auto *end = reinterpret_cast<const llvm::UTF8 *>(buffer->getBufferEnd());
+  const llvm::UTF8 *bad = begin;
+  if (!llvm::isLegalUTF8String(&bad, end)) {
+    llvm::StringRef before(buffer->getBufferStart(), bad - begin);
+    size_t lineStart = before.rfind('\n');
+    lineStart = lineStart == llvm::StringRef::npos ? 0 : lineStart + 1;
+    unsigned line = before.count('\n') + 1;
+    unsigned col = before.size() - lineStart + 1; // in bytes, as the caret is drawn
+    auto diag = mlir::emitError(mlir::FileLineColLoc::get(&ctx, file, line, col));
+    diag << "invalid UTF-8 byte 0x" << llvm::hexdigit(*bad >> 4, true)
+         << llvm::hexdigit(*bad & 0xf, true);
+    return nullptr;
+  }
   try {
     antlr4::ANTLRInputStream input(buffer->getBuffer().data(), buffer->getBufferSize());
     attnc_grammar::AttnDSLLexer lexer(&input);
