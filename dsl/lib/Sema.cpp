@@ -214,7 +214,12 @@ private:
       names.insert(arg.name);
     for (size_t index = 0; index < params.size(); ++index) {
       const ParamDecl *p = params[index];
-      if (!names.insert(p->name).second)
+      // A kernel's parameters are visible in its mask, score and scale, where
+      // s, b, h, q and k are the index arguments.
+      if (llvm::any_of(def.indexArgs, [&](const Ident &i) { return i.name == p->name; }) ||
+          (def.isKernelField && p->name == "s"))
+        error(p->loc) << "parameter '" << p->name << "' has the name of an index argument";
+      else if (!names.insert(p->name).second)
         error(p->loc) << "duplicate parameter '" << p->name << "'";
       if (p->isTensor()) {
         if (p->isConst)
@@ -300,7 +305,8 @@ private:
 
   void checkDef(DefDecl &def) {
     unsigned want = def.numIndexArgs();
-    if (def.indexArgs.size() != want) {
+    bool badIndexArgs = def.indexArgs.size() != want;
+    if (badIndexArgs) {
       error(def.loc) << (def.kind == DefKind::Mask ? "mask" : "score") << " '" << def.name
                      << "' must take " << want << " index arguments "
                      << (def.kind == DefKind::Mask ? "(b, h, q, k)" : "(s, b, h, q, k)")
@@ -313,6 +319,8 @@ private:
 
     if (recursive.count(&def))
       return; // its calls would chase the cycle again
+    if (badIndexArgs)
+      return; // implicit calls in the body would use index arguments it lacks
 
     Scope scope;
     scope.def = &def;
@@ -1185,18 +1193,27 @@ private:
         return std::nullopt;
       return positiveInt(a[0], want);
     };
-    if (auto *b = llvm::dyn_cast<BinaryExpr>(&v); b && b->op == BinaryOp::Add) {
+    // Whether `e` is `want(x)`; the value of x is checked by term().
+    auto isTerm = [&](const Expr &e, const char *want) {
+      std::string n;
+      std::vector<const Expr *> a;
+      return asCall(e, n, a) && n == want && a.size() == 1;
+    };
+    if (auto *b = llvm::dyn_cast<BinaryExpr>(&v);
+        b && b->op == BinaryOp::Add && isTerm(*b->lhs, "sink") && isTerm(*b->rhs, "window")) {
       auto s = term(*b->lhs, "sink");
       auto w = term(*b->rhs, "window");
       if (s && w) {
         c.retention.kind = CacheRetention::SinkWindow;
         c.retention.sink = *s;
         c.retention.window = *w;
-        return;
       }
-    } else if (auto w = term(v, "window")) {
-      c.retention.kind = CacheRetention::SinkWindow;
-      c.retention.window = *w;
+      return;
+    } else if (isTerm(v, "window")) {
+      if (auto w = term(v, "window")) {
+        c.retention.kind = CacheRetention::SinkWindow;
+        c.retention.window = *w;
+      }
       return;
     } else if (asCall(v, name, args) && name == "budget" && args.size() == 2) {
       std::string ev;
