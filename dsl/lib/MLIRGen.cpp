@@ -19,7 +19,10 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/MathExtras.h"
 
+#include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -49,7 +52,9 @@ public:
     if (!options.kernel.empty()) {
       const KernelDecl *k = prog.lookupKernel(options.kernel);
       if (!k) {
-        auto diag = emitError(UnknownLoc::get(&ctx)) << "no kernel named '" << options.kernel << "'";
+        // The name comes from the command line, not from a line of the file.
+        auto diag = emitError(FileLineColLoc::get(&ctx, prog.main->file, 0, 0))
+                     << "no kernel named '" << options.kernel << "'";
         std::vector<std::string> names;
         for (auto &[name, _] : prog.kernels)
           names.push_back(name);
@@ -201,15 +206,18 @@ private:
       auto l = foldDim(*b->lhs), r = foldDim(*b->rhs);
       if (!l || !r)
         return std::nullopt;
+      // An extent that overflows int64 is not folded ("?"): the launch-time
+      // shape check reports it.
+      int64_t v;
       switch (b->op) {
       case BinaryOp::Add:
-        return *l + *r;
+        return llvm::AddOverflow(*l, *r, v) ? std::nullopt : std::optional<int64_t>(v);
       case BinaryOp::Sub:
-        return *l - *r;
+        return llvm::SubOverflow(*l, *r, v) ? std::nullopt : std::optional<int64_t>(v);
       case BinaryOp::Mul:
-        return *l * *r;
+        return llvm::MulOverflow(*l, *r, v) ? std::nullopt : std::optional<int64_t>(v);
       case BinaryOp::Div:
-        if (*r == 0)
+        if (*r == 0 || (*l == INT64_MIN && *r == -1))
           return std::nullopt;
         return *l / *r - ((*l % *r != 0) && ((*l < 0) != (*r < 0)));
       default:
@@ -362,6 +370,9 @@ private:
           emitError(loc(p.decl->loc)) << "invalid value '" << it->second << "' for const parameter '"
                                       << p.name << "' of type " << toString(p.decl->elemType);
           failed = true;
+          // A placeholder, so uses of the parameter report nothing more.
+          env.params[p.name] = arith::ConstantOp::create(builder, loc(p.decl->loc), type,
+                                                         builder.getZeroAttr(type));
           continue;
         }
         env.params[p.name] = arith::ConstantOp::create(builder, loc(p.decl->loc), type,
@@ -419,7 +430,8 @@ private:
     }
     case ScalarType::F32: {
       double v;
-      if (text.getAsDouble(v))
+      if (text.getAsDouble(v) || !std::isfinite(v) ||
+          std::abs(v) > double(std::numeric_limits<float>::max()))
         return nullptr;
       return builder.getF32FloatAttr(v);
     }
