@@ -17,6 +17,7 @@
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/MathExtras.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cmath>
@@ -155,6 +156,9 @@ std::string dimsString(llvm::ArrayRef<int64_t> dims) {
     s += (i ? ", " : "") + std::to_string(dims[i]);
   return s + "]";
 }
+
+/// The most elements a tensor parameter may have.
+constexpr int64_t kMaxTensorElements = int64_t(1) << 28;
 
 int64_t numElements(llvm::ArrayRef<int64_t> dims) {
   int64_t n = 1;
@@ -493,6 +497,13 @@ llvm::Error Evaluator::walkDef(Frame &f) {
                                         llvm::Twine(v->i) + ", which is negative");
       dims.push_back(v->i);
     }
+    // Bound the size so a huge const extent is an error, not a failed
+    // allocation when the tensor is filled.
+    int64_t elems = 1;
+    for (int64_t d : dims)
+      if (llvm::MulOverflow(elems, d, elems) || elems > kMaxTensorElements)
+        return errorAt(b.decl->loc, "tensor '" + *b.name + "' of shape " + dimsString(dims) +
+                                        " has more than 2^28 elements");
     TensorSlot &slot = tensors[b.tensor];
     if (!slot.expected) {
       slot.expected = dims;

@@ -14,6 +14,7 @@
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
 
 #include <chrono>
 #include <cstring>
@@ -159,6 +160,13 @@ bool attnc::driver::runKernel(mlir::MLIRContext &ctx, const dsl::Program &prog,
                 options.shape + "'");
   if (shape.Hkv == 0 || shape.Hq % shape.Hkv != 0)
     return fail("Hq must be a multiple of Hkv");
+  // Q, K, V and O are held in memory (in double): refuse what cannot fit
+  // instead of dying in the allocator. Counted in double: no overflow.
+  double elems = double(shape.B) * (double(shape.Hq) * shape.Nq * (shape.D + shape.Dv) +
+                                    double(shape.Hkv) * shape.Nk * (shape.D + shape.Dv));
+  if (elems > double(1 << 28))
+    return fail("--shape '" + options.shape + "' needs " + llvm::formatv("{0:e2}", elems).str() +
+                " elements for Q, K, V and O; attnc run takes at most 2^28");
   if (!k->headDims.empty() && !llvm::is_contained(k->headDims, shape.D))
     return fail("kernel '" + k->name + "' is declared for head_dim " +
                 llvm::join(llvm::map_range(k->headDims, [](int64_t d) { return std::to_string(d); }),
