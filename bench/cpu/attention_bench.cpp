@@ -12,7 +12,7 @@
 //
 // Usage: attnc-cpu-bench [--case=dense,causal,sliding,document] [--n=1024,4096]
 //                        [--d=64,128] [--threads=1,all] [--reps=5]
-//                        [--tile-q=16] [--tile-k=16] [--no-baseline]
+//                        [--tile-q=32] [--tile-k=8] [--no-baseline]
 // Times are the best and the median of --reps runs (after one warm-up).
 //
 //===----------------------------------------------------------------------===//
@@ -63,7 +63,7 @@ struct Options {
   std::vector<int64_t> ns = {1024, 4096}, ds = {64, 128};
   std::vector<int> threads;
   int reps = 5;
-  int64_t tileQ = 16, tileK = 16;
+  int64_t tileQ = 32, tileK = 8; // CpuOptions defaults
   bool baseline = true;
 };
 
