@@ -538,7 +538,11 @@ Status attnc::rt::CpuKernel::launch(const LaunchArgs &a) const {
   void *ptrs[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
   auto fn = itemFn;
   parallelFor(items, a.numThreads, [&](int64_t item) {
-    int64_t qtile = item % tilesQ, h = (item / tilesQ) % Hq, b = item / (tilesQ * Hq);
+    // Last query tiles first: under causal-like masks they are the most
+    // work, so handing them out early balances the pool (longest first).
+    // The order never changes what an item computes.
+    int64_t bh = item % (B * Hq);
+    int64_t qtile = tilesQ - 1 - item / (B * Hq), h = bh % Hq, b = bh / Hq;
     std::vector<void *> args;
     args.reserve(9 + paramPtrs.size());
     for (void *&p : ptrs)
