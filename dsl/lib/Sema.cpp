@@ -892,6 +892,15 @@ private:
     return result;
   }
 
+  /// `const i32`, `f32 tensor of rank 2`: what must agree between two
+  /// declarations of one parameter.
+  static std::string describe(const ParamDecl &p) {
+    std::string s = (p.isConst ? "const " : "") + toString(p.elemType).str();
+    if (p.isTensor())
+      s += " tensor of rank " + std::to_string(p.dims.size());
+    return s;
+  }
+
   bool propagate(DefDecl &caller, const EffectiveParam &p, const Location &at,
                  const std::string &callee) {
     if (const EffectiveParam *existing = caller.findParam(p.name)) {
@@ -900,12 +909,17 @@ private:
         return true;
       if (a->elemType != b->elemType || a->isConst != b->isConst ||
           a->dims.size() != b->dims.size()) {
+        // The caller's parameter may be its own or come from another call.
+        std::string owner = caller.isKernelField
+                                ? "kernel '" + llvm::StringRef(caller.name).rsplit('.').first.str() + "'"
+                                : "'" + caller.name + "'";
         auto diag = error(at);
-        diag << "parameter '" << p.name << "' of '" << callee << "' conflicts with '" << p.name
-             << "' of '" << caller.name << "'; bind it explicitly, e.g. " << callee << "("
-             << p.name << ": ...)";
-        note(diag, a->loc, "'" + p.name + "' declared here");
-        note(diag, b->loc, "conflicting declaration is here");
+        diag << "parameter '" << p.name << "' of '" << callee << "' (" << describe(*b)
+             << ") conflicts with the '" << p.name << "' that " << owner << " already has ("
+             << describe(*a) << "); bind it explicitly, e.g. " << callee << "(" << p.name
+             << ": ...)";
+        note(diag, a->loc, "'" + p.name + "' (" + describe(*a) + ") declared here");
+        note(diag, b->loc, "conflicting '" + p.name + "' (" + describe(*b) + ") declared here");
         return false;
       }
       return true;
@@ -1064,9 +1078,10 @@ private:
                     found->decl->dims.size() != p.decl->dims.size())) {
           auto diag = error(k.loc);
           diag << "kernel '" << k.name << "': parameter '" << p.name
-               << "' is declared with different types by its mask and score";
-          note(diag, found->decl->loc, "one declaration is here");
-          note(diag, p.decl->loc, "the other is here");
+               << "' is declared with different types by its fields (" << describe(*found->decl)
+               << " and " << describe(*p.decl) << "); bind it explicitly in one of them";
+          note(diag, found->decl->loc, "'" + p.name + "' (" + describe(*found->decl) + ") declared here");
+          note(diag, p.decl->loc, "'" + p.name + "' (" + describe(*p.decl) + ") declared here");
         }
       }
     }

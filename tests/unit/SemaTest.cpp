@@ -263,7 +263,7 @@ TEST(Sema, ParameterErrors) {
   EXPECT_TRUE(contains(errorsOf("mask w(b, h, q, k; W: i32 = 4) = q - k < W;\n"
                                 "mask v(b, h, q, k; W: f32 = 4.0) = true;\n"
                                 "mask m(b, h, q, k) = w && v;"),
-                       "parameter 'W' of 'v' conflicts with 'W' of 'm'"));
+                       "parameter 'W' of 'v' (f32) conflicts with the 'W' that 'm' already has (i32)"));
   EXPECT_TRUE(contains(errorsOf("mask m(b, h, q, k; W: i32 = q) = true;"),
                        "test.attn:1:29: error: 'q' cannot be used here"));
   EXPECT_TRUE(contains(errorsOf("mask m(b, h, q, k; V: i32 = 1, const W: i32 = V) = true;"),
