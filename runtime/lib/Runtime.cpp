@@ -3,6 +3,7 @@
 #include "attnc/Runtime/Runtime.h"
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -174,14 +175,29 @@ private:
   bool stop = false;
 };
 
+/// Never destroyed: workers may still be parked at exit, and a forked child
+/// must not join threads that only exist in its parent.
 Pool &pool() {
-  static Pool p(defaultNumThreads());
-  return p;
+  static Pool *p = new Pool(defaultNumThreads());
+  return *p;
+}
+pid_t poolOwner() {
+  static pid_t pid = getpid();
+  return pid;
 }
 } // namespace
 
 void attnc::rt::parallelFor(int64_t n, int threads, const std::function<void(int64_t)> &fn) {
-  pool().run(n, threads > 0 ? threads : defaultNumThreads(), fn);
+  poolOwner();
+  Pool &p = pool();
+  // After fork() the child has the pool object but none of its threads:
+  // run inline there rather than wait for workers that do not exist.
+  if (getpid() != poolOwner()) {
+    for (int64_t i = 0; i < n; ++i)
+      fn(i);
+    return;
+  }
+  p.run(n, threads > 0 ? threads : defaultNumThreads(), fn);
 }
 
 //===----------------------------------------------------------------------===//

@@ -394,6 +394,31 @@ TEST_F(RuntimeTest, ThreadCountDeterminism) {
   EXPECT_EQ(0, std::memcmp(l1.data.data(), lN.data.data(), l1.data.size() * 4));
 }
 
+TEST_F(RuntimeTest, LaunchInForkedChild) {
+  // The pool's threads are not inherited by a child; launches there still
+  // finish (inline) instead of waiting for them.
+  ASSERT_TRUE(alibi->launch(p.args()));
+  std::vector<float> parent = p.o.data;
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::fill(p.o.data.begin(), p.o.data.end(), 0.f);
+    bool ok = bool(alibi->launch(p.args())) &&
+              std::memcmp(parent.data(), p.o.data.data(), parent.size() * 4) == 0;
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(pid, waitpid(pid, &status, 0));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(CacheTest, UnwritableCacheDirStillCompiles) {
+  CompilerOptions o;
+  o.cacheDir = "/proc/attnc-cannot-create-this";
+  auto c = Compiler::create(o);
+  ASSERT_TRUE(compile(*c, "causal.attn", "causal_attention"));
+  EXPECT_EQ(c->stats().lastSource, "compiled");
+}
+
 TEST(CacheTest, HitsAndMisses) {
   TempDir dir;
   {
