@@ -22,6 +22,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <chrono>
+#include <deque>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -285,7 +286,9 @@ struct Compiler::Impl {
   KernelCache cache;
   std::unique_ptr<llvm::SourceMgr> sm;
   std::unique_ptr<dsl::Program> program;
-  std::string sourceText;
+  /// Texts given to loadString. Kept for the Compiler's lifetime: a failed
+  /// load keeps the previous program, which may point into its text.
+  std::deque<std::string> sourceTexts;
   std::mutex mutex;
   /// (kernel, specialization) -> kernel for the loaded program: a repeated
   /// getKernel skips MLIRGen and hashing. Cleared when the source changes.
@@ -340,9 +343,9 @@ rt::Status Compiler::loadSource(const std::string &path) {
 
 rt::Status Compiler::loadString(const std::string &text, const std::string &name) {
   std::lock_guard<std::mutex> l(impl->mutex);
-  impl->sourceText = text; // the program's buffers may point into it
+  impl->sourceTexts.push_back(text);
   return loadInto(this, impl->sm, impl->program, impl->ctx, impl->options, name,
-                  llvm::StringRef(impl->sourceText), &impl->memo);
+                  llvm::StringRef(impl->sourceTexts.back()), &impl->memo);
 }
 
 rt::Expected<std::shared_ptr<rt::CpuKernel>> Compiler::getKernel(const std::string &name,
