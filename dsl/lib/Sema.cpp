@@ -99,7 +99,9 @@ private:
       }
       return true;
     };
-    for (auto &mod : prog.modules) {
+    // Imported modules first (modules are stored main file first), so a
+    // clash is reported at the importing file's definition.
+    for (auto &mod : llvm::reverse(prog.modules)) {
       for (auto &def : mod->defs) {
         def->qualifiedModule = mod->file;
         if (declare(def->name, def->loc, def->kind == DefKind::Mask ? "mask" : "score"))
