@@ -144,8 +144,11 @@ KernelCache::get(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::st
     return Status::error("unknown target '" + spec.target + "' (available: cpu)");
   if (spec.dtype != "f32" && spec.dtype != "bf16" && spec.dtype != "f16")
     return Status::error("dtype must be f32, bf16 or f16, got '" + spec.dtype + "'");
-  if (spec.headDim <= 0 || spec.headDimV < 0 || spec.tileQ <= 0 || spec.tileK <= 0)
-    return Status::error("head dims and tiles must be positive");
+  if (spec.headDim <= 0 || spec.headDimV < 0 || spec.tileQ < 0 || spec.tileK < 0)
+    return Status::error("head dims must be positive and tiles non-negative");
+  pipeline::CpuOptions defaults;
+  int64_t tileQ = spec.tileQ ? spec.tileQ : defaults.tileQ;
+  int64_t tileK = spec.tileK ? spec.tileK : defaults.tileK;
   const dsl::KernelDecl *k = prog.lookupKernel(name);
   if (!k)
     return Status::error("no kernel named '" + name + "'");
@@ -185,7 +188,7 @@ KernelCache::get(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::st
   int64_t dv = spec.headDimV > 0 ? spec.headDimV : spec.headDim;
   std::string keyText = ir + "\n--\ntarget=cpu dtype=" + spec.dtype +
                         " D=" + std::to_string(spec.headDim) + " Dv=" + std::to_string(dv) +
-                        " tq=" + std::to_string(spec.tileQ) + " tk=" + std::to_string(spec.tileK) +
+                        " tq=" + std::to_string(tileQ) + " tk=" + std::to_string(tileK) +
                         "\ncpu=" + pipeline::hostCpuDescription() + "\nversion=" ATTNC_VERSION;
   std::string key = name + "-" + sha256Hex(keyText).substr(0, 32);
 
@@ -231,8 +234,8 @@ KernelCache::get(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::st
   cpu.headDim = spec.headDim;
   cpu.headDimV = dv;
   cpu.dtype = spec.dtype;
-  cpu.tileQ = spec.tileQ;
-  cpu.tileK = spec.tileK;
+  cpu.tileQ = tileQ;
+  cpu.tileK = tileK;
   auto art = pipeline::compileCpuArtifact(*module, cpu);
   if (!art)
     return fail("kernel '" + name + "': " + llvm::toString(art.takeError()));

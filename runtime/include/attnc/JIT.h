@@ -44,7 +44,9 @@ struct KernelSpec {
   int64_t headDimV = 0; // 0: headDim
   /// Values of the kernel's `const` parameters (specialize the kernel).
   std::map<std::string, std::string> consts;
-  int64_t tileQ = 16, tileK = 16;
+  /// Query rows per work item / keys per KV tile; 0: the compiler's
+  /// defaults (pipeline::CpuOptions, tuned per machine class).
+  int64_t tileQ = 0, tileK = 0;
 };
 
 struct CacheStats {
