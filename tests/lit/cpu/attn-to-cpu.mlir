@@ -81,11 +81,19 @@ attn.kernel @window(%w: i32 {attn.name = "w"}) {
 
 // -----
 
-// A data-dependent mask (document ids): no bound, every key is scanned; the
-// tensor read becomes a masked gather on the rows' lanes.
+// A data-dependent mask (document ids): no bound, every key is scanned.
+// doc[q] does not depend on k: one masked gather on the rows' lanes per
+// item, before the KV loops. doc[k] is the same on every lane: a scalar
+// load in full tiles, a gather masked by lane validity in the partial one.
 // CHECK-LABEL: func.func @doc_item(
 // CHECK-SAME: memref<?xi32> {attn.name = "doc"}
+// CHECK: vector.gather %{{.*}}[%{{.*}}] [%{{.*}}], %{{.*}}, %{{.*}} : memref<?xi32>, vector<8xi32>, vector<8xi1>, vector<8xi32> into vector<8xi32>
 // CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c4{{(_[0-9]+)?}} iter_args
+// CHECK-NOT: vector.gather
+// CHECK: memref.load %{{.*}}[%{{.*}}] : memref<?xi32>
+// CHECK-NOT: vector.gather
+// CHECK: } {attn.kv_range = "full"}
+// CHECK: scf.for
 // CHECK: vector.gather %{{.*}}[%{{.*}}] [%{{.*}}], %{{.*}}, %{{.*}} : memref<?xi32>, vector<8xi32>, vector<8xi1>, vector<8xi32> into vector<8xi32>
 // CHECK: } {attn.kv_range = "full"}
 attn.kernel @doc(%doc: tensor<?xi32> {attn.name = "doc"}) {

@@ -309,19 +309,52 @@ private:
     return arith::SelectOp::create(b, l, tiny, splatF32(b, 0.0f), res);
   }
 
+  /// How a region is cloned: `hoisted` holds values already vectorized once
+  /// per item (k-invariant ops, e.g. doc[q]); in `hoistOnly` mode only the
+  /// ops that do not depend on the block arguments `kDepArgs` are cloned,
+  /// into `hoisted`. `scalarArgs` gives scalar versions of lane-uniform
+  /// block arguments (b, h, k); ops computed from uniform values only also
+  /// get a scalar version, and with `scalarLoads` (every key of the tile
+  /// exists) a load at uniform indices is one scalar load + broadcast
+  /// instead of a gather.
+  struct RegionCtx {
+    IRMapping *hoisted = nullptr;
+    bool hoistOnly = false;
+    SmallVector<unsigned> kDepArgs;
+    SmallVector<Value> scalarArgs;
+    bool scalarLoads = false;
+  };
+
   /// Clones the ops of `block` onto vector<Tq> values. `args` are the
   /// vectorized block arguments; values defined outside the block are looked
   /// up in `outer` (scalars, broadcast on use; tensors, as memrefs).
   /// `laneValid` masks gathers so lanes outside the problem never read
   /// memory. Returns the vectorized yielded value.
   FailureOr<Value> vectorizeRegion(OpBuilder &b, Block &block, ArrayRef<Value> args,
-                                   IRMapping &outer, Value laneValid) {
-    IRMapping local;
-    for (auto [arg, v] : llvm::zip(block.getArguments(), args))
-      local.map(arg, v);
+                                   IRMapping &outer, Value laneValid,
+                                   const RegionCtx &rc) {
+    IRMapping local, scal;
+    llvm::DenseSet<Value> kDep;
+    for (auto [i, arg] : llvm::enumerate(block.getArguments())) {
+      if (rc.hoistOnly) {
+        if (llvm::is_contained(rc.kDepArgs, unsigned(i)))
+          kDep.insert(arg);
+        else if (args[i])
+          local.map(arg, args[i]);
+        continue;
+      }
+      local.map(arg, args[i]);
+      if (i < rc.scalarArgs.size() && rc.scalarArgs[i])
+        scal.map(arg, rc.scalarArgs[i]);
+    }
     auto get = [&](Value v) -> Value {
       if (Value m = local.lookupOrNull(v))
         return m;
+      if (rc.hoisted && !rc.hoistOnly)
+        if (Value m = rc.hoisted->lookupOrNull(v)) {
+          local.map(v, m);
+          return m;
+        }
       Value s = outer.lookup(v);
       if (isa<MemRefType>(s.getType()))
         return s;
@@ -329,9 +362,35 @@ private:
       local.map(v, vec);
       return vec;
     };
+    // Scalar version of a lane-uniform value, or null.
+    auto getScalar = [&](Value v) -> Value {
+      if (Value m = scal.lookupOrNull(v))
+        return m;
+      if (v.getParentBlock() != &block)
+        if (Value s = outer.lookupOrNull(v); s && !isa<MemRefType>(s.getType()))
+          return s;
+      return Value();
+    };
+    auto record = [&](Operation &op) {
+      if (rc.hoistOnly && rc.hoisted)
+        for (Value r : op.getResults())
+          rc.hoisted->map(r, local.lookup(r));
+    };
     for (Operation &op : block) {
       if (auto yield = dyn_cast<attn::YieldOp>(op))
-        return get(yield.getValue());
+        return rc.hoistOnly ? Value() : get(yield.getValue());
+      if (rc.hoistOnly) {
+        if (llvm::any_of(op.getOperands(), [&](Value v) { return kDep.contains(v); })) {
+          for (Value r : op.getResults())
+            kDep.insert(r);
+          continue;
+        }
+      } else if (rc.hoisted && op.getNumResults() > 0 &&
+                 llvm::all_of(op.getResults(),
+                              [&](Value r) { return rc.hoisted->contains(r); }) &&
+                 !isa<arith::ConstantOp>(op)) {
+        continue; // computed once per item
+      }
       if (auto c = dyn_cast<arith::ConstantOp>(op)) {
         auto attr = dyn_cast<TypedAttr>(c.getValue());
         if (!attr || isa<ShapedType>(attr.getType()))
@@ -339,12 +398,36 @@ private:
         local.map(c.getResult(), arith::ConstantOp::create(
                                      b, op.getLoc(),
                                      DenseElementsAttr::get(vecOf(attr.getType()), attr)));
+        if (!rc.hoistOnly)
+          scal.map(c.getResult(), b.clone(op)->getResult(0));
+        record(op);
         continue;
       }
       if (auto load = dyn_cast<attn::LoadOp>(op)) {
         auto memref = cast<TypedValue<MemRefType>>(get(load.getTensor()));
         MemRefType mt = memref.getType();
         Type i32 = b.getI32Type();
+        if (mt.getRank() == 0) {
+          Value s = memref::LoadOp::create(b, op.getLoc(), memref, ValueRange{});
+          local.map(load.getResult(), bcast(b, s));
+          if (!rc.hoistOnly)
+            scal.map(load.getResult(), s);
+          record(op);
+          continue;
+        }
+        if (rc.scalarLoads && !rc.hoistOnly &&
+            llvm::all_of(load.getIndices(), [&](Value v) { return bool(getScalar(v)); })) {
+          // Every lane reads the same element (indices from b, h, k and
+          // invariants only), and the tile's keys all exist.
+          SmallVector<Value> idx;
+          for (Value v : load.getIndices())
+            idx.push_back(arith::IndexCastOp::create(b, op.getLoc(), b.getIndexType(),
+                                                     getScalar(v)));
+          Value s = memref::LoadOp::create(b, op.getLoc(), memref, idx);
+          scal.map(load.getResult(), s);
+          local.map(load.getResult(), bcast(b, s));
+          continue;
+        }
         // Row-major linear index over the (collapsed) tensor.
         Value linear;
         for (auto [d, idx] : llvm::enumerate(load.getIndices())) {
@@ -367,16 +450,12 @@ private:
                                                  ArrayRef<ReassociationIndices>{all});
         }
         Type elem = mt.getElementType();
-        if (mt.getRank() == 0) {
-          Value s = memref::LoadOp::create(b, op.getLoc(), memref, ValueRange{});
-          local.map(load.getResult(), bcast(b, s));
-          continue;
-        }
         Value pass = arith::ConstantOp::create(
             b, op.getLoc(), DenseElementsAttr::get(vecOf(elem), b.getZeroAttr(elem)));
         Value g = vector::GatherOp::create(b, op.getLoc(), vecOf(elem), flat,
                                            ValueRange{cIdx(b, 0)}, linear, laneValid, pass);
         local.map(load.getResult(), g);
+        record(op);
         continue;
       }
       if (op.getNumRegions() == 0 && OpTrait::hasElementwiseMappableTraits(&op) &&
@@ -390,6 +469,16 @@ private:
           r.setType(vecOf(r.getType()));
         for (auto [from, to] : llvm::zip(op.getResults(), clone->getResults()))
           local.map(from, to);
+        if (!rc.hoistOnly &&
+            llvm::all_of(op.getOperands(), [&](Value v) { return bool(getScalar(v)); })) {
+          IRMapping sm;
+          for (Value v : op.getOperands())
+            sm.map(v, getScalar(v));
+          Operation *sc = b.clone(op, sm);
+          for (auto [from, to] : llvm::zip(op.getResults(), sc->getResults()))
+            scal.map(from, to);
+        }
+        record(op);
         continue;
       }
       return op.emitError("attn-to-cpu: cannot vectorize '") << op.getName() << "'", failure();
@@ -511,6 +600,33 @@ private:
       if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
         maskAlwaysTrue = true;
 
+    // k-invariant region ops (e.g. doc[q]) once per item, before the KV
+    // loops; b and h as scalars for lane-uniform ops (e.g. doc[k]).
+    IRMapping hoistMask, hoistScore;
+    {
+      RegionCtx hm;
+      hm.hoisted = &hoistMask;
+      hm.hoistOnly = true;
+      hm.kDepArgs = {3};
+      if (!maskAlwaysTrue && failed(vectorizeRegion(b, attention.getMaskBlock(),
+                                                    {bVec, hVec, qPos, Value()}, outer,
+                                                    rowValid, hm))) {
+        fn.erase();
+        return nullptr;
+      }
+      RegionCtx hs;
+      hs.hoisted = &hoistScore;
+      hs.hoistOnly = true;
+      hs.kDepArgs = {0, 4};
+      if (failed(vectorizeRegion(b, attention.getScoreBlock(),
+                                 {Value(), bVec, hVec, qPos, Value()}, outer, rowValid, hs))) {
+        fn.erase();
+        return nullptr;
+      }
+    }
+    Value bS = arith::IndexCastOp::create(b, l, i32, bIdx);
+    Value hS = arith::IndexCastOp::create(b, l, i32, hIdx);
+
     bool hadError = false;
     // One KV tile [kt, kt + Tk). `partial`: the tile may run past Nk (keys
     // are clamped and masked); otherwise all Tk keys exist, so rows need no
@@ -541,8 +657,12 @@ private:
             valids[j] = arith::AndIOp::create(b, l, rowValid, bcast(b, kValid[j]));
             keep[j] = valids[j];
             if (!maskAlwaysTrue) {
+              RegionCtx rc;
+              rc.hoisted = &hoistMask;
+              rc.scalarArgs = {bS, hS, Value(), kPos[j]};
+              rc.scalarLoads = !partial;
               auto mv = vectorizeRegion(b, attention.getMaskBlock(),
-                                        {bVec, hVec, qPos, kVecs[j]}, outer, valids[j]);
+                                        {bVec, hVec, qPos, kVecs[j]}, outer, valids[j], rc);
               if (failed(mv)) {
                 hadError = true;
                 break;
@@ -574,8 +694,12 @@ private:
             Value tileMax = negInf;
             for (int64_t j = 0; j < Tk && !hadError; ++j) {
               Value kVec = kVecs[j], valid = valids[j], keepJ = keep[j];
+              RegionCtx rc;
+              rc.hoisted = &hoistScore;
+              rc.scalarArgs = {Value(), bS, hS, Value(), kPos[j]};
+              rc.scalarLoads = !partial;
               auto sv = vectorizeRegion(b, attention.getScoreBlock(),
-                                        {dLoop.getResult(j), bVec, hVec, qPos, kVec}, outer, valid);
+                                        {dLoop.getResult(j), bVec, hVec, qPos, kVec}, outer, valid, rc);
               if (failed(sv)) {
                 hadError = true;
                 break;
