@@ -115,9 +115,9 @@ Timing timeIt(int reps, const std::function<void()> &f) {
 
 /// GFLOP/s of `threads` cores running 12 independent FMA chains.
 double fmaPeak(int threads) {
-  const int64_t iters = 50'000'000;
+  const int64_t iters = 20'000'000;
   double best = 0;
-  for (int r = 0; r < 3; ++r) {
+  for (int r = 0; r < 9; ++r) { // best of 9: the machine may be shared
     std::vector<double> flops(threads);
     std::vector<float> sink(threads);
     auto s = Clock::now();
@@ -347,13 +347,15 @@ int main(int argc, char **argv) {
   }
 
   std::map<int, double> peak;
+  peak[1] = fmaPeak(1);
   for (int t : opt.threads)
     if (!peak.count(t))
       peak[t] = fmaPeak(t);
   std::printf("FMA peak (%s, 12 chains): ", attnc_bench_peak_isa());
   for (auto [t, g] : peak)
     std::printf("%d thread(s) %.1f GFLOP/s  ", t, g);
-  std::printf("\ntile-q=%lld tile-k=%lld, reps=%d (best / median), B=1 H=8 f32\n\n",
+  std::printf("\n%%peak: against max(measured t-thread peak, t x 1-thread peak)\n");
+  std::printf("tile-q=%lld tile-k=%lld, reps=%d (best / median), B=1 H=8 f32\n\n",
               (long long)opt.tileQ, (long long)opt.tileK, opt.reps);
 
   const int64_t W = 1024, docs = 8;
@@ -431,10 +433,13 @@ int main(int argc, char **argv) {
             err = relErr(O, Ob);
           }
           double g = gflop / (tf.best * 1e-3);
+          // % of peak against t x the 1-thread peak: the all-threads FMA loop
+          // undercounts on a shared machine (printed in the header too).
+          double pk = std::max(peak[t], t * peak[1]);
           std::printf("%-9s %5lld %4lld %3d | %9.2f %9.2f %9.2f %7.1f %5.1f%% | %9.2f %7.1f | %5.2fx | %8.1e\n",
                       c.name.c_str(), (long long)N, (long long)D, t, tf.best, tf.median,
                       t == 1 ? tf.cpuBest : NAN, g,
-                      100 * g / peak[t], opt.baseline ? tb.best : NAN,
+                      100 * g / pk, opt.baseline ? tb.best : NAN,
                       opt.baseline ? gflop / (tb.best * 1e-3) : NAN,
                       opt.baseline ? tb.best / tf.best : NAN, err);
           std::fflush(stdout);
