@@ -73,7 +73,9 @@ LogicalResult attnc::pipeline::lowerToLLVM(ModuleOp module, const CpuOptions &op
   // exp/log/tanh as vector polynomials (LLVM would otherwise scalarize
   // them into libm calls). Their error is a few ulp, well inside 1e-5.
   RewritePatternSet patterns(module->getContext());
+  // The predicate sees full op names ("math.exp").
   populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
+    name.consume_front("math.");
     return name == "exp" || name == "log" || name == "tanh" || name == "log2" ||
            name == "expm1" || name == "log1p" || name == "erf";
   });
