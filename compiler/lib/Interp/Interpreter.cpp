@@ -189,6 +189,12 @@ private:
     if (isa<arith::DivSIOp, arith::FloorDivSIOp, arith::CeilDivSIOp, arith::RemSIOp>(op)) {
       if (i(1) == 0)
         return fail(op, "integer division by zero");
+      // x / -1 is -x, wrapped to the width (INT_MIN / -1 traps in C++).
+      if (i(1) == -1) {
+        bool rem = isa<arith::RemSIOp>(op);
+        setI(rem ? 0 : int64_t(0 - uint64_t(i(0))));
+        return llvm::Error::success();
+      }
       if (isa<arith::DivSIOp>(op))
         setI(i(0) / i(1));
       else if (isa<arith::FloorDivSIOp>(op))
