@@ -22,6 +22,8 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SourceMgr.h"
 
+#include "LibKernelTests.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -128,16 +130,7 @@ public:
 
         std::vector<double> O(out->O.begin(), out->O.end()), LSE(out->LSE.begin(), out->LSE.end());
         // The inputs are identical; only f32 vs f64 arithmetic differs.
-        EXPECT_LE(reference::relativeError(O, ref->O), 1e-5);
-        EXPECT_LE(reference::relativeError(LSE, ref->LSE), 1e-5);
-        for (size_t r = 0; r < ref->LSE.size(); ++r) {
-          bool refMasked = std::isinf(ref->LSE[r]) && ref->LSE[r] < 0;
-          bool outMasked = std::isinf(LSE[r]) && LSE[r] < 0;
-          ASSERT_EQ(refMasked, outMasked) << "row " << r;
-          if (refMasked)
-            for (int64_t d = 0; d < D; ++d)
-              ASSERT_EQ(O[r * D + d], 0.0) << "fully masked row " << r << " must be 0";
-        }
+        numerics::expectMatchesReference(O, LSE, *ref, D, 1e-5);
         ++ran;
       }
     }
@@ -151,48 +144,8 @@ private:
 } // namespace
 
 int main(int argc, char **argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  std::string libDir = dsl::stdlibDir().str();
-  std::error_code ec;
-  std::vector<std::string> files;
-  for (llvm::sys::fs::directory_iterator it(libDir, ec), end; it != end && !ec; it.increment(ec))
-    if (llvm::sys::path::extension(it->path()) == ".attn")
-      files.push_back(it->path());
-  std::sort(files.begin(), files.end());
-  if (files.empty()) {
-    fprintf(stderr, "no .attn files in %s\n", libDir.c_str());
-    return 1;
-  }
-  // Register one test per kernel; parse errors become a failing test.
-  for (const std::string &file : files) {
-    mlir::MLIRContext ctx;
-    llvm::SourceMgr sm;
-    std::string diag;
-    llvm::raw_string_ostream os(diag);
-    mlir::SourceMgrDiagnosticHandler handler(sm, &ctx, os);
-    auto prog = dsl::loadProgram(sm, ctx, file, dsl::FrontendOptions{});
-    std::string stem = llvm::sys::path::stem(file).str();
-    if (!prog) {
-      ::testing::RegisterTest("Lib", (stem + "_loads").c_str(), nullptr, nullptr, __FILE__, __LINE__,
-                              [diag]() -> ::testing::Test * {
-                                struct Fail : ::testing::Test {
-                                  std::string msg;
-                                  void TestBody() override { FAIL() << msg; }
-                                };
-                                auto *t = new Fail;
-                                t->msg = diag;
-                                return t;
-                              });
-      continue;
-    }
-    for (auto &k : prog->main->kernels) {
-      std::string name = k->name;
-      ::testing::RegisterTest("InterpVsReference", (stem + "." + name).c_str(), nullptr, nullptr,
-                              __FILE__, __LINE__,
-                              [file, name]() -> ::testing::Test * {
-                                return new KernelNumerics(file, name);
-                              });
-    }
-  }
-  return RUN_ALL_TESTS();
+  return numerics::runLibKernelTests(argc, argv, "InterpVsReference",
+                                     [](std::string file, std::string kernel) -> ::testing::Test * {
+                                       return new KernelNumerics(std::move(file), std::move(kernel));
+                                     });
 }
