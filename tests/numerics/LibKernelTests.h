@@ -2,7 +2,7 @@
 //
 // Every numerics suite runs each kernel of each lib/*.attn file on one target
 // and compares it with the float64 reference. This header holds what the
-// suites share: registering one test per kernel at startup, and the output
+// suites share: registering tests per kernel at startup, and the output
 // comparison.
 //
 //===----------------------------------------------------------------------===//
@@ -24,6 +24,8 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace attnc::numerics {
 
@@ -37,17 +39,30 @@ inline void expectMatchesReference(const std::vector<double> &O, const std::vect
     bool refMasked = std::isinf(ref.LSE[r]) && ref.LSE[r] < 0;
     bool outMasked = std::isinf(LSE[r]) && LSE[r] < 0;
     ASSERT_EQ(refMasked, outMasked) << "row " << r;
-    if (refMasked)
+    if (refMasked) {
       for (int64_t d = 0; d < Dv; ++d)
         ASSERT_EQ(O[r * Dv + d], 0.0) << "fully masked row " << r << " must be 0";
+    }
   }
 }
 
-using TestFactory = std::function<::testing::Test *(std::string file, std::string kernel)>;
+/// One test of a kernel: a name suffix (empty: the test is named after the
+/// kernel alone) and how to make it.
+struct KernelTest {
+  std::string suffix;
+  std::function<::testing::Test *()> make;
+};
 
-/// Registers `suite.<file>.<kernel>` for every kernel of every lib file (a
-/// file that does not load becomes a failing test) and runs them.
-inline int runLibKernelTests(int argc, char **argv, const char *suite, TestFactory factory) {
+/// The tests of kernel `k` of `file`; `index` counts the kernels of all lib
+/// files in registration order (sorted files, kernels in source order), so
+/// suites can rotate parameters over kernels deterministically.
+using TestPlanner = std::function<std::vector<KernelTest>(
+    const std::string &file, const dsl::KernelDecl &k, unsigned index)>;
+
+/// Registers `suite.<file>.<kernel>[.<suffix>]` for every test the planner
+/// gives for every kernel of every lib file (a file that does not load
+/// becomes a failing test) and runs them.
+inline int runLibKernelTests(int argc, char **argv, const char *suite, TestPlanner planner) {
   ::testing::InitGoogleTest(&argc, argv);
   std::string libDir = dsl::stdlibDir().str();
   std::error_code ec;
@@ -60,6 +75,7 @@ inline int runLibKernelTests(int argc, char **argv, const char *suite, TestFacto
     fprintf(stderr, "no .attn files in %s\n", libDir.c_str());
     return 1;
   }
+  unsigned index = 0;
   for (const std::string &file : files) {
     mlir::MLIRContext ctx;
     llvm::SourceMgr sm;
@@ -82,12 +98,27 @@ inline int runLibKernelTests(int argc, char **argv, const char *suite, TestFacto
       continue;
     }
     for (auto &k : prog->main->kernels) {
-      std::string name = k->name;
-      ::testing::RegisterTest(suite, (stem + "." + name).c_str(), nullptr, nullptr, __FILE__,
-                              __LINE__, [file, name, factory]() { return factory(file, name); });
+      for (KernelTest &t : planner(file, *k, index)) {
+        std::string name = stem + "." + k->name + (t.suffix.empty() ? "" : "." + t.suffix);
+        ::testing::RegisterTest(suite, name.c_str(), nullptr, nullptr, __FILE__, __LINE__,
+                                std::move(t.make));
+      }
+      ++index;
     }
   }
   return RUN_ALL_TESTS();
+}
+
+using TestFactory = std::function<::testing::Test *(std::string file, std::string kernel)>;
+
+/// One test per kernel, named `suite.<file>.<kernel>`.
+inline int runLibKernelTests(int argc, char **argv, const char *suite, TestFactory factory) {
+  return runLibKernelTests(
+      argc, argv, suite,
+      TestPlanner([factory](const std::string &file, const dsl::KernelDecl &k, unsigned) {
+        std::string name = k.name;
+        return std::vector<KernelTest>{{"", [file, name, factory] { return factory(file, name); }}};
+      }));
 }
 
 } // namespace attnc::numerics
