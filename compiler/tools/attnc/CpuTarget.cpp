@@ -1,6 +1,7 @@
 //===- CpuTarget.cpp - attnc's CPU target (JIT, --emit stages) ------------===//
 
 #include "CpuTarget.h"
+#include "LaunchBindings.h"
 
 #include "attnc/Conversion/AttnToCPU.h"
 #include "attnc/DSL/MLIRGen.h"
@@ -29,16 +30,37 @@ llvm::cl::opt<int64_t> headDimOpt("head-dim",
                                   llvm::cl::desc("Head dimension for --emit=tiled|llvm "
                                                  "(default: the kernel's first head_dim, or 128)"),
                                   llvm::cl::init(0), llvm::cl::sub(llvm::cl::SubCommand::getAll()));
-llvm::cl::opt<int64_t> tileQOpt("cpu-tile-q", llvm::cl::desc("CPU target: query rows per work item"),
-                                llvm::cl::init(16), llvm::cl::sub(llvm::cl::SubCommand::getAll()));
-llvm::cl::opt<int64_t> tileKOpt("cpu-tile-k", llvm::cl::desc("CPU target: keys per KV tile"),
-                                llvm::cl::init(16), llvm::cl::sub(llvm::cl::SubCommand::getAll()));
+// 0: the pipeline's defaults (pipeline::CpuOptions), as for the JIT API.
+llvm::cl::opt<int64_t>
+    tileQOpt("cpu-tile-q",
+             llvm::cl::desc("CPU target: query rows per work item (default: the pipeline's, 32)"),
+             llvm::cl::init(0), llvm::cl::sub(llvm::cl::SubCommand::getAll()));
+llvm::cl::opt<int64_t>
+    tileKOpt("cpu-tile-k",
+             llvm::cl::desc("CPU target: keys per KV tile (default: the pipeline's, 8)"),
+             llvm::cl::init(0), llvm::cl::sub(llvm::cl::SubCommand::getAll()));
 llvm::cl::opt<unsigned> repeatOpt("cpu-repeat",
                                   llvm::cl::desc("CPU target: run N times, report the best time"),
                                   llvm::cl::init(1), llvm::cl::sub(llvm::cl::SubCommand::getAll()));
 
 llvm::Error makeError(const llvm::Twine &msg) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
+}
+
+const char *const kNegativeTiles = "--cpu-tile-q and --cpu-tile-k must not be negative";
+
+/// --cpu-tile-q/--cpu-tile-k over the pipeline's defaults; false (after an
+/// error) when one is negative.
+bool applyTileFlags(pipeline::CpuOptions &options) {
+  if (tileQOpt < 0 || tileKOpt < 0) {
+    llvm::errs() << "attnc: error: " << kNegativeTiles << "\n";
+    return false;
+  }
+  if (tileQOpt)
+    options.tileQ = tileQOpt;
+  if (tileKOpt)
+    options.tileK = tileKOpt;
+  return true;
 }
 
 void registerCpu(mlir::MLIRContext &ctx) {
@@ -91,9 +113,7 @@ bool attnc::driver::emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog,
     return false;
   pipeline::CpuOptions options;
   options.headDim = headDimOpt ? headDimOpt : (k->headDims.empty() ? 128 : k->headDims.front());
-  options.tileQ = tileQOpt;
-  options.tileK = tileKOpt;
-  if (mlir::failed(pipeline::lowerToTiled(*module, options)))
+  if (!applyTileFlags(options) || mlir::failed(pipeline::lowerToTiled(*module, options)))
     return false;
   if (stage == CpuStage::Tiled) {
     module->print(os);
@@ -143,8 +163,8 @@ bool attnc::driver::emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &pr
   pipeline::CpuOptions options;
   options.headDim = headDimOpt ? headDimOpt : (k->headDims.empty() ? 128 : k->headDims.front());
   options.dtype = dtype;
-  options.tileQ = tileQOpt;
-  options.tileK = tileKOpt;
+  if (!applyTileFlags(options))
+    return false;
   auto art = pipeline::compileCpuArtifact(*module, options);
   if (!art) {
     llvm::errs() << "attnc: error: " << llvm::toString(art.takeError()) << "\n";
@@ -166,47 +186,6 @@ bool attnc::driver::emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &pr
   return true;
 }
 
-/// Converts row-major double values to a buffer of the parameter's type.
-static bool toTyped(const std::string &type, const std::vector<double> &values,
-                    std::vector<char> &out, DLDataType &dt) {
-  size_t width = type == "f64" || type == "i64" ? 8 : type == "i1" || type == "i8" ? 1 : 4;
-  out.assign(std::max<size_t>(1, values.size()) * width, 0);
-  for (size_t i = 0; i < values.size(); ++i) {
-    char *p = out.data() + i * width;
-    double v = values[i];
-    if (type == "f32") {
-      float f = float(v);
-      std::memcpy(p, &f, 4);
-    } else if (type == "f64") {
-      std::memcpy(p, &v, 8);
-    } else if (type == "i32") {
-      int32_t x = int32_t(int64_t(v));
-      std::memcpy(p, &x, 4);
-    } else if (type == "i64") {
-      int64_t x = int64_t(v);
-      std::memcpy(p, &x, 8);
-    } else if (type == "i1" || type == "i8") {
-      *p = type == "i1" ? v != 0 : int8_t(v);
-    } else {
-      return false;
-    }
-  }
-  dt.code = type[0] == 'f' ? kDLFloat : kDLInt;
-  dt.bits = uint8_t(width * 8);
-  dt.lanes = 1;
-  return true;
-}
-
-static DLTensor viewOf(void *data, DLDataType dt, std::vector<int64_t> &shape) {
-  DLTensor t{};
-  t.data = data;
-  t.device = {kDLCPU, 0};
-  t.ndim = int(shape.size());
-  t.dtype = dt;
-  t.shape = shape.data();
-  return t;
-}
-
 llvm::Expected<CpuRunResult>
 attnc::driver::runCpu(mlir::MLIRContext &ctx, const dsl::Program &prog, const dsl::KernelDecl &k,
                       const RunOptions &options, const reference::Shape &shape,
@@ -221,9 +200,12 @@ attnc::driver::runCpu(mlir::MLIRContext &ctx, const dsl::Program &prog, const ds
                                 ? std::to_string(it->second)
                                 : std::to_string(int64_t(it->second));
   }
+  spec.dtype = dsl::toString(options.dtype).str();
   spec.headDim = shape.D;
   spec.headDimV = shape.Dv;
-  spec.tileQ = tileQOpt;
+  if (tileQOpt < 0 || tileKOpt < 0)
+    return makeError(kNegativeTiles);
+  spec.tileQ = tileQOpt; // 0: the pipeline's default
   spec.tileK = tileKOpt;
   // Through the JIT API, so `attnc run` uses (and fills) the kernel cache.
   static KernelCache cache;
@@ -232,40 +214,27 @@ attnc::driver::runCpu(mlir::MLIRContext &ctx, const dsl::Program &prog, const ds
     return makeError(kernel.message());
   CacheStats stats = cache.stats();
 
-  // Inputs are f32 (bf16/f16 inputs arrive already rounded, so f32 holds
-  // them exactly).
-  std::vector<float> q(Q.begin(), Q.end()), kk(K.begin(), K.end()), v(V.begin(), V.end());
-  std::vector<float> O(shape.B * shape.Hq * shape.Nq * shape.Dv), LSE(shape.B * shape.Hq * shape.Nq);
+  // Q, K, V in the kernel's dtype (the values arrive rounded to it, so the
+  // conversion is exact); O and LSE f32.
+  std::vector<char> q = packInputs(Q, spec.dtype), kk = packInputs(K, spec.dtype),
+                    v = packInputs(V, spec.dtype);
+  std::vector<float> O(shape.B * shape.Hq * shape.Nq * shape.Dv),
+      LSE(shape.B * shape.Hq * shape.Nq);
   std::vector<int64_t> sq = {shape.B, shape.Hq, shape.Nq, shape.D},
                        sk = {shape.B, shape.Hkv, shape.Nk, shape.D},
                        sv = {shape.B, shape.Hkv, shape.Nk, shape.Dv},
                        so = {shape.B, shape.Hq, shape.Nq, shape.Dv},
                        sl = {shape.B, shape.Hq, shape.Nq};
-  DLDataType f32{kDLFloat, 32, 1};
-  DLTensor tq = viewOf(q.data(), f32, sq), tk = viewOf(kk.data(), f32, sk),
-           tv = viewOf(v.data(), f32, sv), to = viewOf(O.data(), f32, so),
-           tl = viewOf(LSE.data(), f32, sl);
+  DLDataType in = dlInputType(spec.dtype), f32{kDLFloat, 32, 1};
+  DLTensor tq = dlView(q.data(), in, sq), tk = dlView(kk.data(), in, sk),
+           tv = dlView(v.data(), in, sv), to = dlView(O.data(), f32, so),
+           tl = dlView(LSE.data(), f32, sl);
   rt::LaunchArgs args;
   args.q = &tq, args.k = &tk, args.v = &tv, args.o = &to, args.lse = &tl;
   args.qOffset = options.qOffset;
-  std::map<std::string, std::vector<char>> buffers;
-  std::map<std::string, std::vector<int64_t>> shapes;
-  std::map<std::string, DLTensor> tensors;
-  for (auto &p : (*kernel)->info().params) {
-    if (p.isTensor) {
-      auto it = bindings.tensors.find(p.name);
-      if (it == bindings.tensors.end())
-        continue; // launch reports it
-      DLDataType dt;
-      if (!toTyped(p.type, it->second.data, buffers[p.name], dt))
-        return makeError("unsupported element type of tensor parameter '" + p.name + "'");
-      shapes[p.name] = it->second.dims;
-      tensors[p.name] = viewOf(buffers[p.name].data(), dt, shapes[p.name]);
-      args.params[p.name] = rt::Arg::ofTensor(&tensors[p.name]);
-    } else if (auto it = bindings.scalars.find(p.name); it != bindings.scalars.end()) {
-      args.params[p.name] = rt::Arg::ofScalar(it->second);
-    }
-  }
+  LaunchBindings params;
+  if (std::string err = params.bind((*kernel)->info(), bindings, args); !err.empty())
+    return makeError(err);
 
   CpuRunResult result;
   result.bestMs = 1e300;

@@ -35,8 +35,9 @@ bool emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::
                    const std::vector<std::string> &params, const std::string &dtype,
                    const std::string &outPath);
 
-/// `attnc run --target=cpu`: compiles the kernel for the shape's D/Dv and
-/// runs it through the JIT on the given inputs (f32).
+/// `attnc run --target=cpu`: gets the kernel for the run's dtype and the
+/// shape's D/Dv through the JIT API (kernel cache) and launches it on the
+/// given inputs (already rounded to the dtype) on the runtime's threads.
 llvm::Expected<CpuRunResult> runCpu(mlir::MLIRContext &ctx, const dsl::Program &prog,
                                     const dsl::KernelDecl &k, const RunOptions &options,
                                     const reference::Shape &shape, const std::vector<double> &Q,

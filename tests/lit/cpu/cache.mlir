@@ -3,6 +3,7 @@
 //
 // RUN: rm -rf %t && mkdir -p %t
 // RUN: env ATTNC_CACHE_DIR=%t/cache attnc run %S/Inputs/kernels.attn --kernel=dense --shape=1,1,1,17,17,32 --target=cpu --check | FileCheck %s --check-prefix=COLD
+// RUN: grep -a -o -h "tile_[qk] [0-9]*" %t/cache/*.so | FileCheck %s --check-prefix=TILES
 // RUN: env ATTNC_CACHE_DIR=%t/cache attnc run %S/Inputs/kernels.attn --kernel=dense --shape=1,2,1,33,9,32 --target=cpu --check | FileCheck %s --check-prefix=WARM
 // RUN: env ATTNC_CACHE_DIR=%t/cache attnc cache stats | FileCheck %s --check-prefix=STATS
 // RUN: env ATTNC_CACHE_DIR=%t/cache attnc cache clear | FileCheck %s --check-prefix=CLEAR
@@ -14,6 +15,9 @@
 
 // COLD: cpu jit: compiled in
 // COLD: PASS
+// attnc run compiles with the pipeline's default tiles (CpuOptions).
+// TILES: tile_q 32
+// TILES: tile_k 8
 // A new shape is not a new kernel: the second process hits the disk cache.
 // WARM: cpu jit: disk in
 // WARM: PASS
