@@ -2,6 +2,7 @@
 
 #include "attnc/Pipeline/Pipeline.h"
 
+#include "attnc/Dialect/Attn/IR/AttnOps.h"
 #include "attnc/Dialect/Attn/Transforms/Passes.h"
 
 #include "mlir/Pass/PassManager.h"
@@ -12,4 +13,18 @@ mlir::LogicalResult attnc::pipeline::runInlineAndSimplify(mlir::ModuleOp module)
   pm.addPass(mlir::attn::createAttnInlineDefinitions());
   pm.addPass(mlir::createCanonicalizerPass());
   return pm.run(module);
+}
+
+llvm::Expected<mlir::attn::KernelOp> attnc::pipeline::getSingleKernel(mlir::ModuleOp module) {
+  mlir::attn::KernelOp kernel;
+  unsigned count = 0;
+  module.walk([&](mlir::attn::KernelOp op) {
+    kernel = op;
+    ++count;
+  });
+  if (count != 1)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "expected exactly one kernel in the module, found " +
+                                       llvm::Twine(count));
+  return kernel;
 }

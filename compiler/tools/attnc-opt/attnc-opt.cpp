@@ -8,9 +8,13 @@
 #include "TestPasses.h"
 
 #include "attnc/Conversion/AttnToCPU.h"
+#include "attnc/Conversion/AttnToNVVM.h"
 #include "attnc/Dialect/Attn/IR/AttnDialect.h"
 #include "attnc/Dialect/Attn/Transforms/Passes.h"
 
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
@@ -19,7 +23,8 @@
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
   mlir::attn::registerAttnDialect(registry);
-  registry.insert<mlir::scf::SCFDialect>();
+  registry.insert<mlir::scf::SCFDialect, mlir::gpu::GPUDialect, mlir::LLVM::LLVMDialect,
+                  mlir::NVVM::NVVMDialect>();
 
   mlir::attn::registerAttnPasses();
   mlir::attn::registerAttnConversionPasses();

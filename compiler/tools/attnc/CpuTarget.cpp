@@ -26,10 +26,6 @@ using namespace attnc;
 using namespace attnc::driver;
 
 namespace {
-llvm::cl::opt<int64_t> headDimOpt("head-dim",
-                                  llvm::cl::desc("Head dimension for --emit=tiled|llvm "
-                                                 "(default: the kernel's first head_dim, or 128)"),
-                                  llvm::cl::init(0), llvm::cl::sub(llvm::cl::SubCommand::getAll()));
 // 0: the pipeline's defaults (pipeline::CpuOptions), as for the JIT API.
 llvm::cl::opt<int64_t>
     tileQOpt("cpu-tile-q",
@@ -112,7 +108,7 @@ bool attnc::driver::emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog,
   if (!module)
     return false;
   pipeline::CpuOptions options;
-  options.headDim = headDimOpt ? headDimOpt : (k->headDims.empty() ? 128 : k->headDims.front());
+  options.headDim = headDimFlag() ? headDimFlag() : (k->headDims.empty() ? 128 : k->headDims.front());
   if (!applyTileFlags(options) || mlir::failed(pipeline::lowerToTiled(*module, options)))
     return false;
   if (stage == CpuStage::Tiled) {
@@ -161,7 +157,7 @@ bool attnc::driver::emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &pr
   if (!module)
     return false;
   pipeline::CpuOptions options;
-  options.headDim = headDimOpt ? headDimOpt : (k->headDims.empty() ? 128 : k->headDims.front());
+  options.headDim = headDimFlag() ? headDimFlag() : (k->headDims.empty() ? 128 : k->headDims.front());
   options.dtype = dtype;
   if (!applyTileFlags(options))
     return false;

@@ -13,6 +13,7 @@
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 
@@ -63,6 +64,42 @@ bool attnc::driver::emitAttn(mlir::MLIRContext &ctx, const dsl::Program &prog,
     return false;
   module->print(os);
   return true;
+}
+
+static llvm::cl::opt<int64_t>
+    headDimOpt("head-dim",
+               llvm::cl::desc("Head dimension for the compile stages (--emit=tiled|llvm|obj|"
+                              "gpu|ptx...; default: the kernel's first head_dim, or 128)"),
+               llvm::cl::init(0), llvm::cl::sub(llvm::cl::SubCommand::getAll()));
+
+int64_t attnc::driver::headDimFlag() { return headDimOpt; }
+
+mlir::OwningOpRef<mlir::ModuleOp>
+attnc::driver::genInlinedKernel(mlir::MLIRContext &ctx, const dsl::Program &prog,
+                                const std::string &kernel, const std::vector<std::string> &params,
+                                const dsl::KernelDecl *&decl) {
+  std::string name = kernel;
+  if (name.empty()) {
+    if (prog.main->kernels.size() != 1) {
+      llvm::errs() << "attnc: error: this --emit stage needs --kernel when the file has "
+                   << prog.main->kernels.size() << " kernels\n";
+      return nullptr;
+    }
+    name = prog.main->kernels.front()->name;
+  }
+  decl = prog.lookupKernel(name);
+  if (!decl) {
+    llvm::errs() << "attnc: error: no kernel named '" << name << "'\n";
+    return nullptr;
+  }
+  dsl::MLIRGenOptions options;
+  options.kernel = name;
+  if (!splitParams(params, options.constValues))
+    return nullptr;
+  auto module = dsl::mlirGen(ctx, prog, options);
+  if (!module || mlir::failed(pipeline::runInlineAndSimplify(*module)))
+    return nullptr;
+  return module;
 }
 
 static bool parseShape(llvm::StringRef text, reference::Shape &s) {

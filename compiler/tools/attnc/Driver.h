@@ -5,6 +5,8 @@
 
 #include "attnc/DSL/Frontend.h"
 
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <string>
@@ -23,6 +25,20 @@ void registerDialects(mlir::MLIRContext &ctx);
 /// specializations of const parameters.
 bool emitAttn(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::string &kernel,
               const std::vector<std::string> &params, llvm::raw_ostream &os);
+
+/// `--head-dim` of the compile stages (0 when not given: the kernel's first
+/// head_dim, or 128).
+int64_t headDimFlag();
+
+/// The kernel an `--emit` stage compiles: `kernel`, or the file's only
+/// kernel when empty. MLIRGen with `params` (NAME=VALUE const
+/// specializations), then inlined and simplified. Prints an error and returns
+/// null on failure; `decl` receives the kernel's declaration.
+mlir::OwningOpRef<mlir::ModuleOp> genInlinedKernel(mlir::MLIRContext &ctx,
+                                                   const dsl::Program &prog,
+                                                   const std::string &kernel,
+                                                   const std::vector<std::string> &params,
+                                                   const dsl::KernelDecl *&decl);
 
 struct RunOptions {
   std::string kernel;

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CpuTarget.h"
+#include "CudaTarget.h"
 #include "Driver.h"
 #include "attnc/DSL/Frontend.h"
 #include "attnc/DSL/Printer.h"
@@ -39,7 +40,7 @@ cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .attn file>"),
                                cl::sub(cl::SubCommand::getTopLevel()),
                                cl::sub(runCmd));
 
-enum class Emit { AST, Format, Attn, Tiled, LLVMDialect, LLVM, Obj };
+enum class Emit { AST, Format, Attn, Tiled, LLVMDialect, LLVM, Obj, Gpu, NVVM, PTX, Cubin };
 cl::opt<Emit>
     emit("emit", cl::desc("What to print"), cl::init(Emit::Attn),
          cl::values(clEnumValN(Emit::AST, "ast", "the checked AST"),
@@ -50,7 +51,11 @@ cl::opt<Emit>
                     clEnumValN(Emit::LLVMDialect, "llvm-dialect", "CPU: the LLVM dialect"),
                     clEnumValN(Emit::LLVM, "llvm", "CPU: optimized LLVM IR for the host"),
                     clEnumValN(Emit::Obj, "obj",
-                               "CPU: object file (-o FILE.o) + C header FILE.h (AOT)")),
+                               "CPU: object file (-o FILE.o) + C header FILE.h (AOT)"),
+                    clEnumValN(Emit::Gpu, "gpu", "CUDA: the gpu.func kernel (attn-to-nvvm)"),
+                    clEnumValN(Emit::NVVM, "nvvm", "CUDA: NVVM/LLVM dialect, target attached"),
+                    clEnumValN(Emit::PTX, "ptx", "CUDA: PTX (-o FILE.ptx also writes FILE.ptx.meta)"),
+                    clEnumValN(Emit::Cubin, "cubin", "CUDA: cubin through ptxas (-o FILE)")),
          cl::sub(cl::SubCommand::getTopLevel()));
 
 cl::opt<std::string> outputFile("o", cl::desc("Output file"),
@@ -92,6 +97,13 @@ cl::opt<std::string> target("target",
                             cl::init("reference"), cl::sub(runCmd),
                             cl::sub(cl::SubCommand::getTopLevel()));
 
+cl::opt<std::string> arch("arch", cl::desc("CUDA target: GPU architecture (sm_80, sm_90a, ...)"),
+                          cl::init("sm_90a"), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<int64_t> cudaBlockQ("cuda-block-q",
+                            cl::desc("CUDA target: query rows per CTA (16 per warp; 0: default)"),
+                            cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<int64_t> cudaBlockK("cuda-block-k", cl::desc("CUDA target: keys per KV tile (0: default)"),
+                            cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<dsl::ElemType> dtype("dtype", cl::desc("Input element type"),
                              cl::init(dsl::ElemType::F32),
                              cl::values(clEnumValN(dsl::ElemType::F32, "f32", "float32"),
@@ -173,6 +185,31 @@ int main(int argc, char **argv) {
                : 1;
   }
 
+  if (emit == Emit::Gpu || emit == Emit::NVVM || emit == Emit::PTX || emit == Emit::Cubin) {
+    if (target != "cuda") {
+      errs() << "attnc: error: --emit=gpu|nvvm|ptx|cubin is for --target=cuda\n";
+      return 1;
+    }
+    driver::CudaEmitOptions o;
+    o.kernel = kernelName;
+    o.params.assign(params.begin(), params.end());
+    // bf16 unless --dtype says otherwise; tensor cores take no f32 here.
+    if (dtype.getNumOccurrences() && dtype == dsl::ElemType::F32) {
+      errs() << "attnc: error: --target=cuda takes --dtype=bf16 or f16\n";
+      return 1;
+    }
+    o.dtype = dtype == dsl::ElemType::F32 ? "bf16" : dsl::toString(dtype).str();
+    o.arch = arch;
+    o.blockQ = cudaBlockQ;
+    o.blockK = cudaBlockK;
+    o.outPath = outputFile;
+    driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
+                              : emit == Emit::NVVM ? driver::CudaStage::NVVM
+                              : emit == Emit::PTX  ? driver::CudaStage::PTX
+                                                   : driver::CudaStage::Cubin;
+    return driver::emitCuda(ctx, *prog, o, stage) ? 0 : 1;
+  }
+
   std::string err;
   auto out = mlir::openOutputFile(outputFile, &err);
   if (!out) {
@@ -192,6 +229,10 @@ int main(int argc, char **argv) {
       return 1;
     break;
   case Emit::Obj:
+  case Emit::Gpu:
+  case Emit::NVVM:
+  case Emit::PTX:
+  case Emit::Cubin:
     break;
   case Emit::Tiled:
   case Emit::LLVMDialect:

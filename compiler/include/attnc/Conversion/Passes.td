@@ -54,4 +54,41 @@ def AttnToCPU : Pass<"attn-to-cpu", "ModuleOp"> {
   ];
 }
 
+def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
+  let summary = "Lower attn.kernel to a tensor-core flash-attention gpu.func";
+  let description = [{
+    Rewrites every `attn.kernel` (after inlining and canonicalization) into a
+    `gpu.module @attnc_<kernel>` holding one `gpu.func @attnc_<kernel>`
+    kernel: FlashAttention-2-style, `block-q / 16` warps, each owning 16
+    query rows; K/V tiles of `block-k` keys stream through two shared-memory
+    stages with `cp.async`; Q.K^T and P.V run on `mma.sync` m16n8k16
+    (bf16/f16 inputs, f32 accumulation) with `ldmatrix` fragments; the online
+    softmax runs in registers in the log2 domain (ex2.approx) with quad
+    shuffles for row reductions. The mask and score regions are cloned on the
+    scalar (b, h, q, k) of every accumulator element; the KV loop is bounded
+    by the mask's KV range (attnc/Analysis/KvRange.h). Memory is addressed
+    through LLVM pointers: the kernel's ABI takes raw device pointers and
+    element strides (attnc/Pipeline/CudaPipeline.h). The launch
+    configuration is recorded on the gpu.module as `attn.threads`,
+    `attn.shared_bytes` and `attn.block_q`.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",
+    "::mlir::LLVM::LLVMDialect", "::mlir::NVVM::NVVMDialect",
+    "::mlir::scf::SCFDialect"
+  ];
+  let options = [
+    Option<"headDim", "head-dim", "int64_t", /*default=*/"128",
+           "Head dimension D of Q and K (a multiple of 16)">,
+    Option<"headDimV", "head-dim-v", "int64_t", /*default=*/"0",
+           "Head dimension Dv of V and O (0: same as head-dim)">,
+    Option<"dtype", "dtype", "std::string", /*default=*/"\"bf16\"",
+           "Element type of Q, K, V and O: bf16 or f16">,
+    Option<"blockQ", "block-q", "int64_t", /*default=*/"64",
+           "Query rows per CTA (16 per warp)">,
+    Option<"blockK", "block-k", "int64_t", /*default=*/"64",
+           "Keys per KV tile">
+  ];
+}
+
 #endif // ATTNC_CONVERSION_PASSES_TD

@@ -5,6 +5,11 @@
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Support/LogicalResult.h"
+#include "llvm/Support/Error.h"
+
+namespace mlir::attn {
+class KernelOp;
+} // namespace mlir::attn
 
 namespace attnc::pipeline {
 
@@ -12,6 +17,10 @@ namespace attnc::pipeline {
 /// inlined into the attention regions, then canonicalized (constants of
 /// specialization fold here). Every target starts from this form.
 mlir::LogicalResult runInlineAndSimplify(mlir::ModuleOp module);
+
+/// The one attn.kernel an artifact is compiled from, or an error naming how
+/// many the module holds.
+llvm::Expected<mlir::attn::KernelOp> getSingleKernel(mlir::ModuleOp module);
 
 } // namespace attnc::pipeline
 

@@ -22,6 +22,8 @@
 
 #include "attnc/Conversion/AttnToCPU.h"
 
+#include "attnc/Analysis/KvRange.h"
+
 #include "attnc/Dialect/Attn/IR/AttnDialect.h"
 #include "attnc/Dialect/Attn/IR/AttnOps.h"
 
@@ -47,155 +49,6 @@ namespace attn {
 using namespace mlir;
 
 namespace {
-
-//===----------------------------------------------------------------------===//
-// KV range of a mask
-//===----------------------------------------------------------------------===//
-
-/// A sound superset of the keys a mask may admit for the query rows
-/// [qmin, qmax] of a work item: [lo, hi) as i64 values, unclamped.
-///
-/// The rule: the mask is an and/or tree whose leaves are `arith.cmpi` with a
-/// signed predicate between two *terms*, a term being `q`, `k`, `q - k`,
-/// `k - q` or a loop invariant (a kernel-body value or a constant of the
-/// region), possibly sign-extended. Positions are non-negative i32, so these
-/// terms never wrap and the comparison is exact over the integers; it
-/// bounds k by q plus an invariant, i.e. by qmin/qmax over the item. `and`
-/// intersects ranges, `or` takes their hull; a constant `true` is the full
-/// range and `false` the empty one. Any other leaf (reads of tensor data,
-/// other arithmetic, b/h) gives the full range, so the rule never drops a
-/// key the mask admits.
-class KvRangeBuilder {
-public:
-  KvRangeBuilder(OpBuilder &b, Location loc, Block &maskBlock, IRMapping &outer, Value qmin,
-                 Value qmax, Value nk)
-      : b(b), loc(loc), qArg(maskBlock.getArgument(2)), kArg(maskBlock.getArgument(3)),
-        outer(outer), qmin(qmin), qmax(qmax), nk(nk) {}
-
-  struct Range {
-    Value lo, hi;
-    bool bounded; // false: the full range [0, Nk)
-  };
-
-  Range build(Value mask) {
-    if (auto c = mask.getDefiningOp<arith::ConstantOp>()) {
-      if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isZero())
-        return {i64(0), i64(0), true};
-      return full();
-    }
-    if (auto andOp = mask.getDefiningOp<arith::AndIOp>()) {
-      Range x = build(andOp.getLhs()), y = build(andOp.getRhs());
-      if (!x.bounded)
-        return y;
-      if (!y.bounded)
-        return x;
-      return {arith::MaxSIOp::create(b, loc, x.lo, y.lo), arith::MinSIOp::create(b, loc, x.hi, y.hi),
-              true};
-    }
-    if (auto orOp = mask.getDefiningOp<arith::OrIOp>()) {
-      Range x = build(orOp.getLhs()), y = build(orOp.getRhs());
-      if (!x.bounded || !y.bounded)
-        return full();
-      return {arith::MinSIOp::create(b, loc, x.lo, y.lo), arith::MaxSIOp::create(b, loc, x.hi, y.hi),
-              true};
-    }
-    if (auto cmp = mask.getDefiningOp<arith::CmpIOp>())
-      return leaf(cmp);
-    return full();
-  }
-
-private:
-  /// coeffQ*q + coeffK*k + c (c: an i64 invariant, or null for 0).
-  struct Lin {
-    int coeffQ = 0, coeffK = 0;
-    Value c;
-  };
-
-  Range full() { return {i64(0), nk, false}; }
-  Value i64(int64_t v) { return arith::ConstantIntOp::create(b, loc, v, 64); }
-
-  Value strip(Value v) {
-    while (auto ext = v.getDefiningOp<arith::ExtSIOp>())
-      v = ext.getIn();
-    return v;
-  }
-
-  std::optional<Lin> term(Value v) {
-    v = strip(v);
-    if (v == qArg)
-      return Lin{1, 0, {}};
-    if (v == kArg)
-      return Lin{0, 1, {}};
-    if (auto sub = v.getDefiningOp<arith::SubIOp>()) {
-      Value l = strip(sub.getLhs()), r = strip(sub.getRhs());
-      if (l == qArg && r == kArg)
-        return Lin{1, -1, {}};
-      if (l == kArg && r == qArg)
-        return Lin{-1, 1, {}};
-      return std::nullopt;
-    }
-    if (!isa<IntegerType>(v.getType()))
-      return std::nullopt;
-    Value inv;
-    if (auto c = v.getDefiningOp<arith::ConstantOp>()) {
-      auto ia = dyn_cast<IntegerAttr>(c.getValue());
-      if (!ia)
-        return std::nullopt;
-      inv = i64(ia.getValue().getSExtValue());
-    } else if (Value m = outer.lookupOrNull(v)) {
-      inv = m.getType().isInteger(64) ? m : arith::ExtSIOp::create(b, loc, b.getI64Type(), m);
-    } else {
-      return std::nullopt;
-    }
-    return Lin{0, 0, inv};
-  }
-
-  Range leaf(arith::CmpIOp cmp) {
-    using P = arith::CmpIPredicate;
-    P pred = cmp.getPredicate();
-    if (pred != P::slt && pred != P::sle && pred != P::sgt && pred != P::sge)
-      return full();
-    auto lhs = term(cmp.getLhs()), rhs = term(cmp.getRhs());
-    if (!lhs || !rhs || (lhs->c && rhs->c))
-      return full();
-    // e = lhs - rhs; normalize `e pred 0` to `sign*e + t < 0`.
-    int sign = (pred == P::slt || pred == P::sle) ? 1 : -1;
-    int64_t t = (pred == P::slt || pred == P::sgt) ? 0 : -1;
-    int a = sign * (lhs->coeffQ - rhs->coeffQ);
-    int bk = sign * (lhs->coeffK - rhs->coeffK);
-    if (bk == 0 || a < -1 || a > 1)
-      return full();
-    // g = sign*(c_lhs - c_rhs) + t.
-    Value g = i64(t);
-    if (lhs->c)
-      g = sign > 0 ? arith::AddIOp::create(b, loc, g, lhs->c).getResult()
-                   : arith::SubIOp::create(b, loc, g, lhs->c).getResult();
-    if (rhs->c)
-      g = sign > 0 ? arith::SubIOp::create(b, loc, g, rhs->c).getResult()
-                   : arith::AddIOp::create(b, loc, g, rhs->c).getResult();
-    if (bk == 1) {
-      // k < -a*q - g: the bound is loosest at the q maximizing -a*q.
-      Value bound = a == -1  ? arith::SubIOp::create(b, loc, qmax, g).getResult()
-                    : a == 0 ? arith::SubIOp::create(b, loc, i64(0), g).getResult()
-                             : arith::SubIOp::create(
-                                   b, loc, arith::SubIOp::create(b, loc, i64(0), qmin), g)
-                                   .getResult();
-      return {i64(0), bound, true};
-    }
-    // -k + a*q + g < 0  <=>  k >= a*q + g + 1: loosest at the q minimizing a*q.
-    Value base = a == 1    ? qmin
-                 : a == 0  ? i64(0)
-                           : arith::SubIOp::create(b, loc, i64(0), qmax).getResult();
-    Value bound = arith::AddIOp::create(b, loc, arith::AddIOp::create(b, loc, base, g), i64(1));
-    return {bound, nk, true};
-  }
-
-  OpBuilder &b;
-  Location loc;
-  Value qArg, kArg;
-  IRMapping &outer;
-  Value qmin, qmax, nk;
-};
 
 //===----------------------------------------------------------------------===//
 // Kernel lowering
@@ -566,8 +419,8 @@ private:
         b, l, qmin,
         arith::IndexCastOp::create(b, l, i64, arith::SubIOp::create(b, l, rows, c1)));
     Value nk64 = arith::IndexCastOp::create(b, l, i64, nk);
-    KvRangeBuilder rb(b, l, attention.getMaskBlock(), outer, qmin, qmax, nk64);
-    KvRangeBuilder::Range range = rb.build(attention.getMaskValue());
+    attn::KvRange range = attn::buildKvRange(b, l, attention.getMaskBlock(),
+                                             attention.getMaskValue(), outer, qmin, qmax, nk64);
     Value lo = arith::MaxSIOp::create(b, l, range.lo, arith::ConstantIntOp::create(b, l, 0, 64));
     Value hi = arith::MinSIOp::create(b, l, range.hi, nk64);
     Value loIdx = arith::IndexCastOp::create(b, l, b.getIndexType(), lo);

@@ -1,6 +1,8 @@
 //===- CpuArtifact.cpp - CPU kernels as objects / shared objects ----------===//
 
 #include "attnc/Pipeline/CpuArtifact.h"
+#include "attnc/Pipeline/Metadata.h"
+#include "attnc/Pipeline/Pipeline.h"
 
 #include "attnc/Conversion/AttnToCPU.h"
 #include "attnc/Dialect/Attn/IR/AttnOps.h"
@@ -31,23 +33,6 @@ static llvm::Error makeError(const llvm::Twine &msg) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
 }
 
-/// Element / scalar type names the metadata uses (and the runtime parses).
-static std::string typeName(Type t) {
-  if (t.isF32())
-    return "f32";
-  if (t.isF64())
-    return "f64";
-  if (t.isF16())
-    return "f16";
-  if (t.isBF16())
-    return "bf16";
-  if (t.isInteger(1))
-    return "i1";
-  if (auto it = dyn_cast<IntegerType>(t))
-    return "i" + std::to_string(it.getWidth());
-  return "?";
-}
-
 static std::string cTypeName(llvm::StringRef t) {
   return llvm::StringSwitch<std::string>(t)
       .Case("f32", "float")
@@ -72,36 +57,7 @@ static std::string buildMetadata(attn::KernelOp kernel, const CpuOptions &o) {
   os << "head_dim_v " << (o.headDimV > 0 ? o.headDimV : o.headDim) << "\n";
   os << "tile_q " << o.tileQ << "\n";
   os << "tile_k " << o.tileK << "\n";
-  for (unsigned i = 0, e = kernel.getNumArguments(); i < e; ++i) {
-    Type t = kernel.getArgumentTypes()[i];
-    os << "param " << kernel.getParamName(i) << " ";
-    if (auto tt = dyn_cast<RankedTensorType>(t)) {
-      os << "tensor " << typeName(tt.getElementType()) << " " << tt.getRank();
-      auto dims = kernel.getArgAttrOfType<ArrayAttr>(i, "attn.dims");
-      for (int64_t d = 0; d < tt.getRank(); ++d) {
-        std::string sym = "?";
-        if (dims && d < int64_t(dims.size())) {
-          if (auto str = dyn_cast<StringAttr>(dims[d]))
-            sym = str.getValue().str();
-          else if (auto lit = dyn_cast<IntegerAttr>(dims[d]))
-            sym = std::to_string(lit.getInt());
-        } else if (!ShapedType::isDynamic(tt.getDimSize(d))) {
-          sym = std::to_string(tt.getDimSize(d));
-        }
-        os << " " << sym;
-      }
-    } else {
-      os << "scalar " << typeName(t) << " ";
-      Attribute def = kernel.getArgAttr(i, "attn.default");
-      if (auto fa = dyn_cast_or_null<FloatAttr>(def))
-        os << llvm::format("%.17g", fa.getValueAsDouble());
-      else if (auto ia = dyn_cast_or_null<IntegerAttr>(def))
-        os << ia.getValue().getSExtValue();
-      else
-        os << "none";
-    }
-    os << "\n";
-  }
+  writeParamMetadata(kernel, os);
   return s;
 }
 
@@ -130,9 +86,9 @@ static std::string buildHeader(attn::KernelOp kernel, const CpuOptions &o) {
     Type t = kernel.getArgumentTypes()[i];
     if (auto tt = dyn_cast<RankedTensorType>(t))
       params += ", attnc_memref" + std::to_string(tt.getRank()) + " *" +
-                kernel.getParamName(i).str() + " /* " + typeName(tt.getElementType()) + " */";
+                kernel.getParamName(i).str() + " /* " + metadataTypeName(tt.getElementType()) + " */";
     else
-      params += ", " + cTypeName(typeName(t)) + " " + kernel.getParamName(i).str();
+      params += ", " + cTypeName(metadataTypeName(t)) + " " + kernel.getParamName(i).str();
   }
   std::string common = "attnc_memref4 *Q, attnc_memref4 *K, attnc_memref4 *V, attnc_memref4 *O, "
                        "attnc_memref3 *LSE, int32_t q_offset" +
@@ -176,14 +132,10 @@ static llvm::Error addPackedWrapper(llvm::Module &m, llvm::StringRef kernel) {
 
 llvm::Expected<CpuArtifact> attnc::pipeline::compileCpuArtifact(ModuleOp module,
                                                                 const CpuOptions &options) {
-  attn::KernelOp kernel;
-  unsigned count = 0;
-  module.walk([&](attn::KernelOp op) {
-    kernel = op;
-    ++count;
-  });
-  if (count != 1)
-    return makeError("expected exactly one kernel in the module, found " + llvm::Twine(count));
+  auto single = getSingleKernel(module);
+  if (!single)
+    return single.takeError();
+  attn::KernelOp kernel = *single;
   CpuArtifact art;
   art.kernel = kernel.getSymName().str();
   art.metadata = buildMetadata(kernel, options);

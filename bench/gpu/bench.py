@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""Side-by-side GPU benchmark: attnc kernels vs FlexAttention and SDPA.
+
+Runs on the GPU machine (torch, triton, cupy there). attnc kernels are AOT
+PTX made on the development machine by bench/gpu/build-ptx.sh; they are loaded
+through the CUDA driver (cupy.RawModule -> cuModuleLoadData) and launched
+with the kernel ABI of compiler/include/attnc/Pipeline/CudaPipeline.h.
+
+  python3 bench/gpu/bench.py --ptx bench/gpu/ptx [--check-only] [--cases a,b]
+
+For every case: one set of random inputs; outputs of attnc, Flex and SDPA
+(where it applies) are compared against a float32 reference on a slice of
+heads (rel. L2 error), then each is timed with triton's do_bench (median,
+CUDA events). TFLOP/s are effective: 4*B*Hq*Nq*Nk*D times the fraction of
+(q, k) pairs the mask keeps.
+"""
+import argparse
+import math
+import os
+import sys
+
+import cupy
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from triton.testing import do_bench
+
+torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def parse_meta(path):
+    meta = {"params": []}
+    for line in open(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "param":
+            meta["params"].append(parts[1:])
+        elif len(parts) >= 2:
+            meta[parts[0]] = parts[1]
+    return meta
+
+
+class AttncKernel:
+    """A PTX kernel + its metadata, launched on torch tensors."""
+
+    def __init__(self, ptx_path):
+        self.meta = parse_meta(ptx_path + ".meta")
+        self.module = cupy.RawModule(path=ptx_path)
+        self.fn = self.module.get_function(self.meta["entry"])
+        self.shared = int(self.meta["shared_bytes"])
+        self.threads = int(self.meta["threads"])
+        self.block_q = int(self.meta["block_q"])
+        if self.shared > 48 * 1024:
+            self.fn.max_dynamic_shared_size_bytes = self.shared
+
+    def __call__(self, q, k, v, o, lse=None, q_offset=0, params=None):
+        params = params or {}
+        B, Hq, Nq, D = q.shape
+        Hkv, Nk = k.shape[1], k.shape[2]
+        args = [np.uint64(t.data_ptr()) for t in (q, k, v, o)]
+        args.append(np.uint64(lse.data_ptr() if lse is not None else 0))
+        args += [np.int32(x) for x in (B, Hq, Hkv, Nq, Nk, q_offset)]
+        for t in (q, k, v, o):
+            assert t.stride(3) == 1
+            args += [np.int64(t.stride(0)), np.int64(t.stride(1)), np.int64(t.stride(2))]
+        if lse is not None:
+            args += [np.int64(lse.stride(0)), np.int64(lse.stride(1))]
+        else:
+            args += [np.int64(0), np.int64(0)]
+        args.append(np.int32(1 if lse is not None else 0))
+        for p in self.meta["params"]:
+            name, kind, ty = p[0], p[1], p[2]
+            val = params.get(name)
+            if kind == "tensor":
+                assert val is not None and val.is_contiguous(), name
+                args.append(np.uint64(val.data_ptr()))
+                args += [np.int32(s) for s in val.shape]
+            else:
+                if val is None:
+                    assert p[3] != "none", f"missing scalar {name}"
+                    val = float(p[3])
+                cast = {"i32": np.int32, "i64": np.int64, "f32": np.float32, "f64": np.float64}[ty]
+                args.append(cast(val))
+        if Nq == 0 or Nk == 0:
+            raise ValueError("empty problem: handled by the runtime, not the kernel")
+        grid = ((Nq + self.block_q - 1) // self.block_q, Hq, B)
+        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+        with stream:
+            self.fn(grid, (self.threads, 1, 1), tuple(args), shared_mem=self.shared)
+
+
+# ---- cases ------------------------------------------------------------------
+
+def doc_ids(n, ndocs, gen):
+    ndocs = max(1, min(ndocs, n))
+    cuts = torch.sort(torch.randperm(n - 1, generator=gen)[: ndocs - 1] + 1).values
+    ids = torch.zeros(n, dtype=torch.int32)
+    for c in cuts.tolist():
+        ids[c:] += 1
+    return ids.cuda()
+
+
+def alibi_slopes(h):
+    return torch.tensor([2.0 ** (-8.0 * (i + 1) / h) for i in range(h)], dtype=torch.float32).cuda()
+
+
+def make_case(name, B, Hq, Hkv, N, D, gen):
+    """Returns dict(kernel file stem, mask_mod, score_mod, dense mask fn, params, sdpa)."""
+    c = dict(ptx=None, mask=None, score=None, params={}, sdpa=None, gqa=Hq != Hkv)
+    if name == "full":
+        c.update(ptx="full_attention", sdpa=dict(is_causal=False))
+    elif name == "causal":
+        c.update(ptx="causal_attention", mask=lambda b, h, q, k: q >= k, sdpa=dict(is_causal=True))
+    elif name == "swa1024":
+        c.update(ptx="sliding_window_attention",
+                 mask=lambda b, h, q, k: (q >= k) & (q - k < 1024))
+    elif name == "doc8":
+        ids = doc_ids(N, 8, gen)
+        c.update(ptx="document_attention", mask=lambda b, h, q, k: ids[q] == ids[k],
+                 params={"doc": ids})
+    elif name == "alibi_causal":
+        sl = alibi_slopes(Hq)
+        c.update(ptx="alibi_causal", mask=lambda b, h, q, k: q >= k,
+                 score=lambda s, b, h, q, k: s - sl[h] * (q - k).to(torch.float32),
+                 params={"slopes": sl})
+    elif name == "softcap_causal":
+        c.update(ptx="softcap_causal", mask=lambda b, h, q, k: q >= k,
+                 score=lambda s, b, h, q, k: 30.0 * torch.tanh(s / 30.0), params={"cap": 30.0})
+    elif name == "gqa_causal":
+        c.update(ptx="gqa_causal", mask=lambda b, h, q, k: q >= k, sdpa=dict(is_causal=True))
+    else:
+        raise ValueError(name)
+    return c
+
+
+def reference(q, k, v, case, q_offset=0, heads=None):
+    """float32 math on a slice of query heads (dense scores)."""
+    B, Hq, Nq, D = q.shape
+    Hkv, Nk = k.shape[1], k.shape[2]
+    heads = heads if heads is not None else list(range(Hq))
+    out = []
+    qi = torch.arange(Nq, device=q.device)[:, None] + q_offset
+    ki = torch.arange(Nk, device=q.device)[None, :]
+    for h in heads:
+        kh = h // (Hq // Hkv)
+        s = (q[:, h].float() @ k[:, kh].float().transpose(-1, -2)) / math.sqrt(D)
+        bb = torch.zeros(1, dtype=torch.long, device=q.device)
+        hh = torch.full((1,), h, dtype=torch.long, device=q.device)
+        if case["score"] is not None:
+            s = case["score"](s, bb, hh, qi, ki)
+        if case["mask"] is not None:
+            m = case["mask"](bb, hh, qi, ki)
+            s = s.masked_fill(~m, float("-inf"))
+        p = torch.softmax(s, dim=-1)
+        p = torch.nan_to_num(p, nan=0.0)
+        out.append(p @ v[:, kh].float())
+    return torch.stack(out, dim=1)
+
+
+def rel_err(x, ref):
+    x = x.float()
+    if torch.isnan(x).any():
+        return float("nan")
+    return (torch.linalg.vector_norm(x - ref) / torch.linalg.vector_norm(ref)).item()
+
+
+def keep_fraction(case, N, q_offset=0):
+    if case["mask"] is None:
+        return 1.0
+    total, kept = 0, 0
+    for q0 in range(0, N, 1024):
+        qi = torch.arange(q0, min(q0 + 1024, N), device="cuda")[:, None] + q_offset
+        ki = torch.arange(N, device="cuda")[None, :]
+        z = torch.zeros(1, dtype=torch.long, device="cuda")
+        m = case["mask"](z, z, qi, ki)
+        kept += m.sum().item()
+        total += m.numel()
+    return kept / total
+
+
+def run_case(name, B, Hq, Hkv, N, D, dtype, ptx_dir, check_only, flex_compiled, variant="",
+             baselines=True):
+    use_flex = flex_compiled is not None
+    gen = torch.Generator().manual_seed(0)
+    case = make_case(name, B, Hq, Hkv, N, D, gen)
+    dt = {"bf16": torch.bfloat16, "f16": torch.float16}[dtype]
+    q = torch.randn(B, Hq, N, D, generator=gen).to(dt).cuda()
+    k = torch.randn(B, Hkv, N, D, generator=gen).to(dt).cuda()
+    v = torch.randn(B, Hkv, N, D, generator=gen).to(dt).cuda()
+    kern = AttncKernel(os.path.join(ptx_dir, f"{case['ptx']}_{dtype}_d{D}{variant}.ptx"))
+    o = torch.full_like(q, float("nan"))
+    lse = torch.full((B, Hq, N), float("nan"), device="cuda")
+    kern(q, k, v, o, lse, params=case["params"])
+    torch.cuda.synchronize()
+    heads = [0, Hq - 1]
+    ref = reference(q[:1], k[:1], v[:1], case, heads=heads)
+    row = dict(case=name + variant, shape=f"{B}x{Hq}/{Hkv}x{N}x{D}")
+    row["err_attnc"] = rel_err(o[:1, heads], ref)
+    row["unwritten"] = int(torch.isnan(o).sum().item())
+
+    # FlexAttention (compiled), its BlockMask build time separately.
+    mask_mod = case["mask"]
+    score_mod = None
+    if case["score"] is not None:
+        sfn = case["score"]
+        score_mod = lambda s, b, h, q_, k_: sfn(s, b, h, q_, k_)
+    bm = None
+    if use_flex:
+        if mask_mod is not None:
+            bm = create_block_mask(mask_mod, None, None, N, N, device="cuda")
+        of = flex_compiled(q, k, v, score_mod=score_mod, block_mask=bm, enable_gqa=case["gqa"])
+        row["err_flex"] = rel_err(of[:1, heads], ref)
+    o_sdpa = {}
+    if case["sdpa"] is not None and baselines:
+        for label, backend in (("fa2", SDPBackend.FLASH_ATTENTION),
+                               ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+            try:
+                with sdpa_kernel(backend):
+                    o_sdpa[label] = F.scaled_dot_product_attention(
+                        q, k, v, enable_gqa=case["gqa"], **case["sdpa"])
+                row["err_" + label] = rel_err(o_sdpa[label][:1, heads], ref)
+            except Exception as e:  # backend refuses the case
+                row["err_" + label] = f"n/a ({type(e).__name__})"
+    if check_only:
+        return row
+
+    frac = keep_fraction(case, N)
+    flops = 4.0 * B * Hq * N * N * D * frac
+    tf = lambda ms: flops / (ms * 1e-3) / 1e12
+    ms = do_bench(lambda: kern(q, k, v, o, None, params=case["params"]), warmup=50, rep=200,
+                  return_mode="median")
+    row["attnc_tflops"] = tf(ms)
+    row["attnc_ms"] = ms
+    if use_flex:
+        msf = do_bench(lambda: flex_compiled(q, k, v, score_mod=score_mod, block_mask=bm,
+                                             enable_gqa=case["gqa"]),
+                       warmup=50, rep=200, return_mode="median")
+        row["flex_tflops"] = tf(msf)
+    if use_flex and mask_mod is not None:
+        row["blockmask_ms"] = do_bench(
+            lambda: create_block_mask(mask_mod, None, None, N, N, device="cuda"), warmup=2,
+            rep=20, return_mode="median")
+    for label, backend in (("fa2", SDPBackend.FLASH_ATTENTION),
+                           ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+        if label in o_sdpa:
+            def f(backend=backend):
+                with sdpa_kernel(backend):
+                    F.scaled_dot_product_attention(q, k, v, enable_gqa=case["gqa"],
+                                                   **case["sdpa"])
+            row[label + "_tflops"] = tf(do_bench(f, warmup=50, rep=200, return_mode="median"))
+    if use_flex:
+        row["vs_flex"] = row["attnc_tflops"] / row["flex_tflops"]
+    if "fa2_tflops" in row:
+        row["vs_fa2"] = row["attnc_tflops"] / row["fa2_tflops"]
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ptx", default="bench/gpu/ptx")
+    ap.add_argument("--cases", default="full,causal,swa1024,doc8,alibi_causal,softcap_causal,gqa_causal")
+    ap.add_argument("--shapes", default="2x16x8192,8x16x2048")
+    ap.add_argument("--check-only", action="store_true")
+    ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--variants", default="", help="comma list of PTX name suffixes, e.g. ,_bq128")
+    ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention (compiles slowly)")
+    args = ap.parse_args()
+    print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
+    flex_compiled = None if args.no_flex else torch.compile(flex_attention, dynamic=False)
+    rows = []
+    for shp in args.shapes.split(","):
+        B, H, N = (int(x) for x in shp.split("x"))
+        for name in args.cases.split(","):
+            Hq, Hkv = (32, 8) if name == "gqa_causal" else (H, H)
+            for vi, variant in enumerate(args.variants.split(",")):
+                try:
+                    # Flex and SDPA once per case (first variant).
+                    row = run_case(name, B, Hq, Hkv, N, 128, args.dtype, args.ptx,
+                                   args.check_only, flex_compiled if vi == 0 else None, variant,
+                                   baselines=vi == 0)
+                except Exception as e:
+                    row = dict(case=name + variant, shape=shp, error=f"{type(e).__name__}: {e}")
+                rows.append(row)
+                torch.cuda.empty_cache()
+                print(row, flush=True)
+    print()
+    cols = ["case", "shape", "attnc_tflops", "flex_tflops", "fa2_tflops", "cudnn_tflops",
+            "vs_flex", "vs_fa2", "blockmask_ms", "err_attnc", "err_flex", "unwritten"]
+    print(" | ".join(cols))
+    for r in rows:
+        out = []
+        for c in cols:
+            x = r.get(c, "")
+            out.append(f"{x:.4g}" if isinstance(x, float) else str(x))
+        print(" | ".join(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Compiles the kernels the GPU benchmark runs to PTX (+ .meta), here on the
+# development machine (AOT): the GPU machine needs only the PTX and the
+# runtime. With ptxas on PATH it also writes the cubin's resource report.
+# Usage: bench/gpu/build-ptx.sh [build-dir] [out-dir] [arch]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD="${1:-build}"
+OUT="${2:-bench/gpu/ptx}"
+ARCH="${3:-sm_90a}"
+ATTNC="$BUILD/bin/attnc"
+mkdir -p "$OUT"
+: > "$OUT/resources.txt"
+emit() { # file kernel D dtype [--param X=Y]...  ($VARIANT: name suffix)
+  local file=$1 kernel=$2 d=$3 dt=$4; shift 4
+  local name="${kernel}_${dt}_d${d}${VARIANT:-}"
+  "$ATTNC" "lib/$file" --kernel="$kernel" --target=cuda --arch="$ARCH" --emit=ptx \
+    --head-dim="$d" --dtype="$dt" "$@" -o "$OUT/$name.ptx"
+  if command -v ptxas >/dev/null; then
+    echo "== $name" >> "$OUT/resources.txt"
+    ptxas -arch="$ARCH" -v "$OUT/$name.ptx" -o /dev/null 2>&1 | grep -E "registers|spill" \
+      >> "$OUT/resources.txt"
+  fi
+}
+bench_set() { # dtype [extra attnc flags]
+  local dt=$1; shift
+  emit causal.attn full_attention 128 $dt "$@"
+  emit causal.attn causal_attention 128 $dt "$@"
+  emit sliding_window.attn sliding_window_attention 128 $dt --param W=1024 "$@"
+  emit document.attn document_attention 128 $dt "$@"
+  emit alibi.attn alibi_causal 128 $dt "$@"
+  emit softcap.attn softcap_causal 128 $dt "$@"
+  emit gqa.attn gqa_causal 128 $dt "$@"
+}
+bench_set bf16
+# Tile-shape variants, compared side by side by bench.py --variants.
+VARIANT=_bq128 bench_set bf16 --cuda-block-q=128
+VARIANT=_bq128k32 bench_set bf16 --cuda-block-q=128 --cuda-block-k=32
+emit causal.attn causal_attention 64 bf16
+emit causal.attn causal_attention 128 f16
+echo "PTX in $OUT"

@@ -1,0 +1,27 @@
+//===- AttnToNVVM.h - attn.kernel -> tensor-core flash kernel ---*- C++ -*-===//
+
+#ifndef ATTNC_CONVERSION_ATTNTONVVM_H
+#define ATTNC_CONVERSION_ATTNTONVVM_H
+
+#include "attnc/Conversion/Passes.h"
+
+#include <cstdint>
+#include <string>
+
+namespace mlir {
+namespace attn {
+
+/// The tile shape of the generated kernel (pass options, validated).
+struct NvvmKernelConfig {
+  int64_t headDim = 128, headDimV = 128;
+  int64_t blockQ = 64, blockK = 64;
+};
+
+/// Name of the gpu.module and of the kernel entry `attn-to-nvvm` emits for
+/// kernel `name` (also the PTX .entry).
+inline std::string cudaEntryName(llvm::StringRef name) { return ("attnc_" + name).str(); }
+
+} // namespace attn
+} // namespace mlir
+
+#endif // ATTNC_CONVERSION_ATTNTONVVM_H

@@ -1,0 +1,73 @@
+//===- CudaPipeline.h - attn -> PTX for NVIDIA GPUs --------------*- C++
+//-*-===//
+//
+// The CUDA target, in stages that `attnc --emit=...` can print:
+//   runInlineAndSimplify (Pipeline.h)
+//   -> lowerToGpu:  attn-to-nvgpu (gpu.module with one gpu.func kernel:
+//                   mma.sync tensor-core flash attention, FA2-style)
+//   -> lowerToNVVM: NVVM/LLVM dialect inside the gpu.module
+//   -> PTX:         nvvm-attach-target + gpu-module-to-binary (format=isa)
+//
+// Kernel ABI (docs/cuda.md): one `.entry attnc_<K>` taking, in order,
+//   u64 Q, K, V, O, LSE                    device pointers (LSE may be 0 when
+//                                          write_lse is 0)
+//   i32 B, Hq, Hkv, Nq, Nk, q_offset
+//   i64 q_sb, q_sh, q_sn, k_sb, k_sh, k_sn, v_sb, v_sh, v_sn,
+//       o_sb, o_sh, o_sn, lse_sb, lse_sh   element strides (innermost = 1)
+//   i32 write_lse
+//   then each runtime parameter in kernel order: a scalar as its own type
+//   (i32, i64, f32, f64); a tensor as a u64 pointer followed by one i32 extent
+//   per dimension (dense row-major).
+// Launch: grid (ceil(Nq / block_q), Hq, B), block (threads), dynamic shared
+// memory shared_bytes. Q/K/V/O have the kernel's dtype (bf16 or f16), LSE f32.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTNC_PIPELINE_CUDAPIPELINE_H
+#define ATTNC_PIPELINE_CUDAPIPELINE_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Support/LogicalResult.h"
+#include "llvm/Support/Error.h"
+
+#include <string>
+
+namespace mlir {
+class DialectRegistry;
+} // namespace mlir
+
+namespace attnc::pipeline {
+
+struct CudaOptions {
+  int64_t headDim = 128;
+  int64_t headDimV = 0;       // 0: headDim
+  std::string dtype = "bf16"; // bf16 | f16
+  std::string arch = "sm_90a";
+  int64_t blockQ = 64; // query rows per CTA (16 per warp)
+  int64_t blockK = 64; // keys per KV tile
+  unsigned optLevel = 3;
+};
+
+/// Dialects and translations the CUDA pipeline needs in the context.
+void registerCudaDialects(mlir::DialectRegistry &registry);
+
+/// attn (inlined, canonicalized) -> gpu.module holding the kernel.
+mlir::LogicalResult lowerToGpu(mlir::ModuleOp module, const CudaOptions &options);
+
+/// gpu.module -> NVVM / LLVM dialect (target attached).
+mlir::LogicalResult lowerToNVVM(mlir::ModuleOp module, const CudaOptions &options);
+
+struct CudaArtifact {
+  std::string kernel;   // kernel name
+  std::string entry;    // PTX entry name (attnc_<K>)
+  std::string metadata; // text, docs/cuda.md ("attnc-cuda-kernel 1" ...)
+  std::string ptx;      // PTX assembly
+};
+
+/// `module` is the inlined+simplified attn module holding one kernel.
+/// Lowers it (consuming `module`) to PTX plus metadata.
+llvm::Expected<CudaArtifact> compileCudaArtifact(mlir::ModuleOp module, const CudaOptions &options);
+
+} // namespace attnc::pipeline
+
+#endif // ATTNC_PIPELINE_CUDAPIPELINE_H

@@ -1,0 +1,812 @@
+//===- AttnToNVVM.cpp - attn.kernel -> tensor-core flash kernel -----------===//
+//
+// Lowers each attn.kernel to a `gpu.func` in a `gpu.module`: a FlashAttention-
+// 2-style kernel on warp-level tensor-core MMAs (mma.sync m16n8k16, bf16/f16
+// in, f32 accumulation). One CTA computes `block-q` query rows of one
+// (batch, head); each warp owns 16 of them:
+//
+//   Qs <- Q rows (cp.async), Qa = ldmatrix(Qs)      // A fragments, registers
+//   [kLo, kHi) = kvRange(mask, rows of the CTA)     // attnc/Analysis/KvRange.h
+//   prefetch K/V tile 0 into stage 0 (cp.async)
+//   for t in tiles:                                  // iter_args: m, l, O
+//     prefetch tile t+1 into stage (t+1)%2; wait for tile t; barrier
+//     S = Qa . K^T          (ldmatrix + mma.sync)
+//     t = mask(b,h,q,k) ? score(scale*S, b,h,q,k) * log2(e) : -inf
+//     m' = max(m, rowmax t); alpha = 2^(m-m'); P = 2^(t-m'); l = alpha l +
+//     rowsum P O = alpha O + P . V   (P re-packed from the S accumulators as A
+//                            fragments; V via ldmatrix.trans)
+//   O /= l; LSE = ln2 * (m + log2 l)
+//
+// Every fragment element knows its (q, k): the C layout of m16n8k16 puts
+// rows lane/4 and lane/4+8, columns 2*(lane%4)+{0,1} of each n8 block in a
+// thread. The mask and score regions are cloned on those scalars; tensor
+// parameters are read from global memory; math builtins become PTX approx
+// instructions (ex2, lg2, tanh), since nothing links libdevice.
+//
+// Memory is addressed through LLVM pointers (the ABI passes raw device
+// pointers, see attnc/Pipeline/CudaPipeline.h); the rest is arith/scf, left
+// for convert-gpu-to-nvvm.
+//
+//===----------------------------------------------------------------------===//
+
+#include "attnc/Conversion/AttnToNVVM.h"
+
+#include "attnc/Analysis/KvRange.h"
+#include "attnc/Dialect/Attn/IR/AttnDialect.h"
+#include "attnc/Dialect/Attn/IR/AttnOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+#include <limits>
+
+namespace mlir {
+namespace attn {
+#define GEN_PASS_DEF_ATTNTONVVM
+#include "attnc/Conversion/Passes.h.inc"
+} // namespace attn
+} // namespace mlir
+
+using namespace mlir;
+
+namespace {
+
+constexpr int64_t kWarp = 32;
+constexpr double kLog2e = 1.4426950408889634;
+constexpr double kLn2 = 0.6931471805599453;
+
+/// Number of kernel ABI arguments before the runtime parameters.
+constexpr unsigned kNumFixedArgs = 5 + 6 + 14 + 1;
+
+class KernelLowering {
+public:
+  KernelLowering(attn::KernelOp kernel, const attn::NvvmKernelConfig &cfg, Type elemType)
+      : kernel(kernel), attention(kernel.getAttention()), ctx(kernel.getContext()), cfg(cfg),
+        elemType(elemType) {}
+
+  LogicalResult run(OpBuilder &moduleBuilder) {
+    if (!attention)
+      return kernel.emitError("attn-to-nvvm: kernel has no attn.attention");
+    for (Operation &op : kernel.getBody().front())
+      if (!isa<attn::AttentionOp>(op) && !isPure(&op))
+        return op.emitError("attn-to-nvvm: kernel body op has side effects");
+    for (Type t : kernel.getArgumentTypes()) {
+      Type s = getElementTypeOrSelf(t);
+      bool ok = s.isInteger(32) || s.isInteger(64) || s.isF32() || s.isF64() ||
+                (isa<RankedTensorType>(t) && s.isInteger(1));
+      if (!ok)
+        return kernel.emitError("attn-to-nvvm: unsupported parameter type ") << t;
+    }
+    auto gpuModule =
+        gpu::GPUModuleOp::create(moduleBuilder, loc(), attn::cudaEntryName(kernel.getSymName()));
+    OpBuilder mb = OpBuilder::atBlockBegin(gpuModule.getBody());
+    // Dynamic shared memory: one extern array, carved up by offsets.
+    LLVM::GlobalOp::create(mb, loc(), LLVM::LLVMArrayType::get(mb.getI8Type(), 0),
+                           /*isConstant=*/false, LLVM::Linkage::External, "attnc_smem", Attribute(),
+                           /*alignment=*/16, /*addrSpace=*/3);
+    return buildKernel(mb);
+  }
+
+private:
+  // ---- small builders -----------------------------------------------------
+  Location loc() { return kernel.getLoc(); }
+  Type i32() { return IntegerType::get(ctx, 32); }
+  Type i64() { return IntegerType::get(ctx, 64); }
+  Type f32() { return Float32Type::get(ctx); }
+  Type ptrT(unsigned as = 0) { return LLVM::LLVMPointerType::get(ctx, as); }
+  Value ci32(OpBuilder &b, int64_t v) { return arith::ConstantIntOp::create(b, loc(), v, 32); }
+  Value ci64(OpBuilder &b, int64_t v) { return arith::ConstantIntOp::create(b, loc(), v, 64); }
+  Value cf32(OpBuilder &b, double v) {
+    return arith::ConstantFloatOp::create(b, loc(), cast<FloatType>(f32()), APFloat(float(v)));
+  }
+  Value add(OpBuilder &b, Value x, Value y) { return arith::AddIOp::create(b, loc(), x, y); }
+  Value mul(OpBuilder &b, Value x, Value y) { return arith::MulIOp::create(b, loc(), x, y); }
+  Value ext64(OpBuilder &b, Value v) {
+    return v.getType().isInteger(64) ? v : arith::ExtSIOp::create(b, loc(), i64(), v).getResult();
+  }
+  Value gep(OpBuilder &b, Value base, Value offset, Type elem) {
+    return LLVM::GEPOp::create(b, loc(), base.getType(), elem, base, ValueRange{offset});
+  }
+  Value toGlobal(OpBuilder &b, Value p) {
+    return LLVM::AddrSpaceCastOp::create(b, loc(), ptrT(1), p);
+  }
+  Value fmax(OpBuilder &b, Value x, Value y) { return arith::MaximumFOp::create(b, loc(), x, y); }
+  Value fadd(OpBuilder &b, Value x, Value y) { return arith::AddFOp::create(b, loc(), x, y); }
+  Value fmul(OpBuilder &b, Value x, Value y) { return arith::MulFOp::create(b, loc(), x, y); }
+  Value fsub(OpBuilder &b, Value x, Value y) { return arith::SubFOp::create(b, loc(), x, y); }
+  Value select(OpBuilder &b, Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, loc(), c, x, y);
+  }
+  /// PTX special functions (approximate, ~2 ulp), no libdevice needed.
+  Value ex2(OpBuilder &b, Value x) {
+    return LLVM::CallIntrinsicOp::create(
+               b, loc(), f32(), b.getStringAttr("llvm.nvvm.ex2.approx.ftz.f"), ValueRange{x})
+        .getResult(0);
+  }
+  Value ptxUnary(OpBuilder &b, StringRef instr, Value x) {
+    auto asmOp = LLVM::InlineAsmOp::create(
+        b, loc(), f32(), ValueRange{x}, (instr + " $0, $1;").str(), "=f,f",
+        /*has_side_effects=*/false, /*is_align_stack=*/false,
+        LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(), ArrayAttr());
+    return asmOp.getResult(0);
+  }
+  Value lg2(OpBuilder &b, Value x) { return ptxUnary(b, "lg2.approx.f32", x); }
+  Value shflXor(OpBuilder &b, Value v, int64_t mask) {
+    return gpu::ShuffleOp::create(b, loc(), v, ci32(b, mask), ci32(b, kWarp), gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  }
+
+  /// ldmatrix of `num` 8x8 b16 matrices at this lane's row address.
+  SmallVector<Value> ldmatrix(OpBuilder &b, Value sharedPtr, int num, bool trans) {
+    SmallVector<Type> regs(num, i32());
+    Type res = num == 1 ? i32() : Type(LLVM::LLVMStructType::getLiteral(ctx, regs));
+    Value r = NVVM::LdMatrixOp::create(
+        b, loc(), res, sharedPtr, b.getI32IntegerAttr(num),
+        NVVM::MMALayoutAttr::get(ctx, trans ? NVVM::MMALayout::col : NVVM::MMALayout::row),
+        NVVM::LdStMatrixShapeAttr::get(ctx, 8, 8),
+        NVVM::LdStMatrixEltTypeAttr::get(ctx, NVVM::LdStMatrixEltType::B16));
+    if (num == 1)
+      return {r};
+    SmallVector<Value> out;
+    for (int i = 0; i < num; ++i)
+      out.push_back(LLVM::ExtractValueOp::create(b, loc(), r, i));
+    return out;
+  }
+
+  /// One m16n8k16 MMA: c += a . b (a: 4 regs, b: 2 regs of packed 16-bit
+  /// pairs as i32; c: 4 f32).
+  SmallVector<Value, 4> mma(OpBuilder &b, ArrayRef<Value> a, ArrayRef<Value> bf,
+                            ArrayRef<Value> c) {
+    bool bf16 = elemType.isBF16();
+    auto operand = [&](Value v) -> Value {
+      if (bf16)
+        return v;
+      return LLVM::BitcastOp::create(b, loc(), VectorType::get({2}, elemType), v);
+    };
+    SmallVector<Value> av, bv;
+    for (Value v : a)
+      av.push_back(operand(v));
+    for (Value v : bf)
+      bv.push_back(operand(v));
+    Type res = LLVM::LLVMStructType::getLiteral(ctx, {f32(), f32(), f32(), f32()});
+    auto t = bf16 ? NVVM::MMATypes::bf16 : NVVM::MMATypes::f16;
+    Value r = NVVM::MmaOp::create(
+        b, loc(), res, av, bv, c, ArrayRef<int64_t>{16, 8, 16}, std::nullopt, std::nullopt,
+        std::array<NVVM::MMATypes, 2>{t, t},
+        std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row, NVVM::MMALayout::col});
+    SmallVector<Value, 4> out;
+    for (int i = 0; i < 4; ++i)
+      out.push_back(LLVM::ExtractValueOp::create(b, loc(), r, i));
+    return out;
+  }
+
+  /// Two f32 rounded to the element type, packed low-first into an i32.
+  Value pack(OpBuilder &b, Value lo, Value hi) {
+    auto v2 = VectorType::get({2}, elemType);
+    Value v = LLVM::PoisonOp::create(b, loc(), v2);
+    v = LLVM::InsertElementOp::create(b, loc(), v, arith::TruncFOp::create(b, loc(), elemType, lo),
+                                      ci32(b, 0));
+    v = LLVM::InsertElementOp::create(b, loc(), v, arith::TruncFOp::create(b, loc(), elemType, hi),
+                                      ci32(b, 1));
+    return LLVM::BitcastOp::create(b, loc(), i32(), v);
+  }
+
+  // ---- region cloning -----------------------------------------------------
+
+  /// Clones the ops of an attn region on scalars. `args` maps the block
+  /// arguments; kernel values come from `outer`; tensor parameters are read
+  /// through `tensors` (pointer + extents). Returns the yielded value.
+  FailureOr<Value> cloneRegion(OpBuilder &b, Block &block, ArrayRef<Value> args) {
+    IRMapping map;
+    for (auto [arg, v] : llvm::zip(block.getArguments(), args))
+      map.map(arg, v);
+    auto get = [&](Value v) -> Value {
+      if (Value m = map.lookupOrNull(v))
+        return m;
+      return outer.lookup(v);
+    };
+    for (Operation &op : block) {
+      Location l = op.getLoc();
+      if (auto yield = dyn_cast<attn::YieldOp>(op))
+        return get(yield.getValue());
+      if (auto load = dyn_cast<attn::LoadOp>(op)) {
+        auto it = tensors.find(load.getTensor());
+        if (it == tensors.end())
+          return op.emitError("attn-to-nvvm: load from an unknown tensor"), failure();
+        const TensorArg &t = it->second;
+        Value linear;
+        for (auto [d, idx] : llvm::enumerate(load.getIndices())) {
+          Value iv = ext64(b, get(idx));
+          linear = linear ? add(b, mul(b, linear, ext64(b, t.extents[d])), iv) : iv;
+        }
+        if (!linear)
+          linear = ci64(b, 0);
+        Type elem = load.getResult().getType();
+        Value p = gep(b, t.ptr, linear, elem.isInteger(1) ? b.getI8Type() : elem);
+        Value v;
+        if (elem.isInteger(1)) {
+          // i1 tensors are bytes.
+          Value byte = LLVM::LoadOp::create(b, l, b.getI8Type(), p);
+          v = arith::CmpIOp::create(b, l, arith::CmpIPredicate::ne, byte,
+                                    arith::ConstantIntOp::create(b, l, 0, 8));
+        } else {
+          v = LLVM::LoadOp::create(b, l, elem, p, /*alignment=*/0, /*isVolatile=*/false,
+                                   /*isNonTemporal=*/false, /*isInvariant=*/true);
+        }
+        map.map(load.getResult(), v);
+        continue;
+      }
+      if (isa<math::MathDialect>(op.getDialect())) {
+        FailureOr<Value> r = lowerMath(b, op, get);
+        if (failed(r))
+          return failure();
+        map.map(op.getResult(0), *r);
+        continue;
+      }
+      if (op.getNumRegions() == 0 && isa<arith::ArithDialect>(op.getDialect())) {
+        for (Value v : op.getOperands())
+          if (!map.contains(v))
+            map.map(v, get(v));
+        Operation *clone = b.clone(op, map);
+        // f32 division in masks and scores runs as div.approx (2 ulp), as
+        // FlexAttention's Triton code does; IEEE div.rn is a ~10-instruction
+        // subroutine per element.
+        if (auto div = dyn_cast<arith::DivFOp>(clone))
+          div.setFastmath(arith::FastMathFlags::afn | arith::FastMathFlags::arcp);
+        continue;
+      }
+      return op.emitError("attn-to-nvvm: cannot lower '") << op.getName() << "'", failure();
+    }
+    return failure();
+  }
+
+  /// Math builtins on f32 as PTX instructions (ex2/lg2/tanh approx, which
+  /// is what the fast paths of FlashAttention and Triton use) or LLVM
+  /// intrinsics the NVPTX backend selects natively.
+  FailureOr<Value> lowerMath(OpBuilder &b, Operation &op, llvm::function_ref<Value(Value)> get) {
+    if (op.getNumOperands() != 1 || !op.getResult(0).getType().isF32())
+      return op.emitError("attn-to-nvvm: unsupported math op '") << op.getName() << "'", failure();
+    Value x = get(op.getOperand(0));
+    Location l = op.getLoc();
+    return llvm::TypeSwitch<Operation *, FailureOr<Value>>(&op)
+        .Case([&](math::ExpOp) { return ex2(b, fmul(b, x, cf32(b, kLog2e))); })
+        .Case([&](math::Exp2Op) { return ex2(b, x); })
+        .Case([&](math::LogOp) { return fmul(b, lg2(b, x), cf32(b, kLn2)); })
+        .Case([&](math::Log2Op) { return lg2(b, x); })
+        .Case([&](math::TanhOp) { return ptxUnary(b, "tanh.approx.f32", x); })
+        .Case([&](math::SqrtOp) { return Value(LLVM::SqrtOp::create(b, l, x)); })
+        .Case([&](math::FloorOp) { return Value(LLVM::FFloorOp::create(b, l, x)); })
+        .Case([&](math::CeilOp) { return Value(LLVM::FCeilOp::create(b, l, x)); })
+        .Case([&](math::AbsFOp) { return Value(LLVM::FAbsOp::create(b, l, x)); })
+        .Default([&](Operation *) -> FailureOr<Value> {
+          return op.emitError("attn-to-nvvm: unsupported math op '") << op.getName() << "'",
+                 failure();
+        });
+  }
+
+  // ---- the kernel -----------------------------------------------------------
+
+  struct TensorArg {
+    Value ptr; // global pointer
+    SmallVector<Value> extents;
+  };
+
+  SmallVector<Type> argTypes() {
+    SmallVector<Type> types(5, ptrT());
+    types.append(6, i32());
+    types.append(14, i64());
+    types.push_back(i32());
+    for (Type t : kernel.getArgumentTypes()) {
+      if (auto tt = dyn_cast<RankedTensorType>(t)) {
+        types.push_back(ptrT());
+        types.append(tt.getRank(), i32());
+      } else {
+        types.push_back(t);
+      }
+    }
+    return types;
+  }
+
+  LogicalResult buildKernel(OpBuilder &mb) {
+    const int64_t D = cfg.headDim, Dv = cfg.headDimV, BQ = cfg.blockQ, BK = cfg.blockK;
+    const int64_t warps = BQ / 16, threads = warps * kWarp;
+    // Shared rows are padded by 16 bytes so the 8 row addresses of an
+    // ldmatrix phase fall in distinct banks.
+    const int64_t qStride = D + 8, kStride = D + 8, vStride = Dv + 8;
+    const int64_t qBytes = BQ * qStride * 2, kBytes = BK * kStride * 2, vBytes = BK * vStride * 2;
+    const int64_t stages = 2;
+    sharedBytes = qBytes + stages * (kBytes + vBytes);
+    numThreads = threads;
+
+    auto fnType = FunctionType::get(ctx, argTypes(), {});
+    auto fn = gpu::GPUFuncOp::create(mb, loc(), attn::cudaEntryName(kernel.getSymName()), fnType);
+    fn->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), UnitAttr::get(ctx));
+    fn.setKnownBlockSizeAttr(mb.getDenseI32ArrayAttr({int32_t(threads), 1, 1}));
+    OpBuilder b = OpBuilder::atBlockBegin(&fn.getBody().front());
+    Location l = loc();
+    auto arg = [&](unsigned i) { return fn.getArgument(i); };
+    Value gQ = toGlobal(b, arg(0)), gK = toGlobal(b, arg(1)), gV = toGlobal(b, arg(2)),
+          gO = toGlobal(b, arg(3)), gL = toGlobal(b, arg(4));
+    Value Hq = arg(6), Hkv = arg(7), Nq = arg(8), Nk = arg(9), qOffset = arg(10);
+    auto stride = [&](unsigned i) { return arg(11 + i); };
+    Value writeLse = arg(25);
+
+    // Kernel parameters and body values (constants, the scale).
+    unsigned ai = kNumFixedArgs;
+    for (auto [i, t] : llvm::enumerate(kernel.getArgumentTypes())) {
+      Value kArg = kernel.getArgument(i);
+      if (auto tt = dyn_cast<RankedTensorType>(t)) {
+        TensorArg ta;
+        ta.ptr = toGlobal(b, arg(ai++));
+        for (int64_t d = 0; d < tt.getRank(); ++d)
+          ta.extents.push_back(arg(ai++));
+        tensors[kArg] = ta;
+        continue;
+      }
+      outer.map(kArg, arg(ai++));
+    }
+    for (Operation &op : kernel.getBody().front())
+      if (!isa<attn::AttentionOp>(op))
+        b.clone(op, outer);
+
+    // Work item: the q tile is reversed so that, for causal-like masks, the
+    // tiles with the most keys start first (longest-first scheduling).
+    auto idx2i32 = [&](Value v) { return arith::IndexCastOp::create(b, l, i32(), v); };
+    Value bx = idx2i32(gpu::BlockIdOp::create(b, l, gpu::Dimension::x));
+    Value gx = idx2i32(gpu::GridDimOp::create(b, l, gpu::Dimension::x));
+    Value hIdx = idx2i32(gpu::BlockIdOp::create(b, l, gpu::Dimension::y));
+    Value bIdx = idx2i32(gpu::BlockIdOp::create(b, l, gpu::Dimension::z));
+    Value tid = idx2i32(gpu::ThreadIdOp::create(b, l, gpu::Dimension::x));
+    Value qTile = arith::SubIOp::create(b, l, arith::SubIOp::create(b, l, gx, ci32(b, 1)), bx);
+    Value q0 = mul(b, qTile, ci32(b, BQ));
+    Value warp = arith::DivUIOp::create(b, l, tid, ci32(b, kWarp));
+    Value lane = arith::RemUIOp::create(b, l, tid, ci32(b, kWarp));
+    Value grp = arith::DivUIOp::create(b, l, lane, ci32(b, 4)); // row in the fragment
+    Value tig = arith::RemUIOp::create(b, l, lane, ci32(b, 4)); // column pair
+    Value kvh =
+        attention.getHeads() == attn::HeadMapping::Interleaved
+            ? arith::RemUIOp::create(b, l, hIdx, Hkv).getResult()
+            : arith::DivUIOp::create(b, l, hIdx, arith::DivUIOp::create(b, l, Hq, Hkv)).getResult();
+    Value b64 = ext64(b, bIdx), h64 = ext64(b, hIdx), kvh64 = ext64(b, kvh);
+    // Element offsets of this (b, h) in Q/O/LSE and (b, kvh) in K/V.
+    Value qBase = add(b, mul(b, b64, stride(0)), mul(b, h64, stride(1)));
+    Value kBase = add(b, mul(b, b64, stride(3)), mul(b, kvh64, stride(4)));
+    Value vBase = add(b, mul(b, b64, stride(6)), mul(b, kvh64, stride(7)));
+    Value oBase = add(b, mul(b, b64, stride(9)), mul(b, h64, stride(10)));
+    Value lBase = add(b, mul(b, b64, stride(12)), mul(b, h64, stride(13)));
+
+    Value smem = LLVM::AddressOfOp::create(b, l, ptrT(3), "attnc_smem");
+    auto smemAt = [&](OpBuilder &b, Value byteOffset) {
+      return gep(b, smem, byteOffset, b.getI8Type());
+    };
+
+    // Copies rows [row0, row0 + rows) of a [.., cols] tile into shared
+    // memory (sStride elements apart), 16 bytes per cp.async. row0 is always
+    // a valid row; rows at or past `limit` are zero-filled (src-size 0) and
+    // read from row0's address. A chunk's (row, column) depends only on the
+    // thread, so LLVM hoists it; per tile this costs one 64-bit multiply.
+    auto copyTile = [&](OpBuilder &b, Value gBase, Value base, Value rowStrideG, Value row0,
+                        Value limit, int64_t rows, int64_t cols, int64_t sStride,
+                        Value sByteOffset) {
+      int64_t chunksPerRow = cols / 8, chunks = rows * chunksPerRow;
+      Value tileBase = add(b, base, mul(b, ext64(b, row0), rowStrideG));
+      Value rowsLeft = arith::SubIOp::create(b, l, limit, row0);
+      for (int64_t it = 0; it * threads < chunks; ++it) {
+        Value c = add(b, tid, ci32(b, it * threads));
+        auto body = [&](OpBuilder &b) {
+          Value r = arith::DivUIOp::create(b, l, c, ci32(b, chunksPerRow));
+          Value col = mul(b, arith::RemUIOp::create(b, l, c, ci32(b, chunksPerRow)), ci32(b, 8));
+          Value valid = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, r, rowsLeft);
+          Value rowOff = select(b, valid, mul(b, ext64(b, r), rowStrideG), ci64(b, 0));
+          Value src = gep(b, gBase, add(b, add(b, tileBase, rowOff), ext64(b, col)), elemType);
+          Value sOff =
+              add(b, sByteOffset, mul(b, add(b, mul(b, r, ci32(b, sStride)), col), ci32(b, 2)));
+          Value srcSize = select(b, valid, ci32(b, 16), ci32(b, 0));
+          NVVM::CpAsyncOp::create(
+              b, l, smemAt(b, sOff), src, b.getI32IntegerAttr(16),
+              NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CG), srcSize);
+        };
+        if ((it + 1) * threads <= chunks) {
+          body(b);
+        } else {
+          Value in = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, c, ci32(b, chunks));
+          auto ifOp = scf::IfOp::create(b, l, in, /*withElseRegion=*/false);
+          OpBuilder tb = ifOp.getThenBodyBuilder();
+          body(tb);
+        }
+      }
+    };
+
+    // Q tile -> shared (group 0).
+    copyTile(b, gQ, qBase, stride(2), q0, Nq, BQ, D, qStride, ci32(b, 0));
+    NVVM::CpAsyncCommitGroupOp::create(b, l);
+
+    // KV range of the CTA's rows.
+    Value rows = arith::MinSIOp::create(b, l, ci32(b, BQ), arith::SubIOp::create(b, l, Nq, q0));
+    Value qFirst = add(b, qOffset, q0);
+    Value qLast = arith::SubIOp::create(b, l, add(b, qFirst, rows), ci32(b, 1));
+    Value nk64 = ext64(b, Nk);
+    attn::KvRange range =
+        attn::buildKvRange(b, l, attention.getMaskBlock(), attention.getMaskValue(), outer,
+                           ext64(b, qFirst), ext64(b, qLast), nk64);
+    Value lo = arith::MaxSIOp::create(b, l, range.lo, ci64(b, 0));
+    Value hi = arith::MinSIOp::create(b, l, range.hi, nk64);
+    hi = arith::MaxSIOp::create(b, l, hi, lo);
+    Value kLo = arith::TruncIOp::create(b, l, i32(), lo);
+    Value kHi = arith::TruncIOp::create(b, l, i32(), hi);
+    Value nTiles =
+        arith::CeilDivSIOp::create(b, l, arith::SubIOp::create(b, l, kHi, kLo), ci32(b, BK));
+    // Keys every row of the CTA keeps: tiles inside need no mask.
+    attn::KvRange inner =
+        attn::buildKvInnerRange(b, l, attention.getMaskBlock(), attention.getMaskValue(), outer,
+                                ext64(b, qFirst), ext64(b, qLast), nk64);
+    Value innerLo =
+        arith::TruncIOp::create(b, l, i32(), arith::MaxSIOp::create(b, l, inner.lo, lo));
+    Value innerHi =
+        arith::TruncIOp::create(b, l, i32(), arith::MinSIOp::create(b, l, inner.hi, hi));
+
+    auto stageOffsets = [&](OpBuilder &b, Value stage) {
+      Value kOff = add(b, ci32(b, qBytes), mul(b, stage, ci32(b, kBytes)));
+      Value vOff = add(b, ci32(b, qBytes + stages * kBytes), mul(b, stage, ci32(b, vBytes)));
+      return std::make_pair(kOff, vOff);
+    };
+    auto loadKV = [&](OpBuilder &b, Value t) {
+      Value stage = arith::RemUIOp::create(b, l, t, ci32(b, stages));
+      auto [kOff, vOff] = stageOffsets(b, stage);
+      Value k0 = add(b, kLo, mul(b, t, ci32(b, BK)));
+      copyTile(b, gK, kBase, stride(5), k0, Nk, BK, D, kStride, kOff);
+      copyTile(b, gV, vBase, stride(8), k0, Nk, BK, Dv, vStride, vOff);
+    };
+
+    // Prefetch tile 0 (group 1), then wait for Q and load its fragments.
+    {
+      Value any = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sgt, nTiles, ci32(b, 0));
+      auto ifOp = scf::IfOp::create(b, l, any, false);
+      OpBuilder tb = ifOp.getThenBodyBuilder();
+      loadKV(tb, ci32(tb, 0));
+    }
+    NVVM::CpAsyncCommitGroupOp::create(b, l);
+    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(1));
+    gpu::BarrierOp::create(b, l);
+
+    Value warpRow0 = mul(b, warp, ci32(b, 16));
+    Value lane16 = arith::RemUIOp::create(b, l, lane, ci32(b, 16));
+    Value laneHi = arith::DivUIOp::create(b, l, lane, ci32(b, 16)); // 0/1
+    Value lane8 = arith::RemUIOp::create(b, l, lane, ci32(b, 8));
+    Value laneMid = arith::RemUIOp::create(b, l, arith::DivUIOp::create(b, l, lane, ci32(b, 8)),
+                                           ci32(b, 2)); // 0/1
+    // Q A-fragments: row warpRow0 + lane%16, columns kk*16 + (lane/16)*8.
+    SmallVector<SmallVector<Value>> qa;
+    {
+      Value rowOff = mul(b, add(b, warpRow0, lane16), ci32(b, qStride));
+      for (int64_t kk = 0; kk < D / 16; ++kk) {
+        Value col = add(b, ci32(b, kk * 16), mul(b, laneHi, ci32(b, 8)));
+        qa.push_back(ldmatrix(b, smemAt(b, mul(b, add(b, rowOff, col), ci32(b, 2))), 4, false));
+      }
+    }
+
+    // Scalars of this thread's fragment rows.
+    Value rowA = add(b, warpRow0, grp), rowB = add(b, rowA, ci32(b, 8));
+    Value lastRow = arith::SubIOp::create(b, l, Nq, ci32(b, 1));
+    // Query positions, clamped to the last row so region reads stay in
+    // bounds for rows past Nq (never stored).
+    Value qPosA = add(b, qOffset, arith::MinSIOp::create(b, l, add(b, q0, rowA), lastRow));
+    Value qPosB = add(b, qOffset, arith::MinSIOp::create(b, l, add(b, q0, rowB), lastRow));
+
+    Value scale = attention.getScale() ? outer.lookup(attention.getScale())
+                                       : cf32(b, 1.0 / std::sqrt(double(D)));
+    Block &scoreBlock = attention.getScoreBlock();
+    bool identityScore = attention.getScoreValue() == scoreBlock.getArgument(0);
+    bool softmax = attention.getNormalizer() == attn::Normalizer::Softmax;
+    bool maskAlwaysTrue = false;
+    if (auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>())
+      if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
+        maskAlwaysTrue = true;
+    Value scaleLog2 = fmul(b, scale, cf32(b, kLog2e));
+    Value log2e = cf32(b, kLog2e);
+    float ninf = -std::numeric_limits<float>::infinity();
+    Value negInf = cf32(b, ninf), zero = cf32(b, 0.0), one = cf32(b, 1.0);
+
+    // Loop state: m (2 rows), l (2 rows, thread-partial), O accumulators
+    // (Dv/8 n-blocks x 4).
+    const int64_t nbO = Dv / 8;
+    SmallVector<Value> init = {negInf, negInf, zero, zero};
+    init.append(nbO * 4, zero);
+    bool hadError = false;
+
+    auto loop = scf::ForOp::create(
+        b, l, ci32(b, 0), nTiles, ci32(b, 1), init,
+        [&](OpBuilder &b, Location l, Value t, ValueRange iter) {
+          // Prefetch tile t+1 into the other stage while tile t computes.
+          Value t1 = add(b, t, ci32(b, 1));
+          Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, t1, nTiles);
+          auto ifOp = scf::IfOp::create(b, l, more, false);
+          {
+            OpBuilder tb = ifOp.getThenBodyBuilder();
+            loadKV(tb, t1);
+          }
+          NVVM::CpAsyncCommitGroupOp::create(b, l);
+          NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(1));
+          gpu::BarrierOp::create(b, l);
+
+          Value stage = arith::RemUIOp::create(b, l, t, ci32(b, stages));
+          auto [kOff, vOff] = stageOffsets(b, stage);
+          Value k0 = add(b, kLo, mul(b, t, ci32(b, BK)));
+
+          // S = Q K^T: per pair of n8 key blocks and k16 chunk, one
+          // ldmatrix.x4 at key row np*16 + (lane/16)*8 + lane%8, column
+          // kk*16 + ((lane/8)%2)*8 gives the B fragments of both blocks.
+          const int64_t nbS = BK / 8;
+          SmallVector<SmallVector<Value, 4>> s(nbS, SmallVector<Value, 4>(4, zero));
+          for (int64_t np = 0; np < BK / 16; ++np) {
+            Value krow = add(b, ci32(b, np * 16), add(b, mul(b, laneHi, ci32(b, 8)), lane8));
+            Value rowOff = mul(b, krow, ci32(b, kStride));
+            for (int64_t kk = 0; kk < D / 16; ++kk) {
+              Value col = add(b, ci32(b, kk * 16), mul(b, laneMid, ci32(b, 8)));
+              Value p = smemAt(b, add(b, kOff, mul(b, add(b, rowOff, col), ci32(b, 2))));
+              SmallVector<Value> kb = ldmatrix(b, p, 4, false);
+              s[2 * np] = mma(b, qa[kk], {kb[0], kb[1]}, s[2 * np]);
+              s[2 * np + 1] = mma(b, qa[kk], {kb[2], kb[3]}, s[2 * np + 1]);
+            }
+          }
+
+          // Scores in the log2 domain, masked keys -inf. Tiles inside the
+          // mask's inner range (every row keeps every key, all keys < Nk)
+          // skip the mask; the branch is uniform across the CTA.
+          const int64_t nElems = nbS * 4;
+          Value tileEnd = add(b, k0, ci32(b, BK));
+          Value isFull = arith::AndIOp::create(
+              b, l, arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, k0, innerLo),
+              arith::CmpIOp::create(b, l, arith::CmpIPredicate::sle, tileEnd, innerHi));
+          SmallVector<Type> tileTypes(nElems, f32());
+          if (!softmax)
+            tileTypes.append(nElems, b.getI1Type());
+          Value keyBase = add(b, k0, mul(b, tig, ci32(b, 2)));
+          auto scoreIf = scf::IfOp::create(b, l, tileTypes, isFull,
+                                           /*withElseRegion=*/true);
+          auto emitScores = [&](OpBuilder &b, bool masked) {
+            SmallVector<Value> tvals, keeps;
+            Value kLast = arith::SubIOp::create(b, l, kHi, ci32(b, 1));
+            for (int64_t nb = 0; nb < nbS && !hadError; ++nb) {
+              for (int i = 0; i < 4 && !hadError; ++i) {
+                Value qp = i < 2 ? qPosA : qPosB;
+                Value key = add(b, keyBase, ci32(b, nb * 8 + (i & 1)));
+                // Region reads stay in bounds: keys past the range read the
+                // last one (and are masked).
+                Value kc = masked ? arith::MinSIOp::create(b, l, key, kLast).getResult() : key;
+                Value keep = arith::ConstantIntOp::create(b, l, 1, 1);
+                if (masked) {
+                  keep = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, key, kHi);
+                  if (!maskAlwaysTrue) {
+                    auto mv = cloneRegion(b, attention.getMaskBlock(), {bIdx, hIdx, qp, kc});
+                    if (failed(mv)) {
+                      hadError = true;
+                      break;
+                    }
+                    keep = arith::AndIOp::create(b, l, keep, *mv);
+                  }
+                }
+                Value tval;
+                if (identityScore) {
+                  tval = fmul(b, s[nb][i], scaleLog2);
+                } else {
+                  auto sv =
+                      cloneRegion(b, scoreBlock, {fmul(b, s[nb][i], scale), bIdx, hIdx, qp, kc});
+                  if (failed(sv)) {
+                    hadError = true;
+                    break;
+                  }
+                  tval = fmul(b, *sv, log2e);
+                }
+                tvals.push_back(masked ? select(b, keep, tval, negInf) : tval);
+                keeps.push_back(keep);
+              }
+            }
+            if (hadError) {
+              tvals.assign(nElems, negInf);
+              keeps.assign(nElems, arith::ConstantIntOp::create(b, l, 0, 1));
+            }
+            if (!softmax)
+              tvals.append(keeps);
+            scf::YieldOp::create(b, l, tvals);
+          };
+          {
+            OpBuilder tb = scoreIf.getThenBodyBuilder();
+            emitScores(tb, /*masked=*/false);
+            OpBuilder eb = scoreIf.getElseBodyBuilder();
+            emitScores(eb, /*masked=*/true);
+          }
+          Value tileMaxA = negInf, tileMaxB = negInf;
+          SmallVector<SmallVector<Value, 4>> tv(nbS, SmallVector<Value, 4>(4));
+          SmallVector<SmallVector<Value, 4>> keepv(nbS, SmallVector<Value, 4>(4));
+          for (int64_t nb = 0; nb < nbS; ++nb) {
+            for (int i = 0; i < 4; ++i) {
+              tv[nb][i] = scoreIf.getResult(nb * 4 + i);
+              if (!softmax)
+                keepv[nb][i] = scoreIf.getResult(nElems + nb * 4 + i);
+              if (i < 2)
+                tileMaxA = fmax(b, tileMaxA, tv[nb][i]);
+              else
+                tileMaxB = fmax(b, tileMaxB, tv[nb][i]);
+            }
+          }
+          if (hadError) {
+            scf::YieldOp::create(b, l, iter);
+            return;
+          }
+          // Row maxima across the 4 threads of a row (a quad).
+          for (int64_t x : {1, 2}) {
+            tileMaxA = fmax(b, tileMaxA, shflXor(b, tileMaxA, x));
+            tileMaxB = fmax(b, tileMaxB, shflXor(b, tileMaxB, x));
+          }
+          SmallVector<Value> next;
+          Value mNew[2], ref[2], alpha[2], sum[2];
+          for (int r = 0; r < 2; ++r) {
+            mNew[r] = fmax(b, iter[r], r == 0 ? tileMaxA : tileMaxB);
+            // A row that has seen no key keeps m = -inf; use 0 as its
+            // reference so that 2^(-inf - ref) = 0 instead of NaN.
+            Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew[r], negInf);
+            ref[r] = select(b, isNinf, zero, mNew[r]);
+            alpha[r] = ex2(b, fsub(b, iter[r], ref[r]));
+            sum[r] = fmul(b, alpha[r], iter[2 + r]);
+          }
+          // P (weights) packed as A fragments of P.V, 16 keys per chunk.
+          SmallVector<Value> w(nbS * 4);
+          for (int64_t nb = 0; nb < nbS; ++nb)
+            for (int i = 0; i < 4; ++i) {
+              int r = i < 2 ? 0 : 1;
+              Value p = ex2(b, fsub(b, tv[nb][i], ref[r]));
+              sum[r] = fadd(b, sum[r], p);
+              if (softmax) {
+                w[nb * 4 + i] = p;
+              } else {
+                // sigmoid(s') = 1 / (1 + 2^(-t)); masked keys weigh 0.
+                Value e = ex2(b, arith::NegFOp::create(b, l, tv[nb][i]));
+                Value sg = arith::DivFOp::create(b, l, one, fadd(b, one, e));
+                w[nb * 4 + i] = select(b, keepv[nb][i], sg, zero);
+              }
+            }
+          next.append({mNew[0], mNew[1], sum[0], sum[1]});
+          SmallVector<SmallVector<Value, 4>> o(nbO);
+          for (int64_t n = 0; n < nbO; ++n)
+            for (int i = 0; i < 4; ++i) {
+              Value a = iter[4 + n * 4 + i];
+              o[n].push_back(softmax ? fmul(b, a, alpha[i < 2 ? 0 : 1]) : a);
+            }
+          SmallVector<SmallVector<Value>> pa;
+          for (int64_t j = 0; j < BK / 16; ++j) {
+            auto W = [&](int64_t nb, int i) { return w[nb * 4 + i]; };
+            pa.push_back({pack(b, W(2 * j, 0), W(2 * j, 1)), pack(b, W(2 * j, 2), W(2 * j, 3)),
+                          pack(b, W(2 * j + 1, 0), W(2 * j + 1, 1)),
+                          pack(b, W(2 * j + 1, 2), W(2 * j + 1, 3))});
+          }
+          // O += P V: ldmatrix.trans x4 at V row j*16 + lane%16, column
+          // np*16 + (lane/16)*8 gives the B fragments of n-blocks 2np, 2np+1.
+          for (int64_t j = 0; j < BK / 16; ++j) {
+            Value rowOff = mul(b, add(b, ci32(b, j * 16), lane16), ci32(b, vStride));
+            for (int64_t np = 0; np < Dv / 16; ++np) {
+              Value col = add(b, ci32(b, np * 16), mul(b, laneHi, ci32(b, 8)));
+              Value p = smemAt(b, add(b, vOff, mul(b, add(b, rowOff, col), ci32(b, 2))));
+              SmallVector<Value> vb = ldmatrix(b, p, 4, true);
+              o[2 * np] = mma(b, pa[j], {vb[0], vb[1]}, o[2 * np]);
+              o[2 * np + 1] = mma(b, pa[j], {vb[2], vb[3]}, o[2 * np + 1]);
+            }
+          }
+          for (auto &blk : o)
+            next.append(blk.begin(), blk.end());
+          // The next iteration's prefetch overwrites this stage.
+          gpu::BarrierOp::create(b, l);
+          scf::YieldOp::create(b, l, next);
+        });
+    if (hadError)
+      return failure();
+    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(0));
+
+    // Finalize: full row sums across the quad; O = acc / l; LSE.
+    ValueRange res = loop.getResults();
+    Value lsum[2], inv[2], lse[2];
+    for (int r = 0; r < 2; ++r) {
+      lsum[r] = res[2 + r];
+      for (int64_t x : {1, 2})
+        lsum[r] = fadd(b, lsum[r], shflXor(b, lsum[r], x));
+      Value hasKeys = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, lsum[r], zero);
+      inv[r] = softmax ? select(b, hasKeys, arith::DivFOp::create(b, l, one, lsum[r]), zero) : one;
+      Value lseVal = fmul(b, fadd(b, res[r], lg2(b, lsum[r])), cf32(b, kLn2));
+      lse[r] = select(b, hasKeys, lseVal, negInf);
+    }
+    for (int r = 0; r < 2; ++r) {
+      Value row = add(b, q0, r == 0 ? rowA : rowB);
+      Value inRange = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, row, Nq);
+      auto ifOp = scf::IfOp::create(b, l, inRange, false);
+      OpBuilder tb = ifOp.getThenBodyBuilder();
+      Value rowOff = add(tb, oBase, mul(tb, ext64(tb, row), stride(11)));
+      for (int64_t n = 0; n < nbO; ++n) {
+        Value col = add(tb, ci32(tb, n * 8), mul(tb, tig, ci32(tb, 2)));
+        Value v0 = fmul(tb, res[4 + n * 4 + 2 * r], inv[r]);
+        Value v1 = fmul(tb, res[4 + n * 4 + 2 * r + 1], inv[r]);
+        Value pr = gep(tb, gO, add(tb, rowOff, ext64(tb, col)), elemType);
+        LLVM::StoreOp::create(tb, l, pack(tb, v0, v1), pr, /*alignment=*/4);
+      }
+      Value first = arith::CmpIOp::create(tb, l, arith::CmpIPredicate::eq, tig, ci32(tb, 0));
+      Value want = arith::CmpIOp::create(tb, l, arith::CmpIPredicate::ne, writeLse, ci32(tb, 0));
+      auto lseIf = scf::IfOp::create(tb, l, arith::AndIOp::create(tb, l, first, want), false);
+      OpBuilder lb = lseIf.getThenBodyBuilder();
+      Value pl = gep(lb, gL, add(lb, lBase, ext64(lb, row)), f32());
+      LLVM::StoreOp::create(lb, l, lse[r], pl, /*alignment=*/4);
+    }
+    gpu::ReturnOp::create(b, l);
+    return success();
+  }
+
+  attn::KernelOp kernel;
+  attn::AttentionOp attention;
+  MLIRContext *ctx;
+  attn::NvvmKernelConfig cfg;
+  Type elemType;
+  IRMapping outer;
+  llvm::DenseMap<Value, TensorArg> tensors;
+
+public:
+  int64_t sharedBytes = 0, numThreads = 0;
+};
+
+struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
+  using AttnToNVVMBase::AttnToNVVMBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    Type elem = llvm::StringSwitch<Type>(dtype)
+                    .Case("bf16", BFloat16Type::get(ctx))
+                    .Case("f16", Float16Type::get(ctx))
+                    .Default(Type());
+    if (!elem) {
+      module.emitError("attn-to-nvvm: dtype must be bf16 or f16, got '") << dtype << "'";
+      return signalPassFailure();
+    }
+    attn::NvvmKernelConfig cfg;
+    cfg.headDim = headDim;
+    cfg.headDimV = headDimV > 0 ? headDimV : headDim;
+    cfg.blockQ = blockQ;
+    cfg.blockK = blockK;
+    if (cfg.headDim <= 0 || cfg.headDim % 16 || cfg.headDimV % 16) {
+      module.emitError("attn-to-nvvm: head dims must be positive multiples of 16, got ")
+          << cfg.headDim << " and " << cfg.headDimV;
+      return signalPassFailure();
+    }
+    if (cfg.blockQ <= 0 || cfg.blockQ % 16 || cfg.blockQ > 16 * 16 || cfg.blockK <= 0 ||
+        cfg.blockK % 16) {
+      module.emitError("attn-to-nvvm: block-q must be a multiple of 16 up to 256 and "
+                       "block-k a positive multiple of 16");
+      return signalPassFailure();
+    }
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), UnitAttr::get(ctx));
+    SmallVector<attn::KernelOp> kernels(module.getOps<attn::KernelOp>());
+    for (attn::KernelOp kernel : kernels) {
+      OpBuilder mb(kernel);
+      KernelLowering lowering(kernel, cfg, elem);
+      if (failed(lowering.run(mb)))
+        return signalPassFailure();
+      // The launch configuration travels on the gpu.module for the runtime
+      // metadata (CudaArtifact).
+      auto gm = module.lookupSymbol<gpu::GPUModuleOp>(attn::cudaEntryName(kernel.getSymName()));
+      gm->setAttr("attn.threads", IntegerAttr::get(IntegerType::get(ctx, 64), lowering.numThreads));
+      gm->setAttr("attn.shared_bytes",
+                  IntegerAttr::get(IntegerType::get(ctx, 64), lowering.sharedBytes));
+      gm->setAttr("attn.block_q", IntegerAttr::get(IntegerType::get(ctx, 64), cfg.blockQ));
+      kernel.erase();
+    }
+    for (Operation &op : llvm::make_early_inc_range(module.getBody()->getOperations()))
+      if (isa<attn::MaskOp, attn::ScoreOp>(op))
+        op.erase();
+  }
+};
+
+} // namespace

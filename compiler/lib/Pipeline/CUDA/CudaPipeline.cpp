@@ -1,0 +1,168 @@
+//===- CudaPipeline.cpp - attn -> PTX for NVIDIA GPUs
+//----------------------===//
+
+#include "attnc/Pipeline/CudaPipeline.h"
+
+#include "attnc/Conversion/AttnToNVVM.h"
+#include "attnc/Dialect/Attn/IR/AttnDialect.h"
+#include "attnc/Dialect/Attn/IR/AttnOps.h"
+#include "attnc/Pipeline/Metadata.h"
+#include "attnc/Pipeline/Pipeline.h"
+
+#include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
+#include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
+#include "mlir/Conversion/GPUToNVVM/GPUToNVVM.h"
+#include "mlir/Conversion/NVVMToLLVM/NVVMToLLVM.h"
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Conversion/UBToLLVM/UBToLLVM.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/LLVMIR/Transforms/Passes.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/UB/IR/UBOps.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVM/NVVM/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
+#include "mlir/Transforms/Passes.h"
+
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+using namespace attnc::pipeline;
+
+static llvm::Error makeError(const llvm::Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
+}
+
+void attnc::pipeline::registerCudaDialects(DialectRegistry &registry) {
+  registry.insert<arith::ArithDialect, gpu::GPUDialect, LLVM::LLVMDialect, NVVM::NVVMDialect,
+                  math::MathDialect, scf::SCFDialect, cf::ControlFlowDialect, ub::UBDialect>();
+  // convert-gpu-to-nvvm converts every dialect through these interfaces.
+  arith::registerConvertArithToLLVMInterface(registry);
+  cf::registerConvertControlFlowToLLVMInterface(registry);
+  ub::registerConvertUBToLLVMInterface(registry);
+  registerConvertNVVMToLLVMInterface(registry);
+  NVVM::registerConvertGpuToNVVMInterface(registry);
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  registerGPUDialectTranslation(registry);
+  registerNVVMDialectTranslation(registry);
+  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
+}
+
+LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &options) {
+  PassManager pm(module->getContext());
+  attn::AttnToNVVMOptions o;
+  o.headDim = options.headDim;
+  o.headDimV = options.headDimV;
+  o.dtype = options.dtype;
+  o.blockQ = options.blockQ;
+  o.blockK = options.blockK;
+  pm.addPass(attn::createAttnToNVVM(o));
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  return pm.run(module);
+}
+
+/// PTX ISA version for an arch: sm_90a needs PTX 8.0 (wgmma later); the
+/// instructions used today (mma.sync, ldmatrix, cp.async) need 7.0.
+static std::string ptxFeatures(llvm::StringRef arch) {
+  return arch.starts_with("sm_9") || arch.starts_with("sm_10") || arch.starts_with("sm_12")
+             ? "+ptx80"
+             : "+ptx70";
+}
+
+LogicalResult attnc::pipeline::lowerToNVVM(ModuleOp module, const CudaOptions &options) {
+  // Nothing on the device path reads what is left of the attn dialect
+  // (cache policies).
+  for (Operation &op : llvm::make_early_inc_range(module.getBody()->getOperations()))
+    if (isa<attn::AttnDialect>(op.getDialect()))
+      op.erase();
+  PassManager pm(module->getContext());
+  OpPassManager &gm = pm.nest<gpu::GPUModuleOp>();
+  gm.addPass(createSCFToControlFlowPass());
+  gm.addPass(createConvertGpuOpsToNVVMOps());
+  gm.addPass(createConvertNVVMToLLVMPass());
+  gm.addPass(createCanonicalizerPass());
+  gm.addPass(createCSEPass());
+  GpuNVVMAttachTargetOptions t;
+  t.chip = options.arch;
+  t.features = ptxFeatures(options.arch);
+  t.optLevel = options.optLevel;
+  pm.addPass(createGpuNVVMAttachTarget(t));
+  pm.addPass(createReconcileUnrealizedCastsPass());
+  return pm.run(module);
+}
+
+llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp module,
+                                                                  const CudaOptions &options) {
+  auto single = getSingleKernel(module);
+  if (!single)
+    return single.takeError();
+  attn::KernelOp kernel = *single;
+  CudaArtifact art;
+  art.kernel = kernel.getSymName().str();
+  art.entry = attn::cudaEntryName(art.kernel);
+  std::string params;
+  {
+    llvm::raw_string_ostream os(params);
+    writeParamMetadata(kernel, os);
+  }
+
+  if (failed(lowerToGpu(module, options)))
+    return makeError("attn-to-nvvm failed");
+  auto gm = module.lookupSymbol<gpu::GPUModuleOp>(art.entry);
+  if (!gm)
+    return makeError("attn-to-nvvm produced no gpu.module @" + art.entry);
+  auto attrInt = [&](StringRef name) {
+    auto a = gm->getAttrOfType<IntegerAttr>(name);
+    return a ? a.getInt() : int64_t(0);
+  };
+  int64_t threads = attrInt("attn.threads"), shared = attrInt("attn.shared_bytes"),
+          blockQ = attrInt("attn.block_q");
+  if (failed(lowerToNVVM(module, options)))
+    return makeError("lowering to NVVM failed");
+
+  LLVMInitializeNVPTXTarget();
+  LLVMInitializeNVPTXTargetInfo();
+  LLVMInitializeNVPTXTargetMC();
+  LLVMInitializeNVPTXAsmPrinter();
+  PassManager pm(module->getContext());
+  GpuModuleToBinaryPassOptions b;
+  b.compilationTarget = "isa"; // PTX text; ptxas or the driver makes SASS
+  pm.addPass(createGpuModuleToBinaryPass(b));
+  if (failed(pm.run(module)))
+    return makeError("PTX generation failed");
+  auto bin = module.lookupSymbol<gpu::BinaryOp>(art.entry);
+  if (!bin || bin.getObjects().empty())
+    return makeError("gpu-module-to-binary produced no object");
+  auto obj = cast<gpu::ObjectAttr>(bin.getObjects()[0]);
+  art.ptx = obj.getObject().getValue().str();
+  // The object string is NUL-terminated for the driver.
+  while (!art.ptx.empty() && art.ptx.back() == '\0')
+    art.ptx.pop_back();
+
+  llvm::raw_string_ostream os(art.metadata);
+  os << "attnc-cuda-kernel 1\n";
+  os << "kernel " << art.kernel << "\n";
+  os << "entry " << art.entry << "\n";
+  os << "arch " << options.arch << "\n";
+  os << "dtype " << options.dtype << "\n";
+  os << "head_dim " << options.headDim << "\n";
+  os << "head_dim_v " << (options.headDimV > 0 ? options.headDimV : options.headDim) << "\n";
+  os << "block_q " << blockQ << "\n";
+  os << "threads " << threads << "\n";
+  os << "shared_bytes " << shared << "\n";
+  os << params;
+  return art;
+}

@@ -1,0 +1,61 @@
+//===- Metadata.cpp - Kernel metadata shared by every target
+//---------------===//
+
+#include "attnc/Pipeline/Metadata.h"
+
+#include "attnc/Dialect/Attn/IR/AttnOps.h"
+
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "llvm/Support/Format.h"
+
+using namespace mlir;
+
+std::string attnc::pipeline::metadataTypeName(Type t) {
+  if (t.isF32())
+    return "f32";
+  if (t.isF64())
+    return "f64";
+  if (t.isF16())
+    return "f16";
+  if (t.isBF16())
+    return "bf16";
+  if (t.isInteger(1))
+    return "i1";
+  if (auto it = dyn_cast<IntegerType>(t))
+    return "i" + std::to_string(it.getWidth());
+  return "?";
+}
+
+void attnc::pipeline::writeParamMetadata(attn::KernelOp kernel, llvm::raw_ostream &os) {
+  for (unsigned i = 0, e = kernel.getNumArguments(); i < e; ++i) {
+    Type t = kernel.getArgumentTypes()[i];
+    os << "param " << kernel.getParamName(i) << " ";
+    if (auto tt = dyn_cast<RankedTensorType>(t)) {
+      os << "tensor " << metadataTypeName(tt.getElementType()) << " " << tt.getRank();
+      auto dims = kernel.getArgAttrOfType<ArrayAttr>(i, "attn.dims");
+      for (int64_t d = 0; d < tt.getRank(); ++d) {
+        std::string sym = "?";
+        if (dims && d < int64_t(dims.size())) {
+          if (auto str = dyn_cast<StringAttr>(dims[d]))
+            sym = str.getValue().str();
+          else if (auto lit = dyn_cast<IntegerAttr>(dims[d]))
+            sym = std::to_string(lit.getInt());
+        } else if (!ShapedType::isDynamic(tt.getDimSize(d))) {
+          sym = std::to_string(tt.getDimSize(d));
+        }
+        os << " " << sym;
+      }
+    } else {
+      os << "scalar " << metadataTypeName(t) << " ";
+      Attribute def = kernel.getArgAttr(i, "attn.default");
+      if (auto fa = dyn_cast_or_null<FloatAttr>(def))
+        os << llvm::format("%.17g", fa.getValueAsDouble());
+      else if (auto ia = dyn_cast_or_null<IntegerAttr>(def))
+        os << ia.getValue().getSExtValue();
+      else
+        os << "none";
+    }
+    os << "\n";
+  }
+}
