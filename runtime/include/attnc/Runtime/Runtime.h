@@ -2,8 +2,9 @@
 //
 // Loads CPU kernel artifacts (shared objects made by the compiler, see
 // attnc/Pipeline/CpuArtifact.h), validates launch arguments and runs the
-// work items on a thread pool. Nothing here links MLIR or LLVM, so a
-// deployed model needs only this library and the artifacts.
+// work items on a thread pool; the CUDA executor is in Cuda.h. Nothing here
+// links MLIR or LLVM, so a deployed model needs only this library and the
+// artifacts.
 //
 // Errors are values (Status / Expected), never exceptions or aborts: every
 // bad argument is reported before any kernel code touches memory.
@@ -101,17 +102,19 @@ struct Arg {
 
 struct LaunchArgs {
   /// Q [B,Hq,Nq,D], K [B,Hkv,Nk,D], V [B,Hkv,Nk,Dv] of the kernel's dtype;
-  /// O [B,Hq,Nq,Dv] f32; LSE [B,Hq,Nq] f32 or null (not wanted). All on
-  /// kDLCPU. The two innermost dimensions must be dense (strides {.., D, 1});
-  /// batch and head strides are free, so slices of larger buffers and
-  /// [B,N,H,D]-ordered storage viewed as [B,H,N,D] are rejected only when the
-  /// row stride differs from D.
+  /// O [B,Hq,Nq,Dv]; LSE [B,Hq,Nq] f32 or null (not wanted).
+  /// CpuKernel: all on kDLCPU, O f32. The two innermost dimensions must be
+  /// dense (strides {.., D, 1}); batch and head strides are free, so slices
+  /// of larger buffers and [B,N,H,D]-ordered storage viewed as [B,H,N,D] are
+  /// rejected only when the row stride differs from D.
+  /// CudaKernel (Cuda.h): all kDLCUDA on one device, O of the kernel's dtype;
+  /// any strides with the innermost 1 (within the kernel's alignment).
   const DLTensor *q = nullptr, *k = nullptr, *v = nullptr;
   DLTensor *o = nullptr, *lse = nullptr;
   int64_t qOffset = 0;
   /// Runtime parameters by name (scalars with a default may be omitted).
   std::map<std::string, Arg> params;
-  /// Threads for this launch; 0: the pool's size.
+  /// CpuKernel: threads for this launch; 0: the pool's size.
   int numThreads = 0;
 };
 

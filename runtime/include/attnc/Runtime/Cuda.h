@@ -1,0 +1,143 @@
+//===- Cuda.h - attnc's CUDA executor (light runtime) -----------*- C++ -*-===//
+//
+// Loads CUDA kernel artifacts (PTX or cubin plus metadata, docs/cuda.md) and
+// launches them through the CUDA driver API. The driver (libcuda.so.1) is
+// loaded at run time on first use, never linked: everything here builds and
+// runs on machines without a GPU, where cudaAvailable() says why not and
+// every call that needs the driver returns that error.
+//
+// Errors are values (Status / Expected), never exceptions or aborts. Launch
+// arguments are validated (shared rules with the CPU executor) before any
+// driver call.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTNC_RUNTIME_CUDA_H
+#define ATTNC_RUNTIME_CUDA_H
+
+#include "attnc/Runtime/Runtime.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace attnc::rt {
+
+/// The specialization and launch configuration of a CUDA kernel.
+struct CudaKernelInfo : KernelInfo {
+  std::string entry;       // PTX entry name
+  std::string arch;        // sm_80, sm_90a, ...
+  int64_t blockQ = 0;      // query rows per CTA: grid.x = ceil(Nq / blockQ)
+  int64_t threads = 0;     // threads per CTA
+  int64_t sharedBytes = 0; // dynamic shared memory per CTA
+  /// Byte alignment the kernel needs of Q/K/V/O's first element and of their
+  /// batch, head and row strides (metadata `align`, default 16).
+  int64_t align = 16;
+};
+
+/// Parses CUDA kernel metadata ("attnc-cuda-kernel 1", docs/cuda.md).
+Expected<CudaKernelInfo> parseCudaKernelInfo(const std::string &text);
+
+/// True if the CUDA driver loads and reports at least one device; otherwise
+/// `whyNot` (if given) receives the reason.
+bool cudaAvailable(std::string *whyNot = nullptr);
+
+/// Number of CUDA devices.
+Expected<int> cudaDeviceCount();
+
+/// The architecture PTX for `device` targets: sm_<major><minor>, with the
+/// `a` suffix (arch-specific features such as wgmma) from compute capability
+/// 9.0 on, e.g. "sm_90a" on an H100, "sm_80" on an A100.
+Expected<std::string> deviceArch(int device);
+
+/// The device's name, e.g. "NVIDIA H100 80GB HBM3".
+Expected<std::string> deviceName(int device);
+
+/// Whether code for `kernelArch` (sm_XY, sm_XYa or sm_XYf) runs on a device
+/// of compute capability `cc` (major * 10 + minor): `a` code only on exactly
+/// that capability, `f` code on the same major version, plain PTX on any
+/// capability at least XY.
+bool archRunsOn(const std::string &kernelArch, int cc);
+
+/// A loaded CUDA kernel. Thread safe: launches may come from several threads
+/// and go to several devices (the module is loaded once per context).
+class CudaKernel {
+public:
+  /// `image` is PTX text or a cubin; `metadata` its description. Parses the
+  /// metadata, then loads the image in the calling thread's current context
+  /// (or device 0's primary context) and finds the entry.
+  static Expected<std::shared_ptr<CudaKernel>> load(const std::string &image,
+                                                    const std::string &metadata);
+  ~CudaKernel();
+  const CudaKernelInfo &info() const;
+
+  /// Validates every argument (all tensors kDLCUDA on one device; Q/K/V/O of
+  /// the kernel's dtype, LSE f32; innermost strides 1), then enqueues the
+  /// kernel on `stream` (a CUstream; null: the default stream) in the
+  /// calling thread's context for the tensors' device (or that device's
+  /// primary context). Nq == 0 does nothing; Nk == 0 writes O = 0 and
+  /// LSE = -inf with memsets on `stream`. Returns once enqueued: errors of
+  /// the kernel's execution surface at the next synchronization.
+  Status launch(const LaunchArgs &args, void *stream = nullptr) const;
+
+private:
+  CudaKernel();
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+/// Device memory for tests and tools (kernels take the caller's memory; this
+/// is not needed to launch them). Operations are synchronous and run in the
+/// device's primary context.
+class CudaBuffer {
+public:
+  static Expected<CudaBuffer> allocate(int device, size_t bytes);
+  CudaBuffer() = default;
+  CudaBuffer(CudaBuffer &&other) noexcept;
+  CudaBuffer &operator=(CudaBuffer &&other) noexcept;
+  CudaBuffer(const CudaBuffer &) = delete;
+  CudaBuffer &operator=(const CudaBuffer &) = delete;
+  ~CudaBuffer();
+
+  /// The device address (a CUdeviceptr).
+  uint64_t address() const { return ptr; }
+  void *data() const { return reinterpret_cast<void *>(static_cast<uintptr_t>(ptr)); }
+  size_t size() const { return bytes; }
+  int device() const { return dev; }
+
+  Status upload(const void *src, size_t n, size_t offset = 0);
+  Status download(void *dst, size_t n, size_t offset = 0) const;
+  /// Sets every 32-bit word (size() must be a multiple of 4) to `word`.
+  Status fill32(uint32_t word);
+
+private:
+  uint64_t ptr = 0;
+  size_t bytes = 0;
+  int dev = 0;
+};
+
+/// Waits for all work on `device` (its primary context) to finish.
+Status cudaSynchronize(int device);
+
+/// Milliseconds between two points of a stream, measured with CUDA events.
+class CudaTimer {
+public:
+  static Expected<CudaTimer> create(int device);
+  CudaTimer() = default;
+  CudaTimer(CudaTimer &&other) noexcept;
+  CudaTimer &operator=(CudaTimer &&other) noexcept;
+  ~CudaTimer();
+  Status start(void *stream = nullptr);
+  Status stop(void *stream = nullptr);
+  /// Waits for the stop event; the time from start to stop.
+  Expected<float> elapsedMs();
+
+private:
+  void *begin = nullptr, *end = nullptr;
+  int dev = 0;
+};
+
+} // namespace attnc::rt
+
+#endif // ATTNC_RUNTIME_CUDA_H

@@ -1,0 +1,86 @@
+//===- Half.h - bf16 and f16 on the host -------------------------*- C++ -*-===//
+//
+// Conversions between float and the 16-bit storage types of kernel inputs
+// and outputs (IEEE binary16 "f16" and bfloat16 "bf16"), rounding to nearest
+// even, for programs that prepare inputs or read outputs on the host.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTNC_RUNTIME_HALF_H
+#define ATTNC_RUNTIME_HALF_H
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace attnc::rt {
+
+inline float bf16ToFloat(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline uint16_t floatToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if (std::isnan(f))
+    return uint16_t((bits >> 16) | 0x40); // quiet NaN, sign kept
+  bits += 0x7fff + ((bits >> 16) & 1);
+  return uint16_t(bits >> 16);
+}
+
+inline float f16ToFloat(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16;
+  int exp = (h >> 10) & 0x1f;
+  uint32_t mant = h & 0x3ff;
+  float f;
+  if (exp == 0x1f) {
+    uint32_t bits = sign | 0x7f800000u | (mant << 13);
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+  if (exp == 0)
+    f = std::ldexp(float(mant), -24); // zero and subnormals
+  else
+    f = std::ldexp(float(mant | 0x400), exp - 25);
+  return sign ? -f : f;
+}
+
+inline uint16_t floatToF16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  uint16_t sign = uint16_t((bits >> 16) & 0x8000);
+  if (std::isnan(f))
+    return sign | 0x7e00;
+  float a = std::fabs(f);
+  if (a >= 65520.f) // rounds past the largest finite f16 (65504)
+    return sign | 0x7c00;
+  if (a < std::ldexp(1.f, -14)) {
+    // Subnormal (or zero): multiples of 2^-24, nearest even by rint.
+    return sign | uint16_t(std::nearbyint(std::ldexp(a, 24)));
+  }
+  int exp;
+  float m = std::frexp(a, &exp); // a = m * 2^exp, m in [0.5, 1)
+  // 11 significant bits: mantissa in [1024, 2048), nearest even.
+  auto mant = uint32_t(std::nearbyint(std::ldexp(m, 11)));
+  if (mant == 2048) {
+    mant = 1024;
+    ++exp;
+  }
+  return sign | uint16_t(uint32_t(exp + 14) << 10) | uint16_t(mant & 0x3ff);
+}
+
+/// Rounds `f` to the nearest value of `dtype` ("bf16", "f16"; else f32).
+inline float roundTo(const char *dtype, float f) {
+  if (dtype[0] == 'b')
+    return bf16ToFloat(floatToBf16(f));
+  if (dtype[0] == 'f' && dtype[1] == '1')
+    return f16ToFloat(floatToF16(f));
+  return f;
+}
+
+} // namespace attnc::rt
+
+#endif // ATTNC_RUNTIME_HALF_H

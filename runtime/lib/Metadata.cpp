@@ -1,0 +1,193 @@
+//===- Metadata.cpp - Kernel metadata of CPU and CUDA artifacts -----------===//
+//
+// One line-based format for both targets (docs/cpu-runtime.md, docs/cuda.md):
+// a header line `attnc-<target>-kernel 1`, then `key value...` lines. Every
+// known key must be well formed (a bad line is an error naming it); unknown
+// keys are skipped so that newer producers can add lines.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Validate.h"
+#include "attnc/Runtime/Cuda.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <set>
+#include <sstream>
+
+using namespace attnc::rt;
+
+namespace {
+bool parseInt(const std::string &tok, int64_t &out) {
+  if (tok.empty())
+    return false;
+  char *end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(tok.c_str(), &end, 10);
+  if (errno || *end)
+    return false;
+  out = v;
+  return true;
+}
+
+bool parseDouble(const std::string &tok, double &out) {
+  if (tok.empty())
+    return false;
+  char *end = nullptr;
+  out = std::strtod(tok.c_str(), &end);
+  return !*end;
+}
+
+bool isDimSymbol(const std::string &s) {
+  static const std::set<std::string> symbols = {"B", "Hq", "Hkv", "Nq", "Nk", "N", "D", "Dv", "?"};
+  int64_t n;
+  return symbols.count(s) || (parseInt(s, n) && n >= 0);
+}
+
+/// Parses `text` with header `magic` into `info`; `seen` receives the keys.
+Status parseMetadata(const std::string &text, const std::string &magic, CudaKernelInfo &info,
+                     std::set<std::string> &seen) {
+  std::istringstream in(text);
+  std::string line;
+  bool sawHeader = false;
+  auto bad = [&](const std::string &why) {
+    return Status::error("malformed kernel metadata (" + why + "): '" + line + "'");
+  };
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string key;
+    if (!(ls >> key))
+      continue;
+    if (!sawHeader) {
+      int64_t version = 0;
+      std::string tok;
+      if (key != magic)
+        return bad("expected a '" + magic + " 1' header");
+      if (!(ls >> tok) || !parseInt(tok, version) || version != 1)
+        return bad("unsupported version");
+      sawHeader = true;
+      continue;
+    }
+    std::vector<std::string> values;
+    for (std::string tok; ls >> tok;)
+      values.push_back(tok);
+    if (key == "param") {
+      ParamInfo p;
+      if (values.size() < 3)
+        return bad("param: expected 'param NAME tensor|scalar TYPE ...'");
+      p.name = values[0];
+      p.type = values[2];
+      if (values[1] == "tensor") {
+        p.isTensor = true;
+        int64_t rank = 0;
+        if (!detail::typeBytes(p.type))
+          return bad("unknown element type '" + p.type + "'");
+        if (values.size() < 4 || !parseInt(values[3], rank) || rank <= 0 || rank > 8)
+          return bad("tensor rank");
+        if (int64_t(values.size()) != 4 + rank)
+          return bad("tensor dims: expected " + std::to_string(rank));
+        p.dims.assign(values.begin() + 4, values.end());
+        for (auto &d : p.dims)
+          if (!isDimSymbol(d))
+            return bad("tensor dim '" + d + "'");
+      } else if (values[1] == "scalar") {
+        if (!detail::typeBytes(p.type) || p.type == "f16" || p.type == "bf16")
+          return bad("unknown scalar type '" + p.type + "'");
+        if (values.size() != 4)
+          return bad("scalar default: expected a value or 'none'");
+        double def;
+        if (values[3] != "none") {
+          if (!parseDouble(values[3], def))
+            return bad("scalar default '" + values[3] + "'");
+          p.defaultValue = def;
+        }
+      } else {
+        return bad("param kind");
+      }
+      for (auto &q : info.params)
+        if (q.name == p.name)
+          return bad("parameter '" + p.name + "' declared twice");
+      info.params.push_back(std::move(p));
+      continue;
+    }
+    static const std::set<std::string> known = {"kernel",  "dtype",   "head_dim", "head_dim_v",
+                                                "tile_q",  "tile_k",  "entry",    "arch",
+                                                "block_q", "threads", "align",    "shared_bytes"};
+    if (!known.count(key))
+      continue; // a newer producer's line
+    if (!seen.insert(key).second)
+      return bad("'" + key + "' given twice");
+    if (values.size() != 1)
+      return bad(key + ": expected one value");
+    const std::string &v = values[0];
+    if (key == "kernel") {
+      info.name = v;
+    } else if (key == "entry") {
+      info.entry = v;
+    } else if (key == "dtype") {
+      if (v != "f32" && v != "bf16" && v != "f16")
+        return bad("dtype: expected f32, bf16 or f16");
+      info.dtype = v;
+    } else if (key == "arch") {
+      if (v.rfind("sm_", 0) != 0 || v.size() < 5)
+        return bad("arch: expected sm_<version>");
+      info.arch = v;
+    } else {
+      int64_t n = 0;
+      if (!parseInt(v, n))
+        return bad(key + ": expected an integer");
+      int64_t lo = key == "shared_bytes" ? 0 : 1;
+      int64_t hi = key == "threads" ? 1024 : int64_t(1) << 30;
+      if (n < lo || n > hi)
+        return bad(key + ": out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      if (key == "align" && (n & (n - 1)))
+        return bad("align: expected a power of two");
+      int64_t *field = key == "head_dim"       ? &info.headDim
+                       : key == "head_dim_v"   ? &info.headDimV
+                       : key == "tile_q"       ? &info.tileQ
+                       : key == "tile_k"       ? &info.tileK
+                       : key == "block_q"      ? &info.blockQ
+                       : key == "threads"      ? &info.threads
+                       : key == "shared_bytes" ? &info.sharedBytes
+                                               : &info.align;
+      *field = n;
+    }
+  }
+  if (!sawHeader)
+    return Status::error("malformed kernel metadata: no '" + magic + " 1' header");
+  return Status::ok();
+}
+
+Status requireKeys(const std::set<std::string> &seen, std::initializer_list<const char *> keys) {
+  for (const char *k : keys)
+    if (!seen.count(k))
+      return Status::error(std::string("malformed kernel metadata: missing '") + k + "'");
+  return Status::ok();
+}
+} // namespace
+
+Expected<KernelInfo> attnc::rt::parseKernelInfo(const std::string &text) {
+  CudaKernelInfo info;
+  std::set<std::string> seen;
+  if (Status s = parseMetadata(text, "attnc-cpu-kernel", info, seen); !s)
+    return s;
+  if (Status s = requireKeys(seen, {"kernel", "head_dim", "head_dim_v", "tile_q"}); !s)
+    return s;
+  return KernelInfo(std::move(info));
+}
+
+Expected<CudaKernelInfo> attnc::rt::parseCudaKernelInfo(const std::string &text) {
+  CudaKernelInfo info;
+  info.dtype.clear();
+  std::set<std::string> seen;
+  if (Status s = parseMetadata(text, "attnc-cuda-kernel", info, seen); !s)
+    return s;
+  if (Status s = requireKeys(seen, {"kernel", "entry", "arch", "dtype", "head_dim", "head_dim_v",
+                                    "block_q", "threads", "shared_bytes"});
+      !s)
+    return s;
+  if (info.dtype != "bf16" && info.dtype != "f16")
+    return Status::error("malformed kernel metadata: dtype " + info.dtype +
+                         " (CUDA kernels take bf16 or f16)");
+  return info;
+}

@@ -1,0 +1,80 @@
+//===- Validate.h - Launch argument checks shared by the executors -*- C++ -*-===//
+//
+// Private to the light runtime. One validation for every executor: the CPU
+// and CUDA kernels differ only in the rules below (device, the type of O,
+// which strides their code can follow). Everything here runs before any
+// kernel or driver call, and every error names the argument at fault.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTNC_RUNTIME_VALIDATE_H
+#define ATTNC_RUNTIME_VALIDATE_H
+
+#include "attnc/Runtime/Runtime.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace attnc::rt::detail {
+
+/// What one executor accepts.
+struct TargetRules {
+  /// Device type of every tensor (kDLCPU or kDLCUDA) and why, for errors.
+  DLDeviceType device = kDLCPU;
+  const char *deviceName = "kDLCPU";
+  const char *deviceReason = "the CPU kernel reads host memory";
+  /// Element type of O (LSE is always f32).
+  std::string outDtype = "f32";
+  /// The row stride of Q/K/V/O must equal the row length (the CPU kernel's
+  /// memref types fix it); otherwise only the innermost stride is fixed (1).
+  bool packedRows = true;
+  /// Byte alignment of Q/K/V/O's first element and of their outer strides
+  /// (0: the element size).
+  int64_t align = 0;
+  /// B, Hq, Hkv, Nq, Nk and tensor parameter extents must fit int32 (the
+  /// CUDA ABI passes them as i32).
+  bool int32Sizes = false;
+};
+
+/// A validated tensor: the address of its first element and its extents and
+/// strides in elements (filled in for compact tensors).
+struct TensorView {
+  char *data = nullptr;
+  std::vector<int64_t> shape, strides;
+  int device = 0;
+  int64_t numel() const;
+};
+
+/// A validated runtime parameter.
+struct ParamValue {
+  const ParamInfo *info = nullptr;
+  TensorView tensor; // tensors
+  /// Scalars: the value in the parameter's type, little-endian in the first
+  /// `scalarBytes` bytes.
+  uint64_t scalarBits = 0;
+  unsigned scalarBytes = 0;
+};
+
+/// Everything a launch needs, checked.
+struct LaunchPlan {
+  int64_t B = 0, Hq = 0, Hkv = 0, Nq = 0, Nk = 0, D = 0, Dv = 0, qOffset = 0;
+  TensorView q, k, v, o, lse;
+  bool hasLse = false;            // false: lse is empty and its data null
+  std::vector<ParamValue> params; // in kernel order
+};
+
+/// Checks `args` against kernel `ki` under `rules` (docs/cpu-runtime.md,
+/// docs/cuda.md).
+Expected<LaunchPlan> planLaunch(const KernelInfo &ki, const LaunchArgs &args,
+                                const TargetRules &rules);
+
+/// True if `t` matches the metadata type name (f32, bf16, i32, ...).
+bool sameType(DLDataType t, const std::string &name);
+
+/// Bytes of one element of metadata type `name` (0 if unknown).
+unsigned typeBytes(const std::string &name);
+
+} // namespace attnc::rt::detail
+
+#endif // ATTNC_RUNTIME_VALIDATE_H
