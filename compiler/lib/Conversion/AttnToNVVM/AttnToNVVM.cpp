@@ -482,6 +482,15 @@ private:
     Value lane8 = arith::RemUIOp::create(b, l, lane, ci32(b, 8));
     Value laneMid = arith::RemUIOp::create(b, l, arith::DivUIOp::create(b, l, lane, ci32(b, 8)),
                                            ci32(b, 2)); // 0/1
+    // This lane's ldmatrix row address within a K tile (key row
+    // (lane/16)*8 + lane%8, column ((lane/8)%2)*8) and a V tile (key row
+    // lane%16, column (lane/16)*8), in bytes.
+    Value laneK = mul(b,
+                      add(b, mul(b, add(b, mul(b, laneHi, ci32(b, 8)), lane8), ci32(b, kStride)),
+                          mul(b, laneMid, ci32(b, 8))),
+                      ci32(b, 2));
+    Value laneV =
+        mul(b, add(b, mul(b, lane16, ci32(b, vStride)), mul(b, laneHi, ci32(b, 8))), ci32(b, 2));
     // Q A-fragments: row warpRow0 + lane%16, columns kk*16 + (lane/16)*8.
     SmallVector<SmallVector<Value>> qa;
     {
@@ -510,6 +519,19 @@ private:
       if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
         maskAlwaysTrue = true;
     Value scaleLog2 = fmul(b, scale, cf32(b, kLog2e));
+    // With the plain score and a positive constant scale, scores stay raw
+    // until the exponent: max commutes with the scaling, and
+    // 2^(s*scale*log2e - m) is one FFMA + EX2 per element (as in FA2).
+    bool foldScale = false;
+    if (identityScore && softmax) {
+      double sv = 1.0 / std::sqrt(double(D));
+      if (attention.getScale()) {
+        auto c = attention.getScale().getDefiningOp<arith::ConstantOp>();
+        auto fa = c ? dyn_cast<FloatAttr>(c.getValue()) : FloatAttr();
+        sv = fa ? fa.getValueAsDouble() : -1.0;
+      }
+      foldScale = sv > 0;
+    }
     Value log2e = cf32(b, kLog2e);
     float ninf = -std::numeric_limits<float>::infinity();
     Value negInf = cf32(b, ninf), zero = cf32(b, 0.0), one = cf32(b, 1.0);
@@ -545,12 +567,12 @@ private:
           // kk*16 + ((lane/8)%2)*8 gives the B fragments of both blocks.
           const int64_t nbS = BK / 8;
           SmallVector<SmallVector<Value, 4>> s(nbS, SmallVector<Value, 4>(4, zero));
+          // Addresses: one pointer per tile (stage + lane), then constant
+          // offsets that fold into the ldmatrix's immediate.
+          Value kLane = gep(b, smemAt(b, kOff), laneK, b.getI8Type());
           for (int64_t np = 0; np < BK / 16; ++np) {
-            Value krow = add(b, ci32(b, np * 16), add(b, mul(b, laneHi, ci32(b, 8)), lane8));
-            Value rowOff = mul(b, krow, ci32(b, kStride));
             for (int64_t kk = 0; kk < D / 16; ++kk) {
-              Value col = add(b, ci32(b, kk * 16), mul(b, laneMid, ci32(b, 8)));
-              Value p = smemAt(b, add(b, kOff, mul(b, add(b, rowOff, col), ci32(b, 2))));
+              Value p = gep(b, kLane, ci32(b, (np * 16 * kStride + kk * 16) * 2), b.getI8Type());
               SmallVector<Value> kb = ldmatrix(b, p, 4, false);
               s[2 * np] = mma(b, qa[kk], {kb[0], kb[1]}, s[2 * np]);
               s[2 * np + 1] = mma(b, qa[kk], {kb[2], kb[3]}, s[2 * np + 1]);
@@ -595,7 +617,7 @@ private:
                 }
                 Value tval;
                 if (identityScore) {
-                  tval = fmul(b, s[nb][i], scaleLog2);
+                  tval = foldScale ? s[nb][i] : fmul(b, s[nb][i], scaleLog2);
                 } else {
                   auto sv =
                       cloneRegion(b, scoreBlock, {fmul(b, s[nb][i], scale), bIdx, hIdx, qp, kc});
@@ -649,7 +671,10 @@ private:
           SmallVector<Value> next;
           Value mNew[2], ref[2], alpha[2], sum[2];
           for (int r = 0; r < 2; ++r) {
-            mNew[r] = fmax(b, iter[r], r == 0 ? tileMaxA : tileMaxB);
+            Value tileMax = r == 0 ? tileMaxA : tileMaxB;
+            if (foldScale)
+              tileMax = fmul(b, tileMax, scaleLog2);
+            mNew[r] = fmax(b, iter[r], tileMax);
             // A row that has seen no key keeps m = -inf; use 0 as its
             // reference so that 2^(-inf - ref) = 0 instead of NaN.
             Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew[r], negInf);
@@ -662,7 +687,9 @@ private:
           for (int64_t nb = 0; nb < nbS; ++nb)
             for (int i = 0; i < 4; ++i) {
               int r = i < 2 ? 0 : 1;
-              Value p = ex2(b, fsub(b, tv[nb][i], ref[r]));
+              Value p = foldScale ? ex2(b, LLVM::FMAOp::create(b, l, tv[nb][i], scaleLog2,
+                                                               arith::NegFOp::create(b, l, ref[r])))
+                                  : ex2(b, fsub(b, tv[nb][i], ref[r]));
               sum[r] = fadd(b, sum[r], p);
               if (softmax) {
                 w[nb * 4 + i] = p;
@@ -689,11 +716,10 @@ private:
           }
           // O += P V: ldmatrix.trans x4 at V row j*16 + lane%16, column
           // np*16 + (lane/16)*8 gives the B fragments of n-blocks 2np, 2np+1.
+          Value vLane = gep(b, smemAt(b, vOff), laneV, b.getI8Type());
           for (int64_t j = 0; j < BK / 16; ++j) {
-            Value rowOff = mul(b, add(b, ci32(b, j * 16), lane16), ci32(b, vStride));
             for (int64_t np = 0; np < Dv / 16; ++np) {
-              Value col = add(b, ci32(b, np * 16), mul(b, laneHi, ci32(b, 8)));
-              Value p = smemAt(b, add(b, vOff, mul(b, add(b, rowOff, col), ci32(b, 2))));
+              Value p = gep(b, vLane, ci32(b, (j * 16 * vStride + np * 16) * 2), b.getI8Type());
               SmallVector<Value> vb = ldmatrix(b, p, 4, true);
               o[2 * np] = mma(b, pa[j], {vb[0], vb[1]}, o[2 * np]);
               o[2 * np + 1] = mma(b, pa[j], {vb[2], vb[3]}, o[2 * np + 1]);
