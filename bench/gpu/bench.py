@@ -28,6 +28,10 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench
 
 torch.backends.cuda.matmul.allow_tf32 = False
+# Every case compiles Flex with its own mask/score closures; the default
+# limit (8) silently falls back to eager (unfused, ~7 TFLOP/s) after that.
+torch._dynamo.config.cache_size_limit = 256
+torch._dynamo.config.accumulated_cache_size_limit = 1024
 
 
 def parse_meta(path):
