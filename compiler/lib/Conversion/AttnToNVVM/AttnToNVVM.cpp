@@ -271,6 +271,13 @@ private:
   /// is what the fast paths of FlashAttention and Triton use) or LLVM
   /// intrinsics the NVPTX backend selects natively.
   FailureOr<Value> lowerMath(OpBuilder &b, Operation &op, llvm::function_ref<Value(Value)> get) {
+    if (auto absi = dyn_cast<math::AbsIOp>(op)) {
+      // |x| with the reference's wrap-around at INT_MIN.
+      Value x = get(absi.getOperand());
+      Value zero = arith::ConstantIntOp::create(b, op.getLoc(), x.getType(), 0);
+      Value neg = arith::SubIOp::create(b, op.getLoc(), zero, x);
+      return Value(arith::MaxSIOp::create(b, op.getLoc(), x, neg));
+    }
     if (op.getNumOperands() != 1 || !op.getResult(0).getType().isF32())
       return op.emitError("attn-to-nvvm: unsupported math op '") << op.getName() << "'", failure();
     Value x = get(op.getOperand(0));
@@ -570,8 +577,10 @@ private:
           // Addresses: one pointer per tile (stage + lane), then constant
           // offsets that fold into the ldmatrix's immediate.
           Value kLane = gep(b, smemAt(b, kOff), laneK, b.getI8Type());
-          for (int64_t np = 0; np < BK / 16; ++np) {
-            for (int64_t kk = 0; kk < D / 16; ++kk) {
+          // kk outer: the BK/8 accumulator chains advance together, so
+          // consecutive MMAs are independent and their latency overlaps.
+          for (int64_t kk = 0; kk < D / 16; ++kk) {
+            for (int64_t np = 0; np < BK / 16; ++np) {
               Value p = gep(b, kLane, ci32(b, (np * 16 * kStride + kk * 16) * 2), b.getI8Type());
               SmallVector<Value> kb = ldmatrix(b, p, 4, false);
               s[2 * np] = mma(b, qa[kk], {kb[0], kb[1]}, s[2 * np]);
