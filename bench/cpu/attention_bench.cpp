@@ -5,10 +5,10 @@
 // time, effective GFLOP/s (4 * D * unmasked (q, k) pairs * B * H), % of the
 // measured FMA peak (of the cores used), and the ratio against an unfused
 // baseline (OpenBLAS sgemm for Q K^T, masked row softmax, sgemm for P V),
-// for 1 thread and for all cores. The kernels go through the same pipeline
-// as `attnc run --target=cpu` (MLIRGen -> runInlineAndSimplify ->
-// lowerToTiled -> lowerToLLVM -> createJIT); all-cores runs the per-item
-// entry K_item over (b, h, q-tile) with std::thread workers.
+// for 1 thread and for all cores. The kernels are what users get: built
+// through the JIT API (attnc::Compiler, as `attnc run --target=cpu`) and
+// launched by the light runtime (rt::CpuKernel::launch) on its thread pool,
+// LaunchArgs::numThreads = 1 or the pool's size.
 //
 // Usage: attnc-cpu-bench [--case=dense,causal,sliding,document] [--n=1024,4096]
 //                        [--d=64,128] [--threads=1,all] [--reps=5]
@@ -17,26 +17,13 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "attnc/Conversion/AttnToCPU.h"
-#include "attnc/DSL/Frontend.h"
-#include "attnc/DSL/MLIRGen.h"
-#include "attnc/Dialect/Attn/IR/AttnDialect.h"
-#include "attnc/Dialect/Attn/IR/AttnOps.h"
+#include "attnc/JIT.h"
 #include "attnc/Pipeline/CpuPipeline.h"
-#include "attnc/Pipeline/Pipeline.h"
-
-#include "mlir/ExecutionEngine/ExecutionEngine.h"
-#include "mlir/IR/BuiltinTypes.h"
-#include "mlir/IR/Diagnostics.h"
-#include "mlir/IR/DialectRegistry.h"
-#include "mlir/IR/MLIRContext.h"
-#include "llvm/Support/SourceMgr.h"
-#include "llvm/Support/raw_ostream.h"
+#include "attnc/Runtime/Runtime.h"
 
 #include <cblas.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -63,7 +50,7 @@ struct Options {
   std::vector<int64_t> ns = {1024, 4096}, ds = {64, 128};
   std::vector<int> threads;
   int reps = 5;
-  int64_t tileQ = 32, tileK = 8; // CpuOptions defaults
+  int64_t tileQ = pipeline::CpuOptions().tileQ, tileK = pipeline::CpuOptions().tileK;
   bool baseline = true;
 };
 
@@ -77,7 +64,9 @@ std::vector<std::string> split(const std::string &s) {
   return out;
 }
 
-int allCores() { return std::max(1u, std::thread::hardware_concurrency()); }
+/// The runtime pool's size ($ATTNC_NUM_THREADS, else the hardware's): the
+/// most threads a launch can use.
+int allCores() { return rt::defaultNumThreads(); }
 
 /// Runs `f(t)` on `n` threads (t = 0 on the calling thread) and joins.
 void parallel(int n, const std::function<void(int)> &f) {
@@ -145,111 +134,55 @@ struct Problem {
   std::vector<int32_t> doc;
 };
 
-/// A memref descriptor for the C interface: base, aligned, offset, sizes,
-/// strides (row-major).
-struct Desc {
-  std::vector<int64_t> w;
-  Desc(const void *p, std::vector<int64_t> dims) {
-    int64_t a = int64_t(reinterpret_cast<intptr_t>(p));
-    w = {a, a, 0};
-    w.insert(w.end(), dims.begin(), dims.end());
-    std::vector<int64_t> st(dims.size(), 1);
-    for (int i = int(dims.size()) - 2; i >= 0; --i)
-      st[i] = st[i + 1] * dims[i + 1];
-    w.insert(w.end(), st.begin(), st.end());
+/// The kernel of a case, through the JIT API (memory cache only).
+std::shared_ptr<rt::CpuKernel> compile(const Case &c, int64_t D, const Options &opt) {
+  CompilerOptions options;
+  options.diskCache = false;
+  static std::unique_ptr<Compiler> compiler = Compiler::create(options);
+  if (rt::Status s = compiler->loadSource(std::string(ATTNC_LIB_DIR) + "/" + c.file); !s) {
+    std::fprintf(stderr, "%s\n", s.message().c_str());
+    return nullptr;
   }
-  void *ptr() { return w.data(); }
-};
-
-/// A compiled kernel and a way to call its per-item entry.
-struct Compiled {
-  std::unique_ptr<mlir::ExecutionEngine> engine;
-  void (*item)(void **) = nullptr;
-  std::vector<pipeline::CpuParam> params;
-};
-
-mlir::MLIRContext &context() {
-  static mlir::MLIRContext *ctx = [] {
-    auto *c = new mlir::MLIRContext();
-    mlir::DialectRegistry registry;
-    mlir::attn::registerAttnDialect(registry);
-    pipeline::registerCpuDialects(registry);
-    c->appendDialectRegistry(registry);
-    c->loadAllAvailableDialects();
-    return c;
-  }();
-  return *ctx;
+  KernelSpec spec;
+  spec.headDim = D;
+  spec.consts = c.consts;
+  spec.tileQ = opt.tileQ;
+  spec.tileK = opt.tileK;
+  auto kernel = compiler->getKernel(c.kernel, spec);
+  if (!kernel) {
+    std::fprintf(stderr, "%s\n", kernel.message().c_str());
+    return nullptr;
+  }
+  return *kernel;
 }
 
-bool compile(const Case &c, int64_t D, const Options &opt, Compiled &out) {
-  mlir::MLIRContext &ctx = context();
-  llvm::SourceMgr sm;
-  mlir::SourceMgrDiagnosticHandler handler(sm, &ctx, llvm::errs());
-  std::string file = (dsl::stdlibDir() + "/" + c.file).str();
-  auto prog = dsl::loadProgram(sm, ctx, file, dsl::FrontendOptions{});
-  if (!prog)
-    return false;
-  dsl::MLIRGenOptions g;
-  g.kernel = c.kernel;
-  g.constValues = c.consts;
-  auto module = dsl::mlirGen(ctx, *prog, g);
-  if (!module || mlir::failed(pipeline::runInlineAndSimplify(*module)))
-    return false;
-  mlir::attn::KernelOp op;
-  module->walk([&](mlir::attn::KernelOp x) { op = x; });
-  out.params = pipeline::getCpuParams(op);
-  pipeline::CpuOptions cpu;
-  cpu.headDim = D;
-  cpu.tileQ = opt.tileQ;
-  cpu.tileK = opt.tileK;
-  if (mlir::failed(pipeline::lowerToTiled(*module, cpu)) ||
-      mlir::failed(pipeline::lowerToLLVM(*module, cpu)))
-    return false;
-  auto engine = pipeline::createJIT(*module, cpu);
-  if (!engine) {
-    llvm::errs() << llvm::toString(engine.takeError()) << "\n";
-    return false;
+/// One launch of the kernel over all (b, h, q-tile) items on `threads`
+/// threads of the runtime's pool (1: the calling thread only).
+void runFused(const rt::CpuKernel &k, Problem &p, float *O, float *LSE, int threads) {
+  std::vector<int64_t> sx = {p.B, p.H, p.N, p.D}, sl = {p.B, p.H, p.N}, sd = {p.N};
+  auto view = [](void *data, DLDataType dt, std::vector<int64_t> &shape) {
+    DLTensor t{};
+    t.data = data;
+    t.device = {kDLCPU, 0};
+    t.ndim = int(shape.size());
+    t.dtype = dt;
+    t.shape = shape.data();
+    return t;
+  };
+  DLDataType f32{kDLFloat, 32, 1}, i32{kDLInt, 32, 1};
+  DLTensor q = view(p.Q.data(), f32, sx), kk = view(p.K.data(), f32, sx),
+           v = view(p.V.data(), f32, sx), o = view(O, f32, sx), l = view(LSE, f32, sl),
+           doc = view(p.doc.data(), i32, sd);
+  rt::LaunchArgs a;
+  a.q = &q, a.k = &kk, a.v = &v, a.o = &o, a.lse = &l;
+  for (const rt::ParamInfo &param : k.info().params)
+    if (param.isTensor)
+      a.params[param.name] = rt::Arg::ofTensor(&doc); // the only tensor benchmarked: doc
+  a.numThreads = threads;
+  if (rt::Status s = k.launch(a); !s) {
+    std::fprintf(stderr, "launch failed: %s\n", s.message().c_str());
+    std::exit(1);
   }
-  out.engine = std::move(*engine);
-  auto fn = out.engine->lookupPacked("_mlir_ciface_" + mlir::attn::cpuItemName(c.kernel));
-  if (!fn) {
-    llvm::errs() << llvm::toString(fn.takeError()) << "\n";
-    return false;
-  }
-  out.item = *fn;
-  return true;
-}
-
-/// Runs every (b, h, q-tile) item of the compiled kernel on `threads`
-/// workers (dynamic assignment: items of masked kernels differ in cost).
-void runFused(Compiled &k, Problem &p, float *O, float *LSE, int threads, int64_t tileQ) {
-  Desc dQ(p.Q.data(), {p.B, p.H, p.N, p.D}), dK(p.K.data(), {p.B, p.H, p.N, p.D}),
-      dV(p.V.data(), {p.B, p.H, p.N, p.D}), dO(O, {p.B, p.H, p.N, p.D}),
-      dL(LSE, {p.B, p.H, p.N}), dDoc(p.doc.data(), {p.N});
-  int64_t tiles = (p.N + tileQ - 1) / tileQ, items = p.B * p.H * tiles;
-  std::atomic<int64_t> next{0};
-  parallel(threads, [&](int) {
-    void *pQ = dQ.ptr(), *pK = dK.ptr(), *pV = dV.ptr(), *pO = dO.ptr(), *pL = dL.ptr(),
-         *pDoc = dDoc.ptr();
-    int32_t qOffset = 0;
-    std::vector<int64_t> scalars(k.params.size(), 0);
-    std::vector<void *> args = {&pQ, &pK, &pV, &pO, &pL, &qOffset};
-    for (size_t i = 0; i < k.params.size(); ++i) {
-      if (llvm::isa<mlir::RankedTensorType>(k.params[i].type)) {
-        args.push_back(&pDoc); // the only tensor parameter benchmarked: doc
-      } else {
-        if (auto ia = llvm::dyn_cast_or_null<mlir::IntegerAttr>(k.params[i].defaultValue))
-          scalars[i] = ia.getValue().getSExtValue();
-        args.push_back(&scalars[i]);
-      }
-    }
-    int64_t bi, hi, ti;
-    args.push_back(&bi), args.push_back(&hi), args.push_back(&ti);
-    for (int64_t it; (it = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
-      bi = it / (p.H * tiles), hi = (it / tiles) % p.H, ti = it % tiles;
-      k.item(args.data());
-    }
-  });
 }
 
 /// Unfused baseline for heads [h0, h1): S = scale Q K^T (sgemm), masked
@@ -332,6 +265,14 @@ int main(int argc, char **argv) {
       opt.threads.clear();
       for (auto &s : split(v))
         opt.threads.push_back(s == "all" ? allCores() : std::stoi(s));
+      for (int t : opt.threads)
+        if (t < 1 || t > allCores()) {
+          std::fprintf(stderr,
+                       "--threads: %d is not in [1, %d] (the runtime pool's size; "
+                       "set ATTNC_NUM_THREADS for more)\n",
+                       t, allCores());
+          return 2;
+        }
     } else if (auto v = val("--reps="))
       opt.reps = std::stoi(v);
     else if (auto v = val("--tile-q="))
@@ -362,12 +303,16 @@ int main(int argc, char **argv) {
   std::vector<Case> cases;
   for (auto &name : opt.cases) {
     if (name == "dense")
-      cases.push_back({name, "causal.attn", "full_attention", {}, [](int64_t, int64_t) { return true; }});
+      cases.push_back(
+          {name, "causal.attn", "full_attention", {}, [](int64_t, int64_t) { return true; }});
     else if (name == "causal")
-      cases.push_back({name, "causal.attn", "causal_attention", {},
-                       [](int64_t q, int64_t k) { return k <= q; }});
+      cases.push_back({name, "causal.attn", "causal_attention", {}, [](int64_t q, int64_t k) {
+                         return k <= q;
+                       }});
     else if (name == "sliding")
-      cases.push_back({name, "sliding_window.attn", "sliding_window_attention",
+      cases.push_back({name,
+                       "sliding_window.attn",
+                       "sliding_window_attention",
                        {{"W", std::to_string(W)}},
                        [W](int64_t q, int64_t k) { return k <= q && q - k < W; }});
     else if (name == "document")
@@ -378,13 +323,13 @@ int main(int argc, char **argv) {
     }
   }
 
-  std::printf("%-9s %5s %4s %3s | %9s %9s %9s %7s %6s | %9s %7s | %6s | %8s\n", "case", "N",
-              "D", "thr", "best ms", "med ms", "cpu ms", "GFLOP/s", "%peak", "blas ms",
-              "GFLOP/s", "ratio", "relerr");
+  std::printf("%-9s %5s %4s %3s | %9s %9s %9s %7s %6s | %9s %7s | %6s | %8s\n", "case", "N", "D",
+              "thr", "best ms", "med ms", "cpu ms", "GFLOP/s", "%peak", "blas ms", "GFLOP/s",
+              "ratio", "relerr");
   for (Case &c : cases) {
     for (int64_t D : opt.ds) {
-      Compiled k;
-      if (!compile(c, D, opt, k)) {
+      std::shared_ptr<rt::CpuKernel> k = compile(c, D, opt);
+      if (!k) {
         std::fprintf(stderr, "compiling %s D=%lld failed\n", c.name.c_str(), (long long)D);
         return 1;
       }
@@ -422,24 +367,23 @@ int main(int argc, char **argv) {
         std::vector<float> O(p.B * p.H * N * D), LSE(p.B * p.H * N), Ob(O.size());
         for (int t : opt.threads) {
           std::fill(O.begin(), O.end(), NAN);
-          Timing tf = timeIt(opt.reps, [&] { runFused(k, p, O.data(), LSE.data(), t, opt.tileQ); });
+          Timing tf = timeIt(opt.reps, [&] { runFused(*k, p, O.data(), LSE.data(), t); });
           Timing tb;
           double err = NAN;
           if (opt.baseline) {
             openblas_set_num_threads(1);
             std::vector<std::vector<float>> S(t, std::vector<float>(N * N));
-            tb = timeIt(std::max(1, opt.reps / 2),
-                        [&] { runUnfused(cc, p, Ob.data(), t, S); });
+            tb = timeIt(std::max(1, opt.reps / 2), [&] { runUnfused(cc, p, Ob.data(), t, S); });
             err = relErr(O, Ob);
           }
           double g = gflop / (tf.best * 1e-3);
           // % of peak against t x the 1-thread peak: the all-threads FMA loop
           // undercounts on a shared machine (printed in the header too).
           double pk = std::max(peak[t], t * peak[1]);
-          std::printf("%-9s %5lld %4lld %3d | %9.2f %9.2f %9.2f %7.1f %5.1f%% | %9.2f %7.1f | %5.2fx | %8.1e\n",
+          std::printf("%-9s %5lld %4lld %3d | %9.2f %9.2f %9.2f %7.1f %5.1f%% | %9.2f %7.1f | "
+                      "%5.2fx | %8.1e\n",
                       c.name.c_str(), (long long)N, (long long)D, t, tf.best, tf.median,
-                      t == 1 ? tf.cpuBest : NAN, g,
-                      100 * g / pk, opt.baseline ? tb.best : NAN,
+                      t == 1 ? tf.cpuBest : NAN, g, 100 * g / pk, opt.baseline ? tb.best : NAN,
                       opt.baseline ? gflop / (tb.best * 1e-3) : NAN,
                       opt.baseline ? tb.best / tf.best : NAN, err);
           std::fflush(stdout);
