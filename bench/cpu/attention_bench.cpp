@@ -21,6 +21,8 @@
 #include "attnc/Pipeline/CpuPipeline.h"
 #include "attnc/Runtime/Runtime.h"
 
+#include "LaunchBindings.h"
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -160,19 +162,11 @@ std::shared_ptr<rt::CpuKernel> compile(const Case &c, int64_t D, const Options &
 /// threads of the runtime's pool (1: the calling thread only).
 void runFused(const rt::CpuKernel &k, Problem &p, float *O, float *LSE, int threads) {
   std::vector<int64_t> sx = {p.B, p.H, p.N, p.D}, sl = {p.B, p.H, p.N}, sd = {p.N};
-  auto view = [](void *data, DLDataType dt, std::vector<int64_t> &shape) {
-    DLTensor t{};
-    t.data = data;
-    t.device = {kDLCPU, 0};
-    t.ndim = int(shape.size());
-    t.dtype = dt;
-    t.shape = shape.data();
-    return t;
-  };
   DLDataType f32{kDLFloat, 32, 1}, i32{kDLInt, 32, 1};
-  DLTensor q = view(p.Q.data(), f32, sx), kk = view(p.K.data(), f32, sx),
-           v = view(p.V.data(), f32, sx), o = view(O, f32, sx), l = view(LSE, f32, sl),
-           doc = view(p.doc.data(), i32, sd);
+  using driver::dlView;
+  DLTensor q = dlView(p.Q.data(), f32, sx), kk = dlView(p.K.data(), f32, sx),
+           v = dlView(p.V.data(), f32, sx), o = dlView(O, f32, sx), l = dlView(LSE, f32, sl),
+           doc = dlView(p.doc.data(), i32, sd);
   rt::LaunchArgs a;
   a.q = &q, a.k = &kk, a.v = &v, a.o = &o, a.lse = &l;
   for (const rt::ParamInfo &param : k.info().params)
