@@ -76,6 +76,8 @@ bool attnc::driver::emitCuda(mlir::MLIRContext &ctx, const dsl::Program &prog,
     o.blockQ = options.blockQ;
   if (options.blockK)
     o.blockK = options.blockK;
+  if (options.warpMTiles)
+    o.warpMTiles = options.warpMTiles;
   if (o.dtype != "bf16" && o.dtype != "f16") {
     llvm::errs() << "attnc: error: --target=cuda takes --dtype=bf16 or f16, not " << o.dtype
                  << "\n";

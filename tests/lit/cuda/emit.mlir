@@ -5,27 +5,27 @@
 // RUN: FileCheck %s --check-prefix=PTX < %t.ptx
 // RUN: FileCheck %s --check-prefix=META < %t.ptx.meta
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=ptx --dtype=f16 --arch=sm_80 | FileCheck %s --check-prefix=F16
-// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --cuda-block-q=128 --cuda-block-k=32 | FileCheck %s --check-prefix=TILES
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --cuda-block-q=128 --cuda-block-k=32 --cuda-warp-m-tiles=1 | FileCheck %s --check-prefix=TILES
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=softcap_k --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=SOFTCAP
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=alibi_k --target=cuda --emit=ptx --head-dim=64 -o %t.alibi.ptx
 // RUN: FileCheck %s --check-prefix=ALIBI < %t.alibi.ptx.meta
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=DOC
 
-// One gpu.module per kernel: 4 warps of 16 query rows, 64-key tiles, Q plus
-// two K/V stages of padded rows in dynamic shared memory:
-// (64 + 2 * 64 + 2 * 64) rows * (64 + 8) * 2 bytes.
+// One gpu.module per kernel. Default tiles for D <= 128: 4 warps of 2 x 16
+// query rows, 32-key tiles; Q plus two K/V stages of padded rows in dynamic
+// shared memory: (128 + 2 * 32 + 2 * 32) rows * (64 + 8) * 2 bytes.
 // GPU: module attributes {gpu.container_module}
-// GPU: gpu.module @attnc_causal_k attributes {attn.block_q = 64 : i64, attn.shared_bytes = 46080 : i64, attn.threads = 128 : i64}
+// GPU: gpu.module @attnc_causal_k attributes {attn.block_q = 128 : i64, attn.shared_bytes = 36864 : i64, attn.threads = 128 : i64}
 // GPU: llvm.mlir.global external @attnc_smem() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<0 x i8>
 // The ABI: 5 pointers, 6 i32, 14 i64 strides, write_lse.
 // GPU: gpu.func @attnc_causal_k(%arg0: !llvm.ptr, %arg1: !llvm.ptr, %arg2: !llvm.ptr, %arg3: !llvm.ptr, %arg4: !llvm.ptr, %arg5: i32, %arg6: i32, %arg7: i32, %arg8: i32, %arg9: i32, %arg10: i32, %arg11: i64, {{.*}}, %arg24: i64, %arg25: i32) kernel attributes {known_block_size = array<i32: 128, 1, 1>}
 // GPU: nvvm.cp.async.shared.global {{.*}}, 16, cache = cg
 // GPU: nvvm.cp.async.commit.group
-// GPU: nvvm.ldmatrix {{.*}} {eltType = #nvvm.ld_st_matrix_elt_type<b16>, layout = #nvvm.mma_layout<row>, num = 4 : i32, shape = #nvvm.ld_st_matrix_shape<m = 8, n = 8>}
-// The KV loop: m, l for two rows, 64 / 8 * 4 output accumulators.
-// GPU: scf.for {{.*}} -> (f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32) : i32 {
+// The KV loop carries m and l of 4 rows and 2 x 64 / 8 x 4 accumulators.
+// GPU: scf.for {{.*}} -> ({{(f32, ){71}f32}})
 // GPU: nvvm.cp.async.wait.group 1
 // GPU: gpu.barrier
+// GPU: nvvm.ldmatrix {{.*}} {eltType = #nvvm.ld_st_matrix_elt_type<b16>, layout = #nvvm.mma_layout<row>, num = 4 : i32, shape = #nvvm.ld_st_matrix_shape<m = 8, n = 8>}
 // GPU: nvvm.mma.sync A[{{.*}}] B[{{.*}}] C[{{.*}}] {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>}
 // Full tiles skip the mask; the others evaluate k <= q per element.
 // GPU: scf.if
@@ -58,15 +58,16 @@
 // META-NEXT: dtype bf16
 // META-NEXT: head_dim 64
 // META-NEXT: head_dim_v 64
-// META-NEXT: block_q 64
+// META-NEXT: block_q 128
 // META-NEXT: threads 128
-// META-NEXT: shared_bytes 46080
+// META-NEXT: shared_bytes 36864
 
 // F16: .version 7.0
 // F16: .target sm_80
 // F16: mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32
 
-// 8 warps, 32-key tiles (D = 128 by default): (128 + 2*32 + 2*32) * 136 * 2.
+// Explicit tiles: 8 warps of 16 rows, 32-key tiles (D = 128 by default):
+// (128 + 2*32 + 2*32) * 136 * 2.
 // TILES: gpu.module @attnc_causal_k attributes {attn.block_q = 128 : i64, attn.shared_bytes = 69632 : i64, attn.threads = 256 : i64}
 
 // Approximate division and the PTX tanh for the softcap score.

@@ -87,7 +87,10 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
     Option<"blockQ", "block-q", "int64_t", /*default=*/"64",
            "Query rows per CTA (16 per warp)">,
     Option<"blockK", "block-k", "int64_t", /*default=*/"64",
-           "Keys per KV tile">
+           "Keys per KV tile">,
+    Option<"warpMTiles", "warp-m-tiles", "int64_t", /*default=*/"1",
+           "m16 tiles of query rows per warp (block-q / (16 * this) warps); "
+           "above 1, Q fragments are reloaded from shared memory per KV tile">
   ];
 }
 

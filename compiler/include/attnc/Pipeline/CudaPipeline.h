@@ -43,10 +43,20 @@ struct CudaOptions {
   int64_t headDimV = 0;       // 0: headDim
   std::string dtype = "bf16"; // bf16 | f16
   std::string arch = "sm_90a";
-  int64_t blockQ = 64; // query rows per CTA (16 per warp)
-  int64_t blockK = 64; // keys per KV tile
+  // Tile shape; 0 picks the measured default for the head dims
+  // (tileDefaults; bench/NOTES.md).
+  int64_t blockQ = 0;     // query rows per CTA
+  int64_t blockK = 0;     // keys per KV tile
+  int64_t warpMTiles = 0; // m16 row tiles per warp (blockQ / (16 * this) warps)
   unsigned optLevel = 3;
 };
+
+/// `options` with its zero tile fields filled in. Measured on the H100
+/// (bf16, D = 128, N = 8192; bench/NOTES.md): 4 warps of 2 x 16 rows and
+/// 32-key tiles (128 x 32) run 10-15% faster than 4 warps of 16 rows and
+/// 64-key tiles; two row tiles per warp hold 2 x Dv/2 output registers, so
+/// above Dv = 128 one row tile per warp (64 x 64) keeps them in registers.
+CudaOptions tileDefaults(CudaOptions options);
 
 /// Dialects and translations the CUDA pipeline needs in the context.
 void registerCudaDialects(mlir::DialectRegistry &registry);

@@ -323,7 +323,7 @@ private:
 
   LogicalResult buildKernel(OpBuilder &mb) {
     const int64_t D = cfg.headDim, Dv = cfg.headDimV, BQ = cfg.blockQ, BK = cfg.blockK;
-    const int64_t warps = BQ / 16, threads = warps * kWarp;
+    const int64_t warps = BQ / (16 * cfg.warpMTiles), threads = warps * kWarp;
     // Shared rows are padded by 16 bytes so the 8 row addresses of an
     // ldmatrix phase fall in distinct banks.
     const int64_t qStride = D + 8, kStride = D + 8, vStride = Dv + 8;
@@ -483,38 +483,56 @@ private:
     NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(1));
     gpu::BarrierOp::create(b, l);
 
-    Value warpRow0 = mul(b, warp, ci32(b, 16));
+    // Each warp owns MT m16 tiles of query rows: B fragments (K, V) loaded
+    // from shared memory feed MT MMAs each. One tile's Q fragments stay in
+    // registers; with more, they are reloaded per tile from shared memory
+    // (registers go to S and O).
+    const int64_t MT = cfg.warpMTiles;
+    const bool qInRegs = MT == 1;
+    Value warpRow0 = mul(b, warp, ci32(b, 16 * MT));
     Value lane16 = arith::RemUIOp::create(b, l, lane, ci32(b, 16));
     Value laneHi = arith::DivUIOp::create(b, l, lane, ci32(b, 16)); // 0/1
     Value lane8 = arith::RemUIOp::create(b, l, lane, ci32(b, 8));
     Value laneMid = arith::RemUIOp::create(b, l, arith::DivUIOp::create(b, l, lane, ci32(b, 8)),
                                            ci32(b, 2)); // 0/1
     // This lane's ldmatrix row address within a K tile (key row
-    // (lane/16)*8 + lane%8, column ((lane/8)%2)*8) and a V tile (key row
-    // lane%16, column (lane/16)*8), in bytes.
+    // (lane/16)*8 + lane%8, column ((lane/8)%2)*8), a V tile (key row
+    // lane%16, column (lane/16)*8) and the warp's Q rows (row lane%16,
+    // column (lane/16)*8), in bytes.
     Value laneK = mul(b,
                       add(b, mul(b, add(b, mul(b, laneHi, ci32(b, 8)), lane8), ci32(b, kStride)),
                           mul(b, laneMid, ci32(b, 8))),
                       ci32(b, 2));
     Value laneV =
         mul(b, add(b, mul(b, lane16, ci32(b, vStride)), mul(b, laneHi, ci32(b, 8))), ci32(b, 2));
-    // Q A-fragments: row warpRow0 + lane%16, columns kk*16 + (lane/16)*8.
-    SmallVector<SmallVector<Value>> qa;
-    {
-      Value rowOff = mul(b, add(b, warpRow0, lane16), ci32(b, qStride));
-      for (int64_t kk = 0; kk < D / 16; ++kk) {
-        Value col = add(b, ci32(b, kk * 16), mul(b, laneHi, ci32(b, 8)));
-        qa.push_back(ldmatrix(b, smemAt(b, mul(b, add(b, rowOff, col), ci32(b, 2))), 4, false));
-      }
-    }
+    Value qLane = smemAt(b, mul(b,
+                                add(b, mul(b, add(b, warpRow0, lane16), ci32(b, qStride)),
+                                    mul(b, laneHi, ci32(b, 8))),
+                                ci32(b, 2)));
+    auto loadQ = [&](OpBuilder &b, int64_t mt, int64_t kk) {
+      Value p = gep(b, qLane, ci32(b, (mt * 16 * qStride + kk * 16) * 2), b.getI8Type());
+      return ldmatrix(b, p, 4, false);
+    };
+    // qa[mt][kk] when Q stays in registers.
+    SmallVector<SmallVector<SmallVector<Value>>> qa(MT);
+    if (qInRegs)
+      for (int64_t mt = 0; mt < MT; ++mt)
+        for (int64_t kk = 0; kk < D / 16; ++kk)
+          qa[mt].push_back(loadQ(b, mt, kk));
 
-    // Scalars of this thread's fragment rows.
-    Value rowA = add(b, warpRow0, grp), rowB = add(b, rowA, ci32(b, 8));
+    // This thread's fragment rows: slot rs = 2*mt + half holds row
+    // warpRow0 + 16*mt + lane/4 + 8*half of the CTA's tile.
+    const int64_t RS = 2 * MT;
     Value lastRow = arith::SubIOp::create(b, l, Nq, ci32(b, 1));
-    // Query positions, clamped to the last row so region reads stay in
-    // bounds for rows past Nq (never stored).
-    Value qPosA = add(b, qOffset, arith::MinSIOp::create(b, l, add(b, q0, rowA), lastRow));
-    Value qPosB = add(b, qOffset, arith::MinSIOp::create(b, l, add(b, q0, rowB), lastRow));
+    SmallVector<Value> rowOf, qPos;
+    for (int64_t rs = 0; rs < RS; ++rs) {
+      Value row = add(b, warpRow0, add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2))));
+      rowOf.push_back(row);
+      // Query positions, clamped to the last row so region reads stay in
+      // bounds for rows past Nq (never stored).
+      qPos.push_back(add(b, qOffset, arith::MinSIOp::create(b, l, add(b, q0, row), lastRow)));
+    }
+    auto slotOf = [](int64_t mt, int i) { return 2 * mt + (i < 2 ? 0 : 1); };
 
     Value scale = attention.getScale() ? outer.lookup(attention.getScale())
                                        : cf32(b, 1.0 / std::sqrt(double(D)));
@@ -543,11 +561,13 @@ private:
     float ninf = -std::numeric_limits<float>::infinity();
     Value negInf = cf32(b, ninf), zero = cf32(b, 0.0), one = cf32(b, 1.0);
 
-    // Loop state: m (2 rows), l (2 rows, thread-partial), O accumulators
-    // (Dv/8 n-blocks x 4).
+    // Loop state: m (RS rows), l (RS rows, thread-partial), O accumulators
+    // (MT x Dv/8 n-blocks x 4).
     const int64_t nbO = Dv / 8;
-    SmallVector<Value> init = {negInf, negInf, zero, zero};
-    init.append(nbO * 4, zero);
+    SmallVector<Value> init(RS, negInf);
+    init.append(RS, zero);
+    init.append(MT * nbO * 4, zero);
+    auto oIdx = [&](int64_t mt, int64_t n, int i) { return 2 * RS + (mt * nbO + n) * 4 + i; };
     bool hadError = false;
 
     auto loop = scf::ForOp::create(
@@ -572,26 +592,33 @@ private:
           // S = Q K^T: per pair of n8 key blocks and k16 chunk, one
           // ldmatrix.x4 at key row np*16 + (lane/16)*8 + lane%8, column
           // kk*16 + ((lane/8)%2)*8 gives the B fragments of both blocks.
+          // Addresses are one pointer per tile (stage + lane) plus constant
+          // offsets that fold into the ldmatrix's immediate. kk outer: the
+          // accumulator chains advance together, so consecutive MMAs are
+          // independent and their latency overlaps.
           const int64_t nbS = BK / 8;
-          SmallVector<SmallVector<Value, 4>> s(nbS, SmallVector<Value, 4>(4, zero));
-          // Addresses: one pointer per tile (stage + lane), then constant
-          // offsets that fold into the ldmatrix's immediate.
+          SmallVector<SmallVector<SmallVector<Value, 4>>> s(
+              MT, SmallVector<SmallVector<Value, 4>>(nbS, SmallVector<Value, 4>(4, zero)));
           Value kLane = gep(b, smemAt(b, kOff), laneK, b.getI8Type());
-          // kk outer: the BK/8 accumulator chains advance together, so
-          // consecutive MMAs are independent and their latency overlaps.
           for (int64_t kk = 0; kk < D / 16; ++kk) {
+            SmallVector<SmallVector<Value>> qf(MT);
+            for (int64_t mt = 0; mt < MT; ++mt)
+              qf[mt] = qInRegs ? qa[mt][kk] : loadQ(b, mt, kk);
             for (int64_t np = 0; np < BK / 16; ++np) {
               Value p = gep(b, kLane, ci32(b, (np * 16 * kStride + kk * 16) * 2), b.getI8Type());
               SmallVector<Value> kb = ldmatrix(b, p, 4, false);
-              s[2 * np] = mma(b, qa[kk], {kb[0], kb[1]}, s[2 * np]);
-              s[2 * np + 1] = mma(b, qa[kk], {kb[2], kb[3]}, s[2 * np + 1]);
+              for (int64_t mt = 0; mt < MT; ++mt) {
+                s[mt][2 * np] = mma(b, qf[mt], {kb[0], kb[1]}, s[mt][2 * np]);
+                s[mt][2 * np + 1] = mma(b, qf[mt], {kb[2], kb[3]}, s[mt][2 * np + 1]);
+              }
             }
           }
 
           // Scores in the log2 domain, masked keys -inf. Tiles inside the
           // mask's inner range (every row keeps every key, all keys < Nk)
           // skip the mask; the branch is uniform across the CTA.
-          const int64_t nElems = nbS * 4;
+          const int64_t nElems = MT * nbS * 4;
+          auto eIdx = [&](int64_t mt, int64_t nb, int i) { return (mt * nbS + nb) * 4 + i; };
           Value tileEnd = add(b, k0, ci32(b, BK));
           Value isFull = arith::AndIOp::create(
               b, l, arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, k0, innerLo),
@@ -605,39 +632,40 @@ private:
           auto emitScores = [&](OpBuilder &b, bool masked) {
             SmallVector<Value> tvals, keeps;
             Value kLast = arith::SubIOp::create(b, l, kHi, ci32(b, 1));
-            for (int64_t nb = 0; nb < nbS && !hadError; ++nb) {
-              for (int i = 0; i < 4 && !hadError; ++i) {
-                Value qp = i < 2 ? qPosA : qPosB;
-                Value key = add(b, keyBase, ci32(b, nb * 8 + (i & 1)));
-                // Region reads stay in bounds: keys past the range read the
-                // last one (and are masked).
-                Value kc = masked ? arith::MinSIOp::create(b, l, key, kLast).getResult() : key;
-                Value keep = arith::ConstantIntOp::create(b, l, 1, 1);
-                if (masked) {
-                  keep = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, key, kHi);
-                  if (!maskAlwaysTrue) {
-                    auto mv = cloneRegion(b, attention.getMaskBlock(), {bIdx, hIdx, qp, kc});
-                    if (failed(mv)) {
+            for (int64_t mt = 0; mt < MT && !hadError; ++mt) {
+              for (int64_t nb = 0; nb < nbS && !hadError; ++nb) {
+                for (int i = 0; i < 4 && !hadError; ++i) {
+                  Value qp = qPos[slotOf(mt, i)];
+                  Value key = add(b, keyBase, ci32(b, nb * 8 + (i & 1)));
+                  // Region reads stay in bounds: keys past the range read
+                  // the last one (and are masked).
+                  Value kc = masked ? arith::MinSIOp::create(b, l, key, kLast).getResult() : key;
+                  Value keep = arith::ConstantIntOp::create(b, l, 1, 1);
+                  if (masked) {
+                    keep = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, key, kHi);
+                    if (!maskAlwaysTrue) {
+                      auto mv = cloneRegion(b, attention.getMaskBlock(), {bIdx, hIdx, qp, kc});
+                      if (failed(mv)) {
+                        hadError = true;
+                        break;
+                      }
+                      keep = arith::AndIOp::create(b, l, keep, *mv);
+                    }
+                  }
+                  Value sv = s[mt][nb][i], tval;
+                  if (identityScore) {
+                    tval = foldScale ? sv : fmul(b, sv, scaleLog2);
+                  } else {
+                    auto r = cloneRegion(b, scoreBlock, {fmul(b, sv, scale), bIdx, hIdx, qp, kc});
+                    if (failed(r)) {
                       hadError = true;
                       break;
                     }
-                    keep = arith::AndIOp::create(b, l, keep, *mv);
+                    tval = fmul(b, *r, log2e);
                   }
+                  tvals.push_back(masked ? select(b, keep, tval, negInf) : tval);
+                  keeps.push_back(keep);
                 }
-                Value tval;
-                if (identityScore) {
-                  tval = foldScale ? s[nb][i] : fmul(b, s[nb][i], scaleLog2);
-                } else {
-                  auto sv =
-                      cloneRegion(b, scoreBlock, {fmul(b, s[nb][i], scale), bIdx, hIdx, qp, kc});
-                  if (failed(sv)) {
-                    hadError = true;
-                    break;
-                  }
-                  tval = fmul(b, *sv, log2e);
-                }
-                tvals.push_back(masked ? select(b, keep, tval, negInf) : tval);
-                keeps.push_back(keep);
               }
             }
             if (hadError) {
@@ -654,75 +682,75 @@ private:
             OpBuilder eb = scoreIf.getElseBodyBuilder();
             emitScores(eb, /*masked=*/true);
           }
-          Value tileMaxA = negInf, tileMaxB = negInf;
-          SmallVector<SmallVector<Value, 4>> tv(nbS, SmallVector<Value, 4>(4));
-          SmallVector<SmallVector<Value, 4>> keepv(nbS, SmallVector<Value, 4>(4));
-          for (int64_t nb = 0; nb < nbS; ++nb) {
-            for (int i = 0; i < 4; ++i) {
-              tv[nb][i] = scoreIf.getResult(nb * 4 + i);
-              if (!softmax)
-                keepv[nb][i] = scoreIf.getResult(nElems + nb * 4 + i);
-              if (i < 2)
-                tileMaxA = fmax(b, tileMaxA, tv[nb][i]);
-              else
-                tileMaxB = fmax(b, tileMaxB, tv[nb][i]);
-            }
-          }
           if (hadError) {
             scf::YieldOp::create(b, l, iter);
             return;
           }
+          SmallVector<Value> tileMax(RS, negInf), tv(nElems), keepv(nElems);
+          for (int64_t mt = 0; mt < MT; ++mt)
+            for (int64_t nb = 0; nb < nbS; ++nb)
+              for (int i = 0; i < 4; ++i) {
+                int64_t e = eIdx(mt, nb, i);
+                tv[e] = scoreIf.getResult(e);
+                if (!softmax)
+                  keepv[e] = scoreIf.getResult(nElems + e);
+                tileMax[slotOf(mt, i)] = fmax(b, tileMax[slotOf(mt, i)], tv[e]);
+              }
           // Row maxima across the 4 threads of a row (a quad).
-          for (int64_t x : {1, 2}) {
-            tileMaxA = fmax(b, tileMaxA, shflXor(b, tileMaxA, x));
-            tileMaxB = fmax(b, tileMaxB, shflXor(b, tileMaxB, x));
-          }
-          SmallVector<Value> next;
-          Value mNew[2], ref[2], alpha[2], sum[2];
-          for (int r = 0; r < 2; ++r) {
-            Value tileMax = r == 0 ? tileMaxA : tileMaxB;
-            if (foldScale)
-              tileMax = fmul(b, tileMax, scaleLog2);
-            mNew[r] = fmax(b, iter[r], tileMax);
+          for (int64_t x : {1, 2})
+            for (int64_t rs = 0; rs < RS; ++rs)
+              tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
+          SmallVector<Value> mNew(RS), ref(RS), negRef(RS), alpha(RS), sum(RS);
+          for (int64_t rs = 0; rs < RS; ++rs) {
+            Value tm = foldScale ? fmul(b, tileMax[rs], scaleLog2) : tileMax[rs];
+            mNew[rs] = fmax(b, iter[rs], tm);
             // A row that has seen no key keeps m = -inf; use 0 as its
             // reference so that 2^(-inf - ref) = 0 instead of NaN.
-            Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew[r], negInf);
-            ref[r] = select(b, isNinf, zero, mNew[r]);
-            alpha[r] = ex2(b, fsub(b, iter[r], ref[r]));
-            sum[r] = fmul(b, alpha[r], iter[2 + r]);
+            Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew[rs], negInf);
+            ref[rs] = select(b, isNinf, zero, mNew[rs]);
+            negRef[rs] = arith::NegFOp::create(b, l, ref[rs]);
+            alpha[rs] = ex2(b, fsub(b, iter[rs], ref[rs]));
+            sum[rs] = fmul(b, alpha[rs], iter[RS + rs]);
           }
           // P (weights) packed as A fragments of P.V, 16 keys per chunk.
-          SmallVector<Value> w(nbS * 4);
-          for (int64_t nb = 0; nb < nbS; ++nb)
-            for (int i = 0; i < 4; ++i) {
-              int r = i < 2 ? 0 : 1;
-              Value p = foldScale ? ex2(b, LLVM::FMAOp::create(b, l, tv[nb][i], scaleLog2,
-                                                               arith::NegFOp::create(b, l, ref[r])))
-                                  : ex2(b, fsub(b, tv[nb][i], ref[r]));
-              sum[r] = fadd(b, sum[r], p);
-              if (softmax) {
-                w[nb * 4 + i] = p;
-              } else {
-                // sigmoid(s') = 1 / (1 + 2^(-t)); masked keys weigh 0.
-                Value e = ex2(b, arith::NegFOp::create(b, l, tv[nb][i]));
-                Value sg = arith::DivFOp::create(b, l, one, fadd(b, one, e));
-                w[nb * 4 + i] = select(b, keepv[nb][i], sg, zero);
+          SmallVector<Value> w(nElems);
+          for (int64_t mt = 0; mt < MT; ++mt)
+            for (int64_t nb = 0; nb < nbS; ++nb)
+              for (int i = 0; i < 4; ++i) {
+                int64_t e = eIdx(mt, nb, i), rs = slotOf(mt, i);
+                Value p = foldScale
+                              ? ex2(b, LLVM::FMAOp::create(b, l, tv[e], scaleLog2, negRef[rs]))
+                              : ex2(b, fsub(b, tv[e], ref[rs]));
+                sum[rs] = fadd(b, sum[rs], p);
+                if (softmax) {
+                  w[e] = p;
+                } else {
+                  // sigmoid(s') = 1 / (1 + 2^(-t)); masked keys weigh 0.
+                  Value ex = ex2(b, arith::NegFOp::create(b, l, tv[e]));
+                  Value sg = arith::DivFOp::create(b, l, one, fadd(b, one, ex));
+                  w[e] = select(b, keepv[e], sg, zero);
+                }
               }
+          SmallVector<Value> next(mNew.begin(), mNew.end());
+          next.append(sum.begin(), sum.end());
+          SmallVector<SmallVector<SmallVector<Value, 4>>> o(
+              MT, SmallVector<SmallVector<Value, 4>>(nbO));
+          for (int64_t mt = 0; mt < MT; ++mt)
+            for (int64_t n = 0; n < nbO; ++n)
+              for (int i = 0; i < 4; ++i) {
+                Value a = iter[oIdx(mt, n, i)];
+                o[mt][n].push_back(softmax ? fmul(b, a, alpha[slotOf(mt, i)]) : a);
+              }
+          // pa[mt][j]: the A fragment of keys [16j, 16j + 16).
+          SmallVector<SmallVector<SmallVector<Value>>> pa(MT);
+          for (int64_t mt = 0; mt < MT; ++mt)
+            for (int64_t j = 0; j < BK / 16; ++j) {
+              auto W = [&](int64_t nb, int i) { return w[eIdx(mt, nb, i)]; };
+              pa[mt].push_back({pack(b, W(2 * j, 0), W(2 * j, 1)),
+                                pack(b, W(2 * j, 2), W(2 * j, 3)),
+                                pack(b, W(2 * j + 1, 0), W(2 * j + 1, 1)),
+                                pack(b, W(2 * j + 1, 2), W(2 * j + 1, 3))});
             }
-          next.append({mNew[0], mNew[1], sum[0], sum[1]});
-          SmallVector<SmallVector<Value, 4>> o(nbO);
-          for (int64_t n = 0; n < nbO; ++n)
-            for (int i = 0; i < 4; ++i) {
-              Value a = iter[4 + n * 4 + i];
-              o[n].push_back(softmax ? fmul(b, a, alpha[i < 2 ? 0 : 1]) : a);
-            }
-          SmallVector<SmallVector<Value>> pa;
-          for (int64_t j = 0; j < BK / 16; ++j) {
-            auto W = [&](int64_t nb, int i) { return w[nb * 4 + i]; };
-            pa.push_back({pack(b, W(2 * j, 0), W(2 * j, 1)), pack(b, W(2 * j, 2), W(2 * j, 3)),
-                          pack(b, W(2 * j + 1, 0), W(2 * j + 1, 1)),
-                          pack(b, W(2 * j + 1, 2), W(2 * j + 1, 3))});
-          }
           // O += P V: ldmatrix.trans x4 at V row j*16 + lane%16, column
           // np*16 + (lane/16)*8 gives the B fragments of n-blocks 2np, 2np+1.
           Value vLane = gep(b, smemAt(b, vOff), laneV, b.getI8Type());
@@ -730,12 +758,15 @@ private:
             for (int64_t np = 0; np < Dv / 16; ++np) {
               Value p = gep(b, vLane, ci32(b, (j * 16 * vStride + np * 16) * 2), b.getI8Type());
               SmallVector<Value> vb = ldmatrix(b, p, 4, true);
-              o[2 * np] = mma(b, pa[j], {vb[0], vb[1]}, o[2 * np]);
-              o[2 * np + 1] = mma(b, pa[j], {vb[2], vb[3]}, o[2 * np + 1]);
+              for (int64_t mt = 0; mt < MT; ++mt) {
+                o[mt][2 * np] = mma(b, pa[mt][j], {vb[0], vb[1]}, o[mt][2 * np]);
+                o[mt][2 * np + 1] = mma(b, pa[mt][j], {vb[2], vb[3]}, o[mt][2 * np + 1]);
+              }
             }
           }
-          for (auto &blk : o)
-            next.append(blk.begin(), blk.end());
+          for (auto &tile : o)
+            for (auto &blk : tile)
+              next.append(blk.begin(), blk.end());
           // The next iteration's prefetch overwrites this stage.
           gpu::BarrierOp::create(b, l);
           scf::YieldOp::create(b, l, next);
@@ -746,26 +777,25 @@ private:
 
     // Finalize: full row sums across the quad; O = acc / l; LSE.
     ValueRange res = loop.getResults();
-    Value lsum[2], inv[2], lse[2];
-    for (int r = 0; r < 2; ++r) {
-      lsum[r] = res[2 + r];
+    for (int64_t rs = 0; rs < RS; ++rs) {
+      Value lsum = res[RS + rs];
       for (int64_t x : {1, 2})
-        lsum[r] = fadd(b, lsum[r], shflXor(b, lsum[r], x));
-      Value hasKeys = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, lsum[r], zero);
-      inv[r] = softmax ? select(b, hasKeys, arith::DivFOp::create(b, l, one, lsum[r]), zero) : one;
-      Value lseVal = fmul(b, fadd(b, res[r], lg2(b, lsum[r])), cf32(b, kLn2));
-      lse[r] = select(b, hasKeys, lseVal, negInf);
-    }
-    for (int r = 0; r < 2; ++r) {
-      Value row = add(b, q0, r == 0 ? rowA : rowB);
+        lsum = fadd(b, lsum, shflXor(b, lsum, x));
+      Value hasKeys = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, lsum, zero);
+      Value inv = softmax ? select(b, hasKeys, arith::DivFOp::create(b, l, one, lsum), zero) : one;
+      Value lseVal = fmul(b, fadd(b, res[rs], lg2(b, lsum)), cf32(b, kLn2));
+      Value lse = select(b, hasKeys, lseVal, negInf);
+
+      Value row = add(b, q0, rowOf[rs]);
       Value inRange = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, row, Nq);
       auto ifOp = scf::IfOp::create(b, l, inRange, false);
       OpBuilder tb = ifOp.getThenBodyBuilder();
       Value rowOff = add(tb, oBase, mul(tb, ext64(tb, row), stride(11)));
+      int64_t mt = rs / 2, half = rs % 2;
       for (int64_t n = 0; n < nbO; ++n) {
         Value col = add(tb, ci32(tb, n * 8), mul(tb, tig, ci32(tb, 2)));
-        Value v0 = fmul(tb, res[4 + n * 4 + 2 * r], inv[r]);
-        Value v1 = fmul(tb, res[4 + n * 4 + 2 * r + 1], inv[r]);
+        Value v0 = fmul(tb, res[oIdx(mt, n, 2 * half)], inv);
+        Value v1 = fmul(tb, res[oIdx(mt, n, 2 * half + 1)], inv);
         Value pr = gep(tb, gO, add(tb, rowOff, ext64(tb, col)), elemType);
         LLVM::StoreOp::create(tb, l, pack(tb, v0, v1), pr, /*alignment=*/4);
       }
@@ -774,7 +804,7 @@ private:
       auto lseIf = scf::IfOp::create(tb, l, arith::AndIOp::create(tb, l, first, want), false);
       OpBuilder lb = lseIf.getThenBodyBuilder();
       Value pl = gep(lb, gL, add(lb, lBase, ext64(lb, row)), f32());
-      LLVM::StoreOp::create(lb, l, lse[r], pl, /*alignment=*/4);
+      LLVM::StoreOp::create(lb, l, lse, pl, /*alignment=*/4);
     }
     gpu::ReturnOp::create(b, l);
     return success();
@@ -811,15 +841,20 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.headDimV = headDimV > 0 ? headDimV : headDim;
     cfg.blockQ = blockQ;
     cfg.blockK = blockK;
+    cfg.warpMTiles = warpMTiles;
     if (cfg.headDim <= 0 || cfg.headDim % 16 || cfg.headDimV % 16) {
       module.emitError("attn-to-nvvm: head dims must be positive multiples of 16, got ")
           << cfg.headDim << " and " << cfg.headDimV;
       return signalPassFailure();
     }
-    if (cfg.blockQ <= 0 || cfg.blockQ % 16 || cfg.blockQ > 16 * 16 || cfg.blockK <= 0 ||
-        cfg.blockK % 16) {
-      module.emitError("attn-to-nvvm: block-q must be a multiple of 16 up to 256 and "
-                       "block-k a positive multiple of 16");
+    if (cfg.warpMTiles < 1 || cfg.warpMTiles > 4) {
+      module.emitError("attn-to-nvvm: warp-m-tiles must be 1 to 4");
+      return signalPassFailure();
+    }
+    if (cfg.blockQ <= 0 || cfg.blockQ % (16 * cfg.warpMTiles) ||
+        cfg.blockQ / (16 * cfg.warpMTiles) > 16 || cfg.blockK <= 0 || cfg.blockK % 16) {
+      module.emitError("attn-to-nvvm: block-q must be a multiple of 16 * warp-m-tiles (at most "
+                       "16 warps) and block-k a positive multiple of 16");
       return signalPassFailure();
     }
     module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), UnitAttr::get(ctx));

@@ -60,7 +60,20 @@ void attnc::pipeline::registerCudaDialects(DialectRegistry &registry) {
   NVVM::registerNVVMTargetInterfaceExternalModels(registry);
 }
 
-LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &options) {
+CudaOptions attnc::pipeline::tileDefaults(CudaOptions o) {
+  int64_t dv = o.headDimV > 0 ? o.headDimV : o.headDim;
+  bool wide = std::max(o.headDim, dv) > 128;
+  if (!o.warpMTiles)
+    o.warpMTiles = wide ? 1 : 2;
+  if (!o.blockQ)
+    o.blockQ = 64 * o.warpMTiles;
+  if (!o.blockK)
+    o.blockK = wide ? 64 : 32;
+  return o;
+}
+
+LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &given) {
+  CudaOptions options = tileDefaults(given);
   PassManager pm(module->getContext());
   attn::AttnToNVVMOptions o;
   o.headDim = options.headDim;
@@ -68,6 +81,7 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &op
   o.dtype = options.dtype;
   o.blockQ = options.blockQ;
   o.blockK = options.blockK;
+  o.warpMTiles = options.warpMTiles;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
@@ -119,7 +133,7 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
     writeParamMetadata(kernel, os);
   }
 
-  if (failed(lowerToGpu(module, options)))
+  if (failed(lowerToGpu(module, tileDefaults(options))))
     return makeError("attn-to-nvvm failed");
   auto gm = module.lookupSymbol<gpu::GPUModuleOp>(art.entry);
   if (!gm)
