@@ -55,7 +55,8 @@ struct CudaOptions {
 /// (bf16, D = 128, N = 8192; bench/NOTES.md): 4 warps of 2 x 16 rows and
 /// 32-key tiles (128 x 32) run 10-15% faster than 4 warps of 16 rows and
 /// 64-key tiles; two row tiles per warp hold 2 x Dv/2 output registers, so
-/// above Dv = 128 one row tile per warp (64 x 64) keeps them in registers.
+/// above Dv = 128 one row tile per warp (64 x 32, Q reloaded from shared
+/// memory) keeps them in registers.
 CudaOptions tileDefaults(CudaOptions options);
 
 /// Dialects and translations the CUDA pipeline needs in the context.

@@ -485,10 +485,12 @@ private:
 
     // Each warp owns MT m16 tiles of query rows: B fragments (K, V) loaded
     // from shared memory feed MT MMAs each. One tile's Q fragments stay in
-    // registers; with more, they are reloaded per tile from shared memory
-    // (registers go to S and O).
+    // registers; with more (or a wide D), they are reloaded per tile from
+    // shared memory (registers go to S and O).
     const int64_t MT = cfg.warpMTiles;
-    const bool qInRegs = MT == 1;
+    // Above D = 128 the Q fragments (D/4 registers) would push O and S out
+    // of registers.
+    const bool qInRegs = MT == 1 && D <= 128;
     Value warpRow0 = mul(b, warp, ci32(b, 16 * MT));
     Value lane16 = arith::RemUIOp::create(b, l, lane, ci32(b, 16));
     Value laneHi = arith::DivUIOp::create(b, l, lane, ci32(b, 16)); // 0/1

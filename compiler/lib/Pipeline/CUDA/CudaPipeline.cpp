@@ -68,7 +68,7 @@ CudaOptions attnc::pipeline::tileDefaults(CudaOptions o) {
   if (!o.blockQ)
     o.blockQ = 64 * o.warpMTiles;
   if (!o.blockK)
-    o.blockK = wide ? 64 : 32;
+    o.blockK = 32;
   return o;
 }
 
