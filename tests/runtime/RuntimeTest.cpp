@@ -1,5 +1,7 @@
 //===- RuntimeTest.cpp - JIT API, light runtime and kernel cache ----------===//
 
+#include "TempDir.h"
+
 #include "attnc/JIT.h"
 
 #include <gtest/gtest.h>
@@ -7,7 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <dirent.h>
 #include <fstream>
 #include <random>
 #include <spawn.h>
@@ -17,30 +18,9 @@
 extern char **environ;
 
 using namespace attnc;
+using attnc::test::TempDir;
 
 namespace {
-
-/// A fresh cache directory per test (removed at the end).
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/attnc-rt-test-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
-  std::vector<std::string> files(const std::string &suffix) const {
-    std::vector<std::string> out;
-    if (DIR *d = opendir(path.c_str())) {
-      while (dirent *e = readdir(d)) {
-        std::string n = e->d_name;
-        if (n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0)
-          out.push_back(path + "/" + n);
-      }
-      closedir(d);
-    }
-    return out;
-  }
-};
 
 /// Owns a tensor's storage, shape and strides; views it as a DLTensor.
 struct Tensor {
