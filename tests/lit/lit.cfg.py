@@ -20,6 +20,11 @@ llvm_config.use_default_substitutions()
 # The DSL standard library (*.attn definitions).
 config.substitutions.append(("%lib", os.path.join(config.attnc_src_root, "lib")))
 
+# The fake CUDA driver of tests/runtime (FakeCuda.h), for $ATTNC_LIBCUDA:
+# `attnc run --target=cuda` as far as the launch without a GPU.
+config.substitutions.append(
+    ("%fake_cuda", os.path.join(config.attnc_obj_root, "lib", "libattnc-fake-cuda.so")))
+
 # FileCheck, not, count, split-file come from the LLVM install; our tools from
 # the build tree. Tools that are not built yet are left unsubstituted.
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)

@@ -189,13 +189,7 @@ attnc::driver::runCpu(mlir::MLIRContext &ctx, const dsl::Program &prog, const ds
                       const std::vector<double> &V, const reference::Bindings &bindings) {
   registerCpu(ctx);
   KernelSpec spec;
-  for (auto &p : k.constParams) {
-    auto it = bindings.scalars.find(p.name);
-    if (it != bindings.scalars.end())
-      spec.consts[p.name] = p.decl->elemType == dsl::ScalarType::F32
-                                ? std::to_string(it->second)
-                                : std::to_string(int64_t(it->second));
-  }
+  spec.consts = constBindings(k, bindings);
   spec.dtype = dsl::toString(options.dtype).str();
   spec.headDim = shape.D;
   spec.headDimV = shape.Dv;
@@ -204,11 +198,10 @@ attnc::driver::runCpu(mlir::MLIRContext &ctx, const dsl::Program &prog, const ds
   spec.tileQ = tileQOpt; // 0: the pipeline's default
   spec.tileK = tileKOpt;
   // Through the JIT API, so `attnc run` uses (and fills) the kernel cache.
-  static KernelCache cache;
-  auto kernel = cache.get(ctx, prog, k.name, spec);
+  auto kernel = runCache().get(ctx, prog, k.name, spec);
   if (!kernel)
     return makeError(kernel.message());
-  CacheStats stats = cache.stats();
+  CacheStats stats = runCache().stats();
 
   // Q, K, V in the kernel's dtype (the values arrive rounded to it, so the
   // conversion is exact); O and LSE f32.

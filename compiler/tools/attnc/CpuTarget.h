@@ -19,14 +19,10 @@ enum class CpuStage { Tiled, LLVMDialect, LLVMIR };
 bool emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::string &kernel,
              const std::vector<std::string> &params, CpuStage stage, llvm::raw_ostream &os);
 
-struct CpuRunResult {
-  std::vector<double> O, LSE;
+struct CpuRunResult : JitRunResult {
   /// Best wall time of one full call (ms) over --cpu-repeat calls.
   double bestMs = 0;
   unsigned repeats = 0;
-  /// How the kernel was obtained (compiled, memory, disk) and how long it took.
-  double jitMs = 0;
-  std::string jitSource;
 };
 
 /// `attnc FILE --kernel=K --target=cpu --emit=obj -o OUT.o`: a PIC object

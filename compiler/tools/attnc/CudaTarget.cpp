@@ -1,8 +1,12 @@
-//===- CudaTarget.cpp - attnc's CUDA target (--emit stages) ---------------===//
+//===- CudaTarget.cpp - attnc's CUDA target (--emit, run) -----------------===//
 
 #include "CudaTarget.h"
+#include "LaunchBindings.h"
 
+#include "attnc/JIT.h"
 #include "attnc/Pipeline/CudaPipeline.h"
+#include "attnc/Runtime/Cuda.h"
+#include "attnc/Runtime/Half.h"
 
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/IR/MLIRContext.h"
@@ -11,6 +15,8 @@
 #include "llvm/Support/FileUtilities.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/ToolOutputFile.h"
+
+#include <deque>
 
 using namespace attnc;
 using namespace attnc::driver;
@@ -108,4 +114,150 @@ bool attnc::driver::emitCuda(mlir::MLIRContext &ctx, const dsl::Program &prog,
     return false;
   }
   return runPtxas(o.arch, art->ptx, options.outPath);
+}
+
+namespace {
+
+llvm::Error makeError(const llvm::Twine &msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), msg);
+}
+
+/// Dense tensors in GPU 0's memory, each with its DLPack view.
+class DeviceTensors {
+public:
+  struct Tensor {
+    attnc::rt::CudaBuffer buffer;
+    std::vector<int64_t> shape;
+    DLTensor view{};
+    size_t bytes = 0;
+  };
+
+  /// A `shape` tensor of `dt`, holding `data` if given.
+  llvm::Expected<Tensor *> add(std::vector<int64_t> shape, DLDataType dt,
+                               const void *data = nullptr) {
+    size_t n = 1;
+    for (int64_t d : shape)
+      n *= size_t(d);
+    size_t bytes = n * dt.bits / 8;
+    // Whole 32-bit words (fill32), never empty (a null data pointer).
+    auto buffer = attnc::rt::CudaBuffer::allocate(0, std::max<size_t>(4, (bytes + 3) / 4 * 4));
+    if (!buffer)
+      return makeError(buffer.message());
+    if (data && bytes)
+      if (attnc::rt::Status s = buffer->upload(data, bytes); !s)
+        return makeError(s.message());
+    Tensor &t = tensors.emplace_back();
+    t.buffer = std::move(*buffer);
+    t.shape = std::move(shape);
+    t.bytes = bytes;
+    t.view = dlView(t.buffer.data(), dt, t.shape);
+    t.view.device = {kDLCUDA, 0};
+    return &t;
+  }
+
+private:
+  std::deque<Tensor> tensors; // stable addresses for the views
+};
+
+} // namespace
+
+llvm::Expected<CudaRunResult>
+attnc::driver::runCuda(mlir::MLIRContext &ctx, const dsl::Program &prog, const dsl::KernelDecl &k,
+                       const RunOptions &options, const reference::Shape &shape,
+                       const std::vector<double> &Q, const std::vector<double> &K,
+                       const std::vector<double> &V, const reference::Bindings &bindings) {
+  std::string why;
+  if (!rt::cudaAvailable(&why))
+    return makeError("--target=cuda needs a CUDA GPU: " + why +
+                     " (attnc FILE --target=cuda --emit=ptx compiles without one)");
+  KernelSpec spec;
+  spec.consts = constBindings(k, bindings);
+  spec.dtype = dsl::toString(options.dtype).str();
+  if (spec.dtype != "bf16" && spec.dtype != "f16")
+    return makeError("--target=cuda takes --dtype=bf16 or f16");
+  spec.headDim = shape.D;
+  spec.headDimV = shape.Dv;
+  spec.arch = options.arch; // empty: the GPU's
+  spec.tileQ = options.blockQ;
+  spec.tileK = options.blockK;
+  // Through the JIT API, so `attnc run` uses (and fills) the kernel cache.
+  auto kernel = runCache().getCuda(ctx, prog, k.name, spec);
+  if (!kernel)
+    return makeError(kernel.message());
+  CacheStats stats = runCache().stats();
+  CudaRunResult result;
+  result.jitMs = stats.lastMs;
+  result.jitSource = stats.lastSource;
+  result.arch = (*kernel)->info().arch;
+  auto device = rt::deviceName(0);
+  result.device = device ? *device : "GPU 0";
+
+  // Q, K, V in the kernel's dtype (the values arrive rounded to it, so the
+  // conversion is exact), O too; LSE f32.
+  DLDataType in = dlInputType(spec.dtype), f32{kDLFloat, 32, 1};
+  DeviceTensors gpu;
+  std::vector<char> q = packInputs(Q, spec.dtype), kk = packInputs(K, spec.dtype),
+                    v = packInputs(V, spec.dtype);
+  auto tq = gpu.add({shape.B, shape.Hq, shape.Nq, shape.D}, in, q.data());
+  auto tk = gpu.add({shape.B, shape.Hkv, shape.Nk, shape.D}, in, kk.data());
+  auto tv = gpu.add({shape.B, shape.Hkv, shape.Nk, shape.Dv}, in, v.data());
+  auto to = gpu.add({shape.B, shape.Hq, shape.Nq, shape.Dv}, in);
+  auto tl = gpu.add({shape.B, shape.Hq, shape.Nq}, f32);
+  for (auto *t : {&tq, &tk, &tv, &to, &tl})
+    if (!*t)
+      return t->takeError();
+  rt::LaunchArgs args;
+  args.q = &(*tq)->view, args.k = &(*tk)->view, args.v = &(*tv)->view, args.o = &(*to)->view;
+  args.lse = &(*tl)->view;
+  args.qOffset = options.qOffset;
+  // Tensor parameters: bound on the host, then copied to the GPU.
+  LaunchBindings params;
+  if (std::string err = params.bind((*kernel)->info(), bindings, args); !err.empty())
+    return makeError(err);
+  for (auto &[name, arg] : args.params) {
+    if (!arg.isTensor)
+      continue;
+    const DLTensor *host = arg.tensor;
+    auto t = gpu.add(std::vector<int64_t>(host->shape, host->shape + host->ndim), host->dtype,
+                     host->data);
+    if (!t)
+      return t.takeError();
+    arg = rt::Arg::ofTensor(&(*t)->view);
+  }
+
+  // Poison the outputs with NaN: every element must be written.
+  uint32_t nan16 = spec.dtype == "bf16" ? 0x7fc0 : 0x7e00;
+  if (rt::Status s = (*to)->buffer.fill32(nan16 | nan16 << 16); !s)
+    return makeError(s.message());
+  if (rt::Status s = (*tl)->buffer.fill32(0x7fc00000); !s)
+    return makeError(s.message());
+  auto timer = rt::CudaTimer::create(0);
+  if (!timer)
+    return makeError(timer.message());
+  rt::Status s = timer->start();
+  if (s)
+    s = (*kernel)->launch(args);
+  if (s)
+    s = timer->stop();
+  if (s)
+    s = rt::cudaSynchronize(0);
+  if (!s)
+    return makeError(s.message());
+  auto ms = timer->elapsedMs();
+  if (!ms)
+    return makeError(ms.message());
+  result.kernelMs = *ms;
+
+  std::vector<uint16_t> o((*to)->bytes / 2);
+  std::vector<float> lse((*tl)->bytes / 4);
+  if (rt::Status d = (*to)->buffer.download(o.data(), (*to)->bytes); !d)
+    return makeError(d.message());
+  if (rt::Status d = (*tl)->buffer.download(lse.data(), (*tl)->bytes); !d)
+    return makeError(d.message());
+  for (uint16_t x : o)
+    result.O.push_back(spec.dtype == "bf16" ? rt::bf16ToFloat(x) : rt::f16ToFloat(x));
+  result.LSE.assign(lse.begin(), lse.end());
+  for (const std::vector<double> *out : {&result.O, &result.LSE})
+    result.unwritten += size_t(llvm::count_if(*out, [](double x) { return std::isnan(x); }));
+  return result;
 }

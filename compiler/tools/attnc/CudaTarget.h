@@ -1,9 +1,13 @@
-//===- CudaTarget.h - attnc's CUDA target (--emit stages) -------*- C++ -*-===//
+//===- CudaTarget.h - attnc's CUDA target (--emit, run) ---------*- C++ -*-===//
 
 #ifndef ATTNC_TOOLS_CUDATARGET_H
 #define ATTNC_TOOLS_CUDATARGET_H
 
 #include "Driver.h"
+
+#include "attnc/DSL/Reference.h"
+
+#include "llvm/Support/Error.h"
 
 namespace attnc::driver {
 
@@ -26,6 +30,26 @@ struct CudaEmitOptions {
 /// PATH) on the PTX.
 bool emitCuda(mlir::MLIRContext &ctx, const dsl::Program &prog, const CudaEmitOptions &options,
               CudaStage stage);
+
+struct CudaRunResult : JitRunResult {
+  std::string device; // the GPU's name
+  std::string arch;   // the kernel's
+  /// The launch, timed with CUDA events.
+  double kernelMs = 0;
+  /// O and LSE elements the kernel left at their NaN poison.
+  size_t unwritten = 0;
+};
+
+/// `attnc run --target=cuda`: gets the kernel for the run's dtype, the
+/// shape's D/Dv and `--arch` (default: the GPU's) through the JIT API
+/// (kernel cache), copies the inputs (already rounded to the dtype) and the
+/// tensor parameters to GPU 0, poisons O and LSE, launches and copies back.
+/// Fails with the reason when there is no usable GPU.
+llvm::Expected<CudaRunResult> runCuda(mlir::MLIRContext &ctx, const dsl::Program &prog,
+                                      const dsl::KernelDecl &k, const RunOptions &options,
+                                      const reference::Shape &shape, const std::vector<double> &Q,
+                                      const std::vector<double> &K, const std::vector<double> &V,
+                                      const reference::Bindings &bindings);
 
 } // namespace attnc::driver
 

@@ -4,6 +4,7 @@
 #define ATTNC_TOOLS_DRIVER_H
 
 #include "attnc/DSL/Frontend.h"
+#include "attnc/DSL/Reference.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
@@ -15,6 +16,10 @@
 namespace mlir {
 class MLIRContext;
 } // namespace mlir
+
+namespace attnc {
+class KernelCache;
+} // namespace attnc
 
 namespace attnc::driver {
 
@@ -49,6 +54,27 @@ struct RunOptions {
   uint64_t seed = 1;
   std::string target;
   dsl::ElemType dtype = dsl::ElemType::F32;
+  /// --target=cuda: the GPU arch (empty: the device's) and the CTA tiles
+  /// (0: the pipeline's defaults).
+  std::string arch;
+  int64_t blockQ = 0, blockK = 0;
+};
+
+/// The values of `k`'s const parameters in `bindings`, as MLIRGen and
+/// KernelSpec::consts take them.
+std::map<std::string, std::string> constBindings(const dsl::KernelDecl &k,
+                                                 const reference::Bindings &bindings);
+
+/// The kernel cache `attnc run`'s compiled targets go through
+/// ($ATTNC_CACHE_DIR).
+KernelCache &runCache();
+
+/// What `attnc run` gets from a compiled target (runCpu, runCuda).
+struct JitRunResult {
+  std::vector<double> O, LSE;
+  /// How the kernel was obtained (compiled, memory, disk) and how long it took.
+  double jitMs = 0;
+  std::string jitSource;
 };
 
 /// `attnc run`: runs a kernel on random inputs and prints a summary; with

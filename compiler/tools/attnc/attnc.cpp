@@ -91,19 +91,23 @@ cl::opt<bool> check("check", cl::desc("Compare against the float64 reference"),
                     cl::sub(runCmd));
 cl::opt<uint64_t> seed("seed", cl::desc("Random seed for the inputs"),
                        cl::init(1), cl::sub(runCmd));
-cl::opt<std::string> target("target",
-                            cl::desc("Where to run: reference (float64, the oracle) or interp "
-                                     "(the attn IR, interpreted in f32) or cpu (JIT-compiled for the host)"),
-                            cl::init("reference"), cl::sub(runCmd),
-                            cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<std::string>
+    target("target",
+           cl::desc("Where to run: reference (float64, the oracle) or interp "
+                    "(the attn IR, interpreted in f32) or cpu (JIT-compiled for the host) "
+                    "or cuda (JIT-compiled for GPU 0)"),
+           cl::init("reference"), cl::sub(runCmd), cl::sub(cl::SubCommand::getTopLevel()));
 
-cl::opt<std::string> arch("arch", cl::desc("CUDA target: GPU architecture (sm_80, sm_90a, ...)"),
-                          cl::init("sm_90a"), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<std::string> arch("arch",
+                          cl::desc("CUDA target: GPU architecture (sm_80, sm_90a, ...; default: "
+                                   "sm_90a to emit, the GPU's to run)"),
+                          cl::init("sm_90a"), cl::sub(cl::SubCommand::getTopLevel()),
+                          cl::sub(runCmd));
 cl::opt<int64_t> cudaBlockQ("cuda-block-q",
                             cl::desc("CUDA target: query rows per CTA (16 per warp; 0: default)"),
-                            cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
+                            cl::init(0), cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
 cl::opt<int64_t> cudaBlockK("cuda-block-k", cl::desc("CUDA target: keys per KV tile (0: default)"),
-                            cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
+                            cl::init(0), cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
 cl::opt<int64_t> cudaWarpMTiles("cuda-warp-m-tiles",
                                 cl::desc("CUDA target: m16 row tiles per warp (0: default)"),
                                 cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
@@ -172,6 +176,10 @@ int main(int argc, char **argv) {
     driver::RunOptions opts{kernelName, shape, {params.begin(), params.end()},
                             qOffset,    check, seed,
                             target,     dtype};
+    // --target=cuda: the GPU's arch unless --arch is given.
+    opts.arch = arch.getNumOccurrences() ? std::string(arch) : "";
+    opts.blockQ = cudaBlockQ;
+    opts.blockK = cudaBlockK;
     return driver::runKernel(ctx, *prog, opts, outs()) ? 0 : 1;
   }
 
