@@ -35,6 +35,7 @@ bench_set() { # dtype [extra attnc flags]
 bench_set bf16
 # Tile-shape variants, compared side by side by bench.py --variants.
 VARIANT=_k64m1 bench_set bf16 --cuda-block-q=64 --cuda-block-k=64 --cuda-warp-m-tiles=1
+VARIANT=_s3 bench_set bf16 --cuda-stages=3
 emit causal.attn causal_attention 64 bf16
 emit causal.attn causal_attention 128 f16
 echo "PTX in $OUT"

@@ -84,6 +84,8 @@ bool attnc::driver::emitCuda(mlir::MLIRContext &ctx, const dsl::Program &prog,
     o.blockK = options.blockK;
   if (options.warpMTiles)
     o.warpMTiles = options.warpMTiles;
+  if (options.stages)
+    o.stages = options.stages;
   if (o.dtype != "bf16" && o.dtype != "f16") {
     llvm::errs() << "attnc: error: --target=cuda takes --dtype=bf16 or f16, not " << o.dtype
                  << "\n";

@@ -19,8 +19,8 @@ struct CudaEmitOptions {
   std::vector<std::string> params;
   std::string dtype = "bf16";
   std::string arch = "sm_90a";
-  int64_t headDim = 0;                            // 0: the kernel's first head_dim, or 128
-  int64_t blockQ = 0, blockK = 0, warpMTiles = 0; // 0: pipeline::CudaOptions defaults
+  int64_t headDim = 0; // 0: the kernel's first head_dim, or 128
+  int64_t blockQ = 0, blockK = 0, warpMTiles = 0, stages = 0; // 0: pipeline defaults
   std::string outPath = "-";
 };
 

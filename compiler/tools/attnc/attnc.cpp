@@ -111,6 +111,9 @@ cl::opt<int64_t> cudaBlockK("cuda-block-k", cl::desc("CUDA target: keys per KV t
 cl::opt<int64_t> cudaWarpMTiles("cuda-warp-m-tiles",
                                 cl::desc("CUDA target: m16 row tiles per warp (0: default)"),
                                 cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<int64_t> cudaStages("cuda-stages",
+                            cl::desc("CUDA target: K/V shared-memory buffers (0: default)"),
+                            cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<dsl::ElemType> dtype("dtype", cl::desc("Input element type"),
                              cl::init(dsl::ElemType::F32),
                              cl::values(clEnumValN(dsl::ElemType::F32, "f32", "float32"),
@@ -214,6 +217,7 @@ int main(int argc, char **argv) {
     o.blockQ = cudaBlockQ;
     o.blockK = cudaBlockK;
     o.warpMTiles = cudaWarpMTiles;
+    o.stages = cudaStages;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

@@ -6,6 +6,7 @@
 // RUN: FileCheck %s --check-prefix=META < %t.ptx.meta
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=ptx --dtype=f16 --arch=sm_80 | FileCheck %s --check-prefix=F16
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --cuda-block-q=128 --cuda-block-k=32 --cuda-warp-m-tiles=1 | FileCheck %s --check-prefix=TILES
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --head-dim=64 --cuda-block-q=64 --cuda-block-k=64 --cuda-warp-m-tiles=1 --cuda-stages=3 | FileCheck %s --check-prefix=STAGES
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=softcap_k --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=SOFTCAP
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=alibi_k --target=cuda --emit=ptx --head-dim=64 -o %t.alibi.ptx
 // RUN: FileCheck %s --check-prefix=ALIBI < %t.alibi.ptx.meta
@@ -69,6 +70,13 @@
 // Explicit tiles: 8 warps of 16 rows, 32-key tiles (D = 128 by default):
 // (128 + 2*32 + 2*32) * 136 * 2.
 // TILES: gpu.module @attnc_causal_k attributes {attn.block_q = 128 : i64, attn.shared_bytes = 69632 : i64, attn.threads = 256 : i64}
+
+// Three K/V buffers: (64 + 3 * 64 + 3 * 64) * 72 * 2 bytes; two tiles in
+// flight while one computes.
+// STAGES: gpu.module @attnc_causal_k attributes {attn.block_q = 64 : i64, attn.shared_bytes = 64512 : i64, attn.threads = 128 : i64}
+// STAGES: nvvm.cp.async.wait.group 2
+// STAGES: scf.for
+// STAGES: nvvm.cp.async.wait.group 2
 
 // Approximate division and the PTX tanh for the softcap score.
 // SOFTCAP: arith.divf {{.*}} fastmath<arcp,afn> : f32

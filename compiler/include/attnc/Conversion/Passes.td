@@ -90,7 +90,9 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "Keys per KV tile">,
     Option<"warpMTiles", "warp-m-tiles", "int64_t", /*default=*/"1",
            "m16 tiles of query rows per warp (block-q / (16 * this) warps); "
-           "above 1, Q fragments are reloaded from shared memory per KV tile">
+           "above 1, Q fragments are reloaded from shared memory per KV tile">,
+    Option<"stages", "stages", "int64_t", /*default=*/"2",
+           "K/V shared-memory buffers: tiles in flight while one computes">
   ];
 }
 

@@ -48,6 +48,7 @@ struct CudaOptions {
   int64_t blockQ = 0;     // query rows per CTA
   int64_t blockK = 0;     // keys per KV tile
   int64_t warpMTiles = 0; // m16 row tiles per warp (blockQ / (16 * this) warps)
+  int64_t stages = 0;     // K/V shared-memory buffers
   unsigned optLevel = 3;
 };
 

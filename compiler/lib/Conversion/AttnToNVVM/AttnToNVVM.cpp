@@ -328,7 +328,7 @@ private:
     // ldmatrix phase fall in distinct banks.
     const int64_t qStride = D + 8, kStride = D + 8, vStride = Dv + 8;
     const int64_t qBytes = BQ * qStride * 2, kBytes = BK * kStride * 2, vBytes = BK * vStride * 2;
-    const int64_t stages = 2;
+    const int64_t stages = cfg.stages;
     sharedBytes = qBytes + stages * (kBytes + vBytes);
     numThreads = threads;
 
@@ -472,15 +472,16 @@ private:
       copyTile(b, gV, vBase, stride(8), k0, Nk, BK, Dv, vStride, vOff);
     };
 
-    // Prefetch tile 0 (group 1), then wait for Q and load its fragments.
-    {
-      Value any = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sgt, nTiles, ci32(b, 0));
+    // Prefetch tiles 0 .. stages-2 (one cp.async group each, committed even
+    // when empty so that group counts stay uniform), then wait for Q.
+    for (int64_t st = 0; st + 1 < stages; ++st) {
+      Value any = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sgt, nTiles, ci32(b, st));
       auto ifOp = scf::IfOp::create(b, l, any, false);
       OpBuilder tb = ifOp.getThenBodyBuilder();
-      loadKV(tb, ci32(tb, 0));
+      loadKV(tb, ci32(tb, st));
+      NVVM::CpAsyncCommitGroupOp::create(b, l);
     }
-    NVVM::CpAsyncCommitGroupOp::create(b, l);
-    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(1));
+    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
     gpu::BarrierOp::create(b, l);
 
     // Each warp owns MT m16 tiles of query rows: B fragments (K, V) loaded
@@ -575,16 +576,17 @@ private:
     auto loop = scf::ForOp::create(
         b, l, ci32(b, 0), nTiles, ci32(b, 1), init,
         [&](OpBuilder &b, Location l, Value t, ValueRange iter) {
-          // Prefetch tile t+1 into the other stage while tile t computes.
-          Value t1 = add(b, t, ci32(b, 1));
-          Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, t1, nTiles);
+          // Prefetch tile t+stages-1 into the stage tile t-1 used while tile
+          // t computes; then wait until tile t's group is complete.
+          Value tn = add(b, t, ci32(b, stages - 1));
+          Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, tn, nTiles);
           auto ifOp = scf::IfOp::create(b, l, more, false);
           {
             OpBuilder tb = ifOp.getThenBodyBuilder();
-            loadKV(tb, t1);
+            loadKV(tb, tn);
           }
           NVVM::CpAsyncCommitGroupOp::create(b, l);
-          NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(1));
+          NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
           gpu::BarrierOp::create(b, l);
 
           Value stage = arith::RemUIOp::create(b, l, t, ci32(b, stages));
@@ -844,9 +846,14 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.blockQ = blockQ;
     cfg.blockK = blockK;
     cfg.warpMTiles = warpMTiles;
+    cfg.stages = stages;
     if (cfg.headDim <= 0 || cfg.headDim % 16 || cfg.headDimV % 16) {
       module.emitError("attn-to-nvvm: head dims must be positive multiples of 16, got ")
           << cfg.headDim << " and " << cfg.headDimV;
+      return signalPassFailure();
+    }
+    if (cfg.stages < 2 || cfg.stages > 4) {
+      module.emitError("attn-to-nvvm: stages must be 2 to 4");
       return signalPassFailure();
     }
     if (cfg.warpMTiles < 1 || cfg.warpMTiles > 4) {

@@ -69,6 +69,8 @@ CudaOptions attnc::pipeline::tileDefaults(CudaOptions o) {
     o.blockQ = 64 * o.warpMTiles;
   if (!o.blockK)
     o.blockK = 32;
+  if (!o.stages)
+    o.stages = 2;
   return o;
 }
 
@@ -82,6 +84,7 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.blockQ = options.blockQ;
   o.blockK = options.blockK;
   o.warpMTiles = options.warpMTiles;
+  o.stages = options.stages;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
