@@ -475,6 +475,7 @@ KernelCache::Impl::cudaArtifact(mlir::MLIRContext &ctx, const dsl::Program &prog
   // The tiles the kernel gets (0: the measured defaults for its head dims).
   cuda = pipeline::tileDefaults(cuda);
   Build build(ctx, diagnostics);
+  // Every pipeline::CudaOptions field that shapes the code belongs here.
   std::string specText =
       "target=cuda arch=" + cuda.arch + " dtype=" + cuda.dtype +
       " D=" + std::to_string(cuda.headDim) + " Dv=" + std::to_string(cuda.headDimV) +
