@@ -480,7 +480,8 @@ KernelCache::Impl::cudaArtifact(mlir::MLIRContext &ctx, const dsl::Program &prog
       "target=cuda arch=" + cuda.arch + " dtype=" + cuda.dtype +
       " D=" + std::to_string(cuda.headDim) + " Dv=" + std::to_string(cuda.headDimV) +
       " bq=" + std::to_string(cuda.blockQ) + " bk=" + std::to_string(cuda.blockK) +
-      " wm=" + std::to_string(cuda.warpMTiles) + " O" + std::to_string(cuda.optLevel);
+      " wm=" + std::to_string(cuda.warpMTiles) + " st=" + std::to_string(cuda.stages) + " O" +
+      std::to_string(cuda.optLevel);
   if (Status s = build.generate(prog, name, spec, specText); !s)
     return s;
   const std::string &key = build.key;
