@@ -86,4 +86,9 @@
 // ALIBI: param slopes tensor f32 1 H
 
 // DOC: gpu.func @attnc_doc_causal({{.*}}%arg25: i32, %arg26: !llvm.ptr, %arg27: i32)
+// A data-dependent mask: keep flags before Q.K^T, a warp vote skips the
+// tile's MMAs for warps that keep nothing.
 // DOC: llvm.load {{.*}} invariant : !llvm.ptr<1> -> i32
+// DOC: nvvm.vote.sync any
+// DOC: scf.if
+// DOC: nvvm.mma.sync

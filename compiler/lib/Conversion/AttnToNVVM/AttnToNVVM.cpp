@@ -546,6 +546,10 @@ private:
     if (auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>())
       if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
         maskAlwaysTrue = true;
+    // Masks reading tensor data have no KV range (a document mask): their
+    // tiles are skipped per warp at run time instead (see the KV loop).
+    bool dataDependent = false;
+    attention.getMaskBlock().walk([&](attn::LoadOp) { dataDependent = !maskAlwaysTrue; });
     Value scaleLog2 = fmul(b, scale, cf32(b, kLog2e));
     // With the plain score and a positive constant scale, scores stay raw
     // until the exponent: max commutes with the scaling, and
@@ -593,31 +597,7 @@ private:
           auto [kOff, vOff] = stageOffsets(b, stage);
           Value k0 = add(b, kLo, mul(b, t, ci32(b, BK)));
 
-          // S = Q K^T: per pair of n8 key blocks and k16 chunk, one
-          // ldmatrix.x4 at key row np*16 + (lane/16)*8 + lane%8, column
-          // kk*16 + ((lane/8)%2)*8 gives the B fragments of both blocks.
-          // Addresses are one pointer per tile (stage + lane) plus constant
-          // offsets that fold into the ldmatrix's immediate. kk outer: the
-          // accumulator chains advance together, so consecutive MMAs are
-          // independent and their latency overlaps.
-          const int64_t nbS = BK / 8;
-          SmallVector<SmallVector<SmallVector<Value, 4>>> s(
-              MT, SmallVector<SmallVector<Value, 4>>(nbS, SmallVector<Value, 4>(4, zero)));
-          Value kLane = gep(b, smemAt(b, kOff), laneK, b.getI8Type());
-          for (int64_t kk = 0; kk < D / 16; ++kk) {
-            SmallVector<SmallVector<Value>> qf(MT);
-            for (int64_t mt = 0; mt < MT; ++mt)
-              qf[mt] = qInRegs ? qa[mt][kk] : loadQ(b, mt, kk);
-            for (int64_t np = 0; np < BK / 16; ++np) {
-              Value p = gep(b, kLane, ci32(b, (np * 16 * kStride + kk * 16) * 2), b.getI8Type());
-              SmallVector<Value> kb = ldmatrix(b, p, 4, false);
-              for (int64_t mt = 0; mt < MT; ++mt) {
-                s[mt][2 * np] = mma(b, qf[mt], {kb[0], kb[1]}, s[mt][2 * np]);
-                s[mt][2 * np + 1] = mma(b, qf[mt], {kb[2], kb[3]}, s[mt][2 * np + 1]);
-              }
-            }
-          }
-
+          const int64_t nbS = BK / 8; // n8 key blocks per tile
           // Scores in the log2 domain, masked keys -inf. Tiles inside the
           // mask's inner range (every row keeps every key, all keys < Nk)
           // skip the mask; the branch is uniform across the CTA.
@@ -631,146 +611,239 @@ private:
           if (!softmax)
             tileTypes.append(nElems, b.getI1Type());
           Value keyBase = add(b, k0, mul(b, tig, ci32(b, 2)));
-          auto scoreIf = scf::IfOp::create(b, l, tileTypes, isFull,
-                                           /*withElseRegion=*/true);
-          auto emitScores = [&](OpBuilder &b, bool masked) {
-            SmallVector<Value> tvals, keeps;
-            Value kLast = arith::SubIOp::create(b, l, kHi, ci32(b, 1));
-            for (int64_t mt = 0; mt < MT && !hadError; ++mt) {
-              for (int64_t nb = 0; nb < nbS && !hadError; ++nb) {
-                for (int i = 0; i < 4 && !hadError; ++i) {
-                  Value qp = qPos[slotOf(mt, i)];
-                  Value key = add(b, keyBase, ci32(b, nb * 8 + (i & 1)));
-                  // Region reads stay in bounds: keys past the range read
-                  // the last one (and are masked).
-                  Value kc = masked ? arith::MinSIOp::create(b, l, key, kLast).getResult() : key;
-                  Value keep = arith::ConstantIntOp::create(b, l, 1, 1);
-                  if (masked) {
-                    keep = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, key, kHi);
-                    if (!maskAlwaysTrue) {
-                      auto mv = cloneRegion(b, attention.getMaskBlock(), {bIdx, hIdx, qp, kc});
-                      if (failed(mv)) {
+          // Scores, softmax and P.V of this tile; returns the next loop
+          // state (empty on error). keepsIn: see emitScores.
+          auto tileBody = [&](OpBuilder &b, ValueRange iter,
+                              ArrayRef<Value> keepsIn) -> SmallVector<Value> {
+            // S = Q K^T: per pair of n8 key blocks and k16 chunk, one
+            // ldmatrix.x4 at key row np*16 + (lane/16)*8 + lane%8, column
+            // kk*16 + ((lane/8)%2)*8 gives the B fragments of both blocks.
+            // Addresses are one pointer per tile (stage + lane) plus constant
+            // offsets that fold into the ldmatrix's immediate. kk outer: the
+            // accumulator chains advance together, so consecutive MMAs are
+            // independent and their latency overlaps.
+            SmallVector<SmallVector<SmallVector<Value, 4>>> s(
+                MT, SmallVector<SmallVector<Value, 4>>(nbS, SmallVector<Value, 4>(4, zero)));
+            Value kLane = gep(b, smemAt(b, kOff), laneK, b.getI8Type());
+            for (int64_t kk = 0; kk < D / 16; ++kk) {
+              SmallVector<SmallVector<Value>> qf(MT);
+              for (int64_t mt = 0; mt < MT; ++mt)
+                qf[mt] = qInRegs ? qa[mt][kk] : loadQ(b, mt, kk);
+              for (int64_t np = 0; np < BK / 16; ++np) {
+                Value p = gep(b, kLane, ci32(b, (np * 16 * kStride + kk * 16) * 2), b.getI8Type());
+                SmallVector<Value> kb = ldmatrix(b, p, 4, false);
+                for (int64_t mt = 0; mt < MT; ++mt) {
+                  s[mt][2 * np] = mma(b, qf[mt], {kb[0], kb[1]}, s[mt][2 * np]);
+                  s[mt][2 * np + 1] = mma(b, qf[mt], {kb[2], kb[3]}, s[mt][2 * np + 1]);
+                }
+              }
+            }
+
+            // keepsIn: keep flags computed before Q.K^T (data-dependent masks).
+            auto emitScores = [&](OpBuilder &b, bool masked,
+                                  ArrayRef<Value> keepsIn) -> SmallVector<Value> {
+              SmallVector<Value> tvals, keeps;
+              Value kLast = arith::SubIOp::create(b, l, kHi, ci32(b, 1));
+              for (int64_t mt = 0; mt < MT && !hadError; ++mt) {
+                for (int64_t nb = 0; nb < nbS && !hadError; ++nb) {
+                  for (int i = 0; i < 4 && !hadError; ++i) {
+                    Value qp = qPos[slotOf(mt, i)];
+                    Value key = add(b, keyBase, ci32(b, nb * 8 + (i & 1)));
+                    // Region reads stay in bounds: keys past the range read
+                    // the last one (and are masked).
+                    Value kc = masked ? arith::MinSIOp::create(b, l, key, kLast).getResult() : key;
+                    Value keep = arith::ConstantIntOp::create(b, l, 1, 1);
+                    if (masked && !keepsIn.empty()) {
+                      keep = keepsIn[eIdx(mt, nb, i)];
+                    } else if (masked) {
+                      keep = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, key, kHi);
+                      if (!maskAlwaysTrue) {
+                        auto mv = cloneRegion(b, attention.getMaskBlock(), {bIdx, hIdx, qp, kc});
+                        if (failed(mv)) {
+                          hadError = true;
+                          break;
+                        }
+                        keep = arith::AndIOp::create(b, l, keep, *mv);
+                      }
+                    }
+                    Value sv = s[mt][nb][i], tval;
+                    if (identityScore) {
+                      tval = foldScale ? sv : fmul(b, sv, scaleLog2);
+                    } else {
+                      auto r = cloneRegion(b, scoreBlock, {fmul(b, sv, scale), bIdx, hIdx, qp, kc});
+                      if (failed(r)) {
                         hadError = true;
                         break;
                       }
-                      keep = arith::AndIOp::create(b, l, keep, *mv);
+                      tval = fmul(b, *r, log2e);
                     }
+                    tvals.push_back(masked ? select(b, keep, tval, negInf) : tval);
+                    keeps.push_back(keep);
                   }
-                  Value sv = s[mt][nb][i], tval;
-                  if (identityScore) {
-                    tval = foldScale ? sv : fmul(b, sv, scaleLog2);
+                }
+              }
+              if (hadError) {
+                tvals.assign(nElems, negInf);
+                keeps.assign(nElems, arith::ConstantIntOp::create(b, l, 0, 1));
+              }
+              if (!softmax)
+                tvals.append(keeps);
+              return tvals;
+            };
+            SmallVector<Value> scored;
+            if (!keepsIn.empty()) {
+              scored = emitScores(b, /*masked=*/true, keepsIn);
+            } else {
+              auto scoreIf = scf::IfOp::create(b, l, tileTypes, isFull,
+                                               /*withElseRegion=*/true);
+              OpBuilder tb = scoreIf.getThenBodyBuilder();
+              scf::YieldOp::create(tb, l, emitScores(tb, /*masked=*/false, {}));
+              OpBuilder eb = scoreIf.getElseBodyBuilder();
+              scf::YieldOp::create(eb, l, emitScores(eb, /*masked=*/true, {}));
+              scored.assign(scoreIf.getResults().begin(), scoreIf.getResults().end());
+            }
+            if (hadError)
+              return {};
+            SmallVector<Value> tileMax(RS, negInf), tv(nElems), keepv(nElems);
+            for (int64_t mt = 0; mt < MT; ++mt)
+              for (int64_t nb = 0; nb < nbS; ++nb)
+                for (int i = 0; i < 4; ++i) {
+                  int64_t e = eIdx(mt, nb, i);
+                  tv[e] = scored[e];
+                  if (!softmax)
+                    keepv[e] = scored[nElems + e];
+                  tileMax[slotOf(mt, i)] = fmax(b, tileMax[slotOf(mt, i)], tv[e]);
+                }
+            // Row maxima across the 4 threads of a row (a quad).
+            for (int64_t x : {1, 2})
+              for (int64_t rs = 0; rs < RS; ++rs)
+                tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
+            SmallVector<Value> mNew(RS), ref(RS), negRef(RS), alpha(RS), sum(RS);
+            for (int64_t rs = 0; rs < RS; ++rs) {
+              Value tm = foldScale ? fmul(b, tileMax[rs], scaleLog2) : tileMax[rs];
+              mNew[rs] = fmax(b, iter[rs], tm);
+              // A row that has seen no key keeps m = -inf; use 0 as its
+              // reference so that 2^(-inf - ref) = 0 instead of NaN.
+              Value isNinf =
+                  arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew[rs], negInf);
+              ref[rs] = select(b, isNinf, zero, mNew[rs]);
+              negRef[rs] = arith::NegFOp::create(b, l, ref[rs]);
+              alpha[rs] = ex2(b, fsub(b, iter[rs], ref[rs]));
+              sum[rs] = fmul(b, alpha[rs], iter[RS + rs]);
+            }
+            // P (weights) packed as A fragments of P.V, 16 keys per chunk.
+            SmallVector<Value> w(nElems);
+            for (int64_t mt = 0; mt < MT; ++mt)
+              for (int64_t nb = 0; nb < nbS; ++nb)
+                for (int i = 0; i < 4; ++i) {
+                  int64_t e = eIdx(mt, nb, i), rs = slotOf(mt, i);
+                  Value p = foldScale
+                                ? ex2(b, LLVM::FMAOp::create(b, l, tv[e], scaleLog2, negRef[rs]))
+                                : ex2(b, fsub(b, tv[e], ref[rs]));
+                  sum[rs] = fadd(b, sum[rs], p);
+                  if (softmax) {
+                    w[e] = p;
                   } else {
-                    auto r = cloneRegion(b, scoreBlock, {fmul(b, sv, scale), bIdx, hIdx, qp, kc});
-                    if (failed(r)) {
+                    // sigmoid(s') = 1 / (1 + 2^(-t)); masked keys weigh 0.
+                    Value ex = ex2(b, arith::NegFOp::create(b, l, tv[e]));
+                    Value sg = arith::DivFOp::create(b, l, one, fadd(b, one, ex));
+                    w[e] = select(b, keepv[e], sg, zero);
+                  }
+                }
+            SmallVector<Value> next(mNew.begin(), mNew.end());
+            next.append(sum.begin(), sum.end());
+            SmallVector<SmallVector<SmallVector<Value, 4>>> o(
+                MT, SmallVector<SmallVector<Value, 4>>(nbO));
+            for (int64_t mt = 0; mt < MT; ++mt)
+              for (int64_t n = 0; n < nbO; ++n)
+                for (int i = 0; i < 4; ++i) {
+                  Value a = iter[oIdx(mt, n, i)];
+                  o[mt][n].push_back(softmax ? fmul(b, a, alpha[slotOf(mt, i)]) : a);
+                }
+            // pa[mt][j]: the A fragment of keys [16j, 16j + 16).
+            SmallVector<SmallVector<SmallVector<Value>>> pa(MT);
+            for (int64_t mt = 0; mt < MT; ++mt)
+              for (int64_t j = 0; j < BK / 16; ++j) {
+                auto W = [&](int64_t nb, int i) { return w[eIdx(mt, nb, i)]; };
+                pa[mt].push_back({pack(b, W(2 * j, 0), W(2 * j, 1)),
+                                  pack(b, W(2 * j, 2), W(2 * j, 3)),
+                                  pack(b, W(2 * j + 1, 0), W(2 * j + 1, 1)),
+                                  pack(b, W(2 * j + 1, 2), W(2 * j + 1, 3))});
+              }
+            // O += P V: ldmatrix.trans x4 at V row j*16 + lane%16, column
+            // np*16 + (lane/16)*8 gives the B fragments of n-blocks 2np, 2np+1.
+            Value vLane = gep(b, smemAt(b, vOff), laneV, b.getI8Type());
+            for (int64_t j = 0; j < BK / 16; ++j) {
+              for (int64_t np = 0; np < Dv / 16; ++np) {
+                Value p = gep(b, vLane, ci32(b, (j * 16 * vStride + np * 16) * 2), b.getI8Type());
+                SmallVector<Value> vb = ldmatrix(b, p, 4, true);
+                for (int64_t mt = 0; mt < MT; ++mt) {
+                  o[mt][2 * np] = mma(b, pa[mt][j], {vb[0], vb[1]}, o[mt][2 * np]);
+                  o[mt][2 * np + 1] = mma(b, pa[mt][j], {vb[2], vb[3]}, o[mt][2 * np + 1]);
+                }
+              }
+            }
+            for (auto &tile : o)
+              for (auto &blk : tile)
+                next.append(blk.begin(), blk.end());
+            return next;
+          };
+          SmallVector<Value> next;
+          if (!dataDependent) {
+            next = tileBody(b, iter, {});
+          } else {
+            // Data-dependent masks (documents, ...) have no KV range: their
+            // keep flags come first, and a warp none of whose rows keeps a
+            // key of the tile skips it (warp vote; the branch is uniform
+            // within the warp, as mma.sync needs).
+            SmallVector<Type> keepTypes(nElems + 1, b.getI1Type());
+            auto keepIf = scf::IfOp::create(b, l, keepTypes, isFull, /*withElseRegion=*/true);
+            {
+              OpBuilder tb = keepIf.getThenBodyBuilder();
+              scf::YieldOp::create(
+                  tb, l, SmallVector<Value>(nElems + 1, arith::ConstantIntOp::create(tb, l, 1, 1)));
+              OpBuilder eb = keepIf.getElseBodyBuilder();
+              SmallVector<Value> keeps;
+              Value kLast = arith::SubIOp::create(eb, l, kHi, ci32(eb, 1));
+              Value anyKeep = arith::ConstantIntOp::create(eb, l, 0, 1);
+              for (int64_t mt = 0; mt < MT && !hadError; ++mt)
+                for (int64_t nb = 0; nb < nbS && !hadError; ++nb)
+                  for (int i = 0; i < 4 && !hadError; ++i) {
+                    Value key = add(eb, keyBase, ci32(eb, nb * 8 + (i & 1)));
+                    Value kc = arith::MinSIOp::create(eb, l, key, kLast);
+                    Value keep = arith::CmpIOp::create(eb, l, arith::CmpIPredicate::slt, key, kHi);
+                    auto mv = cloneRegion(eb, attention.getMaskBlock(),
+                                          {bIdx, hIdx, qPos[slotOf(mt, i)], kc});
+                    if (failed(mv)) {
                       hadError = true;
                       break;
                     }
-                    tval = fmul(b, *r, log2e);
+                    keep = arith::AndIOp::create(eb, l, keep, *mv);
+                    keeps.push_back(keep);
+                    anyKeep = arith::OrIOp::create(eb, l, anyKeep, keep);
                   }
-                  tvals.push_back(masked ? select(b, keep, tval, negInf) : tval);
-                  keeps.push_back(keep);
-                }
-              }
+              if (hadError)
+                keeps.assign(nElems, anyKeep);
+              keeps.push_back(NVVM::VoteSyncOp::create(eb, l, eb.getI1Type(), ci32(eb, -1), anyKeep,
+                                                       NVVM::VoteSyncKind::any));
+              scf::YieldOp::create(eb, l, keeps);
             }
-            if (hadError) {
-              tvals.assign(nElems, negInf);
-              keeps.assign(nElems, arith::ConstantIntOp::create(b, l, 0, 1));
-            }
-            if (!softmax)
-              tvals.append(keeps);
-            scf::YieldOp::create(b, l, tvals);
-          };
-          {
-            OpBuilder tb = scoreIf.getThenBodyBuilder();
-            emitScores(tb, /*masked=*/false);
-            OpBuilder eb = scoreIf.getElseBodyBuilder();
-            emitScores(eb, /*masked=*/true);
+            SmallVector<Value> keeps(keepIf.getResults().begin(),
+                                     keepIf.getResults().begin() + nElems);
+            auto liveIf = scf::IfOp::create(b, l, iter.getTypes(), keepIf.getResult(nElems),
+                                            /*withElseRegion=*/true);
+            OpBuilder tb = liveIf.getThenBodyBuilder();
+            SmallVector<Value> liveNext = tileBody(tb, iter, keeps);
+            scf::YieldOp::create(tb, l, liveNext.empty() ? SmallVector<Value>(iter) : liveNext);
+            OpBuilder eb = liveIf.getElseBodyBuilder();
+            scf::YieldOp::create(eb, l, iter);
+            next.assign(liveIf.getResults().begin(), liveIf.getResults().end());
           }
-          if (hadError) {
+          if (hadError || next.empty()) {
+            hadError = true;
             scf::YieldOp::create(b, l, iter);
             return;
           }
-          SmallVector<Value> tileMax(RS, negInf), tv(nElems), keepv(nElems);
-          for (int64_t mt = 0; mt < MT; ++mt)
-            for (int64_t nb = 0; nb < nbS; ++nb)
-              for (int i = 0; i < 4; ++i) {
-                int64_t e = eIdx(mt, nb, i);
-                tv[e] = scoreIf.getResult(e);
-                if (!softmax)
-                  keepv[e] = scoreIf.getResult(nElems + e);
-                tileMax[slotOf(mt, i)] = fmax(b, tileMax[slotOf(mt, i)], tv[e]);
-              }
-          // Row maxima across the 4 threads of a row (a quad).
-          for (int64_t x : {1, 2})
-            for (int64_t rs = 0; rs < RS; ++rs)
-              tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
-          SmallVector<Value> mNew(RS), ref(RS), negRef(RS), alpha(RS), sum(RS);
-          for (int64_t rs = 0; rs < RS; ++rs) {
-            Value tm = foldScale ? fmul(b, tileMax[rs], scaleLog2) : tileMax[rs];
-            mNew[rs] = fmax(b, iter[rs], tm);
-            // A row that has seen no key keeps m = -inf; use 0 as its
-            // reference so that 2^(-inf - ref) = 0 instead of NaN.
-            Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew[rs], negInf);
-            ref[rs] = select(b, isNinf, zero, mNew[rs]);
-            negRef[rs] = arith::NegFOp::create(b, l, ref[rs]);
-            alpha[rs] = ex2(b, fsub(b, iter[rs], ref[rs]));
-            sum[rs] = fmul(b, alpha[rs], iter[RS + rs]);
-          }
-          // P (weights) packed as A fragments of P.V, 16 keys per chunk.
-          SmallVector<Value> w(nElems);
-          for (int64_t mt = 0; mt < MT; ++mt)
-            for (int64_t nb = 0; nb < nbS; ++nb)
-              for (int i = 0; i < 4; ++i) {
-                int64_t e = eIdx(mt, nb, i), rs = slotOf(mt, i);
-                Value p = foldScale
-                              ? ex2(b, LLVM::FMAOp::create(b, l, tv[e], scaleLog2, negRef[rs]))
-                              : ex2(b, fsub(b, tv[e], ref[rs]));
-                sum[rs] = fadd(b, sum[rs], p);
-                if (softmax) {
-                  w[e] = p;
-                } else {
-                  // sigmoid(s') = 1 / (1 + 2^(-t)); masked keys weigh 0.
-                  Value ex = ex2(b, arith::NegFOp::create(b, l, tv[e]));
-                  Value sg = arith::DivFOp::create(b, l, one, fadd(b, one, ex));
-                  w[e] = select(b, keepv[e], sg, zero);
-                }
-              }
-          SmallVector<Value> next(mNew.begin(), mNew.end());
-          next.append(sum.begin(), sum.end());
-          SmallVector<SmallVector<SmallVector<Value, 4>>> o(
-              MT, SmallVector<SmallVector<Value, 4>>(nbO));
-          for (int64_t mt = 0; mt < MT; ++mt)
-            for (int64_t n = 0; n < nbO; ++n)
-              for (int i = 0; i < 4; ++i) {
-                Value a = iter[oIdx(mt, n, i)];
-                o[mt][n].push_back(softmax ? fmul(b, a, alpha[slotOf(mt, i)]) : a);
-              }
-          // pa[mt][j]: the A fragment of keys [16j, 16j + 16).
-          SmallVector<SmallVector<SmallVector<Value>>> pa(MT);
-          for (int64_t mt = 0; mt < MT; ++mt)
-            for (int64_t j = 0; j < BK / 16; ++j) {
-              auto W = [&](int64_t nb, int i) { return w[eIdx(mt, nb, i)]; };
-              pa[mt].push_back({pack(b, W(2 * j, 0), W(2 * j, 1)),
-                                pack(b, W(2 * j, 2), W(2 * j, 3)),
-                                pack(b, W(2 * j + 1, 0), W(2 * j + 1, 1)),
-                                pack(b, W(2 * j + 1, 2), W(2 * j + 1, 3))});
-            }
-          // O += P V: ldmatrix.trans x4 at V row j*16 + lane%16, column
-          // np*16 + (lane/16)*8 gives the B fragments of n-blocks 2np, 2np+1.
-          Value vLane = gep(b, smemAt(b, vOff), laneV, b.getI8Type());
-          for (int64_t j = 0; j < BK / 16; ++j) {
-            for (int64_t np = 0; np < Dv / 16; ++np) {
-              Value p = gep(b, vLane, ci32(b, (j * 16 * vStride + np * 16) * 2), b.getI8Type());
-              SmallVector<Value> vb = ldmatrix(b, p, 4, true);
-              for (int64_t mt = 0; mt < MT; ++mt) {
-                o[mt][2 * np] = mma(b, pa[mt][j], {vb[0], vb[1]}, o[mt][2 * np]);
-                o[mt][2 * np + 1] = mma(b, pa[mt][j], {vb[2], vb[3]}, o[mt][2 * np + 1]);
-              }
-            }
-          }
-          for (auto &tile : o)
-            for (auto &blk : tile)
-              next.append(blk.begin(), blk.end());
           // The next iteration's prefetch overwrites this stage.
           gpu::BarrierOp::create(b, l);
           scf::YieldOp::create(b, l, next);
