@@ -61,6 +61,9 @@ namespace {
 constexpr int64_t kWarp = 32;
 constexpr double kLog2e = 1.4426950408889634;
 constexpr double kLn2 = 0.6931471805599453;
+/// Lazy rescaling threshold (log2 units): P may grow to 2^8 before the
+/// running maximum moves.
+constexpr double kLazyLog2 = 8.0;
 
 /// Number of kernel ABI arguments before the runtime parameters.
 constexpr unsigned kNumFixedArgs = 5 + 6 + 14 + 1;
@@ -718,10 +721,29 @@ private:
             for (int64_t x : {1, 2})
               for (int64_t rs = 0; rs < RS; ++rs)
                 tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
+            // Lazy rescaling (softmax): a warp keeps its running maxima while
+            // no row's maximum grew by more than 2^8 (kLazyLog2 in the log2
+            // domain), so P stays <= 256 and most tiles skip the rescale of O
+            // (MT * Dv/2 multiplies on the path to P.V). The result is exact:
+            // O and l share the stale reference, and O / l cancels it.
             SmallVector<Value> mNew(RS), ref(RS), negRef(RS), alpha(RS), sum(RS);
+            Value grew;
+            if (softmax) {
+              Value anyGrow = arith::ConstantIntOp::create(b, l, 0, 1);
+              for (int64_t rs = 0; rs < RS; ++rs) {
+                Value tm = foldScale ? fmul(b, tileMax[rs], scaleLog2) : tileMax[rs];
+                mNew[rs] = fmax(b, iter[rs], tm);
+                Value g = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, mNew[rs],
+                                                fadd(b, iter[rs], cf32(b, kLazyLog2)));
+                anyGrow = arith::OrIOp::create(b, l, anyGrow, g);
+              }
+              grew = NVVM::VoteSyncOp::create(b, l, b.getI1Type(), ci32(b, -1), anyGrow,
+                                              NVVM::VoteSyncKind::any);
+            }
             for (int64_t rs = 0; rs < RS; ++rs) {
               Value tm = foldScale ? fmul(b, tileMax[rs], scaleLog2) : tileMax[rs];
-              mNew[rs] = fmax(b, iter[rs], tm);
+              mNew[rs] = softmax ? select(b, grew, fmax(b, iter[rs], tm), iter[rs])
+                                 : fmax(b, iter[rs], tm);
               // A row that has seen no key keeps m = -inf; use 0 as its
               // reference so that 2^(-inf - ref) = 0 instead of NaN.
               Value isNinf =
@@ -754,12 +776,26 @@ private:
             next.append(sum.begin(), sum.end());
             SmallVector<SmallVector<SmallVector<Value, 4>>> o(
                 MT, SmallVector<SmallVector<Value, 4>>(nbO));
+            SmallVector<Value> oOld(iter.begin() + 2 * RS, iter.end());
+            if (softmax) {
+              // O *= alpha only when some row's reference moved.
+              auto rescale = scf::IfOp::create(b, l, TypeRange(ValueRange(oOld)), grew,
+                                               /*withElseRegion=*/true);
+              OpBuilder tb = rescale.getThenBodyBuilder();
+              SmallVector<Value> scaled;
+              for (int64_t mt = 0; mt < MT; ++mt)
+                for (int64_t n = 0; n < nbO; ++n)
+                  for (int i = 0; i < 4; ++i)
+                    scaled.push_back(fmul(tb, iter[oIdx(mt, n, i)], alpha[slotOf(mt, i)]));
+              scf::YieldOp::create(tb, l, scaled);
+              OpBuilder eb = rescale.getElseBodyBuilder();
+              scf::YieldOp::create(eb, l, oOld);
+              oOld.assign(rescale.getResults().begin(), rescale.getResults().end());
+            }
             for (int64_t mt = 0; mt < MT; ++mt)
               for (int64_t n = 0; n < nbO; ++n)
-                for (int i = 0; i < 4; ++i) {
-                  Value a = iter[oIdx(mt, n, i)];
-                  o[mt][n].push_back(softmax ? fmul(b, a, alpha[slotOf(mt, i)]) : a);
-                }
+                for (int i = 0; i < 4; ++i)
+                  o[mt][n].push_back(oOld[(mt * nbO + n) * 4 + i]);
             // pa[mt][j]: the A fragment of keys [16j, 16j + 16).
             SmallVector<SmallVector<SmallVector<Value>>> pa(MT);
             for (int64_t mt = 0; mt < MT; ++mt)
