@@ -59,18 +59,25 @@ struct KernelTest {
 using TestPlanner = std::function<std::vector<KernelTest>(
     const std::string &file, const dsl::KernelDecl &k, unsigned index)>;
 
+/// The lib/*.attn files, sorted.
+inline std::vector<std::string> libFiles() {
+  std::error_code ec;
+  std::vector<std::string> files;
+  for (llvm::sys::fs::directory_iterator it(dsl::stdlibDir(), ec), end; it != end && !ec;
+       it.increment(ec))
+    if (llvm::sys::path::extension(it->path()) == ".attn")
+      files.push_back(it->path());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
 /// Registers `suite.<file>.<kernel>[.<suffix>]` for every test the planner
 /// gives for every kernel of every lib file (a file that does not load
 /// becomes a failing test) and runs them.
 inline int runLibKernelTests(int argc, char **argv, const char *suite, TestPlanner planner) {
   ::testing::InitGoogleTest(&argc, argv);
   std::string libDir = dsl::stdlibDir().str();
-  std::error_code ec;
-  std::vector<std::string> files;
-  for (llvm::sys::fs::directory_iterator it(libDir, ec), end; it != end && !ec; it.increment(ec))
-    if (llvm::sys::path::extension(it->path()) == ".attn")
-      files.push_back(it->path());
-  std::sort(files.begin(), files.end());
+  std::vector<std::string> files = libFiles();
   if (files.empty()) {
     fprintf(stderr, "no .attn files in %s\n", libDir.c_str());
     return 1;
