@@ -9,6 +9,7 @@
 #include "CpuTarget.h"
 #include "CudaTarget.h"
 #include "Driver.h"
+#include "TilesTarget.h"
 #include "attnc/DSL/Frontend.h"
 #include "attnc/DSL/Printer.h"
 #include "attnc/JIT.h"
@@ -40,13 +41,15 @@ cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .attn file>"),
                                cl::sub(cl::SubCommand::getTopLevel()),
                                cl::sub(runCmd));
 
-enum class Emit { AST, Format, Attn, Tiled, LLVMDialect, LLVM, Obj, Gpu, NVVM, PTX, Cubin };
+enum class Emit { AST, Format, Attn, Tiles, Tiled, LLVMDialect, LLVM, Obj, Gpu, NVVM, PTX, Cubin };
 cl::opt<Emit>
     emit("emit", cl::desc("What to print"), cl::init(Emit::Attn),
          cl::values(clEnumValN(Emit::AST, "ast", "the checked AST"),
                     clEnumValN(Emit::Format, "format", "canonical DSL source"),
                     clEnumValN(Emit::Attn, "attn",
                                "the attn dialect (MLIRGen output)"),
+                    clEnumValN(Emit::Tiles, "tiles",
+                               "the mask's FULL/EMPTY/PARTIAL tiles (--shape, --tile-q/-k)"),
                     clEnumValN(Emit::Tiled, "tiled", "CPU: flash-tiled scf/vector (attn-to-cpu)"),
                     clEnumValN(Emit::LLVMDialect, "llvm-dialect", "CPU: the LLVM dialect"),
                     clEnumValN(Emit::LLVM, "llvm", "CPU: optimized LLVM IR for the host"),
@@ -82,11 +85,18 @@ cl::opt<bool>
              cl::desc("Do not search the standard library for imports"),
              cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
 
-cl::opt<std::string> shape("shape", cl::desc("B,Hq,Hkv,Nq,Nk,D[,Dv]"),
-                           cl::sub(runCmd));
+cl::opt<std::string> shape("shape", cl::desc("B,Hq,Hkv,Nq,Nk,D[,Dv] (--emit=tiles: also Nq,Nk)"),
+                           cl::sub(runCmd), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<int64_t> qOffset("q-offset",
                          cl::desc("Position of the first query row"),
-                         cl::init(0), cl::sub(runCmd));
+                         cl::init(0), cl::sub(runCmd), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<int64_t> tileQ("tile-q", cl::desc("--emit=tiles: query rows per tile"), cl::init(64),
+                       cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<int64_t> tileK("tile-k", cl::desc("--emit=tiles: keys per tile"), cl::init(64),
+                       cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<unsigned> tileRefine("tile-refine",
+                             cl::desc("--emit=tiles: bisect PARTIAL tiles up to N levels"),
+                             cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> check("check", cl::desc("Compare against the float64 reference"),
                     cl::sub(runCmd));
 cl::opt<uint64_t> seed("seed", cl::desc("Random seed for the inputs"),
@@ -244,6 +254,13 @@ int main(int argc, char **argv) {
                           {params.begin(), params.end()}, out->os()))
       return 1;
     break;
+  case Emit::Tiles: {
+    driver::TilesOptions o{kernelName, {params.begin(), params.end()}, shape, qOffset, tileQ,
+                           tileK,      tileRefine};
+    if (!driver::emitTiles(ctx, *prog, o, out->os()))
+      return 1;
+    break;
+  }
   case Emit::Obj:
   case Emit::Gpu:
   case Emit::NVVM:
