@@ -2,6 +2,8 @@
 
 #include "attnc/JIT.h"
 
+#include "attnc/CompilerBuildId.h"
+
 #include "attnc/DSL/Frontend.h"
 #include "attnc/DSL/MLIRGen.h"
 #include "attnc/Dialect/Attn/IR/AttnDialect.h"
@@ -179,8 +181,12 @@ public:
       llvm::raw_string_ostream os(ir);
       module->print(os);
     }
-    key =
-        name + "-" + sha256Hex(ir + "\n--\n" + specText + "\nversion=" ATTNC_VERSION).substr(0, 32);
+    // The build id (a hash of the compiler's sources) keeps a rebuilt
+    // compiler from hitting kernels an older lowering cached.
+    key = name + "-" +
+          sha256Hex(ir + "\n--\n" + specText + "\nversion=" ATTNC_VERSION +
+                    "\nbuild=" ATTNC_COMPILER_BUILD_ID)
+              .substr(0, 32);
     return rt::Status::ok();
   }
 
