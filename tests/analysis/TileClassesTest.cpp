@@ -21,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -67,6 +68,8 @@ struct Expr {
     Abs,
     Clamp,
     SelI,
+    Wide,
+    FromBool,
     // booleans
     BLit,
     Lt,
@@ -82,7 +85,8 @@ struct Expr {
     BNe,
     SelB
   } kind;
-  int64_t a = 0; // literal value, divisor; Doc/Tag: 0 reads at q, 1 at k
+  // literal value, divisor; Doc/Tag: 0 reads at q, 1 at k; Wide: 0 +, 1 -, 2 *
+  int64_t a = 0;
   std::vector<std::unique_ptr<Expr>> c;
 
   int32_t evalInt(const Env &e) const {
@@ -127,6 +131,13 @@ struct Expr {
       return std::min(std::max(c[0]->evalInt(e), c[1]->evalInt(e)), c[2]->evalInt(e));
     case SelI:
       return c[0]->evalBool(e) ? c[1]->evalInt(e) : c[2]->evalInt(e);
+    case Wide: {
+      // Exact in i64 (i32 operands), then truncated.
+      int64_t x = c[0]->evalInt(e), y = c[1]->evalInt(e);
+      return wrap(a == 0 ? x + y : a == 1 ? x - y : x * y);
+    }
+    case FromBool:
+      return c[0]->evalBool(e) ? 1 : 0;
     default:
       return 0;
     }
@@ -245,6 +256,18 @@ struct Expr {
       c[2]->print(s);
       s += ")";
       return;
+    case Wide:
+      s += "i32(i64(";
+      c[0]->print(s);
+      s += a == 0 ? ") + i64(" : a == 1 ? ") - i64(" : ") * i64(";
+      c[1]->print(s);
+      s += "))";
+      return;
+    case FromBool:
+      s += "i32(";
+      c[0]->print(s);
+      s += ")";
+      return;
     case BLit:
       s += a ? "true" : "false";
       return;
@@ -332,7 +355,7 @@ public:
         e->c.push_back(intExpr(depth - 1));
       return e;
     };
-    switch (pick(0, 13)) {
+    switch (pick(0, 15)) {
     case 0:
     case 1:
       return withKids(Expr::Add, 2);
@@ -365,6 +388,13 @@ public:
       e->c.push_back(boolExpr(depth - 1));
       e->c.push_back(intExpr(depth - 1));
       e->c.push_back(intExpr(depth - 1));
+      return e;
+    }
+    case 13:
+      return withKids(Expr::Wide, 2, pick(0, 2));
+    case 14: {
+      ExprPtr e = node(Expr::FromBool);
+      e->c.push_back(boolExpr(depth - 1));
       return e;
     }
     default:
@@ -591,7 +621,10 @@ void report(const char *what, const Precision &p) {
               (long long)p.foundFull, p.trulyFull ? 100.0 * p.foundFull / p.trulyFull : 100.0);
 }
 
+/// $ATTNC_TILES_SEED shifts the seeds (for longer soak runs by hand).
 void runAndReport(const char *what, uint64_t seed, int count, int maxDepth) {
+  if (const char *env = std::getenv("ATTNC_TILES_SEED"))
+    seed += std::strtoull(env, nullptr, 10) * 1000;
   Precision counts[kNumCounts];
   ASSERT_NO_FATAL_FAILURE(runProperty(seed, count, maxDepth, counts));
   std::string w = what;
