@@ -13,3 +13,6 @@ set -x
 build/bin/attnc "$KERNEL_FILE" --kernel="$KERNEL" --emit=attn | head -40
 build/bin/attnc run "$KERNEL_FILE" --kernel="$KERNEL" --shape=1,8,2,100,300,128 \
   --q-offset=200 --param W=128 --target=interp --dtype=bf16 --check
+# The same kernel JIT-compiled for this CPU (fused, vectorized, cached).
+build/bin/attnc run "$KERNEL_FILE" --kernel="$KERNEL" --shape=1,8,2,100,300,128 \
+  --q-offset=200 --param W=128 --target=cpu --dtype=bf16 --check
