@@ -294,13 +294,7 @@ int main(int argc, char **argv) {
     }
 
   // Every kernel of every lib file, in a stable order.
-  std::vector<std::string> files;
-  std::error_code ec;
-  for (llvm::sys::fs::directory_iterator it(dsl::stdlibDir(), ec), end; it != end && !ec;
-       it.increment(ec))
-    if (llvm::sys::path::extension(it->path()) == ".attn")
-      files.push_back(it->path());
-  std::sort(files.begin(), files.end());
+  std::vector<std::string> files = dsl::stdlibFiles();
   std::vector<Job> jobs;
   std::map<std::string, std::string> fileOf; // kernel -> lib file
   for (const std::string &file : files) {

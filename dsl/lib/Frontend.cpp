@@ -9,6 +9,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
+#include <algorithm>
 #include <set>
 
 using namespace attnc::dsl;
@@ -21,6 +22,17 @@ llvm::StringRef attnc::dsl::stdlibDir() {
   if (const char *env = std::getenv("ATTNC_LIB_DIR"))
     return env;
   return ATTNC_LIB_DIR;
+}
+
+std::vector<std::string> attnc::dsl::stdlibFiles() {
+  std::error_code ec;
+  std::vector<std::string> files;
+  for (llvm::sys::fs::directory_iterator it(stdlibDir(), ec), end; it != end && !ec;
+       it.increment(ec))
+    if (llvm::sys::path::extension(it->path()) == ".attn")
+      files.push_back(it->path());
+  std::sort(files.begin(), files.end());
+  return files;
 }
 
 mlir::Location attnc::dsl::toMLIRLoc(mlir::MLIRContext &ctx, const Location &loc) {

@@ -60,16 +60,7 @@ using TestPlanner = std::function<std::vector<KernelTest>(
     const std::string &file, const dsl::KernelDecl &k, unsigned index)>;
 
 /// The lib/*.attn files, sorted.
-inline std::vector<std::string> libFiles() {
-  std::error_code ec;
-  std::vector<std::string> files;
-  for (llvm::sys::fs::directory_iterator it(dsl::stdlibDir(), ec), end; it != end && !ec;
-       it.increment(ec))
-    if (llvm::sys::path::extension(it->path()) == ".attn")
-      files.push_back(it->path());
-  std::sort(files.begin(), files.end());
-  return files;
-}
+inline std::vector<std::string> libFiles() { return dsl::stdlibFiles(); }
 
 /// Registers `suite.<file>.<kernel>[.<suffix>]` for every test the planner
 /// gives for every kernel of every lib file (a file that does not load

@@ -146,19 +146,16 @@ private:
         .getShuffleResult();
   }
 
-  /// ldmatrix of `num` 8x8 b16 matrices at this lane's row address.
-  SmallVector<Value> ldmatrix(OpBuilder &b, Value sharedPtr, int num, bool trans) {
-    SmallVector<Type> regs(num, i32());
-    Type res = num == 1 ? i32() : Type(LLVM::LLVMStructType::getLiteral(ctx, regs));
+  /// ldmatrix.x4: four 8x8 b16 matrices, one row address per lane.
+  SmallVector<Value> ldmatrix4(OpBuilder &b, Value sharedPtr, bool trans) {
+    SmallVector<Type> regs(4, i32());
     Value r = NVVM::LdMatrixOp::create(
-        b, loc(), res, sharedPtr, b.getI32IntegerAttr(num),
+        b, loc(), LLVM::LLVMStructType::getLiteral(ctx, regs), sharedPtr, b.getI32IntegerAttr(4),
         NVVM::MMALayoutAttr::get(ctx, trans ? NVVM::MMALayout::col : NVVM::MMALayout::row),
         NVVM::LdStMatrixShapeAttr::get(ctx, 8, 8),
         NVVM::LdStMatrixEltTypeAttr::get(ctx, NVVM::LdStMatrixEltType::B16));
-    if (num == 1)
-      return {r};
     SmallVector<Value> out;
-    for (int i = 0; i < num; ++i)
+    for (int i = 0; i < 4; ++i)
       out.push_back(LLVM::ExtractValueOp::create(b, loc(), r, i));
     return out;
   }
@@ -517,7 +514,7 @@ private:
                                 ci32(b, 2)));
     auto loadQ = [&](OpBuilder &b, int64_t mt, int64_t kk) {
       Value p = gep(b, qLane, ci32(b, (mt * 16 * qStride + kk * 16) * 2), b.getI8Type());
-      return ldmatrix(b, p, 4, false);
+      return ldmatrix4(b, p, false);
     };
     // qa[mt][kk] when Q stays in registers.
     SmallVector<SmallVector<SmallVector<Value>>> qa(MT);
@@ -634,7 +631,7 @@ private:
                 qf[mt] = qInRegs ? qa[mt][kk] : loadQ(b, mt, kk);
               for (int64_t np = 0; np < BK / 16; ++np) {
                 Value p = gep(b, kLane, ci32(b, (np * 16 * kStride + kk * 16) * 2), b.getI8Type());
-                SmallVector<Value> kb = ldmatrix(b, p, 4, false);
+                SmallVector<Value> kb = ldmatrix4(b, p, false);
                 for (int64_t mt = 0; mt < MT; ++mt) {
                   s[mt][2 * np] = mma(b, qf[mt], {kb[0], kb[1]}, s[mt][2 * np]);
                   s[mt][2 * np + 1] = mma(b, qf[mt], {kb[2], kb[3]}, s[mt][2 * np + 1]);
@@ -812,7 +809,7 @@ private:
             for (int64_t j = 0; j < BK / 16; ++j) {
               for (int64_t np = 0; np < Dv / 16; ++np) {
                 Value p = gep(b, vLane, ci32(b, (j * 16 * vStride + np * 16) * 2), b.getI8Type());
-                SmallVector<Value> vb = ldmatrix(b, p, 4, true);
+                SmallVector<Value> vb = ldmatrix4(b, p, true);
                 for (int64_t mt = 0; mt < MT; ++mt) {
                   o[mt][2 * np] = mma(b, pa[mt][j], {vb[0], vb[1]}, o[mt][2 * np]);
                   o[mt][2 * np + 1] = mma(b, pa[mt][j], {vb[2], vb[3]}, o[mt][2 * np + 1]);

@@ -136,7 +136,7 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
     writeParamMetadata(kernel, os);
   }
 
-  if (failed(lowerToGpu(module, tileDefaults(options))))
+  if (failed(lowerToGpu(module, options)))
     return makeError("attn-to-nvvm failed");
   auto gm = module.lookupSymbol<gpu::GPUModuleOp>(art.entry);
   if (!gm)

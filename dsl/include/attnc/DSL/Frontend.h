@@ -16,6 +16,8 @@
 #include "llvm/Support/SourceMgr.h"
 
 #include <map>
+#include <string>
+#include <vector>
 
 namespace mlir {
 class MLIRContext;
@@ -60,6 +62,9 @@ mlir::Location toMLIRLoc(mlir::MLIRContext &ctx, const Location &loc);
 
 /// Directory of the standard library compiled into the tools.
 llvm::StringRef stdlibDir();
+
+/// The standard library's *.attn files, sorted.
+std::vector<std::string> stdlibFiles();
 
 } // namespace attnc::dsl
 
