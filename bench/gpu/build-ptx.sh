@@ -33,9 +33,16 @@ bench_set() { # dtype [extra attnc flags]
   emit gqa.attn gqa_causal 128 $dt "$@"
 }
 bench_set bf16
-# Tile-shape variants, compared side by side by bench.py --variants.
-VARIANT=_k64m1 bench_set bf16 --cuda-block-q=64 --cuda-block-k=64 --cuda-warp-m-tiles=1
-VARIANT=_s3 bench_set bf16 --cuda-stages=3
+# Variants, compared side by side by bench.py --variants: the mma.sync
+# kernel (the default before wgmma, and the one for sm_80); wgmma with one
+# warpgroup per CTA (64 rows) and 64/96-key tiles, so that two CTAs fit on
+# an SM; the same with Q in registers (r).
+VARIANT=_sync bench_set bf16 --cuda-mma=sync
+VARIANT=_q64k64 bench_set bf16 --cuda-block-q=64 --cuda-block-k=64
+VARIANT=_q64k96 bench_set bf16 --cuda-block-q=64 --cuda-block-k=96
+VARIANT=_q64k64r bench_set bf16 --cuda-block-q=64 --cuda-block-k=64 --cuda-wgmma-q-in-registers
+VARIANT=_q64k96r bench_set bf16 --cuda-block-q=64 --cuda-block-k=96 --cuda-wgmma-q-in-registers
+VARIANT=_q128k128r bench_set bf16 --cuda-wgmma-q-in-registers
 emit causal.attn causal_attention 64 bf16
 emit causal.attn causal_attention 128 f16
 echo "PTX in $OUT"

@@ -7,7 +7,8 @@
 // rows, rows with no visible key) on inputs drawn from a seed. Writes a
 // bundle (GpuCases.h) that attnc-gpu-check runs on the GPU machine.
 //
-//   make-gpu-cases OUT [--arch sm_90a] [--kernel NAME] [--quick] [--jobs N]
+//   make-gpu-cases OUT [--arch sm_90a] [--mma sync|wgmma] [--kernel NAME] [--quick]
+//                      [--jobs N]
 //                      [--ptx FILE.ptx [--param NAME=VALUE]...]
 //
 // --ptx takes prebuilt kernels instead (FILE.ptx and FILE.ptx.meta, as
@@ -70,6 +71,7 @@ const std::map<std::string, std::map<std::string, std::string>> kConstOverrides 
 
 struct Options {
   std::string out, arch = "sm_90a", kernel;
+  std::string mma; // empty: the pipeline's choice for the arch and head dims
   std::vector<std::string> ptx, params;
   bool quick = false;
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
@@ -171,6 +173,7 @@ void runJob(const Options &opts, Job &job) {
     cuda.headDim = job.D;
     cuda.dtype = job.dtype;
     cuda.arch = opts.arch;
+    cuda.mma = opts.mma;
     auto compiled = pipeline::compileCudaArtifact(*module, cuda);
     if (!compiled)
       return fail("compile: " + llvm::toString(compiled.takeError()));
@@ -256,8 +259,9 @@ void runJob(const Options &opts, Job &job) {
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: make-gpu-cases OUT [--arch sm_90a] [--kernel NAME] [--quick] "
-                       "[--jobs N] [--ptx FILE.ptx [--param NAME=VALUE]...]\n");
+  std::fprintf(stderr, "usage: make-gpu-cases OUT [--arch sm_90a] [--mma sync|wgmma] "
+                       "[--kernel NAME] [--quick] [--jobs N] [--ptx FILE.ptx [--param "
+                       "NAME=VALUE]...]\n");
   return 2;
 }
 
@@ -269,6 +273,8 @@ int main(int argc, char **argv) {
     std::string a = argv[i];
     if (a == "--arch" && i + 1 < argc)
       opts.arch = argv[++i];
+    else if (a == "--mma" && i + 1 < argc)
+      opts.mma = argv[++i];
     else if (a == "--kernel" && i + 1 < argc)
       opts.kernel = argv[++i];
     else if (a == "--jobs" && i + 1 < argc)
@@ -356,6 +362,7 @@ int main(int argc, char **argv) {
     w.join();
 
   std::string manifest = std::string(kHeader) + "\n# made by make-gpu-cases --arch " + opts.arch +
+                         (opts.mma.empty() ? "" : " --mma " + opts.mma) +
                          (opts.quick ? " --quick" : "") + "\n";
   size_t cases = 0, bytes = 0, failed = 0;
   for (const Job &j : jobs)

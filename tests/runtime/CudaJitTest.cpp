@@ -198,7 +198,9 @@ TEST(CudaJit, PtxAndMetadata) {
   EXPECT_EQ(art.key.rfind("causal_attention-", 0), 0u) << art.key;
   EXPECT_TRUE(contains(art.ptx, ".target sm_90a")) << art.ptx.substr(0, 400);
   EXPECT_TRUE(contains(art.ptx, ".entry attnc_causal_attention("));
-  EXPECT_TRUE(contains(art.ptx, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
+  // sm_90a at D = 64: warpgroup MMAs, two warpgroups of 64 rows.
+  EXPECT_TRUE(contains(art.ptx, "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"));
+  EXPECT_FALSE(contains(art.ptx, "mma.sync.aligned"));
   auto info = rt::parseCudaKernelInfo(art.metadata);
   ASSERT_TRUE(bool(info)) << info.message();
   EXPECT_EQ(info->name, "causal_attention");
@@ -207,7 +209,7 @@ TEST(CudaJit, PtxAndMetadata) {
   EXPECT_EQ(info->dtype, "bf16");
   EXPECT_EQ(info->headDim, 64);
   EXPECT_EQ(info->headDimV, 64);
-  EXPECT_GT(info->threads, 0);
+  EXPECT_EQ(info->threads, 256);
   EXPECT_GT(info->sharedBytes, 0);
   EXPECT_TRUE(info->params.empty());
 

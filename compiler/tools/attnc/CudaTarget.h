@@ -21,6 +21,8 @@ struct CudaEmitOptions {
   std::string arch = "sm_90a";
   int64_t headDim = 0; // 0: the kernel's first head_dim, or 128
   int64_t blockQ = 0, blockK = 0, warpMTiles = 0, stages = 0; // 0: pipeline defaults
+  std::string mma;                                            // empty: pipeline default
+  bool wgmmaQInRegs = false;
   std::string outPath = "-";
 };
 

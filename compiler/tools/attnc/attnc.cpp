@@ -16,80 +16,67 @@
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
-#include "mlir/Support/FileUtilities.h"
 
 using namespace llvm;
 using namespace attnc;
 
 namespace {
 
-cl::SubCommand runCmd("run",
-                      "Run a kernel on random inputs (float64 reference)");
+cl::SubCommand runCmd("run", "Run a kernel on random inputs (float64 reference)");
 
 cl::SubCommand cacheCmd("cache", "Kernel cache: stats | clear ($ATTNC_CACHE_DIR, default "
-                                  "~/.cache/attnc)");
+                                 "~/.cache/attnc)");
 cl::opt<std::string> cacheAction(cl::Positional, cl::desc("<stats|clear>"), cl::init("stats"),
                                  cl::sub(cacheCmd));
 
-cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .attn file>"),
-                               cl::init("-"),
-                               cl::sub(cl::SubCommand::getTopLevel()),
-                               cl::sub(runCmd));
+cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .attn file>"), cl::init("-"),
+                               cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
 
 enum class Emit { AST, Format, Attn, Tiles, Tiled, LLVMDialect, LLVM, Obj, Gpu, NVVM, PTX, Cubin };
-cl::opt<Emit>
-    emit("emit", cl::desc("What to print"), cl::init(Emit::Attn),
-         cl::values(clEnumValN(Emit::AST, "ast", "the checked AST"),
-                    clEnumValN(Emit::Format, "format", "canonical DSL source"),
-                    clEnumValN(Emit::Attn, "attn",
-                               "the attn dialect (MLIRGen output)"),
-                    clEnumValN(Emit::Tiles, "tiles",
-                               "the mask's FULL/EMPTY/PARTIAL tiles (--shape, --tile-q/-k)"),
-                    clEnumValN(Emit::Tiled, "tiled", "CPU: flash-tiled scf/vector (attn-to-cpu)"),
-                    clEnumValN(Emit::LLVMDialect, "llvm-dialect", "CPU: the LLVM dialect"),
-                    clEnumValN(Emit::LLVM, "llvm", "CPU: optimized LLVM IR for the host"),
-                    clEnumValN(Emit::Obj, "obj",
-                               "CPU: object file (-o FILE.o) + C header FILE.h (AOT)"),
-                    clEnumValN(Emit::Gpu, "gpu", "CUDA: the gpu.func kernel (attn-to-nvvm)"),
-                    clEnumValN(Emit::NVVM, "nvvm", "CUDA: NVVM/LLVM dialect, target attached"),
-                    clEnumValN(Emit::PTX, "ptx", "CUDA: PTX (-o FILE.ptx also writes FILE.ptx.meta)"),
-                    clEnumValN(Emit::Cubin, "cubin", "CUDA: cubin through ptxas (-o FILE)")),
-         cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<Emit> emit(
+    "emit", cl::desc("What to print"), cl::init(Emit::Attn),
+    cl::values(clEnumValN(Emit::AST, "ast", "the checked AST"),
+               clEnumValN(Emit::Format, "format", "canonical DSL source"),
+               clEnumValN(Emit::Attn, "attn", "the attn dialect (MLIRGen output)"),
+               clEnumValN(Emit::Tiles, "tiles",
+                          "the mask's FULL/EMPTY/PARTIAL tiles (--shape, --tile-q/-k)"),
+               clEnumValN(Emit::Tiled, "tiled", "CPU: flash-tiled scf/vector (attn-to-cpu)"),
+               clEnumValN(Emit::LLVMDialect, "llvm-dialect", "CPU: the LLVM dialect"),
+               clEnumValN(Emit::LLVM, "llvm", "CPU: optimized LLVM IR for the host"),
+               clEnumValN(Emit::Obj, "obj", "CPU: object file (-o FILE.o) + C header FILE.h (AOT)"),
+               clEnumValN(Emit::Gpu, "gpu", "CUDA: the gpu.func kernel (attn-to-nvvm)"),
+               clEnumValN(Emit::NVVM, "nvvm", "CUDA: NVVM/LLVM dialect, target attached"),
+               clEnumValN(Emit::PTX, "ptx", "CUDA: PTX (-o FILE.ptx also writes FILE.ptx.meta)"),
+               clEnumValN(Emit::Cubin, "cubin", "CUDA: cubin through ptxas (-o FILE)")),
+    cl::sub(cl::SubCommand::getTopLevel()));
 
-cl::opt<std::string> outputFile("o", cl::desc("Output file"),
-                                cl::value_desc("file"), cl::init("-"),
+cl::opt<std::string> outputFile("o", cl::desc("Output file"), cl::value_desc("file"), cl::init("-"),
                                 cl::sub(cl::SubCommand::getTopLevel()));
 
 cl::opt<std::string> kernelName("kernel", cl::desc("Kernel to compile or run"),
-                                cl::sub(cl::SubCommand::getTopLevel()),
-                                cl::sub(runCmd));
+                                cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
 
-cl::list<std::string>
-    params("param",
-           cl::desc("NAME=VALUE: a const parameter (compile) or a runtime "
-                    "parameter (run); tensors take v1,v2,..."),
-           cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
+cl::list<std::string> params("param",
+                             cl::desc("NAME=VALUE: a const parameter (compile) or a runtime "
+                                      "parameter (run); tensors take v1,v2,..."),
+                             cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
 
-cl::list<std::string> importPaths("I", cl::desc("Import search path"),
-                                  cl::Prefix,
-                                  cl::sub(cl::SubCommand::getTopLevel()),
-                                  cl::sub(runCmd));
+cl::list<std::string> importPaths("I", cl::desc("Import search path"), cl::Prefix,
+                                  cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
 
-cl::opt<bool>
-    noStdlib("no-stdlib",
-             cl::desc("Do not search the standard library for imports"),
-             cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
+cl::opt<bool> noStdlib("no-stdlib", cl::desc("Do not search the standard library for imports"),
+                       cl::sub(cl::SubCommand::getTopLevel()), cl::sub(runCmd));
 
 cl::opt<std::string> shape("shape", cl::desc("B,Hq,Hkv,Nq,Nk,D[,Dv] (--emit=tiles: also Nq,Nk)"),
                            cl::sub(runCmd), cl::sub(cl::SubCommand::getTopLevel()));
-cl::opt<int64_t> qOffset("q-offset",
-                         cl::desc("Position of the first query row"),
-                         cl::init(0), cl::sub(runCmd), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<int64_t> qOffset("q-offset", cl::desc("Position of the first query row"), cl::init(0),
+                         cl::sub(runCmd), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<int64_t> tileQ("tile-q", cl::desc("--emit=tiles: query rows per tile"), cl::init(64),
                        cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<int64_t> tileK("tile-k", cl::desc("--emit=tiles: keys per tile"), cl::init(64),
@@ -97,10 +84,9 @@ cl::opt<int64_t> tileK("tile-k", cl::desc("--emit=tiles: keys per tile"), cl::in
 cl::opt<unsigned> tileRefine("tile-refine",
                              cl::desc("--emit=tiles: bisect PARTIAL tiles up to N levels"),
                              cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
-cl::opt<bool> check("check", cl::desc("Compare against the float64 reference"),
-                    cl::sub(runCmd));
-cl::opt<uint64_t> seed("seed", cl::desc("Random seed for the inputs"),
-                       cl::init(1), cl::sub(runCmd));
+cl::opt<bool> check("check", cl::desc("Compare against the float64 reference"), cl::sub(runCmd));
+cl::opt<uint64_t> seed("seed", cl::desc("Random seed for the inputs"), cl::init(1),
+                       cl::sub(runCmd));
 cl::opt<std::string>
     target("target",
            cl::desc("Where to run: reference (float64, the oracle) or interp "
@@ -124,8 +110,14 @@ cl::opt<int64_t> cudaWarpMTiles("cuda-warp-m-tiles",
 cl::opt<int64_t> cudaStages("cuda-stages",
                             cl::desc("CUDA target: K/V shared-memory buffers (0: default)"),
                             cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
-cl::opt<dsl::ElemType> dtype("dtype", cl::desc("Input element type"),
-                             cl::init(dsl::ElemType::F32),
+cl::opt<std::string> cudaMma("cuda-mma",
+                             cl::desc("CUDA target: tensor-core instruction, sync (mma.sync) or "
+                                      "wgmma (sm_90a); default: wgmma where it applies"),
+                             cl::init(""), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<bool> cudaWgmmaQRegs("cuda-wgmma-q-in-registers",
+                             cl::desc("CUDA target, wgmma: Q.K^T reads Q from registers"),
+                             cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<dsl::ElemType> dtype("dtype", cl::desc("Input element type"), cl::init(dsl::ElemType::F32),
                              cl::values(clEnumValN(dsl::ElemType::F32, "f32", "float32"),
                                         clEnumValN(dsl::ElemType::F16, "f16", "float16"),
                                         clEnumValN(dsl::ElemType::BF16, "bf16", "bfloat16")),
@@ -148,8 +140,8 @@ int runCache() {
   }
   attnc::DiskCacheInfo info = attnc::diskCacheInfo(dir);
   outs() << "cache: " << dir << "\nentries: " << info.entries << "\nbytes: " << info.bytes
-         << "\nhits: " << info.hits << "\nmisses: " << info.misses
-         << "\ncorrupt: " << info.corrupt << "\n";
+         << "\nhits: " << info.hits << "\nmisses: " << info.misses << "\ncorrupt: " << info.corrupt
+         << "\n";
   return 0;
 }
 
@@ -179,15 +171,14 @@ int main(int argc, char **argv) {
     }
     stdinText = (*buf)->getBuffer().str();
   }
-  std::unique_ptr<dsl::Program> prog = dsl::loadProgram(
-      sm, ctx, inputFile == "-" ? std::string("<stdin>") : std::string(inputFile), feOptions,
-      stdinText ? std::optional<StringRef>(*stdinText) : std::nullopt);
+  std::unique_ptr<dsl::Program> prog =
+      dsl::loadProgram(sm, ctx, inputFile == "-" ? std::string("<stdin>") : std::string(inputFile),
+                       feOptions, stdinText ? std::optional<StringRef>(*stdinText) : std::nullopt);
   if (!prog)
     return 1;
 
   if (runCmd) {
-    driver::RunOptions opts{kernelName, shape, {params.begin(), params.end()},
-                            qOffset,    check, seed,
+    driver::RunOptions opts{kernelName, shape, {params.begin(), params.end()}, qOffset, check, seed,
                             target,     dtype};
     // --target=cuda: the GPU's arch unless --arch is given.
     opts.arch = arch.getNumOccurrences() ? std::string(arch) : "";
@@ -228,6 +219,8 @@ int main(int argc, char **argv) {
     o.blockK = cudaBlockK;
     o.warpMTiles = cudaWarpMTiles;
     o.stages = cudaStages;
+    o.mma = cudaMma;
+    o.wgmmaQInRegs = cudaWgmmaQRegs;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM
@@ -250,13 +243,12 @@ int main(int argc, char **argv) {
     dsl::formatModule(*prog->main, out->os());
     break;
   case Emit::Attn:
-    if (!driver::emitAttn(ctx, *prog, kernelName,
-                          {params.begin(), params.end()}, out->os()))
+    if (!driver::emitAttn(ctx, *prog, kernelName, {params.begin(), params.end()}, out->os()))
       return 1;
     break;
   case Emit::Tiles: {
-    driver::TilesOptions o{kernelName, {params.begin(), params.end()}, shape, qOffset, tileQ,
-                           tileK,      tileRefine};
+    driver::TilesOptions o{kernelName, {params.begin(), params.end()}, shape, qOffset, tileQ, tileK,
+                           tileRefine};
     if (!driver::emitTiles(ctx, *prog, o, out->os()))
       return 1;
     break;

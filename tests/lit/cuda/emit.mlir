@@ -1,18 +1,23 @@
 // The CUDA stages printed by the driver (no GPU needed: PTX is text).
-// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=GPU
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --head-dim=64 --cuda-mma=sync | FileCheck %s --check-prefix=GPU
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=nvvm --head-dim=64 | FileCheck %s --check-prefix=NVVM
-// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=ptx --head-dim=64 -o %t.ptx
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=ptx --head-dim=64 --cuda-mma=sync -o %t.ptx
 // RUN: FileCheck %s --check-prefix=PTX < %t.ptx
 // RUN: FileCheck %s --check-prefix=META < %t.ptx.meta
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=ptx --dtype=f16 --arch=sm_80 | FileCheck %s --check-prefix=F16
-// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --cuda-block-q=128 --cuda-block-k=32 --cuda-warp-m-tiles=1 | FileCheck %s --check-prefix=TILES
-// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --head-dim=64 --cuda-block-q=64 --cuda-block-k=64 --cuda-warp-m-tiles=1 --cuda-stages=3 | FileCheck %s --check-prefix=STAGES
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --cuda-mma=sync --cuda-block-q=128 --cuda-block-k=32 --cuda-warp-m-tiles=1 | FileCheck %s --check-prefix=TILES
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --head-dim=64 --cuda-mma=sync --cuda-block-q=64 --cuda-block-k=64 --cuda-warp-m-tiles=1 --cuda-stages=3 | FileCheck %s --check-prefix=STAGES
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=softcap_k --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=SOFTCAP
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=alibi_k --target=cuda --emit=ptx --head-dim=64 -o %t.alibi.ptx
 // RUN: FileCheck %s --check-prefix=ALIBI < %t.alibi.ptx.meta
-// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=DOC
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 --cuda-mma=sync | FileCheck %s --check-prefix=DOC
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=WGMMA
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=ptx --head-dim=64 -o %t.wg.ptx
+// RUN: FileCheck %s --check-prefix=WGPTX < %t.wg.ptx
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=WGDOC
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=ptx --head-dim=256 | FileCheck %s --check-prefix=WIDE
 
-// One gpu.module per kernel. Default tiles for D <= 128: 4 warps of 2 x 16
+// One gpu.module per kernel. mma.sync tiles for D <= 128: 4 warps of 2 x 16
 // query rows, 32-key tiles; Q plus two K/V stages of padded rows in dynamic
 // shared memory: (128 + 2 * 32 + 2 * 32) rows * (64 + 8) * 2 bytes.
 // GPU: module attributes {gpu.container_module}
@@ -92,3 +97,36 @@
 // DOC: nvvm.vote.sync any
 // DOC: scf.if
 // DOC: nvvm.mma.sync
+
+// The default on sm_90a for D <= 128: wgmma, two warpgroups of 64 rows,
+// 128-key tiles; Q and two K/V stages unpadded (128B-swizzled) in shared
+// memory aligned for the swizzle atoms: (128 + 2*128 + 2*128) * 64 * 2.
+// WGMMA: gpu.module @attnc_causal_k attributes {attn.block_q = 128 : i64, attn.shared_bytes = 81920 : i64, attn.threads = 256 : i64}
+// WGMMA: llvm.mlir.global external @attnc_smem() {addr_space = 3 : i32, alignment = 1024 : i64} : !llvm.array<0 x i8>
+// cp.async writes reach wgmma (the async proxy) through a proxy fence.
+// WGMMA: nvvm.cp.async.wait.group 1
+// WGMMA-NEXT: llvm.inline_asm has_side_effects "fence.proxy.async.shared::cta;"
+// WGMMA-NEXT: gpu.barrier
+// S = Q.K^T: 4 k16 steps from shared-memory descriptors, the first from zero.
+// WGMMA: scf.for
+// WGMMA: llvm.inline_asm has_side_effects "{\0A.reg .pred zd, ad;{{.*}}wgmma.fence.sync.aligned;\0Awgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {{.*}}, zd, 1, 1, 0, 0;{{.*}}wgmma.mma_async{{.*}}ad, 1, 1, 0, 0;{{.*}}wgmma.commit_group.sync.aligned;\0Awgmma.wait_group.sync.aligned 0;
+// P.V: P from registers, V transposed (MN-major), 8 k16 steps over 128 keys.
+// WGMMA: llvm.inline_asm has_side_effects "{{.*}}wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {{.*}}, {${{[0-9]+}},${{[0-9]+}},${{[0-9]+}},${{[0-9]+}}}, ${{[0-9]+}}, ad, 1, 1, 1;
+// WGMMA-NOT: nvvm.mma.sync
+// WGMMA-NOT: nvvm.ldmatrix
+// WGMMA: gpu.return
+
+// WGPTX: .extern .shared .align 1024 .b8 attnc_smem[];
+// WGPTX: fence.proxy.async.shared::cta;
+// WGPTX-DAG: wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16
+// WGPTX-DAG: wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16
+
+// Tile skipping of a data-dependent mask votes over the warpgroup (named
+// barrier 1 + warpgroup), since a wgmma needs all of its 4 warps.
+// WGDOC: bar.red.or.pred q, $2, 128, p;
+// WGDOC: scf.if
+// WGDOC: wgmma.mma_async
+
+// D = 256 stays on mma.sync.
+// WIDE: mma.sync.aligned.m16n8k16
+// WIDE-NOT: wgmma

@@ -15,8 +15,10 @@ namespace attn {
 struct NvvmKernelConfig {
   int64_t headDim = 128, headDimV = 128;
   int64_t blockQ = 64, blockK = 64;
-  int64_t warpMTiles = 1; // m16 tiles of query rows per warp
-  int64_t stages = 2;     // K/V shared-memory buffers (cp.async pipeline depth)
+  int64_t warpMTiles = 1;    // m16 tiles of query rows per warp
+  int64_t stages = 2;        // K/V shared-memory buffers (cp.async pipeline depth)
+  bool wgmma = false;        // warpgroup MMAs (sm_90a) instead of mma.sync
+  bool wgmmaQInRegs = false; // wgmma: Q.K^T takes Q from registers
 };
 
 /// Name of the gpu.module and of the kernel entry `attn-to-nvvm` emits for

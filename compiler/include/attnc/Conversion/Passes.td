@@ -71,6 +71,13 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
     element strides (attnc/Pipeline/CudaPipeline.h). The launch
     configuration is recorded on the gpu.module as `attn.threads`,
     `attn.shared_bytes` and `attn.block_q`.
+
+    With `mma=wgmma` (sm_90a) the same kernel runs its two products on
+    warpgroup MMAs: each warpgroup (4 warps) owns 64 query rows; Q, K and V
+    tiles sit in shared memory in the 128-byte-swizzled layout wgmma's
+    descriptors address; S = Q.K^T reads both operands from shared memory
+    and O += P.V takes P from registers (the accumulator fragments of the two
+    forms coincide with mma.sync's, so the softmax code is shared).
   }];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",
@@ -92,7 +99,14 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "m16 tiles of query rows per warp (block-q / (16 * this) warps); "
            "above 1, Q fragments are reloaded from shared memory per KV tile">,
     Option<"stages", "stages", "int64_t", /*default=*/"2",
-           "K/V shared-memory buffers: tiles in flight while one computes">
+           "K/V shared-memory buffers: tiles in flight while one computes">,
+    Option<"mma", "mma", "std::string", /*default=*/"\"sync\"",
+           "Tensor-core instruction: sync (mma.sync m16n8k16, sm_80+) or wgmma "
+           "(warpgroup MMAs from 128B-swizzled shared memory, sm_90a; "
+           "block-q a multiple of 64, head dims multiples of 64)">,
+    Option<"wgmmaQInRegs", "wgmma-q-in-registers", "bool", /*default=*/"false",
+           "With mma=wgmma: Q.K^T takes Q from registers (D/4 of them per "
+           "thread, loaded once) instead of shared memory">
   ];
 }
 

@@ -49,6 +49,11 @@ struct CudaOptions {
   int64_t blockK = 0;     // keys per KV tile
   int64_t warpMTiles = 0; // m16 row tiles per warp (blockQ / (16 * this) warps)
   int64_t stages = 0;     // K/V shared-memory buffers
+  // Tensor-core instruction: "sync" (mma.sync, any arch) or "wgmma"
+  // (warpgroup MMAs, sm_90a, head dims multiples of 64); empty picks wgmma
+  // on sm_90a for D, Dv in {64, 128}.
+  std::string mma;
+  bool wgmmaQInRegs = false; // wgmma: Q fragments in registers for Q.K^T
   unsigned optLevel = 3;
 };
 
@@ -57,7 +62,8 @@ struct CudaOptions {
 /// 32-key tiles (128 x 32) run 10-15% faster than 4 warps of 16 rows and
 /// 64-key tiles; two row tiles per warp hold 2 x Dv/2 output registers, so
 /// above Dv = 128 one row tile per warp (64 x 32, Q reloaded from shared
-/// memory) keeps them in registers.
+/// memory) keeps them in registers. On sm_90a with D, Dv <= 128 the
+/// kernel runs on wgmma: two warpgroups of 64 rows and 128-key tiles.
 CudaOptions tileDefaults(CudaOptions options);
 
 /// Dialects and translations the CUDA pipeline needs in the context.

@@ -23,6 +23,15 @@
 // parameters are read from global memory; math builtins become PTX approx
 // instructions (ex2, lg2, tanh), since nothing links libdevice.
 //
+// With `mma=wgmma` (sm_90a) the two products run on warpgroup MMAs instead:
+// a warpgroup (4 warps, 64 rows) issues wgmma.mma_async m64nNk16; Q, K and V
+// tiles sit in shared memory in the 128-byte-swizzled layout the wgmma
+// descriptors address, S = Q.K^T reads both operands from there, and
+// O += P.V takes P from registers. The accumulator layouts of m64nN and of
+// a warp's m16n8 tiles coincide (warp w of the group holds rows 16w..16w+15,
+// n8 block j in registers 4j..4j+3), so masks, scores and the softmax below
+// are the same code for both.
+//
 // Memory is addressed through LLVM pointers (the ABI passes raw device
 // pointers, see attnc/Pipeline/CudaPipeline.h); the rest is arith/scf, left
 // for convert-gpu-to-nvvm.
@@ -90,10 +99,11 @@ public:
     auto gpuModule =
         gpu::GPUModuleOp::create(moduleBuilder, loc(), attn::cudaEntryName(kernel.getSymName()));
     OpBuilder mb = OpBuilder::atBlockBegin(gpuModule.getBody());
-    // Dynamic shared memory: one extern array, carved up by offsets.
+    // Dynamic shared memory: one extern array, carved up by offsets
+    // (wgmma's swizzle atoms need 1024-byte alignment).
     LLVM::GlobalOp::create(mb, loc(), LLVM::LLVMArrayType::get(mb.getI8Type(), 0),
                            /*isConstant=*/false, LLVM::Linkage::External, "attnc_smem", Attribute(),
-                           /*alignment=*/16, /*addrSpace=*/3);
+                           /*alignment=*/cfg.wgmma ? 1024 : 16, /*addrSpace=*/3);
     return buildKernel(mb);
   }
 
@@ -196,6 +206,109 @@ private:
     v = LLVM::InsertElementOp::create(b, loc(), v, arith::TruncFOp::create(b, loc(), elemType, hi),
                                       ci32(b, 1));
     return LLVM::BitcastOp::create(b, loc(), i32(), v);
+  }
+
+  // ---- warpgroup MMA (sm_90a) -----------------------------------------------
+
+  LLVM::InlineAsmOp inlinePtx(OpBuilder &b, Type result, ValueRange operands, StringRef text,
+                              StringRef constraints) {
+    return LLVM::InlineAsmOp::create(b, loc(), result, operands, text, constraints,
+                                     /*has_side_effects=*/true, /*is_align_stack=*/false,
+                                     LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
+                                     ArrayAttr());
+  }
+
+  /// Orders this thread's earlier shared-memory writes (cp.async included)
+  /// before later reads by the async proxy (wgmma operands).
+  void fenceProxyAsync(OpBuilder &b) {
+    inlinePtx(b, Type(), {}, "fence.proxy.async.shared::cta;", "");
+  }
+
+  /// True in every thread of warpgroup `group` (barrier 1 + group, 128
+  /// threads) if `pred` holds in one of them: wgmma needs the branches
+  /// around it uniform over the warpgroup, not only the warp.
+  Value warpgroupAny(OpBuilder &b, Value pred, Value group) {
+    Value in = arith::ExtUIOp::create(b, loc(), i32(), pred);
+    Value id = add(b, group, ci32(b, 1));
+    Value r = inlinePtx(b, i32(), ValueRange{in, id},
+                        "{\n.reg .pred p, q;\nsetp.ne.u32 p, $1, 0;\n"
+                        "bar.red.or.pred q, $2, 128, p;\nselp.u32 $0, 1, 0, q;\n}",
+                        "=r,r,r")
+                  .getResult(0);
+    return arith::CmpIOp::create(b, loc(), arith::CmpIPredicate::ne, r, ci32(b, 0));
+  }
+
+  /// Shared-memory matrix descriptor of a 128B-swizzled wgmma operand at
+  /// shared address `addr` (its swizzle atoms 1024-byte aligned): start
+  /// address, leading and stride byte offsets (all >> 4), layout 1 (128B
+  /// swizzle) in bits 62-63. A later k step within a 64-column atom adds
+  /// its byte offset >> 4 to the start address (see wgmmaStep).
+  Value wgmmaDesc(OpBuilder &b, Value addr, int64_t leadingBytes, int64_t strideBytes) {
+    int64_t fixed = ((leadingBytes >> 4) << 16) | ((strideBytes >> 4) << 32) | (int64_t(1) << 62);
+    Value start = arith::AndIOp::create(
+        b, loc(), arith::ShRUIOp::create(b, loc(), addr, ci32(b, 4)), ci32(b, 0x3FFF));
+    return arith::OrIOp::create(b, loc(), arith::ExtUIOp::create(b, loc(), i64(), start),
+                                ci64(b, fixed));
+  }
+  Value wgmmaStep(OpBuilder &b, Value desc, int64_t byteOffset) {
+    return byteOffset ? add(b, desc, ci64(b, byteOffset >> 4)) : desc;
+  }
+
+  /// A chain of wgmma.mma_async m64nNk16 (f32 accumulators) in one asm
+  /// block: fence, the MMAs, commit, wait. Step k reads B through descB[k]
+  /// and A through descA[k] (shared memory) or, when descA is empty, from
+  /// the 4 registers aRegs[k]. Without `acc` the first step starts from
+  /// zero. One block per chain means no register the MMAs read or write is
+  /// touched while they run (the PTX rule wgmma.fence otherwise enforces).
+  SmallVector<Value> wgmmaChain(OpBuilder &b, int64_t n, ArrayRef<Value> acc, ArrayRef<Value> descA,
+                                ArrayRef<SmallVector<Value>> aRegs, ArrayRef<Value> descB,
+                                bool transB) {
+    const int64_t m = n / 2;
+    std::string type = elemType.isBF16() ? "bf16" : "f16";
+    std::string cons;
+    SmallVector<Value> ins;
+    for (int64_t i = 0; i < m; ++i)
+      cons += "=f,";
+    for (auto [i, v] : llvm::enumerate(acc)) {
+      cons += std::to_string(i) + ",";
+      ins.push_back(v);
+    }
+    auto operand = [&](Value v, StringRef c) {
+      cons += c.str() + ",";
+      ins.push_back(v);
+      return "$" + std::to_string(m + ins.size() - 1);
+    };
+    std::string zero = operand(ci32(b, 0), "r");
+    std::string d = "{";
+    for (int64_t i = 0; i < m; ++i)
+      d += (i ? ",$" : "$") + std::to_string(i);
+    d += "}";
+    std::string text = "{\n.reg .pred zd, ad;\nsetp.ne.b32 zd, " + zero + ", 0;\nsetp.eq.b32 ad, " +
+                       zero + ", 0;\nwgmma.fence.sync.aligned;\n";
+    for (size_t k = 0; k < descB.size(); ++k) {
+      std::string a;
+      if (!descA.empty()) {
+        a = operand(descA[k], "l");
+      } else {
+        a = "{";
+        for (int r = 0; r < 4; ++r)
+          a += (r ? "," : "") + operand(aRegs[k][r], "r");
+        a += "}";
+      }
+      std::string bDesc = operand(descB[k], "l");
+      bool accumulate = !acc.empty() || k > 0;
+      text += "wgmma.mma_async.sync.aligned.m64n" + std::to_string(n) + "k16.f32." + type + "." +
+              type + " " + d + ", " + a + ", " + bDesc + ", " + (accumulate ? "ad" : "zd") +
+              ", 1, 1, " + (descA.empty() ? "" : "0, ") + (transB ? "1" : "0") + ";\n";
+    }
+    text += "wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned 0;\n}";
+    cons.pop_back();
+    SmallVector<Type> fs(m, f32());
+    Value r = inlinePtx(b, LLVM::LLVMStructType::getLiteral(ctx, fs), ins, text, cons).getResult(0);
+    SmallVector<Value> out;
+    for (int64_t i = 0; i < m; ++i)
+      out.push_back(LLVM::ExtractValueOp::create(b, loc(), r, i));
+    return out;
   }
 
   // ---- region cloning -----------------------------------------------------
@@ -325,8 +438,10 @@ private:
     const int64_t D = cfg.headDim, Dv = cfg.headDimV, BQ = cfg.blockQ, BK = cfg.blockK;
     const int64_t warps = BQ / (16 * cfg.warpMTiles), threads = warps * kWarp;
     // Shared rows are padded by 16 bytes so the 8 row addresses of an
-    // ldmatrix phase fall in distinct banks.
-    const int64_t qStride = D + 8, kStride = D + 8, vStride = Dv + 8;
+    // ldmatrix phase fall in distinct banks. wgmma tiles are unpadded: 64-
+    // column blocks of 128-byte rows, swizzled (see copyTile).
+    const int64_t pad = cfg.wgmma ? 0 : 8;
+    const int64_t qStride = D + pad, kStride = D + pad, vStride = Dv + pad;
     const int64_t qBytes = BQ * qStride * 2, kBytes = BK * kStride * 2, vBytes = BK * vStride * 2;
     const int64_t stages = cfg.stages;
     sharedBytes = qBytes + stages * (kBytes + vBytes);
@@ -395,7 +510,9 @@ private:
     };
 
     // Copies rows [row0, row0 + rows) of a [.., cols] tile into shared
-    // memory (sStride elements apart), 16 bytes per cp.async. row0 is always
+    // memory (sStride elements apart, or for wgmma in 64-column blocks of
+    // `rows` 128-byte rows, the 16-byte chunk c of row r at chunk c ^ (r % 8):
+    // the 128B swizzle), 16 bytes per cp.async. row0 is always
     // a valid row; rows at or past `limit` are zero-filled (src-size 0) and
     // read from row0's address. A chunk's (row, column) depends only on the
     // thread, so LLVM hoists it; per tile this costs one 64-bit multiply.
@@ -413,8 +530,19 @@ private:
           Value valid = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, r, rowsLeft);
           Value rowOff = select(b, valid, mul(b, ext64(b, r), rowStrideG), ci64(b, 0));
           Value src = gep(b, gBase, add(b, add(b, tileBase, rowOff), ext64(b, col)), elemType);
-          Value sOff =
-              add(b, sByteOffset, mul(b, add(b, mul(b, r, ci32(b, sStride)), col), ci32(b, 2)));
+          Value sOff;
+          if (cfg.wgmma) {
+            Value ch = arith::RemUIOp::create(b, l, c, ci32(b, chunksPerRow));
+            Value block = arith::DivUIOp::create(b, l, ch, ci32(b, 8));
+            Value swz = arith::XOrIOp::create(b, l, arith::RemUIOp::create(b, l, ch, ci32(b, 8)),
+                                              arith::RemUIOp::create(b, l, r, ci32(b, 8)));
+            sOff = add(b, sByteOffset,
+                       add(b, mul(b, block, ci32(b, rows * 128)),
+                           add(b, mul(b, r, ci32(b, 128)), mul(b, swz, ci32(b, 16)))));
+          } else {
+            sOff =
+                add(b, sByteOffset, mul(b, add(b, mul(b, r, ci32(b, sStride)), col), ci32(b, 2)));
+          }
           Value srcSize = select(b, valid, ci32(b, 16), ci32(b, 0));
           NVVM::CpAsyncOp::create(
               b, l, smemAt(b, sOff), src, b.getI32IntegerAttr(16),
@@ -482,6 +610,8 @@ private:
       NVVM::CpAsyncCommitGroupOp::create(b, l);
     }
     NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
+    if (cfg.wgmma)
+      fenceProxyAsync(b);
     gpu::BarrierOp::create(b, l);
 
     // Each warp owns MT m16 tiles of query rows: B fragments (K, V) loaded
@@ -491,7 +621,7 @@ private:
     const int64_t MT = cfg.warpMTiles;
     // Above D = 128 the Q fragments (D/4 registers) would push O and S out
     // of registers.
-    const bool qInRegs = MT == 1 && D <= 128;
+    const bool qInRegs = MT == 1 && D <= 128 && !cfg.wgmma;
     Value warpRow0 = mul(b, warp, ci32(b, 16 * MT));
     Value lane16 = arith::RemUIOp::create(b, l, lane, ci32(b, 16));
     Value laneHi = arith::DivUIOp::create(b, l, lane, ci32(b, 16)); // 0/1
@@ -522,6 +652,27 @@ private:
       for (int64_t mt = 0; mt < MT; ++mt)
         for (int64_t kk = 0; kk < D / 16; ++kk)
           qa[mt].push_back(loadQ(b, mt, kk));
+    if (cfg.wgmma && cfg.wgmmaQInRegs) {
+      // The same A fragments from the swizzled tile: row warpRow0 + lane%16,
+      // 16-byte chunk 2*kk + lane/16 of the row, stored at chunk ^ (row % 8)
+      // of its 64-column block.
+      Value rowBase = mul(b, add(b, warpRow0, lane16), ci32(b, 128));
+      Value laneXor = arith::XOrIOp::create(b, l, laneHi, lane8);
+      for (int64_t kk = 0; kk < D / 16; ++kk) {
+        Value chunk = arith::XOrIOp::create(b, l, laneXor, ci32(b, (kk % 4) * 2));
+        Value off =
+            add(b, add(b, rowBase, ci32(b, (kk / 4) * BQ * 128)), mul(b, chunk, ci32(b, 16)));
+        qa[0].push_back(ldmatrix4(b, smemAt(b, off), false));
+      }
+    }
+
+    // wgmma operands: the warpgroup's 64 Q rows; K (K-major, like Q) and V
+    // (MN-major: keys are wgmma's K dimension, Dv its N) of a stage.
+    Value group = arith::DivUIOp::create(b, l, warp, ci32(b, 4));
+    Value smemAddr = LLVM::PtrToIntOp::create(b, l, i32(), smem);
+    Value qDesc;
+    if (cfg.wgmma)
+      qDesc = wgmmaDesc(b, add(b, smemAddr, mul(b, group, ci32(b, 64 * 128))), 16, 1024);
 
     // This thread's fragment rows: slot rs = 2*mt + half holds row
     // warpRow0 + 16*mt + lane/4 + 8*half of the CTA's tile.
@@ -591,6 +742,8 @@ private:
           }
           NVVM::CpAsyncCommitGroupOp::create(b, l);
           NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
+          if (cfg.wgmma)
+            fenceProxyAsync(b);
           gpu::BarrierOp::create(b, l);
 
           Value stage = arith::RemUIOp::create(b, l, t, ci32(b, stages));
@@ -625,7 +778,23 @@ private:
             SmallVector<SmallVector<SmallVector<Value, 4>>> s(
                 MT, SmallVector<SmallVector<Value, 4>>(nbS, SmallVector<Value, 4>(4, zero)));
             Value kLane = gep(b, smemAt(b, kOff), laneK, b.getI8Type());
-            for (int64_t kk = 0; kk < D / 16; ++kk) {
+            if (cfg.wgmma) {
+              // k16 step kk: 64-column block kk/4, 32 bytes per step inside.
+              Value kDesc = wgmmaDesc(b, add(b, smemAddr, kOff), 16, 1024);
+              SmallVector<Value> descQ, descK;
+              for (int64_t kk = 0; kk < D / 16; ++kk) {
+                int64_t inAtom = (kk % 4) * 32;
+                descQ.push_back(wgmmaStep(b, qDesc, (kk / 4) * BQ * 128 + inAtom));
+                descK.push_back(wgmmaStep(b, kDesc, (kk / 4) * BK * 128 + inAtom));
+              }
+              SmallVector<Value> acc =
+                  cfg.wgmmaQInRegs ? wgmmaChain(b, BK, {}, {}, qa[0], descK, /*transB=*/false)
+                                   : wgmmaChain(b, BK, {}, descQ, {}, descK, /*transB=*/false);
+              for (int64_t nb = 0; nb < nbS; ++nb)
+                for (int i = 0; i < 4; ++i)
+                  s[0][nb][i] = acc[nb * 4 + i];
+            }
+            for (int64_t kk = 0; kk < D / 16 && !cfg.wgmma; ++kk) {
               SmallVector<SmallVector<Value>> qf(MT);
               for (int64_t mt = 0; mt < MT; ++mt)
                 qf[mt] = qInRegs ? qa[mt][kk] : loadQ(b, mt, kk);
@@ -806,7 +975,21 @@ private:
             // O += P V: ldmatrix.trans x4 at V row j*16 + lane%16, column
             // np*16 + (lane/16)*8 gives the B fragments of n-blocks 2np, 2np+1.
             Value vLane = gep(b, smemAt(b, vOff), laneV, b.getI8Type());
-            for (int64_t j = 0; j < BK / 16; ++j) {
+            if (cfg.wgmma) {
+              // Keys [16j, 16j + 16) are rows 16j.. of V: 2048 bytes per
+              // step; 64-column blocks of V are BK * 128 bytes apart.
+              Value vDesc = wgmmaDesc(b, add(b, smemAddr, vOff), BK * 128, 1024);
+              SmallVector<Value> descV, acc;
+              for (int64_t j = 0; j < BK / 16; ++j)
+                descV.push_back(wgmmaStep(b, vDesc, j * 2048));
+              for (int64_t n = 0; n < nbO; ++n)
+                acc.append(o[0][n].begin(), o[0][n].end());
+              acc = wgmmaChain(b, Dv, acc, {}, pa[0], descV, /*transB=*/true);
+              for (int64_t n = 0; n < nbO; ++n)
+                for (int i = 0; i < 4; ++i)
+                  o[0][n][i] = acc[n * 4 + i];
+            }
+            for (int64_t j = 0; j < BK / 16 && !cfg.wgmma; ++j) {
               for (int64_t np = 0; np < Dv / 16; ++np) {
                 Value p = gep(b, vLane, ci32(b, (j * 16 * vStride + np * 16) * 2), b.getI8Type());
                 SmallVector<Value> vb = ldmatrix4(b, p, true);
@@ -828,7 +1011,8 @@ private:
             // Data-dependent masks (documents, ...) have no KV range: their
             // keep flags come first, and a warp none of whose rows keeps a
             // key of the tile skips it (warp vote; the branch is uniform
-            // within the warp, as mma.sync needs).
+            // within the warp, as mma.sync needs; with wgmma, a warpgroup
+            // vote).
             SmallVector<Type> keepTypes(nElems + 1, b.getI1Type());
             auto keepIf = scf::IfOp::create(b, l, keepTypes, isFull, /*withElseRegion=*/true);
             {
@@ -857,8 +1041,11 @@ private:
                   }
               if (hadError)
                 keeps.assign(nElems, anyKeep);
-              keeps.push_back(NVVM::VoteSyncOp::create(eb, l, eb.getI1Type(), ci32(eb, -1), anyKeep,
-                                                       NVVM::VoteSyncKind::any));
+              keeps.push_back(cfg.wgmma
+                                  ? warpgroupAny(eb, anyKeep, group)
+                                  : NVVM::VoteSyncOp::create(eb, l, eb.getI1Type(), ci32(eb, -1),
+                                                             anyKeep, NVVM::VoteSyncKind::any)
+                                        .getResult());
               scf::YieldOp::create(eb, l, keeps);
             }
             SmallVector<Value> keeps(keepIf.getResults().begin(),
@@ -953,6 +1140,18 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.blockK = blockK;
     cfg.warpMTiles = warpMTiles;
     cfg.stages = stages;
+    if (mma != "sync" && mma != "wgmma") {
+      module.emitError("attn-to-nvvm: mma must be sync or wgmma, got '") << mma << "'";
+      return signalPassFailure();
+    }
+    cfg.wgmma = mma == "wgmma";
+    cfg.wgmmaQInRegs = wgmmaQInRegs;
+    if (cfg.wgmma && (cfg.warpMTiles != 1 || cfg.blockQ % 64 || cfg.headDim % 64 ||
+                      cfg.headDimV % 64 || cfg.headDimV > 256 || cfg.blockK > 256)) {
+      module.emitError("attn-to-nvvm: mma=wgmma needs warp-m-tiles=1, block-q a multiple of 64, "
+                       "head dims multiples of 64 (Dv at most 256) and block-k at most 256");
+      return signalPassFailure();
+    }
     if (cfg.headDim <= 0 || cfg.headDim % 16 || cfg.headDimV % 16) {
       module.emitError("attn-to-nvvm: head dims must be positive multiples of 16, got ")
           << cfg.headDim << " and " << cfg.headDimV;

@@ -60,8 +60,30 @@ void attnc::pipeline::registerCudaDialects(DialectRegistry &registry) {
   NVVM::registerNVVMTargetInterfaceExternalModels(registry);
 }
 
+/// wgmma exists only on sm_90a (the arch-specific Hopper target).
+static bool hasWgmma(llvm::StringRef arch) { return arch == "sm_90a"; }
+
 CudaOptions attnc::pipeline::tileDefaults(CudaOptions o) {
   int64_t dv = o.headDimV > 0 ? o.headDimV : o.headDim;
+  if (o.mma.empty()) {
+    // Explicit tiles only wgmma cannot run keep the mma.sync kernel.
+    bool fits = (o.headDim == 64 || o.headDim == 128) && (dv == 64 || dv == 128);
+    bool tilesFit = o.blockQ % 64 == 0 && o.warpMTiles <= 1 && o.blockK <= 256;
+    o.mma = hasWgmma(o.arch) && fits && tilesFit ? "wgmma" : "sync";
+  }
+  if (o.mma == "wgmma") {
+    // Two warpgroups of 64 rows share 128-key tiles: S and O are 64 + 64
+    // f32 registers per thread at D = 128 (bench/NOTES.md).
+    if (!o.warpMTiles)
+      o.warpMTiles = 1;
+    if (!o.blockQ)
+      o.blockQ = 128;
+    if (!o.blockK)
+      o.blockK = 128;
+    if (!o.stages)
+      o.stages = 2;
+    return o;
+  }
   bool wide = std::max(o.headDim, dv) > 128;
   if (!o.warpMTiles)
     o.warpMTiles = wide ? 1 : 2;
@@ -76,6 +98,8 @@ CudaOptions attnc::pipeline::tileDefaults(CudaOptions o) {
 
 LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &given) {
   CudaOptions options = tileDefaults(given);
+  if (options.mma == "wgmma" && !hasWgmma(options.arch))
+    return module.emitError("wgmma needs --arch=sm_90a, not ") << options.arch;
   PassManager pm(module->getContext());
   attn::AttnToNVVMOptions o;
   o.headDim = options.headDim;
@@ -85,6 +109,8 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.blockK = options.blockK;
   o.warpMTiles = options.warpMTiles;
   o.stages = options.stages;
+  o.mma = options.mma;
+  o.wgmmaQInRegs = options.wgmmaQInRegs;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
