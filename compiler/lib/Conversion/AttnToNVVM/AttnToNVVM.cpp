@@ -1146,6 +1146,12 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     }
     cfg.wgmma = mma == "wgmma";
     cfg.wgmmaQInRegs = wgmmaQInRegs;
+    // Measured on the H100: with two warpgroups, Q from registers gave wrong
+    // results (not yet understood; bench/NOTES.md), with one it is correct.
+    if (cfg.wgmmaQInRegs && (!cfg.wgmma || cfg.blockQ != 64)) {
+      module.emitError("attn-to-nvvm: wgmma-q-in-registers needs mma=wgmma and block-q=64");
+      return signalPassFailure();
+    }
     if (cfg.wgmma && (cfg.warpMTiles != 1 || cfg.blockQ % 64 || cfg.headDim % 64 ||
                       cfg.headDimV % 64 || cfg.headDimV > 256 || cfg.blockK > 256)) {
       module.emitError("attn-to-nvvm: mma=wgmma needs warp-m-tiles=1, block-q a multiple of 64, "
