@@ -125,6 +125,23 @@ def make_case(name, B, Hq, Hkv, N, D, gen):
         ids = doc_ids(N, 8, gen)
         c.update(ptx="document_attention", mask=lambda b, h, q, k: ids[q] == ids[k],
                  params={"doc": ids})
+    elif name == "doc64":
+        ids = doc_ids(N, 64, gen)
+        c.update(ptx="document_attention", mask=lambda b, h, q, k: ids[q] == ids[k],
+                 params={"doc": ids})
+    elif name == "prefix_lm":
+        # A prefix of N/8 .. N/2 tokens per sequence sees itself bidirectionally.
+        plen = torch.randint(N // 8, N // 2 + 1, (B,), generator=gen, dtype=torch.int32).cuda()
+        c.update(ptx="prefix_lm_attention", mask=lambda b, h, q, k: (q >= k) | (k < plen[b]),
+                 params={"prefix_len": plen})
+    elif name == "longformer":
+        # Local window R = 256 (the kernel's default) plus 16 random global tokens.
+        g = torch.zeros(N, dtype=torch.int32)
+        g[torch.randperm(N, generator=gen)[:16]] = 1
+        g = g.cuda()
+        c.update(ptx="longformer_attention",
+                 mask=lambda b, h, q, k: ((q - k).abs() <= 256) | (g[q] != 0) | (g[k] != 0),
+                 params={"is_global": g})
     elif name == "alibi_causal":
         sl = alibi_slopes(Hq)
         c.update(ptx="alibi_causal", mask=lambda b, h, q, k: q >= k,

@@ -42,6 +42,9 @@ VARIANT=_q64k64 bench_set bf16 --cuda-block-q=64 --cuda-block-k=64
 VARIANT=_q64k96 bench_set bf16 --cuda-block-q=64 --cuda-block-k=96
 VARIANT=_q64k64r bench_set bf16 --cuda-block-q=64 --cuda-block-k=64 --cuda-wgmma-q-in-registers
 VARIANT=_q64k96r bench_set bf16 --cuda-block-q=64 --cuda-block-k=96 --cuda-wgmma-q-in-registers
+# Masks of the mask-analysis benchmark (bench.py --cases doc64,prefix_lm,longformer).
+emit prefix_lm.attn prefix_lm_attention 128 bf16
+emit global_local.attn longformer_attention 128 bf16
 emit causal.attn causal_attention 64 bf16
 emit causal.attn causal_attention 128 f16
 echo "PTX in $OUT"
