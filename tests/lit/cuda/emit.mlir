@@ -121,8 +121,19 @@
 // WGPTX-DAG: wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16
 // WGPTX-DAG: wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16
 
-// Tile skipping of a data-dependent mask votes over the warpgroup (named
-// barrier 1 + warpgroup), since a wgmma needs all of its 4 warps.
+// A data-dependent mask: before a tile's K/V are loaded, the CTA votes
+// (named barrier 8, 256 threads) on whether any row keeps one of its keys;
+// dead tiles are neither loaded nor computed. The prologue does it for
+// tile 0 after Q has landed (wait 0), the loop for tile t + 1.
+// WGDOC: nvvm.cp.async.wait.group 0
+// WGDOC: bar.red.or.pred q, $2, 256, p;
+// WGDOC: nvvm.cp.async.shared.global
+// WGDOC: nvvm.cp.async.commit.group
+// WGDOC: scf.for {{.*}} -> ({{(f32, ){36}i1}})
+// WGDOC: bar.red.or.pred q, $2, 256, p;
+// WGDOC: nvvm.cp.async.shared.global
+// Inside a live tile, a warpgroup none of whose rows keeps a key skips
+// its MMAs (named barrier 1 + warpgroup: a wgmma needs all of its 4 warps).
 // WGDOC: bar.red.or.pred q, $2, 128, p;
 // WGDOC: scf.if
 // WGDOC: wgmma.mma_async

@@ -74,6 +74,10 @@ constexpr double kLn2 = 0.6931471805599453;
 /// running maximum moves.
 constexpr double kLazyLog2 = 8.0;
 
+/// Named barrier of CTA-wide votes (0 is __syncthreads', 1..4 the
+/// warpgroups').
+constexpr int64_t kCtaVoteBarrier = 8;
+
 /// Number of kernel ABI arguments before the runtime parameters.
 constexpr unsigned kNumFixedArgs = 5 + 6 + 14 + 1;
 
@@ -224,18 +228,26 @@ private:
     inlinePtx(b, Type(), {}, "fence.proxy.async.shared::cta;", "");
   }
 
+  /// True in the `count` threads meeting at named barrier `id` if `pred`
+  /// holds in one of them (bar.red.or; a barrier for them as well).
+  Value barrierAny(OpBuilder &b, Value pred, Value id, int64_t count) {
+    Value in = arith::ExtUIOp::create(b, loc(), i32(), pred);
+    Value r = inlinePtx(b, i32(), ValueRange{in, id},
+                        "{\n.reg .pred p, q;\nsetp.ne.u32 p, $1, 0;\n"
+                        "bar.red.or.pred q, $2, " +
+                            std::to_string(count) + ", p;\nselp.u32 $0, 1, 0, q;\n}",
+                        "=r,r,r")
+                  .getResult(0);
+    return arith::CmpIOp::create(b, loc(), arith::CmpIPredicate::ne, r, ci32(b, 0));
+  }
+  Value barrierAny(OpBuilder &b, Value pred, int64_t id, int64_t count) {
+    return barrierAny(b, pred, ci32(b, id), count);
+  }
   /// True in every thread of warpgroup `group` (barrier 1 + group, 128
   /// threads) if `pred` holds in one of them: wgmma needs the branches
   /// around it uniform over the warpgroup, not only the warp.
   Value warpgroupAny(OpBuilder &b, Value pred, Value group) {
-    Value in = arith::ExtUIOp::create(b, loc(), i32(), pred);
-    Value id = add(b, group, ci32(b, 1));
-    Value r = inlinePtx(b, i32(), ValueRange{in, id},
-                        "{\n.reg .pred p, q;\nsetp.ne.u32 p, $1, 0;\n"
-                        "bar.red.or.pred q, $2, 128, p;\nselp.u32 $0, 1, 0, q;\n}",
-                        "=r,r,r")
-                  .getResult(0);
-    return arith::CmpIOp::create(b, loc(), arith::CmpIPredicate::ne, r, ci32(b, 0));
+    return barrierAny(b, pred, add(b, group, ci32(b, 1)), 128);
   }
 
   /// Shared-memory matrix descriptor of a 128B-swizzled wgmma operand at
@@ -600,16 +612,27 @@ private:
       copyTile(b, gV, vBase, stride(8), k0, Nk, BK, Dv, vStride, vOff);
     };
 
+    bool maskAlwaysTrue = false;
+    if (auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>())
+      if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
+        maskAlwaysTrue = true;
+    // Masks reading tensor data have no KV range (a document mask): their
+    // tiles are classified at run time instead (see the KV loop).
+    bool dataDependent = false;
+    attention.getMaskBlock().walk([&](attn::LoadOp) { dataDependent = !maskAlwaysTrue; });
+
     // Prefetch tiles 0 .. stages-2 (one cp.async group each, committed even
-    // when empty so that group counts stay uniform), then wait for Q.
-    for (int64_t st = 0; st + 1 < stages; ++st) {
+    // when empty so that group counts stay uniform), then wait for Q. With a
+    // data-dependent mask the prefetch waits until the tiles' liveness is
+    // known (below).
+    for (int64_t st = 0; st + 1 < stages && !dataDependent; ++st) {
       Value any = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sgt, nTiles, ci32(b, st));
       auto ifOp = scf::IfOp::create(b, l, any, false);
       OpBuilder tb = ifOp.getThenBodyBuilder();
       loadKV(tb, ci32(tb, st));
       NVVM::CpAsyncCommitGroupOp::create(b, l);
     }
-    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
+    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(dataDependent ? 0 : stages - 1));
     if (cfg.wgmma)
       fenceProxyAsync(b);
     gpu::BarrierOp::create(b, l);
@@ -693,14 +716,6 @@ private:
     Block &scoreBlock = attention.getScoreBlock();
     bool identityScore = attention.getScoreValue() == scoreBlock.getArgument(0);
     bool softmax = attention.getNormalizer() == attn::Normalizer::Softmax;
-    bool maskAlwaysTrue = false;
-    if (auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>())
-      if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
-        maskAlwaysTrue = true;
-    // Masks reading tensor data have no KV range (a document mask): their
-    // tiles are skipped per warp at run time instead (see the KV loop).
-    bool dataDependent = false;
-    attention.getMaskBlock().walk([&](attn::LoadOp) { dataDependent = !maskAlwaysTrue; });
     Value scaleLog2 = fmul(b, scale, cf32(b, kLog2e));
     // With the plain score and a positive constant scale, scores stay raw
     // until the exponent: max commutes with the scaling, and
@@ -726,7 +741,83 @@ private:
     init.append(RS, zero);
     init.append(MT * nbO * 4, zero);
     auto oIdx = [&](int64_t mt, int64_t n, int i) { return 2 * RS + (mt * nbO + n) * 4 + i; };
+    const int64_t nState = init.size();
     bool hadError = false;
+
+    const int64_t nbS = BK / 8; // n8 key blocks per tile
+    const int64_t nElems = MT * nbS * 4;
+    auto eIdx = [&](int64_t mt, int64_t nb, int i) { return (mt * nbS + nb) * 4 + i; };
+    auto tileStart = [&](OpBuilder &b, Value t) { return add(b, kLo, mul(b, t, ci32(b, BK))); };
+    // Tiles inside the mask's inner range: every row keeps every key, all
+    // keys < Nk. Uniform across the CTA.
+    auto tileIsFull = [&](OpBuilder &b, Value k0) {
+      return arith::AndIOp::create(
+                 b, l, arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, k0, innerLo),
+                 arith::CmpIOp::create(b, l, arith::CmpIPredicate::sle, add(b, k0, ci32(b, BK)),
+                                       innerHi))
+          .getResult();
+    };
+    // The mask on this thread's fragment elements of the tile at key k0
+    // (keys past kHi are dropped); the last value is whether any is kept.
+    auto tileKeeps = [&](OpBuilder &b, Value k0) -> SmallVector<Value> {
+      SmallVector<Value> keeps;
+      Value keyBase = add(b, k0, mul(b, tig, ci32(b, 2)));
+      Value kLast = arith::SubIOp::create(b, l, kHi, ci32(b, 1));
+      Value anyKeep = arith::ConstantIntOp::create(b, l, 0, 1);
+      for (int64_t mt = 0; mt < MT && !hadError; ++mt)
+        for (int64_t nb = 0; nb < nbS && !hadError; ++nb)
+          for (int i = 0; i < 4 && !hadError; ++i) {
+            Value key = add(b, keyBase, ci32(b, nb * 8 + (i & 1)));
+            Value kc = arith::MinSIOp::create(b, l, key, kLast);
+            Value keep = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, key, kHi);
+            auto mv =
+                cloneRegion(b, attention.getMaskBlock(), {bIdx, hIdx, qPos[slotOf(mt, i)], kc});
+            if (failed(mv)) {
+              hadError = true;
+              break;
+            }
+            keep = arith::AndIOp::create(b, l, keep, *mv);
+            keeps.push_back(keep);
+            anyKeep = arith::OrIOp::create(b, l, anyKeep, keep);
+          }
+      if (hadError)
+        keeps.assign(nElems, anyKeep);
+      keeps.push_back(anyKeep);
+      return keeps;
+    };
+    // Data-dependent masks: whether any row of the CTA keeps a key of tile t
+    // (t < nTiles, a uniform condition), decided before the tile's K/V are
+    // loaded, so dead tiles (other documents) cost the mask evaluation but
+    // neither loads nor MMAs. Live tiles then load (one cp.async group).
+    auto prefetchLive = [&](OpBuilder &b, Value t) -> Value {
+      Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, t, nTiles);
+      auto moreIf = scf::IfOp::create(b, l, b.getI1Type(), more, /*withElseRegion=*/true);
+      OpBuilder tb = moreIf.getThenBodyBuilder();
+      Value k0 = tileStart(tb, t);
+      auto fullIf =
+          scf::IfOp::create(tb, l, tb.getI1Type(), tileIsFull(tb, k0), /*withElseRegion=*/true);
+      OpBuilder fb = fullIf.getThenBodyBuilder();
+      scf::YieldOp::create(fb, l, ValueRange{arith::ConstantIntOp::create(fb, l, 1, 1)});
+      OpBuilder nb = fullIf.getElseBodyBuilder();
+      Value any = tileKeeps(nb, k0).back();
+      scf::YieldOp::create(nb, l, ValueRange{barrierAny(nb, any, kCtaVoteBarrier, threads)});
+      Value live = fullIf.getResult(0);
+      auto loadIf = scf::IfOp::create(tb, l, live, /*withElseRegion=*/false);
+      OpBuilder lb = loadIf.getThenBodyBuilder();
+      loadKV(lb, t);
+      scf::YieldOp::create(tb, l, ValueRange{live});
+      OpBuilder eb = moreIf.getElseBodyBuilder();
+      scf::YieldOp::create(eb, l, ValueRange{arith::ConstantIntOp::create(eb, l, 0, 1)});
+      NVVM::CpAsyncCommitGroupOp::create(b, l);
+      return moreIf.getResult(0);
+    };
+    // Loop-carried after the state: live(t) .. live(t + stages - 2).
+    if (dataDependent) {
+      for (int64_t st = 0; st + 1 < stages; ++st)
+        init.push_back(prefetchLive(b, ci32(b, st)));
+      if (hadError)
+        return failure();
+    }
 
     auto loop = scf::ForOp::create(
         b, l, ci32(b, 0), nTiles, ci32(b, 1), init,
@@ -734,13 +825,18 @@ private:
           // Prefetch tile t+stages-1 into the stage tile t-1 used while tile
           // t computes; then wait until tile t's group is complete.
           Value tn = add(b, t, ci32(b, stages - 1));
-          Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, tn, nTiles);
-          auto ifOp = scf::IfOp::create(b, l, more, false);
-          {
+          ValueRange flags = iter.drop_front(nState);
+          iter = iter.take_front(nState);
+          Value liveNext;
+          if (dataDependent) {
+            liveNext = prefetchLive(b, tn);
+          } else {
+            Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, tn, nTiles);
+            auto ifOp = scf::IfOp::create(b, l, more, false);
             OpBuilder tb = ifOp.getThenBodyBuilder();
             loadKV(tb, tn);
+            NVVM::CpAsyncCommitGroupOp::create(b, l);
           }
-          NVVM::CpAsyncCommitGroupOp::create(b, l);
           NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
           if (cfg.wgmma)
             fenceProxyAsync(b);
@@ -748,18 +844,12 @@ private:
 
           Value stage = arith::RemUIOp::create(b, l, t, ci32(b, stages));
           auto [kOff, vOff] = stageOffsets(b, stage);
-          Value k0 = add(b, kLo, mul(b, t, ci32(b, BK)));
+          Value k0 = tileStart(b, t);
 
-          const int64_t nbS = BK / 8; // n8 key blocks per tile
           // Scores in the log2 domain, masked keys -inf. Tiles inside the
-          // mask's inner range (every row keeps every key, all keys < Nk)
-          // skip the mask; the branch is uniform across the CTA.
-          const int64_t nElems = MT * nbS * 4;
-          auto eIdx = [&](int64_t mt, int64_t nb, int i) { return (mt * nbS + nb) * 4 + i; };
-          Value tileEnd = add(b, k0, ci32(b, BK));
-          Value isFull = arith::AndIOp::create(
-              b, l, arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, k0, innerLo),
-              arith::CmpIOp::create(b, l, arith::CmpIPredicate::sle, tileEnd, innerHi));
+          // mask's inner range skip the mask; the branch is uniform across
+          // the CTA.
+          Value isFull = tileIsFull(b, k0);
           SmallVector<Type> tileTypes(nElems, f32());
           if (!softmax)
             tileTypes.append(nElems, b.getI1Type());
@@ -1013,59 +1103,57 @@ private:
             // key of the tile skips it (warp vote; the branch is uniform
             // within the warp, as mma.sync needs; with wgmma, a warpgroup
             // vote).
+            // Dead tiles (no row of the CTA keeps a key) were neither
+            // loaded nor are computed.
+            auto deadIf = scf::IfOp::create(b, l, iter.getTypes(), flags[0],
+                                            /*withElseRegion=*/true);
+            OpBuilder db = deadIf.getThenBodyBuilder();
             SmallVector<Type> keepTypes(nElems + 1, b.getI1Type());
-            auto keepIf = scf::IfOp::create(b, l, keepTypes, isFull, /*withElseRegion=*/true);
+            auto keepIf = scf::IfOp::create(db, l, keepTypes, isFull, /*withElseRegion=*/true);
             {
               OpBuilder tb = keepIf.getThenBodyBuilder();
               scf::YieldOp::create(
                   tb, l, SmallVector<Value>(nElems + 1, arith::ConstantIntOp::create(tb, l, 1, 1)));
               OpBuilder eb = keepIf.getElseBodyBuilder();
-              SmallVector<Value> keeps;
-              Value kLast = arith::SubIOp::create(eb, l, kHi, ci32(eb, 1));
-              Value anyKeep = arith::ConstantIntOp::create(eb, l, 0, 1);
-              for (int64_t mt = 0; mt < MT && !hadError; ++mt)
-                for (int64_t nb = 0; nb < nbS && !hadError; ++nb)
-                  for (int i = 0; i < 4 && !hadError; ++i) {
-                    Value key = add(eb, keyBase, ci32(eb, nb * 8 + (i & 1)));
-                    Value kc = arith::MinSIOp::create(eb, l, key, kLast);
-                    Value keep = arith::CmpIOp::create(eb, l, arith::CmpIPredicate::slt, key, kHi);
-                    auto mv = cloneRegion(eb, attention.getMaskBlock(),
-                                          {bIdx, hIdx, qPos[slotOf(mt, i)], kc});
-                    if (failed(mv)) {
-                      hadError = true;
-                      break;
-                    }
-                    keep = arith::AndIOp::create(eb, l, keep, *mv);
-                    keeps.push_back(keep);
-                    anyKeep = arith::OrIOp::create(eb, l, anyKeep, keep);
-                  }
-              if (hadError)
-                keeps.assign(nElems, anyKeep);
-              keeps.push_back(cfg.wgmma
-                                  ? warpgroupAny(eb, anyKeep, group)
-                                  : NVVM::VoteSyncOp::create(eb, l, eb.getI1Type(), ci32(eb, -1),
-                                                             anyKeep, NVVM::VoteSyncKind::any)
-                                        .getResult());
+              SmallVector<Value> keeps = tileKeeps(eb, k0);
+              Value anyKeep = keeps.back();
+              keeps.back() = cfg.wgmma
+                                 ? warpgroupAny(eb, anyKeep, group)
+                                 : NVVM::VoteSyncOp::create(eb, l, eb.getI1Type(), ci32(eb, -1),
+                                                            anyKeep, NVVM::VoteSyncKind::any)
+                                       .getResult();
               scf::YieldOp::create(eb, l, keeps);
             }
             SmallVector<Value> keeps(keepIf.getResults().begin(),
                                      keepIf.getResults().begin() + nElems);
-            auto liveIf = scf::IfOp::create(b, l, iter.getTypes(), keepIf.getResult(nElems),
+            auto liveIf = scf::IfOp::create(db, l, iter.getTypes(), keepIf.getResult(nElems),
                                             /*withElseRegion=*/true);
             OpBuilder tb = liveIf.getThenBodyBuilder();
             SmallVector<Value> liveNext = tileBody(tb, iter, keeps);
             scf::YieldOp::create(tb, l, liveNext.empty() ? SmallVector<Value>(iter) : liveNext);
             OpBuilder eb = liveIf.getElseBodyBuilder();
             scf::YieldOp::create(eb, l, iter);
-            next.assign(liveIf.getResults().begin(), liveIf.getResults().end());
+            scf::YieldOp::create(db, l, liveIf.getResults());
+            OpBuilder sb = deadIf.getElseBodyBuilder();
+            scf::YieldOp::create(sb, l, iter);
+            next.assign(deadIf.getResults().begin(), deadIf.getResults().end());
           }
           if (hadError || next.empty()) {
             hadError = true;
-            scf::YieldOp::create(b, l, iter);
+            SmallVector<Value> same(iter);
+            if (dataDependent) {
+              same.append(flags.begin() + 1, flags.end());
+              same.push_back(liveNext);
+            }
+            scf::YieldOp::create(b, l, same);
             return;
           }
           // The next iteration's prefetch overwrites this stage.
           gpu::BarrierOp::create(b, l);
+          if (dataDependent) {
+            next.append(flags.begin() + 1, flags.end());
+            next.push_back(liveNext);
+          }
           scf::YieldOp::create(b, l, next);
         });
     if (hadError)
