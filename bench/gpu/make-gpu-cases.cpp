@@ -7,7 +7,8 @@
 // rows, rows with no visible key) on inputs drawn from a seed. Writes a
 // bundle (GpuCases.h) that attnc-gpu-check runs on the GPU machine.
 //
-//   make-gpu-cases OUT [--arch sm_90a] [--mma sync|wgmma] [--kernel NAME] [--quick]
+//   make-gpu-cases OUT [--arch sm_90a] [--mma sync|wgmma] [--class-chunk N]
+//                      [--kernel NAME] [--quick]
 //                      [--jobs N]
 //                      [--ptx FILE.ptx [--param NAME=VALUE]...]
 //
@@ -71,7 +72,8 @@ const std::map<std::string, std::map<std::string, std::string>> kConstOverrides 
 
 struct Options {
   std::string out, arch = "sm_90a", kernel;
-  std::string mma; // empty: the pipeline's choice for the arch and head dims
+  std::string mma;        // empty: the pipeline's choice for the arch and head dims
+  int64_t classChunk = 0; // data-dependent masks: tiles per class pass (0: default)
   std::vector<std::string> ptx, params;
   bool quick = false;
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
@@ -174,6 +176,7 @@ void runJob(const Options &opts, Job &job) {
     cuda.dtype = job.dtype;
     cuda.arch = opts.arch;
     cuda.mma = opts.mma;
+    cuda.classChunk = opts.classChunk;
     auto compiled = pipeline::compileCudaArtifact(*module, cuda);
     if (!compiled)
       return fail("compile: " + llvm::toString(compiled.takeError()));
@@ -260,6 +263,7 @@ void runJob(const Options &opts, Job &job) {
 
 int usage() {
   std::fprintf(stderr, "usage: make-gpu-cases OUT [--arch sm_90a] [--mma sync|wgmma] "
+                       "[--class-chunk N] "
                        "[--kernel NAME] [--quick] [--jobs N] [--ptx FILE.ptx [--param "
                        "NAME=VALUE]...]\n");
   return 2;
@@ -275,6 +279,8 @@ int main(int argc, char **argv) {
       opts.arch = argv[++i];
     else if (a == "--mma" && i + 1 < argc)
       opts.mma = argv[++i];
+    else if (a == "--class-chunk" && i + 1 < argc)
+      opts.classChunk = std::atoll(argv[++i]);
     else if (a == "--kernel" && i + 1 < argc)
       opts.kernel = argv[++i];
     else if (a == "--jobs" && i + 1 < argc)
@@ -361,9 +367,11 @@ int main(int argc, char **argv) {
   for (auto &w : workers)
     w.join();
 
-  std::string manifest = std::string(kHeader) + "\n# made by make-gpu-cases --arch " + opts.arch +
-                         (opts.mma.empty() ? "" : " --mma " + opts.mma) +
-                         (opts.quick ? " --quick" : "") + "\n";
+  std::string manifest =
+      std::string(kHeader) + "\n# made by make-gpu-cases --arch " + opts.arch +
+      (opts.mma.empty() ? "" : " --mma " + opts.mma) +
+      (opts.classChunk ? " --class-chunk " + std::to_string(opts.classChunk) : std::string()) +
+      (opts.quick ? " --quick" : "") + "\n";
   size_t cases = 0, bytes = 0, failed = 0;
   for (const Job &j : jobs)
     if (j.error.empty())

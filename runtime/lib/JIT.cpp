@@ -487,7 +487,8 @@ KernelCache::Impl::cudaArtifact(mlir::MLIRContext &ctx, const dsl::Program &prog
       " D=" + std::to_string(cuda.headDim) + " Dv=" + std::to_string(cuda.headDimV) +
       " bq=" + std::to_string(cuda.blockQ) + " bk=" + std::to_string(cuda.blockK) +
       " wm=" + std::to_string(cuda.warpMTiles) + " st=" + std::to_string(cuda.stages) +
-      " mma=" + cuda.mma + (cuda.wgmmaQInRegs ? " qregs" : "") + " O" +
+      " mma=" + cuda.mma + (cuda.wgmmaQInRegs ? " qregs" : "") +
+      (cuda.classChunk ? " chunk=" + std::to_string(cuda.classChunk) : "") + " O" +
       std::to_string(cuda.optLevel);
   if (Status s = build.generate(prog, name, spec, specText); !s)
     return s;

@@ -13,10 +13,16 @@
 
 #include "LoadedProgram.h"
 
+#include "attnc/Analysis/TileBounds.h"
 #include "attnc/Analysis/TileClasses.h"
 #include "attnc/DSL/MLIRGen.h"
 #include "attnc/Dialect/Attn/IR/AttnOps.h"
 #include "attnc/Pipeline/Pipeline.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Transforms/Passes.h"
 
 #include <gtest/gtest.h>
 
@@ -527,28 +533,48 @@ struct Precision {
 enum { kAll, kAllRefined, kIndexOnly, kIndexOnlyRefined, kNumCounts };
 constexpr unsigned kRefine = 4;
 
+/// A random mask through the front end, as `kernel t(w, doc, tag)`.
+struct RandomMask {
+  ExprPtr expr;
+  std::string source;
+  std::unique_ptr<Compiled> compiled;
+};
+RandomMask randomMask(Generator &gen, int maxDepth) {
+  RandomMask m;
+  m.expr = gen.boolExpr(gen.pick(1, maxDepth));
+  std::string text;
+  m.expr->print(text);
+  m.source = "kernel t(w: i32, doc: i32[N], tag: i32[N]) {\n  mask = " + text + ";\n}\n";
+  m.compiled = std::make_unique<Compiled>(m.source);
+  return m;
+}
+
+/// The id tensors: sorted segment ids (doc) and small random ids (tag).
+void randomTensors(Generator &gen, int64_t n, std::vector<int32_t> &doc,
+                   std::vector<int32_t> &tag) {
+  doc.assign(n, 0);
+  tag.assign(n, 0);
+  int32_t seg = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (gen.pick(0, 40) == 0)
+      ++seg;
+    doc[i] = seg;
+    tag[i] = int32_t(gen.pick(-2, 3));
+  }
+}
+
 /// Checks `count` random masks, counting the precision in `p`.
 void runProperty(uint64_t seed, int count, int maxDepth, Precision (&counts)[kNumCounts]) {
   Generator gen(seed);
   const int64_t kPositions = 600;
   for (int iter = 0; iter < count; ++iter) {
-    ExprPtr mask = gen.boolExpr(gen.pick(1, maxDepth));
-    std::string text;
-    mask->print(text);
-    std::string source =
-        "kernel t(w: i32, doc: i32[N], tag: i32[N]) {\n  mask = " + text + ";\n}\n";
-    Compiled compiled(source);
+    RandomMask rm = randomMask(gen, maxDepth);
+    const ExprPtr &mask = rm.expr;
+    const std::string &source = rm.source;
+    Compiled &compiled = *rm.compiled;
     ASSERT_TRUE(compiled.attention) << source << "\n" << compiled.loaded.diagnostics;
-
-    // Tensors: sorted segment ids or small random ids.
-    std::vector<int32_t> doc(kPositions), tag(kPositions);
-    int32_t seg = 0;
-    for (int64_t i = 0; i < kPositions; ++i) {
-      if (gen.pick(0, 40) == 0)
-        ++seg;
-      doc[i] = seg;
-      tag[i] = int32_t(gen.pick(-2, 3));
-    }
+    std::vector<int32_t> doc, tag;
+    randomTensors(gen, kPositions, doc, tag);
     int32_t w = int32_t(gen.literal());
     bool knowW = gen.pick(0, 1);
     llvm::StringMap<int64_t> known;
@@ -641,5 +667,118 @@ void runAndReport(const char *what, uint64_t seed, int count, int maxDepth) {
 TEST(TileClassesProperty, ShallowMasksAreSound) { runAndReport("depth <= 2", 1, 2000, 2); }
 
 TEST(TileClassesProperty, DeepMasksAreSound) { runAndReport("depth <= 5", 2, 2000, 5); }
+
+//===----------------------------------------------------------------------===//
+// Run-time tile bounds (TileBounds.h)
+//===----------------------------------------------------------------------===//
+
+/// buildTileKeepBounds over the same random masks, with the id tensors'
+/// ranges over each tile's rows and keys as the load intervals (what the
+/// CUDA kernel computes at run time). The IR it builds is folded to
+/// constants by the canonicalizer; `mayKeep` false must mean no (q, k) of
+/// the tile is kept, `mustKeep` true that every one is.
+void runTileBounds(uint64_t seed, int count, int maxDepth, Precision &p) {
+  Generator gen(seed);
+  const int64_t kPositions = 600;
+  for (int iter = 0; iter < count; ++iter) {
+    RandomMask rm = randomMask(gen, maxDepth);
+    const ExprPtr &mask = rm.expr;
+    const std::string &source = rm.source;
+    Compiled &compiled = *rm.compiled;
+    ASSERT_TRUE(compiled.attention) << source << "\n" << compiled.loaded.diagnostics;
+    mlir::MLIRContext &ctx = compiled.loaded.ctx;
+    ctx.getOrLoadDialect<mlir::func::FuncDialect>();
+    ctx.getOrLoadDialect<mlir::arith::ArithDialect>();
+    auto kernel = compiled.attention->getParentOfType<KernelOp>();
+    ASSERT_TRUE(kernel);
+    std::vector<int32_t> doc, tag;
+    randomTensors(gen, kPositions, doc, tag);
+    int32_t w = int32_t(gen.literal());
+    mlir::Block &maskBlock = compiled.attention.getMaskBlock();
+    llvm::SmallVector<RangeLoad> loads = tileRangeLoads(maskBlock);
+
+    for (int t = 0; t < 12; ++t) {
+      static const int64_t sizes[] = {1, 2, 3, 5, 8, 8, 16, 16, 32, 64};
+      int64_t tq = sizes[gen.pick(0, std::size(sizes) - 1)];
+      int64_t tk = sizes[gen.pick(0, std::size(sizes) - 1)];
+      int64_t q0 = gen.pick(0, kPositions - tq), q1 = q0 + tq;
+      int64_t k0 = gen.pick(0, 2)
+                       ? std::max<int64_t>(0, std::min(q0 + gen.pick(-64, 64), kPositions - tk))
+                       : gen.pick(0, kPositions - tk);
+      int64_t k1 = k0 + tk;
+      int32_t bv = int32_t(gen.pick(0, 3)), hv = int32_t(gen.pick(0, 7));
+
+      // The bounds as a function returning (mayKeep, mustKeep), folded.
+      mlir::OpBuilder b(&ctx);
+      mlir::Location loc = b.getUnknownLoc();
+      auto module = mlir::ModuleOp::create(loc);
+      b.setInsertionPointToEnd(module.getBody());
+      auto fn = mlir::func::FuncOp::create(b, loc, "bounds",
+                                           b.getFunctionType({}, {b.getI1Type(), b.getI1Type()}));
+      b.setInsertionPointToStart(fn.addEntryBlock());
+      auto c64 = [&](int64_t v) -> mlir::Value {
+        return mlir::arith::ConstantIntOp::create(b, loc, v, 64);
+      };
+      mlir::IRMapping outer;
+      outer.map(kernel.getArgument(0), mlir::arith::ConstantIntOp::create(b, loc, w, 32));
+      for (mlir::Operation &op : kernel.getBody().front())
+        if (!llvm::isa<AttentionOp>(op) &&
+            llvm::all_of(op.getOperands(), [&](mlir::Value v) { return outer.contains(v); }))
+          b.clone(op, outer);
+      llvm::SmallVector<IntervalValues> ranges;
+      for (RangeLoad rl : loads) {
+        const std::vector<int32_t> &data = rl.load.getTensor() == kernel.getArgument(1) ? doc : tag;
+        int64_t lo = rl.byKey ? k0 : q0, hi = rl.byKey ? k1 : q1;
+        int32_t mn = data[lo], mx = data[lo];
+        for (int64_t i = lo; i < hi; ++i)
+          mn = std::min(mn, data[i]), mx = std::max(mx, data[i]);
+        ranges.push_back({c64(mn), c64(mx)});
+      }
+      TileKeepBounds bounds = buildTileKeepBounds(
+          b, loc, maskBlock, compiled.attention.getMaskValue(), outer,
+          mlir::arith::ConstantIntOp::create(b, loc, bv, 32),
+          mlir::arith::ConstantIntOp::create(b, loc, hv, 32), {c64(q0), c64(q1 - 1)},
+          {c64(k0), c64(k1 - 1)}, [&](unsigned i) { return ranges[i]; },
+          [&](LoadOp, llvm::ArrayRef<mlir::Value>) { return mlir::Value(); });
+      mlir::func::ReturnOp::create(b, loc, mlir::ValueRange{bounds.mayKeep, bounds.mustKeep});
+      mlir::PassManager pm(&ctx);
+      pm.addPass(mlir::createCanonicalizerPass());
+      ASSERT_TRUE(mlir::succeeded(pm.run(module)));
+      auto ret = llvm::cast<mlir::func::ReturnOp>(fn.getBody().front().getTerminator());
+      auto mayC = ret.getOperand(0).getDefiningOp<mlir::arith::ConstantIntOp>();
+      auto mustC = ret.getOperand(1).getDefiningOp<mlir::arith::ConstantIntOp>();
+      ASSERT_TRUE(mayC && mustC) << "bounds did not fold to constants\n" << source;
+      bool may = mayC.value() != 0, must = mustC.value() != 0;
+      module->erase();
+
+      bool anyTrue = false, anyFalse = false;
+      for (int64_t q = q0; q < q1; ++q)
+        for (int64_t k = k0; k < k1; ++k) {
+          Env env{bv, hv, int32_t(q), int32_t(k), w, &doc, &tag};
+          (mask->evalBool(env) ? anyTrue : anyFalse) = true;
+        }
+      std::string where = "(q " + std::to_string(q0) + ".." + std::to_string(q1) + ", k " +
+                          std::to_string(k0) + ".." + std::to_string(k1) + ", w " +
+                          std::to_string(w) + ")\n" + source;
+      ASSERT_TRUE(may || !anyTrue) << "mayKeep false on a tile with a kept key " << where;
+      ASSERT_TRUE(!must || !anyFalse) << "mustKeep true on a tile with a dropped key " << where;
+      ++p.tiles;
+      p.trulyEmpty += !anyTrue;
+      p.trulyFull += !anyFalse;
+      p.foundEmpty += !anyTrue && !may;
+      p.foundFull += !anyFalse && must;
+    }
+  }
+}
+
+TEST(TileBoundsProperty, RandomMasksAreSound) {
+  uint64_t seed = 11;
+  if (const char *env = std::getenv("ATTNC_TILES_SEED"))
+    seed += std::strtoull(env, nullptr, 10) * 1000;
+  Precision p;
+  ASSERT_NO_FATAL_FAILURE(runTileBounds(seed, 600, 4, p));
+  report("run-time tile bounds, depth <= 4", p);
+  EXPECT_EQ(p.tiles, 600 * 12);
+}
 
 } // namespace

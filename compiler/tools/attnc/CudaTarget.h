@@ -23,6 +23,7 @@ struct CudaEmitOptions {
   int64_t blockQ = 0, blockK = 0, warpMTiles = 0, stages = 0; // 0: pipeline defaults
   std::string mma;                                            // empty: pipeline default
   bool wgmmaQInRegs = false;
+  int64_t classChunk = 0;
   std::string outPath = "-";
 };
 

@@ -117,6 +117,10 @@ cl::opt<std::string> cudaMma("cuda-mma",
 cl::opt<bool> cudaWgmmaQRegs("cuda-wgmma-q-in-registers",
                              cl::desc("CUDA target, wgmma: Q.K^T reads Q from registers"),
                              cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<int64_t> cudaClassChunk(
+    "cuda-class-chunk",
+    cl::desc("CUDA target, data-dependent masks: KV tiles classified per pass (0: default)"),
+    cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<dsl::ElemType> dtype("dtype", cl::desc("Input element type"), cl::init(dsl::ElemType::F32),
                              cl::values(clEnumValN(dsl::ElemType::F32, "f32", "float32"),
                                         clEnumValN(dsl::ElemType::F16, "f16", "float16"),
@@ -221,6 +225,7 @@ int main(int argc, char **argv) {
     o.stages = cudaStages;
     o.mma = cudaMma;
     o.wgmmaQInRegs = cudaWgmmaQRegs;
+    o.classChunk = cudaClassChunk;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

@@ -16,6 +16,7 @@
 // RUN: FileCheck %s --check-prefix=WGPTX < %t.wg.ptx
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=WGDOC
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=ptx --head-dim=256 | FileCheck %s --check-prefix=WIDE
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 --cuda-class-chunk=4 | FileCheck %s --check-prefix=CHUNK
 
 // One gpu.module per kernel. mma.sync tiles for D <= 128: 4 warps of 2 x 16
 // query rows, 32-key tiles; Q plus two K/V stages of padded rows in dynamic
@@ -121,17 +122,29 @@
 // WGPTX-DAG: wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16
 // WGPTX-DAG: wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16
 
-// A data-dependent mask: before a tile's K/V are loaded, the CTA votes
-// (named barrier 8, 256 threads) on whether any row keeps one of its keys;
-// dead tiles are neither loaded nor computed. The prologue does it for
-// tile 0 after Q has landed (wait 0), the loop for tile t + 1.
+// A data-dependent mask: the rows' id range once (warp butterflies, one
+// barrier); then per chunk of KV tiles, each warp takes tiles, reduces the
+// id range of their keys and evaluates the mask's interval bounds
+// (attnc/Analysis/TileBounds.h) into a class byte in shared memory (O(1)
+// per tile, never O(Nq * Nk)). Tile t's class decides before its K/V are
+// loaded: EMPTY tiles are neither loaded nor computed, without barriers.
+// The loop carries live and full flags of the next tile.
 // WGDOC: nvvm.cp.async.wait.group 0
-// WGDOC: bar.red.or.pred q, $2, 256, p;
+// WGDOC: gpu.shuffle xor
+// WGDOC: gpu.barrier
+// WGDOC: gpu.barrier
+// WGDOC: scf.for
+// WGDOC: gpu.shuffle xor
+// WGDOC: llvm.store {{.*}} : i8, !llvm.ptr<3>
+// WGDOC: gpu.barrier
+// WGDOC: llvm.load {{.*}} : !llvm.ptr<3> -> i8
 // WGDOC: nvvm.cp.async.shared.global
 // WGDOC: nvvm.cp.async.commit.group
-// WGDOC: scf.for {{.*}} -> ({{(f32, ){36}i1}})
-// WGDOC: bar.red.or.pred q, $2, 256, p;
-// WGDOC: nvvm.cp.async.shared.global
+// WGDOC: scf.for {{.*}} -> ({{(f32, ){36}i1, i1}})
+// WGDOC: llvm.load {{.*}} : !llvm.ptr<3> -> i8
+// WGDOC: nvvm.cp.async.commit.group
+// WGDOC: scf.if {{.*}} -> ({{(f32, ){35}f32}})
+// WGDOC-NEXT: nvvm.cp.async.wait.group 1
 // Inside a live tile, a warpgroup none of whose rows keeps a key skips
 // its MMAs (named barrier 1 + warpgroup: a wgmma needs all of its 4 warps).
 // WGDOC: bar.red.or.pred q, $2, 128, p;
@@ -141,3 +154,10 @@
 // D = 256 stays on mma.sync.
 // WIDE: mma.sync.aligned.m16n8k16
 // WIDE-NOT: wgmma
+
+// Shared memory of a data-dependent mask: Q, two K/V stages, 8 warps x 8
+// bytes per id tensor read (doc[q], doc[k]) for the rows' range, and one
+// class byte per tile of a chunk: 81920 + 2 * 64 + 4.
+// CHUNK: gpu.module @attnc_doc_causal attributes {attn.block_q = 128 : i64, attn.shared_bytes = 82052 : i64, attn.threads = 256 : i64}
+// A new chunk every 4 tiles.
+// CHUNK: arith.remui {{.*}}, %c4_i32 : i32

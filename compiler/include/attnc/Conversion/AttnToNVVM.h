@@ -19,6 +19,7 @@ struct NvvmKernelConfig {
   int64_t stages = 2;        // K/V shared-memory buffers (cp.async pipeline depth)
   bool wgmma = false;        // warpgroup MMAs (sm_90a) instead of mma.sync
   bool wgmmaQInRegs = false; // wgmma: Q.K^T takes Q from registers
+  int64_t classChunk = 1024; // data-dependent masks: KV tiles classified per pass
 };
 
 /// Name of the gpu.module and of the kernel entry `attn-to-nvvm` emits for

@@ -106,7 +106,10 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "block-q a multiple of 64, head dims multiples of 64)">,
     Option<"wgmmaQInRegs", "wgmma-q-in-registers", "bool", /*default=*/"false",
            "With mma=wgmma: Q.K^T takes Q from registers (D/4 of them per "
-           "thread, loaded once) instead of shared memory">
+           "thread, loaded once) instead of shared memory">,
+    Option<"classChunk", "class-chunk", "int64_t", /*default=*/"1024",
+           "Data-dependent masks: KV tiles classified per pass (a byte of "
+           "shared memory each)">
   ];
 }
 

@@ -54,6 +54,7 @@ struct CudaOptions {
   // on sm_90a for D, Dv in {64, 128}.
   std::string mma;
   bool wgmmaQInRegs = false; // wgmma: Q fragments in registers for Q.K^T
+  int64_t classChunk = 0;    // data-dependent masks: tiles classified per pass (0: 1024)
   unsigned optLevel = 3;
 };
 

@@ -41,6 +41,7 @@
 #include "attnc/Conversion/AttnToNVVM.h"
 
 #include "attnc/Analysis/KvRange.h"
+#include "attnc/Analysis/TileBounds.h"
 #include "attnc/Dialect/Attn/IR/AttnDialect.h"
 #include "attnc/Dialect/Attn/IR/AttnOps.h"
 
@@ -73,10 +74,6 @@ constexpr double kLn2 = 0.6931471805599453;
 /// Lazy rescaling threshold (log2 units): P may grow to 2^8 before the
 /// running maximum moves.
 constexpr double kLazyLog2 = 8.0;
-
-/// Named barrier of CTA-wide votes (0 is __syncthreads', 1..4 the
-/// warpgroups').
-constexpr int64_t kCtaVoteBarrier = 8;
 
 /// Number of kernel ABI arguments before the runtime parameters.
 constexpr unsigned kNumFixedArgs = 5 + 6 + 14 + 1;
@@ -240,9 +237,6 @@ private:
                   .getResult(0);
     return arith::CmpIOp::create(b, loc(), arith::CmpIPredicate::ne, r, ci32(b, 0));
   }
-  Value barrierAny(OpBuilder &b, Value pred, int64_t id, int64_t count) {
-    return barrierAny(b, pred, ci32(b, id), count);
-  }
   /// True in every thread of warpgroup `group` (barrier 1 + group, 128
   /// threads) if `pred` holds in one of them: wgmma needs the branches
   /// around it uniform over the warpgroup, not only the warp.
@@ -338,33 +332,15 @@ private:
       return outer.lookup(v);
     };
     for (Operation &op : block) {
-      Location l = op.getLoc();
       if (auto yield = dyn_cast<attn::YieldOp>(op))
         return get(yield.getValue());
       if (auto load = dyn_cast<attn::LoadOp>(op)) {
-        auto it = tensors.find(load.getTensor());
-        if (it == tensors.end())
+        SmallVector<Value> indices;
+        for (Value idx : load.getIndices())
+          indices.push_back(get(idx));
+        Value v = loadElement(b, load, indices);
+        if (!v)
           return op.emitError("attn-to-nvvm: load from an unknown tensor"), failure();
-        const TensorArg &t = it->second;
-        Value linear;
-        for (auto [d, idx] : llvm::enumerate(load.getIndices())) {
-          Value iv = ext64(b, get(idx));
-          linear = linear ? add(b, mul(b, linear, ext64(b, t.extents[d])), iv) : iv;
-        }
-        if (!linear)
-          linear = ci64(b, 0);
-        Type elem = load.getResult().getType();
-        Value p = gep(b, t.ptr, linear, elem.isInteger(1) ? b.getI8Type() : elem);
-        Value v;
-        if (elem.isInteger(1)) {
-          // i1 tensors are bytes.
-          Value byte = LLVM::LoadOp::create(b, l, b.getI8Type(), p);
-          v = arith::CmpIOp::create(b, l, arith::CmpIPredicate::ne, byte,
-                                    arith::ConstantIntOp::create(b, l, 0, 8));
-        } else {
-          v = LLVM::LoadOp::create(b, l, elem, p, /*alignment=*/0, /*isVolatile=*/false,
-                                   /*isNonTemporal=*/false, /*isInvariant=*/true);
-        }
         map.map(load.getResult(), v);
         continue;
       }
@@ -390,6 +366,32 @@ private:
       return op.emitError("attn-to-nvvm: cannot lower '") << op.getName() << "'", failure();
     }
     return failure();
+  }
+
+  /// Element `indices` of a tensor parameter (global memory, dense row-major;
+  /// i1 tensors are bytes); null for an unknown tensor.
+  Value loadElement(OpBuilder &b, attn::LoadOp load, ArrayRef<Value> indices) {
+    auto it = tensors.find(load.getTensor());
+    if (it == tensors.end())
+      return {};
+    const TensorArg &t = it->second;
+    Location l = load.getLoc();
+    Value linear;
+    for (auto [d, idx] : llvm::enumerate(indices)) {
+      Value iv = ext64(b, idx);
+      linear = linear ? add(b, mul(b, linear, ext64(b, t.extents[d])), iv) : iv;
+    }
+    if (!linear)
+      linear = ci64(b, 0);
+    Type elem = load.getResult().getType();
+    Value p = gep(b, t.ptr, linear, elem.isInteger(1) ? b.getI8Type() : elem);
+    if (elem.isInteger(1)) {
+      Value byte = LLVM::LoadOp::create(b, l, b.getI8Type(), p);
+      return arith::CmpIOp::create(b, l, arith::CmpIPredicate::ne, byte,
+                                   arith::ConstantIntOp::create(b, l, 0, 8));
+    }
+    return LLVM::LoadOp::create(b, l, elem, p, /*alignment=*/0, /*isVolatile=*/false,
+                                /*isNonTemporal=*/false, /*isInvariant=*/true);
   }
 
   /// Math builtins on f32 as PTX instructions (ex2/lg2/tanh approx, which
@@ -425,6 +427,17 @@ private:
 
   // ---- the kernel -----------------------------------------------------------
 
+  /// Whether the mask reads tensor data (documents, ...): no KV range, its
+  /// tiles are classified at run time.
+  bool dataDependentMask() {
+    if (auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>())
+      if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
+        return false;
+    bool reads = false;
+    attention.getMaskBlock().walk([&](attn::LoadOp) { reads = true; });
+    return reads;
+  }
+
   struct TensorArg {
     Value ptr; // global pointer
     SmallVector<Value> extents;
@@ -457,6 +470,18 @@ private:
     const int64_t qBytes = BQ * qStride * 2, kBytes = BK * kStride * 2, vBytes = BK * vStride * 2;
     const int64_t stages = cfg.stages;
     sharedBytes = qBytes + stages * (kBytes + vBytes);
+    // Data-dependent masks: per-warp [min, max] of each id tensor the mask
+    // reads (attnc/Analysis/TileBounds.h), to reduce the rows' ranges over
+    // the CTA (the keys' ranges are reduced within a warp).
+    SmallVector<attn::RangeLoad> rangeLoads = attn::tileRangeLoads(attention.getMaskBlock());
+    const int64_t statsOff = sharedBytes;
+    const int64_t statsBytes = int64_t(rangeLoads.size()) * warps * 8;
+    sharedBytes += statsBytes;
+    // ... and the classes of a chunk of KV tiles (a byte each).
+    const int64_t classOff = sharedBytes;
+    const int64_t kClassChunk = cfg.classChunk;
+    if (dataDependentMask())
+      sharedBytes += kClassChunk;
     numThreads = threads;
 
     auto fnType = FunctionType::get(ctx, argTypes(), {});
@@ -618,8 +643,7 @@ private:
         maskAlwaysTrue = true;
     // Masks reading tensor data have no KV range (a document mask): their
     // tiles are classified at run time instead (see the KV loop).
-    bool dataDependent = false;
-    attention.getMaskBlock().walk([&](attn::LoadOp) { dataDependent = !maskAlwaysTrue; });
+    const bool dataDependent = dataDependentMask();
 
     // Prefetch tiles 0 .. stages-2 (one cp.async group each, committed even
     // when empty so that group counts stay uniform), then wait for Q. With a
@@ -785,57 +809,214 @@ private:
       keeps.push_back(anyKeep);
       return keeps;
     };
-    // Data-dependent masks: whether any row of the CTA keeps a key of tile t
-    // (t < nTiles, a uniform condition), decided before the tile's K/V are
-    // loaded, so dead tiles (other documents) cost the mask evaluation but
-    // neither loads nor MMAs. Live tiles then load (one cp.async group).
-    auto prefetchLive = [&](OpBuilder &b, Value t) -> Value {
+    // [min, max] of the i32 `value(i)` of elements i < count (count <= n, n a
+    // constant bound) over a warp: element i in lane i % 32 (`stride` 32,
+    // `first` the lane), or over the CTA's threads (`stride` threads,
+    // `first` tid; the warps' results still to be combined); butterflies
+    // make it uniform over the warp.
+    auto warpRange = [&](OpBuilder &b, Value first, int64_t stride, int64_t n, Value count,
+                         llvm::function_ref<Value(OpBuilder &, Value)> value) {
+      Value lo = ci32(b, std::numeric_limits<int32_t>::max());
+      Value hi = ci32(b, std::numeric_limits<int32_t>::min());
+      for (int64_t it = 0; it * stride < n; ++it) {
+        Value i = add(b, first, ci32(b, it * stride));
+        Value in = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, i, count);
+        auto ifOp = scf::IfOp::create(b, l, TypeRange{i32(), i32()}, in, /*withElseRegion=*/true);
+        OpBuilder tb = ifOp.getThenBodyBuilder();
+        Value v = value(tb, i);
+        scf::YieldOp::create(tb, l, ValueRange{v, v});
+        OpBuilder eb = ifOp.getElseBodyBuilder();
+        scf::YieldOp::create(eb, l, ValueRange{lo, hi});
+        lo = arith::MinSIOp::create(b, l, lo, ifOp.getResult(0));
+        hi = arith::MaxSIOp::create(b, l, hi, ifOp.getResult(1));
+      }
+      for (int64_t x : {1, 2, 4, 8, 16}) {
+        lo = arith::MinSIOp::create(b, l, lo, shflXor(b, lo, x));
+        hi = arith::MaxSIOp::create(b, l, hi, shflXor(b, hi, x));
+      }
+      return std::make_pair(lo, hi);
+    };
+    // The same over the CTA: per-warp slots at `slots` in shared memory, one
+    // barrier. Uniform result (i64).
+    auto ctaRange = [&](OpBuilder &b, int64_t n, Value count,
+                        llvm::function_ref<Value(OpBuilder &, Value)> value,
+                        int64_t slots) -> attn::IntervalValues {
+      auto [lo, hi] = warpRange(b, tid, threads, n, count, value);
+      Value slot = gep(b, smemAt(b, ci32(b, slots)), mul(b, warp, ci32(b, 2)), i32());
+      Value first = arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, lane, ci32(b, 0));
+      auto st = scf::IfOp::create(b, l, first, /*withElseRegion=*/false);
+      OpBuilder sb = st.getThenBodyBuilder();
+      LLVM::StoreOp::create(sb, l, lo, slot);
+      LLVM::StoreOp::create(sb, l, hi, gep(sb, slot, ci32(sb, 1), i32()));
+      gpu::BarrierOp::create(b, l);
+      Value base = smemAt(b, ci32(b, slots));
+      Value rlo = ci32(b, std::numeric_limits<int32_t>::max());
+      Value rhi = ci32(b, std::numeric_limits<int32_t>::min());
+      for (int64_t w = 0; w < warps; ++w) {
+        rlo = arith::MinSIOp::create(
+            b, l, rlo, LLVM::LoadOp::create(b, l, i32(), gep(b, base, ci32(b, 2 * w), i32())));
+        rhi = arith::MaxSIOp::create(
+            b, l, rhi, LLVM::LoadOp::create(b, l, i32(), gep(b, base, ci32(b, 2 * w + 1), i32())));
+      }
+      return {ext64(b, rlo), ext64(b, rhi)};
+    };
+    // One element of a range load's tensor as i32 (i1 as 0/1); i64 tensors
+    // are not reduced (their range is the full i64 range).
+    auto rangeElement = [&](OpBuilder &b, attn::LoadOp load, Value pos) {
+      Value v = loadElement(b, load, {pos});
+      return v.getType().isInteger(1) ? arith::ExtUIOp::create(b, l, i32(), v).getResult() : v;
+    };
+    auto fullRange = [&](OpBuilder &b) -> attn::IntervalValues {
+      return {ci64(b, std::numeric_limits<int64_t>::min()),
+              ci64(b, std::numeric_limits<int64_t>::max())};
+    };
+    // The rows' ranges: once per CTA.
+    SmallVector<attn::IntervalValues> rowRanges(rangeLoads.size());
+    if (dataDependent)
+      for (auto [i, rl] : llvm::enumerate(rangeLoads)) {
+        if (rl.byKey)
+          continue;
+        if (rl.load.getResult().getType().isInteger(64)) {
+          rowRanges[i] = fullRange(b);
+          continue;
+        }
+        rowRanges[i] = ctaRange(
+            b, BQ, rows,
+            [&](OpBuilder &b, Value r) { return rangeElement(b, rl.load, add(b, qFirst, r)); },
+            statsOff + int64_t(i) * warps * 8);
+      }
+    // Data-dependent masks: the classes of KV tiles [c0, c0 + kClassChunk)
+    // into shared memory (0 EMPTY, 1 PARTIAL, 2 FULL), each warp taking
+    // every `warps`-th tile: the id ranges of the tile's keys (one load per
+    // lane and key block, butterflies), then the mask's interval bounds
+    // (attnc/Analysis/TileBounds.h) against the rows' ranges. O(keys / 32)
+    // per warp, no O(Nq * Nk) anywhere; the barriers keep a chunk's classes
+    // until every thread has read the previous one and publish the new one.
+    auto classifyChunk = [&](OpBuilder &b, Value c0) {
+      gpu::BarrierOp::create(b, l);
+      Value count = arith::MinSIOp::create(b, l, ci32(b, kClassChunk),
+                                           arith::SubIOp::create(b, l, nTiles, c0));
+      scf::ForOp::create(
+          b, l, warp, count, ci32(b, warps), ValueRange{},
+          [&](OpBuilder &b, Location l, Value j, ValueRange) {
+            Value k0 = tileStart(b, add(b, c0, j));
+            Value kEnd = arith::MinSIOp::create(b, l, add(b, k0, ci32(b, BK)), kHi);
+            SmallVector<attn::IntervalValues> ranges(rowRanges);
+            for (auto [i, rl] : llvm::enumerate(rangeLoads)) {
+              if (!rl.byKey)
+                continue;
+              if (rl.load.getResult().getType().isInteger(64)) {
+                ranges[i] = fullRange(b);
+                continue;
+              }
+              auto [lo, hi] = warpRange(
+                  b, lane, kWarp, BK, arith::SubIOp::create(b, l, kEnd, k0),
+                  [&](OpBuilder &b, Value e) { return rangeElement(b, rl.load, add(b, k0, e)); });
+              ranges[i] = {ext64(b, lo), ext64(b, hi)};
+            }
+            attn::IntervalValues qIv{ext64(b, qFirst), ext64(b, qLast)};
+            attn::IntervalValues kIv{ext64(b, k0),
+                                     ext64(b, arith::SubIOp::create(b, l, kEnd, ci32(b, 1)))};
+            attn::TileKeepBounds bounds = attn::buildTileKeepBounds(
+                b, l, attention.getMaskBlock(), attention.getMaskValue(), outer, bIdx, hIdx, qIv,
+                kIv, [&](unsigned i) { return ranges[i]; },
+                [&](attn::LoadOp load, ArrayRef<Value> idx) { return loadElement(b, load, idx); });
+            Value whole = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sle,
+                                                add(b, k0, ci32(b, BK)), kHi);
+            Value full = arith::OrIOp::create(b, l, tileIsFull(b, k0),
+                                              arith::AndIOp::create(b, l, bounds.mustKeep, whole));
+            Value live = arith::OrIOp::create(b, l, full, bounds.mayKeep);
+            Type i8 = b.getI8Type();
+            Value cls = select(b, live,
+                               select(b, full, arith::ConstantIntOp::create(b, l, 2, 8),
+                                      arith::ConstantIntOp::create(b, l, 1, 8)),
+                               arith::ConstantIntOp::create(b, l, 0, 8));
+            Value first = arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, lane, ci32(b, 0));
+            auto st = scf::IfOp::create(b, l, first, /*withElseRegion=*/false);
+            OpBuilder sb = st.getThenBodyBuilder();
+            LLVM::StoreOp::create(sb, l, cls, gep(sb, smemAt(sb, ci32(sb, classOff)), j, i8));
+            scf::YieldOp::create(b, l);
+          });
+      gpu::BarrierOp::create(b, l);
+    };
+    // Data-dependent masks: tile t's class (t < nTiles, a uniform condition;
+    // a new chunk is classified first), decided before its K/V are loaded:
+    // EMPTY tiles are neither loaded nor computed, FULL ones skip the mask.
+    // One cp.async group either way. Returns {live, full}.
+    auto prefetchLive = [&](OpBuilder &b, Value t) -> std::pair<Value, Value> {
       Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, t, nTiles);
-      auto moreIf = scf::IfOp::create(b, l, b.getI1Type(), more, /*withElseRegion=*/true);
+      Type i1 = b.getI1Type();
+      auto moreIf = scf::IfOp::create(b, l, TypeRange{i1, i1}, more, /*withElseRegion=*/true);
       OpBuilder tb = moreIf.getThenBodyBuilder();
-      Value k0 = tileStart(tb, t);
-      auto fullIf =
-          scf::IfOp::create(tb, l, tb.getI1Type(), tileIsFull(tb, k0), /*withElseRegion=*/true);
-      OpBuilder fb = fullIf.getThenBodyBuilder();
-      scf::YieldOp::create(fb, l, ValueRange{arith::ConstantIntOp::create(fb, l, 1, 1)});
-      OpBuilder nb = fullIf.getElseBodyBuilder();
-      Value any = tileKeeps(nb, k0).back();
-      scf::YieldOp::create(nb, l, ValueRange{barrierAny(nb, any, kCtaVoteBarrier, threads)});
-      Value live = fullIf.getResult(0);
+      Value j = arith::RemUIOp::create(tb, l, t, ci32(tb, kClassChunk));
+      Value newChunk = arith::CmpIOp::create(tb, l, arith::CmpIPredicate::eq, j, ci32(tb, 0));
+      auto chunkIf = scf::IfOp::create(tb, l, newChunk, /*withElseRegion=*/false);
+      OpBuilder cb = chunkIf.getThenBodyBuilder();
+      classifyChunk(cb, t);
+      Value cls = LLVM::LoadOp::create(tb, l, tb.getI8Type(),
+                                       gep(tb, smemAt(tb, ci32(tb, classOff)), j, tb.getI8Type()));
+      Value live = arith::CmpIOp::create(tb, l, arith::CmpIPredicate::ne, cls,
+                                         arith::ConstantIntOp::create(tb, l, 0, 8));
+      Value full = arith::CmpIOp::create(tb, l, arith::CmpIPredicate::eq, cls,
+                                         arith::ConstantIntOp::create(tb, l, 2, 8));
       auto loadIf = scf::IfOp::create(tb, l, live, /*withElseRegion=*/false);
       OpBuilder lb = loadIf.getThenBodyBuilder();
       loadKV(lb, t);
-      scf::YieldOp::create(tb, l, ValueRange{live});
+      scf::YieldOp::create(tb, l, ValueRange{live, full});
       OpBuilder eb = moreIf.getElseBodyBuilder();
-      scf::YieldOp::create(eb, l, ValueRange{arith::ConstantIntOp::create(eb, l, 0, 1)});
+      Value no = arith::ConstantIntOp::create(eb, l, 0, 1);
+      scf::YieldOp::create(eb, l, ValueRange{no, no});
       NVVM::CpAsyncCommitGroupOp::create(b, l);
-      return moreIf.getResult(0);
+      return {moreIf.getResult(0), moreIf.getResult(1)};
     };
-    // Loop-carried after the state: live(t) .. live(t + stages - 2).
+    // Loop-carried after the state: live(t) .. live(t + stages - 2), then
+    // full(t) .. full(t + stages - 2).
     if (dataDependent) {
-      for (int64_t st = 0; st + 1 < stages; ++st)
-        init.push_back(prefetchLive(b, ci32(b, st)));
+      SmallVector<Value> lives, fulls;
+      for (int64_t st = 0; st + 1 < stages; ++st) {
+        auto [live, full] = prefetchLive(b, ci32(b, st));
+        lives.push_back(live);
+        fulls.push_back(full);
+      }
+      init.append(lives);
+      init.append(fulls);
       if (hadError)
         return failure();
     }
 
+    // The flags of tiles t+1 .. t+stages-1 for the next iteration.
+    auto shiftFlags = [&](ValueRange flags, Value live, Value full) {
+      SmallVector<Value> out(flags.begin() + 1, flags.begin() + (stages - 1));
+      out.push_back(live);
+      out.append(flags.begin() + stages, flags.end());
+      out.push_back(full);
+      return out;
+    };
     auto loop = scf::ForOp::create(
         b, l, ci32(b, 0), nTiles, ci32(b, 1), init,
-        [&](OpBuilder &b, Location l, Value t, ValueRange iter) {
+        [&](OpBuilder &loopBuilder, Location l, Value t, ValueRange iter) {
+          OpBuilder b = loopBuilder;
           // Prefetch tile t+stages-1 into the stage tile t-1 used while tile
           // t computes; then wait until tile t's group is complete.
           Value tn = add(b, t, ci32(b, stages - 1));
           ValueRange flags = iter.drop_front(nState);
           iter = iter.take_front(nState);
-          Value liveNext;
+          Value liveNext, fullNext;
           if (dataDependent) {
-            liveNext = prefetchLive(b, tn);
+            std::tie(liveNext, fullNext) = prefetchLive(b, tn);
           } else {
             Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, tn, nTiles);
             auto ifOp = scf::IfOp::create(b, l, more, false);
             OpBuilder tb = ifOp.getThenBodyBuilder();
             loadKV(tb, tn);
             NVVM::CpAsyncCommitGroupOp::create(b, l);
+          }
+          // A dead tile (data-dependent mask) was not loaded: no wait, no
+          // barriers (nothing reads its stage), no math.
+          scf::IfOp liveTile;
+          if (dataDependent) {
+            liveTile = scf::IfOp::create(b, l, iter.getTypes(), flags[0], /*withElseRegion=*/true);
+            b.setInsertionPointToStart(&liveTile.getThenRegion().front());
           }
           NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
           if (cfg.wgmma)
@@ -850,6 +1031,8 @@ private:
           // mask's inner range skip the mask; the branch is uniform across
           // the CTA.
           Value isFull = tileIsFull(b, k0);
+          if (dataDependent)
+            isFull = arith::OrIOp::create(b, l, isFull, flags[stages - 1]);
           SmallVector<Type> tileTypes(nElems, f32());
           if (!softmax)
             tileTypes.append(nElems, b.getI1Type());
@@ -1103,11 +1286,7 @@ private:
             // key of the tile skips it (warp vote; the branch is uniform
             // within the warp, as mma.sync needs; with wgmma, a warpgroup
             // vote).
-            // Dead tiles (no row of the CTA keeps a key) were neither
-            // loaded nor are computed.
-            auto deadIf = scf::IfOp::create(b, l, iter.getTypes(), flags[0],
-                                            /*withElseRegion=*/true);
-            OpBuilder db = deadIf.getThenBodyBuilder();
+            OpBuilder &db = b;
             SmallVector<Type> keepTypes(nElems + 1, b.getI1Type());
             auto keepIf = scf::IfOp::create(db, l, keepTypes, isFull, /*withElseRegion=*/true);
             {
@@ -1133,26 +1312,25 @@ private:
             scf::YieldOp::create(tb, l, liveNext.empty() ? SmallVector<Value>(iter) : liveNext);
             OpBuilder eb = liveIf.getElseBodyBuilder();
             scf::YieldOp::create(eb, l, iter);
-            scf::YieldOp::create(db, l, liveIf.getResults());
-            OpBuilder sb = deadIf.getElseBodyBuilder();
-            scf::YieldOp::create(sb, l, iter);
-            next.assign(deadIf.getResults().begin(), deadIf.getResults().end());
+            next.assign(liveIf.getResults().begin(), liveIf.getResults().end());
           }
           if (hadError || next.empty()) {
             hadError = true;
             SmallVector<Value> same(iter);
-            if (dataDependent) {
-              same.append(flags.begin() + 1, flags.end());
-              same.push_back(liveNext);
-            }
+            if (dataDependent)
+              same.append(shiftFlags(flags, liveNext, fullNext));
             scf::YieldOp::create(b, l, same);
             return;
           }
           // The next iteration's prefetch overwrites this stage.
           gpu::BarrierOp::create(b, l);
           if (dataDependent) {
-            next.append(flags.begin() + 1, flags.end());
-            next.push_back(liveNext);
+            scf::YieldOp::create(b, l, next);
+            b.setInsertionPointToStart(&liveTile.getElseRegion().front());
+            scf::YieldOp::create(b, l, iter);
+            b.setInsertionPointAfter(liveTile);
+            next.assign(liveTile.getResults().begin(), liveTile.getResults().end());
+            next.append(shiftFlags(flags, liveNext, fullNext));
           }
           scf::YieldOp::create(b, l, next);
         });
@@ -1234,6 +1412,11 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     }
     cfg.wgmma = mma == "wgmma";
     cfg.wgmmaQInRegs = wgmmaQInRegs;
+    cfg.classChunk = classChunk;
+    if (cfg.classChunk < 1 || cfg.classChunk > 16384) {
+      module.emitError("attn-to-nvvm: class-chunk must be 1 to 16384");
+      return signalPassFailure();
+    }
     // Measured on the H100: with two warpgroups, Q from registers gave wrong
     // results (not yet understood; bench/NOTES.md), with one it is correct.
     if (cfg.wgmmaQInRegs && (!cfg.wgmma || cfg.blockQ != 64)) {

@@ -111,6 +111,8 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.stages = options.stages;
   o.mma = options.mma;
   o.wgmmaQInRegs = options.wgmmaQInRegs;
+  if (options.classChunk)
+    o.classChunk = options.classChunk;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
