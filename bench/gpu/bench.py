@@ -142,6 +142,19 @@ def make_case(name, B, Hq, Hkv, N, D, gen):
         c.update(ptx="longformer_attention",
                  mask=lambda b, h, q, k: ((q - k).abs() <= 256) | (g[q] != 0) | (g[k] != 0),
                  params={"is_global": g})
+    elif name == "natten2d":
+        # A 2-D neighborhood (13 x 13) on a ROWS x COLS image of N tokens;
+        # the PTX is built for these constants (build-ptx.sh).
+        cols = 128 if N <= 8192 else 256
+        rows, kr, kc = N // cols, 13, 13
+
+        def natten1d(qq, kk, K, L):
+            start = (qq - K // 2).clamp(min=0, max=L - K)
+            return (kk >= start) & (kk < start + K)
+
+        c.update(ptx=f"natten2d_n{N}",
+                 mask=lambda b, h, q, k: natten1d(q // cols, k // cols, kr, rows)
+                 & natten1d(q % cols, k % cols, kc, cols))
     elif name == "alibi_causal":
         sl = alibi_slopes(Hq)
         c.update(ptx="alibi_causal", mask=lambda b, h, q, k: q >= k,

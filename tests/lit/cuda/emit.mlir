@@ -17,6 +17,8 @@
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=WGDOC
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=ptx --head-dim=256 | FileCheck %s --check-prefix=WIDE
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 --cuda-class-chunk=4 | FileCheck %s --check-prefix=CHUNK
+// RUN: attnc %lib/natten2d.attn --kernel=natten2d_attention --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=NATTEN
+// RUN: attnc %lib/causal.attn --kernel=causal_attention --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=AFFINE
 
 // One gpu.module per kernel. mma.sync tiles for D <= 128: 4 warps of 2 x 16
 // query rows, 32-key tiles; Q plus two K/V stages of padded rows in dynamic
@@ -161,3 +163,12 @@
 // CHUNK: gpu.module @attnc_doc_causal attributes {attn.block_q = 128 : i64, attn.shared_bytes = 82052 : i64, attn.threads = 256 : i64}
 // A new chunk every 4 tiles.
 // CHUNK: arith.remui {{.*}}, %c4_i32 : i32
+
+// Index masks with division or remainder (NATTEN 2-D: q / COLS, q % COLS)
+// leave EMPTY tiles inside their KV range's hull: classified at run time
+// too (class bytes, then the loop's live/full flags).
+// NATTEN: llvm.store {{.*}} : i8, !llvm.ptr<3>
+// NATTEN: scf.for {{.*}} -> ({{(f32, ){36}i1, i1}})
+// Affine masks need no classes: closed-form KV ranges only.
+// AFFINE-NOT: : i8, !llvm.ptr<3>
+// AFFINE: scf.for {{.*}} -> ({{(f32, ){35}f32}})

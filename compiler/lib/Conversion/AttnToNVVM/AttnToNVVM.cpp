@@ -427,15 +427,22 @@ private:
 
   // ---- the kernel -----------------------------------------------------------
 
-  /// Whether the mask reads tensor data (documents, ...): no KV range, its
-  /// tiles are classified at run time.
-  bool dataDependentMask() {
+  /// Whether the mask's tiles are classified at run time
+  /// (attnc/Analysis/TileBounds.h): masks that read tensor data (documents,
+  /// prefix-LM, global tokens) have no closed-form KV range, and masks with
+  /// integer division or remainder (2-D neighborhoods, dilation, blocks)
+  /// leave EMPTY tiles inside the range's hull.
+  bool classifiesTilesAtRunTime() {
     if (auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>())
       if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
         return false;
-    bool reads = false;
-    attention.getMaskBlock().walk([&](attn::LoadOp) { reads = true; });
-    return reads;
+    bool nonConvex = false;
+    attention.getMaskBlock().walk([&](Operation *op) {
+      if (isa<attn::LoadOp, arith::DivSIOp, arith::DivUIOp, arith::FloorDivSIOp, arith::CeilDivSIOp,
+              arith::RemSIOp, arith::RemUIOp>(op))
+        nonConvex = true;
+    });
+    return nonConvex;
   }
 
   struct TensorArg {
@@ -480,7 +487,7 @@ private:
     // ... and the classes of a chunk of KV tiles (a byte each).
     const int64_t classOff = sharedBytes;
     const int64_t kClassChunk = cfg.classChunk;
-    if (dataDependentMask())
+    if (classifiesTilesAtRunTime())
       sharedBytes += kClassChunk;
     numThreads = threads;
 
@@ -641,22 +648,22 @@ private:
     if (auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>())
       if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
         maskAlwaysTrue = true;
-    // Masks reading tensor data have no KV range (a document mask): their
-    // tiles are classified at run time instead (see the KV loop).
-    const bool dataDependent = dataDependentMask();
+    // Masks reading tensor data or dividing indices: their tiles are
+    // classified at run time as well (see the KV loop).
+    const bool runTimeClasses = classifiesTilesAtRunTime();
 
     // Prefetch tiles 0 .. stages-2 (one cp.async group each, committed even
     // when empty so that group counts stay uniform), then wait for Q. With a
     // data-dependent mask the prefetch waits until the tiles' liveness is
     // known (below).
-    for (int64_t st = 0; st + 1 < stages && !dataDependent; ++st) {
+    for (int64_t st = 0; st + 1 < stages && !runTimeClasses; ++st) {
       Value any = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sgt, nTiles, ci32(b, st));
       auto ifOp = scf::IfOp::create(b, l, any, false);
       OpBuilder tb = ifOp.getThenBodyBuilder();
       loadKV(tb, ci32(tb, st));
       NVVM::CpAsyncCommitGroupOp::create(b, l);
     }
-    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(dataDependent ? 0 : stages - 1));
+    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(runTimeClasses ? 0 : stages - 1));
     if (cfg.wgmma)
       fenceProxyAsync(b);
     gpu::BarrierOp::create(b, l);
@@ -872,7 +879,7 @@ private:
     };
     // The rows' ranges: once per CTA.
     SmallVector<attn::IntervalValues> rowRanges(rangeLoads.size());
-    if (dataDependent)
+    if (runTimeClasses)
       for (auto [i, rl] : llvm::enumerate(rangeLoads)) {
         if (rl.byKey)
           continue;
@@ -971,7 +978,7 @@ private:
     };
     // Loop-carried after the state: live(t) .. live(t + stages - 2), then
     // full(t) .. full(t + stages - 2).
-    if (dataDependent) {
+    if (runTimeClasses) {
       SmallVector<Value> lives, fulls;
       for (int64_t st = 0; st + 1 < stages; ++st) {
         auto [live, full] = prefetchLive(b, ci32(b, st));
@@ -1002,7 +1009,7 @@ private:
           ValueRange flags = iter.drop_front(nState);
           iter = iter.take_front(nState);
           Value liveNext, fullNext;
-          if (dataDependent) {
+          if (runTimeClasses) {
             std::tie(liveNext, fullNext) = prefetchLive(b, tn);
           } else {
             Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, tn, nTiles);
@@ -1014,7 +1021,7 @@ private:
           // A dead tile (data-dependent mask) was not loaded: no wait, no
           // barriers (nothing reads its stage), no math.
           scf::IfOp liveTile;
-          if (dataDependent) {
+          if (runTimeClasses) {
             liveTile = scf::IfOp::create(b, l, iter.getTypes(), flags[0], /*withElseRegion=*/true);
             b.setInsertionPointToStart(&liveTile.getThenRegion().front());
           }
@@ -1031,7 +1038,7 @@ private:
           // mask's inner range skip the mask; the branch is uniform across
           // the CTA.
           Value isFull = tileIsFull(b, k0);
-          if (dataDependent)
+          if (runTimeClasses)
             isFull = arith::OrIOp::create(b, l, isFull, flags[stages - 1]);
           SmallVector<Type> tileTypes(nElems, f32());
           if (!softmax)
@@ -1278,7 +1285,7 @@ private:
             return next;
           };
           SmallVector<Value> next;
-          if (!dataDependent) {
+          if (!runTimeClasses) {
             next = tileBody(b, iter, {});
           } else {
             // Data-dependent masks (documents, ...) have no KV range: their
@@ -1317,14 +1324,14 @@ private:
           if (hadError || next.empty()) {
             hadError = true;
             SmallVector<Value> same(iter);
-            if (dataDependent)
+            if (runTimeClasses)
               same.append(shiftFlags(flags, liveNext, fullNext));
             scf::YieldOp::create(b, l, same);
             return;
           }
           // The next iteration's prefetch overwrites this stage.
           gpu::BarrierOp::create(b, l);
-          if (dataDependent) {
+          if (runTimeClasses) {
             scf::YieldOp::create(b, l, next);
             b.setInsertionPointToStart(&liveTile.getElseRegion().front());
             scf::YieldOp::create(b, l, iter);
