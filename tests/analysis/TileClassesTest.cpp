@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -672,6 +673,35 @@ TEST(TileClassesProperty, DeepMasksAreSound) { runAndReport("depth <= 5", 2, 200
 // Run-time tile bounds (TileBounds.h)
 //===----------------------------------------------------------------------===//
 
+/// Builds tile bounds with `build` into a function returning (mayKeep,
+/// mustKeep) and folds it with the canonicalizer; the two constants, or
+/// nothing if they did not fold.
+std::optional<std::pair<bool, bool>>
+foldBounds(mlir::MLIRContext &ctx,
+           llvm::function_ref<TileKeepBounds(mlir::OpBuilder &, mlir::Location)> build) {
+  ctx.getOrLoadDialect<mlir::func::FuncDialect>();
+  ctx.getOrLoadDialect<mlir::arith::ArithDialect>();
+  mlir::OpBuilder b(&ctx);
+  mlir::Location loc = b.getUnknownLoc();
+  mlir::OwningOpRef<mlir::ModuleOp> module = mlir::ModuleOp::create(loc);
+  b.setInsertionPointToEnd(module->getBody());
+  auto fn = mlir::func::FuncOp::create(b, loc, "bounds",
+                                       b.getFunctionType({}, {b.getI1Type(), b.getI1Type()}));
+  b.setInsertionPointToStart(fn.addEntryBlock());
+  TileKeepBounds bounds = build(b, loc);
+  mlir::func::ReturnOp::create(b, loc, mlir::ValueRange{bounds.mayKeep, bounds.mustKeep});
+  mlir::PassManager pm(&ctx);
+  pm.addPass(mlir::createCanonicalizerPass());
+  if (mlir::failed(pm.run(*module)))
+    return std::nullopt;
+  auto ret = llvm::cast<mlir::func::ReturnOp>(fn.getBody().front().getTerminator());
+  auto mayC = ret.getOperand(0).getDefiningOp<mlir::arith::ConstantIntOp>();
+  auto mustC = ret.getOperand(1).getDefiningOp<mlir::arith::ConstantIntOp>();
+  if (!mayC || !mustC)
+    return std::nullopt;
+  return std::make_pair(mayC.value() != 0, mustC.value() != 0);
+}
+
 /// buildTileKeepBounds over the same random masks, with the id tensors'
 /// ranges over each tile's rows and keys as the load intervals (what the
 /// CUDA kernel computes at run time). The IR it builds is folded to
@@ -687,8 +717,6 @@ void runTileBounds(uint64_t seed, int count, int maxDepth, Precision &p) {
     Compiled &compiled = *rm.compiled;
     ASSERT_TRUE(compiled.attention) << source << "\n" << compiled.loaded.diagnostics;
     mlir::MLIRContext &ctx = compiled.loaded.ctx;
-    ctx.getOrLoadDialect<mlir::func::FuncDialect>();
-    ctx.getOrLoadDialect<mlir::arith::ArithDialect>();
     auto kernel = compiled.attention->getParentOfType<KernelOp>();
     ASSERT_TRUE(kernel);
     std::vector<int32_t> doc, tag;
@@ -708,48 +736,35 @@ void runTileBounds(uint64_t seed, int count, int maxDepth, Precision &p) {
       int64_t k1 = k0 + tk;
       int32_t bv = int32_t(gen.pick(0, 3)), hv = int32_t(gen.pick(0, 7));
 
-      // The bounds as a function returning (mayKeep, mustKeep), folded.
-      mlir::OpBuilder b(&ctx);
-      mlir::Location loc = b.getUnknownLoc();
-      auto module = mlir::ModuleOp::create(loc);
-      b.setInsertionPointToEnd(module.getBody());
-      auto fn = mlir::func::FuncOp::create(b, loc, "bounds",
-                                           b.getFunctionType({}, {b.getI1Type(), b.getI1Type()}));
-      b.setInsertionPointToStart(fn.addEntryBlock());
-      auto c64 = [&](int64_t v) -> mlir::Value {
-        return mlir::arith::ConstantIntOp::create(b, loc, v, 64);
-      };
-      mlir::IRMapping outer;
-      outer.map(kernel.getArgument(0), mlir::arith::ConstantIntOp::create(b, loc, w, 32));
-      for (mlir::Operation &op : kernel.getBody().front())
-        if (!llvm::isa<AttentionOp>(op) &&
-            llvm::all_of(op.getOperands(), [&](mlir::Value v) { return outer.contains(v); }))
-          b.clone(op, outer);
-      llvm::SmallVector<IntervalValues> ranges;
-      for (RangeLoad rl : loads) {
-        const std::vector<int32_t> &data = rl.load.getTensor() == kernel.getArgument(1) ? doc : tag;
-        int64_t lo = rl.byKey ? k0 : q0, hi = rl.byKey ? k1 : q1;
-        int32_t mn = data[lo], mx = data[lo];
-        for (int64_t i = lo; i < hi; ++i)
-          mn = std::min(mn, data[i]), mx = std::max(mx, data[i]);
-        ranges.push_back({c64(mn), c64(mx)});
-      }
-      TileKeepBounds bounds = buildTileKeepBounds(
-          b, loc, maskBlock, compiled.attention.getMaskValue(), outer,
-          mlir::arith::ConstantIntOp::create(b, loc, bv, 32),
-          mlir::arith::ConstantIntOp::create(b, loc, hv, 32), {c64(q0), c64(q1 - 1)},
-          {c64(k0), c64(k1 - 1)}, [&](unsigned i) { return ranges[i]; },
-          [&](LoadOp, llvm::ArrayRef<mlir::Value>) { return mlir::Value(); });
-      mlir::func::ReturnOp::create(b, loc, mlir::ValueRange{bounds.mayKeep, bounds.mustKeep});
-      mlir::PassManager pm(&ctx);
-      pm.addPass(mlir::createCanonicalizerPass());
-      ASSERT_TRUE(mlir::succeeded(pm.run(module)));
-      auto ret = llvm::cast<mlir::func::ReturnOp>(fn.getBody().front().getTerminator());
-      auto mayC = ret.getOperand(0).getDefiningOp<mlir::arith::ConstantIntOp>();
-      auto mustC = ret.getOperand(1).getDefiningOp<mlir::arith::ConstantIntOp>();
-      ASSERT_TRUE(mayC && mustC) << "bounds did not fold to constants\n" << source;
-      bool may = mayC.value() != 0, must = mustC.value() != 0;
-      module->erase();
+      auto folded = foldBounds(ctx, [&](mlir::OpBuilder &b, mlir::Location loc) {
+        auto c64 = [&](int64_t v) -> mlir::Value {
+          return mlir::arith::ConstantIntOp::create(b, loc, v, 64);
+        };
+        mlir::IRMapping outer;
+        outer.map(kernel.getArgument(0), mlir::arith::ConstantIntOp::create(b, loc, w, 32));
+        for (mlir::Operation &op : kernel.getBody().front())
+          if (!llvm::isa<AttentionOp>(op) &&
+              llvm::all_of(op.getOperands(), [&](mlir::Value v) { return outer.contains(v); }))
+            b.clone(op, outer);
+        llvm::SmallVector<IntervalValues> ranges;
+        for (RangeLoad rl : loads) {
+          const std::vector<int32_t> &data =
+              rl.load.getTensor() == kernel.getArgument(1) ? doc : tag;
+          int64_t lo = rl.byKey ? k0 : q0, hi = rl.byKey ? k1 : q1;
+          int32_t mn = data[lo], mx = data[lo];
+          for (int64_t i = lo; i < hi; ++i)
+            mn = std::min(mn, data[i]), mx = std::max(mx, data[i]);
+          ranges.push_back({c64(mn), c64(mx)});
+        }
+        return buildTileKeepBounds(
+            b, loc, maskBlock, compiled.attention.getMaskValue(), outer,
+            mlir::arith::ConstantIntOp::create(b, loc, bv, 32),
+            mlir::arith::ConstantIntOp::create(b, loc, hv, 32), {c64(q0), c64(q1 - 1)},
+            {c64(k0), c64(k1 - 1)}, [&](unsigned i) { return ranges[i]; },
+            [&](LoadOp, llvm::ArrayRef<mlir::Value>) { return mlir::Value(); });
+      });
+      ASSERT_TRUE(folded) << "bounds did not fold to constants\n" << source;
+      auto [may, must] = *folded;
 
       bool anyTrue = false, anyFalse = false;
       for (int64_t q = q0; q < q1; ++q)
@@ -779,6 +794,74 @@ TEST(TileBoundsProperty, RandomMasksAreSound) {
   ASSERT_NO_FATAL_FAILURE(runTileBounds(seed, 600, 4, p));
   report("run-time tile bounds, depth <= 4", p);
   EXPECT_EQ(p.tiles, 600 * 12);
+}
+
+/// A read indexed by b only (prefix-LM's `plen[b]`) goes through the
+/// backend's uniform-load hook and is exact: random tiles and prefix lengths
+/// against every (q, k), and tiles entirely past max(q, plen) must be found
+/// EMPTY, tiles entirely inside the prefix FULL.
+TEST(TileBoundsProperty, UniformReadsAreExact) {
+  Compiled compiled("kernel t(plen: i32[B]) {\n  mask = k <= q || k < plen[b];\n}\n");
+  ASSERT_TRUE(compiled.attention) << compiled.loaded.diagnostics;
+  mlir::MLIRContext &ctx = compiled.loaded.ctx;
+  EXPECT_TRUE(tileRangeLoads(compiled.attention.getMaskBlock()).empty());
+  std::mt19937_64 rng(5);
+  auto pick = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  int64_t empty = 0, foundEmpty = 0, full = 0, foundFull = 0;
+  for (int t = 0; t < 400; ++t) {
+    std::vector<int64_t> plen = {pick(0, 300), pick(0, 300), pick(0, 300), pick(0, 300)};
+    int64_t q0 = pick(0, 280), q1 = q0 + pick(1, 20), k0 = pick(0, 280), k1 = k0 + pick(1, 20);
+    int64_t bv = pick(0, 3);
+    int uniformReads = 0;
+    auto folded = foldBounds(ctx, [&](mlir::OpBuilder &b, mlir::Location loc) {
+      auto c64 = [&](int64_t v) -> mlir::Value {
+        return mlir::arith::ConstantIntOp::create(b, loc, v, 64);
+      };
+      mlir::IRMapping outer;
+      return buildTileKeepBounds(
+          b, loc, compiled.attention.getMaskBlock(), compiled.attention.getMaskValue(), outer,
+          mlir::arith::ConstantIntOp::create(b, loc, bv, 32),
+          mlir::arith::ConstantIntOp::create(b, loc, 0, 32), {c64(q0), c64(q1 - 1)},
+          {c64(k0), c64(k1 - 1)}, [&](unsigned) -> IntervalValues { return {}; },
+          [&](LoadOp, llvm::ArrayRef<mlir::Value> idx) -> mlir::Value {
+            ++uniformReads;
+            // plen[idx] as IR the canonicalizer folds once idx is constant.
+            mlir::Value v = mlir::arith::ConstantIntOp::create(b, loc, plen[3], 32);
+            for (int i = 2; i >= 0; --i) {
+              mlir::Value is = mlir::arith::CmpIOp::create(b, loc, mlir::arith::CmpIPredicate::eq,
+                                                           idx[0], c64(i));
+              v = mlir::arith::SelectOp::create(
+                  b, loc, is, mlir::arith::ConstantIntOp::create(b, loc, plen[i], 32), v);
+            }
+            return v;
+          });
+    });
+    ASSERT_EQ(uniformReads, 1);
+    ASSERT_TRUE(folded);
+    auto [may, must] = *folded;
+    bool anyTrue = false, anyFalse = false;
+    for (int64_t q = q0; q < q1; ++q)
+      for (int64_t k = k0; k < k1; ++k)
+        ((k <= q || k < plen[bv]) ? anyTrue : anyFalse) = true;
+    ASSERT_TRUE(may || !anyTrue) << "q " << q0 << ".." << q1 << " k " << k0 << ".." << k1;
+    ASSERT_TRUE(!must || !anyFalse) << "q " << q0 << ".." << q1 << " k " << k0 << ".." << k1;
+    // Exact where the union is an interval test per side: past both bounds
+    // is EMPTY; inside the prefix (or entirely below the diagonal) is FULL.
+    if (k0 > q1 - 1 && k0 >= plen[bv]) {
+      ++empty;
+      foundEmpty += !may;
+    }
+    if (k1 - 1 < plen[bv] || k1 - 1 <= q0) {
+      ++full;
+      foundFull += must;
+    }
+  }
+  EXPECT_EQ(foundEmpty, empty);
+  EXPECT_EQ(foundFull, full);
+  EXPECT_GT(empty, 0);
+  EXPECT_GT(full, 0);
 }
 
 } // namespace
