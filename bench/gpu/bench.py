@@ -121,12 +121,8 @@ def make_case(name, B, Hq, Hkv, N, D, gen):
     elif name == "swa1024":
         c.update(ptx="sliding_window_attention",
                  mask=lambda b, h, q, k: (q >= k) & (q - k < 1024))
-    elif name == "doc8":
-        ids = doc_ids(N, 8, gen)
-        c.update(ptx="document_attention", mask=lambda b, h, q, k: ids[q] == ids[k],
-                 params={"doc": ids})
-    elif name == "doc64":
-        ids = doc_ids(N, 64, gen)
+    elif name in ("doc8", "doc64"):
+        ids = doc_ids(N, int(name[3:]), gen)
         c.update(ptx="document_attention", mask=lambda b, h, q, k: ids[q] == ids[k],
                  params={"doc": ids})
     elif name == "prefix_lm":

@@ -132,6 +132,8 @@ private:
     if (auto ci = a.lo.getDefiningOp<arith::ConstantIntOp>())
       if (a.lo == a.hi)
         return ci.value();
+    // A constant of the kernel body (outside the region): its interval is
+    // an extension of the clone, so read the original.
     if (auto cst = v.getDefiningOp<arith::ConstantIntOp>())
       return cst.value();
     return std::nullopt;

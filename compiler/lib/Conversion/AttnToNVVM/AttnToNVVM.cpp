@@ -225,23 +225,18 @@ private:
     inlinePtx(b, Type(), {}, "fence.proxy.async.shared::cta;", "");
   }
 
-  /// True in the `count` threads meeting at named barrier `id` if `pred`
-  /// holds in one of them (bar.red.or; a barrier for them as well).
-  Value barrierAny(OpBuilder &b, Value pred, Value id, int64_t count) {
+  /// True in every thread of warpgroup `group` if `pred` holds in one of
+  /// them (bar.red.or on named barrier 1 + group, 128 threads): wgmma needs
+  /// the branches around it uniform over the warpgroup, not only the warp.
+  Value warpgroupAny(OpBuilder &b, Value pred, Value group) {
     Value in = arith::ExtUIOp::create(b, loc(), i32(), pred);
+    Value id = add(b, group, ci32(b, 1));
     Value r = inlinePtx(b, i32(), ValueRange{in, id},
                         "{\n.reg .pred p, q;\nsetp.ne.u32 p, $1, 0;\n"
-                        "bar.red.or.pred q, $2, " +
-                            std::to_string(count) + ", p;\nselp.u32 $0, 1, 0, q;\n}",
+                        "bar.red.or.pred q, $2, 128, p;\nselp.u32 $0, 1, 0, q;\n}",
                         "=r,r,r")
                   .getResult(0);
     return arith::CmpIOp::create(b, loc(), arith::CmpIPredicate::ne, r, ci32(b, 0));
-  }
-  /// True in every thread of warpgroup `group` (barrier 1 + group, 128
-  /// threads) if `pred` holds in one of them: wgmma needs the branches
-  /// around it uniform over the warpgroup, not only the warp.
-  Value warpgroupAny(OpBuilder &b, Value pred, Value group) {
-    return barrierAny(b, pred, add(b, group, ci32(b, 1)), 128);
   }
 
   /// Shared-memory matrix descriptor of a 128B-swizzled wgmma operand at
@@ -427,15 +422,21 @@ private:
 
   // ---- the kernel -----------------------------------------------------------
 
+  /// The mask is the constant `true` (no mask).
+  bool maskIsAlwaysTrue() {
+    auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>();
+    auto ia = c ? dyn_cast<IntegerAttr>(c.getValue()) : IntegerAttr();
+    return ia && ia.getValue().isOne();
+  }
+
   /// Whether the mask's tiles are classified at run time
   /// (attnc/Analysis/TileBounds.h): masks that read tensor data (documents,
   /// prefix-LM, global tokens) have no closed-form KV range, and masks with
   /// integer division or remainder (2-D neighborhoods, dilation, blocks)
   /// leave EMPTY tiles inside the range's hull.
   bool classifiesTilesAtRunTime() {
-    if (auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>())
-      if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
-        return false;
+    if (maskIsAlwaysTrue())
+      return false;
     bool nonConvex = false;
     attention.getMaskBlock().walk([&](Operation *op) {
       if (isa<attn::LoadOp, arith::DivSIOp, arith::DivUIOp, arith::FloorDivSIOp, arith::CeilDivSIOp,
@@ -644,10 +645,7 @@ private:
       copyTile(b, gV, vBase, stride(8), k0, Nk, BK, Dv, vStride, vOff);
     };
 
-    bool maskAlwaysTrue = false;
-    if (auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>())
-      if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
-        maskAlwaysTrue = true;
+    const bool maskAlwaysTrue = maskIsAlwaysTrue();
     // Masks reading tensor data or dividing indices: their tiles are
     // classified at run time as well (see the KV loop).
     const bool runTimeClasses = classifiesTilesAtRunTime();
