@@ -45,6 +45,7 @@ VARIANT=_q64k96r bench_set bf16 --cuda-block-q=64 --cuda-block-k=96 --cuda-wgmma
 # Masks of the mask-analysis benchmark (bench.py --cases doc64,prefix_lm,longformer).
 emit prefix_lm.attn prefix_lm_attention 128 bf16
 emit global_local.attn longformer_attention 128 bf16
+emit block_sparse.attn block_sparse_causal_attention 128 bf16
 # NATTEN 2-D, 13 x 13 neighborhoods on 64 x 128 (N = 8192) and 128 x 256
 # (N = 32768) images (bench.py --cases natten2d).
 "$ATTNC" lib/natten2d.attn --kernel=natten2d_attention --target=cuda --arch="$ARCH" --emit=ptx \

@@ -68,6 +68,9 @@ const Shape kQuickShapes[] = {{1, 2, 1, 1, 1, 0}, {2, 4, 1, 17, 200, 100}, {1, 4
 const std::map<std::string, std::map<std::string, std::string>> kConstOverrides = {
     {"sliding_window_attention", {{"W", "37"}}},
     {"gemma2_local", {{"W", "37"}}},
+    // Blocks smaller than the kernel's tiles (PARTIAL tiles, mask per
+    // element); the causal variant keeps 128 x 128 (one entry per tile).
+    {"block_sparse_attention", {{"BQ", "64"}, {"BK", "32"}}},
 };
 
 struct Options {

@@ -1192,7 +1192,12 @@ llvm::Expected<Bindings> attnc::reference::parseBindings(const KernelDecl &k, co
       for (int64_t e = 0; e < n; ++e) {
         if (et == ScalarType::Bool) {
           t.data[e] = 1.0;
+        } else if (isInteger(et) && dims.size() > 1) {
+          // A block-mask-like pattern: each entry 0 or 1, seeded.
+          uint64_t r = splitmix64(seed ^ splitmix64(nameHash + static_cast<uint64_t>(e)));
+          t.data[e] = static_cast<double>(r >> 63);
         } else if (isInteger(et)) {
+          // Sorted segment ids: four equal documents.
           int64_t row = e / inner;
           t.data[e] = static_cast<double>(row * 4 / dims[0]);
         } else {

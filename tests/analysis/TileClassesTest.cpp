@@ -21,6 +21,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Transforms/Passes.h"
 
@@ -681,6 +682,7 @@ foldBounds(mlir::MLIRContext &ctx,
            llvm::function_ref<TileKeepBounds(mlir::OpBuilder &, mlir::Location)> build) {
   ctx.getOrLoadDialect<mlir::func::FuncDialect>();
   ctx.getOrLoadDialect<mlir::arith::ArithDialect>();
+  ctx.getOrLoadDialect<mlir::scf::SCFDialect>();
   mlir::OpBuilder b(&ctx);
   mlir::Location loc = b.getUnknownLoc();
   mlir::OwningOpRef<mlir::ModuleOp> module = mlir::ModuleOp::create(loc);
@@ -796,6 +798,27 @@ TEST(TileBoundsProperty, RandomMasksAreSound) {
   EXPECT_EQ(p.tiles, 600 * 12);
 }
 
+/// A mask without range loads (every read through the uniform-load hook,
+/// `read` building the element from constant-foldable indices), bounded on
+/// the tile [q0, q1) x [k0, k1) of batch `bv`, head 0, and folded.
+std::optional<std::pair<bool, bool>> foldHookedBounds(
+    Compiled &compiled, int64_t bv, int64_t q0, int64_t q1, int64_t k0, int64_t k1,
+    llvm::function_ref<mlir::Value(mlir::OpBuilder &, mlir::Location, llvm::ArrayRef<mlir::Value>)>
+        read) {
+  return foldBounds(compiled.loaded.ctx, [&](mlir::OpBuilder &b, mlir::Location loc) {
+    auto c64 = [&](int64_t v) -> mlir::Value {
+      return mlir::arith::ConstantIntOp::create(b, loc, v, 64);
+    };
+    mlir::IRMapping outer;
+    return buildTileKeepBounds(
+        b, loc, compiled.attention.getMaskBlock(), compiled.attention.getMaskValue(), outer,
+        mlir::arith::ConstantIntOp::create(b, loc, bv, 32),
+        mlir::arith::ConstantIntOp::create(b, loc, 0, 32), {c64(q0), c64(q1 - 1)},
+        {c64(k0), c64(k1 - 1)}, [&](unsigned) -> IntervalValues { return {}; },
+        [&](LoadOp, llvm::ArrayRef<mlir::Value> idx) { return read(b, loc, idx); });
+  });
+}
+
 /// A read indexed by b only (prefix-LM's `plen[b]`) goes through the
 /// backend's uniform-load hook and is exact: random tiles and prefix lengths
 /// against every (q, k), and tiles entirely past max(q, plen) must be found
@@ -803,7 +826,6 @@ TEST(TileBoundsProperty, RandomMasksAreSound) {
 TEST(TileBoundsProperty, UniformReadsAreExact) {
   Compiled compiled("kernel t(plen: i32[B]) {\n  mask = k <= q || k < plen[b];\n}\n");
   ASSERT_TRUE(compiled.attention) << compiled.loaded.diagnostics;
-  mlir::MLIRContext &ctx = compiled.loaded.ctx;
   EXPECT_TRUE(tileRangeLoads(compiled.attention.getMaskBlock()).empty());
   std::mt19937_64 rng(5);
   auto pick = [&](int64_t lo, int64_t hi) {
@@ -815,29 +837,23 @@ TEST(TileBoundsProperty, UniformReadsAreExact) {
     int64_t q0 = pick(0, 280), q1 = q0 + pick(1, 20), k0 = pick(0, 280), k1 = k0 + pick(1, 20);
     int64_t bv = pick(0, 3);
     int uniformReads = 0;
-    auto folded = foldBounds(ctx, [&](mlir::OpBuilder &b, mlir::Location loc) {
-      auto c64 = [&](int64_t v) -> mlir::Value {
-        return mlir::arith::ConstantIntOp::create(b, loc, v, 64);
-      };
-      mlir::IRMapping outer;
-      return buildTileKeepBounds(
-          b, loc, compiled.attention.getMaskBlock(), compiled.attention.getMaskValue(), outer,
-          mlir::arith::ConstantIntOp::create(b, loc, bv, 32),
-          mlir::arith::ConstantIntOp::create(b, loc, 0, 32), {c64(q0), c64(q1 - 1)},
-          {c64(k0), c64(k1 - 1)}, [&](unsigned) -> IntervalValues { return {}; },
-          [&](LoadOp, llvm::ArrayRef<mlir::Value> idx) -> mlir::Value {
-            ++uniformReads;
-            // plen[idx] as IR the canonicalizer folds once idx is constant.
-            mlir::Value v = mlir::arith::ConstantIntOp::create(b, loc, plen[3], 32);
-            for (int i = 2; i >= 0; --i) {
-              mlir::Value is = mlir::arith::CmpIOp::create(b, loc, mlir::arith::CmpIPredicate::eq,
-                                                           idx[0], c64(i));
-              v = mlir::arith::SelectOp::create(
-                  b, loc, is, mlir::arith::ConstantIntOp::create(b, loc, plen[i], 32), v);
-            }
-            return v;
-          });
-    });
+    auto folded = foldHookedBounds(
+        compiled, bv, q0, q1, k0, k1,
+        [&](mlir::OpBuilder &b, mlir::Location loc, llvm::ArrayRef<mlir::Value> idx) {
+          ++uniformReads;
+          // plen[idx] as IR the canonicalizer folds once idx is constant.
+          auto c64 = [&](int64_t v) -> mlir::Value {
+            return mlir::arith::ConstantIntOp::create(b, loc, v, 64);
+          };
+          mlir::Value v = mlir::arith::ConstantIntOp::create(b, loc, plen[3], 32);
+          for (int i = 2; i >= 0; --i) {
+            mlir::Value is =
+                mlir::arith::CmpIOp::create(b, loc, mlir::arith::CmpIPredicate::eq, idx[0], c64(i));
+            v = mlir::arith::SelectOp::create(
+                b, loc, is, mlir::arith::ConstantIntOp::create(b, loc, plen[i], 32), v);
+          }
+          return v;
+        });
     ASSERT_EQ(uniformReads, 1);
     ASSERT_TRUE(folded);
     auto [may, must] = *folded;
@@ -862,6 +878,77 @@ TEST(TileBoundsProperty, UniformReadsAreExact) {
   EXPECT_EQ(foundFull, full);
   EXPECT_GT(empty, 0);
   EXPECT_GT(full, 0);
+}
+
+/// A block mask (`blk[q / 8, k / 8]`, a runtime tensor as FlexAttention's
+/// BlockMask or a top-k block selection): on a tile inside one block the
+/// read is one element, read through the uniform-load hook at run time, and
+/// the class is exact; on a tile across blocks the read is the element
+/// type's range (PARTIAL), never unsound.
+TEST(TileBoundsProperty, BlockMaskReadsAreExactInsideABlock) {
+  Compiled compiled("kernel t(blk: i32[4, 4]) {\n  mask = blk[q / 8, k / 8] != 0;\n}\n");
+  ASSERT_TRUE(compiled.attention) << compiled.loaded.diagnostics;
+  EXPECT_TRUE(tileRangeLoads(compiled.attention.getMaskBlock()).empty());
+  std::mt19937_64 rng(9);
+  auto pick = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  int64_t inside = 0, decided = 0, across = 0;
+  for (int t = 0; t < 400; ++t) {
+    int32_t blk[4][4];
+    for (auto &row : blk)
+      for (int32_t &v : row)
+        v = int32_t(pick(0, 2)) - 1; // -1, 0, 1: nonzero is kept
+    bool aligned = pick(0, 1);
+    int64_t q0, q1, k0, k1;
+    if (aligned) {
+      int64_t qb = pick(0, 3), kb = pick(0, 3);
+      q0 = qb * 8 + pick(0, 7), q1 = pick(q0 + 1, qb * 8 + 8);
+      k0 = kb * 8 + pick(0, 7), k1 = pick(k0 + 1, kb * 8 + 8);
+    } else {
+      q0 = pick(0, 30), q1 = pick(q0 + 1, 32), k0 = pick(0, 30), k1 = pick(k0 + 1, 32);
+    }
+    auto folded = foldHookedBounds(
+        compiled, 0, q0, q1, k0, k1,
+        [&](mlir::OpBuilder &b, mlir::Location loc, llvm::ArrayRef<mlir::Value> idx) {
+          // blk[i][j] as IR the canonicalizer folds once i, j are constant.
+          auto c64 = [&](int64_t v) -> mlir::Value {
+            return mlir::arith::ConstantIntOp::create(b, loc, v, 64);
+          };
+          mlir::Value v = mlir::arith::ConstantIntOp::create(b, loc, 0, 32);
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) {
+              mlir::Value is = mlir::arith::AndIOp::create(
+                  b, loc,
+                  mlir::arith::CmpIOp::create(b, loc, mlir::arith::CmpIPredicate::eq, idx[0],
+                                              c64(i)),
+                  mlir::arith::CmpIOp::create(b, loc, mlir::arith::CmpIPredicate::eq, idx[1],
+                                              c64(j)));
+              v = mlir::arith::SelectOp::create(
+                  b, loc, is, mlir::arith::ConstantIntOp::create(b, loc, blk[i][j], 32), v);
+            }
+          return v;
+        });
+    ASSERT_TRUE(folded) << "q " << q0 << ".." << q1 << " k " << k0 << ".." << k1;
+    auto [may, must] = *folded;
+    bool anyTrue = false, anyFalse = false;
+    for (int64_t q = q0; q < q1; ++q)
+      for (int64_t k = k0; k < k1; ++k)
+        (blk[q / 8][k / 8] != 0 ? anyTrue : anyFalse) = true;
+    ASSERT_TRUE(may || !anyTrue) << "q " << q0 << ".." << q1 << " k " << k0 << ".." << k1;
+    ASSERT_TRUE(!must || !anyFalse) << "q " << q0 << ".." << q1 << " k " << k0 << ".." << k1;
+    bool oneBlock = q0 / 8 == (q1 - 1) / 8 && k0 / 8 == (k1 - 1) / 8;
+    if (oneBlock) {
+      ++inside;
+      decided += anyTrue ? must : !may;
+    } else {
+      ++across;
+      EXPECT_TRUE(may && !must) << "a tile across blocks is PARTIAL";
+    }
+  }
+  EXPECT_EQ(decided, inside);
+  EXPECT_GT(inside, 100);
+  EXPECT_GT(across, 100);
 }
 
 } // namespace

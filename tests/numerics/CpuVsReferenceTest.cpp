@@ -101,6 +101,8 @@ const std::map<std::string, std::map<std::string, std::string>> kConstOverrides 
     {"block_diagonal_attention", {{"BLOCK", "16"}}},
     {"block_causal_attention", {{"BLOCK", "16"}}},
     {"block_sink_causal_attention", {{"BLOCK", "16"}, {"SINK", "3"}}},
+    {"block_sparse_attention", {{"BQ", "8"}, {"BK", "16"}}},
+    {"block_sparse_causal_attention", {{"BQ", "16"}, {"BK", "8"}}},
     {"dilated_window_attention", {{"W", "8"}, {"DIL", "3"}}},
     {"gemma2_local", {{"W", "16"}}},
     {"longformer_attention", {{"R", "8"}}},

@@ -4,6 +4,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 
 #include <cstdint>
 #include <limits>
@@ -336,16 +337,60 @@ private:
         return {r.lo, r.hi, true, false};
       }
     SmallVector<Value> indices;
+    bool uniform = true;
     for (Value idx : load.getIndices()) {
       Abs a = get(idx);
-      if (!a.known || !a.uniform)
+      if (!a.known)
         return w == 1 ? anyBool() : unknown();
+      uniform &= a.uniform;
       indices.push_back(a.lo);
     }
-    Value v = uniformLoad(load, indices);
-    if (!v)
+    if (uniform) {
+      Value v = uniformLoad(load, indices);
+      if (!v)
+        return w == 1 ? anyBool() : unknown();
+      return exact(v.getType().isInteger(1) ? toI64(v) : ext(v), true);
+    }
+    if (elem.isInteger(64))
+      return unknown();
+    return visitPointLoad(load, w);
+  }
+
+  /// A read whose every index is a single value over the tile, known only
+  /// at run time: a block mask `blocks[b, h, q / 128, k / 128]` on a tile
+  /// inside one block. Then the element itself (its index is one that the
+  /// mask reads at every (q, k) of the tile, so it is in bounds); otherwise
+  /// the element type's range. The backend's read is built inside the
+  /// branch, at this builder's insertion point.
+  Abs visitPointLoad(LoadOp load, unsigned w) {
+    Value point = arith::ConstantIntOp::create(b, loc, 1, 1);
+    SmallVector<Value> indices;
+    for (Value idx : load.getIndices()) {
+      Abs a = get(idx);
+      point = and1(point, cmp(arith::CmpIPredicate::eq, a.lo, a.hi));
+      indices.push_back(a.lo);
+    }
+    Type i64 = b.getI64Type();
+    auto ifOp = scf::IfOp::create(b, loc, TypeRange{i64, i64}, point, /*withElseRegion=*/true);
+    Value v;
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+      v = uniformLoad(load, indices);
+      if (v) {
+        Value e = v.getType().isInteger(1) ? toI64(v) : ext(v);
+        scf::YieldOp::create(b, loc, ValueRange{e, e});
+        b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+        int64_t lo = w == 1 ? 0 : std::numeric_limits<int32_t>::min();
+        int64_t hi = w == 1 ? 1 : std::numeric_limits<int32_t>::max();
+        scf::YieldOp::create(b, loc, ValueRange{c(lo), c(hi)});
+      }
+    }
+    if (!v) {
+      ifOp.erase();
       return w == 1 ? anyBool() : unknown();
-    return exact(v.getType().isInteger(1) ? toI64(v) : ext(v), true);
+    }
+    return {ifOp.getResult(0), ifOp.getResult(1), true, false};
   }
 
   OpBuilder &b;
@@ -359,6 +404,24 @@ private:
 };
 
 } // namespace
+
+bool mlir::attn::maskIsAlwaysTrue(AttentionOp attention) {
+  auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>();
+  auto ia = c ? dyn_cast<IntegerAttr>(c.getValue()) : IntegerAttr();
+  return ia && ia.getValue().isOne();
+}
+
+bool mlir::attn::needsRunTimeTileClasses(AttentionOp attention) {
+  if (maskIsAlwaysTrue(attention))
+    return false;
+  bool nonConvex = false;
+  attention.getMaskBlock().walk([&](Operation *op) {
+    if (isa<LoadOp, arith::DivSIOp, arith::DivUIOp, arith::FloorDivSIOp, arith::CeilDivSIOp,
+            arith::RemSIOp, arith::RemUIOp>(op))
+      nonConvex = true;
+  });
+  return nonConvex;
+}
 
 SmallVector<RangeLoad> mlir::attn::tileRangeLoads(Block &maskBlock) {
   SmallVector<RangeLoad> out;

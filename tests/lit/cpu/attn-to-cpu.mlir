@@ -81,18 +81,32 @@ attn.kernel @window(%w: i32 {attn.name = "w"}) {
 
 // -----
 
-// A data-dependent mask (document ids): no bound, every key is scanned.
-// doc[q] does not depend on k: one masked gather on the rows' lanes per
-// item, before the KV loops. doc[k] is the same on every lane: a scalar
-// load in full tiles, a gather masked by lane validity in the partial one.
+// A data-dependent mask (document ids): no bound; run-time classes per
+// group of 8 tiles (32 keys). doc[q] does not depend on k: one masked
+// gather on the rows' lanes per item, before the KV loops, and the rows'
+// id range (one scalar pass). Per group: the keys' id range, then the
+// mask's interval bounds: EMPTY groups are skipped, FULL groups run their
+// tiles without the mask (no doc reads), PARTIAL ones evaluate it (doc[k]
+// is the same on every lane: a scalar load in full tiles). The last,
+// partial tile gathers, masked by lane validity.
 // CHECK-LABEL: func.func @doc_item(
 // CHECK-SAME: memref<?xi32> {attn.name = "doc"}
 // CHECK: vector.gather %{{.*}}[%{{.*}}] [%{{.*}}], %{{.*}}, %{{.*}} : memref<?xi32>, vector<8xi32>, vector<8xi1>, vector<8xi32> into vector<8xi32>
+// CHECK: scf.for {{.*}} -> (i64, i64) {
+// CHECK-NEXT: memref.load %{{.*}}[%{{.*}}] : memref<?xi32>
+// CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c32 iter_args
+// CHECK: scf.for {{.*}} -> (i64, i64) {
+// CHECK-NEXT: memref.load %{{.*}}[%{{.*}}] : memref<?xi32>
+// CHECK: scf.if %{{.*}} -> (vector<8xf32>, vector<8xf32>) {
+// CHECK-NEXT: scf.if %{{.*}} -> (vector<8xf32>, vector<8xf32>) {
+// CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c4{{(_[0-9]+)?}} iter_args
+// CHECK-NOT: memref.load %{{.*}}[%{{.*}}] : memref<?xi32>
+// CHECK: } else {
 // CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c4{{(_[0-9]+)?}} iter_args
 // CHECK-NOT: vector.gather
 // CHECK: memref.load %{{.*}}[%{{.*}}] : memref<?xi32>
 // CHECK-NOT: vector.gather
-// CHECK: } {attn.kv_range = "full"}
+// CHECK: } {attn.kv_range = "full", attn.tile_classes = 32 : i64}
 // CHECK: scf.for
 // CHECK: vector.gather %{{.*}}[%{{.*}}] [%{{.*}}], %{{.*}}, %{{.*}} : memref<?xi32>, vector<8xi32>, vector<8xi1>, vector<8xi32> into vector<8xi32>
 // CHECK: } {attn.kv_range = "full"}

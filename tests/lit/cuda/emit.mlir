@@ -19,6 +19,7 @@
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 --cuda-class-chunk=4 | FileCheck %s --check-prefix=CHUNK
 // RUN: attnc %lib/natten2d.attn --kernel=natten2d_attention --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=NATTEN
 // RUN: attnc %lib/causal.attn --kernel=causal_attention --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=AFFINE
+// RUN: attnc %lib/block_sparse.attn --kernel=block_sparse_attention --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=BLOCKS
 
 // One gpu.module per kernel. mma.sync tiles for D <= 128: 4 warps of 2 x 16
 // query rows, 32-key tiles; Q plus two K/V stages of padded rows in dynamic
@@ -128,24 +129,32 @@
 // barrier); then per chunk of KV tiles, each warp takes tiles, reduces the
 // id range of their keys and evaluates the mask's interval bounds
 // (attnc/Analysis/TileBounds.h) into a class byte in shared memory (O(1)
-// per tile, never O(Nq * Nk)). Tile t's class decides before its K/V are
-// loaded: EMPTY tiles are neither loaded nor computed, without barriers.
-// The loop carries live and full flags of the next tile.
+// per tile, never O(Nq * Nk)). Warp 0 lists the chunk's live tiles (a
+// ballot per 32 classes, i16 entries); the pipelined loop runs over the list
+// only, so EMPTY tiles cost nothing past their class byte.
 // WGDOC: nvvm.cp.async.wait.group 0
 // WGDOC: gpu.shuffle xor
 // WGDOC: gpu.barrier
-// WGDOC: gpu.barrier
+// WGDOC: scf.for {{.*}} step %c1024_i32 iter_args({{.*}}) -> ({{(f32, ){35}f32}})
+// WGDOC-NEXT: gpu.barrier
 // WGDOC: scf.for
 // WGDOC: gpu.shuffle xor
 // WGDOC: llvm.store {{.*}} : i8, !llvm.ptr<3>
 // WGDOC: gpu.barrier
+// WGDOC: scf.for {{.*}} step %c32_i32 iter_args({{.*}}) -> (i32)
 // WGDOC: llvm.load {{.*}} : !llvm.ptr<3> -> i8
+// WGDOC: nvvm.vote.sync  ballot
+// WGDOC: llvm.intr.ctpop
+// WGDOC: llvm.store {{.*}} : i16, !llvm.ptr<3>
+// WGDOC: gpu.barrier
+// WGDOC: llvm.load {{.*}} : !llvm.ptr<3> -> i32
+// WGDOC: llvm.load {{.*}} : !llvm.ptr<3> -> i16
 // WGDOC: nvvm.cp.async.shared.global
 // WGDOC: nvvm.cp.async.commit.group
-// WGDOC: scf.for {{.*}} -> ({{(f32, ){36}i1, i1}})
+// WGDOC: scf.for {{.*}} -> ({{(f32, ){35}f32}})
+// WGDOC: llvm.load {{.*}} : !llvm.ptr<3> -> i16
 // WGDOC: llvm.load {{.*}} : !llvm.ptr<3> -> i8
 // WGDOC: nvvm.cp.async.commit.group
-// WGDOC: scf.if {{.*}} -> ({{(f32, ){35}f32}})
 // WGDOC-NEXT: nvvm.cp.async.wait.group 1
 // Inside a live tile, a warpgroup none of whose rows keeps a key skips
 // its MMAs (named barrier 1 + warpgroup: a wgmma needs all of its 4 warps).
@@ -158,17 +167,27 @@
 // WIDE-NOT: wgmma
 
 // Shared memory of a data-dependent mask: Q, two K/V stages, 8 warps x 8
-// bytes per id tensor read (doc[q], doc[k]) for the rows' range, and one
-// class byte per tile of a chunk: 81920 + 2 * 64 + 4.
-// CHUNK: gpu.module @attnc_doc_causal attributes {attn.block_q = 128 : i64, attn.shared_bytes = 82052 : i64, attn.threads = 256 : i64}
+// bytes per id tensor read (doc[q], doc[k]) for the rows' range, one class
+// byte and one i16 list entry per tile of a chunk, the list's length:
+// 81920 + 2 * 64 + 4 + 2 * 4 + 4.
+// CHUNK: gpu.module @attnc_doc_causal attributes {attn.block_q = 128 : i64, attn.shared_bytes = 82064 : i64, attn.threads = 256 : i64}
 // A new chunk every 4 tiles.
-// CHUNK: arith.remui {{.*}}, %c4_i32 : i32
+// CHUNK: scf.for {{.*}} step %c4_i32
 
 // Index masks with division or remainder (NATTEN 2-D: q / COLS, q % COLS)
 // leave EMPTY tiles inside their KV range's hull: classified at run time
-// too (class bytes, then the loop's live/full flags).
+// too (class bytes, then the list of live tiles).
 // NATTEN: llvm.store {{.*}} : i8, !llvm.ptr<3>
-// NATTEN: scf.for {{.*}} -> ({{(f32, ){36}i1, i1}})
+// NATTEN: llvm.store {{.*}} : i16, !llvm.ptr<3>
 // Affine masks need no classes: closed-form KV ranges only.
 // AFFINE-NOT: : i8, !llvm.ptr<3>
 // AFFINE: scf.for {{.*}} -> ({{(f32, ){35}f32}})
+
+// A runtime block mask (blocks[b, h, q / 128, k / 128]): when a tile's
+// indices are one block each, the class reads that one entry (global load
+// inside the point branch); otherwise its range is i32's.
+// BLOCKS: scf.if %{{.*}} -> (i64, i64) {
+// BLOCKS: llvm.load %{{.*}} invariant : !llvm.ptr<1> -> i32
+// BLOCKS: } else {
+// BLOCKS-NEXT: scf.yield %c-2147483648_i64, %c2147483647_i64 : i64, i64
+// BLOCKS: llvm.store {{.*}} : i8, !llvm.ptr<3>

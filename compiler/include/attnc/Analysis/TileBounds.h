@@ -24,6 +24,16 @@
 
 namespace mlir::attn {
 
+/// Whether the mask region yields the constant true (full attention).
+bool maskIsAlwaysTrue(AttentionOp attention);
+
+/// Whether a backend should classify the mask's tiles at run time: masks
+/// that read tensor data (documents, prefix-LM, global tokens, block masks)
+/// have no closed-form KV range, and masks with integer division or
+/// remainder (2-D neighborhoods, dilation, blocks) leave EMPTY tiles inside
+/// the range's hull.
+bool needsRunTimeTileClasses(AttentionOp attention);
+
 /// A closed interval [lo, hi] of i64 values (built IR).
 struct IntervalValues {
   Value lo, hi;

@@ -23,6 +23,7 @@
 #include "attnc/Conversion/AttnToCPU.h"
 
 #include "attnc/Analysis/KvRange.h"
+#include "attnc/Analysis/TileBounds.h"
 
 #include "attnc/Dialect/Attn/IR/AttnDialect.h"
 #include "attnc/Dialect/Attn/IR/AttnOps.h"
@@ -78,19 +79,19 @@ private:
   Type f32() { return Float32Type::get(ctx); }
   VectorType vecOf(Type elem) { return VectorType::get({Tq}, elem); }
   MemRefType ioType(int64_t lastDim, Type elem) {
-    return MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic,
-                            lastDim},
-                           elem);
+    return MemRefType::get(
+        {ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic, lastDim}, elem);
   }
 
   /// Q, K, V, O, LSE, q_offset, then the kernel's parameters.
   SmallVector<Type> commonArgTypes() {
-    SmallVector<Type> types = {ioType(D, elemType), ioType(D, elemType), ioType(Dv, elemType),
-                               ioType(Dv, f32()),
-                               MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic,
-                                                ShapedType::kDynamic},
-                                               f32()),
-                               IntegerType::get(ctx, 32)};
+    SmallVector<Type> types = {
+        ioType(D, elemType),
+        ioType(D, elemType),
+        ioType(Dv, elemType),
+        ioType(Dv, f32()),
+        MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic}, f32()),
+        IntegerType::get(ctx, 32)};
     for (Type t : kernel.getArgumentTypes()) {
       if (auto tt = dyn_cast<RankedTensorType>(t))
         types.push_back(MemRefType::get(tt.getShape(), tt.getElementType()));
@@ -123,8 +124,8 @@ private:
     Type elem = getElementTypeOrSelf(t);
     if (elem.isF32())
       return v;
-    Type to = isa<VectorType>(t) ? Type(VectorType::get(cast<VectorType>(t).getShape(), f32()))
-                                 : f32();
+    Type to =
+        isa<VectorType>(t) ? Type(VectorType::get(cast<VectorType>(t).getShape(), f32())) : f32();
     return arith::ExtFOp::create(b, loc(), to, v);
   }
   Location loc() { return kernel.getLoc(); }
@@ -139,22 +140,22 @@ private:
     auto fma = [&](Value a, Value c, Value d) { return vector::FMAOp::create(b, l, a, c, d); };
     Value xc = arith::MinimumFOp::create(b, l, x, splatF32(b, 88.0f));
     xc = arith::MaximumFOp::create(b, l, xc, splatF32(b, -87.0f));
-    Value fx = math::FloorOp::create(
-        b, l, fma(xc, splatF32(b, 1.44269504088896341f), splatF32(b, 0.5f)));
+    Value fx =
+        math::FloorOp::create(b, l, fma(xc, splatF32(b, 1.44269504088896341f), splatF32(b, 0.5f)));
     Value r = fma(fx, splatF32(b, -0.693359375f), xc);
     r = fma(fx, splatF32(b, 2.12194440e-4f), r);
     Value y = splatF32(b, 1.9875691500e-4f);
-    for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
-                    5.0000001201e-1f})
+    for (float c :
+         {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
       y = fma(y, r, splatF32(b, c));
     Value r2 = arith::MulFOp::create(b, l, r, r);
     y = fma(y, r2, arith::AddFOp::create(b, l, r, splatF32(b, 1.0f)));
     Type vi32 = vecOf(b.getI32Type());
     Value n = arith::FPToSIOp::create(b, l, vi32, fx);
-    Value c127 = arith::ConstantOp::create(b, l, DenseElementsAttr::get(cast<ShapedType>(vi32),
-                                                                        b.getI32IntegerAttr(127)));
-    Value c23 = arith::ConstantOp::create(b, l, DenseElementsAttr::get(cast<ShapedType>(vi32),
-                                                                       b.getI32IntegerAttr(23)));
+    Value c127 = arith::ConstantOp::create(
+        b, l, DenseElementsAttr::get(cast<ShapedType>(vi32), b.getI32IntegerAttr(127)));
+    Value c23 = arith::ConstantOp::create(
+        b, l, DenseElementsAttr::get(cast<ShapedType>(vi32), b.getI32IntegerAttr(23)));
     Value bits = arith::ShLIOp::create(b, l, arith::AddIOp::create(b, l, n, c127), c23);
     Value pow2 = arith::BitcastOp::create(b, l, vecOf(f32()), bits);
     Value res = arith::MulFOp::create(b, l, y, pow2);
@@ -184,8 +185,7 @@ private:
   /// `laneValid` masks gathers so lanes outside the problem never read
   /// memory. Returns the vectorized yielded value.
   FailureOr<Value> vectorizeRegion(OpBuilder &b, Block &block, ArrayRef<Value> args,
-                                   IRMapping &outer, Value laneValid,
-                                   const RegionCtx &rc) {
+                                   IRMapping &outer, Value laneValid, const RegionCtx &rc) {
     IRMapping local, scal;
     llvm::DenseSet<Value> kDep;
     for (auto [i, arg] : llvm::enumerate(block.getArguments())) {
@@ -239,8 +239,7 @@ private:
           continue;
         }
       } else if (rc.hoisted && op.getNumResults() > 0 &&
-                 llvm::all_of(op.getResults(),
-                              [&](Value r) { return rc.hoisted->contains(r); }) &&
+                 llvm::all_of(op.getResults(), [&](Value r) { return rc.hoisted->contains(r); }) &&
                  !isa<arith::ConstantOp>(op)) {
         continue; // computed once per item
       }
@@ -248,9 +247,9 @@ private:
         auto attr = dyn_cast<TypedAttr>(c.getValue());
         if (!attr || isa<ShapedType>(attr.getType()))
           return op.emitError("attn-to-cpu: unsupported constant"), failure();
-        local.map(c.getResult(), arith::ConstantOp::create(
-                                     b, op.getLoc(),
-                                     DenseElementsAttr::get(vecOf(attr.getType()), attr)));
+        local.map(c.getResult(),
+                  arith::ConstantOp::create(b, op.getLoc(),
+                                            DenseElementsAttr::get(vecOf(attr.getType()), attr)));
         if (!rc.hoistOnly)
           scal.map(c.getResult(), b.clone(op)->getResult(0));
         record(op);
@@ -274,8 +273,8 @@ private:
           // invariants only), and the tile's keys all exist.
           SmallVector<Value> idx;
           for (Value v : load.getIndices())
-            idx.push_back(arith::IndexCastOp::create(b, op.getLoc(), b.getIndexType(),
-                                                     getScalar(v)));
+            idx.push_back(
+                arith::IndexCastOp::create(b, op.getLoc(), b.getIndexType(), getScalar(v)));
           Value s = memref::LoadOp::create(b, op.getLoc(), memref, idx);
           scal.map(load.getResult(), s);
           local.map(load.getResult(), bcast(b, s));
@@ -367,45 +366,43 @@ private:
     Value c0 = cIdx(b, 0), c1 = cIdx(b, 1);
     Value hq = memref::DimOp::create(b, l, Q, 1), nq = memref::DimOp::create(b, l, Q, 2);
     Value hkv = memref::DimOp::create(b, l, K, 1), nk = memref::DimOp::create(b, l, K, 2);
-    Value kvh = attention.getHeads() == attn::HeadMapping::Interleaved
-                    ? arith::RemUIOp::create(b, l, hIdx, hkv).getResult()
-                    : arith::DivUIOp::create(b, l, hIdx,
-                                             arith::DivUIOp::create(b, l, hq, hkv))
-                          .getResult();
+    Value kvh =
+        attention.getHeads() == attn::HeadMapping::Interleaved
+            ? arith::RemUIOp::create(b, l, hIdx, hkv).getResult()
+            : arith::DivUIOp::create(b, l, hIdx, arith::DivUIOp::create(b, l, hq, hkv)).getResult();
     Value r0 = arith::MulIOp::create(b, l, qTile, cIdx(b, Tq));
     Value rows = arith::MinSIOp::create(b, l, cIdx(b, Tq), arith::SubIOp::create(b, l, nq, r0));
     Value nqm1 = arith::SubIOp::create(b, l, nq, c1);
     Value nkm1 = arith::SubIOp::create(b, l, nk, c1);
 
-    Value scale = attention.getScale()
-                      ? outer.lookup(attention.getScale())
-                      : cF32(b, float(1.0 / std::sqrt(double(D))));
+    Value scale = attention.getScale() ? outer.lookup(attention.getScale())
+                                       : cF32(b, float(1.0 / std::sqrt(double(D))));
 
     // Qt[d][i] = scale * Q[b, h, r0 + i, d], rows past Nq clamped to the
     // last one (their results are never stored).
     auto qtType = MemRefType::get({D, Tq}, f32());
     Value qt = memref::AllocaOp::create(b, l, qtType);
-    scf::ForOp::create(b, l, c0, cIdx(b, Tq), c1, ValueRange{},
-                       [&](OpBuilder &b, Location l, Value i, ValueRange) {
-                         Value row = arith::MinSIOp::create(
-                             b, l, arith::AddIOp::create(b, l, r0, i), nqm1);
-                         scf::ForOp::create(
-                             b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), ValueRange{},
-                             [&](OpBuilder &b, Location l, Value d, ValueRange) {
-                               Value x = toF32(b, memref::LoadOp::create(
-                                                      b, l, Q, ValueRange{bIdx, hIdx, row, d}));
-                               x = arith::MulFOp::create(b, l, x, scale);
-                               memref::StoreOp::create(b, l, x, qt, ValueRange{d, i});
-                               scf::YieldOp::create(b, l);
-                             });
-                         scf::YieldOp::create(b, l);
-                       });
+    scf::ForOp::create(
+        b, l, c0, cIdx(b, Tq), c1, ValueRange{},
+        [&](OpBuilder &b, Location l, Value i, ValueRange) {
+          Value row = arith::MinSIOp::create(b, l, arith::AddIOp::create(b, l, r0, i), nqm1);
+          scf::ForOp::create(
+              b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), ValueRange{},
+              [&](OpBuilder &b, Location l, Value d, ValueRange) {
+                Value x = toF32(b, memref::LoadOp::create(b, l, Q, ValueRange{bIdx, hIdx, row, d}));
+                x = arith::MulFOp::create(b, l, x, scale);
+                memref::StoreOp::create(b, l, x, qt, ValueRange{d, i});
+                scf::YieldOp::create(b, l);
+              });
+          scf::YieldOp::create(b, l);
+        });
 
     // Positions and validity of the lanes.
     SmallVector<int32_t> iota;
     for (int64_t i = 0; i < Tq; ++i)
       iota.push_back(int32_t(i));
-    Value iotaV = arith::ConstantOp::create(b, l, DenseElementsAttr::get(vecOf(i32), ArrayRef(iota)));
+    Value iotaV =
+        arith::ConstantOp::create(b, l, DenseElementsAttr::get(vecOf(i32), ArrayRef(iota)));
     Value qBase = arith::AddIOp::create(b, l, qOffset, arith::IndexCastOp::create(b, l, i32, r0));
     Value qPos = arith::AddIOp::create(b, l, bcast(b, qBase), iotaV);
     Value rowValid = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, iotaV,
@@ -416,8 +413,7 @@ private:
     // KV range of this item.
     Value qmin = arith::ExtSIOp::create(b, l, i64, qBase);
     Value qmax = arith::AddIOp::create(
-        b, l, qmin,
-        arith::IndexCastOp::create(b, l, i64, arith::SubIOp::create(b, l, rows, c1)));
+        b, l, qmin, arith::IndexCastOp::create(b, l, i64, arith::SubIOp::create(b, l, rows, c1)));
     Value nk64 = arith::IndexCastOp::create(b, l, i64, nk);
     attn::KvRange range = attn::buildKvRange(b, l, attention.getMaskBlock(),
                                              attention.getMaskValue(), outer, qmin, qmax, nk64);
@@ -448,10 +444,7 @@ private:
     float ninf = -std::numeric_limits<float>::infinity();
     Value negInf = splatF32(b, ninf), zero = splatF32(b, 0.0f), one = splatF32(b, 1.0f);
     bool softmax = attention.getNormalizer() == attn::Normalizer::Softmax;
-    bool maskAlwaysTrue = false;
-    if (auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>())
-      if (auto ia = dyn_cast<IntegerAttr>(c.getValue()); ia && ia.getValue().isOne())
-        maskAlwaysTrue = true;
+    const bool maskAlwaysTrue = attn::maskIsAlwaysTrue(attention);
 
     // k-invariant region ops (e.g. doc[q]) once per item, before the KV
     // loops; b and h as scalars for lane-uniform ops (e.g. doc[k]).
@@ -461,9 +454,9 @@ private:
       hm.hoisted = &hoistMask;
       hm.hoistOnly = true;
       hm.kDepArgs = {3};
-      if (!maskAlwaysTrue && failed(vectorizeRegion(b, attention.getMaskBlock(),
-                                                    {bVec, hVec, qPos, Value()}, outer,
-                                                    rowValid, hm))) {
+      if (!maskAlwaysTrue &&
+          failed(vectorizeRegion(b, attention.getMaskBlock(), {bVec, hVec, qPos, Value()}, outer,
+                                 rowValid, hm))) {
         fn.erase();
         return nullptr;
       }
@@ -471,8 +464,8 @@ private:
       hs.hoisted = &hoistScore;
       hs.hoistOnly = true;
       hs.kDepArgs = {0, 4};
-      if (failed(vectorizeRegion(b, attention.getScoreBlock(),
-                                 {Value(), bVec, hVec, qPos, Value()}, outer, rowValid, hs))) {
+      if (failed(vectorizeRegion(b, attention.getScoreBlock(), {Value(), bVec, hVec, qPos, Value()},
+                                 outer, rowValid, hs))) {
         fn.erase();
         return nullptr;
       }
@@ -484,175 +477,177 @@ private:
     // One KV tile [kt, kt + Tk). `partial`: the tile may run past Nk (keys
     // are clamped and masked); otherwise all Tk keys exist, so rows need no
     // clamp and share one base address.
-    auto emitTile = [&](OpBuilder &b, Location l, Value kt, ValueRange iter, bool partial) {
-          Value m = iter[0], sum = iter[1];
-          SmallVector<Value> kRow, kValid, kPos;
-          Value allValid = arith::ConstantIntOp::create(b, l, 1, 1);
-          for (int64_t j = 0; j < Tk; ++j) {
-            Value k = arith::AddIOp::create(b, l, kt, cIdx(b, j));
-            if (partial) {
-              kValid.push_back(arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, k, nk));
-              // Keys past Nk read the last key (always in bounds); they are
-              // masked below.
-              kRow.push_back(arith::MinSIOp::create(b, l, k, nkm1));
-            } else {
-              kValid.push_back(allValid);
-              kRow.push_back(k);
-            }
-            kPos.push_back(arith::IndexCastOp::create(b, l, i32, k));
+    // `keepAll`: the tile is known FULL (run-time class), so its mask is not
+    // evaluated.
+    auto emitTile = [&](OpBuilder &b, Location l, Value kt, ValueRange iter, bool partial,
+                        bool keepAll) {
+      Value m = iter[0], sum = iter[1];
+      SmallVector<Value> kRow, kValid, kPos;
+      Value allValid = arith::ConstantIntOp::create(b, l, 1, 1);
+      for (int64_t j = 0; j < Tk; ++j) {
+        Value k = arith::AddIOp::create(b, l, kt, cIdx(b, j));
+        if (partial) {
+          kValid.push_back(arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, k, nk));
+          // Keys past Nk read the last key (always in bounds); they are
+          // masked below.
+          kRow.push_back(arith::MinSIOp::create(b, l, k, nkm1));
+        } else {
+          kValid.push_back(allValid);
+          kRow.push_back(k);
+        }
+        kPos.push_back(arith::IndexCastOp::create(b, l, i32, k));
+      }
+      // Mask of every key first: a tile the mask rejects for every row
+      // is skipped (data-dependent masks such as documents, where the KV
+      // range cannot be bounded statically).
+      SmallVector<Value> kVecs(Tk), valids(Tk), keep(Tk);
+      for (int64_t j = 0; j < Tk && !hadError; ++j) {
+        kVecs[j] = bcast(b, kPos[j]);
+        valids[j] = arith::AndIOp::create(b, l, rowValid, bcast(b, kValid[j]));
+        keep[j] = valids[j];
+        if (!maskAlwaysTrue && !keepAll) {
+          RegionCtx rc;
+          rc.hoisted = &hoistMask;
+          rc.scalarArgs = {bS, hS, Value(), kPos[j]};
+          rc.scalarLoads = !partial;
+          auto mv = vectorizeRegion(b, attention.getMaskBlock(), {bVec, hVec, qPos, kVecs[j]},
+                                    outer, valids[j], rc);
+          if (failed(mv)) {
+            hadError = true;
+            break;
           }
-          // Mask of every key first: a tile the mask rejects for every row
-          // is skipped (data-dependent masks such as documents, where the KV
-          // range cannot be bounded statically).
-          SmallVector<Value> kVecs(Tk), valids(Tk), keep(Tk);
-          for (int64_t j = 0; j < Tk && !hadError; ++j) {
-            kVecs[j] = bcast(b, kPos[j]);
-            valids[j] = arith::AndIOp::create(b, l, rowValid, bcast(b, kValid[j]));
-            keep[j] = valids[j];
-            if (!maskAlwaysTrue) {
-              RegionCtx rc;
-              rc.hoisted = &hoistMask;
-              rc.scalarArgs = {bS, hS, Value(), kPos[j]};
-              rc.scalarLoads = !partial;
-              auto mv = vectorizeRegion(b, attention.getMaskBlock(),
-                                        {bVec, hVec, qPos, kVecs[j]}, outer, valids[j], rc);
-              if (failed(mv)) {
-                hadError = true;
-                break;
+          keep[j] = arith::AndIOp::create(b, l, *mv, valids[j]);
+        }
+      }
+      if (hadError) {
+        scf::YieldOp::create(b, l, ValueRange{m, sum});
+        return;
+      }
+      auto compute = [&](OpBuilder &b) -> SmallVector<Value> {
+        // s_j = Qt^T K_j, lanes = rows.
+        SmallVector<Value> init(Tk, zero);
+        auto dLoop = scf::ForOp::create(
+            b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), init,
+            [&](OpBuilder &b, Location l, Value d, ValueRange s) {
+              Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt, ValueRange{d, cIdx(b, 0)});
+              SmallVector<Value> next;
+              for (int64_t j = 0; j < Tk; ++j) {
+                Value kv =
+                    toF32(b, memref::LoadOp::create(b, l, K, ValueRange{bIdx, kvh, kRow[j], d}));
+                next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
               }
-              keep[j] = arith::AndIOp::create(b, l, *mv, valids[j]);
-            }
+              scf::YieldOp::create(b, l, next);
+            });
+        // Mask and score per key, on vectors of rows.
+        SmallVector<Value> t(Tk), w(Tk);
+        Value tileMax = negInf;
+        for (int64_t j = 0; j < Tk && !hadError; ++j) {
+          Value kVec = kVecs[j], valid = valids[j], keepJ = keep[j];
+          RegionCtx rc;
+          rc.hoisted = &hoistScore;
+          rc.scalarArgs = {Value(), bS, hS, Value(), kPos[j]};
+          rc.scalarLoads = !partial;
+          auto sv = vectorizeRegion(b, attention.getScoreBlock(),
+                                    {dLoop.getResult(j), bVec, hVec, qPos, kVec}, outer, valid, rc);
+          if (failed(sv)) {
+            hadError = true;
+            break;
           }
-          if (hadError) {
-            scf::YieldOp::create(b, l, ValueRange{m, sum});
-            return;
+          t[j] = arith::SelectOp::create(b, l, keepJ, *sv, negInf);
+          tileMax = arith::MaximumFOp::create(b, l, tileMax, t[j]);
+          if (!softmax) {
+            // sigmoid(s') = 1 / (1 + exp(-s')); masked keys weigh 0.
+            Value e = vexp(b, arith::NegFOp::create(b, l, *sv));
+            Value sg = arith::DivFOp::create(b, l, one, arith::AddFOp::create(b, l, one, e));
+            w[j] = arith::SelectOp::create(b, l, keepJ, sg, zero);
           }
-          auto compute = [&](OpBuilder &b) -> SmallVector<Value> {
-            // s_j = Qt^T K_j, lanes = rows.
-            SmallVector<Value> init(Tk, zero);
-            auto dLoop = scf::ForOp::create(
-                b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), init,
-                [&](OpBuilder &b, Location l, Value d, ValueRange s) {
-                  Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt, ValueRange{d, cIdx(b, 0)});
-                  SmallVector<Value> next;
-                  for (int64_t j = 0; j < Tk; ++j) {
-                    Value kv = toF32(
-                        b, memref::LoadOp::create(b, l, K, ValueRange{bIdx, kvh, kRow[j], d}));
-                    next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
-                  }
-                  scf::YieldOp::create(b, l, next);
-                });
-            // Mask and score per key, on vectors of rows.
-            SmallVector<Value> t(Tk), w(Tk);
-            Value tileMax = negInf;
-            for (int64_t j = 0; j < Tk && !hadError; ++j) {
-              Value kVec = kVecs[j], valid = valids[j], keepJ = keep[j];
-              RegionCtx rc;
-              rc.hoisted = &hoistScore;
-              rc.scalarArgs = {Value(), bS, hS, Value(), kPos[j]};
-              rc.scalarLoads = !partial;
-              auto sv = vectorizeRegion(b, attention.getScoreBlock(),
-                                        {dLoop.getResult(j), bVec, hVec, qPos, kVec}, outer, valid, rc);
-              if (failed(sv)) {
-                hadError = true;
-                break;
-              }
-              t[j] = arith::SelectOp::create(b, l, keepJ, *sv, negInf);
-              tileMax = arith::MaximumFOp::create(b, l, tileMax, t[j]);
-              if (!softmax) {
-                // sigmoid(s') = 1 / (1 + exp(-s')); masked keys weigh 0.
-                Value e = vexp(b, arith::NegFOp::create(b, l, *sv));
-                Value sg = arith::DivFOp::create(b, l, one, arith::AddFOp::create(b, l, one, e));
-                w[j] = arith::SelectOp::create(b, l, keepJ, sg, zero);
-              }
-            }
-            if (hadError)
-              return {m, sum};
-            // Online softmax. A row that has seen no key keeps m = -inf; use 0
-            // as its reference so that exp(-inf - ref) = 0 instead of NaN.
-            Value mNew = arith::MaximumFOp::create(b, l, m, tileMax);
-            Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew, negInf);
-            Value ref = arith::SelectOp::create(b, l, isNinf, zero, mNew);
-            Value alpha = vexp(b, arith::SubFOp::create(b, l, m, ref));
-            Value newSum = arith::MulFOp::create(b, l, alpha, sum);
-            for (int64_t j = 0; j < Tk; ++j) {
-              Value p = vexp(b, arith::SubFOp::create(b, l, t[j], ref));
-              newSum = arith::AddFOp::create(b, l, newSum, p);
-              if (softmax)
-                w[j] = p;
-              vector::StoreOp::create(b, l, w[j], pt, ValueRange{cIdx(b, j), cIdx(b, 0)});
-            }
-            vector::StoreOp::create(b, l, alpha, rowBuf, ValueRange{cIdx(b, 0)});
-            // acc[i] = alpha[i] * acc[i] + sum_j w_j[i] * V[kt + j], register
-            // blocked: R rows x NC vectors of VW columns stay in registers
-            // over the Tk keys, so each V vector load feeds R FMAs and each
-            // broadcast weight NC FMAs.
-            scf::ForOp::create(
-                b, l, cIdx(b, 0), cIdx(b, Tq), cIdx(b, pvRows), ValueRange{},
-                [&](OpBuilder &b, Location l, Value i0, ValueRange) {
-                  scf::ForOp::create(
-                      b, l, cIdx(b, 0), cIdx(b, Dv), cIdx(b, pvVW * pvNC), ValueRange{},
-                      [&](OpBuilder &b, Location l, Value c0v, ValueRange) {
-                        SmallVector<Value> rowIdx, colIdx;
-                        for (int64_t r = 0; r < pvRows; ++r)
-                          rowIdx.push_back(arith::AddIOp::create(b, l, i0, cIdx(b, r)));
+        }
+        if (hadError)
+          return {m, sum};
+        // Online softmax. A row that has seen no key keeps m = -inf; use 0
+        // as its reference so that exp(-inf - ref) = 0 instead of NaN.
+        Value mNew = arith::MaximumFOp::create(b, l, m, tileMax);
+        Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew, negInf);
+        Value ref = arith::SelectOp::create(b, l, isNinf, zero, mNew);
+        Value alpha = vexp(b, arith::SubFOp::create(b, l, m, ref));
+        Value newSum = arith::MulFOp::create(b, l, alpha, sum);
+        for (int64_t j = 0; j < Tk; ++j) {
+          Value p = vexp(b, arith::SubFOp::create(b, l, t[j], ref));
+          newSum = arith::AddFOp::create(b, l, newSum, p);
+          if (softmax)
+            w[j] = p;
+          vector::StoreOp::create(b, l, w[j], pt, ValueRange{cIdx(b, j), cIdx(b, 0)});
+        }
+        vector::StoreOp::create(b, l, alpha, rowBuf, ValueRange{cIdx(b, 0)});
+        // acc[i] = alpha[i] * acc[i] + sum_j w_j[i] * V[kt + j], register
+        // blocked: R rows x NC vectors of VW columns stay in registers
+        // over the Tk keys, so each V vector load feeds R FMAs and each
+        // broadcast weight NC FMAs.
+        scf::ForOp::create(
+            b, l, cIdx(b, 0), cIdx(b, Tq), cIdx(b, pvRows), ValueRange{},
+            [&](OpBuilder &b, Location l, Value i0, ValueRange) {
+              scf::ForOp::create(
+                  b, l, cIdx(b, 0), cIdx(b, Dv), cIdx(b, pvVW * pvNC), ValueRange{},
+                  [&](OpBuilder &b, Location l, Value c0v, ValueRange) {
+                    SmallVector<Value> rowIdx, colIdx;
+                    for (int64_t r = 0; r < pvRows; ++r)
+                      rowIdx.push_back(arith::AddIOp::create(b, l, i0, cIdx(b, r)));
+                    for (int64_t c = 0; c < pvNC; ++c)
+                      colIdx.push_back(arith::AddIOp::create(b, l, c0v, cIdx(b, c * pvVW)));
+                    SmallVector<Value> a(pvRows * pvNC);
+                    for (int64_t r = 0; r < pvRows; ++r) {
+                      Value al;
+                      if (softmax)
+                        al = vector::BroadcastOp::create(
+                            b, l, pvVec, memref::LoadOp::create(b, l, rowBuf, rowIdx[r]));
+                      for (int64_t c = 0; c < pvNC; ++c) {
+                        Value x = vector::LoadOp::create(b, l, pvVec, acc,
+                                                         ValueRange{rowIdx[r], colIdx[c]});
+                        a[r * pvNC + c] =
+                            softmax ? arith::MulFOp::create(b, l, x, al).getResult() : x;
+                      }
+                    }
+                    for (int64_t j = 0; j < Tk; ++j) {
+                      SmallVector<Value> v(pvNC);
+                      for (int64_t c = 0; c < pvNC; ++c)
+                        v[c] = toF32(
+                            b, vector::LoadOp::create(b, l, VectorType::get({pvVW}, elemType), V,
+                                                      ValueRange{bIdx, kvh, kRow[j], colIdx[c]}));
+                      for (int64_t r = 0; r < pvRows; ++r) {
+                        Value wj = vector::BroadcastOp::create(
+                            b, l, pvVec,
+                            memref::LoadOp::create(b, l, pt, ValueRange{cIdx(b, j), rowIdx[r]}));
                         for (int64_t c = 0; c < pvNC; ++c)
-                          colIdx.push_back(arith::AddIOp::create(b, l, c0v, cIdx(b, c * pvVW)));
-                        SmallVector<Value> a(pvRows * pvNC);
-                        for (int64_t r = 0; r < pvRows; ++r) {
-                          Value al;
-                          if (softmax)
-                            al = vector::BroadcastOp::create(
-                                b, l, pvVec, memref::LoadOp::create(b, l, rowBuf, rowIdx[r]));
-                          for (int64_t c = 0; c < pvNC; ++c) {
-                            Value x = vector::LoadOp::create(b, l, pvVec, acc,
-                                                             ValueRange{rowIdx[r], colIdx[c]});
-                            a[r * pvNC + c] = softmax ? arith::MulFOp::create(b, l, x, al).getResult()
-                                                      : x;
-                          }
-                        }
-                        for (int64_t j = 0; j < Tk; ++j) {
-                          SmallVector<Value> v(pvNC);
-                          for (int64_t c = 0; c < pvNC; ++c)
-                            v[c] = toF32(b, vector::LoadOp::create(
-                                                b, l, VectorType::get({pvVW}, elemType), V,
-                                                ValueRange{bIdx, kvh, kRow[j], colIdx[c]}));
-                          for (int64_t r = 0; r < pvRows; ++r) {
-                            Value wj = vector::BroadcastOp::create(
-                                b, l, pvVec,
-                                memref::LoadOp::create(b, l, pt, ValueRange{cIdx(b, j), rowIdx[r]}));
-                            for (int64_t c = 0; c < pvNC; ++c)
-                              a[r * pvNC + c] =
-                                  vector::FMAOp::create(b, l, wj, v[c], a[r * pvNC + c]);
-                          }
-                        }
-                        for (int64_t r = 0; r < pvRows; ++r)
-                          for (int64_t c = 0; c < pvNC; ++c)
-                            vector::StoreOp::create(b, l, a[r * pvNC + c], acc,
-                                                    ValueRange{rowIdx[r], colIdx[c]});
-                        scf::YieldOp::create(b, l);
-                      });
-                  scf::YieldOp::create(b, l);
-                });
-            return {mNew, newSum};
-          };
-          if (maskAlwaysTrue) {
-            scf::YieldOp::create(b, l, compute(b));
-            return;
-          }
-          Value any = keep[0];
-          for (int64_t j = 1; j < Tk; ++j)
-            any = arith::OrIOp::create(b, l, any, keep[j]);
-          Value anyKeep = vector::ReductionOp::create(b, l, vector::CombiningKind::OR, any);
-          auto ifOp = scf::IfOp::create(b, l, TypeRange{m.getType(), sum.getType()}, anyKeep,
-                                        /*withElseRegion=*/true);
-          {
-            OpBuilder tb = ifOp.getThenBodyBuilder();
-            scf::YieldOp::create(tb, l, compute(tb));
-            OpBuilder eb = ifOp.getElseBodyBuilder();
-            scf::YieldOp::create(eb, l, ValueRange{m, sum});
-          }
-          scf::YieldOp::create(b, l, ifOp.getResults());
+                          a[r * pvNC + c] = vector::FMAOp::create(b, l, wj, v[c], a[r * pvNC + c]);
+                      }
+                    }
+                    for (int64_t r = 0; r < pvRows; ++r)
+                      for (int64_t c = 0; c < pvNC; ++c)
+                        vector::StoreOp::create(b, l, a[r * pvNC + c], acc,
+                                                ValueRange{rowIdx[r], colIdx[c]});
+                    scf::YieldOp::create(b, l);
+                  });
+              scf::YieldOp::create(b, l);
+            });
+        return {mNew, newSum};
+      };
+      if (maskAlwaysTrue || keepAll) {
+        scf::YieldOp::create(b, l, compute(b));
+        return;
+      }
+      Value any = keep[0];
+      for (int64_t j = 1; j < Tk; ++j)
+        any = arith::OrIOp::create(b, l, any, keep[j]);
+      Value anyKeep = vector::ReductionOp::create(b, l, vector::CombiningKind::OR, any);
+      auto ifOp = scf::IfOp::create(b, l, TypeRange{m.getType(), sum.getType()}, anyKeep,
+                                    /*withElseRegion=*/true);
+      {
+        OpBuilder tb = ifOp.getThenBodyBuilder();
+        scf::YieldOp::create(tb, l, compute(tb));
+        OpBuilder eb = ifOp.getElseBodyBuilder();
+        scf::YieldOp::create(eb, l, ValueRange{m, sum});
+      }
+      scf::YieldOp::create(b, l, ifOp.getResults());
     };
     // Full tiles [lo, fullHi), then at most one partial tile [fullHi, hi).
     Value hiC = arith::MaxSIOp::create(b, l, hiIdx, loIdx);
@@ -660,16 +655,99 @@ private:
     Value fullHi = arith::AddIOp::create(
         b, l, loIdx,
         arith::MulIOp::create(b, l, arith::DivUIOp::create(b, l, span, cIdx(b, Tk)), cIdx(b, Tk)));
-    auto fullLoop = scf::ForOp::create(
-        b, l, loIdx, fullHi, cIdx(b, Tk), ValueRange{negInf, zero},
-        [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
-          emitTile(b, l, kt, iter, /*partial=*/false);
-        });
-    auto kvLoop = scf::ForOp::create(
-        b, l, fullHi, hiC, cIdx(b, Tk), fullLoop.getResults(),
-        [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
-          emitTile(b, l, kt, iter, /*partial=*/true);
-        });
+    scf::ForOp fullLoop;
+    if (!attn::needsRunTimeTileClasses(attention)) {
+      fullLoop = scf::ForOp::create(b, l, loIdx, fullHi, cIdx(b, Tk), ValueRange{negInf, zero},
+                                    [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
+                                      emitTile(b, l, kt, iter, /*partial=*/false,
+                                               /*keepAll=*/false);
+                                    });
+    } else {
+      // Data-dependent masks and masks with division (documents, prefix-LM,
+      // block masks, 2-D neighborhoods): run-time classes of groups of
+      // kClassTiles tiles (attnc/Analysis/TileBounds.h), from the id ranges
+      // of the item's rows (once) and of the group's keys (one pass): an
+      // EMPTY group costs that pass and nothing else, a FULL one runs its
+      // tiles without the mask, a PARTIAL one evaluates the mask per tile.
+      Block &maskBlock = attention.getMaskBlock();
+      SmallVector<attn::RangeLoad> rangeLoads = attn::tileRangeLoads(maskBlock);
+      // [min, max] (i64) of a range load's tensor over positions [p0, p1).
+      auto tensorRange = [&](OpBuilder &b, attn::LoadOp load, Value p0,
+                             Value p1) -> attn::IntervalValues {
+        Value mem = outer.lookup(load.getTensor());
+        Value lo0 = arith::ConstantIntOp::create(b, l, std::numeric_limits<int64_t>::max(), 64);
+        Value hi0 = arith::ConstantIntOp::create(b, l, std::numeric_limits<int64_t>::min(), 64);
+        auto loop = scf::ForOp::create(
+            b, l, p0, p1, cIdx(b, 1), ValueRange{lo0, hi0},
+            [&](OpBuilder &b, Location l, Value p, ValueRange lohi) {
+              Value v = memref::LoadOp::create(b, l, mem, ValueRange{p});
+              v = v.getType().isInteger(64) ? v
+                  : v.getType().isInteger(1)
+                      ? arith::ExtUIOp::create(b, l, b.getI64Type(), v).getResult()
+                      : arith::ExtSIOp::create(b, l, b.getI64Type(), v).getResult();
+              scf::YieldOp::create(b, l,
+                                   ValueRange{arith::MinSIOp::create(b, l, lohi[0], v),
+                                              arith::MaxSIOp::create(b, l, lohi[1], v)});
+            });
+        return {loop.getResult(0), loop.getResult(1)};
+      };
+      // A read at indices known per group (prefix_len[b], blocks[b, h, i, j]).
+      auto uniformLoad = [&](OpBuilder &b, attn::LoadOp load, ArrayRef<Value> idx) -> Value {
+        SmallVector<Value> indices;
+        for (Value v : idx)
+          indices.push_back(arith::IndexCastOp::create(b, l, b.getIndexType(), v));
+        return memref::LoadOp::create(b, l, outer.lookup(load.getTensor()), indices);
+      };
+      Value rowsEnd = arith::AddIOp::create(
+          b, l, arith::IndexCastOp::create(b, l, b.getIndexType(), qBase), rows);
+      SmallVector<attn::IntervalValues> rowRanges(rangeLoads.size());
+      for (auto [i, rl] : llvm::enumerate(rangeLoads))
+        if (!rl.byKey)
+          rowRanges[i] = tensorRange(
+              b, rl.load, arith::IndexCastOp::create(b, l, b.getIndexType(), qBase), rowsEnd);
+      Value groupKeys = cIdx(b, Tk * kClassTiles);
+      fullLoop = scf::ForOp::create(
+          b, l, loIdx, fullHi, groupKeys, ValueRange{negInf, zero},
+          [&](OpBuilder &b, Location l, Value g0, ValueRange iter) {
+            Value g1 =
+                arith::MinSIOp::create(b, l, arith::AddIOp::create(b, l, g0, groupKeys), fullHi);
+            SmallVector<attn::IntervalValues> ranges(rowRanges);
+            for (auto [i, rl] : llvm::enumerate(rangeLoads))
+              if (rl.byKey)
+                ranges[i] = tensorRange(b, rl.load, g0, g1);
+            Type i64 = b.getI64Type();
+            attn::IntervalValues kIv{
+                arith::IndexCastOp::create(b, l, i64, g0),
+                arith::IndexCastOp::create(b, l, i64, arith::SubIOp::create(b, l, g1, c1))};
+            attn::TileKeepBounds bounds = attn::buildTileKeepBounds(
+                b, l, maskBlock, attention.getMaskValue(), outer, bS, hS, {qmin, qmax}, kIv,
+                [&](unsigned i) { return ranges[i]; },
+                [&](attn::LoadOp load, ArrayRef<Value> idx) { return uniformLoad(b, load, idx); });
+            TypeRange types = iter.getTypes();
+            auto liveIf = scf::IfOp::create(b, l, types, bounds.mayKeep, /*withElseRegion=*/true);
+            OpBuilder tb = liveIf.getThenBodyBuilder();
+            auto fullIf = scf::IfOp::create(tb, l, types, bounds.mustKeep, /*withElseRegion=*/true);
+            for (bool keepAll : {true, false}) {
+              OpBuilder fb = keepAll ? fullIf.getThenBodyBuilder() : fullIf.getElseBodyBuilder();
+              auto tiles =
+                  scf::ForOp::create(fb, l, g0, g1, cIdx(fb, Tk), iter,
+                                     [&](OpBuilder &b, Location l, Value kt, ValueRange state) {
+                                       emitTile(b, l, kt, state, /*partial=*/false, keepAll);
+                                     });
+              scf::YieldOp::create(fb, l, tiles.getResults());
+            }
+            scf::YieldOp::create(tb, l, fullIf.getResults());
+            OpBuilder eb = liveIf.getElseBodyBuilder();
+            scf::YieldOp::create(eb, l, iter);
+            scf::YieldOp::create(b, l, liveIf.getResults());
+          });
+      fullLoop->setAttr("attn.tile_classes", b.getI64IntegerAttr(Tk * kClassTiles));
+    }
+    auto kvLoop =
+        scf::ForOp::create(b, l, fullHi, hiC, cIdx(b, Tk), fullLoop.getResults(),
+                           [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
+                             emitTile(b, l, kt, iter, /*partial=*/true, /*keepAll=*/false);
+                           });
     if (hadError) {
       fn.erase();
       return nullptr;
@@ -689,20 +767,17 @@ private:
         b, l, hasKeys, arith::AddFOp::create(b, l, m, math::LogOp::create(b, l, sum)), negInf);
     vector::StoreOp::create(b, l, inv, rowBuf, ValueRange{c0});
     vector::StoreOp::create(b, l, lse, lseBuf, ValueRange{c0});
-    scf::ForOp::create(b, l, c0, rows, c1, ValueRange{},
-                       [&](OpBuilder &b, Location l, Value i, ValueRange) {
-                         Value row = arith::AddIOp::create(b, l, r0, i);
-                         Value a = vector::LoadOp::create(b, l, dvVec, acc,
-                                                          ValueRange{i, cIdx(b, 0)});
-                         Value s = memref::LoadOp::create(b, l, rowBuf, ValueRange{i});
-                         a = arith::MulFOp::create(b, l, a,
-                                                   vector::BroadcastOp::create(b, l, dvVec, s));
-                         vector::StoreOp::create(b, l, a, O,
-                                                 ValueRange{bIdx, hIdx, row, cIdx(b, 0)});
-                         Value x = memref::LoadOp::create(b, l, lseBuf, ValueRange{i});
-                         memref::StoreOp::create(b, l, x, LSE, ValueRange{bIdx, hIdx, row});
-                         scf::YieldOp::create(b, l);
-                       });
+    scf::ForOp::create(
+        b, l, c0, rows, c1, ValueRange{}, [&](OpBuilder &b, Location l, Value i, ValueRange) {
+          Value row = arith::AddIOp::create(b, l, r0, i);
+          Value a = vector::LoadOp::create(b, l, dvVec, acc, ValueRange{i, cIdx(b, 0)});
+          Value s = memref::LoadOp::create(b, l, rowBuf, ValueRange{i});
+          a = arith::MulFOp::create(b, l, a, vector::BroadcastOp::create(b, l, dvVec, s));
+          vector::StoreOp::create(b, l, a, O, ValueRange{bIdx, hIdx, row, cIdx(b, 0)});
+          Value x = memref::LoadOp::create(b, l, lseBuf, ValueRange{i});
+          memref::StoreOp::create(b, l, x, LSE, ValueRange{bIdx, hIdx, row});
+          scf::YieldOp::create(b, l);
+        });
     func::ReturnOp::create(b, l);
     fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
     return fn;
@@ -721,19 +796,21 @@ private:
     Value nb = memref::DimOp::create(b, l, Q, 0), nh = memref::DimOp::create(b, l, Q, 1);
     Value nq = memref::DimOp::create(b, l, Q, 2);
     Value nt = arith::CeilDivUIOp::create(b, l, nq, cIdx(b, Tq));
-    scf::ForOp::create(b, l, c0, nb, c1, ValueRange{}, [&](OpBuilder &b, Location l, Value bi, ValueRange) {
-      scf::ForOp::create(b, l, c0, nh, c1, ValueRange{}, [&](OpBuilder &b, Location l, Value hi, ValueRange) {
-        scf::ForOp::create(b, l, c0, nt, c1, ValueRange{},
-                           [&](OpBuilder &b, Location l, Value ti, ValueRange) {
-                             SmallVector<Value> args(fn.getArguments());
-                             args.append({bi, hi, ti});
-                             func::CallOp::create(b, l, item, args);
-                             scf::YieldOp::create(b, l);
-                           });
-        scf::YieldOp::create(b, l);
-      });
-      scf::YieldOp::create(b, l);
-    });
+    scf::ForOp::create(
+        b, l, c0, nb, c1, ValueRange{}, [&](OpBuilder &b, Location l, Value bi, ValueRange) {
+          scf::ForOp::create(
+              b, l, c0, nh, c1, ValueRange{}, [&](OpBuilder &b, Location l, Value hi, ValueRange) {
+                scf::ForOp::create(b, l, c0, nt, c1, ValueRange{},
+                                   [&](OpBuilder &b, Location l, Value ti, ValueRange) {
+                                     SmallVector<Value> args(fn.getArguments());
+                                     args.append({bi, hi, ti});
+                                     func::CallOp::create(b, l, item, args);
+                                     scf::YieldOp::create(b, l);
+                                   });
+                scf::YieldOp::create(b, l);
+              });
+          scf::YieldOp::create(b, l);
+        });
     func::ReturnOp::create(b, l);
     fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
   }
@@ -744,6 +821,8 @@ private:
   int64_t D, Dv;
   Type elemType;
   int64_t Tq, Tk;
+  /// Tiles per run-time class group (data-dependent masks).
+  static constexpr int64_t kClassTiles = 8;
 };
 
 struct AttnToCPUPass : public attn::impl::AttnToCPUBase<AttnToCPUPass> {

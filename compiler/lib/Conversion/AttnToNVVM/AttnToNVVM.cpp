@@ -423,29 +423,6 @@ private:
   // ---- the kernel -----------------------------------------------------------
 
   /// The mask is the constant `true` (no mask).
-  bool maskIsAlwaysTrue() {
-    auto c = attention.getMaskValue().getDefiningOp<arith::ConstantOp>();
-    auto ia = c ? dyn_cast<IntegerAttr>(c.getValue()) : IntegerAttr();
-    return ia && ia.getValue().isOne();
-  }
-
-  /// Whether the mask's tiles are classified at run time
-  /// (attnc/Analysis/TileBounds.h): masks that read tensor data (documents,
-  /// prefix-LM, global tokens) have no closed-form KV range, and masks with
-  /// integer division or remainder (2-D neighborhoods, dilation, blocks)
-  /// leave EMPTY tiles inside the range's hull.
-  bool classifiesTilesAtRunTime() {
-    if (maskIsAlwaysTrue())
-      return false;
-    bool nonConvex = false;
-    attention.getMaskBlock().walk([&](Operation *op) {
-      if (isa<attn::LoadOp, arith::DivSIOp, arith::DivUIOp, arith::FloorDivSIOp, arith::CeilDivSIOp,
-              arith::RemSIOp, arith::RemUIOp>(op))
-        nonConvex = true;
-    });
-    return nonConvex;
-  }
-
   struct TensorArg {
     Value ptr; // global pointer
     SmallVector<Value> extents;
@@ -485,11 +462,14 @@ private:
     const int64_t statsOff = sharedBytes;
     const int64_t statsBytes = int64_t(rangeLoads.size()) * warps * 8;
     sharedBytes += statsBytes;
-    // ... and the classes of a chunk of KV tiles (a byte each).
+    // ... and the classes of a chunk of KV tiles (a byte each), the chunk's
+    // live tiles in loop order (i16 each) and their count.
     const int64_t classOff = sharedBytes;
     const int64_t kClassChunk = cfg.classChunk;
-    if (classifiesTilesAtRunTime())
-      sharedBytes += kClassChunk;
+    const int64_t listOff = classOff + llvm::alignTo(kClassChunk, 4);
+    const int64_t countOff = listOff + 2 * llvm::alignTo(kClassChunk, 2);
+    if (attn::needsRunTimeTileClasses(attention))
+      sharedBytes = countOff + 4;
     numThreads = threads;
 
     auto fnType = FunctionType::get(ctx, argTypes(), {});
@@ -637,18 +617,19 @@ private:
       Value vOff = add(b, ci32(b, qBytes + stages * kBytes), mul(b, stage, ci32(b, vBytes)));
       return std::make_pair(kOff, vOff);
     };
-    auto loadKV = [&](OpBuilder &b, Value t) {
-      Value stage = arith::RemUIOp::create(b, l, t, ci32(b, stages));
+    // Tile t into the stage of loop entry `slot`.
+    auto loadKV = [&](OpBuilder &b, Value slot, Value t) {
+      Value stage = arith::RemUIOp::create(b, l, slot, ci32(b, stages));
       auto [kOff, vOff] = stageOffsets(b, stage);
       Value k0 = add(b, kLo, mul(b, t, ci32(b, BK)));
       copyTile(b, gK, kBase, stride(5), k0, Nk, BK, D, kStride, kOff);
       copyTile(b, gV, vBase, stride(8), k0, Nk, BK, Dv, vStride, vOff);
     };
 
-    const bool maskAlwaysTrue = maskIsAlwaysTrue();
+    const bool maskAlwaysTrue = attn::maskIsAlwaysTrue(attention);
     // Masks reading tensor data or dividing indices: their tiles are
     // classified at run time as well (see the KV loop).
-    const bool runTimeClasses = classifiesTilesAtRunTime();
+    const bool runTimeClasses = attn::needsRunTimeTileClasses(attention);
 
     // Prefetch tiles 0 .. stages-2 (one cp.async group each, committed even
     // when empty so that group counts stay uniform), then wait for Q. With a
@@ -658,7 +639,7 @@ private:
       Value any = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sgt, nTiles, ci32(b, st));
       auto ifOp = scf::IfOp::create(b, l, any, false);
       OpBuilder tb = ifOp.getThenBodyBuilder();
-      loadKV(tb, ci32(tb, st));
+      loadKV(tb, ci32(tb, st), ci32(tb, st));
       NVVM::CpAsyncCommitGroupOp::create(b, l);
     }
     NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(runTimeClasses ? 0 : stages - 1));
@@ -770,7 +751,6 @@ private:
     init.append(RS, zero);
     init.append(MT * nbO * 4, zero);
     auto oIdx = [&](int64_t mt, int64_t n, int i) { return 2 * RS + (mt * nbO + n) * 4 + i; };
-    const int64_t nState = init.size();
     bool hadError = false;
 
     const int64_t nbS = BK / 8; // n8 key blocks per tile
@@ -944,407 +924,423 @@ private:
           });
       gpu::BarrierOp::create(b, l);
     };
-    // Data-dependent masks: tile t's class (t < nTiles, a uniform condition;
-    // a new chunk is classified first), decided before its K/V are loaded:
-    // EMPTY tiles are neither loaded nor computed, FULL ones skip the mask.
-    // One cp.async group either way. Returns {live, full}.
-    auto prefetchLive = [&](OpBuilder &b, Value t) -> std::pair<Value, Value> {
-      Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, t, nTiles);
-      Type i1 = b.getI1Type();
-      auto moreIf = scf::IfOp::create(b, l, TypeRange{i1, i1}, more, /*withElseRegion=*/true);
-      OpBuilder tb = moreIf.getThenBodyBuilder();
-      Value j = arith::RemUIOp::create(tb, l, t, ci32(tb, kClassChunk));
-      Value newChunk = arith::CmpIOp::create(tb, l, arith::CmpIPredicate::eq, j, ci32(tb, 0));
-      auto chunkIf = scf::IfOp::create(tb, l, newChunk, /*withElseRegion=*/false);
-      OpBuilder cb = chunkIf.getThenBodyBuilder();
-      classifyChunk(cb, t);
-      Value cls = LLVM::LoadOp::create(tb, l, tb.getI8Type(),
-                                       gep(tb, smemAt(tb, ci32(tb, classOff)), j, tb.getI8Type()));
-      Value live = arith::CmpIOp::create(tb, l, arith::CmpIPredicate::ne, cls,
-                                         arith::ConstantIntOp::create(tb, l, 0, 8));
-      Value full = arith::CmpIOp::create(tb, l, arith::CmpIPredicate::eq, cls,
-                                         arith::ConstantIntOp::create(tb, l, 2, 8));
-      auto loadIf = scf::IfOp::create(tb, l, live, /*withElseRegion=*/false);
-      OpBuilder lb = loadIf.getThenBodyBuilder();
-      loadKV(lb, t);
-      scf::YieldOp::create(tb, l, ValueRange{live, full});
-      OpBuilder eb = moreIf.getElseBodyBuilder();
-      Value no = arith::ConstantIntOp::create(eb, l, 0, 1);
-      scf::YieldOp::create(eb, l, ValueRange{no, no});
-      NVVM::CpAsyncCommitGroupOp::create(b, l);
-      return {moreIf.getResult(0), moreIf.getResult(1)};
-    };
-    // Loop-carried after the state: live(t) .. live(t + stages - 2), then
-    // full(t) .. full(t + stages - 2).
-    if (runTimeClasses) {
-      SmallVector<Value> lives, fulls;
-      for (int64_t st = 0; st + 1 < stages; ++st) {
-        auto [live, full] = prefetchLive(b, ci32(b, st));
-        lives.push_back(live);
-        fulls.push_back(full);
+    // Data-dependent masks: the live tiles of a classified chunk, in order,
+    // as a list in shared memory (warp 0: one ballot per 32 classes), so
+    // that the KV loop runs over live tiles only and an EMPTY tile costs
+    // nothing past its class byte. Returns the (uniform) number of entries.
+    auto compactChunk = [&](OpBuilder &b, Value c0) -> Value {
+      Value count = arith::MinSIOp::create(b, l, ci32(b, kClassChunk),
+                                           arith::SubIOp::create(b, l, nTiles, c0));
+      Value warp0 = arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, warp, ci32(b, 0));
+      auto w0 = scf::IfOp::create(b, l, warp0, /*withElseRegion=*/false);
+      {
+        OpBuilder wb = w0.getThenBodyBuilder();
+        Type i8 = wb.getI8Type(), i16 = wb.getI16Type();
+        Value below = arith::SubIOp::create(wb, l, arith::ShLIOp::create(wb, l, ci32(wb, 1), lane),
+                                            ci32(wb, 1));
+        auto scan = scf::ForOp::create(
+            wb, l, ci32(wb, 0), count, ci32(wb, kWarp), ValueRange{ci32(wb, 0)},
+            [&](OpBuilder &b, Location l, Value base, ValueRange total) {
+              Value j = add(b, base, lane);
+              Value in = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, j, count);
+              Value jc =
+                  arith::MinSIOp::create(b, l, j, arith::SubIOp::create(b, l, count, ci32(b, 1)));
+              Value cls =
+                  LLVM::LoadOp::create(b, l, i8, gep(b, smemAt(b, ci32(b, classOff)), jc, i8));
+              Value live = arith::AndIOp::create(
+                  b, l, in,
+                  arith::CmpIOp::create(b, l, arith::CmpIPredicate::ne, cls,
+                                        arith::ConstantIntOp::create(b, l, 0, 8)));
+              Value ballot = NVVM::VoteSyncOp::create(b, l, i32(), ci32(b, -1), live,
+                                                      NVVM::VoteSyncKind::ballot);
+              Value pos = add(
+                  b, total[0],
+                  LLVM::CtPopOp::create(b, l, i32(), arith::AndIOp::create(b, l, ballot, below)));
+              auto st = scf::IfOp::create(b, l, live, /*withElseRegion=*/false);
+              OpBuilder sb = st.getThenBodyBuilder();
+              LLVM::StoreOp::create(sb, l, arith::TruncIOp::create(sb, l, i16, j),
+                                    gep(sb, smemAt(sb, ci32(sb, listOff)), pos, i16));
+              scf::YieldOp::create(b, l,
+                                   add(b, total[0], LLVM::CtPopOp::create(b, l, i32(), ballot)));
+            });
+        Value first = arith::CmpIOp::create(wb, l, arith::CmpIPredicate::eq, lane, ci32(wb, 0));
+        auto st = scf::IfOp::create(wb, l, first, /*withElseRegion=*/false);
+        OpBuilder sb = st.getThenBodyBuilder();
+        LLVM::StoreOp::create(sb, l, scan.getResult(0), smemAt(sb, ci32(sb, countOff)));
       }
-      init.append(lives);
-      init.append(fulls);
-      if (hadError)
-        return failure();
-    }
-
-    // The flags of tiles t+1 .. t+stages-1 for the next iteration.
-    auto shiftFlags = [&](ValueRange flags, Value live, Value full) {
-      SmallVector<Value> out(flags.begin() + 1, flags.begin() + (stages - 1));
-      out.push_back(live);
-      out.append(flags.begin() + stages, flags.end());
-      out.push_back(full);
-      return out;
+      gpu::BarrierOp::create(b, l);
+      return LLVM::LoadOp::create(b, l, i32(), smemAt(b, ci32(b, countOff)));
     };
-    auto loop = scf::ForOp::create(
-        b, l, ci32(b, 0), nTiles, ci32(b, 1), init,
-        [&](OpBuilder &loopBuilder, Location l, Value t, ValueRange iter) {
-          OpBuilder b = loopBuilder;
-          // Prefetch tile t+stages-1 into the stage tile t-1 used while tile
-          // t computes; then wait until tile t's group is complete.
-          Value tn = add(b, t, ci32(b, stages - 1));
-          ValueRange flags = iter.drop_front(nState);
-          iter = iter.take_front(nState);
-          Value liveNext, fullNext;
-          if (runTimeClasses) {
-            std::tie(liveNext, fullNext) = prefetchLive(b, tn);
-          } else {
-            Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, tn, nTiles);
-            auto ifOp = scf::IfOp::create(b, l, more, false);
-            OpBuilder tb = ifOp.getThenBodyBuilder();
-            loadKV(tb, tn);
-            NVVM::CpAsyncCommitGroupOp::create(b, l);
-          }
-          // A dead tile (data-dependent mask) was not loaded: no wait, no
-          // barriers (nothing reads its stage), no math.
-          scf::IfOp liveTile;
-          if (runTimeClasses) {
-            liveTile = scf::IfOp::create(b, l, iter.getTypes(), flags[0], /*withElseRegion=*/true);
-            b.setInsertionPointToStart(&liveTile.getThenRegion().front());
-          }
-          NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
-          if (cfg.wgmma)
-            fenceProxyAsync(b);
-          gpu::BarrierOp::create(b, l);
+    // Entry i of a chunk's list: the tile's index and whether it is FULL.
+    auto listedTile = [&](OpBuilder &b, Value c0, Value i) -> std::pair<Value, Value> {
+      Type i8 = b.getI8Type(), i16 = b.getI16Type();
+      Value j = arith::ExtUIOp::create(
+          b, l, i32(),
+          LLVM::LoadOp::create(b, l, i16, gep(b, smemAt(b, ci32(b, listOff)), i, i16)));
+      Value cls = LLVM::LoadOp::create(b, l, i8, gep(b, smemAt(b, ci32(b, classOff)), j, i8));
+      Value full = arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, cls,
+                                         arith::ConstantIntOp::create(b, l, 2, 8));
+      return {add(b, c0, j), full};
+    };
 
-          Value stage = arith::RemUIOp::create(b, l, t, ci32(b, stages));
-          auto [kOff, vOff] = stageOffsets(b, stage);
-          Value k0 = tileStart(b, t);
+    // One step of the pipelined KV loop: loop entry i computes tile t (FULL
+    // if `listedFull`, besides the mask's inner range); `prefetch` issues the
+    // loads of entry i + stages - 1 and commits their group. Returns the next
+    // loop state (the same state on error, with hadError set).
+    auto kvStep = [&](OpBuilder &b, Value i, Value t, Value listedFull, ValueRange iter,
+                      llvm::function_ref<void(OpBuilder &, Value)> prefetch) -> SmallVector<Value> {
+      // Prefetch into the stage entry i-1 used while entry i computes;
+      // then wait until entry i's group is complete.
+      prefetch(b, add(b, i, ci32(b, stages - 1)));
+      NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
+      if (cfg.wgmma)
+        fenceProxyAsync(b);
+      gpu::BarrierOp::create(b, l);
 
-          // Scores in the log2 domain, masked keys -inf. Tiles inside the
-          // mask's inner range skip the mask; the branch is uniform across
-          // the CTA.
-          Value isFull = tileIsFull(b, k0);
-          if (runTimeClasses)
-            isFull = arith::OrIOp::create(b, l, isFull, flags[stages - 1]);
-          SmallVector<Type> tileTypes(nElems, f32());
-          if (!softmax)
-            tileTypes.append(nElems, b.getI1Type());
-          Value keyBase = add(b, k0, mul(b, tig, ci32(b, 2)));
-          // Scores, softmax and P.V of this tile; returns the next loop
-          // state (empty on error). keepsIn: see emitScores.
-          auto tileBody = [&](OpBuilder &b, ValueRange iter,
+      Value stage = arith::RemUIOp::create(b, l, i, ci32(b, stages));
+      auto [kOff, vOff] = stageOffsets(b, stage);
+      Value k0 = tileStart(b, t);
+
+      // Scores in the log2 domain, masked keys -inf. Tiles inside the
+      // mask's inner range skip the mask; the branch is uniform across
+      // the CTA.
+      Value isFull = tileIsFull(b, k0);
+      if (listedFull)
+        isFull = arith::OrIOp::create(b, l, isFull, listedFull);
+      SmallVector<Type> tileTypes(nElems, f32());
+      if (!softmax)
+        tileTypes.append(nElems, b.getI1Type());
+      Value keyBase = add(b, k0, mul(b, tig, ci32(b, 2)));
+      // Scores, softmax and P.V of this tile; returns the next loop
+      // state (empty on error). keepsIn: see emitScores.
+      auto tileBody = [&](OpBuilder &b, ValueRange iter,
+                          ArrayRef<Value> keepsIn) -> SmallVector<Value> {
+        // S = Q K^T: per pair of n8 key blocks and k16 chunk, one
+        // ldmatrix.x4 at key row np*16 + (lane/16)*8 + lane%8, column
+        // kk*16 + ((lane/8)%2)*8 gives the B fragments of both blocks.
+        // Addresses are one pointer per tile (stage + lane) plus constant
+        // offsets that fold into the ldmatrix's immediate. kk outer: the
+        // accumulator chains advance together, so consecutive MMAs are
+        // independent and their latency overlaps.
+        SmallVector<SmallVector<SmallVector<Value, 4>>> s(
+            MT, SmallVector<SmallVector<Value, 4>>(nbS, SmallVector<Value, 4>(4, zero)));
+        Value kLane = gep(b, smemAt(b, kOff), laneK, b.getI8Type());
+        if (cfg.wgmma) {
+          // k16 step kk: 64-column block kk/4, 32 bytes per step inside.
+          Value kDesc = wgmmaDesc(b, add(b, smemAddr, kOff), 16, 1024);
+          SmallVector<Value> descQ, descK;
+          for (int64_t kk = 0; kk < D / 16; ++kk) {
+            int64_t inAtom = (kk % 4) * 32;
+            descQ.push_back(wgmmaStep(b, qDesc, (kk / 4) * BQ * 128 + inAtom));
+            descK.push_back(wgmmaStep(b, kDesc, (kk / 4) * BK * 128 + inAtom));
+          }
+          SmallVector<Value> acc = cfg.wgmmaQInRegs
+                                       ? wgmmaChain(b, BK, {}, {}, qa[0], descK, /*transB=*/false)
+                                       : wgmmaChain(b, BK, {}, descQ, {}, descK, /*transB=*/false);
+          for (int64_t nb = 0; nb < nbS; ++nb)
+            for (int i = 0; i < 4; ++i)
+              s[0][nb][i] = acc[nb * 4 + i];
+        }
+        for (int64_t kk = 0; kk < D / 16 && !cfg.wgmma; ++kk) {
+          SmallVector<SmallVector<Value>> qf(MT);
+          for (int64_t mt = 0; mt < MT; ++mt)
+            qf[mt] = qInRegs ? qa[mt][kk] : loadQ(b, mt, kk);
+          for (int64_t np = 0; np < BK / 16; ++np) {
+            Value p = gep(b, kLane, ci32(b, (np * 16 * kStride + kk * 16) * 2), b.getI8Type());
+            SmallVector<Value> kb = ldmatrix4(b, p, false);
+            for (int64_t mt = 0; mt < MT; ++mt) {
+              s[mt][2 * np] = mma(b, qf[mt], {kb[0], kb[1]}, s[mt][2 * np]);
+              s[mt][2 * np + 1] = mma(b, qf[mt], {kb[2], kb[3]}, s[mt][2 * np + 1]);
+            }
+          }
+        }
+
+        // keepsIn: keep flags computed before Q.K^T (data-dependent masks).
+        auto emitScores = [&](OpBuilder &b, bool masked,
                               ArrayRef<Value> keepsIn) -> SmallVector<Value> {
-            // S = Q K^T: per pair of n8 key blocks and k16 chunk, one
-            // ldmatrix.x4 at key row np*16 + (lane/16)*8 + lane%8, column
-            // kk*16 + ((lane/8)%2)*8 gives the B fragments of both blocks.
-            // Addresses are one pointer per tile (stage + lane) plus constant
-            // offsets that fold into the ldmatrix's immediate. kk outer: the
-            // accumulator chains advance together, so consecutive MMAs are
-            // independent and their latency overlaps.
-            SmallVector<SmallVector<SmallVector<Value, 4>>> s(
-                MT, SmallVector<SmallVector<Value, 4>>(nbS, SmallVector<Value, 4>(4, zero)));
-            Value kLane = gep(b, smemAt(b, kOff), laneK, b.getI8Type());
-            if (cfg.wgmma) {
-              // k16 step kk: 64-column block kk/4, 32 bytes per step inside.
-              Value kDesc = wgmmaDesc(b, add(b, smemAddr, kOff), 16, 1024);
-              SmallVector<Value> descQ, descK;
-              for (int64_t kk = 0; kk < D / 16; ++kk) {
-                int64_t inAtom = (kk % 4) * 32;
-                descQ.push_back(wgmmaStep(b, qDesc, (kk / 4) * BQ * 128 + inAtom));
-                descK.push_back(wgmmaStep(b, kDesc, (kk / 4) * BK * 128 + inAtom));
-              }
-              SmallVector<Value> acc =
-                  cfg.wgmmaQInRegs ? wgmmaChain(b, BK, {}, {}, qa[0], descK, /*transB=*/false)
-                                   : wgmmaChain(b, BK, {}, descQ, {}, descK, /*transB=*/false);
-              for (int64_t nb = 0; nb < nbS; ++nb)
-                for (int i = 0; i < 4; ++i)
-                  s[0][nb][i] = acc[nb * 4 + i];
-            }
-            for (int64_t kk = 0; kk < D / 16 && !cfg.wgmma; ++kk) {
-              SmallVector<SmallVector<Value>> qf(MT);
-              for (int64_t mt = 0; mt < MT; ++mt)
-                qf[mt] = qInRegs ? qa[mt][kk] : loadQ(b, mt, kk);
-              for (int64_t np = 0; np < BK / 16; ++np) {
-                Value p = gep(b, kLane, ci32(b, (np * 16 * kStride + kk * 16) * 2), b.getI8Type());
-                SmallVector<Value> kb = ldmatrix4(b, p, false);
-                for (int64_t mt = 0; mt < MT; ++mt) {
-                  s[mt][2 * np] = mma(b, qf[mt], {kb[0], kb[1]}, s[mt][2 * np]);
-                  s[mt][2 * np + 1] = mma(b, qf[mt], {kb[2], kb[3]}, s[mt][2 * np + 1]);
-                }
-              }
-            }
-
-            // keepsIn: keep flags computed before Q.K^T (data-dependent masks).
-            auto emitScores = [&](OpBuilder &b, bool masked,
-                                  ArrayRef<Value> keepsIn) -> SmallVector<Value> {
-              SmallVector<Value> tvals, keeps;
-              Value kLast = arith::SubIOp::create(b, l, kHi, ci32(b, 1));
-              for (int64_t mt = 0; mt < MT && !hadError; ++mt) {
-                for (int64_t nb = 0; nb < nbS && !hadError; ++nb) {
-                  for (int i = 0; i < 4 && !hadError; ++i) {
-                    Value qp = qPos[slotOf(mt, i)];
-                    Value key = add(b, keyBase, ci32(b, nb * 8 + (i & 1)));
-                    // Region reads stay in bounds: keys past the range read
-                    // the last one (and are masked).
-                    Value kc = masked ? arith::MinSIOp::create(b, l, key, kLast).getResult() : key;
-                    Value keep = arith::ConstantIntOp::create(b, l, 1, 1);
-                    if (masked && !keepsIn.empty()) {
-                      keep = keepsIn[eIdx(mt, nb, i)];
-                    } else if (masked) {
-                      keep = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, key, kHi);
-                      if (!maskAlwaysTrue) {
-                        auto mv = cloneRegion(b, attention.getMaskBlock(), {bIdx, hIdx, qp, kc});
-                        if (failed(mv)) {
-                          hadError = true;
-                          break;
-                        }
-                        keep = arith::AndIOp::create(b, l, keep, *mv);
-                      }
+          SmallVector<Value> tvals, keeps;
+          Value kLast = arith::SubIOp::create(b, l, kHi, ci32(b, 1));
+          for (int64_t mt = 0; mt < MT && !hadError; ++mt) {
+            for (int64_t nb = 0; nb < nbS && !hadError; ++nb) {
+              for (int i = 0; i < 4 && !hadError; ++i) {
+                Value qp = qPos[slotOf(mt, i)];
+                Value key = add(b, keyBase, ci32(b, nb * 8 + (i & 1)));
+                // Region reads stay in bounds: keys past the range read
+                // the last one (and are masked).
+                Value kc = masked ? arith::MinSIOp::create(b, l, key, kLast).getResult() : key;
+                Value keep = arith::ConstantIntOp::create(b, l, 1, 1);
+                if (masked && !keepsIn.empty()) {
+                  keep = keepsIn[eIdx(mt, nb, i)];
+                } else if (masked) {
+                  keep = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, key, kHi);
+                  if (!maskAlwaysTrue) {
+                    auto mv = cloneRegion(b, attention.getMaskBlock(), {bIdx, hIdx, qp, kc});
+                    if (failed(mv)) {
+                      hadError = true;
+                      break;
                     }
-                    Value sv = s[mt][nb][i], tval;
-                    if (identityScore) {
-                      tval = foldScale ? sv : fmul(b, sv, scaleLog2);
-                    } else {
-                      auto r = cloneRegion(b, scoreBlock, {fmul(b, sv, scale), bIdx, hIdx, qp, kc});
-                      if (failed(r)) {
-                        hadError = true;
-                        break;
-                      }
-                      tval = fmul(b, *r, log2e);
-                    }
-                    tvals.push_back(masked ? select(b, keep, tval, negInf) : tval);
-                    keeps.push_back(keep);
+                    keep = arith::AndIOp::create(b, l, keep, *mv);
                   }
                 }
+                Value sv = s[mt][nb][i], tval;
+                if (identityScore) {
+                  tval = foldScale ? sv : fmul(b, sv, scaleLog2);
+                } else {
+                  auto r = cloneRegion(b, scoreBlock, {fmul(b, sv, scale), bIdx, hIdx, qp, kc});
+                  if (failed(r)) {
+                    hadError = true;
+                    break;
+                  }
+                  tval = fmul(b, *r, log2e);
+                }
+                tvals.push_back(masked ? select(b, keep, tval, negInf) : tval);
+                keeps.push_back(keep);
               }
-              if (hadError) {
-                tvals.assign(nElems, negInf);
-                keeps.assign(nElems, arith::ConstantIntOp::create(b, l, 0, 1));
-              }
+            }
+          }
+          if (hadError) {
+            tvals.assign(nElems, negInf);
+            keeps.assign(nElems, arith::ConstantIntOp::create(b, l, 0, 1));
+          }
+          if (!softmax)
+            tvals.append(keeps);
+          return tvals;
+        };
+        SmallVector<Value> scored;
+        if (!keepsIn.empty()) {
+          scored = emitScores(b, /*masked=*/true, keepsIn);
+        } else {
+          auto scoreIf = scf::IfOp::create(b, l, tileTypes, isFull,
+                                           /*withElseRegion=*/true);
+          OpBuilder tb = scoreIf.getThenBodyBuilder();
+          scf::YieldOp::create(tb, l, emitScores(tb, /*masked=*/false, {}));
+          OpBuilder eb = scoreIf.getElseBodyBuilder();
+          scf::YieldOp::create(eb, l, emitScores(eb, /*masked=*/true, {}));
+          scored.assign(scoreIf.getResults().begin(), scoreIf.getResults().end());
+        }
+        if (hadError)
+          return {};
+        SmallVector<Value> tileMax(RS, negInf), tv(nElems), keepv(nElems);
+        for (int64_t mt = 0; mt < MT; ++mt)
+          for (int64_t nb = 0; nb < nbS; ++nb)
+            for (int i = 0; i < 4; ++i) {
+              int64_t e = eIdx(mt, nb, i);
+              tv[e] = scored[e];
               if (!softmax)
-                tvals.append(keeps);
-              return tvals;
+                keepv[e] = scored[nElems + e];
+              tileMax[slotOf(mt, i)] = fmax(b, tileMax[slotOf(mt, i)], tv[e]);
+            }
+        // Row maxima across the 4 threads of a row (a quad).
+        for (int64_t x : {1, 2})
+          for (int64_t rs = 0; rs < RS; ++rs)
+            tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
+        // Lazy rescaling (softmax): a warp keeps its running maxima while
+        // no row's maximum grew by more than 2^8 (kLazyLog2 in the log2
+        // domain), so P stays <= 256 and most tiles skip the rescale of O
+        // (MT * Dv/2 multiplies on the path to P.V). The result is exact:
+        // O and l share the stale reference, and O / l cancels it.
+        SmallVector<Value> mNew(RS), ref(RS), negRef(RS), alpha(RS), sum(RS);
+        Value grew;
+        if (softmax) {
+          Value anyGrow = arith::ConstantIntOp::create(b, l, 0, 1);
+          for (int64_t rs = 0; rs < RS; ++rs) {
+            Value tm = foldScale ? fmul(b, tileMax[rs], scaleLog2) : tileMax[rs];
+            mNew[rs] = fmax(b, iter[rs], tm);
+            Value g = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, mNew[rs],
+                                            fadd(b, iter[rs], cf32(b, kLazyLog2)));
+            anyGrow = arith::OrIOp::create(b, l, anyGrow, g);
+          }
+          grew = NVVM::VoteSyncOp::create(b, l, b.getI1Type(), ci32(b, -1), anyGrow,
+                                          NVVM::VoteSyncKind::any);
+        }
+        for (int64_t rs = 0; rs < RS; ++rs) {
+          Value tm = foldScale ? fmul(b, tileMax[rs], scaleLog2) : tileMax[rs];
+          mNew[rs] =
+              softmax ? select(b, grew, fmax(b, iter[rs], tm), iter[rs]) : fmax(b, iter[rs], tm);
+          // A row that has seen no key keeps m = -inf; use 0 as its
+          // reference so that 2^(-inf - ref) = 0 instead of NaN.
+          Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew[rs], negInf);
+          ref[rs] = select(b, isNinf, zero, mNew[rs]);
+          negRef[rs] = arith::NegFOp::create(b, l, ref[rs]);
+          alpha[rs] = ex2(b, fsub(b, iter[rs], ref[rs]));
+          sum[rs] = fmul(b, alpha[rs], iter[RS + rs]);
+        }
+        // P (weights) packed as A fragments of P.V, 16 keys per chunk.
+        SmallVector<Value> w(nElems);
+        for (int64_t mt = 0; mt < MT; ++mt)
+          for (int64_t nb = 0; nb < nbS; ++nb)
+            for (int i = 0; i < 4; ++i) {
+              int64_t e = eIdx(mt, nb, i), rs = slotOf(mt, i);
+              Value p = foldScale ? ex2(b, LLVM::FMAOp::create(b, l, tv[e], scaleLog2, negRef[rs]))
+                                  : ex2(b, fsub(b, tv[e], ref[rs]));
+              sum[rs] = fadd(b, sum[rs], p);
+              if (softmax) {
+                w[e] = p;
+              } else {
+                // sigmoid(s') = 1 / (1 + 2^(-t)); masked keys weigh 0.
+                Value ex = ex2(b, arith::NegFOp::create(b, l, tv[e]));
+                Value sg = arith::DivFOp::create(b, l, one, fadd(b, one, ex));
+                w[e] = select(b, keepv[e], sg, zero);
+              }
+            }
+        SmallVector<Value> next(mNew.begin(), mNew.end());
+        next.append(sum.begin(), sum.end());
+        SmallVector<SmallVector<SmallVector<Value, 4>>> o(MT,
+                                                          SmallVector<SmallVector<Value, 4>>(nbO));
+        SmallVector<Value> oOld(iter.begin() + 2 * RS, iter.end());
+        if (softmax) {
+          // O *= alpha only when some row's reference moved.
+          auto rescale = scf::IfOp::create(b, l, TypeRange(ValueRange(oOld)), grew,
+                                           /*withElseRegion=*/true);
+          OpBuilder tb = rescale.getThenBodyBuilder();
+          SmallVector<Value> scaled;
+          for (int64_t mt = 0; mt < MT; ++mt)
+            for (int64_t n = 0; n < nbO; ++n)
+              for (int i = 0; i < 4; ++i)
+                scaled.push_back(fmul(tb, iter[oIdx(mt, n, i)], alpha[slotOf(mt, i)]));
+          scf::YieldOp::create(tb, l, scaled);
+          OpBuilder eb = rescale.getElseBodyBuilder();
+          scf::YieldOp::create(eb, l, oOld);
+          oOld.assign(rescale.getResults().begin(), rescale.getResults().end());
+        }
+        for (int64_t mt = 0; mt < MT; ++mt)
+          for (int64_t n = 0; n < nbO; ++n)
+            for (int i = 0; i < 4; ++i)
+              o[mt][n].push_back(oOld[(mt * nbO + n) * 4 + i]);
+        // pa[mt][j]: the A fragment of keys [16j, 16j + 16).
+        SmallVector<SmallVector<SmallVector<Value>>> pa(MT);
+        for (int64_t mt = 0; mt < MT; ++mt)
+          for (int64_t j = 0; j < BK / 16; ++j) {
+            auto W = [&](int64_t nb, int i) { return w[eIdx(mt, nb, i)]; };
+            pa[mt].push_back({pack(b, W(2 * j, 0), W(2 * j, 1)), pack(b, W(2 * j, 2), W(2 * j, 3)),
+                              pack(b, W(2 * j + 1, 0), W(2 * j + 1, 1)),
+                              pack(b, W(2 * j + 1, 2), W(2 * j + 1, 3))});
+          }
+        // O += P V: ldmatrix.trans x4 at V row j*16 + lane%16, column
+        // np*16 + (lane/16)*8 gives the B fragments of n-blocks 2np, 2np+1.
+        Value vLane = gep(b, smemAt(b, vOff), laneV, b.getI8Type());
+        if (cfg.wgmma) {
+          // Keys [16j, 16j + 16) are rows 16j.. of V: 2048 bytes per
+          // step; 64-column blocks of V are BK * 128 bytes apart.
+          Value vDesc = wgmmaDesc(b, add(b, smemAddr, vOff), BK * 128, 1024);
+          SmallVector<Value> descV, acc;
+          for (int64_t j = 0; j < BK / 16; ++j)
+            descV.push_back(wgmmaStep(b, vDesc, j * 2048));
+          for (int64_t n = 0; n < nbO; ++n)
+            acc.append(o[0][n].begin(), o[0][n].end());
+          acc = wgmmaChain(b, Dv, acc, {}, pa[0], descV, /*transB=*/true);
+          for (int64_t n = 0; n < nbO; ++n)
+            for (int i = 0; i < 4; ++i)
+              o[0][n][i] = acc[n * 4 + i];
+        }
+        for (int64_t j = 0; j < BK / 16 && !cfg.wgmma; ++j) {
+          for (int64_t np = 0; np < Dv / 16; ++np) {
+            Value p = gep(b, vLane, ci32(b, (j * 16 * vStride + np * 16) * 2), b.getI8Type());
+            SmallVector<Value> vb = ldmatrix4(b, p, true);
+            for (int64_t mt = 0; mt < MT; ++mt) {
+              o[mt][2 * np] = mma(b, pa[mt][j], {vb[0], vb[1]}, o[mt][2 * np]);
+              o[mt][2 * np + 1] = mma(b, pa[mt][j], {vb[2], vb[3]}, o[mt][2 * np + 1]);
+            }
+          }
+        }
+        for (auto &tile : o)
+          for (auto &blk : tile)
+            next.append(blk.begin(), blk.end());
+        return next;
+      };
+      SmallVector<Value> next;
+      if (!runTimeClasses) {
+        next = tileBody(b, iter, {});
+      } else {
+        // Data-dependent masks (documents, ...) have no KV range: their
+        // keep flags come first, and a warp none of whose rows keeps a
+        // key of the tile skips it (warp vote; the branch is uniform
+        // within the warp, as mma.sync needs; with wgmma, a warpgroup
+        // vote).
+        OpBuilder &db = b;
+        SmallVector<Type> keepTypes(nElems + 1, b.getI1Type());
+        auto keepIf = scf::IfOp::create(db, l, keepTypes, isFull, /*withElseRegion=*/true);
+        {
+          OpBuilder tb = keepIf.getThenBodyBuilder();
+          scf::YieldOp::create(
+              tb, l, SmallVector<Value>(nElems + 1, arith::ConstantIntOp::create(tb, l, 1, 1)));
+          OpBuilder eb = keepIf.getElseBodyBuilder();
+          SmallVector<Value> keeps = tileKeeps(eb, k0);
+          Value anyKeep = keeps.back();
+          keeps.back() = cfg.wgmma ? warpgroupAny(eb, anyKeep, group)
+                                   : NVVM::VoteSyncOp::create(eb, l, eb.getI1Type(), ci32(eb, -1),
+                                                              anyKeep, NVVM::VoteSyncKind::any)
+                                         .getResult();
+          scf::YieldOp::create(eb, l, keeps);
+        }
+        SmallVector<Value> keeps(keepIf.getResults().begin(), keepIf.getResults().begin() + nElems);
+        auto liveIf = scf::IfOp::create(db, l, iter.getTypes(), keepIf.getResult(nElems),
+                                        /*withElseRegion=*/true);
+        OpBuilder tb = liveIf.getThenBodyBuilder();
+        SmallVector<Value> liveNext = tileBody(tb, iter, keeps);
+        scf::YieldOp::create(tb, l, liveNext.empty() ? SmallVector<Value>(iter) : liveNext);
+        OpBuilder eb = liveIf.getElseBodyBuilder();
+        scf::YieldOp::create(eb, l, iter);
+        next.assign(liveIf.getResults().begin(), liveIf.getResults().end());
+      }
+      if (hadError || next.empty()) {
+        hadError = true;
+        return SmallVector<Value>(iter);
+      }
+      // The next entry's prefetch overwrites this stage.
+      gpu::BarrierOp::create(b, l);
+      return next;
+    };
+
+    ValueRange results;
+    if (!runTimeClasses) {
+      auto loop = scf::ForOp::create(
+          b, l, ci32(b, 0), nTiles, ci32(b, 1), init,
+          [&](OpBuilder &b, Location l, Value t, ValueRange iter) {
+            scf::YieldOp::create(b, l, kvStep(b, t, t, Value(), iter, [&](OpBuilder &b, Value tn) {
+                                   Value more = arith::CmpIOp::create(
+                                       b, l, arith::CmpIPredicate::slt, tn, nTiles);
+                                   auto ifOp = scf::IfOp::create(b, l, more, false);
+                                   OpBuilder tb = ifOp.getThenBodyBuilder();
+                                   loadKV(tb, tn, tn);
+                                   NVVM::CpAsyncCommitGroupOp::create(b, l);
+                                 }));
+          });
+      results = loop.getResults();
+    } else {
+      // Chunks of KV tiles: classify, list the live ones, then the pipelined
+      // loop over the list (its own prologue; drained at the end).
+      auto chunks = scf::ForOp::create(
+          b, l, ci32(b, 0), nTiles, ci32(b, kClassChunk), init,
+          [&](OpBuilder &b, Location l, Value c0, ValueRange iter) {
+            classifyChunk(b, c0);
+            Value count = compactChunk(b, c0);
+            auto prefetch = [&](OpBuilder &b, Value e) {
+              Value more = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, e, count);
+              auto ifOp = scf::IfOp::create(b, l, more, false);
+              OpBuilder tb = ifOp.getThenBodyBuilder();
+              loadKV(tb, e, listedTile(tb, c0, e).first);
+              NVVM::CpAsyncCommitGroupOp::create(b, l);
             };
-            SmallVector<Value> scored;
-            if (!keepsIn.empty()) {
-              scored = emitScores(b, /*masked=*/true, keepsIn);
-            } else {
-              auto scoreIf = scf::IfOp::create(b, l, tileTypes, isFull,
-                                               /*withElseRegion=*/true);
-              OpBuilder tb = scoreIf.getThenBodyBuilder();
-              scf::YieldOp::create(tb, l, emitScores(tb, /*masked=*/false, {}));
-              OpBuilder eb = scoreIf.getElseBodyBuilder();
-              scf::YieldOp::create(eb, l, emitScores(eb, /*masked=*/true, {}));
-              scored.assign(scoreIf.getResults().begin(), scoreIf.getResults().end());
-            }
-            if (hadError)
-              return {};
-            SmallVector<Value> tileMax(RS, negInf), tv(nElems), keepv(nElems);
-            for (int64_t mt = 0; mt < MT; ++mt)
-              for (int64_t nb = 0; nb < nbS; ++nb)
-                for (int i = 0; i < 4; ++i) {
-                  int64_t e = eIdx(mt, nb, i);
-                  tv[e] = scored[e];
-                  if (!softmax)
-                    keepv[e] = scored[nElems + e];
-                  tileMax[slotOf(mt, i)] = fmax(b, tileMax[slotOf(mt, i)], tv[e]);
-                }
-            // Row maxima across the 4 threads of a row (a quad).
-            for (int64_t x : {1, 2})
-              for (int64_t rs = 0; rs < RS; ++rs)
-                tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
-            // Lazy rescaling (softmax): a warp keeps its running maxima while
-            // no row's maximum grew by more than 2^8 (kLazyLog2 in the log2
-            // domain), so P stays <= 256 and most tiles skip the rescale of O
-            // (MT * Dv/2 multiplies on the path to P.V). The result is exact:
-            // O and l share the stale reference, and O / l cancels it.
-            SmallVector<Value> mNew(RS), ref(RS), negRef(RS), alpha(RS), sum(RS);
-            Value grew;
-            if (softmax) {
-              Value anyGrow = arith::ConstantIntOp::create(b, l, 0, 1);
-              for (int64_t rs = 0; rs < RS; ++rs) {
-                Value tm = foldScale ? fmul(b, tileMax[rs], scaleLog2) : tileMax[rs];
-                mNew[rs] = fmax(b, iter[rs], tm);
-                Value g = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, mNew[rs],
-                                                fadd(b, iter[rs], cf32(b, kLazyLog2)));
-                anyGrow = arith::OrIOp::create(b, l, anyGrow, g);
-              }
-              grew = NVVM::VoteSyncOp::create(b, l, b.getI1Type(), ci32(b, -1), anyGrow,
-                                              NVVM::VoteSyncKind::any);
-            }
-            for (int64_t rs = 0; rs < RS; ++rs) {
-              Value tm = foldScale ? fmul(b, tileMax[rs], scaleLog2) : tileMax[rs];
-              mNew[rs] = softmax ? select(b, grew, fmax(b, iter[rs], tm), iter[rs])
-                                 : fmax(b, iter[rs], tm);
-              // A row that has seen no key keeps m = -inf; use 0 as its
-              // reference so that 2^(-inf - ref) = 0 instead of NaN.
-              Value isNinf =
-                  arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mNew[rs], negInf);
-              ref[rs] = select(b, isNinf, zero, mNew[rs]);
-              negRef[rs] = arith::NegFOp::create(b, l, ref[rs]);
-              alpha[rs] = ex2(b, fsub(b, iter[rs], ref[rs]));
-              sum[rs] = fmul(b, alpha[rs], iter[RS + rs]);
-            }
-            // P (weights) packed as A fragments of P.V, 16 keys per chunk.
-            SmallVector<Value> w(nElems);
-            for (int64_t mt = 0; mt < MT; ++mt)
-              for (int64_t nb = 0; nb < nbS; ++nb)
-                for (int i = 0; i < 4; ++i) {
-                  int64_t e = eIdx(mt, nb, i), rs = slotOf(mt, i);
-                  Value p = foldScale
-                                ? ex2(b, LLVM::FMAOp::create(b, l, tv[e], scaleLog2, negRef[rs]))
-                                : ex2(b, fsub(b, tv[e], ref[rs]));
-                  sum[rs] = fadd(b, sum[rs], p);
-                  if (softmax) {
-                    w[e] = p;
-                  } else {
-                    // sigmoid(s') = 1 / (1 + 2^(-t)); masked keys weigh 0.
-                    Value ex = ex2(b, arith::NegFOp::create(b, l, tv[e]));
-                    Value sg = arith::DivFOp::create(b, l, one, fadd(b, one, ex));
-                    w[e] = select(b, keepv[e], sg, zero);
-                  }
-                }
-            SmallVector<Value> next(mNew.begin(), mNew.end());
-            next.append(sum.begin(), sum.end());
-            SmallVector<SmallVector<SmallVector<Value, 4>>> o(
-                MT, SmallVector<SmallVector<Value, 4>>(nbO));
-            SmallVector<Value> oOld(iter.begin() + 2 * RS, iter.end());
-            if (softmax) {
-              // O *= alpha only when some row's reference moved.
-              auto rescale = scf::IfOp::create(b, l, TypeRange(ValueRange(oOld)), grew,
-                                               /*withElseRegion=*/true);
-              OpBuilder tb = rescale.getThenBodyBuilder();
-              SmallVector<Value> scaled;
-              for (int64_t mt = 0; mt < MT; ++mt)
-                for (int64_t n = 0; n < nbO; ++n)
-                  for (int i = 0; i < 4; ++i)
-                    scaled.push_back(fmul(tb, iter[oIdx(mt, n, i)], alpha[slotOf(mt, i)]));
-              scf::YieldOp::create(tb, l, scaled);
-              OpBuilder eb = rescale.getElseBodyBuilder();
-              scf::YieldOp::create(eb, l, oOld);
-              oOld.assign(rescale.getResults().begin(), rescale.getResults().end());
-            }
-            for (int64_t mt = 0; mt < MT; ++mt)
-              for (int64_t n = 0; n < nbO; ++n)
-                for (int i = 0; i < 4; ++i)
-                  o[mt][n].push_back(oOld[(mt * nbO + n) * 4 + i]);
-            // pa[mt][j]: the A fragment of keys [16j, 16j + 16).
-            SmallVector<SmallVector<SmallVector<Value>>> pa(MT);
-            for (int64_t mt = 0; mt < MT; ++mt)
-              for (int64_t j = 0; j < BK / 16; ++j) {
-                auto W = [&](int64_t nb, int i) { return w[eIdx(mt, nb, i)]; };
-                pa[mt].push_back({pack(b, W(2 * j, 0), W(2 * j, 1)),
-                                  pack(b, W(2 * j, 2), W(2 * j, 3)),
-                                  pack(b, W(2 * j + 1, 0), W(2 * j + 1, 1)),
-                                  pack(b, W(2 * j + 1, 2), W(2 * j + 1, 3))});
-              }
-            // O += P V: ldmatrix.trans x4 at V row j*16 + lane%16, column
-            // np*16 + (lane/16)*8 gives the B fragments of n-blocks 2np, 2np+1.
-            Value vLane = gep(b, smemAt(b, vOff), laneV, b.getI8Type());
-            if (cfg.wgmma) {
-              // Keys [16j, 16j + 16) are rows 16j.. of V: 2048 bytes per
-              // step; 64-column blocks of V are BK * 128 bytes apart.
-              Value vDesc = wgmmaDesc(b, add(b, smemAddr, vOff), BK * 128, 1024);
-              SmallVector<Value> descV, acc;
-              for (int64_t j = 0; j < BK / 16; ++j)
-                descV.push_back(wgmmaStep(b, vDesc, j * 2048));
-              for (int64_t n = 0; n < nbO; ++n)
-                acc.append(o[0][n].begin(), o[0][n].end());
-              acc = wgmmaChain(b, Dv, acc, {}, pa[0], descV, /*transB=*/true);
-              for (int64_t n = 0; n < nbO; ++n)
-                for (int i = 0; i < 4; ++i)
-                  o[0][n][i] = acc[n * 4 + i];
-            }
-            for (int64_t j = 0; j < BK / 16 && !cfg.wgmma; ++j) {
-              for (int64_t np = 0; np < Dv / 16; ++np) {
-                Value p = gep(b, vLane, ci32(b, (j * 16 * vStride + np * 16) * 2), b.getI8Type());
-                SmallVector<Value> vb = ldmatrix4(b, p, true);
-                for (int64_t mt = 0; mt < MT; ++mt) {
-                  o[mt][2 * np] = mma(b, pa[mt][j], {vb[0], vb[1]}, o[mt][2 * np]);
-                  o[mt][2 * np + 1] = mma(b, pa[mt][j], {vb[2], vb[3]}, o[mt][2 * np + 1]);
-                }
-              }
-            }
-            for (auto &tile : o)
-              for (auto &blk : tile)
-                next.append(blk.begin(), blk.end());
-            return next;
-          };
-          SmallVector<Value> next;
-          if (!runTimeClasses) {
-            next = tileBody(b, iter, {});
-          } else {
-            // Data-dependent masks (documents, ...) have no KV range: their
-            // keep flags come first, and a warp none of whose rows keeps a
-            // key of the tile skips it (warp vote; the branch is uniform
-            // within the warp, as mma.sync needs; with wgmma, a warpgroup
-            // vote).
-            OpBuilder &db = b;
-            SmallVector<Type> keepTypes(nElems + 1, b.getI1Type());
-            auto keepIf = scf::IfOp::create(db, l, keepTypes, isFull, /*withElseRegion=*/true);
-            {
-              OpBuilder tb = keepIf.getThenBodyBuilder();
-              scf::YieldOp::create(
-                  tb, l, SmallVector<Value>(nElems + 1, arith::ConstantIntOp::create(tb, l, 1, 1)));
-              OpBuilder eb = keepIf.getElseBodyBuilder();
-              SmallVector<Value> keeps = tileKeeps(eb, k0);
-              Value anyKeep = keeps.back();
-              keeps.back() = cfg.wgmma
-                                 ? warpgroupAny(eb, anyKeep, group)
-                                 : NVVM::VoteSyncOp::create(eb, l, eb.getI1Type(), ci32(eb, -1),
-                                                            anyKeep, NVVM::VoteSyncKind::any)
-                                       .getResult();
-              scf::YieldOp::create(eb, l, keeps);
-            }
-            SmallVector<Value> keeps(keepIf.getResults().begin(),
-                                     keepIf.getResults().begin() + nElems);
-            auto liveIf = scf::IfOp::create(db, l, iter.getTypes(), keepIf.getResult(nElems),
-                                            /*withElseRegion=*/true);
-            OpBuilder tb = liveIf.getThenBodyBuilder();
-            SmallVector<Value> liveNext = tileBody(tb, iter, keeps);
-            scf::YieldOp::create(tb, l, liveNext.empty() ? SmallVector<Value>(iter) : liveNext);
-            OpBuilder eb = liveIf.getElseBodyBuilder();
-            scf::YieldOp::create(eb, l, iter);
-            next.assign(liveIf.getResults().begin(), liveIf.getResults().end());
-          }
-          if (hadError || next.empty()) {
-            hadError = true;
-            SmallVector<Value> same(iter);
-            if (runTimeClasses)
-              same.append(shiftFlags(flags, liveNext, fullNext));
-            scf::YieldOp::create(b, l, same);
-            return;
-          }
-          // The next iteration's prefetch overwrites this stage.
-          gpu::BarrierOp::create(b, l);
-          if (runTimeClasses) {
-            scf::YieldOp::create(b, l, next);
-            b.setInsertionPointToStart(&liveTile.getElseRegion().front());
-            scf::YieldOp::create(b, l, iter);
-            b.setInsertionPointAfter(liveTile);
-            next.assign(liveTile.getResults().begin(), liveTile.getResults().end());
-            next.append(shiftFlags(flags, liveNext, fullNext));
-          }
-          scf::YieldOp::create(b, l, next);
-        });
+            for (int64_t st = 0; st + 1 < stages; ++st)
+              prefetch(b, ci32(b, st));
+            auto loop = scf::ForOp::create(
+                b, l, ci32(b, 0), count, ci32(b, 1), iter,
+                [&](OpBuilder &b, Location l, Value i, ValueRange state) {
+                  auto [t, full] = listedTile(b, c0, i);
+                  scf::YieldOp::create(b, l, kvStep(b, i, t, full, state, prefetch));
+                });
+            NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(0));
+            scf::YieldOp::create(b, l, loop.getResults());
+          });
+      results = chunks.getResults();
+    }
     if (hadError)
       return failure();
     NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(0));
 
     // Finalize: full row sums across the quad; O = acc / l; LSE.
-    ValueRange res = loop.getResults();
+    ValueRange res = results;
     for (int64_t rs = 0; rs < RS; ++rs) {
       Value lsum = res[RS + rs];
       for (int64_t x : {1, 2})
