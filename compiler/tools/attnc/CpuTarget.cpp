@@ -108,7 +108,8 @@ bool attnc::driver::emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog,
   if (!module)
     return false;
   pipeline::CpuOptions options;
-  options.headDim = headDimFlag() ? headDimFlag() : (k->headDims.empty() ? 128 : k->headDims.front());
+  options.headDim =
+      headDimFlag() ? headDimFlag() : (k->headDims.empty() ? 128 : k->headDims.front());
   if (!applyTileFlags(options) || mlir::failed(pipeline::lowerToTiled(*module, options)))
     return false;
   if (stage == CpuStage::Tiled) {
@@ -132,9 +133,8 @@ bool attnc::driver::emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog,
 }
 
 bool attnc::driver::emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &prog,
-                                  const std::string &kernel,
-                                  const std::vector<std::string> &params, const std::string &dtype,
-                                  const std::string &outPath) {
+                                  const std::string &kernel, const std::vector<std::string> &params,
+                                  const std::string &dtype, const std::string &outPath) {
   registerCpu(ctx);
   if (outPath == "-" || outPath.empty()) {
     llvm::errs() << "attnc: error: --emit=obj needs -o FILE.o (the header goes next to it)\n";
@@ -157,7 +157,8 @@ bool attnc::driver::emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &pr
   if (!module)
     return false;
   pipeline::CpuOptions options;
-  options.headDim = headDimFlag() ? headDimFlag() : (k->headDims.empty() ? 128 : k->headDims.front());
+  options.headDim =
+      headDimFlag() ? headDimFlag() : (k->headDims.empty() ? 128 : k->headDims.front());
   options.dtype = dtype;
   if (!applyTileFlags(options))
     return false;
@@ -168,9 +169,9 @@ bool attnc::driver::emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &pr
   }
   llvm::SmallString<128> headerPath(outPath);
   llvm::sys::path::replace_extension(headerPath, "h");
-  for (auto [path, data] : {std::pair<std::string, std::string *>(outPath, &art->object),
-                            std::pair<std::string, std::string *>(headerPath.str().str(),
-                                                                  &art->header)}) {
+  for (auto [path, data] :
+       {std::pair<std::string, std::string *>(outPath, &art->object),
+        std::pair<std::string, std::string *>(headerPath.str().str(), &art->header)}) {
     std::error_code ec;
     llvm::raw_fd_ostream os(path, ec);
     if (ec) {
@@ -237,8 +238,8 @@ attnc::driver::runCpu(mlir::MLIRContext &ctx, const dsl::Program &prog, const ds
     auto start = std::chrono::steady_clock::now();
     if (rt::Status s = (*kernel)->launch(args); !s)
       return makeError(s.message());
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                    .count();
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     result.bestMs = std::min(result.bestMs, ms);
   }
   result.repeats = repeats;

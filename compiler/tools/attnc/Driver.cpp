@@ -219,10 +219,11 @@ bool attnc::driver::runKernel(mlir::MLIRContext &ctx, const dsl::Program &prog,
     return fail("--shape '" + options.shape + "' needs " + llvm::formatv("{0:e2}", elems).str() +
                 " elements for Q, K, V and O; attnc run takes at most 2^28");
   if (!k->headDims.empty() && !llvm::is_contained(k->headDims, shape.D))
-    return fail("kernel '" + k->name + "' is declared for head_dim " +
-                llvm::join(llvm::map_range(k->headDims, [](int64_t d) { return std::to_string(d); }),
-                           ", ") +
-                ", not " + std::to_string(shape.D));
+    return fail(
+        "kernel '" + k->name + "' is declared for head_dim " +
+        llvm::join(llvm::map_range(k->headDims, [](int64_t d) { return std::to_string(d); }),
+                   ", ") +
+        ", not " + std::to_string(shape.D));
   if (options.qOffset < 0)
     return fail("--q-offset must be non-negative");
   bool useInterp = options.target == "interp";
@@ -241,7 +242,8 @@ bool attnc::driver::runKernel(mlir::MLIRContext &ctx, const dsl::Program &prog,
     return fail("kernel '" + k->name + "' is not declared for dtype " +
                 dsl::toString(options.dtype).str());
 
-  auto bindings = reference::parseBindings(*k, shape, options.params, options.seed, options.qOffset);
+  auto bindings =
+      reference::parseBindings(*k, shape, options.params, options.seed, options.qOffset);
   if (!bindings)
     return fail(llvm::toString(bindings.takeError()));
   bindings->qOffset = options.qOffset;
@@ -305,8 +307,8 @@ bool attnc::driver::runKernel(mlir::MLIRContext &ctx, const dsl::Program &prog,
     O = std::move(ref->O);
     LSE = std::move(ref->LSE);
   }
-  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                  .count();
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   double sum = 0, sumAbs = 0;
   for (double x : O) {
     sum += x;
@@ -338,7 +340,7 @@ bool attnc::driver::runKernel(mlir::MLIRContext &ctx, const dsl::Program &prog,
   double tol = useCuda ? 1e-2 : 1e-5;
   bool ok = errO <= tol && errLSE <= tol;
   os << "check vs float64 reference: rel err O " << llvm::format("%.3e", errO) << ", LSE "
-     << llvm::format("%.3e", errLSE) << " (tolerance " << llvm::format("%.0e", tol) << "): "
-     << (ok ? "PASS" : "FAIL") << "\n";
+     << llvm::format("%.3e", errLSE) << " (tolerance " << llvm::format("%.0e", tol)
+     << "): " << (ok ? "PASS" : "FAIL") << "\n";
   return ok;
 }

@@ -39,8 +39,7 @@ int64_t headDimFlag();
 /// kernel when empty. MLIRGen with `params` (NAME=VALUE const
 /// specializations), then inlined and simplified. Prints an error and returns
 /// null on failure; `decl` receives the kernel's declaration.
-mlir::OwningOpRef<mlir::ModuleOp> genInlinedKernel(mlir::MLIRContext &ctx,
-                                                   const dsl::Program &prog,
+mlir::OwningOpRef<mlir::ModuleOp> genInlinedKernel(mlir::MLIRContext &ctx, const dsl::Program &prog,
                                                    const std::string &kernel,
                                                    const std::vector<std::string> &params,
                                                    const dsl::KernelDecl *&decl);

@@ -3,6 +3,7 @@
 #include "TilesTarget.h"
 
 #include "attnc/Analysis/TileClasses.h"
+#include "attnc/Analysis/TileStrategy.h"
 #include "attnc/Dialect/Attn/IR/AttnOps.h"
 
 #include "mlir/IR/MLIRContext.h"
@@ -170,5 +171,38 @@ bool attnc::driver::emitTiles(mlir::MLIRContext &ctx, const dsl::Program &prog,
   if (!classifier.unmodeledOps().empty())
     os << "note: ops not modeled (any value): " << llvm::join(classifier.unmodeledOps(), ", ")
        << "\n";
+  return true;
+}
+
+bool attnc::driver::emitTileRemarks(mlir::MLIRContext &ctx, const dsl::Program &prog,
+                                    const std::string &kernel,
+                                    const std::vector<std::string> &params) {
+  std::vector<std::string> names;
+  if (!kernel.empty())
+    names.push_back(kernel);
+  else
+    for (const auto &k : prog.main->kernels)
+      names.push_back(k->name);
+  for (const std::string &name : names) {
+    const dsl::KernelDecl *decl = prog.lookupKernel(name);
+    if (!decl)
+      return fail("no kernel named '" + name + "'");
+    // Const parameters of this kernel only (a file's kernels differ).
+    std::vector<std::string> consts;
+    for (const std::string &p : params) {
+      llvm::StringRef pname = llvm::StringRef(p).split('=').first.trim();
+      if (llvm::any_of(decl->constParams, [&](const auto &c) { return c.name == pname; }))
+        consts.push_back(p);
+    }
+    const dsl::KernelDecl *unused = nullptr;
+    auto module = genInlinedKernel(ctx, prog, name, consts, unused);
+    if (!module)
+      return false;
+    module->walk([&](mlir::attn::AttentionOp att) {
+      auto k = att->getParentOfType<mlir::attn::KernelOp>();
+      for (const std::string &line : mlir::attn::analyzeTileStrategy(att).describe())
+        mlir::emitRemark(k ? k.getLoc() : att.getLoc()) << "kernel '" << name << "': " << line;
+    });
+  }
   return true;
 }

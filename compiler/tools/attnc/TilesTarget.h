@@ -27,6 +27,14 @@ struct TilesOptions {
 bool emitTiles(mlir::MLIRContext &ctx, const dsl::Program &prog, const TilesOptions &options,
                llvm::raw_ostream &os);
 
+/// `attnc --remarks`: for `kernel` (every kernel of the file when empty),
+/// remarks at the kernel's source location on how the backends skip work
+/// for its mask (attnc/Analysis/TileStrategy.h): closed-form ranges or
+/// classes at launch, how each tensor read takes part, what stays PARTIAL.
+/// `params` as for --emit (runtime scalars are ignored here).
+bool emitTileRemarks(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::string &kernel,
+                     const std::vector<std::string> &params);
+
 } // namespace attnc::driver
 
 #endif // ATTNC_TOOLS_TILESTARGET_H

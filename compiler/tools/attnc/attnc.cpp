@@ -121,6 +121,10 @@ cl::opt<int64_t> cudaClassChunk(
     "cuda-class-chunk",
     cl::desc("CUDA target, data-dependent masks: KV tiles classified per pass (0: default)"),
     cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<bool> remarks("remarks",
+                      cl::desc("Remarks on how the mask's tiles are skipped (closed form, at "
+                               "launch, what stays PARTIAL), for --kernel or every kernel"),
+                      cl::init(false));
 cl::opt<dsl::ElemType> dtype("dtype", cl::desc("Input element type"), cl::init(dsl::ElemType::F32),
                              cl::values(clEnumValN(dsl::ElemType::F32, "f32", "float32"),
                                         clEnumValN(dsl::ElemType::F16, "f16", "float16"),
@@ -179,6 +183,9 @@ int main(int argc, char **argv) {
       dsl::loadProgram(sm, ctx, inputFile == "-" ? std::string("<stdin>") : std::string(inputFile),
                        feOptions, stdinText ? std::optional<StringRef>(*stdinText) : std::nullopt);
   if (!prog)
+    return 1;
+
+  if (remarks && !driver::emitTileRemarks(ctx, *prog, kernelName, {params.begin(), params.end()}))
     return 1;
 
   if (runCmd) {

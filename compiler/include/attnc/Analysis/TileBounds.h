@@ -28,8 +28,8 @@ namespace mlir::attn {
 bool maskIsAlwaysTrue(AttentionOp attention);
 
 /// Whether a backend should classify the mask's tiles at run time: masks
-/// that read tensor data (documents, prefix-LM, global tokens, block masks)
-/// have no closed-form KV range, and masks with integer division or
+/// that read integer or bool tensor data (documents, prefix-LM, global
+/// tokens, block masks) have no closed-form KV range, and masks with integer division or
 /// remainder (2-D neighborhoods, dilation, blocks) leave EMPTY tiles inside
 /// the range's hull.
 bool needsRunTimeTileClasses(AttentionOp attention);
