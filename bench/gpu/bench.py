@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 from triton.testing import do_bench
 
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -113,7 +113,10 @@ def alibi_slopes(h):
 
 def make_case(name, B, Hq, Hkv, N, D, gen):
     """Returns dict(kernel file stem, mask_mod, score_mod, dense mask fn, params, sdpa)."""
-    c = dict(ptx=None, mask=None, score=None, params={}, sdpa=None, gqa=Hq != Hkv)
+    # mask_bh: the mask depends on (b, h) as well, so Flex's BlockMask must be
+    # built per batch / head (create_block_mask(B, H)), not broadcast.
+    c = dict(ptx=None, mask=None, score=None, params={}, sdpa=None, gqa=Hq != Hkv,
+             mask_bh=(None, None))
     if name == "full":
         c.update(ptx="full_attention", sdpa=dict(is_causal=False))
     elif name == "causal":
@@ -129,7 +132,7 @@ def make_case(name, B, Hq, Hkv, N, D, gen):
         # A prefix of N/8 .. N/2 tokens per sequence sees itself bidirectionally.
         plen = torch.randint(N // 8, N // 2 + 1, (B,), generator=gen, dtype=torch.int32).cuda()
         c.update(ptx="prefix_lm_attention", mask=lambda b, h, q, k: (q >= k) | (k < plen[b]),
-                 params={"prefix_len": plen})
+                 params={"prefix_len": plen}, mask_bh=(B, None))
     elif name == "longformer":
         # Local window R = 256 (the kernel's default: 512 keys around the
         # query) plus 64 random global tokens.
@@ -152,11 +155,26 @@ def make_case(name, B, Hq, Hkv, N, D, gen):
         pick = r.topk(min(kb - 1, nb), dim=-1).indices
         sel = torch.zeros(B, Hq, nb, nb, dtype=torch.int32)
         sel.scatter_(-1, pick, 1)
-        sel = sel * below + torch.eye(nb, dtype=torch.int32)
-        sel = sel.contiguous().cuda()
-        c.update(ptx="block_sparse_causal_attention",
-                 mask=lambda b, h, q, k: (q >= k) & (sel[b, h, q // 128, k // 128] != 0),
-                 params={"blocks": sel})
+        full_sel = sel * below
+        sel = (full_sel + torch.eye(nb, dtype=torch.int32)).contiguous().cuda()
+        full_sel = full_sel.cuda()
+        mask = lambda b, h, q, k: (q >= k) & (sel[b, h, q // 128, k // 128] != 0)
+
+        def flex_block_mask():
+            # What a top-k method hands Flex: the selection as block lists
+            # (the diagonal block partial, the others full), not a dense
+            # evaluation (create_block_mask per head needs B*H*N*N bytes).
+            diag = torch.arange(nb, device="cuda", dtype=torch.int32)
+            kv_num = torch.ones(B, Hq, nb, device="cuda", dtype=torch.int32)
+            kv_idx = torch.zeros(B, Hq, nb, nb, device="cuda", dtype=torch.int32)
+            kv_idx[..., 0] = diag
+            full_num = full_sel.sum(-1, dtype=torch.int32)
+            full_idx = torch.argsort(full_sel, dim=-1, descending=True, stable=True).to(torch.int32)
+            return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=128,
+                                            mask_mod=mask)
+
+        c.update(ptx="block_sparse_causal_attention", mask=mask, params={"blocks": sel},
+                 mask_bh=(B, Hq), flex_block_mask=flex_block_mask)
     elif name == "natten2d":
         # A 2-D neighborhood (13 x 13) on a ROWS x COLS image of N tokens;
         # the PTX is built for these constants (build-ptx.sh).
@@ -259,7 +277,8 @@ def run_case(name, B, Hq, Hkv, N, D, dtype, ptx_dir, check_only, flex_compiled, 
     bm = None
     if use_flex:
         if mask_mod is not None:
-            bm = create_block_mask(mask_mod, None, None, N, N, device="cuda")
+            bm = (case["flex_block_mask"]() if "flex_block_mask" in case else
+                  create_block_mask(mask_mod, *case["mask_bh"], N, N, device="cuda"))
         of = flex_compiled(q, k, v, score_mod=score_mod, block_mask=bm, enable_gqa=case["gqa"])
         row["err_flex"] = rel_err(of[:1, heads], ref)
     o_sdpa = {}
@@ -291,7 +310,9 @@ def run_case(name, B, Hq, Hkv, N, D, dtype, ptx_dir, check_only, flex_compiled, 
         row["flex_ms"] = msf
     if use_flex and mask_mod is not None:
         row["blockmask_ms"] = do_bench(
-            lambda: create_block_mask(mask_mod, None, None, N, N, device="cuda"), warmup=2,
+            case.get("flex_block_mask",
+                     lambda: create_block_mask(mask_mod, *case["mask_bh"], N, N, device="cuda")),
+            warmup=2,
             rep=20, return_mode="median")
     for label, backend in (("fa2", SDPBackend.FLASH_ATTENTION),
                            ("cudnn", SDPBackend.CUDNN_ATTENTION)):

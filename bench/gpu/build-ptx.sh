@@ -46,6 +46,26 @@ VARIANT=_q64k96r bench_set bf16 --cuda-block-q=64 --cuda-block-k=96 --cuda-wgmma
 emit prefix_lm.attn prefix_lm_attention 128 bf16
 emit global_local.attn longformer_attention 128 bf16
 emit block_sparse.attn block_sparse_causal_attention 128 bf16
+# The same with one warpgroup per CTA (64 rows), so that two CTAs share an
+# SM: masked rows blocks have few live tiles, and one CTA per SM idles
+# through its own prologue and epilogue.
+# _vote: PARTIAL tiles with the per-warpgroup vote before Q.K^T (the
+# default until entry 18).
+for v in "_q64k64 --cuda-block-q=64 --cuda-block-k=64" "_q64k96 --cuda-block-q=64 --cuda-block-k=96" \
+         "_vote --cuda-partial-vote" "_q64k64vote --cuda-block-q=64 --cuda-block-k=64 --cuda-partial-vote"; do
+  set -- $v
+  flags=$(echo $v | cut -d' ' -f2-)
+  VARIANT=$1 emit document.attn document_attention 128 bf16 $flags
+  VARIANT=$1 emit prefix_lm.attn prefix_lm_attention 128 bf16 $flags
+  VARIANT=$1 emit global_local.attn longformer_attention 128 bf16 $flags
+  VARIANT=$1 emit block_sparse.attn block_sparse_causal_attention 128 bf16 $flags
+  for n in "8192 64 128" "32768 128 256"; do
+    set -- $n
+    "$ATTNC" lib/natten2d.attn --kernel=natten2d_attention --target=cuda --arch="$ARCH" \
+      --emit=ptx --head-dim=128 --dtype=bf16 --param ROWS=$2 --param COLS=$3 --param KR=13 \
+      --param KC=13 $flags -o "$OUT/natten2d_n$1_bf16_d128${v%% *}.ptx"
+  done
+done
 # NATTEN 2-D, 13 x 13 neighborhoods on 64 x 128 (N = 8192) and 128 x 256
 # (N = 32768) images (bench.py --cases natten2d).
 "$ATTNC" lib/natten2d.attn --kernel=natten2d_attention --target=cuda --arch="$ARCH" --emit=ptx \

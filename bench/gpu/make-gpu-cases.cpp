@@ -7,7 +7,7 @@
 // rows, rows with no visible key) on inputs drawn from a seed. Writes a
 // bundle (GpuCases.h) that attnc-gpu-check runs on the GPU machine.
 //
-//   make-gpu-cases OUT [--arch sm_90a] [--mma sync|wgmma] [--class-chunk N]
+//   make-gpu-cases OUT [--arch sm_90a] [--mma sync|wgmma] [--class-chunk N] [--partial-vote]
 //                      [--kernel NAME] [--quick]
 //                      [--jobs N]
 //                      [--ptx FILE.ptx [--param NAME=VALUE]...]
@@ -75,8 +75,9 @@ const std::map<std::string, std::map<std::string, std::string>> kConstOverrides 
 
 struct Options {
   std::string out, arch = "sm_90a", kernel;
-  std::string mma;        // empty: the pipeline's choice for the arch and head dims
-  int64_t classChunk = 0; // data-dependent masks: tiles per class pass (0: default)
+  std::string mma;          // empty: the pipeline's choice for the arch and head dims
+  int64_t classChunk = 0;   // data-dependent masks: tiles per class pass (0: default)
+  bool partialVote = false; // data-dependent masks: warp(group) vote on PARTIAL tiles
   std::vector<std::string> ptx, params;
   bool quick = false;
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
@@ -180,6 +181,7 @@ void runJob(const Options &opts, Job &job) {
     cuda.arch = opts.arch;
     cuda.mma = opts.mma;
     cuda.classChunk = opts.classChunk;
+    cuda.partialVote = opts.partialVote;
     auto compiled = pipeline::compileCudaArtifact(*module, cuda);
     if (!compiled)
       return fail("compile: " + llvm::toString(compiled.takeError()));
@@ -266,7 +268,7 @@ void runJob(const Options &opts, Job &job) {
 
 int usage() {
   std::fprintf(stderr, "usage: make-gpu-cases OUT [--arch sm_90a] [--mma sync|wgmma] "
-                       "[--class-chunk N] "
+                       "[--class-chunk N] [--partial-vote] "
                        "[--kernel NAME] [--quick] [--jobs N] [--ptx FILE.ptx [--param "
                        "NAME=VALUE]...]\n");
   return 2;
@@ -284,6 +286,8 @@ int main(int argc, char **argv) {
       opts.mma = argv[++i];
     else if (a == "--class-chunk" && i + 1 < argc)
       opts.classChunk = std::atoll(argv[++i]);
+    else if (a == "--partial-vote")
+      opts.partialVote = true;
     else if (a == "--kernel" && i + 1 < argc)
       opts.kernel = argv[++i];
     else if (a == "--jobs" && i + 1 < argc)
@@ -374,7 +378,7 @@ int main(int argc, char **argv) {
       std::string(kHeader) + "\n# made by make-gpu-cases --arch " + opts.arch +
       (opts.mma.empty() ? "" : " --mma " + opts.mma) +
       (opts.classChunk ? " --class-chunk " + std::to_string(opts.classChunk) : std::string()) +
-      (opts.quick ? " --quick" : "") + "\n";
+      (opts.partialVote ? " --partial-vote" : "") + (opts.quick ? " --quick" : "") + "\n";
   size_t cases = 0, bytes = 0, failed = 0;
   for (const Job &j : jobs)
     if (j.error.empty())

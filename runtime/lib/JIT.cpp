@@ -488,7 +488,8 @@ KernelCache::Impl::cudaArtifact(mlir::MLIRContext &ctx, const dsl::Program &prog
       " bq=" + std::to_string(cuda.blockQ) + " bk=" + std::to_string(cuda.blockK) +
       " wm=" + std::to_string(cuda.warpMTiles) + " st=" + std::to_string(cuda.stages) +
       " mma=" + cuda.mma + (cuda.wgmmaQInRegs ? " qregs" : "") +
-      (cuda.classChunk ? " chunk=" + std::to_string(cuda.classChunk) : "") + " O" +
+      (cuda.classChunk ? " chunk=" + std::to_string(cuda.classChunk) : "") +
+      (cuda.partialVote ? " vote" : "") + " O" +
       std::to_string(cuda.optLevel);
   if (Status s = build.generate(prog, name, spec, specText); !s)
     return s;

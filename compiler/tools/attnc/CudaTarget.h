@@ -24,6 +24,7 @@ struct CudaEmitOptions {
   std::string mma;                                            // empty: pipeline default
   bool wgmmaQInRegs = false;
   int64_t classChunk = 0;
+  bool partialVote = false;
   std::string outPath = "-";
 };
 

@@ -121,6 +121,11 @@ cl::opt<int64_t> cudaClassChunk(
     "cuda-class-chunk",
     cl::desc("CUDA target, data-dependent masks: KV tiles classified per pass (0: default)"),
     cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<bool> cudaPartialVote(
+    "cuda-partial-vote",
+    cl::desc("CUDA target, data-dependent masks: skip PARTIAL tiles per warp(group) by a vote "
+             "before Q.K^T (default: the mask after Q.K^T)"),
+    cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> remarks("remarks",
                       cl::desc("Remarks on how the mask's tiles are skipped (closed form, at "
                                "launch, what stays PARTIAL), for --kernel or every kernel"),
@@ -233,6 +238,7 @@ int main(int argc, char **argv) {
     o.mma = cudaMma;
     o.wgmmaQInRegs = cudaWgmmaQRegs;
     o.classChunk = cudaClassChunk;
+    o.partialVote = cudaPartialVote;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

@@ -10,11 +10,12 @@
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=softcap_k --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=SOFTCAP
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=alibi_k --target=cuda --emit=ptx --head-dim=64 -o %t.alibi.ptx
 // RUN: FileCheck %s --check-prefix=ALIBI < %t.alibi.ptx.meta
-// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 --cuda-mma=sync | FileCheck %s --check-prefix=DOC
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 --cuda-mma=sync --cuda-partial-vote | FileCheck %s --check-prefix=DOC
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=WGMMA
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=ptx --head-dim=64 -o %t.wg.ptx
 // RUN: FileCheck %s --check-prefix=WGPTX < %t.wg.ptx
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=WGDOC
+// RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 --cuda-partial-vote | FileCheck %s --check-prefix=WGVOTE
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=causal_k --target=cuda --emit=ptx --head-dim=256 | FileCheck %s --check-prefix=WIDE
 // RUN: attnc %S/../cpu/Inputs/kernels.attn --kernel=doc_causal --target=cuda --emit=gpu --head-dim=64 --cuda-class-chunk=4 | FileCheck %s --check-prefix=CHUNK
 // RUN: attnc %lib/natten2d.attn --kernel=natten2d_attention --target=cuda --emit=gpu --head-dim=64 | FileCheck %s --check-prefix=NATTEN
@@ -95,8 +96,8 @@
 // ALIBI: param slopes tensor f32 1 H
 
 // DOC: gpu.func @attnc_doc_causal({{.*}}%arg25: i32, %arg26: !llvm.ptr, %arg27: i32)
-// A data-dependent mask: keep flags before Q.K^T, a warp vote skips the
-// tile's MMAs for warps that keep nothing.
+// A data-dependent mask with --cuda-partial-vote: keep flags before Q.K^T,
+// a warp vote skips the tile's MMAs for warps that keep nothing.
 // DOC: llvm.load {{.*}} invariant : !llvm.ptr<1> -> i32
 // DOC: nvvm.vote.sync any
 // DOC: scf.if
@@ -156,11 +157,16 @@
 // WGDOC: llvm.load {{.*}} : !llvm.ptr<3> -> i8
 // WGDOC: nvvm.cp.async.commit.group
 // WGDOC-NEXT: nvvm.cp.async.wait.group 1
-// Inside a live tile, a warpgroup none of whose rows keeps a key skips
-// its MMAs (named barrier 1 + warpgroup: a wgmma needs all of its 4 warps).
-// WGDOC: bar.red.or.pred q, $2, 128, p;
-// WGDOC: scf.if
+// By default a PARTIAL tile evaluates the mask after Q.K^T (as for index
+// masks): no vote. With --cuda-partial-vote, a warpgroup none of whose rows
+// keeps a key skips its MMAs (named barrier 1 + warpgroup: a wgmma needs
+// all of its 4 warps).
+// WGDOC-NOT: bar.red.or.pred
 // WGDOC: wgmma.mma_async
+// WGDOC-NOT: bar.red.or.pred
+// WGVOTE: bar.red.or.pred q, $2, 128, p;
+// WGVOTE: scf.if
+// WGVOTE: wgmma.mma_async
 
 // D = 256 stays on mma.sync.
 // WIDE: mma.sync.aligned.m16n8k16

@@ -20,6 +20,7 @@ struct NvvmKernelConfig {
   bool wgmma = false;        // warpgroup MMAs (sm_90a) instead of mma.sync
   bool wgmmaQInRegs = false; // wgmma: Q.K^T takes Q from registers
   int64_t classChunk = 1024; // data-dependent masks: KV tiles classified per pass
+  bool partialVote = false;  // data-dependent masks: per-warp(group) skip of PARTIAL tiles
 };
 
 /// Name of the gpu.module and of the kernel entry `attn-to-nvvm` emits for

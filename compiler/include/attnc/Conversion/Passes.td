@@ -109,7 +109,12 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "thread, loaded once) instead of shared memory">,
     Option<"classChunk", "class-chunk", "int64_t", /*default=*/"1024",
            "Data-dependent masks: KV tiles classified per pass (a byte of "
-           "shared memory each)">
+           "shared memory each)">,
+    Option<"partialVote", "partial-vote", "bool", /*default=*/"false",
+           "Data-dependent masks: on PARTIAL tiles, evaluate the mask before "
+           "Q.K^T and skip the MMAs of a warp (warpgroup) none of whose rows "
+           "keeps a key (default: the mask after Q.K^T, as for index masks; "
+           "faster on the H100 for documents, prefix-LM and block masks)">
   ];
 }
 

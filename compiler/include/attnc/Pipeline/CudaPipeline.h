@@ -55,6 +55,7 @@ struct CudaOptions {
   std::string mma;
   bool wgmmaQInRegs = false; // wgmma: Q fragments in registers for Q.K^T
   int64_t classChunk = 0;    // data-dependent masks: tiles classified per pass (0: 1024)
+  bool partialVote = false;  // data-dependent masks: per-warp(group) skip of PARTIAL tiles
   unsigned optLevel = 3;
 };
 

@@ -1249,7 +1249,7 @@ private:
         return next;
       };
       SmallVector<Value> next;
-      if (!runTimeClasses) {
+      if (!runTimeClasses || !cfg.partialVote) {
         next = tileBody(b, iter, {});
       } else {
         // Data-dependent masks (documents, ...) have no KV range: their
@@ -1414,6 +1414,7 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.wgmma = mma == "wgmma";
     cfg.wgmmaQInRegs = wgmmaQInRegs;
     cfg.classChunk = classChunk;
+    cfg.partialVote = partialVote;
     if (cfg.classChunk < 1 || cfg.classChunk > 16384) {
       module.emitError("attn-to-nvvm: class-chunk must be 1 to 16384");
       return signalPassFailure();

@@ -113,6 +113,7 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.wgmmaQInRegs = options.wgmmaQInRegs;
   if (options.classChunk)
     o.classChunk = options.classChunk;
+  o.partialVote = options.partialVote;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
