@@ -384,11 +384,13 @@ KernelCache::get(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::st
     cpu.tileQ = spec.tileQ;
   if (spec.tileK)
     cpu.tileK = spec.tileK;
+  cpu.kvCache = spec.kvCache;
   Build build(ctx, diagnostics);
   std::string specText = "target=cpu dtype=" + spec.dtype + " D=" + std::to_string(cpu.headDim) +
                          " Dv=" + std::to_string(cpu.headDimV) +
                          " tq=" + std::to_string(cpu.tileQ) + " tk=" + std::to_string(cpu.tileK) +
-                         "\ncpu=" + pipeline::hostCpuDescription();
+                         (spec.kvCache ? " kvcache" : "") + "\ncpu=" +
+                         pipeline::hostCpuDescription();
   if (Status s = build.generate(prog, name, spec, specText); !s)
     return s;
   const std::string &key = build.key;

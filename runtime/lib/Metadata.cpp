@@ -71,6 +71,28 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
     std::vector<std::string> values;
     for (std::string tok; ls >> tok;)
       values.push_back(tok);
+    if (key == "kv_cache") {
+      // kv_cache NAME contiguous|paged P all|sink_window|budget SINK WINDOW STORAGE
+      if (values.size() != 7)
+        return bad("kv_cache: expected 7 values");
+      CachePolicyInfo c;
+      c.name = values[0];
+      c.layout = values[1];
+      c.retention = values[3];
+      c.storage = values[6];
+      if (c.layout != "paged" && c.layout != "contiguous")
+        return bad("kv_cache: layout");
+      if (c.retention != "all" && c.retention != "sink_window" && c.retention != "budget")
+        return bad("kv_cache: retention");
+      if (!parseInt(values[2], c.pageSize) || !parseInt(values[4], c.sink) ||
+          !parseInt(values[5], c.window) || c.pageSize < 0 || c.sink < 0 || c.window < 0 ||
+          (c.layout == "paged" && c.pageSize < 1))
+        return bad("kv_cache: sizes");
+      if (info.cache)
+        return bad("kv_cache given twice");
+      info.cache = c;
+      continue;
+    }
     if (key == "param") {
       ParamInfo p;
       if (values.size() < 3)

@@ -2,6 +2,8 @@
 
 #include "attnc/Runtime/Runtime.h"
 
+#include "attnc/Runtime/KvCache.h"
+
 #include "Validate.h"
 
 #include <dlfcn.h>
@@ -194,21 +196,78 @@ const detail::TargetRules &cpuRules() {
   static const detail::TargetRules rules;
   return rules;
 }
+
+/// The kernel always writes LSE; without one wanted, it goes to `scratch`.
+void ensureLse(detail::LaunchPlan &plan, std::vector<float> &scratch) {
+  if (plan.hasLse)
+    return;
+  int64_t B = plan.B, Hq = plan.Hq, Nq = plan.Nq;
+  scratch.resize(std::max<int64_t>(1, B * Hq * Nq));
+  plan.lse.data = reinterpret_cast<char *>(scratch.data());
+  plan.lse.shape = {B, Hq, Nq};
+  plan.lse.strides = {Hq * Nq, Nq, 1};
+}
+
+/// The runtime parameters as the item function takes them (tensors as
+/// memref descriptors, scalars by value).
+struct ParamArgs {
+  std::vector<Descriptor> descs;
+  std::vector<void *> ptrs;
+  explicit ParamArgs(std::vector<detail::ParamValue> &params) {
+    descs.reserve(params.size());
+    for (detail::ParamValue &p : params) {
+      if (p.info->isTensor) {
+        descs.emplace_back(p.tensor);
+        ptrs.push_back(&descs.back().ptr);
+      } else {
+        ptrs.push_back(&p.scalarBits);
+      }
+    }
+  }
+};
+
+/// Runs every (b, h, q-tile) item: Q, K, V, O, LSE, q_offset, the
+/// parameters, `extra` (KV-cache tables), then b, h and the tile. A head's
+/// query tiles are consecutive items, so its K/V stay in cache from one item
+/// to the next (head-inner order measured 1.5x slower on dense 4096/128,
+/// bench/NOTES.md); within a head the last tiles go first: under
+/// causal-like masks they are the most work (longest first). The order
+/// never changes what an item computes.
+void runItems(void (*fn)(void **), void *const (&io)[5], int32_t qOffset,
+              const std::vector<void *> &paramPtrs, const std::vector<void *> &extra, int64_t B,
+              int64_t Hq, int64_t tilesQ, int threads) {
+  parallelFor(B * Hq * tilesQ, threads, [&](int64_t item) {
+    int64_t bh = item / tilesQ;
+    int64_t qtile = tilesQ - 1 - item % tilesQ, h = bh % Hq, b = bh / Hq;
+    void *ptrs[5] = {io[0], io[1], io[2], io[3], io[4]};
+    std::vector<void *> extraCopy(extra);
+    int32_t off = qOffset;
+    std::vector<void *> args;
+    args.reserve(9 + paramPtrs.size() + extra.size());
+    for (void *&p : ptrs)
+      args.push_back(&p);
+    args.push_back(&off);
+    args.insert(args.end(), paramPtrs.begin(), paramPtrs.end());
+    for (void *&p : extraCopy)
+      args.push_back(&p);
+    args.push_back(&b);
+    args.push_back(&h);
+    args.push_back(&qtile);
+    fn(args.data());
+  });
+}
 } // namespace
 
 Status attnc::rt::CpuKernel::launch(const LaunchArgs &a) const {
+  if (kernelInfo.cache)
+    return Status::error("kernel '" + kernelInfo.name + "' was compiled to read KV cache '" +
+                         kernelInfo.cache->name + "': launch it with CacheLaunchArgs");
   auto plan = detail::planLaunch(kernelInfo, a, cpuRules());
   if (!plan)
     return plan.error();
   int64_t B = plan->B, Hq = plan->Hq, Nq = plan->Nq, Nk = plan->Nk, Dv = plan->Dv;
   std::vector<float> lseScratch;
-  if (!plan->hasLse) {
-    // The kernel always writes LSE; give it somewhere to go.
-    lseScratch.resize(std::max<int64_t>(1, B * Hq * Nq));
-    plan->lse.data = reinterpret_cast<char *>(lseScratch.data());
-    plan->lse.shape = {B, Hq, Nq};
-    plan->lse.strides = {Hq * Nq, Nq, 1};
-  }
+  ensureLse(*plan, lseScratch);
 
   if (Nk == 0) {
     // No keys: every row is fully masked (O = 0, LSE = -inf, DESIGN.md).
@@ -227,41 +286,124 @@ Status attnc::rt::CpuKernel::launch(const LaunchArgs &a) const {
   }
 
   Descriptor dQ(plan->q), dK(plan->k), dV(plan->v), dO(plan->o), dL(plan->lse);
-  std::vector<Descriptor> paramDescs;
-  paramDescs.reserve(plan->params.size());
-  std::vector<void *> paramPtrs;
-  for (detail::ParamValue &p : plan->params) {
-    if (p.info->isTensor) {
-      paramDescs.emplace_back(p.tensor);
-      paramPtrs.push_back(&paramDescs.back().ptr);
-    } else {
-      paramPtrs.push_back(&p.scalarBits);
-    }
+  ParamArgs params(plan->params);
+  int64_t tilesQ = (Nq + kernelInfo.tileQ - 1) / kernelInfo.tileQ;
+  void *const io[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
+  runItems(itemFn, io, int32_t(plan->qOffset), params.ptrs, {}, B, Hq, tilesQ, a.numThreads);
+  return Status::ok();
+}
+
+namespace {
+std::string describePolicy(const CachePolicyInfo &p) {
+  std::string s = p.name + " (" + p.layout;
+  if (p.layout == "paged")
+    s += " " + std::to_string(p.pageSize);
+  s += ", " + p.retention;
+  if (p.retention == "sink_window")
+    s += " " + std::to_string(p.sink) + "+" + std::to_string(p.window);
+  return s + ", " + p.storage + ")";
+}
+
+detail::TensorView denseView(void *data, std::vector<int64_t> shape) {
+  detail::TensorView t;
+  t.data = static_cast<char *>(data);
+  t.shape = std::move(shape);
+  t.strides.assign(t.shape.size(), 1);
+  for (int i = int(t.shape.size()) - 2; i >= 0; --i)
+    t.strides[i] = t.strides[i + 1] * t.shape[i + 1];
+  return t;
+}
+} // namespace
+
+Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
+  const KernelInfo &ki = kernelInfo;
+  if (!ki.cache)
+    return Status::error("kernel '" + ki.name +
+                         "' was not compiled for a KV cache (compile it with kvCache)");
+  if (!a.cache)
+    return Status::error("no KV cache given");
+  const KvCache &cache = *a.cache;
+  const CachePolicyInfo &kp = *ki.cache, &cp = cache.options().policy;
+  if (kp.name != cp.name || kp.layout != cp.layout || kp.retention != cp.retention ||
+      kp.sink != cp.sink || kp.window != cp.window || kp.storage != cp.storage ||
+      (kp.layout == "paged" && kp.pageSize != cp.pageSize))
+    return Status::error("kernel '" + ki.name + "' was compiled for cache policy " +
+                         describePolicy(kp) + ", but the cache follows " + describePolicy(cp));
+  if (cp.storage != ki.dtype)
+    return Status::error("cache stores " + cp.storage + " but kernel '" + ki.name + "' reads " +
+                         ki.dtype);
+  const KvCacheOptions &co = cache.options();
+  if (co.headDim != ki.headDim || co.headDimV != ki.headDimV)
+    return Status::error("cache head dims " + std::to_string(co.headDim) + "/" +
+                         std::to_string(co.headDimV) + " but kernel '" + ki.name +
+                         "' was compiled for " + std::to_string(ki.headDim) + "/" +
+                         std::to_string(ki.headDimV));
+  if (!a.q || a.q->ndim != 4)
+    return Status::error("q: expected a [B, Hq, Nq, D] tensor");
+  const int64_t B = int64_t(a.sequences.size()), Nq = a.q->shape[2], Hkv = co.numKvHeads;
+  const int64_t P = cache.pageSize();
+  if (a.q->shape[0] != B)
+    return Status::error("q has batch " + std::to_string(a.q->shape[0]) + " but " +
+                         std::to_string(B) + " sequences are given");
+
+  // The tables the kernel reads (kv_pages, kv_pos, kv_len, q_pos).
+  std::vector<KvCache::SequenceView> views;
+  int64_t maxPages = 1, maxSlots = 1, maxQ = 0;
+  for (int64_t seq : a.sequences) {
+    auto v = cache.view(seq);
+    if (!v)
+      return v.error();
+    if (v->length < Nq)
+      return Status::error("sequence " + std::to_string(seq) + " has " + std::to_string(v->length) +
+                           " tokens, fewer than the " + std::to_string(Nq) +
+                           " queries (append them first)");
+    maxPages = std::max<int64_t>(maxPages, int64_t(v->pages->size()));
+    maxSlots = std::max<int64_t>(maxSlots, v->slots);
+    maxQ = std::max<int64_t>(maxQ, v->length - Nq);
+    views.push_back(*v);
+  }
+  std::vector<int32_t> pages(size_t(B * maxPages), 0), pos(size_t(B * maxSlots), -1), len(B),
+      qpos(B);
+  for (int64_t b = 0; b < B; ++b) {
+    const KvCache::SequenceView &v = views[b];
+    std::copy(v.pages->begin(), v.pages->end(), pages.begin() + b * maxPages);
+    std::copy(v.pos->begin(), v.pos->begin() + v.slots, pos.begin() + b * maxSlots);
+    len[b] = int32_t(v.slots);
+    qpos[b] = int32_t(v.length - Nq);
   }
 
-  int64_t tilesQ = (Nq + kernelInfo.tileQ - 1) / kernelInfo.tileQ;
-  int64_t items = B * Hq * tilesQ;
-  int32_t qOffset = int32_t(plan->qOffset);
-  void *ptrs[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
-  auto fn = itemFn;
-  parallelFor(items, a.numThreads, [&](int64_t item) {
-    // A head's query tiles are consecutive items, so its K/V stay in cache
-    // from one item to the next (head-inner order measured 1.5x slower on
-    // dense 4096/128, bench/NOTES.md); within a head the last tiles go first:
-    // under causal-like masks they are the most work (longest first). The
-    // order never changes what an item computes.
-    int64_t bh = item / tilesQ;
-    int64_t qtile = tilesQ - 1 - item % tilesQ, h = bh % Hq, b = bh / Hq;
-    std::vector<void *> args;
-    args.reserve(9 + paramPtrs.size());
-    for (void *&p : ptrs)
-      args.push_back(&p);
-    args.push_back(&qOffset);
-    args.insert(args.end(), paramPtrs.begin(), paramPtrs.end());
-    args.push_back(&b);
-    args.push_back(&h);
-    args.push_back(&qtile);
-    fn(args.data());
-  });
+  // Q, O, LSE and parameters are checked as for a plain launch, with K/V
+  // stand-ins of the pools' page shape.
+  int64_t kShape[4] = {B, Hkv, P, co.headDim}, vShape[4] = {B, Hkv, P, co.headDimV};
+  int64_t kStrides[4] = {0, P * co.headDim, co.headDim, 1},
+          vStrides[4] = {0, P * co.headDimV, co.headDimV, 1};
+  DLTensor fk = *a.q, fv = *a.q;
+  fk.data = const_cast<void *>(cache.keyPool());
+  fv.data = const_cast<void *>(cache.valuePool());
+  fk.byte_offset = fv.byte_offset = 0;
+  fk.shape = kShape, fk.strides = kStrides;
+  fv.shape = vShape, fv.strides = vStrides;
+  LaunchArgs la;
+  la.q = a.q, la.k = &fk, la.v = &fv, la.o = a.o, la.lse = a.lse;
+  la.qOffset = maxQ;
+  la.params = a.params;
+  auto plan = detail::planLaunch(ki, la, cpuRules());
+  if (!plan)
+    return plan.error();
+  std::vector<float> lseScratch;
+  ensureLse(*plan, lseScratch);
+  const int64_t numPages = co.numPages;
+  Descriptor dQ(plan->q), dO(plan->o), dL(plan->lse);
+  Descriptor dK(denseView(const_cast<void *>(cache.keyPool()), {numPages, Hkv, P, co.headDim}));
+  Descriptor dV(denseView(const_cast<void *>(cache.valuePool()), {numPages, Hkv, P, co.headDimV}));
+  Descriptor dPages(denseView(pages.data(), {B, maxPages})),
+      dPos(denseView(pos.data(), {B, maxSlots})), dLen(denseView(len.data(), {B})),
+      dQpos(denseView(qpos.data(), {B}));
+  ParamArgs params(plan->params);
+  int64_t tilesQ = (Nq + ki.tileQ - 1) / ki.tileQ;
+  void *const io[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
+  // q_offset is unused: q_pos gives each sequence's query positions.
+  runItems(itemFn, io, 0, params.ptrs, {dPages.ptr, dPos.ptr, dLen.ptr, dQpos.ptr}, B, plan->Hq,
+           tilesQ, a.numThreads);
   return Status::ok();
 }

@@ -27,6 +27,25 @@ std::string attnc::pipeline::metadataTypeName(Type t) {
   return "?";
 }
 
+void attnc::pipeline::writeCacheMetadata(attn::KernelOp kernel, llvm::raw_ostream &os) {
+  auto ref = kernel->getAttrOfType<FlatSymbolRefAttr>("attn.cache");
+  auto policy =
+      ref ? dyn_cast_or_null<attn::CachePolicyOp>(SymbolTable::lookupNearestSymbolFrom(kernel, ref))
+          : attn::CachePolicyOp();
+  if (!policy)
+    return;
+  attn::LayoutAttr layout = policy.getLayout();
+  attn::RetentionAttr retention = policy.getRetention();
+  os << "kv_cache " << policy.getSymName() << " "
+     << (layout.getKind() == attn::LayoutKind::Paged ? "paged" : "contiguous") << " "
+     << layout.getPageSize() << " "
+     << (retention.getKind() == attn::RetentionKind::SinkWindow ? "sink_window"
+         : retention.getKind() == attn::RetentionKind::All      ? "all"
+                                                                : "budget")
+     << " " << retention.getSink() << " " << retention.getWindow() << " "
+     << metadataTypeName(policy.getStorage().getElementType()) << "\n";
+}
+
 void attnc::pipeline::writeParamMetadata(attn::KernelOp kernel, llvm::raw_ostream &os) {
   for (unsigned i = 0, e = kernel.getNumArguments(); i < e; ++i) {
     Type t = kernel.getArgumentTypes()[i];

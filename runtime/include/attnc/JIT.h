@@ -61,6 +61,9 @@ struct KernelSpec {
   /// CUDA: the GPU architecture to compile for (sm_80, sm_90a, ...). Empty:
   /// device 0's (rt::deviceArch) at JIT time, which needs a GPU.
   std::string arch;
+  /// CPU: read K/V through the kernel's cache policy (launch with
+  /// rt::CacheLaunchArgs over an rt::KvCache) instead of plain tensors.
+  bool kvCache = false;
 };
 
 /// A compiled CUDA kernel that is not loaded: what rt::CudaKernel::load takes

@@ -50,7 +50,11 @@ def AttnToCPU : Pass<"attn-to-cpu", "ModuleOp"> {
     Option<"tileQ", "tile-q", "int64_t", /*default=*/"32",
            "Query rows per work item (vector lanes of the score tile)">,
     Option<"tileK", "tile-k", "int64_t", /*default=*/"8",
-           "Keys per KV tile">
+           "Keys per KV tile">,
+    Option<"kvCache", "kv-cache", "bool", /*default=*/"false",
+           "Read K and V through the kernel's cache policy: page pools, "
+           "per-sequence page tables, slot positions and lengths (the "
+           "runtime's KvCache); without it K and V are plain tensors">
   ];
 }
 

@@ -43,6 +43,9 @@ struct CpuOptions {
   int64_t tileQ = 32; // fastest measured on Zen 4, D = 128 (bench/NOTES.md)
   int64_t tileK = 8;
   unsigned optLevel = 3;
+  /// K/V through the kernel's cache policy (the runtime's KvCache), see
+  /// attn-to-cpu's kv-cache option.
+  bool kvCache = false;
 };
 
 /// Dialects and LLVM IR translations the CPU pipeline needs in the context.

@@ -28,6 +28,10 @@ std::string metadataTypeName(mlir::Type t);
 /// `param <name> scalar <type> <default|none>` line per runtime parameter.
 void writeParamMetadata(mlir::attn::KernelOp kernel, llvm::raw_ostream &os);
 
+/// The kernel's cache policy as one line: `kv_cache NAME contiguous|paged P
+/// all|sink_window|budget SINK WINDOW STORAGE` (nothing without a policy).
+void writeCacheMetadata(mlir::attn::KernelOp kernel, llvm::raw_ostream &os);
+
 } // namespace attnc::pipeline
 
 #endif // ATTNC_PIPELINE_METADATA_H

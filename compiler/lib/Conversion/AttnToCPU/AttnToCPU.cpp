@@ -58,13 +58,35 @@ namespace {
 class KernelLowering {
 public:
   KernelLowering(attn::KernelOp kernel, int64_t D, int64_t Dv, Type elemType, int64_t Tq,
-                 int64_t Tk)
+                 int64_t Tk, bool kvCache)
       : kernel(kernel), attention(kernel.getAttention()), ctx(kernel.getContext()), D(D), Dv(Dv),
-        elemType(elemType), Tq(Tq), Tk(Tk) {}
+        elemType(elemType), Tq(Tq), Tk(Tk), kvCache(kvCache) {}
 
   LogicalResult run(OpBuilder &moduleBuilder) {
     if (!attention)
       return kernel.emitError("attn-to-cpu: kernel has no attn.attention");
+    if (kvCache) {
+      auto ref = kernel->getAttrOfType<FlatSymbolRefAttr>("attn.cache");
+      if (!ref)
+        return kernel.emitError("attn-to-cpu: kv-cache: kernel has no cache policy");
+      Operation *policy = SymbolTable::lookupNearestSymbolFrom(kernel, ref);
+      auto cp = dyn_cast_or_null<attn::CachePolicyOp>(policy);
+      if (!cp)
+        return kernel.emitError("attn-to-cpu: kv-cache: per-head cache policies ('")
+               << ref.getValue() << "') are not supported yet";
+      attn::StorageAttr storage = cp.getStorage();
+      if (storage.isQuantized())
+        return kernel.emitError("attn-to-cpu: kv-cache: quantized KV storage ('")
+               << ref.getValue() << "') is not supported yet";
+      if (storage.getElementType() != elemType)
+        return kernel.emitError("attn-to-cpu: kv-cache: policy '")
+               << ref.getValue() << "' stores " << storage.getElementType()
+               << " but the kernel is instantiated for " << elemType;
+      if (cp.getRetention().getKind() == attn::RetentionKind::Budget)
+        return kernel.emitError("attn-to-cpu: kv-cache: budget (eviction) retention ('")
+               << ref.getValue() << "') is not supported yet";
+      cacheKernel = true;
+    }
     for (Operation &op : kernel.getBody().front())
       if (!isa<attn::AttentionOp>(op) && !isPure(&op))
         return op.emitError("attn-to-cpu: kernel body op has side effects");
@@ -83,7 +105,11 @@ private:
         {ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic, lastDim}, elem);
   }
 
-  /// Q, K, V, O, LSE, q_offset, then the kernel's parameters.
+  /// Q, K, V, O, LSE, q_offset, then the kernel's parameters; a kernel over
+  /// a KV cache (`attn.cache`) takes K and V as page pools [pages, Hkv, P,
+  /// D] and then, per sequence b: its page table kv_pages[b, :], the
+  /// logical position of each slot kv_pos[b, :] (-1: not retained), its
+  /// slot count kv_len[b] and the position of its first query row q_pos[b].
   SmallVector<Type> commonArgTypes() {
     SmallVector<Type> types = {
         ioType(D, elemType),
@@ -98,6 +124,12 @@ private:
       else
         types.push_back(t);
     }
+    if (cacheKernel) {
+      Type i32 = IntegerType::get(ctx, 32);
+      auto m2 = MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, i32);
+      auto m1 = MemRefType::get({ShapedType::kDynamic}, i32);
+      types.append({m2, m2, m1, m1});
+    }
     return types;
   }
 
@@ -107,6 +139,12 @@ private:
       fn.setArgAttr(i, "attn.name", StringAttr::get(ctx, names[i]));
     for (unsigned i = 0, e = kernel.getNumArguments(); i < e; ++i)
       fn.setArgAttr(6 + i, "attn.name", StringAttr::get(ctx, kernel.getParamName(i)));
+    if (cacheKernel) {
+      static const char *cacheNames[] = {"kv_pages", "kv_pos", "kv_len", "q_pos"};
+      for (unsigned i = 0; i < 4; ++i)
+        fn.setArgAttr(6 + kernel.getNumArguments() + i, "attn.name",
+                      StringAttr::get(ctx, cacheNames[i]));
+    }
   }
 
   Value cIdx(OpBuilder &b, int64_t v) { return arith::ConstantIndexOp::create(b, loc(), v); }
@@ -350,8 +388,14 @@ private:
     OpBuilder b = OpBuilder::atBlockBegin(entry);
     Value Q = fn.getArgument(0), K = fn.getArgument(1), V = fn.getArgument(2),
           O = fn.getArgument(3), LSE = fn.getArgument(4), qOffset = fn.getArgument(5);
-    Value bIdx = fn.getArgument(6 + nParams), hIdx = fn.getArgument(7 + nParams),
-          qTile = fn.getArgument(8 + nParams);
+    const unsigned nCache = cacheKernel ? 4 : 0;
+    Value bIdx = fn.getArgument(6 + nParams + nCache), hIdx = fn.getArgument(7 + nParams + nCache),
+          qTile = fn.getArgument(8 + nParams + nCache);
+    Value kvPages, kvPos;
+    if (cacheKernel) {
+      kvPages = fn.getArgument(6 + nParams);
+      kvPos = fn.getArgument(7 + nParams);
+    }
     Type i32 = b.getI32Type(), i64 = b.getI64Type();
     Location l = loc();
 
@@ -366,6 +410,16 @@ private:
     Value c0 = cIdx(b, 0), c1 = cIdx(b, 1);
     Value hq = memref::DimOp::create(b, l, Q, 1), nq = memref::DimOp::create(b, l, Q, 2);
     Value hkv = memref::DimOp::create(b, l, K, 1), nk = memref::DimOp::create(b, l, K, 2);
+    // Over a KV cache: this sequence's slots, its queries' first position,
+    // and the page size (the pools' third extent).
+    Value pageSize;
+    if (cacheKernel) {
+      pageSize = nk;
+      nk = arith::IndexCastOp::create(
+          b, l, b.getIndexType(),
+          memref::LoadOp::create(b, l, fn.getArgument(8 + nParams), ValueRange{bIdx}));
+      qOffset = memref::LoadOp::create(b, l, fn.getArgument(9 + nParams), ValueRange{bIdx});
+    }
     Value kvh =
         attention.getHeads() == attn::HeadMapping::Interleaved
             ? arith::RemUIOp::create(b, l, hIdx, hkv).getResult()
@@ -415,8 +469,13 @@ private:
     Value qmax = arith::AddIOp::create(
         b, l, qmin, arith::IndexCastOp::create(b, l, i64, arith::SubIOp::create(b, l, rows, c1)));
     Value nk64 = arith::IndexCastOp::create(b, l, i64, nk);
-    attn::KvRange range = attn::buildKvRange(b, l, attention.getMaskBlock(),
-                                             attention.getMaskValue(), outer, qmin, qmax, nk64);
+    // Over a KV cache the ranges are of positions, not slots: every slot.
+    attn::KvRange range;
+    if (cacheKernel)
+      range = {arith::ConstantIntOp::create(b, l, 0, 64), nk64, false};
+    else
+      range = attn::buildKvRange(b, l, attention.getMaskBlock(), attention.getMaskValue(), outer,
+                                 qmin, qmax, nk64);
     Value lo = arith::MaxSIOp::create(b, l, range.lo, arith::ConstantIntOp::create(b, l, 0, 64));
     Value hi = arith::MinSIOp::create(b, l, range.hi, nk64);
     Value loIdx = arith::IndexCastOp::create(b, l, b.getIndexType(), lo);
@@ -497,6 +556,21 @@ private:
         }
         kPos.push_back(arith::IndexCastOp::create(b, l, i32, k));
       }
+      // Over a KV cache, slot kRow[j] lives in page kv_pages[b, slot / P] at
+      // row slot % P and holds logical position kv_pos[b, slot]: the mask and
+      // score see positions; slots not retained (-1) are masked.
+      SmallVector<Value> kBatch(Tk, bIdx), kLine(kRow);
+      if (cacheKernel)
+        for (int64_t j = 0; j < Tk; ++j) {
+          Value page = memref::LoadOp::create(
+              b, l, kvPages, ValueRange{bIdx, arith::DivUIOp::create(b, l, kRow[j], pageSize)});
+          kBatch[j] = arith::IndexCastOp::create(b, l, b.getIndexType(), page);
+          kLine[j] = arith::RemUIOp::create(b, l, kRow[j], pageSize);
+          kPos[j] = memref::LoadOp::create(b, l, kvPos, ValueRange{bIdx, kRow[j]});
+          Value retained = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, kPos[j],
+                                                 arith::ConstantIntOp::create(b, l, 0, 32));
+          kValid[j] = arith::AndIOp::create(b, l, kValid[j], retained);
+        }
       // Mask of every key first: a tile the mask rejects for every row
       // is skipped (data-dependent masks such as documents, where the KV
       // range cannot be bounded statically).
@@ -532,8 +606,8 @@ private:
               Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt, ValueRange{d, cIdx(b, 0)});
               SmallVector<Value> next;
               for (int64_t j = 0; j < Tk; ++j) {
-                Value kv =
-                    toF32(b, memref::LoadOp::create(b, l, K, ValueRange{bIdx, kvh, kRow[j], d}));
+                Value kv = toF32(
+                    b, memref::LoadOp::create(b, l, K, ValueRange{kBatch[j], kvh, kLine[j], d}));
                 next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
               }
               scf::YieldOp::create(b, l, next);
@@ -610,9 +684,9 @@ private:
                     for (int64_t j = 0; j < Tk; ++j) {
                       SmallVector<Value> v(pvNC);
                       for (int64_t c = 0; c < pvNC; ++c)
-                        v[c] = toF32(
-                            b, vector::LoadOp::create(b, l, VectorType::get({pvVW}, elemType), V,
-                                                      ValueRange{bIdx, kvh, kRow[j], colIdx[c]}));
+                        v[c] = toF32(b, vector::LoadOp::create(
+                                            b, l, VectorType::get({pvVW}, elemType), V,
+                                            ValueRange{kBatch[j], kvh, kLine[j], colIdx[c]}));
                       for (int64_t r = 0; r < pvRows; ++r) {
                         Value wj = vector::BroadcastOp::create(
                             b, l, pvVec,
@@ -656,7 +730,7 @@ private:
         b, l, loIdx,
         arith::MulIOp::create(b, l, arith::DivUIOp::create(b, l, span, cIdx(b, Tk)), cIdx(b, Tk)));
     scf::ForOp fullLoop;
-    if (!attn::needsRunTimeTileClasses(attention)) {
+    if (cacheKernel || !attn::needsRunTimeTileClasses(attention)) {
       fullLoop = scf::ForOp::create(b, l, loIdx, fullHi, cIdx(b, Tk), ValueRange{negInf, zero},
                                     [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
                                       emitTile(b, l, kt, iter, /*partial=*/false,
@@ -821,6 +895,8 @@ private:
   int64_t D, Dv;
   Type elemType;
   int64_t Tq, Tk;
+  /// Lower with the KV-cache ABI (pass option), and whether it applies.
+  bool kvCache = false, cacheKernel = false;
   /// Tiles per run-time class group (data-dependent masks).
   static constexpr int64_t kClassTiles = 8;
 };
@@ -848,7 +924,7 @@ struct AttnToCPUPass : public attn::impl::AttnToCPUBase<AttnToCPUPass> {
     SmallVector<attn::KernelOp> kernels(module.getOps<attn::KernelOp>());
     for (attn::KernelOp kernel : kernels) {
       OpBuilder mb(kernel);
-      KernelLowering lowering(kernel, headDim, dv, elem, tileQ, tileK);
+      KernelLowering lowering(kernel, headDim, dv, elem, tileQ, tileK, kvCache);
       if (failed(lowering.run(mb)))
         return signalPassFailure();
       kernel.erase();

@@ -57,6 +57,8 @@ static std::string buildMetadata(attn::KernelOp kernel, const CpuOptions &o) {
   os << "head_dim_v " << (o.headDimV > 0 ? o.headDimV : o.headDim) << "\n";
   os << "tile_q " << o.tileQ << "\n";
   os << "tile_k " << o.tileK << "\n";
+  if (o.kvCache)
+    writeCacheMetadata(kernel, os);
   writeParamMetadata(kernel, os);
   return s;
 }

@@ -52,6 +52,7 @@ LogicalResult attnc::pipeline::lowerToTiled(ModuleOp module, const CpuOptions &o
   o.dtype = options.dtype;
   o.tileQ = options.tileQ;
   o.tileK = options.tileK;
+  o.kvCache = options.kvCache;
   pm.addPass(attn::createAttnToCPU(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

@@ -71,12 +71,25 @@ struct ParamInfo {
   std::optional<double> defaultValue;
 };
 
+/// A cache policy as a kernel compiled to read a KV cache records it (the
+/// `kv_cache` metadata line; KvCache.h).
+struct CachePolicyInfo {
+  std::string name;
+  std::string layout = "paged";  // paged | contiguous
+  int64_t pageSize = 0;          // paged: slots per page
+  std::string retention = "all"; // all | sink_window | budget
+  int64_t sink = 0, window = 0;  // sink_window
+  std::string storage = "bf16";  // element type of the pages
+};
+
 /// The specialization a CPU artifact was compiled for.
 struct KernelInfo {
   std::string name;
   std::string dtype = "f32"; // Q/K/V element type: f32, bf16, f16
   int64_t headDim = 0, headDimV = 0, tileQ = 0, tileK = 0;
   std::vector<ParamInfo> params;
+  /// Set for kernels that read K/V through a KvCache.
+  std::optional<CachePolicyInfo> cache;
 };
 
 /// Parses the metadata text (docs/cpu-runtime.md).
@@ -118,6 +131,23 @@ struct LaunchArgs {
   int numThreads = 0;
 };
 
+class KvCache;
+
+/// Attention over a KvCache (KvCache.h), for a kernel compiled with
+/// kvCache: batch row b is sequence `sequences[b]`, whose last Nq tokens
+/// (positions length - Nq ..) are the queries; keys are the positions the
+/// cache retains for it.
+struct CacheLaunchArgs {
+  /// Q [B, Hq, Nq, D] of the kernel's dtype; O [B, Hq, Nq, Dv] f32; LSE
+  /// [B, Hq, Nq] f32 or null (as in LaunchArgs).
+  const DLTensor *q = nullptr;
+  DLTensor *o = nullptr, *lse = nullptr;
+  const KvCache *cache = nullptr;
+  std::vector<int64_t> sequences;
+  std::map<std::string, Arg> params;
+  int numThreads = 0;
+};
+
 /// A loaded CPU kernel. Thread safe: launches may run concurrently.
 class CpuKernel {
 public:
@@ -130,6 +160,9 @@ public:
   /// Results do not depend on the thread count (items are independent and
   /// each output element is written by exactly one item).
   Status launch(const LaunchArgs &args) const;
+  /// The same over a KV cache (the kernel must have been compiled for its
+  /// policy with kvCache).
+  Status launch(const CacheLaunchArgs &args) const;
 
 private:
   CpuKernel() = default;

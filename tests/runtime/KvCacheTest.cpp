@@ -1,0 +1,373 @@
+//===- KvCacheTest.cpp - attention over KV caches (runtime KvCache) ------===//
+//
+// Kernels compiled with KernelSpec::kvCache read K/V through a KvCache;
+// decode and prefill sequences driven through the runtime must equal a
+// float64 attention over exactly the positions the cache retains (on the
+// stored bf16 values), with the mask at logical positions, step by step,
+// for several sequences of different lengths. Plus the cache's own
+// contract: retention, constant memory under sink + window, paging across
+// page boundaries, accounting, and errors that change nothing.
+//
+//===----------------------------------------------------------------------===//
+
+#include "TempDir.h"
+
+#include "attnc/JIT.h"
+#include "attnc/Runtime/Half.h"
+#include "attnc/Runtime/KvCache.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <random>
+#include <set>
+#include <type_traits>
+
+using namespace attnc;
+using attnc::test::TempDir;
+
+namespace {
+
+const int64_t D = 16, Hq = 4, Hkv = 2;
+
+const char *kSource = R"(
+import "causal.attn";
+cache all_kv { layout = paged(4); retention = all; storage = bf16; }
+cache stream_kv { layout = paged(4); retention = sink(2) + window(7); storage = bf16; }
+cache flat_kv { layout = contiguous; retention = sink(2) + window(7); storage = bf16; }
+cache other_kv { layout = paged(8); retention = all; storage = bf16; }
+kernel over_all { mask = causal; cache = all_kv; }
+kernel over_stream { mask = causal; cache = stream_kv; }
+kernel over_flat { mask = causal; cache = flat_kv; }
+// A mask at logical positions: keys whose position is even, or the query's own.
+kernel even_keys { mask = causal && (k % 2 == 0 || k == q); cache = all_kv; }
+kernel even_stream { mask = causal && (k % 2 == 0 || k == q); cache = stream_kv; }
+kernel plain { mask = causal; }
+)";
+
+/// A dense host tensor of T (uint16_t: bf16 bits, float: f32).
+template <typename T> struct HostTensor {
+  std::vector<T> data;
+  std::vector<int64_t> shape;
+  DLTensor t{};
+  explicit HostTensor(std::vector<int64_t> s) : shape(std::move(s)) {
+    int64_t n = 1;
+    for (int64_t d : shape)
+      n *= d;
+    data.assign(size_t(n), std::is_same_v<T, float> ? T(NAN) : T(0));
+    t.data = data.data();
+    t.device = {kDLCPU, 0};
+    t.ndim = int(shape.size());
+    t.dtype = std::is_same_v<T, float> ? DLDataType{kDLFloat, 32, 1} : DLDataType{kDLBfloat, 16, 1};
+    t.shape = shape.data();
+  }
+};
+using BfTensor = HostTensor<uint16_t>;
+using F32Tensor = HostTensor<float>;
+
+/// The test's side of a sequence: every token's K/V as stored (bf16).
+struct History {
+  std::vector<std::vector<std::vector<float>>> k, v; // [h][pos][d]
+  History() : k(Hkv), v(Hkv) {}
+};
+
+class KvCacheTest : public ::testing::Test {
+protected:
+  TempDir dir;
+  std::unique_ptr<Compiler> compiler;
+  std::mt19937 rng{7};
+  std::normal_distribution<float> normal;
+
+  void SetUp() override {
+    CompilerOptions o;
+    o.cacheDir = dir.path;
+    compiler = Compiler::create(o);
+    ASSERT_TRUE(compiler->loadString(kSource, "kv.attn"));
+  }
+
+  std::shared_ptr<rt::CpuKernel> kernel(const std::string &name) {
+    KernelSpec spec;
+    spec.dtype = "bf16";
+    spec.headDim = D;
+    spec.kvCache = true;
+    auto k = compiler->getKernel(name, spec);
+    EXPECT_TRUE(bool(k)) << k.message();
+    return k ? *k : nullptr;
+  }
+
+  std::unique_ptr<rt::KvCache> makeCache(const rt::CpuKernel &k, int64_t pages,
+                                         int64_t maxTokens = 0) {
+    rt::KvCacheOptions o;
+    o.policy = *k.info().cache;
+    o.numKvHeads = Hkv;
+    o.headDim = D;
+    o.numPages = pages;
+    o.maxTokens = maxTokens;
+    auto c = rt::KvCache::create(o);
+    EXPECT_TRUE(bool(c)) << c.message();
+    return c ? std::move(*c) : nullptr;
+  }
+
+  /// Appends n random tokens to `seq`, recording them in `h`.
+  rt::Status append(rt::KvCache &c, int64_t seq, int64_t n, History &h) {
+    BfTensor k({Hkv, n, D}), v({Hkv, n, D});
+    std::vector<std::vector<std::vector<float>>> nk(Hkv), nv(Hkv);
+    for (int64_t hh = 0; hh < Hkv; ++hh)
+      for (int64_t t = 0; t < n; ++t) {
+        std::vector<float> kr(D), vr(D);
+        for (int64_t d = 0; d < D; ++d) {
+          uint16_t kb = rt::floatToBf16(normal(rng)), vb = rt::floatToBf16(normal(rng));
+          k.data[(hh * n + t) * D + d] = kb;
+          v.data[(hh * n + t) * D + d] = vb;
+          kr[d] = rt::bf16ToFloat(kb);
+          vr[d] = rt::bf16ToFloat(vb);
+        }
+        nk[hh].push_back(kr);
+        nv[hh].push_back(vr);
+      }
+    rt::Status s = c.append(seq, &k.t, &v.t);
+    if (s)
+      for (int64_t hh = 0; hh < Hkv; ++hh) {
+        h.k[hh].insert(h.k[hh].end(), nk[hh].begin(), nk[hh].end());
+        h.v[hh].insert(h.v[hh].end(), nv[hh].begin(), nv[hh].end());
+      }
+    return s;
+  }
+
+  /// Runs `k` for the last nq tokens of every sequence and compares O and
+  /// LSE with float64 attention over the retained positions; returns the
+  /// largest relative error of O.
+  double runAndCompare(const rt::CpuKernel &k, const rt::KvCache &c,
+                       const std::vector<int64_t> &seqs, const std::vector<History> &hist,
+                       int64_t nq, const std::function<bool(int64_t, int64_t)> &mask) {
+    const int64_t B = int64_t(seqs.size());
+    BfTensor q({B, Hq, nq, D});
+    std::vector<float> qf(q.data.size());
+    for (size_t i = 0; i < q.data.size(); ++i) {
+      q.data[i] = rt::floatToBf16(normal(rng));
+      qf[i] = rt::bf16ToFloat(q.data[i]);
+    }
+    F32Tensor o({B, Hq, nq, D}), lse({B, Hq, nq});
+    rt::CacheLaunchArgs a;
+    a.q = &q.t, a.o = &o.t, a.lse = &lse.t, a.cache = &c, a.sequences = seqs;
+    rt::Status s = k.launch(a);
+    EXPECT_TRUE(s) << s.message();
+    double worst = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<int32_t> kept = c.retainedPositions(seqs[b]);
+      int64_t L = c.length(seqs[b]);
+      for (int64_t h = 0; h < Hq; ++h) {
+        int64_t kh = h / (Hq / Hkv);
+        for (int64_t i = 0; i < nq; ++i) {
+          int64_t qp = L - nq + i;
+          const float *qr = &qf[((b * Hq + h) * nq + i) * D];
+          std::vector<double> sc;
+          std::vector<int32_t> keys;
+          double m = -INFINITY;
+          for (int32_t kp : kept) {
+            if (!mask(qp, kp))
+              continue;
+            double dot = 0;
+            for (int64_t d = 0; d < D; ++d)
+              dot += double(qr[d]) * hist[b].k[kh][kp][d];
+            sc.push_back(dot / std::sqrt(double(D)));
+            keys.push_back(kp);
+            m = std::max(m, sc.back());
+          }
+          std::vector<double> ref(D, 0.0);
+          double sum = 0;
+          for (size_t j = 0; j < sc.size(); ++j) {
+            double p = std::exp(sc[j] - m);
+            sum += p;
+            for (int64_t d = 0; d < D; ++d)
+              ref[d] += p * hist[b].v[kh][keys[j]][d];
+          }
+          const float *out = &o.data[((b * Hq + h) * nq + i) * D];
+          double diff = 0, norm = 0;
+          for (int64_t d = 0; d < D; ++d) {
+            double r = sum > 0 ? ref[d] / sum : 0.0;
+            diff += (out[d] - r) * (out[d] - r);
+            norm += r * r;
+          }
+          double err = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+          worst = std::max(worst, err);
+          double refLse = sum > 0 ? m + std::log(sum) : -INFINITY;
+          float gotLse = lse.data[(b * Hq + h) * nq + i];
+          if (std::isinf(refLse))
+            EXPECT_TRUE(std::isinf(gotLse) && gotLse < 0) << "seq " << seqs[b] << " q " << qp;
+          else
+            EXPECT_NEAR(gotLse, refLse, 1e-3 * std::max(1.0, std::abs(refLse)));
+        }
+      }
+    }
+    return worst;
+  }
+};
+
+bool causal(int64_t q, int64_t k) { return k <= q; }
+
+/// Retention all, 4-token pages: prefill chunks and decode steps of three
+/// sequences of different lengths, crossing page boundaries, GQA 4/2.
+TEST_F(KvCacheTest, AllRetentionMatchesReference) {
+  auto k = kernel("over_all");
+  ASSERT_TRUE(k);
+  auto c = makeCache(*k, 64);
+  ASSERT_TRUE(c);
+  std::vector<int64_t> seqs;
+  std::vector<History> hist(3);
+  for (int i = 0; i < 3; ++i)
+    seqs.push_back(*c->addSequence());
+  std::uniform_int_distribution<int> chunk(1, 9);
+  for (int step = 0; step < 12; ++step) {
+    // Every sequence gets the same number of new tokens this step (the
+    // queries), after different prefixes.
+    int64_t n = step < 3 ? chunk(rng) + 3 * step : 1 + step % 3;
+    for (int i = 0; i < 3; ++i)
+      ASSERT_TRUE(append(*c, seqs[i], n + (step == 0 ? i * 5 : 0), hist[i]));
+    double err = runAndCompare(*k, *c, seqs, hist, n, causal);
+    EXPECT_LT(err, 1e-2) << "step " << step;
+  }
+  for (int i = 0; i < 3; ++i) {
+    std::vector<int32_t> kept = c->retainedPositions(seqs[i]);
+    ASSERT_EQ(int64_t(kept.size()), c->length(seqs[i]));
+    for (size_t p = 0; p < kept.size(); ++p)
+      EXPECT_EQ(kept[p], int32_t(p));
+  }
+}
+
+/// The mask is evaluated at logical positions, not slots: with sink +
+/// window the slots shift (pages are released), the positions do not.
+TEST_F(KvCacheTest, MaskSeesLogicalPositions) {
+  auto even = [](int64_t q, int64_t kk) { return kk <= q && (kk % 2 == 0 || kk == q); };
+  for (const char *name : {"even_keys", "even_stream"}) {
+    SCOPED_TRACE(name);
+    auto k = kernel(name);
+    ASSERT_TRUE(k);
+    auto c = makeCache(*k, 32);
+    std::vector<int64_t> seqs = {*c->addSequence(), *c->addSequence()};
+    std::vector<History> hist(2);
+    ASSERT_TRUE(append(*c, seqs[0], 13, hist[0]));
+    ASSERT_TRUE(append(*c, seqs[1], 6, hist[1]));
+    EXPECT_LT(runAndCompare(*k, *c, seqs, hist, 5, even), 1e-2);
+    for (int step = 0; step < 9; ++step) {
+      for (int i = 0; i < 2; ++i)
+        ASSERT_TRUE(append(*c, seqs[i], 1 + step % 2, hist[i]));
+      EXPECT_LT(runAndCompare(*k, *c, seqs, hist, 1 + step % 2, even), 1e-2) << step;
+    }
+  }
+}
+
+/// StreamingLLM: sink 2 + window 7 on 4-token pages. Step by step the cache
+/// retains exactly {0, 1} and the last 7 positions, its pages stay bounded
+/// (constant memory), and decode equals the reference over those positions.
+TEST_F(KvCacheTest, SinkWindowDecodeIsExactAndBounded) {
+  for (const char *name : {"over_stream", "over_flat"}) {
+    SCOPED_TRACE(name);
+    auto k = kernel(name);
+    ASSERT_TRUE(k);
+    bool flat = std::string(name) == "over_flat";
+    auto c = makeCache(*k, flat ? 3 : 16, flat ? 12 : 0);
+    ASSERT_TRUE(c);
+    std::vector<int64_t> seqs = {*c->addSequence(), *c->addSequence(), *c->addSequence()};
+    std::vector<History> hist(3);
+    // Different prompt lengths, then 60 decode steps.
+    for (int i = 0; i < 3; ++i)
+      ASSERT_TRUE(append(*c, seqs[i], 1 + 3 * i, hist[i]));
+    int64_t maxPages = 0;
+    for (int step = 0; step < 60; ++step) {
+      for (int i = 0; i < 3; ++i)
+        ASSERT_TRUE(append(*c, seqs[i], 1, hist[i])) << "step " << step;
+      double err = runAndCompare(*k, *c, seqs, hist, 1, causal);
+      ASSERT_LT(err, 1e-2) << "step " << step;
+      for (int i = 0; i < 3; ++i) {
+        int64_t L = c->length(seqs[i]);
+        std::vector<int32_t> want;
+        for (int64_t p = 0; p < L; ++p)
+          if (p < 2 || p >= L - 7)
+            want.push_back(int32_t(p));
+        ASSERT_EQ(c->retainedPositions(seqs[i]), want) << "step " << step;
+      }
+      maxPages = std::max(maxPages, c->pagesInUse());
+    }
+    // ceil(2/4) + ceil(7/4) + 1 pages per sequence, however long it grows.
+    if (flat)
+      EXPECT_EQ(maxPages, 3);
+    else
+      EXPECT_LE(maxPages, 3 * 4);
+    EXPECT_EQ(c->bytesPerTokenPerHead(), 2 * D * 2);
+    EXPECT_EQ(c->bytesInUse(), c->pagesInUse() * c->pageSize() * Hkv * 2 * D * 2);
+    // A prefill chunk longer than the window: its early tokens are dropped
+    // on the way in, and its queries see exactly what is retained.
+    ASSERT_TRUE(append(*c, seqs[0], 10, hist[0]));
+    EXPECT_LT(runAndCompare(*k, *c, {seqs[0]}, {hist[0]}, 10, causal), 1e-2);
+  }
+}
+
+TEST_F(KvCacheTest, ErrorsChangeNothing) {
+  auto k = kernel("over_all");
+  ASSERT_TRUE(k);
+  auto c = makeCache(*k, 3); // 12 slots
+  ASSERT_TRUE(c);
+  int64_t s = *c->addSequence();
+  History h;
+  ASSERT_TRUE(append(*c, s, 10, h));
+  // Pool exhausted: clear error, nothing appended, nothing overwritten.
+  rt::Status st = append(*c, s, 3, h);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.message().find("exhausted"), std::string::npos) << st.message();
+  EXPECT_EQ(c->length(s), 10);
+  EXPECT_EQ(c->freePages(), 0);
+  EXPECT_LT(runAndCompare(*k, *c, {s}, {h}, 2, causal), 1e-2);
+  // Freed pages are reused.
+  int64_t s2 = *c->addSequence();
+  ASSERT_TRUE(c->removeSequence(s));
+  EXPECT_EQ(c->freePages(), 3);
+  History h2;
+  ASSERT_TRUE(append(*c, s2, 12, h2));
+  EXPECT_LT(runAndCompare(*k, *c, {s2}, {h2}, 3, causal), 1e-2);
+
+  // Unknown sequence; wrong shapes and types.
+  EXPECT_NE(c->append(99, nullptr, nullptr).message().find("no sequence 99"), std::string::npos);
+  BfTensor bad({Hkv + 1, 1, D});
+  EXPECT_NE(c->append(s2, &bad.t, &bad.t).message().find("must be [Hkv=2"), std::string::npos);
+
+  // Launch errors: fewer tokens than queries, batch mismatch, unknown
+  // sequence, a cache of another policy, a plain launch.
+  BfTensor q({1, Hq, 20, D});
+  F32Tensor o({1, Hq, 20, D});
+  rt::CacheLaunchArgs a;
+  a.q = &q.t, a.o = &o.t, a.cache = c.get(), a.sequences = {s2};
+  EXPECT_NE(k->launch(a).message().find("fewer than the 20 queries"), std::string::npos);
+  a.sequences = {s2, s2};
+  EXPECT_NE(k->launch(a).message().find("2 sequences"), std::string::npos);
+  a.sequences = {s};
+  EXPECT_NE(k->launch(a).message().find("no sequence"), std::string::npos);
+  rt::KvCacheOptions other;
+  other.policy = *k->info().cache;
+  other.policy.name = "other_kv";
+  other.policy.pageSize = 8;
+  other.numKvHeads = Hkv, other.headDim = D, other.numPages = 2;
+  auto oc = rt::KvCache::create(other);
+  ASSERT_TRUE(bool(oc));
+  a.cache = oc->get();
+  a.sequences = {};
+  EXPECT_NE(k->launch(a).message().find("compiled for cache policy all_kv"), std::string::npos)
+      << k->launch(a).message();
+  rt::LaunchArgs plainArgs;
+  EXPECT_NE(k->launch(plainArgs).message().find("launch it with CacheLaunchArgs"),
+            std::string::npos);
+  // A kernel without a cache policy cannot be compiled for one.
+  KernelSpec spec;
+  spec.dtype = "bf16", spec.headDim = D, spec.kvCache = true;
+  auto p = compiler->getKernel("plain", spec);
+  ASSERT_FALSE(bool(p));
+  EXPECT_NE(p.message().find("has no cache policy"), std::string::npos) << p.message();
+  // The policy's storage must be the kernel's dtype.
+  spec.dtype = "f32";
+  auto f = compiler->getKernel("over_all", spec);
+  ASSERT_FALSE(bool(f));
+  EXPECT_NE(f.message().find("stores 'bf16'"), std::string::npos) << f.message();
+}
+
+} // namespace
