@@ -400,10 +400,13 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
       dPos(denseView(pos.data(), {B, maxSlots})), dLen(denseView(len.data(), {B})),
       dQpos(denseView(qpos.data(), {B}));
   ParamArgs params(plan->params);
-  int64_t tilesQ = (Nq + ki.tileQ - 1) / ki.tileQ;
+  // Items are (sequence, KV head, tile of the packed rows: the Hq / Hkv
+  // query heads of the KV head times Nq queries).
+  int64_t packed = (plan->Hq / Hkv) * Nq;
+  int64_t tilesQ = (packed + ki.tileQ - 1) / ki.tileQ;
   void *const io[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
   // q_offset is unused: q_pos gives each sequence's query positions.
-  runItems(itemFn, io, 0, params.ptrs, {dPages.ptr, dPos.ptr, dLen.ptr, dQpos.ptr}, B, plan->Hq,
-           tilesQ, a.numThreads);
+  runItems(itemFn, io, 0, params.ptrs, {dPages.ptr, dPos.ptr, dLen.ptr, dQpos.ptr}, B, Hkv, tilesQ,
+           a.numThreads);
   return Status::ok();
 }

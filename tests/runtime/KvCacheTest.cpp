@@ -43,6 +43,10 @@ kernel over_flat { mask = causal; cache = flat_kv; }
 // A mask at logical positions: keys whose position is even, or the query's own.
 kernel even_keys { mask = causal && (k % 2 == 0 || k == q); cache = all_kv; }
 kernel even_stream { mask = causal && (k % 2 == 0 || k == q); cache = stream_kv; }
+// Per-head masks over packed heads (a KV head's query heads share its rows),
+// grouped and interleaved.
+kernel head_mask { mask = causal && (h % 2 == 0 || q - k < 3); cache = stream_kv; }
+kernel head_mask_il { mask = causal && (h % 2 == 0 || q - k < 3); cache = stream_kv; heads = interleaved; }
 kernel plain { mask = causal; }
 )";
 
@@ -140,7 +144,8 @@ protected:
   /// largest relative error of O.
   double runAndCompare(const rt::CpuKernel &k, const rt::KvCache &c,
                        const std::vector<int64_t> &seqs, const std::vector<History> &hist,
-                       int64_t nq, const std::function<bool(int64_t, int64_t)> &mask) {
+                       int64_t nq, const std::function<bool(int64_t, int64_t, int64_t)> &mask,
+                       bool interleaved = false) {
     const int64_t B = int64_t(seqs.size());
     BfTensor q({B, Hq, nq, D});
     std::vector<float> qf(q.data.size());
@@ -158,7 +163,7 @@ protected:
       std::vector<int32_t> kept = c.retainedPositions(seqs[b]);
       int64_t L = c.length(seqs[b]);
       for (int64_t h = 0; h < Hq; ++h) {
-        int64_t kh = h / (Hq / Hkv);
+        int64_t kh = interleaved ? h % Hkv : h / (Hq / Hkv);
         for (int64_t i = 0; i < nq; ++i) {
           int64_t qp = L - nq + i;
           const float *qr = &qf[((b * Hq + h) * nq + i) * D];
@@ -166,7 +171,7 @@ protected:
           std::vector<int32_t> keys;
           double m = -INFINITY;
           for (int32_t kp : kept) {
-            if (!mask(qp, kp))
+            if (!mask(h, qp, kp))
               continue;
             double dot = 0;
             for (int64_t d = 0; d < D; ++d)
@@ -205,7 +210,7 @@ protected:
   }
 };
 
-bool causal(int64_t q, int64_t k) { return k <= q; }
+bool causal(int64_t, int64_t q, int64_t k) { return k <= q; }
 
 /// Retention all, 4-token pages: prefill chunks and decode steps of three
 /// sequences of different lengths, crossing page boundaries, GQA 4/2.
@@ -239,7 +244,7 @@ TEST_F(KvCacheTest, AllRetentionMatchesReference) {
 /// The mask is evaluated at logical positions, not slots: with sink +
 /// window the slots shift (pages are released), the positions do not.
 TEST_F(KvCacheTest, MaskSeesLogicalPositions) {
-  auto even = [](int64_t q, int64_t kk) { return kk <= q && (kk % 2 == 0 || kk == q); };
+  auto even = [](int64_t, int64_t q, int64_t kk) { return kk <= q && (kk % 2 == 0 || kk == q); };
   for (const char *name : {"even_keys", "even_stream"}) {
     SCOPED_TRACE(name);
     auto k = kernel(name);
@@ -254,6 +259,28 @@ TEST_F(KvCacheTest, MaskSeesLogicalPositions) {
       for (int i = 0; i < 2; ++i)
         ASSERT_TRUE(append(*c, seqs[i], 1 + step % 2, hist[i]));
       EXPECT_LT(runAndCompare(*k, *c, seqs, hist, 1 + step % 2, even), 1e-2) << step;
+    }
+  }
+}
+
+/// Query heads packed into one item's rows keep their own head index in
+/// the mask (h per lane), for grouped and interleaved head mappings.
+TEST_F(KvCacheTest, PackedHeadsKeepTheirHead) {
+  auto perHead = [](int64_t h, int64_t q, int64_t kk) {
+    return kk <= q && (h % 2 == 0 || q - kk < 3);
+  };
+  for (bool il : {false, true}) {
+    auto k = kernel(il ? "head_mask_il" : "head_mask");
+    ASSERT_TRUE(k);
+    auto c = makeCache(*k, 32);
+    std::vector<int64_t> seqs = {*c->addSequence(), *c->addSequence()};
+    std::vector<History> hist(2);
+    ASSERT_TRUE(append(*c, seqs[0], 11, hist[0]));
+    ASSERT_TRUE(append(*c, seqs[1], 8, hist[1]));
+    for (int64_t nq : {1, 3, 8}) {
+      for (int i = 0; i < 2; ++i)
+        ASSERT_TRUE(append(*c, seqs[i], nq, hist[i]));
+      EXPECT_LT(runAndCompare(*k, *c, seqs, hist, nq, perHead, il), 1e-2) << nq;
     }
   }
 }

@@ -420,13 +420,33 @@ private:
           memref::LoadOp::create(b, l, fn.getArgument(8 + nParams), ValueRange{bIdx}));
       qOffset = memref::LoadOp::create(b, l, fn.getArgument(9 + nParams), ValueRange{bIdx});
     }
-    Value kvh =
-        attention.getHeads() == attn::HeadMapping::Interleaved
-            ? arith::RemUIOp::create(b, l, hIdx, hkv).getResult()
-            : arith::DivUIOp::create(b, l, hIdx, arith::DivUIOp::create(b, l, hq, hkv)).getResult();
+    const bool interleaved = attention.getHeads() == attn::HeadMapping::Interleaved;
+    Value group = arith::DivUIOp::create(b, l, hq, hkv);
+    Value kvh = interleaved ? arith::RemUIOp::create(b, l, hIdx, hkv).getResult()
+                            : arith::DivUIOp::create(b, l, hIdx, group).getResult();
+    // Over a KV cache the item's h is a KV head and its rows pack the G =
+    // Hq / Hkv query heads that read it (packed row r: head g = r / Nq,
+    // query r % Nq): decode (Nq = 1..8) fills the vector lanes and each K/V
+    // row is read once for the group.
+    Value packedRows = nq;
+    if (cacheKernel) {
+      kvh = hIdx;
+      packedRows = arith::MulIOp::create(b, l, nq, group);
+    }
+    // The query head and row of packed row r (index values).
+    auto headRow = [&](OpBuilder &b, Value r) -> std::pair<Value, Value> {
+      if (!cacheKernel)
+        return {hIdx, r};
+      Value g = arith::DivUIOp::create(b, l, r, nq);
+      Value head = interleaved
+                       ? arith::AddIOp::create(b, l, hIdx, arith::MulIOp::create(b, l, g, hkv))
+                       : arith::AddIOp::create(b, l, arith::MulIOp::create(b, l, hIdx, group), g);
+      return {head, arith::RemUIOp::create(b, l, r, nq)};
+    };
     Value r0 = arith::MulIOp::create(b, l, qTile, cIdx(b, Tq));
-    Value rows = arith::MinSIOp::create(b, l, cIdx(b, Tq), arith::SubIOp::create(b, l, nq, r0));
-    Value nqm1 = arith::SubIOp::create(b, l, nq, c1);
+    Value rows =
+        arith::MinSIOp::create(b, l, cIdx(b, Tq), arith::SubIOp::create(b, l, packedRows, r0));
+    Value nqm1 = arith::SubIOp::create(b, l, packedRows, c1);
     Value nkm1 = arith::SubIOp::create(b, l, nk, c1);
 
     Value scale = attention.getScale() ? outer.lookup(attention.getScale())
@@ -439,11 +459,12 @@ private:
     scf::ForOp::create(
         b, l, c0, cIdx(b, Tq), c1, ValueRange{},
         [&](OpBuilder &b, Location l, Value i, ValueRange) {
-          Value row = arith::MinSIOp::create(b, l, arith::AddIOp::create(b, l, r0, i), nqm1);
+          auto [head, row] =
+              headRow(b, arith::MinSIOp::create(b, l, arith::AddIOp::create(b, l, r0, i), nqm1));
           scf::ForOp::create(
               b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), ValueRange{},
               [&](OpBuilder &b, Location l, Value d, ValueRange) {
-                Value x = toF32(b, memref::LoadOp::create(b, l, Q, ValueRange{bIdx, hIdx, row, d}));
+                Value x = toF32(b, memref::LoadOp::create(b, l, Q, ValueRange{bIdx, head, row, d}));
                 x = arith::MulFOp::create(b, l, x, scale);
                 memref::StoreOp::create(b, l, x, qt, ValueRange{d, i});
                 scf::YieldOp::create(b, l);
@@ -463,6 +484,25 @@ private:
                                            bcast(b, arith::IndexCastOp::create(b, l, i32, rows)));
     Value bVec = bcast(b, arith::IndexCastOp::create(b, l, i32, bIdx));
     Value hVec = bcast(b, arith::IndexCastOp::create(b, l, i32, hIdx));
+    if (cacheKernel) {
+      // Per lane: packed row r0 + i -> query head and position.
+      Value r =
+          arith::AddIOp::create(b, l, bcast(b, arith::IndexCastOp::create(b, l, i32, r0)), iotaV);
+      Value nqV = bcast(b, arith::IndexCastOp::create(b, l, i32, nq));
+      Value g = arith::DivUIOp::create(b, l, r, nqV);
+      Value h32 = bcast(b, arith::IndexCastOp::create(b, l, i32, hIdx));
+      hVec = interleaved
+                 ? arith::AddIOp::create(
+                       b, l, h32,
+                       arith::MulIOp::create(b, l, g,
+                                             bcast(b, arith::IndexCastOp::create(b, l, i32, hkv))))
+                 : arith::AddIOp::create(
+                       b, l,
+                       arith::MulIOp::create(
+                           b, l, h32, bcast(b, arith::IndexCastOp::create(b, l, i32, group))),
+                       g);
+      qPos = arith::AddIOp::create(b, l, bcast(b, qOffset), arith::RemUIOp::create(b, l, r, nqV));
+    }
 
     // KV range of this item.
     Value qmin = arith::ExtSIOp::create(b, l, i64, qBase);
@@ -530,7 +570,8 @@ private:
       }
     }
     Value bS = arith::IndexCastOp::create(b, l, i32, bIdx);
-    Value hS = arith::IndexCastOp::create(b, l, i32, hIdx);
+    // Over a KV cache h varies across lanes (packed heads): no scalar h.
+    Value hS = cacheKernel ? Value() : arith::IndexCastOp::create(b, l, i32, hIdx).getResult();
 
     bool hadError = false;
     // One KV tile [kt, kt + Tk). `partial`: the tile may run past Nk (keys
@@ -843,13 +884,13 @@ private:
     vector::StoreOp::create(b, l, lse, lseBuf, ValueRange{c0});
     scf::ForOp::create(
         b, l, c0, rows, c1, ValueRange{}, [&](OpBuilder &b, Location l, Value i, ValueRange) {
-          Value row = arith::AddIOp::create(b, l, r0, i);
+          auto [head, row] = headRow(b, arith::AddIOp::create(b, l, r0, i));
           Value a = vector::LoadOp::create(b, l, dvVec, acc, ValueRange{i, cIdx(b, 0)});
           Value s = memref::LoadOp::create(b, l, rowBuf, ValueRange{i});
           a = arith::MulFOp::create(b, l, a, vector::BroadcastOp::create(b, l, dvVec, s));
-          vector::StoreOp::create(b, l, a, O, ValueRange{bIdx, hIdx, row, cIdx(b, 0)});
+          vector::StoreOp::create(b, l, a, O, ValueRange{bIdx, head, row, cIdx(b, 0)});
           Value x = memref::LoadOp::create(b, l, lseBuf, ValueRange{i});
-          memref::StoreOp::create(b, l, x, LSE, ValueRange{bIdx, hIdx, row});
+          memref::StoreOp::create(b, l, x, LSE, ValueRange{bIdx, head, row});
           scf::YieldOp::create(b, l);
         });
     func::ReturnOp::create(b, l);
