@@ -389,8 +389,8 @@ KernelCache::get(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::st
   std::string specText = "target=cpu dtype=" + spec.dtype + " D=" + std::to_string(cpu.headDim) +
                          " Dv=" + std::to_string(cpu.headDimV) +
                          " tq=" + std::to_string(cpu.tileQ) + " tk=" + std::to_string(cpu.tileK) +
-                         (spec.kvCache ? " kvcache" : "") + "\ncpu=" +
-                         pipeline::hostCpuDescription();
+                         (spec.kvCache ? " kvcache" : "") +
+                         "\ncpu=" + pipeline::hostCpuDescription();
   if (Status s = build.generate(prog, name, spec, specText); !s)
     return s;
   const std::string &key = build.key;
@@ -491,8 +491,7 @@ KernelCache::Impl::cudaArtifact(mlir::MLIRContext &ctx, const dsl::Program &prog
       " wm=" + std::to_string(cuda.warpMTiles) + " st=" + std::to_string(cuda.stages) +
       " mma=" + cuda.mma + (cuda.wgmmaQInRegs ? " qregs" : "") +
       (cuda.classChunk ? " chunk=" + std::to_string(cuda.classChunk) : "") +
-      (cuda.partialVote ? " vote" : "") + " O" +
-      std::to_string(cuda.optLevel);
+      (cuda.partialVote ? " vote" : "") + " O" + std::to_string(cuda.optLevel);
   if (Status s = build.generate(prog, name, spec, specText); !s)
     return s;
   const std::string &key = build.key;

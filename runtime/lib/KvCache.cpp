@@ -4,6 +4,8 @@
 
 #include "Validate.h"
 
+#include "attnc/Runtime/Half.h"
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -20,9 +22,22 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   if (p.retention == "sink_window" && p.window < 1)
     return Status::error("cache policy '" + p.name + "': the window must hold a token");
   unsigned bytes = detail::typeBytes(p.storage);
-  if (p.storage != "f32" && p.storage != "bf16" && p.storage != "f16")
+  const bool quant = p.storage == "i8";
+  if (p.storage != "f32" && p.storage != "bf16" && p.storage != "f16" && !quant)
     return Status::error("cache policy '" + p.name + "': storage '" + p.storage +
-                         "' is not supported yet (f32, bf16, f16)");
+                         "' is not supported yet (f32, bf16, f16, i8)");
+  std::string input = o.inputDtype.empty() ? p.storage : o.inputDtype;
+  if (input != "f32" && input != "bf16" && input != "f16")
+    return Status::error("KV cache: inputDtype must be f32, bf16 or f16" +
+                         std::string(quant ? " (int8 storage quantizes its input)" : ""));
+  if (!quant && input != p.storage)
+    return Status::error("KV cache: inputDtype " + input + " differs from the storage " +
+                         p.storage + " (only int8 storage converts)");
+  if (quant && p.scale == "per_group" &&
+      (p.groupSize < 1 || o.headDim % p.groupSize ||
+       (o.headDimV > 0 ? o.headDimV : o.headDim) % p.groupSize))
+    return Status::error("cache policy '" + p.name + "': scale groups of " +
+                         std::to_string(p.groupSize) + " do not divide the head dims");
   if (o.numKvHeads < 1 || o.headDim < 1 || o.headDimV < 0)
     return Status::error("KV cache: numKvHeads and headDim must be positive");
   if (o.numPages < 1)
@@ -33,6 +48,13 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   c->Dv = o.headDimV > 0 ? o.headDimV : o.headDim;
   c->opts.headDimV = c->Dv;
   c->elemBytes = bytes;
+  c->inBytes = detail::typeBytes(input);
+  c->opts.inputDtype = input;
+  c->quant = quant;
+  if (quant && p.scale == "per_group") {
+    c->gK = c->D / p.groupSize;
+    c->gV = c->Dv / p.groupSize;
+  }
   if (p.layout == "paged") {
     if (p.pageSize < 1)
       return Status::error("cache policy '" + p.name + "': page size must be positive");
@@ -49,6 +71,10 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
     return Status::error("KV cache: pool of " + std::to_string(o.numPages) + " pages is too large");
   c->kPool.assign(size_t(o.numPages * pageK), 0);
   c->vPool.assign(size_t(o.numPages * pageV), 0);
+  if (quant) {
+    c->kScales.assign(size_t(o.numPages * o.numKvHeads * c->P * c->gK), 0.f);
+    c->vScales.assign(size_t(o.numPages * o.numKvHeads * c->P * c->gV), 0.f);
+  }
   // Pages are handed out lowest first.
   for (int64_t i = o.numPages - 1; i >= 0; --i)
     c->freeList.push_back(int32_t(i));
@@ -90,7 +116,72 @@ bool KvCache::retains(int64_t position, int64_t newLength) const {
   return position < p.sink || position >= newLength - p.window;
 }
 
-int64_t KvCache::bytesPerTokenPerHead() const { return (D + Dv) * elemBytes; }
+int64_t KvCache::bytesPerTokenPerHead() const {
+  return (D + Dv) * elemBytes + (quant ? int64_t(sizeof(float)) * (gK + gV) : 0);
+}
+
+/// Element d of a token row of the input type.
+static float inputAt(const char *row, const std::string &dtype, int64_t d) {
+  if (dtype == "f32")
+    return reinterpret_cast<const float *>(row)[d];
+  uint16_t bits = reinterpret_cast<const uint16_t *>(row)[d];
+  return dtype == "bf16" ? bf16ToFloat(bits) : f16ToFloat(bits);
+}
+
+/// Token t, head h of `src` ([Hkv, n, dim], input type) into the storage
+/// row `dst` (and its scales).
+void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int64_t dim,
+                       int64_t groups, char *dst, float *scales) const {
+  const char *row =
+      static_cast<const char *>(src->data) + src->byte_offset + ((h * n + t) * dim) * inBytes;
+  if (!quant) {
+    std::memcpy(dst, row, dim * elemBytes);
+    return;
+  }
+  int64_t g = dim / groups;
+  for (int64_t k = 0; k < groups; ++k) {
+    float amax = 0;
+    for (int64_t d = k * g; d < (k + 1) * g; ++d)
+      amax = std::max(amax, std::fabs(inputAt(row, opts.inputDtype, d)));
+    float scale = amax / 127.f;
+    scales[k] = scale;
+    for (int64_t d = k * g; d < (k + 1) * g; ++d) {
+      float x = inputAt(row, opts.inputDtype, d);
+      int q = scale > 0 ? int(std::lround(x / scale)) : 0;
+      reinterpret_cast<int8_t *>(dst)[d] = int8_t(std::clamp(q, -127, 127));
+    }
+  }
+}
+
+float KvCache::loadElement(const char *src, const float *scales, int64_t d, int64_t dim,
+                           int64_t groups) const {
+  if (quant)
+    return float(reinterpret_cast<const int8_t *>(src)[d]) * scales[d / (dim / groups)];
+  return inputAt(src, opts.policy.storage, d);
+}
+
+Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k, float *v) const {
+  if (length(seq) < 0)
+    return Status::error("KV cache: no sequence " + std::to_string(seq));
+  if (head < 0 || head >= opts.numKvHeads)
+    return Status::error("KV cache: no KV head " + std::to_string(head));
+  const Sequence &s = sequences[seq];
+  for (int64_t i = 0; i < s.slots; ++i) {
+    if (s.pos[i] != position)
+      continue;
+    int64_t page = s.pages[i / P], row = i % P, Hkv = opts.numKvHeads;
+    int64_t at = (page * Hkv + head) * P + row;
+    for (int64_t d = 0; d < D; ++d)
+      k[d] = loadElement(kPool.data() + at * D * elemBytes, quant ? &kScales[at * gK] : nullptr, d,
+                         D, gK);
+    for (int64_t d = 0; d < Dv; ++d)
+      v[d] = loadElement(vPool.data() + at * Dv * elemBytes, quant ? &vScales[at * gV] : nullptr, d,
+                         Dv, gV);
+    return Status::ok();
+  }
+  return Status::error("KV cache: sequence " + std::to_string(seq) + " does not retain position " +
+                       std::to_string(position));
+}
 
 int64_t KvCache::bytesInUse() const {
   return pagesInUse() * P * opts.numKvHeads * bytesPerTokenPerHead();
@@ -133,6 +224,12 @@ void KvCache::compact(Sequence &s) {
         char *vb = vPool.data() + ((int64_t(page) * Hkv + h) * P) * Dv * elemBytes;
         std::memmove(kb + out * D * elemBytes, kb + i * D * elemBytes, D * elemBytes);
         std::memmove(vb + out * Dv * elemBytes, vb + i * Dv * elemBytes, Dv * elemBytes);
+        if (quant) {
+          float *ks = &kScales[(int64_t(page) * Hkv + h) * P * gK];
+          float *vs = &vScales[(int64_t(page) * Hkv + h) * P * gV];
+          std::memmove(ks + out * gK, ks + i * gK, gK * sizeof(float));
+          std::memmove(vs + out * gV, vs + i * gV, gV * sizeof(float));
+        }
       }
     s.pos[out++] = s.pos[i];
   }
@@ -151,9 +248,9 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
       return Status::error(std::string("append: ") + what + " is null");
     if (t->device.device_type != kDLCPU)
       return Status::error(std::string("append: ") + what + " must be on kDLCPU");
-    if (!detail::sameType(t->dtype, opts.policy.storage))
-      return Status::error(std::string("append: ") + what + " must be " + opts.policy.storage +
-                           " (the policy's storage)");
+    if (!detail::sameType(t->dtype, opts.inputDtype))
+      return Status::error(std::string("append: ") + what + " must be " + opts.inputDtype +
+                           (quant ? " (the cache's input type)" : " (the policy's storage)"));
     if (t->ndim != 3 || t->shape[0] != Hkv || t->shape[2] != dim)
       return Status::error(std::string("append: ") + what + " must be [Hkv=" + std::to_string(Hkv) +
                            ", n, " + std::to_string(dim) + "]");
@@ -231,8 +328,6 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
     freeList.pop_back();
     s.pos.resize(s.pages.size() * P, -1);
   }
-  const char *kSrc = static_cast<const char *>(k->data) + k->byte_offset;
-  const char *vSrc = static_cast<const char *>(v->data) + v->byte_offset;
   for (int64_t t = 0; t < n; ++t) {
     int64_t p = s.length + t;
     if (!retains(p, newLength))
@@ -240,10 +335,11 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
     int64_t slot = s.slots++;
     int64_t page = s.pages[slot / P], row = slot % P;
     for (int64_t h = 0; h < Hkv; ++h) {
-      std::memcpy(kPool.data() + (((page * Hkv + h) * P + row) * D) * elemBytes,
-                  kSrc + ((h * n + t) * D) * elemBytes, D * elemBytes);
-      std::memcpy(vPool.data() + (((page * Hkv + h) * P + row) * Dv) * elemBytes,
-                  vSrc + ((h * n + t) * Dv) * elemBytes, Dv * elemBytes);
+      int64_t at = (page * Hkv + h) * P + row;
+      storeRow(k, n, t, h, D, gK, kPool.data() + at * D * elemBytes,
+               quant ? &kScales[at * gK] : nullptr);
+      storeRow(v, n, t, h, Dv, gV, vPool.data() + at * Dv * elemBytes,
+               quant ? &vScales[at * gV] : nullptr);
     }
     s.pos[slot] = int32_t(p);
   }

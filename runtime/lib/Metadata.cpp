@@ -73,13 +73,19 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
       values.push_back(tok);
     if (key == "kv_cache") {
       // kv_cache NAME contiguous|paged P all|sink_window|budget SINK WINDOW STORAGE
-      if (values.size() != 7)
-        return bad("kv_cache: expected 7 values");
+      //          none|per_token|per_group GROUP
+      if (values.size() != 9)
+        return bad("kv_cache: expected 9 values");
       CachePolicyInfo c;
       c.name = values[0];
       c.layout = values[1];
       c.retention = values[3];
       c.storage = values[6];
+      c.scale = values[7];
+      if (c.scale != "none" && c.scale != "per_token" && c.scale != "per_group")
+        return bad("kv_cache: scale");
+      if (!parseInt(values[8], c.groupSize) || c.groupSize < 0)
+        return bad("kv_cache: group size");
       if (c.layout != "paged" && c.layout != "contiguous")
         return bad("kv_cache: layout");
       if (c.retention != "all" && c.retention != "sink_window" && c.retention != "budget")

@@ -326,10 +326,11 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   const CachePolicyInfo &kp = *ki.cache, &cp = cache.options().policy;
   if (kp.name != cp.name || kp.layout != cp.layout || kp.retention != cp.retention ||
       kp.sink != cp.sink || kp.window != cp.window || kp.storage != cp.storage ||
+      kp.scale != cp.scale || kp.groupSize != cp.groupSize ||
       (kp.layout == "paged" && kp.pageSize != cp.pageSize))
     return Status::error("kernel '" + ki.name + "' was compiled for cache policy " +
                          describePolicy(kp) + ", but the cache follows " + describePolicy(cp));
-  if (cp.storage != ki.dtype)
+  if (cp.storage != ki.dtype && !cache.quantized())
     return Status::error("cache stores " + cp.storage + " but kernel '" + ki.name + "' reads " +
                          ki.dtype);
   const KvCacheOptions &co = cache.options();
@@ -406,7 +407,16 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   int64_t tilesQ = (packed + ki.tileQ - 1) / ki.tileQ;
   void *const io[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
   // q_offset is unused: q_pos gives each sequence's query positions.
-  runItems(itemFn, io, 0, params.ptrs, {dPages.ptr, dPos.ptr, dLen.ptr, dQpos.ptr}, B, Hkv, tilesQ,
-           a.numThreads);
+  std::vector<void *> tables = {dPages.ptr, dPos.ptr, dLen.ptr, dQpos.ptr};
+  std::optional<Descriptor> dKs, dVs;
+  if (cache.quantized()) {
+    dKs.emplace(
+        denseView(const_cast<float *>(cache.keyScales()), {numPages, Hkv, P, cache.keyGroups()}));
+    dVs.emplace(denseView(const_cast<float *>(cache.valueScales()),
+                          {numPages, Hkv, P, cache.valueGroups()}));
+    tables.push_back(dKs->ptr);
+    tables.push_back(dVs->ptr);
+  }
+  runItems(itemFn, io, 0, params.ptrs, tables, B, Hkv, tilesQ, a.numThreads);
   return Status::ok();
 }

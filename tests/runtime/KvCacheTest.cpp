@@ -48,6 +48,10 @@ kernel even_stream { mask = causal && (k % 2 == 0 || k == q); cache = stream_kv;
 kernel head_mask { mask = causal && (h % 2 == 0 || q - k < 3); cache = stream_kv; }
 kernel head_mask_il { mask = causal && (h % 2 == 0 || q - k < 3); cache = stream_kv; heads = interleaved; }
 kernel plain { mask = causal; }
+cache q8_token_kv { layout = paged(4); retention = all; storage = int8(per_token); }
+cache q8_group_kv { layout = paged(4); retention = sink(2) + window(7); storage = int8(per_group(8)); }
+kernel over_q8_token { mask = causal; cache = q8_token_kv; }
+kernel over_q8_group { mask = causal; cache = q8_group_kv; }
 )";
 
 /// A dense host tensor of T (uint16_t: bf16 bits, float: f32).
@@ -142,10 +146,17 @@ protected:
   /// Runs `k` for the last nq tokens of every sequence and compares O and
   /// LSE with float64 attention over the retained positions; returns the
   /// largest relative error of O.
+  /// Runs `k` for the last nq tokens of every sequence and compares O and
+  /// LSE with float64 attention over the retained positions of `hist`;
+  /// returns the largest relative error of O. With `other`, the same
+  /// outputs against `other`'s values too: `otherErr` gets ||O - ref|| /
+  /// ||ref|| over all rows (DESIGN.md's measure), for the unquantized K/V
+  /// of an int8 cache.
   double runAndCompare(const rt::CpuKernel &k, const rt::KvCache &c,
                        const std::vector<int64_t> &seqs, const std::vector<History> &hist,
                        int64_t nq, const std::function<bool(int64_t, int64_t, int64_t)> &mask,
-                       bool interleaved = false) {
+                       bool interleaved = false, const std::vector<History> *other = nullptr,
+                       double *otherErr = nullptr) {
     const int64_t B = int64_t(seqs.size());
     BfTensor q({B, Hq, nq, D});
     std::vector<float> qf(q.data.size());
@@ -158,7 +169,7 @@ protected:
     a.q = &q.t, a.o = &o.t, a.lse = &lse.t, a.cache = &c, a.sequences = seqs;
     rt::Status s = k.launch(a);
     EXPECT_TRUE(s) << s.message();
-    double worst = 0;
+    double worst = 0, otherDiff = 0, otherNorm = 0;
     for (int64_t b = 0; b < B; ++b) {
       std::vector<int32_t> kept = c.retainedPositions(seqs[b]);
       int64_t L = c.length(seqs[b]);
@@ -167,37 +178,49 @@ protected:
         for (int64_t i = 0; i < nq; ++i) {
           int64_t qp = L - nq + i;
           const float *qr = &qf[((b * Hq + h) * nq + i) * D];
-          std::vector<double> sc;
-          std::vector<int32_t> keys;
-          double m = -INFINITY;
-          for (int32_t kp : kept) {
-            if (!mask(h, qp, kp))
-              continue;
-            double dot = 0;
-            for (int64_t d = 0; d < D; ++d)
-              dot += double(qr[d]) * hist[b].k[kh][kp][d];
-            sc.push_back(dot / std::sqrt(double(D)));
-            keys.push_back(kp);
-            m = std::max(m, sc.back());
-          }
-          std::vector<double> ref(D, 0.0);
-          double sum = 0;
-          for (size_t j = 0; j < sc.size(); ++j) {
-            double p = std::exp(sc[j] - m);
-            sum += p;
-            for (int64_t d = 0; d < D; ++d)
-              ref[d] += p * hist[b].v[kh][keys[j]][d];
-          }
           const float *out = &o.data[((b * Hq + h) * nq + i) * D];
-          double diff = 0, norm = 0;
-          for (int64_t d = 0; d < D; ++d) {
-            double r = sum > 0 ? ref[d] / sum : 0.0;
-            diff += (out[d] - r) * (out[d] - r);
-            norm += r * r;
-          }
-          double err = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-          worst = std::max(worst, err);
-          double refLse = sum > 0 ? m + std::log(sum) : -INFINITY;
+          // Relative error of `out` against attention over `hs`'s values;
+          // the reference LSE in `refLse`.
+          auto compare = [&](const History &hs, double &refLse, double *diffSum = nullptr,
+                             double *normSum = nullptr) {
+            std::vector<double> sc;
+            std::vector<int32_t> keys;
+            double m = -INFINITY;
+            for (int32_t kp : kept) {
+              if (!mask(h, qp, kp))
+                continue;
+              double dot = 0;
+              for (int64_t d = 0; d < D; ++d)
+                dot += double(qr[d]) * hs.k[kh][kp][d];
+              sc.push_back(dot / std::sqrt(double(D)));
+              keys.push_back(kp);
+              m = std::max(m, sc.back());
+            }
+            std::vector<double> ref(D, 0.0);
+            double sum = 0;
+            for (size_t j = 0; j < sc.size(); ++j) {
+              double p = std::exp(sc[j] - m);
+              sum += p;
+              for (int64_t d = 0; d < D; ++d)
+                ref[d] += p * hs.v[kh][keys[j]][d];
+            }
+            double diff = 0, norm = 0;
+            for (int64_t d = 0; d < D; ++d) {
+              double r = sum > 0 ? ref[d] / sum : 0.0;
+              diff += (out[d] - r) * (out[d] - r);
+              norm += r * r;
+            }
+            refLse = sum > 0 ? m + std::log(sum) : -INFINITY;
+            if (diffSum) {
+              *diffSum += diff;
+              *normSum += norm;
+            }
+            return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+          };
+          double refLse, ignored;
+          worst = std::max(worst, compare(hist[b], refLse));
+          if (other)
+            compare((*other)[b], ignored, &otherDiff, &otherNorm);
           float gotLse = lse.data[(b * Hq + h) * nq + i];
           if (std::isinf(refLse))
             EXPECT_TRUE(std::isinf(gotLse) && gotLse < 0) << "seq " << seqs[b] << " q " << qp;
@@ -206,7 +229,22 @@ protected:
         }
       }
     }
+    if (otherErr)
+      *otherErr = otherNorm > 0 ? std::sqrt(otherDiff / otherNorm) : 0.0;
     return worst;
+  }
+
+  /// `hist` with every position `c` retains replaced by what it stores
+  /// (dequantized int8).
+  std::vector<History> stored(const rt::KvCache &c, const std::vector<int64_t> &seqs,
+                              std::vector<History> hist) {
+    for (size_t b = 0; b < seqs.size(); ++b)
+      for (int32_t p : c.retainedPositions(seqs[b]))
+        for (int64_t h = 0; h < Hkv; ++h) {
+          rt::Status s = c.readToken(seqs[b], p, h, hist[b].k[h][p].data(), hist[b].v[h][p].data());
+          EXPECT_TRUE(s) << s.message();
+        }
+    return hist;
   }
 };
 
@@ -328,6 +366,45 @@ TEST_F(KvCacheTest, SinkWindowDecodeIsExactAndBounded) {
     // on the way in, and its queries see exactly what is retained.
     ASSERT_TRUE(append(*c, seqs[0], 10, hist[0]));
     EXPECT_LT(runAndCompare(*k, *c, {seqs[0]}, {hist[0]}, 10, causal), 1e-2);
+  }
+}
+
+/// int8 storage (QServe-style KV8), per token and per group of 8: the cache
+/// quantizes on append, the kernel dequantizes while it reads. Against the
+/// stored (dequantized) values the kernel is exact up to f32 rounding;
+/// against the unquantized K/V the error is the quantization's, bounded
+/// by 1e-2 on random normal data (printed).
+TEST_F(KvCacheTest, Int8StorageIsDequantizedInTheKernel) {
+  for (const char *name : {"over_q8_token", "over_q8_group"}) {
+    SCOPED_TRACE(name);
+    auto k = kernel(name);
+    ASSERT_TRUE(k);
+    rt::KvCacheOptions o;
+    o.policy = *k->info().cache;
+    o.numKvHeads = Hkv, o.headDim = D, o.numPages = 64, o.inputDtype = "bf16";
+    auto cc = rt::KvCache::create(o);
+    ASSERT_TRUE(bool(cc)) << cc.message();
+    rt::KvCache &c = **cc;
+    EXPECT_TRUE(c.quantized());
+    // int8 values plus f32 scales (1 per token and head, or D / 8).
+    int64_t groups = std::string(name) == "over_q8_group" ? D / 8 : 1;
+    EXPECT_EQ(c.bytesPerTokenPerHead(), 2 * D + 2 * 4 * groups);
+    std::vector<int64_t> seqs = {*c.addSequence(), *c.addSequence()};
+    std::vector<History> hist(2);
+    double worstQ = 0;
+    for (int step = 0; step < 8; ++step) {
+      int64_t n = step == 0 ? 6 : 1 + step % 3;
+      for (int i = 0; i < 2; ++i)
+        ASSERT_TRUE(append(c, seqs[i], n + (step == 0 ? 3 * i : 0), hist[i]));
+      double quantErr = 0;
+      double err =
+          runAndCompare(*k, c, seqs, stored(c, seqs, hist), n, causal, false, &hist, &quantErr);
+      EXPECT_LT(err, 1e-4) << "step " << step;
+      worstQ = std::max(worstQ, quantErr);
+    }
+    std::printf("[quantization] %s: O rel. error vs unquantized bf16 K/V %.2e\n", name, worstQ);
+    EXPECT_LT(worstQ, 1e-2);
+    EXPECT_GT(worstQ, 0.0); // it is quantized
   }
 }
 

@@ -43,7 +43,11 @@ void attnc::pipeline::writeCacheMetadata(attn::KernelOp kernel, llvm::raw_ostrea
          : retention.getKind() == attn::RetentionKind::All      ? "all"
                                                                 : "budget")
      << " " << retention.getSink() << " " << retention.getWindow() << " "
-     << metadataTypeName(policy.getStorage().getElementType()) << "\n";
+     << metadataTypeName(policy.getStorage().getElementType()) << " "
+     << (policy.getStorage().getScale() == attn::ScaleGranularity::PerToken   ? "per_token"
+         : policy.getStorage().getScale() == attn::ScaleGranularity::PerGroup ? "per_group"
+                                                                              : "none")
+     << " " << policy.getStorage().getGroupSize() << "\n";
 }
 
 void attnc::pipeline::writeParamMetadata(attn::KernelOp kernel, llvm::raw_ostream &os) {

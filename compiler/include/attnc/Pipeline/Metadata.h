@@ -29,7 +29,8 @@ std::string metadataTypeName(mlir::Type t);
 void writeParamMetadata(mlir::attn::KernelOp kernel, llvm::raw_ostream &os);
 
 /// The kernel's cache policy as one line: `kv_cache NAME contiguous|paged P
-/// all|sink_window|budget SINK WINDOW STORAGE` (nothing without a policy).
+/// all|sink_window|budget SINK WINDOW STORAGE none|per_token|per_group GROUP`
+/// (nothing without a policy).
 void writeCacheMetadata(mlir::attn::KernelOp kernel, llvm::raw_ostream &os);
 
 } // namespace attnc::pipeline

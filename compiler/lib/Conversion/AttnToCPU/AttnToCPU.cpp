@@ -39,6 +39,7 @@
 
 #include <cmath>
 #include <limits>
+#include <numeric>
 
 namespace mlir {
 namespace attn {
@@ -75,10 +76,21 @@ public:
         return kernel.emitError("attn-to-cpu: kv-cache: per-head cache policies ('")
                << ref.getValue() << "') are not supported yet";
       attn::StorageAttr storage = cp.getStorage();
-      if (storage.isQuantized())
-        return kernel.emitError("attn-to-cpu: kv-cache: quantized KV storage ('")
-               << ref.getValue() << "') is not supported yet";
-      if (storage.getElementType() != elemType)
+      if (storage.isQuantized()) {
+        // int8 with per-token or per-group scales, dequantized in the kernel.
+        if (!storage.getElementType().isInteger(8))
+          return kernel.emitError("attn-to-cpu: kv-cache: ")
+                 << storage.getElementType() << " KV storage ('" << ref.getValue()
+                 << "') is not supported yet (int8 is)";
+        kvElem = storage.getElementType();
+        quantGroup = storage.getScale() == attn::ScaleGranularity::PerGroup
+                         ? int64_t(storage.getGroupSize())
+                         : 0;
+        if (quantGroup && (D % quantGroup || Dv % quantGroup))
+          return kernel.emitError("attn-to-cpu: kv-cache: scale groups of ")
+                 << quantGroup << " do not divide the head dims " << D << " / " << Dv;
+        quantized = true;
+      } else if (storage.getElementType() != elemType)
         return kernel.emitError("attn-to-cpu: kv-cache: policy '")
                << ref.getValue() << "' stores " << storage.getElementType()
                << " but the kernel is instantiated for " << elemType;
@@ -111,10 +123,11 @@ private:
   /// logical position of each slot kv_pos[b, :] (-1: not retained), its
   /// slot count kv_len[b] and the position of its first query row q_pos[b].
   SmallVector<Type> commonArgTypes() {
+    Type kv = kvElem ? kvElem : elemType;
     SmallVector<Type> types = {
         ioType(D, elemType),
-        ioType(D, elemType),
-        ioType(Dv, elemType),
+        ioType(D, kv),
+        ioType(Dv, kv),
         ioType(Dv, f32()),
         MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic}, f32()),
         IntegerType::get(ctx, 32)};
@@ -129,6 +142,8 @@ private:
       auto m2 = MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, i32);
       auto m1 = MemRefType::get({ShapedType::kDynamic}, i32);
       types.append({m2, m2, m1, m1});
+      if (quantized) // K and V scales [pages, Hkv, P, groups]
+        types.append(2, MemRefType::get(SmallVector<int64_t>(4, ShapedType::kDynamic), f32()));
     }
     return types;
   }
@@ -140,8 +155,9 @@ private:
     for (unsigned i = 0, e = kernel.getNumArguments(); i < e; ++i)
       fn.setArgAttr(6 + i, "attn.name", StringAttr::get(ctx, kernel.getParamName(i)));
     if (cacheKernel) {
-      static const char *cacheNames[] = {"kv_pages", "kv_pos", "kv_len", "q_pos"};
-      for (unsigned i = 0; i < 4; ++i)
+      static const char *cacheNames[] = {"kv_pages", "kv_pos",  "kv_len",
+                                         "q_pos",    "k_scale", "v_scale"};
+      for (unsigned i = 0; i < (quantized ? 6u : 4u); ++i)
         fn.setArgAttr(6 + kernel.getNumArguments() + i, "attn.name",
                       StringAttr::get(ctx, cacheNames[i]));
     }
@@ -164,6 +180,8 @@ private:
       return v;
     Type to =
         isa<VectorType>(t) ? Type(VectorType::get(cast<VectorType>(t).getShape(), f32())) : f32();
+    if (isa<IntegerType>(elem)) // quantized KV (int8)
+      return arith::SIToFPOp::create(b, loc(), to, v);
     return arith::ExtFOp::create(b, loc(), to, v);
   }
   Location loc() { return kernel.getLoc(); }
@@ -388,13 +406,17 @@ private:
     OpBuilder b = OpBuilder::atBlockBegin(entry);
     Value Q = fn.getArgument(0), K = fn.getArgument(1), V = fn.getArgument(2),
           O = fn.getArgument(3), LSE = fn.getArgument(4), qOffset = fn.getArgument(5);
-    const unsigned nCache = cacheKernel ? 4 : 0;
+    const unsigned nCache = cacheKernel ? (quantized ? 6 : 4) : 0;
     Value bIdx = fn.getArgument(6 + nParams + nCache), hIdx = fn.getArgument(7 + nParams + nCache),
           qTile = fn.getArgument(8 + nParams + nCache);
-    Value kvPages, kvPos;
+    Value kvPages, kvPos, kScale, vScale;
     if (cacheKernel) {
       kvPages = fn.getArgument(6 + nParams);
       kvPos = fn.getArgument(7 + nParams);
+    }
+    if (quantized) {
+      kScale = fn.getArgument(10 + nParams);
+      vScale = fn.getArgument(11 + nParams);
     }
     Type i32 = b.getI32Type(), i64 = b.getI64Type();
     Location l = loc();
@@ -530,6 +552,8 @@ private:
     // P.V blocking: VW-lane vectors (16 = one zmm where Dv allows), NC of
     // them per row chunk, pvRows rows at a time (R * NC accumulators).
     int64_t pvVW = Dv % 16 == 0 ? 16 : Dv;
+    if (quantGroup) // one V scale per vector
+      pvVW = std::gcd(pvVW, quantGroup);
     int64_t pvNC = (Dv / pvVW) % 4 == 0 ? 4 : (Dv / pvVW) % 2 == 0 ? 2 : 1;
     int64_t pvRows = Tq % 4 == 0 ? 4 : Tq % 2 == 0 ? 2 : 1;
     auto pvVec = VectorType::get({pvVW}, f32());
@@ -649,10 +673,25 @@ private:
               for (int64_t j = 0; j < Tk; ++j) {
                 Value kv = toF32(
                     b, memref::LoadOp::create(b, l, K, ValueRange{kBatch[j], kvh, kLine[j], d}));
+                if (quantGroup) // int8, a scale per group of the head dim
+                  kv = arith::MulFOp::create(
+                      b, l, kv,
+                      memref::LoadOp::create(
+                          b, l, kScale,
+                          ValueRange{kBatch[j], kvh, kLine[j],
+                                     arith::DivUIOp::create(b, l, d, cIdx(b, quantGroup))}));
                 next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
               }
               scf::YieldOp::create(b, l, next);
             });
+        // int8 with one scale per token: it factors out of the dot product.
+        SmallVector<Value> dots(dLoop.getResults());
+        if (quantized && !quantGroup)
+          for (int64_t j = 0; j < Tk; ++j)
+            dots[j] = arith::MulFOp::create(
+                b, l, dots[j],
+                bcast(b, memref::LoadOp::create(b, l, kScale,
+                                                ValueRange{kBatch[j], kvh, kLine[j], cIdx(b, 0)})));
         // Mask and score per key, on vectors of rows.
         SmallVector<Value> t(Tk), w(Tk);
         Value tileMax = negInf;
@@ -662,8 +701,8 @@ private:
           rc.hoisted = &hoistScore;
           rc.scalarArgs = {Value(), bS, hS, Value(), kPos[j]};
           rc.scalarLoads = !partial;
-          auto sv = vectorizeRegion(b, attention.getScoreBlock(),
-                                    {dLoop.getResult(j), bVec, hVec, qPos, kVec}, outer, valid, rc);
+          auto sv = vectorizeRegion(b, attention.getScoreBlock(), {dots[j], bVec, hVec, qPos, kVec},
+                                    outer, valid, rc);
           if (failed(sv)) {
             hadError = true;
             break;
@@ -724,10 +763,22 @@ private:
                     }
                     for (int64_t j = 0; j < Tk; ++j) {
                       SmallVector<Value> v(pvNC);
-                      for (int64_t c = 0; c < pvNC; ++c)
-                        v[c] = toF32(b, vector::LoadOp::create(
-                                            b, l, VectorType::get({pvVW}, elemType), V,
-                                            ValueRange{kBatch[j], kvh, kLine[j], colIdx[c]}));
+                      for (int64_t c = 0; c < pvNC; ++c) {
+                        v[c] =
+                            toF32(b, vector::LoadOp::create(
+                                         b, l, VectorType::get({pvVW}, kvElem ? kvElem : elemType),
+                                         V, ValueRange{kBatch[j], kvh, kLine[j], colIdx[c]}));
+                        if (quantized) { // one scale per token, or per group (pvVW divides it)
+                          Value g = quantGroup ? arith::DivUIOp::create(b, l, colIdx[c],
+                                                                        cIdx(b, quantGroup))
+                                                     .getResult()
+                                               : cIdx(b, 0);
+                          Value sc = memref::LoadOp::create(
+                              b, l, vScale, ValueRange{kBatch[j], kvh, kLine[j], g});
+                          v[c] = arith::MulFOp::create(
+                              b, l, v[c], vector::BroadcastOp::create(b, l, pvVec, sc));
+                        }
+                      }
                       for (int64_t r = 0; r < pvRows; ++r) {
                         Value wj = vector::BroadcastOp::create(
                             b, l, pvVec,
@@ -938,6 +989,11 @@ private:
   int64_t Tq, Tk;
   /// Lower with the KV-cache ABI (pass option), and whether it applies.
   bool kvCache = false, cacheKernel = false;
+  /// Quantized KV (int8): the stored element type, and the scale group
+  /// along the head dim (0: one scale per token and head).
+  bool quantized = false;
+  Type kvElem;
+  int64_t quantGroup = 0;
   /// Tiles per run-time class group (data-dependent masks).
   static constexpr int64_t kClassTiles = 8;
 };

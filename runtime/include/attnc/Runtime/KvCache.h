@@ -34,6 +34,11 @@ struct KvCacheOptions {
   /// contiguous layout: one page of `maxTokens` slots per sequence.
   int64_t numPages = 0;
   int64_t maxTokens = 0; // contiguous layout only
+  /// Element type of the K/V that append() takes: f32, bf16 or f16. Empty:
+  /// the storage type (required for int8 storage, which append quantizes:
+  /// one scale max|x| / 127 per token and head, or per group of the head
+  /// dim, round to nearest).
+  std::string inputDtype;
 };
 
 class KvCache {
@@ -45,7 +50,8 @@ public:
   /// Returns the sequence's pages to the pool.
   Status removeSequence(int64_t seq);
   /// Appends the next n tokens of `seq`: k [Hkv, n, D] and v [Hkv, n, Dv],
-  /// dense, on the host, of the policy's storage type. Positions the
+  /// dense, on the host, of the input type (quantized on the way in for
+  /// int8 storage). Positions the
   /// retention drops are released first (and tokens of the chunk it drops
   /// already are not stored); fails without changing anything when the
   /// pool has too few free pages.
@@ -55,6 +61,9 @@ public:
   int64_t length(int64_t seq) const;
   /// The logical positions `seq` retains, ascending.
   std::vector<int32_t> retainedPositions(int64_t seq) const;
+  /// The stored K and V of a retained position for one KV head, as the
+  /// kernel reads them (dequantized), into k [D] and v [Dv].
+  Status readToken(int64_t seq, int64_t position, int64_t head, float *k, float *v) const;
 
   const KvCacheOptions &options() const { return opts; }
   int64_t pageSize() const { return P; }
@@ -72,9 +81,17 @@ public:
     int64_t slots = 0, length = 0;
   };
   Expected<SequenceView> view(int64_t seq) const;
-  /// Pools: K [numPages, Hkv, P, D], V [numPages, Hkv, P, Dv], row-major.
+  /// Pools: K [numPages, Hkv, P, D], V [numPages, Hkv, P, Dv], row-major,
+  /// of the storage type; int8: scales K [numPages, Hkv, P, groupsK] and V
+  /// [numPages, Hkv, P, groupsV] (f32; one group per token and head unless
+  /// per_group).
   const void *keyPool() const { return kPool.data(); }
   const void *valuePool() const { return vPool.data(); }
+  const float *keyScales() const { return kScales.data(); }
+  const float *valueScales() const { return vScales.data(); }
+  bool quantized() const { return quant; }
+  int64_t keyGroups() const { return gK; }
+  int64_t valueGroups() const { return gV; }
 
 private:
   KvCache() = default;
@@ -87,9 +104,16 @@ private:
   bool retains(int64_t position, int64_t newLength) const;
   void compact(Sequence &s);
 
+  void storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int64_t dim, int64_t groups,
+                char *dst, float *scales) const;
+  float loadElement(const char *src, const float *scales, int64_t d, int64_t dim,
+                    int64_t groups) const;
+
   KvCacheOptions opts;
-  int64_t P = 0, D = 0, Dv = 0, elemBytes = 0;
+  int64_t P = 0, D = 0, Dv = 0, elemBytes = 0, inBytes = 0, gK = 1, gV = 1;
+  bool quant = false;
   std::vector<char> kPool, vPool;
+  std::vector<float> kScales, vScales;
   std::vector<int32_t> freeList;
   std::vector<Sequence> sequences;
 };

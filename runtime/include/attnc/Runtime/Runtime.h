@@ -79,7 +79,9 @@ struct CachePolicyInfo {
   int64_t pageSize = 0;          // paged: slots per page
   std::string retention = "all"; // all | sink_window | budget
   int64_t sink = 0, window = 0;  // sink_window
-  std::string storage = "bf16";  // element type of the pages
+  std::string storage = "bf16";  // element type of the pages (f32, bf16, f16, i8)
+  std::string scale = "none";    // i8: per_token | per_group
+  int64_t groupSize = 0;         // per_group: elements of the head dim per scale
 };
 
 /// The specialization a CPU artifact was compiled for.
