@@ -1,0 +1,173 @@
+//===- decode_bench.cpp - decode over KV caches on the CPU -----------------===//
+//
+//   attnc-decode-bench [--lengths=8192,65536] [--batch=1] [--threads=N] [--steps=20]
+//                      [--tile-q=T]
+//
+// One decode step (Nq = 1) of B sequences of L cached tokens, Hq/Hkv = 32/8,
+// D = 128, through a paged KvCache (16-token pages, retention all) with
+// bf16 and with int8 (per-token scales) storage, and a sink(4) +
+// window(1020) cache. Prints ms per step and the bandwidth of the K/V bytes
+// the step reads (slots x Hkv x (D + Dv) x element bytes, plus scales).
+//
+//===----------------------------------------------------------------------===//
+
+#include "attnc/JIT.h"
+#include "attnc/Runtime/Half.h"
+#include "attnc/Runtime/KvCache.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace attnc;
+
+namespace {
+const int64_t D = 128, Hq = 32, Hkv = 8;
+
+const char *kSource = R"(
+import "causal.attn";
+cache bf16_kv { layout = paged(16); retention = all; storage = bf16; }
+cache int8_kv { layout = paged(16); retention = all; storage = int8(per_token); }
+cache stream_kv { layout = paged(16); retention = sink(4) + window(1020); storage = bf16; }
+kernel decode_bf16 { mask = causal; cache = bf16_kv; }
+kernel decode_int8 { mask = causal; cache = int8_kv; }
+kernel decode_stream { mask = causal; cache = stream_kv; }
+)";
+
+DLTensor view(void *data, DLDataType dtype, std::vector<int64_t> &shape) {
+  DLTensor t{};
+  t.data = data;
+  t.device = {kDLCPU, 0};
+  t.ndim = int(shape.size());
+  t.dtype = dtype;
+  t.shape = shape.data();
+  return t;
+}
+
+std::vector<int64_t> parseList(const std::string &s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  for (std::string x; std::getline(ss, x, ',');)
+    out.push_back(std::stoll(x));
+  return out;
+}
+} // namespace
+
+int main(int argc, char **argv) {
+  std::vector<int64_t> lengths = {8192, 65536};
+  int64_t B = 1, steps = 20, tileQ = 0;
+  int threads = 0;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--lengths=", 0) == 0)
+      lengths = parseList(a.substr(10));
+    else if (a.rfind("--batch=", 0) == 0)
+      B = std::stoll(a.substr(8));
+    else if (a.rfind("--threads=", 0) == 0)
+      threads = std::stoi(a.substr(10));
+    else if (a.rfind("--steps=", 0) == 0)
+      steps = std::stoll(a.substr(8));
+    else if (a.rfind("--tile-q=", 0) == 0)
+      tileQ = std::stoll(a.substr(9));
+    else {
+      std::fprintf(stderr, "usage: attnc-decode-bench [--lengths=L,...] [--batch=B] "
+                           "[--threads=N] [--steps=S] [--tile-q=T]\n");
+      return 2;
+    }
+  }
+  auto compiler = Compiler::create();
+  if (auto s = compiler->loadString(kSource, "decode.attn"); !s) {
+    std::fprintf(stderr, "%s\n", s.message().c_str());
+    return 1;
+  }
+  std::printf("%-14s %3s %8s | %9s %9s | %8s\n", "cache", "B", "L", "ms/step", "KV MB", "GB/s");
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  const int64_t chunk = 1024;
+  std::vector<uint16_t> kc(Hkv * chunk * D), vc(Hkv * chunk * D);
+  for (auto *v : {&kc, &vc})
+    for (auto &x : *v)
+      x = rt::floatToBf16(normal(rng));
+  std::vector<int64_t> chunkShape = {Hkv, chunk, D}, oneShape = {Hkv, 1, D};
+  for (const char *name : {"decode_bf16", "decode_int8", "decode_stream"}) {
+    KernelSpec spec;
+    spec.dtype = "bf16";
+    spec.headDim = D;
+    spec.kvCache = true;
+    spec.tileQ = tileQ; // packed rows per item (0: the CPU default, 32)
+    auto k = compiler->getKernel(name, spec);
+    if (!k) {
+      std::fprintf(stderr, "%s\n", k.message().c_str());
+      return 1;
+    }
+    for (int64_t L : lengths) {
+      rt::KvCacheOptions o;
+      o.policy = *(*k)->info().cache;
+      o.numKvHeads = Hkv;
+      o.headDim = D;
+      o.inputDtype = "bf16";
+      o.numPages = B * ((L + steps) / 16 + 2);
+      auto cache = rt::KvCache::create(o);
+      if (!cache) {
+        std::fprintf(stderr, "%s\n", cache.message().c_str());
+        return 1;
+      }
+      rt::KvCache &c = **cache;
+      std::vector<int64_t> seqs;
+      for (int64_t b = 0; b < B; ++b) {
+        int64_t s = *c.addSequence();
+        seqs.push_back(s);
+        DLTensor kt = view(kc.data(), {kDLBfloat, 16, 1}, chunkShape),
+                 vt = view(vc.data(), {kDLBfloat, 16, 1}, chunkShape);
+        for (int64_t at = 0; at + chunk <= L; at += chunk)
+          if (auto st = c.append(s, &kt, &vt); !st) {
+            std::fprintf(stderr, "%s\n", st.message().c_str());
+            return 1;
+          }
+      }
+      std::vector<uint16_t> q(B * Hq * D), kn(Hkv * D), vn(Hkv * D);
+      for (auto *v : {&q, &kn, &vn})
+        for (auto &x : *v)
+          x = rt::floatToBf16(normal(rng));
+      std::vector<float> out(B * Hq * D);
+      std::vector<int64_t> qShape = {B, Hq, 1, D};
+      DLTensor qt = view(q.data(), {kDLBfloat, 16, 1}, qShape),
+               ot = view(out.data(), {kDLFloat, 32, 1}, qShape);
+      std::vector<double> times;
+      int64_t slots = 0;
+      for (int64_t step = 0; step < steps; ++step) {
+        DLTensor kt = view(kn.data(), {kDLBfloat, 16, 1}, oneShape),
+                 vt = view(vn.data(), {kDLBfloat, 16, 1}, oneShape);
+        for (int64_t s : seqs)
+          if (auto st = c.append(s, &kt, &vt); !st) {
+            std::fprintf(stderr, "%s\n", st.message().c_str());
+            return 1;
+          }
+        rt::CacheLaunchArgs a;
+        a.q = &qt, a.o = &ot, a.cache = &c, a.sequences = seqs, a.numThreads = threads;
+        auto t0 = std::chrono::steady_clock::now();
+        if (auto st = (*k)->launch(a); !st) {
+          std::fprintf(stderr, "%s\n", st.message().c_str());
+          return 1;
+        }
+        times.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
+      }
+      for (int64_t s : seqs)
+        slots += int64_t(c.retainedPositions(s).size());
+      std::sort(times.begin(), times.end());
+      double ms = times[times.size() / 2];
+      double mb = double(slots) * Hkv * c.bytesPerTokenPerHead() / 1e6;
+      std::printf("%-14s %3lld %8lld | %9.3f %9.1f | %8.2f\n", name + 7, (long long)B,
+                  (long long)c.length(seqs[0]), ms, mb, mb / ms);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
