@@ -75,7 +75,7 @@ int main(int argc, char **argv) {
   o.policy = policy;
   o.numKvHeads = Hkv;
   o.headDim = D;
-  o.numPages = 128; // 2048 slots: room for sink + window + one chunk
+  o.numPages = 2 * 128; // per KV head 2048 slots: sink + window + one chunk
   auto cache = rt::KvCache::create(o);
   if (!cache) {
     std::fprintf(stderr, "%s\n", cache.message().c_str());

@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
       o.numKvHeads = Hkv;
       o.headDim = D;
       o.inputDtype = "bf16";
-      o.numPages = B * ((L + steps) / 16 + 2);
+      o.numPages = B * Hkv * ((L + steps) / 16 + 2);
       auto cache = rt::KvCache::create(o);
       if (!cache) {
         std::fprintf(stderr, "%s\n", cache.message().c_str());

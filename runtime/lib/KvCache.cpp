@@ -7,13 +7,15 @@
 #include "attnc/Runtime/Half.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
 using namespace attnc::rt;
 
-Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
-  const CachePolicyInfo &p = o.policy;
+namespace {
+/// Checks one (non per-head) policy's retention.
+Status checkRetention(const CachePolicyInfo &p) {
   if (p.retention == "budget")
     return Status::error("cache policy '" + p.name +
                          "': budget (eviction) retention is not supported yet");
@@ -21,59 +23,111 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
     return Status::error("cache policy '" + p.name + "': unknown retention '" + p.retention + "'");
   if (p.retention == "sink_window" && p.window < 1)
     return Status::error("cache policy '" + p.name + "': the window must hold a token");
-  unsigned bytes = detail::typeBytes(p.storage);
-  const bool quant = p.storage == "i8";
-  if (p.storage != "f32" && p.storage != "bf16" && p.storage != "f16" && !quant)
-    return Status::error("cache policy '" + p.name + "': storage '" + p.storage +
-                         "' is not supported yet (f32, bf16, f16, i8)");
-  std::string input = o.inputDtype.empty() ? p.storage : o.inputDtype;
-  if (input != "f32" && input != "bf16" && input != "f16")
-    return Status::error("KV cache: inputDtype must be f32, bf16 or f16" +
-                         std::string(quant ? " (int8 storage quantizes its input)" : ""));
-  if (!quant && input != p.storage)
-    return Status::error("KV cache: inputDtype " + input + " differs from the storage " +
-                         p.storage + " (only int8 storage converts)");
-  if (quant && p.scale == "per_group" &&
-      (p.groupSize < 1 || o.headDim % p.groupSize ||
-       (o.headDimV > 0 ? o.headDimV : o.headDim) % p.groupSize))
-    return Status::error("cache policy '" + p.name + "': scale groups of " +
-                         std::to_string(p.groupSize) + " do not divide the head dims");
+  return Status::ok();
+}
+} // namespace
+
+Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
+  const CachePolicyInfo &p = o.policy;
   if (o.numKvHeads < 1 || o.headDim < 1 || o.headDimV < 0)
     return Status::error("KV cache: numKvHeads and headDim must be positive");
   if (o.numPages < 1)
     return Status::error("KV cache: the pool needs at least one page");
+  // The policies the heads follow: all the same, or per_head's choices.
+  std::vector<const CachePolicyInfo *> used;
+  if (p.layout == "per_head") {
+    if (p.headPolicies.empty())
+      return Status::error("cache policy '" + p.name + "': per_head without policies");
+    if (int64_t(o.headKinds.size()) != o.numKvHeads)
+      return Status::error("cache policy '" + p.name + "' is per head: headKinds must give " +
+                           std::to_string(o.numKvHeads) + " entries (one per KV head), got " +
+                           std::to_string(o.headKinds.size()));
+    for (int32_t kind : o.headKinds) {
+      if (kind < 0 || kind >= int32_t(p.headPolicies.size()))
+        return Status::error("cache policy '" + p.name + "': head kind " + std::to_string(kind) +
+                             " is not one of its " + std::to_string(p.headPolicies.size()) +
+                             " policies");
+      used.push_back(&p.headPolicies[kind]);
+    }
+  } else {
+    if (!o.headKinds.empty())
+      return Status::error("cache policy '" + p.name + "' is not per head: no headKinds");
+    used.push_back(&p);
+  }
+  const CachePolicyInfo &first = *used.front();
+  int64_t pageSize = 0;
+  bool anyContiguous = false;
+  for (const CachePolicyInfo *u : used) {
+    if (Status s = checkRetention(*u); !s)
+      return s;
+    if (u->storage != first.storage || u->scale != first.scale || u->groupSize != first.groupSize)
+      return Status::error("cache policy '" + p.name +
+                           "': heads with different storage are not supported yet");
+    if (u->layout == "paged") {
+      if (u->pageSize < 1)
+        return Status::error("cache policy '" + u->name + "': page size must be positive");
+      if (pageSize && pageSize != u->pageSize)
+        return Status::error("cache policy '" + p.name +
+                             "': heads with different page sizes are not supported yet");
+      pageSize = u->pageSize;
+    } else if (u->layout == "contiguous") {
+      anyContiguous = true;
+    } else {
+      return Status::error("cache policy '" + u->name + "': unknown layout '" + u->layout + "'");
+    }
+  }
+  const std::string &storage = first.storage;
+  unsigned bytes = detail::typeBytes(storage);
+  const bool quant = storage == "i8";
+  if (storage != "f32" && storage != "bf16" && storage != "f16" && !quant)
+    return Status::error("cache policy '" + p.name + "': storage '" + storage +
+                         "' is not supported yet (f32, bf16, f16, i8)");
+  std::string input = o.inputDtype.empty() ? storage : o.inputDtype;
+  if (input != "f32" && input != "bf16" && input != "f16")
+    return Status::error("KV cache: inputDtype must be f32, bf16 or f16" +
+                         std::string(quant ? " (int8 storage quantizes its input)" : ""));
+  if (!quant && input != storage)
+    return Status::error("KV cache: inputDtype " + input + " differs from the storage " + storage +
+                         " (only int8 storage converts)");
+  int64_t Dv = o.headDimV > 0 ? o.headDimV : o.headDim;
+  if (quant && first.scale == "per_group" &&
+      (first.groupSize < 1 || o.headDim % first.groupSize || Dv % first.groupSize))
+    return Status::error("cache policy '" + p.name + "': scale groups of " +
+                         std::to_string(first.groupSize) + " do not divide the head dims");
+
   std::unique_ptr<KvCache> c(new KvCache());
   c->opts = o;
   c->D = o.headDim;
-  c->Dv = o.headDimV > 0 ? o.headDimV : o.headDim;
-  c->opts.headDimV = c->Dv;
+  c->Dv = Dv;
+  c->opts.headDimV = Dv;
   c->elemBytes = bytes;
   c->inBytes = detail::typeBytes(input);
   c->opts.inputDtype = input;
   c->quant = quant;
-  if (quant && p.scale == "per_group") {
-    c->gK = c->D / p.groupSize;
-    c->gV = c->Dv / p.groupSize;
+  if (quant && first.scale == "per_group") {
+    c->gK = c->D / first.groupSize;
+    c->gV = Dv / first.groupSize;
   }
-  if (p.layout == "paged") {
-    if (p.pageSize < 1)
-      return Status::error("cache policy '" + p.name + "': page size must be positive");
-    c->P = p.pageSize;
-  } else if (p.layout == "contiguous") {
+  // Pages of the paged policy's size; only contiguous heads: one page of
+  // maxTokens per sequence and head (a per-head cache keeps contiguous
+  // heads in the paged heads' pages).
+  if (pageSize) {
+    c->P = pageSize;
+  } else {
     if (o.maxTokens < 1)
       return Status::error("KV cache with contiguous layout: maxTokens must be positive");
     c->P = o.maxTokens;
-  } else {
-    return Status::error("cache policy '" + p.name + "': unknown layout '" + p.layout + "'");
+    c->contiguous = true;
   }
-  int64_t pageK = o.numKvHeads * c->P * c->D * bytes, pageV = o.numKvHeads * c->P * c->Dv * bytes;
+  (void)anyContiguous;
+  int64_t pageK = c->P * c->D * bytes, pageV = c->P * Dv * bytes;
   if (o.numPages > (int64_t(1) << 40) / std::max(pageK, pageV) || o.numPages > INT32_MAX)
     return Status::error("KV cache: pool of " + std::to_string(o.numPages) + " pages is too large");
   c->kPool.assign(size_t(o.numPages * pageK), 0);
   c->vPool.assign(size_t(o.numPages * pageV), 0);
   if (quant) {
-    c->kScales.assign(size_t(o.numPages * o.numKvHeads * c->P * c->gK), 0.f);
-    c->vScales.assign(size_t(o.numPages * o.numKvHeads * c->P * c->gV), 0.f);
+    c->kScales.assign(size_t(o.numPages * c->P * c->gK), 0.f);
+    c->vScales.assign(size_t(o.numPages * c->P * c->gV), 0.f);
   }
   // Pages are handed out lowest first.
   for (int64_t i = o.numPages - 1; i >= 0; --i)
@@ -81,16 +135,22 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   return c;
 }
 
+const CachePolicyInfo &KvCache::headPolicy(int64_t head) const {
+  if (opts.policy.layout == "per_head")
+    return opts.policy.headPolicies[opts.headKinds[head]];
+  return opts.policy;
+}
+
 Expected<int64_t> KvCache::addSequence() {
-  for (size_t i = 0; i < sequences.size(); ++i)
-    if (!sequences[i].live) {
-      sequences[i] = Sequence();
-      sequences[i].live = true;
-      return int64_t(i);
-    }
-  sequences.emplace_back();
-  sequences.back().live = true;
-  return int64_t(sequences.size() - 1);
+  size_t i = 0;
+  while (i < sequences.size() && sequences[i].live)
+    ++i;
+  if (i == sequences.size())
+    sequences.emplace_back();
+  sequences[i] = Sequence();
+  sequences[i].heads.resize(size_t(opts.numKvHeads));
+  sequences[i].live = true;
+  return int64_t(i);
 }
 
 Expected<KvCache::Sequence *> KvCache::find(int64_t seq) {
@@ -99,18 +159,26 @@ Expected<KvCache::Sequence *> KvCache::find(int64_t seq) {
   return &sequences[seq];
 }
 
+const KvCache::Head *KvCache::headOf(int64_t seq, int64_t head) const {
+  if (seq < 0 || seq >= int64_t(sequences.size()) || !sequences[seq].live || head < 0 ||
+      head >= opts.numKvHeads)
+    return nullptr;
+  return &sequences[seq].heads[head];
+}
+
 Status KvCache::removeSequence(int64_t seq) {
   auto s = find(seq);
   if (!s)
     return s.error();
-  for (int32_t page : (*s)->pages)
-    freeList.push_back(page);
+  for (Head &h : (*s)->heads)
+    for (int32_t page : h.pages)
+      freeList.push_back(page);
   **s = Sequence();
   return Status::ok();
 }
 
-bool KvCache::retains(int64_t position, int64_t newLength) const {
-  const CachePolicyInfo &p = opts.policy;
+bool KvCache::retains(int64_t head, int64_t position, int64_t newLength) const {
+  const CachePolicyInfo &p = headPolicy(head);
   if (p.retention != "sink_window")
     return true;
   return position < p.sink || position >= newLength - p.window;
@@ -118,6 +186,35 @@ bool KvCache::retains(int64_t position, int64_t newLength) const {
 
 int64_t KvCache::bytesPerTokenPerHead() const {
   return (D + Dv) * elemBytes + (quant ? int64_t(sizeof(float)) * (gK + gV) : 0);
+}
+
+int64_t KvCache::bytesInUse() const { return pagesInUse() * P * bytesPerTokenPerHead(); }
+
+int64_t KvCache::length(int64_t seq) const {
+  if (seq < 0 || seq >= int64_t(sequences.size()) || !sequences[seq].live)
+    return -1;
+  return sequences[seq].length;
+}
+
+int64_t KvCache::pagesOf(int64_t seq, int64_t head) const {
+  const Head *h = headOf(seq, head);
+  return h ? int64_t(h->pages.size()) : 0;
+}
+
+std::vector<int32_t> KvCache::retainedPositions(int64_t seq, int64_t head) const {
+  std::vector<int32_t> out;
+  if (const Head *h = headOf(seq, head))
+    for (int64_t i = 0; i < h->slots; ++i)
+      if (h->pos[i] >= 0)
+        out.push_back(h->pos[i]);
+  return out;
+}
+
+Expected<KvCache::SequenceView> KvCache::view(int64_t seq, int64_t head) const {
+  const Head *h = headOf(seq, head);
+  if (!h)
+    return Status::error("KV cache: no sequence " + std::to_string(seq));
+  return SequenceView{&h->pages, &h->pos, h->slots, sequences[seq].length};
 }
 
 /// Element d of a token row of the input type.
@@ -157,20 +254,19 @@ float KvCache::loadElement(const char *src, const float *scales, int64_t d, int6
                            int64_t groups) const {
   if (quant)
     return float(reinterpret_cast<const int8_t *>(src)[d]) * scales[d / (dim / groups)];
-  return inputAt(src, opts.policy.storage, d);
+  return inputAt(src, headPolicy(0).storage, d);
 }
 
 Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k, float *v) const {
   if (length(seq) < 0)
     return Status::error("KV cache: no sequence " + std::to_string(seq));
-  if (head < 0 || head >= opts.numKvHeads)
+  const Head *h = headOf(seq, head);
+  if (!h)
     return Status::error("KV cache: no KV head " + std::to_string(head));
-  const Sequence &s = sequences[seq];
-  for (int64_t i = 0; i < s.slots; ++i) {
-    if (s.pos[i] != position)
+  for (int64_t i = 0; i < h->slots; ++i) {
+    if (h->pos[i] != position)
       continue;
-    int64_t page = s.pages[i / P], row = i % P, Hkv = opts.numKvHeads;
-    int64_t at = (page * Hkv + head) * P + row;
+    int64_t at = int64_t(h->pages[i / P]) * P + i % P;
     for (int64_t d = 0; d < D; ++d)
       k[d] = loadElement(kPool.data() + at * D * elemBytes, quant ? &kScales[at * gK] : nullptr, d,
                          D, gK);
@@ -179,62 +275,32 @@ Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k,
                          Dv, gV);
     return Status::ok();
   }
-  return Status::error("KV cache: sequence " + std::to_string(seq) + " does not retain position " +
+  return Status::error("KV cache: sequence " + std::to_string(seq) + " head " +
+                       std::to_string(head) + " does not retain position " +
                        std::to_string(position));
 }
 
-int64_t KvCache::bytesInUse() const {
-  return pagesInUse() * P * opts.numKvHeads * bytesPerTokenPerHead();
-}
-
-int64_t KvCache::length(int64_t seq) const {
-  if (seq < 0 || seq >= int64_t(sequences.size()) || !sequences[seq].live)
-    return -1;
-  return sequences[seq].length;
-}
-
-std::vector<int32_t> KvCache::retainedPositions(int64_t seq) const {
-  std::vector<int32_t> out;
-  if (length(seq) < 0)
-    return out;
-  const Sequence &s = sequences[seq];
-  for (int64_t i = 0; i < s.slots; ++i)
-    if (s.pos[i] >= 0)
-      out.push_back(s.pos[i]);
-  return out;
-}
-
-Expected<KvCache::SequenceView> KvCache::view(int64_t seq) const {
-  if (length(seq) < 0)
-    return Status::error("KV cache: no sequence " + std::to_string(seq));
-  const Sequence &s = sequences[seq];
-  return SequenceView{&s.pages, &s.pos, s.slots, s.length};
-}
-
-/// Moves a contiguous sequence's retained slots to the front of its page.
-void KvCache::compact(Sequence &s) {
-  int32_t page = s.pages.front();
-  int64_t Hkv = opts.numKvHeads, out = 0;
-  for (int64_t i = 0; i < s.slots; ++i) {
-    if (s.pos[i] < 0)
+/// Moves a contiguous head's retained slots to the front of its page.
+void KvCache::compact(Head &h) {
+  int64_t page = h.pages.front(), out = 0;
+  for (int64_t i = 0; i < h.slots; ++i) {
+    if (h.pos[i] < 0)
       continue;
-    if (out != i)
-      for (int64_t h = 0; h < Hkv; ++h) {
-        char *kb = kPool.data() + ((int64_t(page) * Hkv + h) * P) * D * elemBytes;
-        char *vb = vPool.data() + ((int64_t(page) * Hkv + h) * P) * Dv * elemBytes;
-        std::memmove(kb + out * D * elemBytes, kb + i * D * elemBytes, D * elemBytes);
-        std::memmove(vb + out * Dv * elemBytes, vb + i * Dv * elemBytes, Dv * elemBytes);
-        if (quant) {
-          float *ks = &kScales[(int64_t(page) * Hkv + h) * P * gK];
-          float *vs = &vScales[(int64_t(page) * Hkv + h) * P * gV];
-          std::memmove(ks + out * gK, ks + i * gK, gK * sizeof(float));
-          std::memmove(vs + out * gV, vs + i * gV, gV * sizeof(float));
-        }
+    if (out != i) {
+      int64_t from = page * P + i, to = page * P + out;
+      std::memmove(kPool.data() + to * D * elemBytes, kPool.data() + from * D * elemBytes,
+                   D * elemBytes);
+      std::memmove(vPool.data() + to * Dv * elemBytes, vPool.data() + from * Dv * elemBytes,
+                   Dv * elemBytes);
+      if (quant) {
+        std::memmove(&kScales[to * gK], &kScales[from * gK], gK * sizeof(float));
+        std::memmove(&vScales[to * gV], &vScales[from * gV], gV * sizeof(float));
       }
-    s.pos[out++] = s.pos[i];
+    }
+    h.pos[out++] = h.pos[i];
   }
-  std::fill(s.pos.begin() + out, s.pos.end(), -1);
-  s.slots = out;
+  std::fill(h.pos.begin() + out, h.pos.end(), -1);
+  h.slots = out;
 }
 
 Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
@@ -273,75 +339,90 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
   if (newLength > INT32_MAX)
     return Status::error("append: positions past INT32_MAX");
 
-  // What retention drops and what is stored, before anything changes.
-  int64_t store = 0;
-  for (int64_t p = s.length; p < newLength; ++p)
-    store += retains(p, newLength);
-  std::vector<char> dead(size_t(s.slots), 0);
-  for (int64_t i = 0; i < s.slots; ++i)
-    dead[i] = s.pos[i] < 0 || !retains(s.pos[i], newLength);
-  const bool contiguous = opts.policy.layout == "contiguous";
-  std::vector<size_t> freeable; // paged: whole pages of dropped slots, not the last
-  int64_t live = 0;
-  for (char d : dead)
-    live += !d;
-  int64_t needPages = 0;
-  if (contiguous) {
-    if (live + store > P)
-      return Status::error("KV cache '" + opts.policy.name + "': sequence " + std::to_string(seq) +
-                           " needs " + std::to_string(live + store) +
-                           " slots, its contiguous page holds " + std::to_string(P));
-    needPages = s.pages.empty() ? 1 : 0;
-  } else {
-    for (size_t pg = 0; pg + 1 < s.pages.size(); ++pg) {
-      bool all = true;
-      for (int64_t i = int64_t(pg) * P; i < int64_t(pg + 1) * P && all; ++i)
-        all = dead[i];
-      if (all)
-        freeable.push_back(pg);
+  // Per head, what retention drops and what is stored, before anything
+  // changes; then one capacity check for the whole append.
+  struct Plan {
+    std::vector<char> dead;
+    std::vector<size_t> freeable; // paged: whole pages of dropped slots, not the last
+    int64_t store = 0, needPages = 0;
+  };
+  std::vector<Plan> plans(static_cast<size_t>(Hkv));
+  int64_t need = 0, released = 0;
+  for (int64_t hd = 0; hd < Hkv; ++hd) {
+    Head &h = s.heads[hd];
+    Plan &pl = plans[hd];
+    for (int64_t p = s.length; p < newLength; ++p)
+      pl.store += retains(hd, p, newLength);
+    pl.dead.assign(size_t(h.slots), 0);
+    int64_t live = 0;
+    for (int64_t i = 0; i < h.slots; ++i) {
+      pl.dead[i] = h.pos[i] < 0 || !retains(hd, h.pos[i], newLength);
+      live += !pl.dead[i];
     }
-    int64_t room = int64_t(s.pages.size()) * P - s.slots;
-    needPages = store > room ? (store - room + P - 1) / P : 0;
+    if (contiguous) {
+      if (live + pl.store > P)
+        return Status::error("KV cache '" + opts.policy.name + "': sequence " +
+                             std::to_string(seq) + " head " + std::to_string(hd) + " needs " +
+                             std::to_string(live + pl.store) +
+                             " slots, its contiguous page holds " + std::to_string(P));
+      pl.needPages = h.pages.empty() && pl.store ? 1 : 0;
+    } else {
+      for (size_t pg = 0; pg + 1 < h.pages.size(); ++pg) {
+        bool all = true;
+        for (int64_t i = int64_t(pg) * P; i < int64_t(pg + 1) * P && all; ++i)
+          all = pl.dead[i];
+        if (all)
+          pl.freeable.push_back(pg);
+      }
+      int64_t room = int64_t(h.pages.size()) * P - h.slots;
+      pl.needPages = pl.store > room ? (pl.store - room + P - 1) / P : 0;
+    }
+    need += pl.needPages;
+    released += int64_t(pl.freeable.size());
   }
-  if (needPages > int64_t(freeList.size() + freeable.size()))
+  if (need > int64_t(freeList.size()) + released)
     return Status::error("KV cache '" + opts.policy.name + "' exhausted: sequence " +
-                         std::to_string(seq) + " needs " + std::to_string(needPages) +
-                         " more pages, " + std::to_string(freeList.size() + freeable.size()) +
-                         " free of " + std::to_string(opts.numPages) + " (pages of " +
-                         std::to_string(P) + " tokens)");
+                         std::to_string(seq) + " needs " + std::to_string(need) + " more pages, " +
+                         std::to_string(int64_t(freeList.size()) + released) + " free of " +
+                         std::to_string(opts.numPages) + " (pages of " + std::to_string(P) +
+                         " tokens)");
 
   // Drop, release, allocate, write.
-  for (int64_t i = 0; i < s.slots; ++i)
-    if (dead[i])
-      s.pos[i] = -1;
-  for (auto it = freeable.rbegin(); it != freeable.rend(); ++it) {
-    size_t pg = *it;
-    freeList.push_back(s.pages[pg]);
-    s.pages.erase(s.pages.begin() + pg);
-    s.pos.erase(s.pos.begin() + pg * P, s.pos.begin() + (pg + 1) * P);
-    s.slots -= P;
-  }
-  if (contiguous && !s.pages.empty() && s.slots + store > P)
-    compact(s);
-  for (int64_t i = 0; i < needPages; ++i) {
-    s.pages.push_back(freeList.back());
-    freeList.pop_back();
-    s.pos.resize(s.pages.size() * P, -1);
-  }
-  for (int64_t t = 0; t < n; ++t) {
-    int64_t p = s.length + t;
-    if (!retains(p, newLength))
-      continue;
-    int64_t slot = s.slots++;
-    int64_t page = s.pages[slot / P], row = slot % P;
-    for (int64_t h = 0; h < Hkv; ++h) {
-      int64_t at = (page * Hkv + h) * P + row;
-      storeRow(k, n, t, h, D, gK, kPool.data() + at * D * elemBytes,
-               quant ? &kScales[at * gK] : nullptr);
-      storeRow(v, n, t, h, Dv, gV, vPool.data() + at * Dv * elemBytes,
-               quant ? &vScales[at * gV] : nullptr);
+  for (int64_t hd = 0; hd < Hkv; ++hd) {
+    Head &h = s.heads[hd];
+    Plan &pl = plans[hd];
+    for (int64_t i = 0; i < h.slots; ++i)
+      if (pl.dead[i])
+        h.pos[i] = -1;
+    for (auto it = pl.freeable.rbegin(); it != pl.freeable.rend(); ++it) {
+      size_t pg = *it;
+      freeList.push_back(h.pages[pg]);
+      h.pages.erase(h.pages.begin() + pg);
+      h.pos.erase(h.pos.begin() + pg * P, h.pos.begin() + (pg + 1) * P);
+      h.slots -= P;
     }
-    s.pos[slot] = int32_t(p);
+  }
+  for (int64_t hd = 0; hd < Hkv; ++hd) {
+    Head &h = s.heads[hd];
+    if (contiguous && !h.pages.empty() && h.slots + plans[hd].store > P)
+      compact(h);
+    for (int64_t i = 0; i < plans[hd].needPages; ++i) {
+      h.pages.push_back(freeList.back());
+      freeList.pop_back();
+      h.pos.resize(h.pages.size() * P, -1);
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      int64_t p = s.length + t;
+      if (!retains(hd, p, newLength))
+        continue;
+      int64_t slot = h.slots++;
+      int64_t at = int64_t(h.pages[slot / P]) * P + slot % P;
+      storeRow(k, n, t, hd, D, gK, kPool.data() + at * D * elemBytes,
+               quant ? &kScales[at * gK] : nullptr);
+      storeRow(v, n, t, hd, Dv, gV, vPool.data() + at * Dv * elemBytes,
+               quant ? &vScales[at * gV] : nullptr);
+      h.pos[slot] = int32_t(p);
+    }
   }
   s.length = newLength;
   return Status::ok();

@@ -294,7 +294,25 @@ Status attnc::rt::CpuKernel::launch(const LaunchArgs &a) const {
 }
 
 namespace {
+bool samePolicy(const CachePolicyInfo &a, const CachePolicyInfo &b) {
+  if (a.name != b.name || a.layout != b.layout || a.retention != b.retention || a.sink != b.sink ||
+      a.window != b.window || a.storage != b.storage || a.scale != b.scale ||
+      a.groupSize != b.groupSize || (a.layout == "paged" && a.pageSize != b.pageSize) ||
+      a.headPolicies.size() != b.headPolicies.size())
+    return false;
+  for (size_t i = 0; i < a.headPolicies.size(); ++i)
+    if (!samePolicy(a.headPolicies[i], b.headPolicies[i]))
+      return false;
+  return true;
+}
+
 std::string describePolicy(const CachePolicyInfo &p) {
+  if (p.layout == "per_head") {
+    std::string s = p.name + " (per head:";
+    for (const CachePolicyInfo &h : p.headPolicies)
+      s += " " + h.name;
+    return s + ")";
+  }
   std::string s = p.name + " (" + p.layout;
   if (p.layout == "paged")
     s += " " + std::to_string(p.pageSize);
@@ -324,14 +342,12 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
     return Status::error("no KV cache given");
   const KvCache &cache = *a.cache;
   const CachePolicyInfo &kp = *ki.cache, &cp = cache.options().policy;
-  if (kp.name != cp.name || kp.layout != cp.layout || kp.retention != cp.retention ||
-      kp.sink != cp.sink || kp.window != cp.window || kp.storage != cp.storage ||
-      kp.scale != cp.scale || kp.groupSize != cp.groupSize ||
-      (kp.layout == "paged" && kp.pageSize != cp.pageSize))
+  if (!samePolicy(kp, cp))
     return Status::error("kernel '" + ki.name + "' was compiled for cache policy " +
                          describePolicy(kp) + ", but the cache follows " + describePolicy(cp));
-  if (cp.storage != ki.dtype && !cache.quantized())
-    return Status::error("cache stores " + cp.storage + " but kernel '" + ki.name + "' reads " +
+  const std::string &storage = cache.headPolicy(0).storage;
+  if (storage != ki.dtype && !cache.quantized())
+    return Status::error("cache stores " + storage + " but kernel '" + ki.name + "' reads " +
                          ki.dtype);
   const KvCacheOptions &co = cache.options();
   if (co.headDim != ki.headDim || co.headDimV != ki.headDimV)
@@ -348,29 +364,35 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
                          std::to_string(B) + " sequences are given");
 
   // The tables the kernel reads (kv_pages, kv_pos, kv_len, q_pos).
+  // Per (sequence, KV head): its page table, slot positions and count.
   std::vector<KvCache::SequenceView> views;
   int64_t maxPages = 1, maxSlots = 1, maxQ = 0;
   for (int64_t seq : a.sequences) {
-    auto v = cache.view(seq);
-    if (!v)
-      return v.error();
-    if (v->length < Nq)
-      return Status::error("sequence " + std::to_string(seq) + " has " + std::to_string(v->length) +
-                           " tokens, fewer than the " + std::to_string(Nq) +
-                           " queries (append them first)");
-    maxPages = std::max<int64_t>(maxPages, int64_t(v->pages->size()));
-    maxSlots = std::max<int64_t>(maxSlots, v->slots);
-    maxQ = std::max<int64_t>(maxQ, v->length - Nq);
-    views.push_back(*v);
+    if (cache.length(seq) < 0)
+      return Status::error("KV cache: no sequence " + std::to_string(seq));
+    if (cache.length(seq) < Nq)
+      return Status::error("sequence " + std::to_string(seq) + " has " +
+                           std::to_string(cache.length(seq)) + " tokens, fewer than the " +
+                           std::to_string(Nq) + " queries (append them first)");
+    maxQ = std::max<int64_t>(maxQ, cache.length(seq) - Nq);
+    for (int64_t h = 0; h < Hkv; ++h) {
+      auto v = cache.view(seq, h);
+      if (!v)
+        return v.error();
+      maxPages = std::max<int64_t>(maxPages, int64_t(v->pages->size()));
+      maxSlots = std::max<int64_t>(maxSlots, v->slots);
+      views.push_back(*v);
+    }
   }
-  std::vector<int32_t> pages(size_t(B * maxPages), 0), pos(size_t(B * maxSlots), -1), len(B),
-      qpos(B);
-  for (int64_t b = 0; b < B; ++b) {
-    const KvCache::SequenceView &v = views[b];
-    std::copy(v.pages->begin(), v.pages->end(), pages.begin() + b * maxPages);
-    std::copy(v.pos->begin(), v.pos->begin() + v.slots, pos.begin() + b * maxSlots);
-    len[b] = int32_t(v.slots);
-    qpos[b] = int32_t(v.length - Nq);
+  const int64_t rowsT = B * Hkv;
+  std::vector<int32_t> pages(size_t(rowsT * maxPages), 0), pos(size_t(rowsT * maxSlots), -1),
+      len(rowsT), qpos(B);
+  for (int64_t r = 0; r < rowsT; ++r) {
+    const KvCache::SequenceView &v = views[r];
+    std::copy(v.pages->begin(), v.pages->end(), pages.begin() + r * maxPages);
+    std::copy(v.pos->begin(), v.pos->begin() + v.slots, pos.begin() + r * maxSlots);
+    len[r] = int32_t(v.slots);
+    qpos[r / Hkv] = int32_t(v.length - Nq);
   }
 
   // Q, O, LSE and parameters are checked as for a plain launch, with K/V
@@ -395,10 +417,11 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   ensureLse(*plan, lseScratch);
   const int64_t numPages = co.numPages;
   Descriptor dQ(plan->q), dO(plan->o), dL(plan->lse);
-  Descriptor dK(denseView(const_cast<void *>(cache.keyPool()), {numPages, Hkv, P, co.headDim}));
-  Descriptor dV(denseView(const_cast<void *>(cache.valuePool()), {numPages, Hkv, P, co.headDimV}));
-  Descriptor dPages(denseView(pages.data(), {B, maxPages})),
-      dPos(denseView(pos.data(), {B, maxSlots})), dLen(denseView(len.data(), {B})),
+  // Pools as [pages, 1, P, D]: a page is one KV head's.
+  Descriptor dK(denseView(const_cast<void *>(cache.keyPool()), {numPages, 1, P, co.headDim}));
+  Descriptor dV(denseView(const_cast<void *>(cache.valuePool()), {numPages, 1, P, co.headDimV}));
+  Descriptor dPages(denseView(pages.data(), {rowsT, maxPages})),
+      dPos(denseView(pos.data(), {rowsT, maxSlots})), dLen(denseView(len.data(), {rowsT})),
       dQpos(denseView(qpos.data(), {B}));
   ParamArgs params(plan->params);
   // Items are (sequence, KV head, tile of the packed rows: the Hq / Hkv
@@ -411,9 +434,9 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   std::optional<Descriptor> dKs, dVs;
   if (cache.quantized()) {
     dKs.emplace(
-        denseView(const_cast<float *>(cache.keyScales()), {numPages, Hkv, P, cache.keyGroups()}));
-    dVs.emplace(denseView(const_cast<float *>(cache.valueScales()),
-                          {numPages, Hkv, P, cache.valueGroups()}));
+        denseView(const_cast<float *>(cache.keyScales()), {numPages, 1, P, cache.keyGroups()}));
+    dVs.emplace(
+        denseView(const_cast<float *>(cache.valueScales()), {numPages, 1, P, cache.valueGroups()}));
     tables.push_back(dKs->ptr);
     tables.push_back(dVs->ptr);
   }

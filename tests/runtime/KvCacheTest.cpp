@@ -171,10 +171,10 @@ protected:
     EXPECT_TRUE(s) << s.message();
     double worst = 0, otherDiff = 0, otherNorm = 0;
     for (int64_t b = 0; b < B; ++b) {
-      std::vector<int32_t> kept = c.retainedPositions(seqs[b]);
       int64_t L = c.length(seqs[b]);
       for (int64_t h = 0; h < Hq; ++h) {
         int64_t kh = interleaved ? h % Hkv : h / (Hq / Hkv);
+        std::vector<int32_t> kept = c.retainedPositions(seqs[b], kh);
         for (int64_t i = 0; i < nq; ++i) {
           int64_t qp = L - nq + i;
           const float *qr = &qf[((b * Hq + h) * nq + i) * D];
@@ -239,8 +239,8 @@ protected:
   std::vector<History> stored(const rt::KvCache &c, const std::vector<int64_t> &seqs,
                               std::vector<History> hist) {
     for (size_t b = 0; b < seqs.size(); ++b)
-      for (int32_t p : c.retainedPositions(seqs[b]))
-        for (int64_t h = 0; h < Hkv; ++h) {
+      for (int64_t h = 0; h < Hkv; ++h)
+        for (int32_t p : c.retainedPositions(seqs[b], h)) {
           rt::Status s = c.readToken(seqs[b], p, h, hist[b].k[h][p].data(), hist[b].v[h][p].data());
           EXPECT_TRUE(s) << s.message();
         }
@@ -255,7 +255,7 @@ bool causal(int64_t, int64_t q, int64_t k) { return k <= q; }
 TEST_F(KvCacheTest, AllRetentionMatchesReference) {
   auto k = kernel("over_all");
   ASSERT_TRUE(k);
-  auto c = makeCache(*k, 64);
+  auto c = makeCache(*k, 128);
   ASSERT_TRUE(c);
   std::vector<int64_t> seqs;
   std::vector<History> hist(3);
@@ -272,10 +272,12 @@ TEST_F(KvCacheTest, AllRetentionMatchesReference) {
     EXPECT_LT(err, 1e-2) << "step " << step;
   }
   for (int i = 0; i < 3; ++i) {
-    std::vector<int32_t> kept = c->retainedPositions(seqs[i]);
-    ASSERT_EQ(int64_t(kept.size()), c->length(seqs[i]));
-    for (size_t p = 0; p < kept.size(); ++p)
-      EXPECT_EQ(kept[p], int32_t(p));
+    for (int64_t h = 0; h < Hkv; ++h) {
+      std::vector<int32_t> kept = c->retainedPositions(seqs[i], h);
+      ASSERT_EQ(int64_t(kept.size()), c->length(seqs[i]));
+      for (size_t p = 0; p < kept.size(); ++p)
+        EXPECT_EQ(kept[p], int32_t(p));
+    }
   }
 }
 
@@ -332,7 +334,7 @@ TEST_F(KvCacheTest, SinkWindowDecodeIsExactAndBounded) {
     auto k = kernel(name);
     ASSERT_TRUE(k);
     bool flat = std::string(name) == "over_flat";
-    auto c = makeCache(*k, flat ? 3 : 16, flat ? 12 : 0);
+    auto c = makeCache(*k, flat ? 3 * Hkv : 32, flat ? 12 : 0);
     ASSERT_TRUE(c);
     std::vector<int64_t> seqs = {*c->addSequence(), *c->addSequence(), *c->addSequence()};
     std::vector<History> hist(3);
@@ -351,17 +353,19 @@ TEST_F(KvCacheTest, SinkWindowDecodeIsExactAndBounded) {
         for (int64_t p = 0; p < L; ++p)
           if (p < 2 || p >= L - 7)
             want.push_back(int32_t(p));
-        ASSERT_EQ(c->retainedPositions(seqs[i]), want) << "step " << step;
+        for (int64_t h = 0; h < Hkv; ++h)
+          ASSERT_EQ(c->retainedPositions(seqs[i], h), want) << "step " << step;
       }
       maxPages = std::max(maxPages, c->pagesInUse());
     }
-    // ceil(2/4) + ceil(7/4) + 1 pages per sequence, however long it grows.
+    // ceil(2/4) + ceil(7/4) + 1 pages per sequence and head, however long
+    // it grows (contiguous: one page each).
     if (flat)
-      EXPECT_EQ(maxPages, 3);
+      EXPECT_EQ(maxPages, 3 * Hkv);
     else
-      EXPECT_LE(maxPages, 3 * 4);
+      EXPECT_LE(maxPages, 3 * Hkv * 4);
     EXPECT_EQ(c->bytesPerTokenPerHead(), 2 * D * 2);
-    EXPECT_EQ(c->bytesInUse(), c->pagesInUse() * c->pageSize() * Hkv * 2 * D * 2);
+    EXPECT_EQ(c->bytesInUse(), c->pagesInUse() * c->pageSize() * 2 * D * 2);
     // A prefill chunk longer than the window: its early tokens are dropped
     // on the way in, and its queries see exactly what is retained.
     ASSERT_TRUE(append(*c, seqs[0], 10, hist[0]));
@@ -411,7 +415,7 @@ TEST_F(KvCacheTest, Int8StorageIsDequantizedInTheKernel) {
 TEST_F(KvCacheTest, ErrorsChangeNothing) {
   auto k = kernel("over_all");
   ASSERT_TRUE(k);
-  auto c = makeCache(*k, 3); // 12 slots
+  auto c = makeCache(*k, 3 * Hkv); // 12 slots per head
   ASSERT_TRUE(c);
   int64_t s = *c->addSequence();
   History h;
@@ -426,7 +430,7 @@ TEST_F(KvCacheTest, ErrorsChangeNothing) {
   // Freed pages are reused.
   int64_t s2 = *c->addSequence();
   ASSERT_TRUE(c->removeSequence(s));
-  EXPECT_EQ(c->freePages(), 3);
+  EXPECT_EQ(c->freePages(), 3 * Hkv);
   History h2;
   ASSERT_TRUE(append(*c, s2, 12, h2));
   EXPECT_LT(runAndCompare(*k, *c, {s2}, {h2}, 3, causal), 1e-2);

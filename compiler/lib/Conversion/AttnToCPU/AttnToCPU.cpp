@@ -432,14 +432,15 @@ private:
     Value c0 = cIdx(b, 0), c1 = cIdx(b, 1);
     Value hq = memref::DimOp::create(b, l, Q, 1), nq = memref::DimOp::create(b, l, Q, 2);
     Value hkv = memref::DimOp::create(b, l, K, 1), nk = memref::DimOp::create(b, l, K, 2);
-    // Over a KV cache: this sequence's slots, its queries' first position,
-    // and the page size (the pools' third extent).
+    // Over a KV cache the pools are [pages, 1, P, D] (a page is one KV
+    // head's), the tables have a row per (sequence, KV head) and q_pos one
+    // per sequence: Hkv = rows / B; P is the pools' third extent.
     Value pageSize;
     if (cacheKernel) {
       pageSize = nk;
-      nk = arith::IndexCastOp::create(
-          b, l, b.getIndexType(),
-          memref::LoadOp::create(b, l, fn.getArgument(8 + nParams), ValueRange{bIdx}));
+      hkv =
+          arith::DivUIOp::create(b, l, memref::DimOp::create(b, l, fn.getArgument(8 + nParams), 0),
+                                 memref::DimOp::create(b, l, fn.getArgument(9 + nParams), 0));
       qOffset = memref::LoadOp::create(b, l, fn.getArgument(9 + nParams), ValueRange{bIdx});
     }
     const bool interleaved = attention.getHeads() == attn::HeadMapping::Interleaved;
@@ -450,10 +451,18 @@ private:
     // Hq / Hkv query heads that read it (packed row r: head g = r / Nq,
     // query r % Nq): decode (Nq = 1..8) fills the vector lanes and each K/V
     // row is read once for the group.
-    Value packedRows = nq;
+    Value packedRows = nq, tableRow, poolHead = kvh;
     if (cacheKernel) {
       kvh = hIdx;
       packedRows = arith::MulIOp::create(b, l, nq, group);
+      // This (sequence, KV head)'s table row and slot count.
+      tableRow = arith::AddIOp::create(b, l, arith::MulIOp::create(b, l, bIdx, hkv), kvh);
+      nk = arith::IndexCastOp::create(
+          b, l, b.getIndexType(),
+          memref::LoadOp::create(b, l, fn.getArgument(8 + nParams), ValueRange{tableRow}));
+      poolHead = c0;
+    } else {
+      poolHead = kvh;
     }
     // The query head and row of packed row r (index values).
     auto headRow = [&](OpBuilder &b, Value r) -> std::pair<Value, Value> {
@@ -628,10 +637,10 @@ private:
       if (cacheKernel)
         for (int64_t j = 0; j < Tk; ++j) {
           Value page = memref::LoadOp::create(
-              b, l, kvPages, ValueRange{bIdx, arith::DivUIOp::create(b, l, kRow[j], pageSize)});
+              b, l, kvPages, ValueRange{tableRow, arith::DivUIOp::create(b, l, kRow[j], pageSize)});
           kBatch[j] = arith::IndexCastOp::create(b, l, b.getIndexType(), page);
           kLine[j] = arith::RemUIOp::create(b, l, kRow[j], pageSize);
-          kPos[j] = memref::LoadOp::create(b, l, kvPos, ValueRange{bIdx, kRow[j]});
+          kPos[j] = memref::LoadOp::create(b, l, kvPos, ValueRange{tableRow, kRow[j]});
           Value retained = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, kPos[j],
                                                  arith::ConstantIntOp::create(b, l, 0, 32));
           kValid[j] = arith::AndIOp::create(b, l, kValid[j], retained);
@@ -671,14 +680,14 @@ private:
               Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt, ValueRange{d, cIdx(b, 0)});
               SmallVector<Value> next;
               for (int64_t j = 0; j < Tk; ++j) {
-                Value kv = toF32(
-                    b, memref::LoadOp::create(b, l, K, ValueRange{kBatch[j], kvh, kLine[j], d}));
+                Value kv = toF32(b, memref::LoadOp::create(
+                                        b, l, K, ValueRange{kBatch[j], poolHead, kLine[j], d}));
                 if (quantGroup) // int8, a scale per group of the head dim
                   kv = arith::MulFOp::create(
                       b, l, kv,
                       memref::LoadOp::create(
                           b, l, kScale,
-                          ValueRange{kBatch[j], kvh, kLine[j],
+                          ValueRange{kBatch[j], poolHead, kLine[j],
                                      arith::DivUIOp::create(b, l, d, cIdx(b, quantGroup))}));
                 next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
               }
@@ -690,8 +699,8 @@ private:
           for (int64_t j = 0; j < Tk; ++j)
             dots[j] = arith::MulFOp::create(
                 b, l, dots[j],
-                bcast(b, memref::LoadOp::create(b, l, kScale,
-                                                ValueRange{kBatch[j], kvh, kLine[j], cIdx(b, 0)})));
+                bcast(b, memref::LoadOp::create(
+                             b, l, kScale, ValueRange{kBatch[j], poolHead, kLine[j], cIdx(b, 0)})));
         // Mask and score per key, on vectors of rows.
         SmallVector<Value> t(Tk), w(Tk);
         Value tileMax = negInf;
@@ -767,14 +776,14 @@ private:
                         v[c] =
                             toF32(b, vector::LoadOp::create(
                                          b, l, VectorType::get({pvVW}, kvElem ? kvElem : elemType),
-                                         V, ValueRange{kBatch[j], kvh, kLine[j], colIdx[c]}));
+                                         V, ValueRange{kBatch[j], poolHead, kLine[j], colIdx[c]}));
                         if (quantized) { // one scale per token, or per group (pvVW divides it)
                           Value g = quantGroup ? arith::DivUIOp::create(b, l, colIdx[c],
                                                                         cIdx(b, quantGroup))
                                                      .getResult()
                                                : cIdx(b, 0);
                           Value sc = memref::LoadOp::create(
-                              b, l, vScale, ValueRange{kBatch[j], kvh, kLine[j], g});
+                              b, l, vScale, ValueRange{kBatch[j], poolHead, kLine[j], g});
                           v[c] = arith::MulFOp::create(
                               b, l, v[c], vector::BroadcastOp::create(b, l, pvVec, sc));
                         }

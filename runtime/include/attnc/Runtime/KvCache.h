@@ -1,14 +1,18 @@
 //===- KvCache.h - KV caches for attention over cache policies --*- C++ -*-===//
 //
 // A KV cache per cache policy (DESIGN.md "Cache policies"): a pool of pages
-// of P token slots (each slot: K and V of every KV head), per-sequence page
-// tables, and the logical position each slot holds. Retention decides which
-// positions stay: `all`, or `sink(S) + window(W)` (StreamingLLM), where a
-// page whose slots all fell out of the window goes back to the pool, so a
-// streaming sequence holds at most ceil(S/P) + ceil(W/P) + 1 pages whatever
-// its length. Kernels compiled with `kvCache` (JIT KernelSpec::kvCache,
-// attn-to-cpu kv-cache) read K/V through these tables and evaluate the mask
-// at the logical positions (CpuKernel::launch(CacheLaunchArgs)).
+// of P token slots, each page holding one KV head's K and V; per sequence
+// and KV head a page table and the logical position each slot holds.
+// Retention decides which positions stay: `all`, or `sink(S) + window(W)`
+// (StreamingLLM), where a page whose slots all fell out of the window goes
+// back to the pool, so a streaming head holds at most ceil(S/P) +
+// ceil(W/P) + 1 pages whatever the sequence's length. A per-head policy
+// (DuoAttention: `per_head(full, streaming) by head_kind`) gives each KV
+// head one of its policies through a runtime table, so streaming heads
+// stay small while retrieval heads keep everything. Kernels compiled with
+// `kvCache` (JIT KernelSpec::kvCache, attn-to-cpu kv-cache) read K/V
+// through these tables and evaluate the mask at the logical positions
+// (CpuKernel::launch(CacheLaunchArgs)).
 //
 // Errors are Status values; a failed append changes nothing (the pool is
 // never silently overwritten).
@@ -30,8 +34,9 @@ struct KvCacheOptions {
   /// The policy (usually the kernel's: CpuKernel::info().cache).
   CachePolicyInfo policy;
   int64_t numKvHeads = 0, headDim = 0, headDimV = 0; // headDimV 0: headDim
-  /// Pages in the pool. Paged layout: of policy.pageSize slots each;
-  /// contiguous layout: one page of `maxTokens` slots per sequence.
+  /// Pages in the pool, one KV head's slots each. Paged layout: of
+  /// policy.pageSize slots; contiguous layout: one page of `maxTokens`
+  /// slots per sequence and head.
   int64_t numPages = 0;
   int64_t maxTokens = 0; // contiguous layout only
   /// Element type of the K/V that append() takes: f32, bf16 or f16. Empty:
@@ -39,6 +44,9 @@ struct KvCacheOptions {
   /// one scale max|x| / 127 per token and head, or per group of the head
   /// dim, round to nearest).
   std::string inputDtype;
+  /// Per-head policies: for each KV head, the index of its policy in
+  /// policy.headPolicies (the `by` table of `per_head(...)`).
+  std::vector<int32_t> headKinds;
 };
 
 class KvCache {
@@ -51,40 +59,44 @@ public:
   Status removeSequence(int64_t seq);
   /// Appends the next n tokens of `seq`: k [Hkv, n, D] and v [Hkv, n, Dv],
   /// dense, on the host, of the input type (quantized on the way in for
-  /// int8 storage). Positions the
-  /// retention drops are released first (and tokens of the chunk it drops
-  /// already are not stored); fails without changing anything when the
-  /// pool has too few free pages.
+  /// int8 storage). Positions a head's retention drops are released first
+  /// (and tokens of the chunk it drops already are not stored); fails
+  /// without changing anything when the pool has too few free pages.
   Status append(int64_t seq, const DLTensor *k, const DLTensor *v);
 
-  /// Tokens appended so far (the next logical position).
+  /// Tokens appended so far (the next logical position); -1 if no such
+  /// sequence.
   int64_t length(int64_t seq) const;
-  /// The logical positions `seq` retains, ascending.
-  std::vector<int32_t> retainedPositions(int64_t seq) const;
+  /// The logical positions KV head `head` of `seq` retains, ascending.
+  std::vector<int32_t> retainedPositions(int64_t seq, int64_t head = 0) const;
   /// The stored K and V of a retained position for one KV head, as the
   /// kernel reads them (dequantized), into k [D] and v [Dv].
   Status readToken(int64_t seq, int64_t position, int64_t head, float *k, float *v) const;
 
   const KvCacheOptions &options() const { return opts; }
+  /// The policy KV head `head` follows.
+  const CachePolicyInfo &headPolicy(int64_t head) const;
   int64_t pageSize() const { return P; }
   int64_t freePages() const { return int64_t(freeList.size()); }
   int64_t pagesInUse() const { return opts.numPages - freePages(); }
-  /// Bytes one token takes per KV head (K and V).
+  /// Pages `seq` holds for KV head `head`.
+  int64_t pagesOf(int64_t seq, int64_t head) const;
+  /// Bytes one token takes per KV head (K and V, with int8 scales).
   int64_t bytesPerTokenPerHead() const;
-  /// Bytes of the pages in use (all heads).
+  /// Bytes of the pages in use.
   int64_t bytesInUse() const;
 
-  /// What a kernel reads for one sequence.
+  /// What a kernel reads for one sequence and KV head.
   struct SequenceView {
     const std::vector<int32_t> *pages; // page of slot s: pages[s / P]
     const std::vector<int32_t> *pos;   // logical position of slot s, -1 if dropped
     int64_t slots = 0, length = 0;
   };
-  Expected<SequenceView> view(int64_t seq) const;
-  /// Pools: K [numPages, Hkv, P, D], V [numPages, Hkv, P, Dv], row-major,
-  /// of the storage type; int8: scales K [numPages, Hkv, P, groupsK] and V
-  /// [numPages, Hkv, P, groupsV] (f32; one group per token and head unless
-  /// per_group).
+  Expected<SequenceView> view(int64_t seq, int64_t head) const;
+  /// Pools, row-major, of the storage type: K [numPages, P, D], V
+  /// [numPages, P, Dv] (a page is one head's); int8: f32 scales K
+  /// [numPages, P, groupsK] and V [numPages, P, groupsV] (one group per
+  /// token unless per_group).
   const void *keyPool() const { return kPool.data(); }
   const void *valuePool() const { return vPool.data(); }
   const float *keyScales() const { return kScales.data(); }
@@ -95,15 +107,19 @@ public:
 
 private:
   KvCache() = default;
-  struct Sequence {
+  struct Head {
     std::vector<int32_t> pages, pos;
-    int64_t slots = 0, length = 0;
+    int64_t slots = 0;
+  };
+  struct Sequence {
+    std::vector<Head> heads;
+    int64_t length = 0;
     bool live = false;
   };
   Expected<Sequence *> find(int64_t seq);
-  bool retains(int64_t position, int64_t newLength) const;
-  void compact(Sequence &s);
-
+  const Head *headOf(int64_t seq, int64_t head) const;
+  bool retains(int64_t head, int64_t position, int64_t newLength) const;
+  void compact(Head &h);
   void storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int64_t dim, int64_t groups,
                 char *dst, float *scales) const;
   float loadElement(const char *src, const float *scales, int64_t d, int64_t dim,
@@ -111,7 +127,7 @@ private:
 
   KvCacheOptions opts;
   int64_t P = 0, D = 0, Dv = 0, elemBytes = 0, inBytes = 0, gK = 1, gV = 1;
-  bool quant = false;
+  bool quant = false, contiguous = false;
   std::vector<char> kPool, vPool;
   std::vector<float> kScales, vScales;
   std::vector<int32_t> freeList;

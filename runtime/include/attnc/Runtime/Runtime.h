@@ -82,6 +82,9 @@ struct CachePolicyInfo {
   std::string storage = "bf16";  // element type of the pages (f32, bf16, f16, i8)
   std::string scale = "none";    // i8: per_token | per_group
   int64_t groupSize = 0;         // per_group: elements of the head dim per scale
+  /// layout "per_head": the policies KV heads choose from (a runtime table,
+  /// KvCacheOptions::headKinds, picks one per head).
+  std::vector<CachePolicyInfo> headPolicies;
 };
 
 /// The specialization a CPU artifact was compiled for.
