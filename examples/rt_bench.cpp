@@ -66,9 +66,9 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "%s\n", s.message().c_str());
         return 1;
       }
-      best = std::min(best, std::chrono::duration<double, std::milli>(
-                                std::chrono::steady_clock::now() - start)
-                                .count());
+      best = std::min(
+          best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                    .count());
     }
     if (ref.empty()) {
       ref = o;

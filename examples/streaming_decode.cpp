@@ -14,6 +14,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CacheKernel.h"
+
 #include "attnc/JIT.h"
 #include "attnc/Runtime/Half.h"
 #include "attnc/Runtime/KvCache.h"
@@ -53,35 +55,20 @@ std::vector<uint16_t> randomBf16(size_t n, std::mt19937 &rng) {
 int main(int argc, char **argv) {
   const int64_t tokens = argc > 1 ? std::atoll(argv[1]) : 524288;
   auto compiler = Compiler::create();
-  if (auto s = compiler->loadSource(ATTNC_LIB_DIR "/streaming.attn"); !s) {
-    std::fprintf(stderr, "%s\n", s.message().c_str());
+  std::shared_ptr<rt::CpuKernel> kernel =
+      cacheKernel(*compiler, "streaming.attn", "streaming_llm", D);
+  if (!kernel)
     return 1;
-  }
-  KernelSpec spec;
-  spec.dtype = "bf16";
-  spec.headDim = D;
-  spec.kvCache = true;
-  auto kernel = compiler->getKernel("streaming_llm", spec);
-  if (!kernel) {
-    std::fprintf(stderr, "%s\n", kernel.message().c_str());
-    return 1;
-  }
-  if (!(*kernel)->info().cache) {
-    std::fprintf(stderr, "kernel was not compiled for a KV cache\n");
-    return 1;
-  }
-  const rt::CachePolicyInfo &policy = *(*kernel)->info().cache;
+  const rt::CachePolicyInfo &policy = *kernel->info().cache;
   rt::KvCacheOptions o;
   o.policy = policy;
   o.numKvHeads = Hkv;
   o.headDim = D;
   o.numPages = 2 * 128; // per KV head 2048 slots: sink + window + one chunk
-  auto cache = rt::KvCache::create(o);
-  if (!cache) {
-    std::fprintf(stderr, "%s\n", cache.message().c_str());
+  std::unique_ptr<rt::KvCache> cache = makeCache(o);
+  if (!cache)
     return 1;
-  }
-  rt::KvCache &c = **cache;
+  rt::KvCache &c = *cache;
   int64_t seq = *c.addSequence();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   std::printf("policy %s: %s, page %lld, sink %lld + window %lld, %s; %lld bytes/token/head\n",
@@ -150,7 +137,7 @@ int main(int argc, char **argv) {
       rt::CacheLaunchArgs a;
       a.q = &qt, a.o = &ot, a.cache = &c, a.sequences = {seq};
       a.numThreads = 1;
-      if (auto s = (*kernel)->launch(a); !s) {
+      if (auto s = kernel->launch(a); !s) {
         std::fprintf(stderr, "%s\n", s.message().c_str());
         return 1;
       }
@@ -163,29 +150,10 @@ int main(int argc, char **argv) {
       std::vector<int32_t> kept = c.retainedPositions(seq);
       for (int64_t h = 0; h < Hq; ++h) {
         int64_t kh = h / (Hq / Hkv);
-        std::vector<double> s(kept.size()), ref(D, 0.0);
-        double m = -INFINITY, sum = 0;
-        for (size_t j = 0; j < kept.size(); ++j) {
-          double dot = 0;
-          for (int64_t d = 0; d < D; ++d)
-            dot +=
-                double(rt::bf16ToFloat(q[h * D + d])) * rt::bf16ToFloat(kAt[kept[j]][kh * D + d]);
-          s[j] = dot / std::sqrt(double(D));
-          m = std::max(m, s[j]);
-        }
-        for (size_t j = 0; j < kept.size(); ++j) {
-          double p = std::exp(s[j] - m);
-          sum += p;
-          for (int64_t d = 0; d < D; ++d)
-            ref[d] += p * rt::bf16ToFloat(vAt[kept[j]][kh * D + d]);
-        }
-        double diff = 0, norm = 0;
-        for (int64_t d = 0; d < D; ++d) {
-          double r = ref[d] / sum;
-          diff += (out[h * D + d] - r) * (out[h * D + d] - r);
-          norm += r * r;
-        }
-        worst = std::max(worst, std::sqrt(diff / norm));
+        worst = std::max(worst, rowError(
+                                    &out[h * D], &q[h * D], D, kept,
+                                    [&](int32_t p) { return &kAt[p][kh * D]; },
+                                    [&](int32_t p) { return &vAt[p][kh * D]; }));
       }
     }
     int64_t kept = int64_t(c.retainedPositions(seq).size());

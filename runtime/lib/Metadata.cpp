@@ -71,9 +71,19 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
     std::vector<std::string> values;
     for (std::string tok; ls >> tok;)
       values.push_back(tok);
-    if (key == "kv_cache") {
+    if (key == "kv_cache" || key == "kv_head_policy") {
       // kv_cache NAME contiguous|paged P all|sink_window|budget SINK WINDOW STORAGE
       //          none|per_token|per_group GROUP
+      // kv_head_policy INDEX NAME ...: a policy of the per_head kv_cache above.
+      size_t index = 0;
+      if (key == "kv_head_policy") {
+        int64_t i = 0;
+        if (values.empty() || !parseInt(values[0], i) || !info.cache ||
+            info.cache->layout != "per_head" || i != int64_t(info.cache->headPolicies.size()))
+          return bad("kv_head_policy: expected the next index of a per_head kv_cache");
+        values.erase(values.begin());
+        index = size_t(i) + 1;
+      }
       if (values.size() != 9)
         return bad("kv_cache: expected 9 values");
       CachePolicyInfo c;
@@ -86,14 +96,20 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
         return bad("kv_cache: scale");
       if (!parseInt(values[8], c.groupSize) || c.groupSize < 0)
         return bad("kv_cache: group size");
-      if (c.layout != "paged" && c.layout != "contiguous")
+      bool perHead = !index && c.layout == "per_head";
+      if (c.layout != "paged" && c.layout != "contiguous" && !perHead)
         return bad("kv_cache: layout");
-      if (c.retention != "all" && c.retention != "sink_window" && c.retention != "budget")
+      if (c.retention != "all" && c.retention != "sink_window" && c.retention != "budget" &&
+          !(perHead && c.retention == "per_head"))
         return bad("kv_cache: retention");
       if (!parseInt(values[2], c.pageSize) || !parseInt(values[4], c.sink) ||
           !parseInt(values[5], c.window) || c.pageSize < 0 || c.sink < 0 || c.window < 0 ||
           (c.layout == "paged" && c.pageSize < 1))
         return bad("kv_cache: sizes");
+      if (index) {
+        info.cache->headPolicies.push_back(c);
+        continue;
+      }
       if (info.cache)
         return bad("kv_cache given twice");
       info.cache = c;

@@ -52,6 +52,9 @@ cache q8_token_kv { layout = paged(4); retention = all; storage = int8(per_token
 cache q8_group_kv { layout = paged(4); retention = sink(2) + window(7); storage = int8(per_group(8)); }
 kernel over_q8_token { mask = causal; cache = q8_token_kv; }
 kernel over_q8_group { mask = causal; cache = q8_group_kv; }
+// DuoAttention: retrieval heads keep everything, streaming heads sink + window.
+cache duo_kv = per_head(all_kv, stream_kv) by head_kind;
+kernel duo { mask = causal; cache = duo_kv; }
 )";
 
 /// A dense host tensor of T (uint16_t: bf16 bits, float: f32).
@@ -410,6 +413,54 @@ TEST_F(KvCacheTest, Int8StorageIsDequantizedInTheKernel) {
     EXPECT_LT(worstQ, 1e-2);
     EXPECT_GT(worstQ, 0.0); // it is quantized
   }
+}
+
+/// Per-head policies (DuoAttention): head_kind = {0, 1} gives KV head 0
+/// retention all and KV head 1 sink(2) + window(7). Each head retains its
+/// own positions (and its query heads attend over exactly those), the
+/// streaming head's pages stay bounded while the retrieval head's grow.
+TEST_F(KvCacheTest, PerHeadPoliciesDuoAttention) {
+  auto k = kernel("duo");
+  ASSERT_TRUE(k);
+  const rt::CachePolicyInfo &policy = *k->info().cache;
+  ASSERT_EQ(policy.layout, "per_head");
+  ASSERT_EQ(policy.headPolicies.size(), 2u);
+  EXPECT_EQ(policy.headPolicies[1].name, "stream_kv");
+  rt::KvCacheOptions o;
+  o.policy = policy;
+  o.numKvHeads = Hkv, o.headDim = D, o.numPages = 64;
+  o.headKinds = {0, 1};
+  auto cc = rt::KvCache::create(o);
+  ASSERT_TRUE(bool(cc)) << cc.message();
+  rt::KvCache &c = **cc;
+  EXPECT_EQ(c.headPolicy(1).retention, "sink_window");
+  std::vector<int64_t> seqs = {*c.addSequence(), *c.addSequence()};
+  std::vector<History> hist(2);
+  ASSERT_TRUE(append(c, seqs[0], 5, hist[0]));
+  ASSERT_TRUE(append(c, seqs[1], 9, hist[1]));
+  for (int step = 0; step < 40; ++step) {
+    int64_t n = 1 + (step % 5 == 0);
+    for (int i = 0; i < 2; ++i)
+      ASSERT_TRUE(append(c, seqs[i], n, hist[i]));
+    ASSERT_LT(runAndCompare(*k, c, seqs, hist, n, causal), 1e-2) << "step " << step;
+    for (int i = 0; i < 2; ++i) {
+      int64_t L = c.length(seqs[i]);
+      ASSERT_EQ(int64_t(c.retainedPositions(seqs[i], 0).size()), L);
+      std::vector<int32_t> want;
+      for (int64_t p = 0; p < L; ++p)
+        if (p < 2 || p >= L - 7)
+          want.push_back(int32_t(p));
+      ASSERT_EQ(c.retainedPositions(seqs[i], 1), want) << "step " << step;
+      EXPECT_LE(c.pagesOf(seqs[i], 1), 4);
+    }
+  }
+  EXPECT_GE(c.pagesOf(seqs[0], 0), 12); // 5 + 48 tokens in 4-token pages
+  // The table must cover every KV head with a known policy.
+  o.headKinds = {0, 2};
+  EXPECT_NE(rt::KvCache::create(o).message().find("head kind 2"), std::string::npos);
+  o.headKinds = {0};
+  EXPECT_NE(rt::KvCache::create(o).message().find("headKinds must give 2 entries"),
+            std::string::npos);
 }
 
 TEST_F(KvCacheTest, ErrorsChangeNothing) {

@@ -27,27 +27,49 @@ std::string attnc::pipeline::metadataTypeName(Type t) {
   return "?";
 }
 
-void attnc::pipeline::writeCacheMetadata(attn::KernelOp kernel, llvm::raw_ostream &os) {
-  auto ref = kernel->getAttrOfType<FlatSymbolRefAttr>("attn.cache");
-  auto policy =
-      ref ? dyn_cast_or_null<attn::CachePolicyOp>(SymbolTable::lookupNearestSymbolFrom(kernel, ref))
-          : attn::CachePolicyOp();
-  if (!policy)
-    return;
+/// One policy's fields after its name: LAYOUT P RETENTION SINK WINDOW
+/// STORAGE SCALE GROUP.
+static void writePolicyFields(attn::CachePolicyOp policy, llvm::raw_ostream &os) {
   attn::LayoutAttr layout = policy.getLayout();
   attn::RetentionAttr retention = policy.getRetention();
-  os << "kv_cache " << policy.getSymName() << " "
-     << (layout.getKind() == attn::LayoutKind::Paged ? "paged" : "contiguous") << " "
+  attn::StorageAttr storage = policy.getStorage();
+  os << (layout.getKind() == attn::LayoutKind::Paged ? "paged" : "contiguous") << " "
      << layout.getPageSize() << " "
      << (retention.getKind() == attn::RetentionKind::SinkWindow ? "sink_window"
          : retention.getKind() == attn::RetentionKind::All      ? "all"
                                                                 : "budget")
      << " " << retention.getSink() << " " << retention.getWindow() << " "
-     << metadataTypeName(policy.getStorage().getElementType()) << " "
-     << (policy.getStorage().getScale() == attn::ScaleGranularity::PerToken   ? "per_token"
-         : policy.getStorage().getScale() == attn::ScaleGranularity::PerGroup ? "per_group"
-                                                                              : "none")
-     << " " << policy.getStorage().getGroupSize() << "\n";
+     << attnc::pipeline::metadataTypeName(storage.getElementType()) << " "
+     << (storage.getScale() == attn::ScaleGranularity::PerToken   ? "per_token"
+         : storage.getScale() == attn::ScaleGranularity::PerGroup ? "per_group"
+                                                                  : "none")
+     << " " << storage.getGroupSize();
+}
+
+void attnc::pipeline::writeCacheMetadata(attn::KernelOp kernel, llvm::raw_ostream &os) {
+  auto ref = kernel->getAttrOfType<FlatSymbolRefAttr>("attn.cache");
+  Operation *policy = ref ? SymbolTable::lookupNearestSymbolFrom(kernel, ref) : nullptr;
+  if (auto cp = dyn_cast_or_null<attn::CachePolicyOp>(policy)) {
+    os << "kv_cache " << cp.getSymName() << " ";
+    writePolicyFields(cp, os);
+    os << "\n";
+    return;
+  }
+  auto hp = dyn_cast_or_null<attn::HeadPolicyOp>(policy);
+  if (!hp)
+    return;
+  // kv_cache NAME per_head 0 per_head 0 0 - none 0, then one line per
+  // policy a head may follow.
+  os << "kv_cache " << hp.getSymName() << " per_head 0 per_head 0 0 - none 0\n";
+  for (auto [i, a] : llvm::enumerate(hp.getPolicies())) {
+    auto cp = dyn_cast_or_null<attn::CachePolicyOp>(
+        SymbolTable::lookupNearestSymbolFrom(kernel, cast<FlatSymbolRefAttr>(a)));
+    if (!cp)
+      continue;
+    os << "kv_head_policy " << i << " " << cp.getSymName() << " ";
+    writePolicyFields(cp, os);
+    os << "\n";
+  }
 }
 
 void attnc::pipeline::writeParamMetadata(attn::KernelOp kernel, llvm::raw_ostream &os) {

@@ -71,16 +71,36 @@ public:
       if (!ref)
         return kernel.emitError("attn-to-cpu: kv-cache: kernel has no cache policy");
       Operation *policy = SymbolTable::lookupNearestSymbolFrom(kernel, ref);
-      auto cp = dyn_cast_or_null<attn::CachePolicyOp>(policy);
-      if (!cp)
-        return kernel.emitError("attn-to-cpu: kv-cache: per-head cache policies ('")
-               << ref.getValue() << "') are not supported yet";
-      attn::StorageAttr storage = cp.getStorage();
+      // The policies heads may follow: one, or per_head's choices (the
+      // runtime's table picks one per KV head; the kernel reads any).
+      SmallVector<attn::CachePolicyOp> policies;
+      if (auto hp = dyn_cast_or_null<attn::HeadPolicyOp>(policy)) {
+        for (Attribute a : hp.getPolicies())
+          if (auto cp = dyn_cast_or_null<attn::CachePolicyOp>(
+                  SymbolTable::lookupNearestSymbolFrom(kernel, cast<FlatSymbolRefAttr>(a))))
+            policies.push_back(cp);
+      } else if (auto cp = dyn_cast_or_null<attn::CachePolicyOp>(policy)) {
+        policies.push_back(cp);
+      }
+      if (policies.empty())
+        return kernel.emitError("attn-to-cpu: kv-cache: no cache policy '")
+               << ref.getValue() << "'";
+      attn::StorageAttr storage = policies.front().getStorage();
+      for (attn::CachePolicyOp cp : policies) {
+        if (cp.getStorage() != storage)
+          return kernel.emitError("attn-to-cpu: kv-cache: per-head policies of '")
+                 << ref.getValue() << "' store differently ('" << policies.front().getSymName()
+                 << "', '" << cp.getSymName() << "'); not supported yet";
+        if (cp.getRetention().getKind() == attn::RetentionKind::Budget)
+          return kernel.emitError("attn-to-cpu: kv-cache: budget (eviction) retention ('")
+                 << cp.getSymName() << "') is not supported yet";
+      }
+      StringRef name = policies.front().getSymName();
       if (storage.isQuantized()) {
         // int8 with per-token or per-group scales, dequantized in the kernel.
         if (!storage.getElementType().isInteger(8))
           return kernel.emitError("attn-to-cpu: kv-cache: ")
-                 << storage.getElementType() << " KV storage ('" << ref.getValue()
+                 << storage.getElementType() << " KV storage ('" << name
                  << "') is not supported yet (int8 is)";
         kvElem = storage.getElementType();
         quantGroup = storage.getScale() == attn::ScaleGranularity::PerGroup
@@ -90,13 +110,11 @@ public:
           return kernel.emitError("attn-to-cpu: kv-cache: scale groups of ")
                  << quantGroup << " do not divide the head dims " << D << " / " << Dv;
         quantized = true;
-      } else if (storage.getElementType() != elemType)
+      } else if (storage.getElementType() != elemType) {
         return kernel.emitError("attn-to-cpu: kv-cache: policy '")
-               << ref.getValue() << "' stores " << storage.getElementType()
+               << name << "' stores " << storage.getElementType()
                << " but the kernel is instantiated for " << elemType;
-      if (cp.getRetention().getKind() == attn::RetentionKind::Budget)
-        return kernel.emitError("attn-to-cpu: kv-cache: budget (eviction) retention ('")
-               << ref.getValue() << "') is not supported yet";
+      }
       cacheKernel = true;
     }
     for (Operation &op : kernel.getBody().front())
