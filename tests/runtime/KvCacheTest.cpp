@@ -88,6 +88,9 @@ protected:
   TempDir dir;
   std::unique_ptr<Compiler> compiler;
   std::mt19937 rng{7};
+  /// Packed rows per work item (0: the CPU default, 32). At most 8 the
+  /// kernel takes Q.K^T along the head dim (the decode form).
+  int64_t tileQ = 0;
   std::normal_distribution<float> normal;
 
   void SetUp() override {
@@ -102,11 +105,13 @@ protected:
     spec.dtype = "bf16";
     spec.headDim = D;
     spec.kvCache = true;
+    spec.tileQ = tileQ;
     auto k = compiler->getKernel(name, spec);
     EXPECT_TRUE(bool(k)) << k.message();
     return k ? *k : nullptr;
   }
 
+  /// A cache for kernel `k`'s policy (bf16 input: int8 policies quantize).
   std::unique_ptr<rt::KvCache> makeCache(const rt::CpuKernel &k, int64_t pages,
                                          int64_t maxTokens = 0) {
     rt::KvCacheOptions o;
@@ -115,6 +120,7 @@ protected:
     o.headDim = D;
     o.numPages = pages;
     o.maxTokens = maxTokens;
+    o.inputDtype = "bf16";
     auto c = rt::KvCache::create(o);
     EXPECT_TRUE(bool(c)) << c.message();
     return c ? std::move(*c) : nullptr;
@@ -386,12 +392,9 @@ TEST_F(KvCacheTest, Int8StorageIsDequantizedInTheKernel) {
     SCOPED_TRACE(name);
     auto k = kernel(name);
     ASSERT_TRUE(k);
-    rt::KvCacheOptions o;
-    o.policy = *k->info().cache;
-    o.numKvHeads = Hkv, o.headDim = D, o.numPages = 64, o.inputDtype = "bf16";
-    auto cc = rt::KvCache::create(o);
-    ASSERT_TRUE(bool(cc)) << cc.message();
-    rt::KvCache &c = **cc;
+    auto cc = makeCache(*k, 64);
+    ASSERT_TRUE(cc);
+    rt::KvCache &c = *cc;
     EXPECT_TRUE(c.quantized());
     // int8 values plus f32 scales (1 per token and head, or D / 8).
     int64_t groups = std::string(name) == "over_q8_group" ? D / 8 : 1;
@@ -461,6 +464,124 @@ TEST_F(KvCacheTest, PerHeadPoliciesDuoAttention) {
   o.headKinds = {0};
   EXPECT_NE(rt::KvCache::create(o).message().find("headKinds must give 2 entries"),
             std::string::npos);
+}
+
+/// Random appends and removals on small pools, for paged / contiguous /
+/// per-head caches: after every operation each head retains exactly what
+/// its policy says, no page is owned twice or lost, and a refused append
+/// (pool exhausted) leaves every sequence as it was.
+TEST_F(KvCacheTest, RandomOperationsKeepTheInvariants) {
+  struct Setup {
+    const char *kernel;
+    int64_t pages, maxTokens;
+    std::vector<int32_t> kinds;
+  };
+  const Setup setups[] = {{"over_all", 14, 0, {}},
+                          {"over_stream", 20, 0, {}},
+                          {"over_flat", 8, 12, {}},
+                          {"duo", 24, 0, {1, 0}}};
+  std::mt19937 gen(11);
+  for (const Setup &st : setups) {
+    SCOPED_TRACE(st.kernel);
+    auto k = kernel(st.kernel);
+    ASSERT_TRUE(k);
+    rt::KvCacheOptions o;
+    o.policy = *k->info().cache;
+    o.numKvHeads = Hkv, o.headDim = D, o.numPages = st.pages, o.maxTokens = st.maxTokens;
+    o.headKinds = st.kinds;
+    auto cc = rt::KvCache::create(o);
+    ASSERT_TRUE(bool(cc)) << cc.message();
+    rt::KvCache &c = **cc;
+    std::map<int64_t, History> live;
+    int refused = 0;
+    for (int op = 0; op < 400; ++op) {
+      int what = std::uniform_int_distribution<int>(0, 9)(gen);
+      if (what == 0 || live.empty()) {
+        int64_t s = *c.addSequence();
+        ASSERT_EQ(live.count(s), 0u);
+        live[s] = History();
+      } else if (what == 1) {
+        auto it =
+            std::next(live.begin(), std::uniform_int_distribution<size_t>(0, live.size() - 1)(gen));
+        ASSERT_TRUE(c.removeSequence(it->first));
+        live.erase(it);
+      } else {
+        auto it =
+            std::next(live.begin(), std::uniform_int_distribution<size_t>(0, live.size() - 1)(gen));
+        int64_t n = std::uniform_int_distribution<int64_t>(1, 6)(gen);
+        std::vector<std::vector<int32_t>> before;
+        for (int64_t h = 0; h < Hkv; ++h)
+          before.push_back(c.retainedPositions(it->first, h));
+        int64_t free = c.freePages(), len = c.length(it->first);
+        rt::Status s = append(c, it->first, n, it->second);
+        if (!s) {
+          ++refused;
+          ASSERT_TRUE(s.message().find("exhausted") != std::string::npos ||
+                      s.message().find("contiguous page holds") != std::string::npos)
+              << s.message();
+          ASSERT_EQ(c.freePages(), free);
+          ASSERT_EQ(c.length(it->first), len);
+          for (int64_t h = 0; h < Hkv; ++h)
+            ASSERT_EQ(c.retainedPositions(it->first, h), before[h]);
+          continue;
+        }
+      }
+      // Invariants: retention per head, and page ownership.
+      int64_t owned = 0;
+      for (auto &[seq, h] : live) {
+        int64_t L = c.length(seq);
+        for (int64_t hd = 0; hd < Hkv; ++hd) {
+          const rt::CachePolicyInfo &p = c.headPolicy(hd);
+          std::vector<int32_t> want;
+          for (int64_t pos = 0; pos < L; ++pos)
+            if (p.retention != "sink_window" || pos < p.sink || pos >= L - p.window)
+              want.push_back(int32_t(pos));
+          ASSERT_EQ(c.retainedPositions(seq, hd), want) << "op " << op;
+          owned += c.pagesOf(seq, hd);
+        }
+      }
+      ASSERT_EQ(owned, c.pagesInUse()) << "op " << op;
+    }
+    EXPECT_GT(refused, 0) << "the pool never ran out: the test did not reach exhaustion";
+    // What is stored is still right after all of that.
+    std::vector<int64_t> seqs;
+    std::vector<History> hists;
+    for (auto &[seq, h] : live)
+      if (c.length(seq) >= 1) {
+        seqs.push_back(seq);
+        hists.push_back(h);
+      }
+    if (!seqs.empty())
+      EXPECT_LT(runAndCompare(*k, c, seqs, hists, 1, causal), 1e-2);
+  }
+}
+
+/// The decode form of the kernel (tile-q <= 8: Q.K^T along the head dim,
+/// K rows as vectors, one reduction per row and key) on every storage and
+/// retention, decode and short prefill chunks, against the same reference.
+TEST_F(KvCacheTest, DecodeFormAlongTheHeadDim) {
+  for (int64_t tq : {4, 8}) {
+    tileQ = tq;
+    for (const char *name : {"over_all", "over_stream", "over_q8_token", "over_q8_group"}) {
+      SCOPED_TRACE(std::string(name) + " tile-q " + std::to_string(tq));
+      auto k = kernel(name);
+      ASSERT_TRUE(k);
+      auto cc = makeCache(*k, 64);
+      ASSERT_TRUE(cc);
+      rt::KvCache &c = *cc;
+      std::vector<int64_t> seqs = {*c.addSequence(), *c.addSequence()};
+      std::vector<History> hist(2);
+      ASSERT_TRUE(append(c, seqs[0], 9, hist[0]));
+      ASSERT_TRUE(append(c, seqs[1], 3, hist[1]));
+      for (int step = 0; step < 10; ++step) {
+        int64_t n = 1 + step % 3;
+        for (int i = 0; i < 2; ++i)
+          ASSERT_TRUE(append(c, seqs[i], n, hist[i]));
+        EXPECT_LT(runAndCompare(*k, c, seqs, stored(c, seqs, hist), n, causal), 1e-4)
+            << "step " << step;
+      }
+    }
+  }
 }
 
 TEST_F(KvCacheTest, ErrorsChangeNothing) {

@@ -505,6 +505,17 @@ private:
     // last one (their results are never stored).
     auto qtType = MemRefType::get({D, Tq}, f32());
     Value qt = memref::AllocaOp::create(b, l, qtType);
+    // Decode over a KV cache (few packed rows): Q.K^T runs along the head
+    // dim instead (vectors of K rows, one reduction per row and key), with
+    // Q rows kept untransposed too.
+    const int64_t dotVW = quantGroup ? std::gcd(int64_t(16), quantGroup)
+                                     : (D % 16 == 0  ? 16
+                                        : D % 8 == 0 ? 8
+                                                     : 0);
+    const bool dotAlongD = cacheKernel && Tq <= 8 && dotVW > 0 && D % dotVW == 0;
+    Value qRows;
+    if (dotAlongD)
+      qRows = memref::AllocaOp::create(b, l, MemRefType::get({Tq, D}, f32()));
     scf::ForOp::create(
         b, l, c0, cIdx(b, Tq), c1, ValueRange{},
         [&](OpBuilder &b, Location l, Value i, ValueRange) {
@@ -516,6 +527,8 @@ private:
                 Value x = toF32(b, memref::LoadOp::create(b, l, Q, ValueRange{bIdx, head, row, d}));
                 x = arith::MulFOp::create(b, l, x, scale);
                 memref::StoreOp::create(b, l, x, qt, ValueRange{d, i});
+                if (dotAlongD)
+                  memref::StoreOp::create(b, l, x, qRows, ValueRange{i, d});
                 scf::YieldOp::create(b, l);
               });
           scf::YieldOp::create(b, l);
@@ -690,29 +703,76 @@ private:
         return;
       }
       auto compute = [&](OpBuilder &b) -> SmallVector<Value> {
+        SmallVector<Value> dots;
+        if (dotAlongD) {
+          // s_ij = sum over D-chunks of Q_i . K_j (dotVW lanes), reduced per
+          // row; the rows' scores then form the usual vector<Tq>.
+          auto chunkTy = VectorType::get({dotVW}, f32());
+          Value zeroChunk = arith::ConstantOp::create(b, l, DenseElementsAttr::get(chunkTy, 0.0f));
+          for (int64_t j = 0; j < Tk; ++j) {
+            auto cLoop = scf::ForOp::create(
+                b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, dotVW), SmallVector<Value>(Tq, zeroChunk),
+                [&](OpBuilder &b, Location l, Value c, ValueRange acc) {
+                  Value kv =
+                      toF32(b, vector::LoadOp::create(
+                                   b, l, VectorType::get({dotVW}, kvElem ? kvElem : elemType), K,
+                                   ValueRange{kBatch[j], poolHead, kLine[j], c}));
+                  if (quantGroup)
+                    kv = arith::MulFOp::create(
+                        b, l, kv,
+                        vector::BroadcastOp::create(
+                            b, l, chunkTy,
+                            memref::LoadOp::create(
+                                b, l, kScale,
+                                ValueRange{kBatch[j], poolHead, kLine[j],
+                                           arith::DivUIOp::create(b, l, c, cIdx(b, quantGroup))})));
+                  SmallVector<Value> next;
+                  for (int64_t i = 0; i < Tq; ++i) {
+                    Value qv =
+                        vector::LoadOp::create(b, l, chunkTy, qRows, ValueRange{cIdx(b, i), c});
+                    next.push_back(vector::FMAOp::create(b, l, qv, kv, acc[i]));
+                  }
+                  scf::YieldOp::create(b, l, next);
+                });
+            Value sv = zero;
+            for (int64_t i = 0; i < Tq; ++i) {
+              Value sum =
+                  vector::ReductionOp::create(b, l, vector::CombiningKind::ADD, cLoop.getResult(i));
+              sv = vector::InsertOp::create(b, l, sum, sv, ArrayRef<int64_t>{i});
+            }
+            dots.push_back(sv);
+          }
+        }
         // s_j = Qt^T K_j, lanes = rows.
         SmallVector<Value> init(Tk, zero);
-        auto dLoop = scf::ForOp::create(
-            b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), init,
-            [&](OpBuilder &b, Location l, Value d, ValueRange s) {
-              Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt, ValueRange{d, cIdx(b, 0)});
-              SmallVector<Value> next;
-              for (int64_t j = 0; j < Tk; ++j) {
-                Value kv = toF32(b, memref::LoadOp::create(
-                                        b, l, K, ValueRange{kBatch[j], poolHead, kLine[j], d}));
-                if (quantGroup) // int8, a scale per group of the head dim
-                  kv = arith::MulFOp::create(
-                      b, l, kv,
-                      memref::LoadOp::create(
-                          b, l, kScale,
-                          ValueRange{kBatch[j], poolHead, kLine[j],
-                                     arith::DivUIOp::create(b, l, d, cIdx(b, quantGroup))}));
-                next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
-              }
-              scf::YieldOp::create(b, l, next);
-            });
+        auto dLoop =
+            dotAlongD
+                ? scf::ForOp()
+                : scf::ForOp::create(
+                      b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), init,
+                      [&](OpBuilder &b, Location l, Value d, ValueRange s) {
+                        Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt,
+                                                          ValueRange{d, cIdx(b, 0)});
+                        SmallVector<Value> next;
+                        for (int64_t j = 0; j < Tk; ++j) {
+                          Value kv =
+                              toF32(b, memref::LoadOp::create(
+                                           b, l, K, ValueRange{kBatch[j], poolHead, kLine[j], d}));
+                          if (quantGroup) // int8, a scale per group of the head dim
+                            kv = arith::MulFOp::create(
+                                b, l, kv,
+                                memref::LoadOp::create(
+                                    b, l, kScale,
+                                    ValueRange{
+                                        kBatch[j], poolHead, kLine[j],
+                                        arith::DivUIOp::create(b, l, d, cIdx(b, quantGroup))}));
+                          next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
+                        }
+                        scf::YieldOp::create(b, l, next);
+                      });
         // int8 with one scale per token: it factors out of the dot product.
-        SmallVector<Value> dots(dLoop.getResults());
+        if (!dotAlongD)
+          dots.assign(dLoop.getResults().begin(), dLoop.getResults().end());
         if (quantized && !quantGroup)
           for (int64_t j = 0; j < Tk; ++j)
             dots[j] = arith::MulFOp::create(
