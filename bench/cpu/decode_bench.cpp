@@ -33,9 +33,11 @@ const char *kSource = R"(
 import "causal.attn";
 cache bf16_kv { layout = paged(16); retention = all; storage = bf16; }
 cache int8_kv { layout = paged(16); retention = all; storage = int8(per_token); }
+cache int4_kv { layout = paged(16); retention = all; storage = int4(per_group(32)); }
 cache stream_kv { layout = paged(16); retention = sink(4) + window(1020); storage = bf16; }
 kernel decode_bf16 { mask = causal; cache = bf16_kv; }
 kernel decode_int8 { mask = causal; cache = int8_kv; }
+kernel decode_int4 { mask = causal; cache = int4_kv; }
 kernel decode_stream { mask = causal; cache = stream_kv; }
 )";
 
@@ -94,7 +96,7 @@ int main(int argc, char **argv) {
     for (auto &x : *v)
       x = rt::floatToBf16(normal(rng));
   std::vector<int64_t> chunkShape = {Hkv, chunk, D}, oneShape = {Hkv, 1, D};
-  for (const char *name : {"decode_bf16", "decode_int8", "decode_stream"}) {
+  for (const char *name : {"decode_bf16", "decode_int8", "decode_int4", "decode_stream"}) {
     KernelSpec spec;
     spec.dtype = "bf16";
     spec.headDim = D;

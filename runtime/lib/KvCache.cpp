@@ -77,11 +77,14 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
     }
   }
   const std::string &storage = first.storage;
-  unsigned bytes = detail::typeBytes(storage);
-  const bool quant = storage == "i8";
+  const bool nibbles = storage == "i4";
+  const bool quant = storage == "i8" || nibbles;
+  unsigned bytes = nibbles ? 1 : detail::typeBytes(storage);
   if (storage != "f32" && storage != "bf16" && storage != "f16" && !quant)
     return Status::error("cache policy '" + p.name + "': storage '" + storage +
-                         "' is not supported yet (f32, bf16, f16, i8)");
+                         "' is not supported yet (f32, bf16, f16, i8, i4)");
+  if (nibbles && (o.headDim % 2 || (o.headDimV > 0 ? o.headDimV : o.headDim) % 2))
+    return Status::error("cache policy '" + p.name + "': int4 storage needs even head dims");
   std::string input = o.inputDtype.empty() ? storage : o.inputDtype;
   if (input != "f32" && input != "bf16" && input != "f16")
     return Status::error("KV cache: inputDtype must be f32, bf16 or f16" +
@@ -101,6 +104,9 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   c->Dv = Dv;
   c->opts.headDimV = Dv;
   c->elemBytes = bytes;
+  c->nibbles = nibbles;
+  c->kRow = nibbles ? c->D / 2 : c->D * bytes;
+  c->vRow = nibbles ? Dv / 2 : Dv * bytes;
   c->inBytes = detail::typeBytes(input);
   c->opts.inputDtype = input;
   c->quant = quant;
@@ -120,7 +126,7 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
     c->contiguous = true;
   }
   (void)anyContiguous;
-  int64_t pageK = c->P * c->D * bytes, pageV = c->P * Dv * bytes;
+  int64_t pageK = c->P * c->kRow, pageV = c->P * c->vRow;
   if (o.numPages > (int64_t(1) << 40) / std::max(pageK, pageV) || o.numPages > INT32_MAX)
     return Status::error("KV cache: pool of " + std::to_string(o.numPages) + " pages is too large");
   c->kPool.assign(size_t(o.numPages * pageK), 0);
@@ -185,7 +191,7 @@ bool KvCache::retains(int64_t head, int64_t position, int64_t newLength) const {
 }
 
 int64_t KvCache::bytesPerTokenPerHead() const {
-  return (D + Dv) * elemBytes + (quant ? int64_t(sizeof(float)) * (gK + gV) : 0);
+  return kRow + vRow + (quant ? int64_t(sizeof(float)) * (gK + gV) : 0);
 }
 
 int64_t KvCache::bytesInUse() const { return pagesInUse() * P * bytesPerTokenPerHead(); }
@@ -240,18 +246,30 @@ void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int
     float amax = 0;
     for (int64_t d = k * g; d < (k + 1) * g; ++d)
       amax = std::max(amax, std::fabs(inputAt(row, opts.inputDtype, d)));
-    float scale = amax / 127.f;
+    const int qmax = nibbles ? 7 : 127;
+    float scale = amax / float(qmax);
     scales[k] = scale;
     for (int64_t d = k * g; d < (k + 1) * g; ++d) {
       float x = inputAt(row, opts.inputDtype, d);
-      int q = scale > 0 ? int(std::lround(x / scale)) : 0;
-      reinterpret_cast<int8_t *>(dst)[d] = int8_t(std::clamp(q, -127, 127));
+      int q = std::clamp(scale > 0 ? int(std::lround(x / scale)) : 0, -qmax, qmax);
+      auto *bytes = reinterpret_cast<uint8_t *>(dst);
+      if (!nibbles)
+        bytes[d] = uint8_t(int8_t(q));
+      else if (d % 2 == 0)
+        bytes[d / 2] = uint8_t((bytes[d / 2] & 0xF0) | (q & 0x0F));
+      else
+        bytes[d / 2] = uint8_t((bytes[d / 2] & 0x0F) | ((q & 0x0F) << 4));
     }
   }
 }
 
 float KvCache::loadElement(const char *src, const float *scales, int64_t d, int64_t dim,
                            int64_t groups) const {
+  if (nibbles) {
+    int8_t byte = reinterpret_cast<const int8_t *>(src)[d / 2];
+    int v = d % 2 == 0 ? int8_t(byte << 4) >> 4 : byte >> 4;
+    return float(v) * scales[d / (dim / groups)];
+  }
   if (quant)
     return float(reinterpret_cast<const int8_t *>(src)[d]) * scales[d / (dim / groups)];
   return inputAt(src, headPolicy(0).storage, d);
@@ -268,11 +286,9 @@ Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k,
       continue;
     int64_t at = int64_t(h->pages[i / P]) * P + i % P;
     for (int64_t d = 0; d < D; ++d)
-      k[d] = loadElement(kPool.data() + at * D * elemBytes, quant ? &kScales[at * gK] : nullptr, d,
-                         D, gK);
+      k[d] = loadElement(kPool.data() + at * kRow, quant ? &kScales[at * gK] : nullptr, d, D, gK);
     for (int64_t d = 0; d < Dv; ++d)
-      v[d] = loadElement(vPool.data() + at * Dv * elemBytes, quant ? &vScales[at * gV] : nullptr, d,
-                         Dv, gV);
+      v[d] = loadElement(vPool.data() + at * vRow, quant ? &vScales[at * gV] : nullptr, d, Dv, gV);
     return Status::ok();
   }
   return Status::error("KV cache: sequence " + std::to_string(seq) + " head " +
@@ -288,10 +304,8 @@ void KvCache::compact(Head &h) {
       continue;
     if (out != i) {
       int64_t from = page * P + i, to = page * P + out;
-      std::memmove(kPool.data() + to * D * elemBytes, kPool.data() + from * D * elemBytes,
-                   D * elemBytes);
-      std::memmove(vPool.data() + to * Dv * elemBytes, vPool.data() + from * Dv * elemBytes,
-                   Dv * elemBytes);
+      std::memmove(kPool.data() + to * kRow, kPool.data() + from * kRow, kRow);
+      std::memmove(vPool.data() + to * vRow, vPool.data() + from * vRow, vRow);
       if (quant) {
         std::memmove(&kScales[to * gK], &kScales[from * gK], gK * sizeof(float));
         std::memmove(&vScales[to * gV], &vScales[from * gV], gV * sizeof(float));
@@ -417,10 +431,8 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
         continue;
       int64_t slot = h.slots++;
       int64_t at = int64_t(h.pages[slot / P]) * P + slot % P;
-      storeRow(k, n, t, hd, D, gK, kPool.data() + at * D * elemBytes,
-               quant ? &kScales[at * gK] : nullptr);
-      storeRow(v, n, t, hd, Dv, gV, vPool.data() + at * Dv * elemBytes,
-               quant ? &vScales[at * gV] : nullptr);
+      storeRow(k, n, t, hd, D, gK, kPool.data() + at * kRow, quant ? &kScales[at * gK] : nullptr);
+      storeRow(v, n, t, hd, Dv, gV, vPool.data() + at * vRow, quant ? &vScales[at * gV] : nullptr);
       h.pos[slot] = int32_t(p);
     }
   }

@@ -417,9 +417,11 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   ensureLse(*plan, lseScratch);
   const int64_t numPages = co.numPages;
   Descriptor dQ(plan->q), dO(plan->o), dL(plan->lse);
-  // Pools as [pages, 1, P, D]: a page is one KV head's.
-  Descriptor dK(denseView(const_cast<void *>(cache.keyPool()), {numPages, 1, P, co.headDim}));
-  Descriptor dV(denseView(const_cast<void *>(cache.valuePool()), {numPages, 1, P, co.headDimV}));
+  // Pools as [pages, 1, P, D] (int4: D / 2 bytes): a page is one KV head's.
+  const int64_t per = cache.packsNibbles() ? 2 : 1;
+  Descriptor dK(denseView(const_cast<void *>(cache.keyPool()), {numPages, 1, P, co.headDim / per}));
+  Descriptor dV(
+      denseView(const_cast<void *>(cache.valuePool()), {numPages, 1, P, co.headDimV / per}));
   Descriptor dPages(denseView(pages.data(), {rowsT, maxPages})),
       dPos(denseView(pos.data(), {rowsT, maxSlots})), dLen(denseView(len.data(), {rowsT})),
       dQpos(denseView(qpos.data(), {B}));

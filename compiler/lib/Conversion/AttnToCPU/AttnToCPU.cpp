@@ -97,12 +97,16 @@ public:
       }
       StringRef name = policies.front().getSymName();
       if (storage.isQuantized()) {
-        // int8 with per-token or per-group scales, dequantized in the kernel.
-        if (!storage.getElementType().isInteger(8))
+        // int8 or int4 (two per byte, low nibble first) with per-token or
+        // per-group scales, dequantized in the kernel.
+        Type q = storage.getElementType();
+        if (!q.isInteger(8) && !q.isInteger(4))
           return kernel.emitError("attn-to-cpu: kv-cache: ")
-                 << storage.getElementType() << " KV storage ('" << name
-                 << "') is not supported yet (int8 is)";
-        kvElem = storage.getElementType();
+                 << q << " KV storage ('" << name << "') is not supported yet (int8, int4 are)";
+        nibbles = q.isInteger(4);
+        if (nibbles && (D % 2 || Dv % 2))
+          return kernel.emitError("attn-to-cpu: kv-cache: int4 storage needs even head dims");
+        kvElem = IntegerType::get(ctx, 8);
         quantGroup = storage.getScale() == attn::ScaleGranularity::PerGroup
                          ? int64_t(storage.getGroupSize())
                          : 0;
@@ -144,8 +148,8 @@ private:
     Type kv = kvElem ? kvElem : elemType;
     SmallVector<Type> types = {
         ioType(D, elemType),
-        ioType(D, kv),
-        ioType(Dv, kv),
+        ioType(nibbles ? D / 2 : D, kv),
+        ioType(nibbles ? Dv / 2 : Dv, kv),
         ioType(Dv, f32()),
         MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic}, f32()),
         IntegerType::get(ctx, 32)};
@@ -714,9 +718,7 @@ private:
                 b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, dotVW), SmallVector<Value>(Tq, zeroChunk),
                 [&](OpBuilder &b, Location l, Value c, ValueRange acc) {
                   Value kv =
-                      toF32(b, vector::LoadOp::create(
-                                   b, l, VectorType::get({dotVW}, kvElem ? kvElem : elemType), K,
-                                   ValueRange{kBatch[j], poolHead, kLine[j], c}));
+                      toF32(b, loadKVVector(b, l, K, kBatch[j], poolHead, kLine[j], c, dotVW));
                   if (quantGroup)
                     kv = arith::MulFOp::create(
                         b, l, kv,
@@ -756,8 +758,7 @@ private:
                         SmallVector<Value> next;
                         for (int64_t j = 0; j < Tk; ++j) {
                           Value kv =
-                              toF32(b, memref::LoadOp::create(
-                                           b, l, K, ValueRange{kBatch[j], poolHead, kLine[j], d}));
+                              toF32(b, loadKVElement(b, l, K, kBatch[j], poolHead, kLine[j], d));
                           if (quantGroup) // int8, a scale per group of the head dim
                             kv = arith::MulFOp::create(
                                 b, l, kv,
@@ -851,10 +852,8 @@ private:
                     for (int64_t j = 0; j < Tk; ++j) {
                       SmallVector<Value> v(pvNC);
                       for (int64_t c = 0; c < pvNC; ++c) {
-                        v[c] =
-                            toF32(b, vector::LoadOp::create(
-                                         b, l, VectorType::get({pvVW}, kvElem ? kvElem : elemType),
-                                         V, ValueRange{kBatch[j], poolHead, kLine[j], colIdx[c]}));
+                        v[c] = toF32(b, loadKVVector(b, l, V, kBatch[j], poolHead, kLine[j],
+                                                     colIdx[c], pvVW));
                         if (quantized) { // one scale per token, or per group (pvVW divides it)
                           Value g = quantGroup ? arith::DivUIOp::create(b, l, colIdx[c],
                                                                         cIdx(b, quantGroup))
@@ -1081,6 +1080,39 @@ private:
   bool quantized = false;
   Type kvElem;
   int64_t quantGroup = 0;
+  /// int4: two values per byte (element 2i in the low nibble).
+  bool nibbles = false;
+
+  /// Element d of a K/V row at pool indices (page, head, line): i8 (int4:
+  /// the nibble, sign-extended) or the kernel's element type.
+  Value loadKVElement(OpBuilder &b, Location l, Value mem, Value page, Value head, Value line,
+                      Value d) {
+    if (!nibbles)
+      return memref::LoadOp::create(b, l, mem, ValueRange{page, head, line, d});
+    Value byte = memref::LoadOp::create(
+        b, l, mem, ValueRange{page, head, line, arith::DivUIOp::create(b, l, d, cIdx(b, 2))});
+    // Low nibble: shift left 4 first; high: as is. Then arithmetic >> 4.
+    Value odd = arith::IndexCastOp::create(b, l, b.getI8Type(),
+                                           arith::RemUIOp::create(b, l, d, cIdx(b, 2)));
+    Value four = arith::ConstantIntOp::create(b, l, 4, 8);
+    Value left = arith::SubIOp::create(b, l, four, arith::MulIOp::create(b, l, odd, four));
+    return arith::ShRSIOp::create(b, l, arith::ShLIOp::create(b, l, byte, left), four);
+  }
+  /// n consecutive elements of a K/V row from element c (n even for int4).
+  Value loadKVVector(OpBuilder &b, Location l, Value mem, Value page, Value head, Value line,
+                     Value c, int64_t n) {
+    if (!nibbles)
+      return vector::LoadOp::create(b, l, VectorType::get({n}, kvElem ? kvElem : elemType), mem,
+                                    ValueRange{page, head, line, c});
+    auto half = VectorType::get({n / 2}, b.getI8Type());
+    Value bytes = vector::LoadOp::create(
+        b, l, half, mem, ValueRange{page, head, line, arith::DivUIOp::create(b, l, c, cIdx(b, 2))});
+    Value four =
+        arith::ConstantOp::create(b, l, DenseElementsAttr::get(half, b.getI8IntegerAttr(4)));
+    Value lo = arith::ShRSIOp::create(b, l, arith::ShLIOp::create(b, l, bytes, four), four);
+    Value hi = arith::ShRSIOp::create(b, l, bytes, four);
+    return vector::InterleaveOp::create(b, l, lo, hi);
+  }
   /// Tiles per run-time class group (data-dependent masks).
   static constexpr int64_t kClassTiles = 8;
 };

@@ -42,7 +42,7 @@ struct KvCacheOptions {
   /// Element type of the K/V that append() takes: f32, bf16 or f16. Empty:
   /// the storage type (required for int8 storage, which append quantizes:
   /// one scale max|x| / 127 per token and head, or per group of the head
-  /// dim, round to nearest).
+  /// dim, round to nearest; int4: max|x| / 7).
   std::string inputDtype;
   /// Per-head policies: for each KV head, the index of its policy in
   /// policy.headPolicies (the `by` table of `per_head(...)`).
@@ -102,6 +102,9 @@ public:
   const float *keyScales() const { return kScales.data(); }
   const float *valueScales() const { return vScales.data(); }
   bool quantized() const { return quant; }
+  /// int4: two values per byte (element 2i in the low nibble), pools
+  /// [numPages, P, D / 2] bytes.
+  bool packsNibbles() const { return nibbles; }
   int64_t keyGroups() const { return gK; }
   int64_t valueGroups() const { return gV; }
 
@@ -127,7 +130,8 @@ private:
 
   KvCacheOptions opts;
   int64_t P = 0, D = 0, Dv = 0, elemBytes = 0, inBytes = 0, gK = 1, gV = 1;
-  bool quant = false, contiguous = false;
+  int64_t kRow = 0, vRow = 0; // bytes of a stored K / V row
+  bool quant = false, nibbles = false, contiguous = false;
   std::vector<char> kPool, vPool;
   std::vector<float> kScales, vScales;
   std::vector<int32_t> freeList;
