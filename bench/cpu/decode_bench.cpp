@@ -1,7 +1,7 @@
 //===- decode_bench.cpp - decode over KV caches on the CPU -----------------===//
 //
 //   attnc-decode-bench [--lengths=8192,65536] [--batch=1] [--threads=N] [--steps=20]
-//                      [--tile-q=T]
+//                      [--tile-q=T] [--tile-k=T]
 //
 // One decode step (Nq = 1) of B sequences of L cached tokens, Hq/Hkv = 32/8,
 // D = 128, through a paged KvCache (16-token pages, retention all) with
@@ -62,7 +62,7 @@ std::vector<int64_t> parseList(const std::string &s) {
 
 int main(int argc, char **argv) {
   std::vector<int64_t> lengths = {8192, 65536};
-  int64_t B = 1, steps = 20, tileQ = 0;
+  int64_t B = 1, steps = 20, tileQ = 0, tileK = 0;
   int threads = 0;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -76,9 +76,11 @@ int main(int argc, char **argv) {
       steps = std::stoll(a.substr(8));
     else if (a.rfind("--tile-q=", 0) == 0)
       tileQ = std::stoll(a.substr(9));
+    else if (a.rfind("--tile-k=", 0) == 0)
+      tileK = std::stoll(a.substr(9));
     else {
       std::fprintf(stderr, "usage: attnc-decode-bench [--lengths=L,...] [--batch=B] "
-                           "[--threads=N] [--steps=S] [--tile-q=T]\n");
+                           "[--threads=N] [--steps=S] [--tile-q=T] [--tile-k=T]\n");
       return 2;
     }
   }
@@ -102,6 +104,7 @@ int main(int argc, char **argv) {
     spec.headDim = D;
     spec.kvCache = true;
     spec.tileQ = tileQ; // packed rows per item (0: the CPU default, 32)
+    spec.tileK = tileK; // keys per KV tile (0: the CPU default, 8)
     auto k = compiler->getKernel(name, spec);
     if (!k) {
       std::fprintf(stderr, "%s\n", k.message().c_str());
