@@ -37,6 +37,17 @@ inline std::shared_ptr<attnc::rt::CpuKernel> cacheKernel(attnc::Compiler &compil
   return *kernel;
 }
 
+/// A dense host view of `data` (`shape` must outlive it).
+inline DLTensor hostView(void *data, DLDataType dtype, std::vector<int64_t> &shape) {
+  DLTensor t{};
+  t.data = data;
+  t.device = {kDLCPU, 0};
+  t.ndim = int(shape.size());
+  t.dtype = dtype;
+  t.shape = shape.data();
+  return t;
+}
+
 /// A KV cache for `o`; null after printing why.
 inline std::unique_ptr<attnc::rt::KvCache> makeCache(const attnc::rt::KvCacheOptions &o) {
   auto cache = attnc::rt::KvCache::create(o);

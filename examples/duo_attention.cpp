@@ -67,14 +67,8 @@ int main(int argc, char **argv) {
           vc[(h * n + t) * D + d] = vAll[(h * tokens + at + t) * D + d];
         }
     shape[1] = n;
-    DLTensor kt{}, vt{};
-    for (auto [t, data] : {std::pair{&kt, kc.data()}, std::pair{&vt, vc.data()}}) {
-      t->data = data;
-      t->device = {kDLCPU, 0};
-      t->ndim = 3;
-      t->dtype = {kDLBfloat, 16, 1};
-      t->shape = shape.data();
-    }
+    DLTensor kt = hostView(kc.data(), {kDLBfloat, 16, 1}, shape),
+             vt = hostView(vc.data(), {kDLBfloat, 16, 1}, shape);
     if (auto s = c.append(seq, &kt, &vt); !s) {
       std::fprintf(stderr, "%s\n", s.message().c_str());
       return 1;
@@ -88,10 +82,8 @@ int main(int argc, char **argv) {
     x = rt::floatToBf16(normal(rng));
   std::vector<float> out(Hq * D);
   std::vector<int64_t> qShape = {1, Hq, 1, D};
-  DLTensor qt{}, ot{};
-  qt.data = q.data(), qt.device = {kDLCPU, 0}, qt.ndim = 4, qt.dtype = {kDLBfloat, 16, 1};
-  qt.shape = qShape.data();
-  ot = qt, ot.data = out.data(), ot.dtype = {kDLFloat, 32, 1};
+  DLTensor qt = hostView(q.data(), {kDLBfloat, 16, 1}, qShape),
+           ot = hostView(out.data(), {kDLFloat, 32, 1}, qShape);
   rt::CacheLaunchArgs a;
   a.q = &qt, a.o = &ot, a.cache = &c, a.sequences = {seq};
   if (auto s = kernel->launch(a); !s) {

@@ -33,16 +33,6 @@ using namespace attnc;
 namespace {
 const int64_t D = 64, Hq = 8, Hkv = 2;
 
-DLTensor view(void *data, DLDataType dtype, std::vector<int64_t> &shape) {
-  DLTensor t{};
-  t.data = data;
-  t.device = {kDLCPU, 0};
-  t.ndim = int(shape.size());
-  t.dtype = dtype;
-  t.shape = shape.data();
-  return t;
-}
-
 std::vector<uint16_t> randomBf16(size_t n, std::mt19937 &rng) {
   std::normal_distribution<float> normal;
   std::vector<uint16_t> v(n);
@@ -82,8 +72,8 @@ int main(int argc, char **argv) {
   // token get fresh values and are remembered for the reference check.
   std::vector<uint16_t> kChunk = randomBf16(Hkv * chunk * D, rng), vChunk = kChunk;
   std::vector<int64_t> chunkShape = {Hkv, chunk, D}, oneShape = {Hkv, 1, D};
-  DLTensor kc = view(kChunk.data(), {kDLBfloat, 16, 1}, chunkShape),
-           vc = view(vChunk.data(), {kDLBfloat, 16, 1}, chunkShape);
+  DLTensor kc = hostView(kChunk.data(), {kDLBfloat, 16, 1}, chunkShape),
+           vc = hostView(vChunk.data(), {kDLBfloat, 16, 1}, chunkShape);
   // Values by logical position for the reference (only what is retained).
   std::vector<std::vector<uint16_t>> kAt, vAt;
   auto remember = [&](int64_t pos, const uint16_t *k, const uint16_t *v, int64_t n, int64_t t) {
@@ -103,8 +93,8 @@ int main(int argc, char **argv) {
   std::vector<int64_t> qShape = {1, Hq, 1, D}, oShape = {1, Hq, 1, D};
   std::vector<uint16_t> q(Hq * D);
   std::vector<float> out(Hq * D);
-  DLTensor qt = view(q.data(), {kDLBfloat, 16, 1}, qShape),
-           ot = view(out.data(), {kDLFloat, 32, 1}, oShape);
+  DLTensor qt = hostView(q.data(), {kDLBfloat, 16, 1}, qShape),
+           ot = hostView(out.data(), {kDLFloat, 32, 1}, oShape);
   int64_t pagesSeen = -1;
   bool constant = true, ok = true;
   for (int64_t checkpoint = 8192; checkpoint <= tokens; checkpoint *= 8) {
@@ -125,8 +115,8 @@ int main(int argc, char **argv) {
       std::vector<uint16_t> kn = randomBf16(Hkv * D, rng), vn = randomBf16(Hkv * D, rng);
       std::vector<uint16_t> qn = randomBf16(Hq * D, rng);
       std::copy(qn.begin(), qn.end(), q.begin()); // qt views q's buffer
-      DLTensor kt = view(kn.data(), {kDLBfloat, 16, 1}, oneShape),
-               vt = view(vn.data(), {kDLBfloat, 16, 1}, oneShape);
+      DLTensor kt = hostView(kn.data(), {kDLBfloat, 16, 1}, oneShape),
+               vt = hostView(vn.data(), {kDLBfloat, 16, 1}, oneShape);
       int64_t pos = c.length(seq);
       remember(pos, kn.data(), vn.data(), 1, 0);
       auto t0 = std::chrono::steady_clock::now();

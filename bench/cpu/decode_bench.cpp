@@ -11,6 +11,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "LaunchBindings.h"
+
 #include "attnc/JIT.h"
 #include "attnc/Runtime/Half.h"
 #include "attnc/Runtime/KvCache.h"
@@ -40,16 +42,6 @@ kernel decode_int8 { mask = causal; cache = int8_kv; }
 kernel decode_int4 { mask = causal; cache = int4_kv; }
 kernel decode_stream { mask = causal; cache = stream_kv; }
 )";
-
-DLTensor view(void *data, DLDataType dtype, std::vector<int64_t> &shape) {
-  DLTensor t{};
-  t.data = data;
-  t.device = {kDLCPU, 0};
-  t.ndim = int(shape.size());
-  t.dtype = dtype;
-  t.shape = shape.data();
-  return t;
-}
 
 std::vector<int64_t> parseList(const std::string &s) {
   std::vector<int64_t> out;
@@ -127,8 +119,8 @@ int main(int argc, char **argv) {
       for (int64_t b = 0; b < B; ++b) {
         int64_t s = *c.addSequence();
         seqs.push_back(s);
-        DLTensor kt = view(kc.data(), {kDLBfloat, 16, 1}, chunkShape),
-                 vt = view(vc.data(), {kDLBfloat, 16, 1}, chunkShape);
+        DLTensor kt = driver::dlView(kc.data(), {kDLBfloat, 16, 1}, chunkShape),
+                 vt = driver::dlView(vc.data(), {kDLBfloat, 16, 1}, chunkShape);
         for (int64_t at = 0; at + chunk <= L; at += chunk)
           if (auto st = c.append(s, &kt, &vt); !st) {
             std::fprintf(stderr, "%s\n", st.message().c_str());
@@ -141,13 +133,13 @@ int main(int argc, char **argv) {
           x = rt::floatToBf16(normal(rng));
       std::vector<float> out(B * Hq * D);
       std::vector<int64_t> qShape = {B, Hq, 1, D};
-      DLTensor qt = view(q.data(), {kDLBfloat, 16, 1}, qShape),
-               ot = view(out.data(), {kDLFloat, 32, 1}, qShape);
+      DLTensor qt = driver::dlView(q.data(), {kDLBfloat, 16, 1}, qShape),
+               ot = driver::dlView(out.data(), {kDLFloat, 32, 1}, qShape);
       std::vector<double> times;
       int64_t slots = 0;
       for (int64_t step = 0; step < steps; ++step) {
-        DLTensor kt = view(kn.data(), {kDLBfloat, 16, 1}, oneShape),
-                 vt = view(vn.data(), {kDLBfloat, 16, 1}, oneShape);
+        DLTensor kt = driver::dlView(kn.data(), {kDLBfloat, 16, 1}, oneShape),
+                 vt = driver::dlView(vn.data(), {kDLBfloat, 16, 1}, oneShape);
         for (int64_t s : seqs)
           if (auto st = c.append(s, &kt, &vt); !st) {
             std::fprintf(stderr, "%s\n", st.message().c_str());

@@ -56,7 +56,6 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   }
   const CachePolicyInfo &first = *used.front();
   int64_t pageSize = 0;
-  bool anyContiguous = false;
   for (const CachePolicyInfo *u : used) {
     if (Status s = checkRetention(*u); !s)
       return s;
@@ -70,9 +69,7 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
         return Status::error("cache policy '" + p.name +
                              "': heads with different page sizes are not supported yet");
       pageSize = u->pageSize;
-    } else if (u->layout == "contiguous") {
-      anyContiguous = true;
-    } else {
+    } else if (u->layout != "contiguous") {
       return Status::error("cache policy '" + u->name + "': unknown layout '" + u->layout + "'");
     }
   }
@@ -125,7 +122,6 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
     c->P = o.maxTokens;
     c->contiguous = true;
   }
-  (void)anyContiguous;
   int64_t pageK = c->P * c->kRow, pageV = c->P * c->vRow;
   if (o.numPages > (int64_t(1) << 40) / std::max(pageK, pageV) || o.numPages > INT32_MAX)
     return Status::error("KV cache: pool of " + std::to_string(o.numPages) + " pages is too large");

@@ -233,23 +233,21 @@ struct ParamArgs {
 /// bench/NOTES.md); within a head the last tiles go first: under
 /// causal-like masks they are the most work (longest first). The order
 /// never changes what an item computes.
-void runItems(void (*fn)(void **), void *const (&io)[5], int32_t qOffset,
-              const std::vector<void *> &paramPtrs, const std::vector<void *> &extra, int64_t B,
+/// `args[i]` points at argument i; the shared ones are only read.
+void runItems(void (*fn)(void **), void *(&io)[5], int32_t &qOffset,
+              const std::vector<void *> &paramPtrs, std::vector<void *> &extra, int64_t B,
               int64_t Hq, int64_t tilesQ, int threads) {
+  std::vector<void *> shared;
+  for (void *&p : io)
+    shared.push_back(&p);
+  shared.push_back(&qOffset);
+  shared.insert(shared.end(), paramPtrs.begin(), paramPtrs.end());
+  for (void *&p : extra)
+    shared.push_back(&p);
   parallelFor(B * Hq * tilesQ, threads, [&](int64_t item) {
     int64_t bh = item / tilesQ;
     int64_t qtile = tilesQ - 1 - item % tilesQ, h = bh % Hq, b = bh / Hq;
-    void *ptrs[5] = {io[0], io[1], io[2], io[3], io[4]};
-    std::vector<void *> extraCopy(extra);
-    int32_t off = qOffset;
-    std::vector<void *> args;
-    args.reserve(9 + paramPtrs.size() + extra.size());
-    for (void *&p : ptrs)
-      args.push_back(&p);
-    args.push_back(&off);
-    args.insert(args.end(), paramPtrs.begin(), paramPtrs.end());
-    for (void *&p : extraCopy)
-      args.push_back(&p);
+    std::vector<void *> args(shared);
     args.push_back(&b);
     args.push_back(&h);
     args.push_back(&qtile);
@@ -288,8 +286,10 @@ Status attnc::rt::CpuKernel::launch(const LaunchArgs &a) const {
   Descriptor dQ(plan->q), dK(plan->k), dV(plan->v), dO(plan->o), dL(plan->lse);
   ParamArgs params(plan->params);
   int64_t tilesQ = (Nq + kernelInfo.tileQ - 1) / kernelInfo.tileQ;
-  void *const io[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
-  runItems(itemFn, io, int32_t(plan->qOffset), params.ptrs, {}, B, Hq, tilesQ, a.numThreads);
+  void *io[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
+  int32_t qOffset = int32_t(plan->qOffset);
+  std::vector<void *> none;
+  runItems(itemFn, io, qOffset, params.ptrs, none, B, Hq, tilesQ, a.numThreads);
   return Status::ok();
 }
 
@@ -430,8 +430,8 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   // query heads of the KV head times Nq queries).
   int64_t packed = (plan->Hq / Hkv) * Nq;
   int64_t tilesQ = (packed + ki.tileQ - 1) / ki.tileQ;
-  void *const io[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
-  // q_offset is unused: q_pos gives each sequence's query positions.
+  void *io[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
+  int32_t qOffset = 0; // unused: q_pos gives each sequence's query positions
   std::vector<void *> tables = {dPages.ptr, dPos.ptr, dLen.ptr, dQpos.ptr};
   std::optional<Descriptor> dKs, dVs;
   if (cache.quantized()) {
@@ -442,6 +442,6 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
     tables.push_back(dKs->ptr);
     tables.push_back(dVs->ptr);
   }
-  runItems(itemFn, io, 0, params.ptrs, tables, B, Hkv, tilesQ, a.numThreads);
+  runItems(itemFn, io, qOffset, params.ptrs, tables, B, Hkv, tilesQ, a.numThreads);
   return Status::ok();
 }

@@ -145,7 +145,7 @@ private:
   /// logical position of each slot kv_pos[b, :] (-1: not retained), its
   /// slot count kv_len[b] and the position of its first query row q_pos[b].
   SmallVector<Type> commonArgTypes() {
-    Type kv = kvElem ? kvElem : elemType;
+    Type kv = kvElementType();
     SmallVector<Type> types = {
         ioType(D, elemType),
         ioType(nibbles ? D / 2 : D, kv),
@@ -431,10 +431,12 @@ private:
     const unsigned nCache = cacheKernel ? (quantized ? 6 : 4) : 0;
     Value bIdx = fn.getArgument(6 + nParams + nCache), hIdx = fn.getArgument(7 + nParams + nCache),
           qTile = fn.getArgument(8 + nParams + nCache);
-    Value kvPages, kvPos, kScale, vScale;
+    Value kvPages, kvPos, kvLen, qPosOf, kScale, vScale; // the KV-cache ABI's tables
     if (cacheKernel) {
       kvPages = fn.getArgument(6 + nParams);
       kvPos = fn.getArgument(7 + nParams);
+      kvLen = fn.getArgument(8 + nParams);
+      qPosOf = fn.getArgument(9 + nParams);
     }
     if (quantized) {
       kScale = fn.getArgument(10 + nParams);
@@ -460,10 +462,9 @@ private:
     Value pageSize;
     if (cacheKernel) {
       pageSize = nk;
-      hkv =
-          arith::DivUIOp::create(b, l, memref::DimOp::create(b, l, fn.getArgument(8 + nParams), 0),
-                                 memref::DimOp::create(b, l, fn.getArgument(9 + nParams), 0));
-      qOffset = memref::LoadOp::create(b, l, fn.getArgument(9 + nParams), ValueRange{bIdx});
+      hkv = arith::DivUIOp::create(b, l, memref::DimOp::create(b, l, kvLen, 0),
+                                   memref::DimOp::create(b, l, qPosOf, 0));
+      qOffset = memref::LoadOp::create(b, l, qPosOf, ValueRange{bIdx});
     }
     const bool interleaved = attention.getHeads() == attn::HeadMapping::Interleaved;
     Value group = arith::DivUIOp::create(b, l, hq, hkv);
@@ -473,18 +474,15 @@ private:
     // Hq / Hkv query heads that read it (packed row r: head g = r / Nq,
     // query r % Nq): decode (Nq = 1..8) fills the vector lanes and each K/V
     // row is read once for the group.
-    Value packedRows = nq, tableRow, poolHead = kvh;
+    Value packedRows = nq, tableRow, poolHead = kvh; // poolHead: K/V's head index
     if (cacheKernel) {
       kvh = hIdx;
       packedRows = arith::MulIOp::create(b, l, nq, group);
       // This (sequence, KV head)'s table row and slot count.
       tableRow = arith::AddIOp::create(b, l, arith::MulIOp::create(b, l, bIdx, hkv), kvh);
-      nk = arith::IndexCastOp::create(
-          b, l, b.getIndexType(),
-          memref::LoadOp::create(b, l, fn.getArgument(8 + nParams), ValueRange{tableRow}));
-      poolHead = c0;
-    } else {
-      poolHead = kvh;
+      nk = arith::IndexCastOp::create(b, l, b.getIndexType(),
+                                      memref::LoadOp::create(b, l, kvLen, ValueRange{tableRow}));
+      poolHead = c0; // pools are [pages, 1, P, D]
     }
     // The query head and row of packed row r (index values).
     auto headRow = [&](OpBuilder &b, Value r) -> std::pair<Value, Value> {
@@ -1082,6 +1080,8 @@ private:
   int64_t quantGroup = 0;
   /// int4: two values per byte (element 2i in the low nibble).
   bool nibbles = false;
+  /// What the K/V memrefs hold: i8 when quantized, else Q's element type.
+  Type kvElementType() const { return kvElem ? kvElem : elemType; }
 
   /// Element d of a K/V row at pool indices (page, head, line): i8 (int4:
   /// the nibble, sign-extended) or the kernel's element type.
@@ -1102,7 +1102,7 @@ private:
   Value loadKVVector(OpBuilder &b, Location l, Value mem, Value page, Value head, Value line,
                      Value c, int64_t n) {
     if (!nibbles)
-      return vector::LoadOp::create(b, l, VectorType::get({n}, kvElem ? kvElem : elemType), mem,
+      return vector::LoadOp::create(b, l, VectorType::get({n}, kvElementType()), mem,
                                     ValueRange{page, head, line, c});
     auto half = VectorType::get({n / 2}, b.getI8Type());
     Value bytes = vector::LoadOp::create(
