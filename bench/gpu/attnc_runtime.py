@@ -42,6 +42,15 @@ class LaunchDesc(ctypes.Structure):
                 ("stream", ctypes.c_void_p)]
 
 
+class CacheLaunchDesc(ctypes.Structure):
+    _fields_ = [("q", Tensor), ("o", Tensor), ("lse", Tensor), ("k_pool", Tensor),
+                ("v_pool", Tensor), ("kv_pages", Tensor), ("kv_pos", Tensor), ("kv_len", Tensor),
+                ("q_pos", Tensor), ("max_length", ctypes.c_int64), ("splits", ctypes.c_int64),
+                ("workspace", ctypes.c_uint64), ("workspace_bytes", ctypes.c_uint64),
+                ("device", ctypes.c_int32), ("num_params", ctypes.c_int32),
+                ("params", ctypes.POINTER(Param)), ("stream", ctypes.c_void_p)]
+
+
 class KernelInfo(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("entry", ctypes.c_char_p),
                 ("arch", ctypes.c_char_p), ("dtype", ctypes.c_char_p),
@@ -68,7 +77,7 @@ def library(path=None):
     if lib.attnc_c_api_version() != C_API_VERSION:
         raise RuntimeError("attnc C API version %d, this binding knows %d"
                            % (lib.attnc_c_api_version(), C_API_VERSION))
-    for which, struct in enumerate((Tensor, Param, LaunchDesc, KernelInfo)):
+    for which, struct in enumerate((Tensor, Param, LaunchDesc, KernelInfo, CacheLaunchDesc)):
         if lib.attnc_c_struct_size(which) != ctypes.sizeof(struct):
             raise RuntimeError("attnc C API: %s has %d bytes in the library, %d here"
                                % (struct.__name__, lib.attnc_c_struct_size(which),
@@ -84,6 +93,12 @@ def library(path=None):
         ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_char_p)]
     lib.attnc_cuda_launch.argtypes = [ctypes.c_void_p, ctypes.POINTER(LaunchDesc),
                                       ctypes.c_char_p, ctypes.c_size_t]
+    lib.attnc_cuda_decode_plan.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+        ctypes.c_int64, ctypes.c_int32, ctypes.POINTER(ctypes.c_int64),
+        ctypes.POINTER(ctypes.c_uint64), ctypes.c_char_p, ctypes.c_size_t]
+    lib.attnc_cuda_cache_launch.argtypes = [ctypes.c_void_p, ctypes.POINTER(CacheLaunchDesc),
+                                            ctypes.c_char_p, ctypes.c_size_t]
     _lib = lib
     return lib
 
@@ -145,16 +160,8 @@ class Kernel:
             self.lib.attnc_cuda_kernel_free(self.handle)
             self.handle = None
 
-    def __call__(self, q, k, v, o, lse=None, q_offset=0, stream=None, **params):
+    def _params(self, params):
         import torch
-        desc = LaunchDesc()
-        desc.q, desc.k, desc.v, desc.o, desc.lse = (_tensor(q), _tensor(k), _tensor(v),
-                                                    _tensor(o), _tensor(lse))
-        desc.q_offset = q_offset
-        desc.device = q.device.index if q.device.index is not None else 0
-        if stream is None and q.is_cuda:
-            stream = torch.cuda.current_stream(q.device).cuda_stream
-        desc.stream = stream
         items = (Param * max(1, len(params)))()
         names = []  # keeps the encoded names alive through the call
         for i, (name, value) in enumerate(params.items()):
@@ -165,6 +172,59 @@ class Kernel:
                 items[i].tensor = _tensor(value)
             else:
                 items[i].scalar = float(value)
+        return items, names
+
+    def decode_plan(self, B, Hq, Hkv, Nq, max_length, device=0, splits=0):
+        """(splits, workspace bytes) of a decode launch over a cache."""
+        s, w = ctypes.c_int64(splits), ctypes.c_uint64()
+        err = ctypes.create_string_buffer(4096)
+        if self.lib.attnc_cuda_decode_plan(self.handle, B, Hq, Hkv, Nq, max_length, device,
+                                           ctypes.byref(s), ctypes.byref(w), err, len(err)) != 0:
+            raise RuntimeError(err.value.decode())
+        return s.value, w.value
+
+    def decode(self, q, o, k_pool, v_pool, kv_pages, kv_pos, kv_len, q_pos, lse=None,
+               max_length=0, splits=0, workspace=None, stream=None, **params):
+        """Decode over a device KV cache (a kernel compiled with --kv-cache):
+        pools [pages, P, D] / [pages, P, Dv]; int32 tables kv_pages [B*Hkv,
+        max_pages], kv_pos [B*Hkv, max_slots] (-1 dropped), kv_len [B*Hkv],
+        q_pos [B]. `workspace`: a uint8 CUDA tensor of at least decode_plan's
+        bytes (allocated here when None)."""
+        import torch
+        dev = q.device.index if q.device.index is not None else 0
+        if workspace is None:
+            Hkv = kv_len.shape[0] // q.shape[0]
+            splits, need = self.decode_plan(q.shape[0], q.shape[1], Hkv, q.shape[2],
+                                            max_length or kv_pos.shape[1], dev, splits)
+            workspace = torch.empty(max(need, 1), dtype=torch.uint8, device=q.device)
+        desc = CacheLaunchDesc()
+        desc.q, desc.o, desc.lse = _tensor(q), _tensor(o), _tensor(lse)
+        desc.k_pool, desc.v_pool = _tensor(k_pool), _tensor(v_pool)
+        desc.kv_pages, desc.kv_pos = _tensor(kv_pages), _tensor(kv_pos)
+        desc.kv_len, desc.q_pos = _tensor(kv_len), _tensor(q_pos)
+        desc.max_length, desc.splits = max_length, splits
+        desc.workspace, desc.workspace_bytes = workspace.data_ptr(), workspace.numel()
+        desc.device = dev
+        if stream is None:
+            stream = torch.cuda.current_stream(q.device).cuda_stream
+        desc.stream = stream
+        items, names = self._params(params)
+        desc.num_params, desc.params = len(params), items
+        err = ctypes.create_string_buffer(4096)
+        if self.lib.attnc_cuda_cache_launch(self.handle, ctypes.byref(desc), err, len(err)) != 0:
+            raise RuntimeError(err.value.decode())
+
+    def __call__(self, q, k, v, o, lse=None, q_offset=0, stream=None, **params):
+        import torch
+        desc = LaunchDesc()
+        desc.q, desc.k, desc.v, desc.o, desc.lse = (_tensor(q), _tensor(k), _tensor(v),
+                                                    _tensor(o), _tensor(lse))
+        desc.q_offset = q_offset
+        desc.device = q.device.index if q.device.index is not None else 0
+        if stream is None and q.is_cuda:
+            stream = torch.cuda.current_stream(q.device).cuda_stream
+        desc.stream = stream
+        items, names = self._params(params)
         desc.num_params = len(params)
         desc.params = items
         err = ctypes.create_string_buffer(4096)

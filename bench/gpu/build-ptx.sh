@@ -76,4 +76,12 @@ done
   -o "$OUT/natten2d_n32768_bf16_d128.ptx"
 emit causal.attn causal_attention 64 bf16
 emit causal.attn causal_attention 128 f16
+# KV-cache decode kernels (bench/gpu/decode.py): split-KV over paged caches.
+VARIANT=_kv emit cache_policies.attn paged_attention 128 bf16 --kv-cache
+VARIANT=_kv emit cache_policies.attn paged_attention 64 bf16 --kv-cache
+VARIANT=_kv emit streaming.attn streaming_llm 128 bf16 --kv-cache
+# ... with 128-slot tiles (8 warps) and with 2 stages, side by side.
+VARIANT=_kv_k128 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-block-k=128
+VARIANT=_kv_st2 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-stages=2
+VARIANT=_kv_st4 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-stages=4
 echo "PTX in $OUT"

@@ -81,6 +81,64 @@ Status view(const char *what, const attnc_tensor &t, int32_t device, DLTensor &o
   return Status::ok();
 }
 
+/// Binds the C parameters to `args` (their tensors viewed in `tensors`).
+Status bindParams(int32_t num, const attnc_param *list, int32_t device,
+                  std::vector<DLTensor> &tensors, std::map<std::string, Arg> &args) {
+  if (num < 0 || (num > 0 && !list))
+    return Status::error("num_params is " + std::to_string(num) + " but params is null");
+  tensors.resize(std::max(num, 0));
+  for (int32_t i = 0; i < num; ++i) {
+    const attnc_param &p = list[i];
+    if (!p.name)
+      return Status::error("params[" + std::to_string(i) + "]: name is null");
+    std::string name = p.name;
+    if (args.count(name))
+      return Status::error("parameter '" + name + "' is given twice");
+    if (!p.is_tensor) {
+      args[name] = Arg::ofScalar(p.scalar);
+      continue;
+    }
+    if (Status s = view(("parameter '" + name + "'").c_str(), p.tensor, device, tensors[i]); !s)
+      return s;
+    args[name] = Arg::ofTensor(&tensors[i]);
+  }
+  return Status::ok();
+}
+
+Status cacheLaunch(const Handle &h, const attnc_cache_launch_desc &desc) {
+  DLTensor q, o, lse, kPool, vPool, pages, pos, len, qpos;
+  const std::pair<const char *, std::pair<const attnc_tensor *, DLTensor *>> views[] = {
+      {"q", {&desc.q, &q}},
+      {"o", {&desc.o, &o}},
+      {"k_pool", {&desc.k_pool, &kPool}},
+      {"v_pool", {&desc.v_pool, &vPool}},
+      {"kv_pages", {&desc.kv_pages, &pages}},
+      {"kv_pos", {&desc.kv_pos, &pos}},
+      {"kv_len", {&desc.kv_len, &len}},
+      {"q_pos", {&desc.q_pos, &qpos}}};
+  for (auto &[what, io] : views)
+    if (Status s = view(what, *io.first, desc.device, *io.second); !s)
+      return s;
+  CudaCacheLaunchArgs args;
+  args.q = &q, args.o = &o;
+  if (desc.lse.rank != 0) {
+    if (Status s = view("lse", desc.lse, desc.device, lse); !s)
+      return s;
+    args.lse = &lse;
+  }
+  args.cache.keyPool = &kPool, args.cache.valuePool = &vPool;
+  args.cache.pages = &pages, args.cache.positions = &pos, args.cache.lengths = &len;
+  args.cache.queryPositions = &qpos;
+  args.cache.maxLength = desc.max_length;
+  args.splits = desc.splits;
+  args.workspace = reinterpret_cast<void *>(uintptr_t(desc.workspace));
+  args.workspaceBytes = size_t(desc.workspace_bytes);
+  std::vector<DLTensor> tensors;
+  if (Status s = bindParams(desc.num_params, desc.params, desc.device, tensors, args.params); !s)
+    return s;
+  return h.kernel->launch(args, desc.stream);
+}
+
 Status launch(const Handle &h, const attnc_launch_desc &desc) {
   DLTensor q, k, v, o, lse;
   if (Status s = view("q", desc.q, desc.device, q); !s)
@@ -99,26 +157,9 @@ Status launch(const Handle &h, const attnc_launch_desc &desc) {
     args.lse = &lse;
   }
   args.qOffset = desc.q_offset;
-  if (desc.num_params < 0 || (desc.num_params > 0 && !desc.params))
-    return Status::error("num_params is " + std::to_string(desc.num_params) +
-                         " but params is null");
-  std::vector<DLTensor> tensors(std::max(desc.num_params, 0));
-  for (int32_t i = 0; i < desc.num_params; ++i) {
-    const attnc_param &p = desc.params[i];
-    if (!p.name)
-      return Status::error("params[" + std::to_string(i) + "]: name is null");
-    std::string name = p.name;
-    if (args.params.count(name))
-      return Status::error("parameter '" + name + "' is given twice");
-    if (!p.is_tensor) {
-      args.params[name] = Arg::ofScalar(p.scalar);
-      continue;
-    }
-    if (Status s = view(("parameter '" + name + "'").c_str(), p.tensor, desc.device, tensors[i]);
-        !s)
-      return s;
-    args.params[name] = Arg::ofTensor(&tensors[i]);
-  }
+  std::vector<DLTensor> tensors;
+  if (Status s = bindParams(desc.num_params, desc.params, desc.device, tensors, args.params); !s)
+    return s;
   return h.kernel->launch(args, desc.stream);
 }
 } // namespace
@@ -137,6 +178,8 @@ size_t attnc_c_struct_size(int which) {
     return sizeof(attnc_launch_desc);
   case 3:
     return sizeof(attnc_kernel_info);
+  case 4:
+    return sizeof(attnc_cache_launch_desc);
   default:
     return 0;
   }
@@ -207,6 +250,35 @@ int attnc_cuda_launch(const void *kernel, const attnc_launch_desc *desc, char *e
     if (!kernel || !desc)
       return Status::error("attnc_cuda_launch: kernel or desc is null");
     return launch(*static_cast<const Handle *>(kernel), *desc);
+  });
+  setError(err, errlen, s.message());
+  return s ? 0 : 1;
+}
+
+int attnc_cuda_decode_plan(const void *kernel, int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq,
+                           int64_t max_length, int32_t device, int64_t *splits,
+                           uint64_t *workspace_bytes, char *err, size_t errlen) {
+  Status s = guarded([&] {
+    if (!kernel || !splits || !workspace_bytes)
+      return Status::error("attnc_cuda_decode_plan: kernel, splits or workspace_bytes is null");
+    auto plan = static_cast<const Handle *>(kernel)->kernel->decodePlan(B, Hq, Hkv, Nq, max_length,
+                                                                        device, *splits);
+    if (!plan)
+      return plan.error();
+    *splits = plan->splits;
+    *workspace_bytes = plan->workspaceBytes;
+    return Status::ok();
+  });
+  setError(err, errlen, s.message());
+  return s ? 0 : 1;
+}
+
+int attnc_cuda_cache_launch(const void *kernel, const attnc_cache_launch_desc *desc, char *err,
+                            size_t errlen) {
+  Status s = guarded([&] {
+    if (!kernel || !desc)
+      return Status::error("attnc_cuda_cache_launch: kernel or desc is null");
+    return cacheLaunch(*static_cast<const Handle *>(kernel), *desc);
   });
   setError(err, errlen, s.message());
   return s ? 0 : 1;

@@ -84,6 +84,8 @@ constexpr int64_t kDefaultDynamicSharedBytes = 48 * 1024;
   X(cuModuleGetFunction, "cuModuleGetFunction", nullptr, (CUfunction *, CUmodule, const char *))   \
   X(cuModuleUnload, "cuModuleUnload", nullptr, (CUmodule))                                         \
   X(cuFuncSetAttribute, "cuFuncSetAttribute", nullptr, (CUfunction, int, int))                     \
+  X(cuOccupancyMaxActiveBlocksPerMultiprocessor, "cuOccupancyMaxActiveBlocksPerMultiprocessor",    \
+    nullptr, (int *, CUfunction, int, size_t))                                                     \
   X(cuLaunchKernel, "cuLaunchKernel", nullptr,                                                     \
     (CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,   \
      void **, void **))                                                                            \

@@ -47,21 +47,29 @@ struct CudaKernel::Impl {
     CUcontext ctx = nullptr;
     CUmodule module = nullptr;
     CUfunction function = nullptr;
+    CUfunction merge = nullptr; // KV-cache kernels: attnc_<K>_merge
   };
   std::mutex mutex;
   std::vector<Loaded> loaded; // one per context the kernel ran in
 
-  /// The kernel's function in `ctx` (current, on `device`): loads the module
-  /// there on first use.
-  Expected<CUfunction> function(const Driver &d, CUcontext ctx, int device);
+  /// The kernel's functions in `ctx` (current, on `device`): loads the
+  /// module there on first use.
+  Expected<Loaded> functions(const Driver &d, CUcontext ctx, int device);
+  Expected<CUfunction> function(const Driver &d, CUcontext ctx, int device) {
+    auto l = functions(d, ctx, device);
+    if (!l)
+      return l.error();
+    return l->function;
+  }
   ~Impl();
 };
 
-Expected<CUfunction> CudaKernel::Impl::function(const Driver &d, CUcontext ctx, int device) {
+Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, CUcontext ctx,
+                                                               int device) {
   std::lock_guard<std::mutex> lock(mutex);
   for (const Loaded &l : loaded)
     if (l.ctx == ctx)
-      return l.function;
+      return l;
   auto cc = computeCapability(d, device);
   if (!cc)
     return cc.error();
@@ -97,6 +105,14 @@ Expected<CUfunction> CudaKernel::Impl::function(const Driver &d, CUcontext ctx, 
     return Status::error(s.message() + " (no entry '" + info.entry + "' in the image of kernel '" +
                          info.name + "')");
   }
+  if (info.cache) {
+    std::string merge = info.entry + "_merge";
+    if (Status s = ATTNC_CU(d, cuModuleGetFunction, &l.merge, l.module, merge.c_str()); !s) {
+      (void)d.cuModuleUnload(l.module);
+      return Status::error(s.message() + " (no entry '" + merge + "' in the image of KV-cache " +
+                           "kernel '" + info.name + "')");
+    }
+  }
   if (info.sharedBytes > kDefaultDynamicSharedBytes) {
     if (Status s = ATTNC_CU(d, cuFuncSetAttribute, l.function,
                             CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(info.sharedBytes));
@@ -106,7 +122,7 @@ Expected<CUfunction> CudaKernel::Impl::function(const Driver &d, CUcontext ctx, 
     }
   }
   loaded.push_back(l);
-  return l.function;
+  return l;
 }
 
 CudaKernel::Impl::~Impl() {
@@ -200,6 +216,25 @@ Status checkPointer(const Driver &d, const char *what, const detail::TensorView 
   return Status::ok();
 }
 
+/// checkPointer on `tensors` (LSE only when the plan has one) and on the
+/// plan's tensor parameters.
+Status
+checkPointers(const Driver &d, const detail::LaunchPlan &p,
+              std::initializer_list<std::pair<const char *, const detail::TensorView *>> tensors,
+              int device) {
+  for (auto [what, view] : tensors)
+    if (view != &p.lse || p.hasLse)
+      if (Status s = checkPointer(d, what, *view, device); !s)
+        return s;
+  for (const detail::ParamValue &v : p.params)
+    if (v.info->isTensor)
+      if (Status s =
+              checkPointer(d, ("parameter '" + v.info->name + "'").c_str(), v.tensor, device);
+          !s)
+        return s;
+  return Status::ok();
+}
+
 /// Sets every element of `view` (innermost stride 1) to the 16- or 32-bit
 /// `word`: one memset per run of dimensions that collapse into a 2-D
 /// region (pitch = the stride of the second-innermost kept dimension).
@@ -252,9 +287,36 @@ Status fillView(const Driver &d, const detail::TensorView &view, unsigned elemBy
   return Status::ok();
 }
 
-/// One kernel argument: its bytes, at most 8.
-struct ArgSlot {
-  uint64_t bits = 0;
+/// Kernel arguments in ABI order (docs/cuda.md), one 8-byte slot each, and
+/// the pointer array cuLaunchKernel takes.
+struct KernelArgs {
+  std::vector<uint64_t> slots;
+  template <typename T> void push(const T &value) {
+    static_assert(sizeof(value) <= sizeof(uint64_t));
+    uint64_t bits = 0;
+    std::memcpy(&bits, &value, sizeof(value));
+    slots.push_back(bits);
+  }
+  /// The runtime parameters: a scalar as its type's bytes, a tensor as its
+  /// address and i32 extents.
+  void pushParams(const std::vector<detail::ParamValue> &params) {
+    for (const detail::ParamValue &v : params) {
+      if (!v.info->isTensor) {
+        slots.push_back(v.scalarBits);
+        continue;
+      }
+      push(address(v.tensor));
+      for (int64_t extent : v.tensor.shape)
+        push(int32_t(extent));
+    }
+  }
+  std::vector<void *> pointers() {
+    std::vector<void *> ptrs(slots.size());
+    for (size_t i = 0; i < slots.size(); ++i)
+      ptrs[i] = &slots[i];
+    return ptrs;
+  }
+  static uint64_t address(const detail::TensorView &t) { return uint64_t(uintptr_t(t.data)); }
 };
 } // namespace
 
@@ -277,18 +339,10 @@ Status CudaKernel::launch(const LaunchArgs &args, void *stream) const {
     return d.error();
   const Driver &drv = **d;
   int device = p.q.device;
-  const std::pair<const char *, const detail::TensorView *> tensors[] = {
-      {"q", &p.q}, {"k", &p.k}, {"v", &p.v}, {"o", &p.o}, {"lse", &p.lse}};
-  for (auto [what, view] : tensors)
-    if (view != &p.lse || p.hasLse)
-      if (Status s = checkPointer(drv, what, *view, device); !s)
-        return s;
-  for (const detail::ParamValue &v : p.params)
-    if (v.info->isTensor)
-      if (Status s =
-              checkPointer(drv, ("parameter '" + v.info->name + "'").c_str(), v.tensor, device);
-          !s)
-        return s;
+  if (Status s = checkPointers(
+          drv, p, {{"q", &p.q}, {"k", &p.k}, {"v", &p.v}, {"o", &p.o}, {"lse", &p.lse}}, device);
+      !s)
+    return s;
 
   ScopedDeviceContext scope;
   if (Status s = scope.enter(drv, device); !s)
@@ -310,16 +364,10 @@ Status CudaKernel::launch(const LaunchArgs &args, void *stream) const {
   if (!fn)
     return fn.error();
 
-  // Arguments in ABI order (docs/cuda.md); each slot holds one value.
-  std::vector<ArgSlot> slots;
-  slots.reserve(32 + 2 * p.params.size());
-  auto push = [&](const auto &value) {
-    static_assert(sizeof(value) <= sizeof(uint64_t));
-    ArgSlot slot;
-    std::memcpy(&slot.bits, &value, sizeof(value));
-    slots.push_back(slot);
-  };
-  auto address = [](const detail::TensorView &t) { return uint64_t(uintptr_t(t.data)); };
+  // Arguments in ABI order (docs/cuda.md).
+  KernelArgs abi;
+  auto push = [&](const auto &value) { abi.push(value); };
+  auto address = &KernelArgs::address;
   push(address(p.q));
   push(address(p.k));
   push(address(p.v));
@@ -333,22 +381,258 @@ Status CudaKernel::launch(const LaunchArgs &args, void *stream) const {
   push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
   push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
   push(int32_t(p.hasLse ? 1 : 0));
-  for (const detail::ParamValue &v : p.params) {
-    if (!v.info->isTensor) {
-      ArgSlot slot;
-      slot.bits = v.scalarBits;
-      slots.push_back(slot);
-      continue;
-    }
-    push(address(v.tensor));
-    for (int64_t extent : v.tensor.shape)
-      push(int32_t(extent));
-  }
-  std::vector<void *> params(slots.size());
-  for (size_t i = 0; i < slots.size(); ++i)
-    params[i] = &slots[i].bits;
+  abi.pushParams(p.params);
+  std::vector<void *> params = abi.pointers();
 
   return ATTNC_CU(drv, cuLaunchKernel, *fn, unsigned(tilesQ), unsigned(p.Hq), unsigned(p.B),
                   unsigned(ki.threads), 1u, 1u, unsigned(ki.sharedBytes), cuStream, params.data(),
                   nullptr);
+}
+
+//===----------------------------------------------------------------------===//
+// Decode over a device KV cache
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// A dense row-major tensor of `dtype` with `rank` dimensions on kDLCUDA
+/// `device`; `shape[i]` >= 0 must match. Returns its view.
+Expected<detail::TensorView> denseDeviceTensor(const char *what, const DLTensor *t,
+                                               const std::string &dtype, std::vector<int64_t> shape,
+                                               int device) {
+  if (!t)
+    return Status::error(std::string(what) + ": missing");
+  if (t->device.device_type != kDLCUDA || t->device.device_id != device)
+    return Status::error(std::string(what) + ": expected a kDLCUDA tensor on device " +
+                         std::to_string(device));
+  if (!detail::sameType(t->dtype, dtype))
+    return Status::error(std::string(what) + ": expected " + dtype + " elements");
+  if (t->ndim != int32_t(shape.size()))
+    return Status::error(std::string(what) + ": expected rank " + std::to_string(shape.size()) +
+                         ", got " + std::to_string(t->ndim));
+  detail::TensorView v;
+  v.data = static_cast<char *>(t->data) + t->byte_offset;
+  v.device = device;
+  int64_t expect = 1;
+  for (int i = t->ndim - 1; i >= 0; --i) {
+    if (shape[i] >= 0 && t->shape[i] != shape[i])
+      return Status::error(std::string(what) + ": dimension " + std::to_string(i) + " is " +
+                           std::to_string(t->shape[i]) + ", expected " + std::to_string(shape[i]));
+    if (t->strides && t->shape[i] > 1 && t->strides[i] != expect)
+      return Status::error(std::string(what) + ": must be dense row-major");
+    expect *= t->shape[i];
+  }
+  v.shape.assign(t->shape, t->shape + t->ndim);
+  v.strides.resize(t->ndim);
+  for (int i = t->ndim - 1, s = 1; i >= 0; s *= int(t->shape[i]), --i)
+    v.strides[i] = s;
+  return v;
+}
+} // namespace
+
+Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq,
+                                            int64_t maxLength, int device, int64_t splits) const {
+  const CudaKernelInfo &ki = impl->info;
+  if (!ki.cache || ki.tileK <= 0)
+    return Status::error("kernel '" + ki.name + "' is not a KV-cache decode kernel");
+  if (B <= 0 || Hkv <= 0 || Hq % Hkv || Nq <= 0)
+    return Status::error("decode plan: need B, Nq > 0 and Hq a multiple of Hkv");
+  const int64_t tile = ki.tileK;
+  const int64_t rowTiles = ((Hq / Hkv) * Nq + ki.blockQ - 1) / ki.blockQ;
+  const int64_t pairs = rowTiles * Hkv * B;
+  const int64_t tiles = std::max<int64_t>(1, (maxLength + tile - 1) / tile);
+  DecodePlan plan;
+  if (splits <= 0) {
+    // Resident CTAs of the GPU (occupancy of this kernel x SMs): split the
+    // keys until the grid fills them in whole waves, every split keeping
+    // at least 256 slots (4 tiles) so the merge stays small.
+    auto d = driver();
+    if (!d)
+      return d.error();
+    ScopedDeviceContext scope;
+    if (Status s = scope.enter(**d, device); !s)
+      return s;
+    auto fn = impl->function(**d, scope.context(), device);
+    if (!fn)
+      return fn.error();
+    int perSm = 0;
+    if (Status s = ATTNC_CU(**d, cuOccupancyMaxActiveBlocksPerMultiprocessor, &perSm, *fn,
+                            int(ki.threads), size_t(ki.sharedBytes));
+        !s)
+      return s;
+    auto sms = deviceAttribute(**d, device, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+    if (!sms)
+      return sms.error();
+    const int64_t resident = std::max<int64_t>(1, int64_t(perSm) * *sms);
+    const int64_t most = std::max<int64_t>(1, tiles * tile / 256);
+    // Time ~ waves x (tiles per split + the CTA's fixed cost: Q load,
+    // pipeline fill, combine; about 2 tiles' worth). More splits than one
+    // wave needs only add that fixed cost and the merge.
+    double best = 0;
+    splits = 1;
+    for (int64_t s = 1; s <= std::min<int64_t>(most, 256); ++s) {
+      int64_t ctas = pairs * s, waves = (ctas + resident - 1) / resident;
+      double time = double(waves) * double((tiles + s - 1) / s + 2);
+      if (best == 0 || time < best) {
+        best = time;
+        splits = s;
+      }
+    }
+  }
+  const int64_t perSplit = (tiles + splits - 1) / splits;
+  plan.splitSlots = perSplit * tile;
+  plan.splits = (tiles + perSplit - 1) / perSplit;
+  if (plan.splits > 1)
+    plan.workspaceBytes =
+        size_t(plan.splits) * size_t(B * Hq * Nq) * size_t(ki.headDimV + 1) * sizeof(float);
+  return plan;
+}
+
+Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
+  const CudaKernelInfo &ki = impl->info;
+  if (!ki.cache)
+    return Status::error("kernel '" + ki.name +
+                         "' was not compiled for a KV cache (compile it with kvCache)");
+  const CachePolicyInfo &policy = *ki.cache;
+  const CudaCacheView &c = a.cache;
+  if (!a.q || a.q->ndim != 4)
+    return Status::error("q: expected a [B, Hq, Nq, D] tensor");
+  if (!c.keyPool || !c.valuePool || c.keyPool->ndim != 3 || c.valuePool->ndim != 3)
+    return Status::error("cache pools: expected [pages, P, D] and [pages, P, Dv] tensors");
+  const int device = a.q->device.device_id;
+  const int64_t B = a.q->shape[0], Nq = a.q->shape[2];
+  const int64_t pagesN = c.keyPool->shape[0], P = c.keyPool->shape[1];
+  if (policy.layout == "paged" && P != policy.pageSize)
+    return Status::error("cache pools have pages of " + std::to_string(P) + " slots, but policy '" +
+                         policy.name + "' pages hold " + std::to_string(policy.pageSize));
+  const std::string storage =
+      policy.headPolicies.empty() ? policy.storage : policy.headPolicies.front().storage;
+  auto kPool = denseDeviceTensor("key pool", c.keyPool, storage, {-1, -1, ki.headDim}, device);
+  if (!kPool)
+    return kPool.error();
+  auto vPool =
+      denseDeviceTensor("value pool", c.valuePool, storage, {pagesN, P, ki.headDimV}, device);
+  if (!vPool)
+    return vPool.error();
+  if (!c.lengths || c.lengths->ndim != 1 || B == 0 || c.lengths->shape[0] % B)
+    return Status::error("cache lengths: expected an i32 [B * Hkv] tensor");
+  const int64_t Hkv = c.lengths->shape[0] / B;
+  auto len = denseDeviceTensor("cache lengths", c.lengths, "i32", {B * Hkv}, device);
+  auto pages = denseDeviceTensor("cache pages", c.pages, "i32", {B * Hkv, -1}, device);
+  auto pos = denseDeviceTensor("cache positions", c.positions, "i32", {B * Hkv, -1}, device);
+  auto qpos = denseDeviceTensor("query positions", c.queryPositions, "i32", {B}, device);
+  for (auto *e : {&len, &pages, &pos, &qpos})
+    if (!*e)
+      return e->error();
+  const int64_t maxPages = pages->shape[1], maxSlots = pos->shape[1];
+  if (maxSlots > maxPages * P)
+    return Status::error("cache positions have " + std::to_string(maxSlots) + " slots per row, " +
+                         "more than the " + std::to_string(maxPages) + " pages of " +
+                         std::to_string(P) + " slots hold");
+  const int64_t maxLength = c.maxLength > 0 ? c.maxLength : maxSlots;
+  if (maxLength > maxSlots)
+    return Status::error("maxLength " + std::to_string(maxLength) + " exceeds the " +
+                         std::to_string(maxSlots) + " slots of the positions table");
+
+  // Q, O, LSE and parameters as for a plain launch, with K/V stand-ins of a
+  // page's shape (the pools' dtype is checked above).
+  int64_t kShape[4] = {B, Hkv, P, ki.headDim}, vShape[4] = {B, Hkv, P, ki.headDimV};
+  int64_t kStrides[4] = {0, 0, ki.headDim, 1}, vStrides[4] = {0, 0, ki.headDimV, 1};
+  DLTensor fk = *a.q, fv = *a.q;
+  fk.data = kPool->data, fv.data = vPool->data;
+  fk.byte_offset = fv.byte_offset = 0;
+  fk.shape = kShape, fk.strides = kStrides;
+  fv.shape = vShape, fv.strides = vStrides;
+  LaunchArgs la;
+  la.q = a.q, la.k = &fk, la.v = &fv, la.o = a.o, la.lse = a.lse;
+  la.params = a.params;
+  auto planned = detail::planLaunch(ki, la, impl->rules);
+  if (!planned)
+    return planned.error();
+  const detail::LaunchPlan &p = *planned;
+  if (p.Hq > 65535 || B > 65535 || Hkv > 65535)
+    return Status::error("cuda: Hq, Hkv and B must be at most 65535");
+  if (Nq == 0 || B == 0)
+    return Status::ok();
+  auto split = decodePlan(B, p.Hq, Hkv, Nq, maxLength, device, a.splits);
+  if (!split)
+    return split.error();
+  if (split->splits > 1 && (!a.workspace || a.workspaceBytes < split->workspaceBytes))
+    return Status::error("decode over " + std::to_string(split->splits) + " splits needs a " +
+                         std::to_string(split->workspaceBytes) + "-byte workspace, got " +
+                         std::to_string(a.workspace ? a.workspaceBytes : 0));
+
+  auto d = driver();
+  if (!d)
+    return d.error();
+  const Driver &drv = **d;
+  if (Status s = checkPointers(drv, p,
+                               {{"q", &p.q},
+                                {"o", &p.o},
+                                {"lse", &p.lse},
+                                {"key pool", &*kPool},
+                                {"value pool", &*vPool},
+                                {"cache pages", &*pages},
+                                {"cache positions", &*pos},
+                                {"cache lengths", &*len},
+                                {"query positions", &*qpos}},
+                               device);
+      !s)
+    return s;
+  ScopedDeviceContext scope;
+  if (Status s = scope.enter(drv, device); !s)
+    return s;
+  auto cuStream = static_cast<CUstream>(stream);
+  auto fns = impl->functions(drv, scope.context(), device);
+  if (!fns)
+    return fns.error();
+
+  KernelArgs abi;
+  auto push = [&](const auto &value) { abi.push(value); };
+  auto address = &KernelArgs::address;
+  const uint64_t lse = p.hasLse ? address(p.lse) : 0;
+  const uint64_t oPart = uint64_t(uintptr_t(a.workspace));
+  const uint64_t lPart = oPart ? oPart + uint64_t(split->splits) * uint64_t(B * p.Hq * Nq) *
+                                             uint64_t(ki.headDimV) * sizeof(float)
+                               : 0;
+  // The decode kernel's ABI (DecodeKernel.h in the compiler).
+  for (uint64_t ptr :
+       {address(p.q), address(*kPool), address(*vPool), address(p.o), lse, oPart, lPart})
+    push(ptr);
+  for (int64_t x : {B, p.Hq, Hkv, Nq, P, maxPages, maxSlots, split->splits, split->splitSlots})
+    push(int32_t(x));
+  for (const detail::TensorView *t : {&p.q, &p.o})
+    for (int i = 0; i < 3; ++i)
+      push(int64_t(t->strides[i]));
+  push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
+  push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
+  for (uint64_t ptr : {address(*pages), address(*pos), address(*len), address(*qpos)})
+    push(ptr);
+  push(uint64_t(0)); // k_scale, v_scale: quantized storage (not on CUDA yet)
+  push(uint64_t(0));
+  push(int32_t(p.hasLse ? 1 : 0));
+  abi.pushParams(p.params);
+  const int64_t rowTiles = ((p.Hq / Hkv) * Nq + ki.blockQ - 1) / ki.blockQ;
+  auto decodeParams = abi.pointers();
+  if (Status s = ATTNC_CU(drv, cuLaunchKernel, fns->function, unsigned(rowTiles * split->splits),
+                          unsigned(Hkv), unsigned(B), unsigned(ki.threads), 1u, 1u,
+                          unsigned(ki.sharedBytes), cuStream, decodeParams.data(), nullptr);
+      !s)
+    return s;
+  if (split->splits == 1)
+    return Status::ok();
+
+  // attnc_<K>_merge: O and LSE from the splits' parts.
+  abi.slots.clear();
+  for (uint64_t ptr : {oPart, lPart, address(p.o), lse})
+    push(ptr);
+  for (int64_t x : {B, p.Hq, Nq, split->splits})
+    push(int32_t(x));
+  for (int i = 0; i < 3; ++i)
+    push(int64_t(p.o.strides[i]));
+  push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
+  push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
+  push(int32_t(p.hasLse ? 1 : 0));
+  auto mergeParams = abi.pointers();
+  return ATTNC_CU(drv, cuLaunchKernel, fns->merge, unsigned(Nq), unsigned(p.Hq), unsigned(B),
+                  unsigned(ki.headDimV), 1u, 1u, 0u, cuStream, mergeParams.data(), nullptr);
 }

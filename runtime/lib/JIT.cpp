@@ -480,6 +480,7 @@ KernelCache::Impl::cudaArtifact(mlir::MLIRContext &ctx, const dsl::Program &prog
   cuda.arch = *arch;
   cuda.blockQ = spec.tileQ;
   cuda.blockK = spec.tileK;
+  cuda.kvCache = spec.kvCache;
   // The tiles the kernel gets (0: the measured defaults for its head dims).
   cuda = pipeline::tileDefaults(cuda);
   Build build(ctx, diagnostics);
@@ -491,7 +492,8 @@ KernelCache::Impl::cudaArtifact(mlir::MLIRContext &ctx, const dsl::Program &prog
       " wm=" + std::to_string(cuda.warpMTiles) + " st=" + std::to_string(cuda.stages) +
       " mma=" + cuda.mma + (cuda.wgmmaQInRegs ? " qregs" : "") +
       (cuda.classChunk ? " chunk=" + std::to_string(cuda.classChunk) : "") +
-      (cuda.partialVote ? " vote" : "") + " O" + std::to_string(cuda.optLevel);
+      (cuda.partialVote ? " vote" : "") + (cuda.kvCache ? " kvcache" : "") + " O" +
+      std::to_string(cuda.optLevel);
   if (Status s = build.generate(prog, name, spec, specText); !s)
     return s;
   const std::string &key = build.key;

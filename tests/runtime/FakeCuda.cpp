@@ -367,6 +367,15 @@ CUresult cuFuncSetAttribute(Function *fn, int attribute, int value) {
   return SUCCESS;
 }
 
+// Two CTAs per SM, as the decode kernel gets on an H100.
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *blocks, Function *fn, int threads,
+                                                     size_t shared) {
+  if (!blocks || !fn || threads <= 0 || threads > 1024)
+    return INVALID_VALUE;
+  *blocks = shared > 114 * 1024 ? 1 : 2;
+  return SUCCESS;
+}
+
 CUresult cuLaunchKernel(Function *fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                         unsigned by, unsigned bz, unsigned shared, void *stream, void **params,
                         void **extra) {

@@ -90,6 +90,7 @@ bool attnc::driver::emitCuda(mlir::MLIRContext &ctx, const dsl::Program &prog,
   o.wgmmaQInRegs = options.wgmmaQInRegs;
   o.classChunk = options.classChunk;
   o.partialVote = options.partialVote;
+  o.kvCache = options.kvCache;
   if (o.dtype != "bf16" && o.dtype != "f16") {
     llvm::errs() << "attnc: error: --target=cuda takes --dtype=bf16 or f16, not " << o.dtype
                  << "\n";

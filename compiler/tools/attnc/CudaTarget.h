@@ -25,6 +25,7 @@ struct CudaEmitOptions {
   bool wgmmaQInRegs = false;
   int64_t classChunk = 0;
   bool partialVote = false;
+  bool kvCache = false;
   std::string outPath = "-";
 };
 

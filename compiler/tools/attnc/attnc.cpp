@@ -126,6 +126,10 @@ cl::opt<bool> cudaPartialVote(
     cl::desc("CUDA target, data-dependent masks: skip PARTIAL tiles per warp(group) by a vote "
              "before Q.K^T (default: the mask after Q.K^T)"),
     cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<bool> kvCache("kv-cache",
+                      cl::desc("Compile the kernel over its cache policy (K/V through page "
+                               "tables; CUDA: the split-KV decode kernel and its merge kernel)"),
+                      cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> remarks("remarks",
                       cl::desc("Remarks on how the mask's tiles are skipped (closed form, at "
                                "launch, what stays PARTIAL), for --kernel or every kernel"),
@@ -239,6 +243,7 @@ int main(int argc, char **argv) {
     o.wgmmaQInRegs = cudaWgmmaQRegs;
     o.classChunk = cudaClassChunk;
     o.partialVote = cudaPartialVote;
+    o.kvCache = kvCache;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

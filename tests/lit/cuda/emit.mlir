@@ -26,7 +26,7 @@
 // query rows, 32-key tiles; Q plus two K/V stages of padded rows in dynamic
 // shared memory: (128 + 2 * 32 + 2 * 32) rows * (64 + 8) * 2 bytes.
 // GPU: module attributes {gpu.container_module}
-// GPU: gpu.module @attnc_causal_k attributes {attn.block_q = 128 : i64, attn.shared_bytes = 36864 : i64, attn.threads = 128 : i64}
+// GPU: gpu.module @attnc_causal_k attributes {attn.block_k = 32 : i64, attn.block_q = 128 : i64, attn.shared_bytes = 36864 : i64, attn.threads = 128 : i64}
 // GPU: llvm.mlir.global external @attnc_smem() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<0 x i8>
 // The ABI: 5 pointers, 6 i32, 14 i64 strides, write_lse.
 // GPU: gpu.func @attnc_causal_k(%arg0: !llvm.ptr, %arg1: !llvm.ptr, %arg2: !llvm.ptr, %arg3: !llvm.ptr, %arg4: !llvm.ptr, %arg5: i32, %arg6: i32, %arg7: i32, %arg8: i32, %arg9: i32, %arg10: i32, %arg11: i64, {{.*}}, %arg24: i64, %arg25: i32) kernel attributes {known_block_size = array<i32: 128, 1, 1>}
@@ -79,11 +79,11 @@
 
 // Explicit tiles: 8 warps of 16 rows, 32-key tiles (D = 128 by default):
 // (128 + 2*32 + 2*32) * 136 * 2.
-// TILES: gpu.module @attnc_causal_k attributes {attn.block_q = 128 : i64, attn.shared_bytes = 69632 : i64, attn.threads = 256 : i64}
+// TILES: gpu.module @attnc_causal_k attributes {attn.block_k = {{[0-9]+}} : i64, attn.block_q = 128 : i64, attn.shared_bytes = 69632 : i64, attn.threads = 256 : i64}
 
 // Three K/V buffers: (64 + 3 * 64 + 3 * 64) * 72 * 2 bytes; two tiles in
 // flight while one computes.
-// STAGES: gpu.module @attnc_causal_k attributes {attn.block_q = 64 : i64, attn.shared_bytes = 64512 : i64, attn.threads = 128 : i64}
+// STAGES: gpu.module @attnc_causal_k attributes {attn.block_k = {{[0-9]+}} : i64, attn.block_q = 64 : i64, attn.shared_bytes = 64512 : i64, attn.threads = 128 : i64}
 // STAGES: nvvm.cp.async.wait.group 2
 // STAGES: scf.for
 // STAGES: nvvm.cp.async.wait.group 2
@@ -106,7 +106,7 @@
 // The default on sm_90a for D <= 128: wgmma, two warpgroups of 64 rows,
 // 128-key tiles; Q and two K/V stages unpadded (128B-swizzled) in shared
 // memory aligned for the swizzle atoms: (128 + 2*128 + 2*128) * 64 * 2.
-// WGMMA: gpu.module @attnc_causal_k attributes {attn.block_q = 128 : i64, attn.shared_bytes = 81920 : i64, attn.threads = 256 : i64}
+// WGMMA: gpu.module @attnc_causal_k attributes {attn.block_k = {{[0-9]+}} : i64, attn.block_q = 128 : i64, attn.shared_bytes = 81920 : i64, attn.threads = 256 : i64}
 // WGMMA: llvm.mlir.global external @attnc_smem() {addr_space = 3 : i32, alignment = 1024 : i64} : !llvm.array<0 x i8>
 // cp.async writes reach wgmma (the async proxy) through a proxy fence.
 // WGMMA: nvvm.cp.async.wait.group 1
@@ -176,7 +176,7 @@
 // bytes per id tensor read (doc[q], doc[k]) for the rows' range, one class
 // byte and one i16 list entry per tile of a chunk, the list's length:
 // 81920 + 2 * 64 + 4 + 2 * 4 + 4.
-// CHUNK: gpu.module @attnc_doc_causal attributes {attn.block_q = 128 : i64, attn.shared_bytes = 82064 : i64, attn.threads = 256 : i64}
+// CHUNK: gpu.module @attnc_doc_causal attributes {attn.block_k = {{[0-9]+}} : i64, attn.block_q = 128 : i64, attn.shared_bytes = 82064 : i64, attn.threads = 256 : i64}
 // A new chunk every 4 tiles.
 // CHUNK: scf.for {{.*}} step %c4_i32
 

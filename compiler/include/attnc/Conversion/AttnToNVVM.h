@@ -21,6 +21,7 @@ struct NvvmKernelConfig {
   bool wgmmaQInRegs = false; // wgmma: Q.K^T takes Q from registers
   int64_t classChunk = 1024; // data-dependent masks: KV tiles classified per pass
   bool partialVote = false;  // data-dependent masks: per-warp(group) skip of PARTIAL tiles
+  bool kvCache = false;      // K/V through a KV cache: the decode kernel (DecodeKernel.h)
 };
 
 /// Name of the gpu.module and of the kernel entry `attn-to-nvvm` emits for

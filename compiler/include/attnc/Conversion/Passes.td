@@ -118,7 +118,12 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "Data-dependent masks: on PARTIAL tiles, evaluate the mask before "
            "Q.K^T and skip the MMAs of a warp (warpgroup) none of whose rows "
            "keeps a key (default: the mask after Q.K^T, as for index masks; "
-           "faster on the H100 for documents, prefix-LM and block masks)">
+           "faster on the H100 for documents, prefix-LM and block masks)">,
+    Option<"kvCache", "kv-cache", "bool", /*default=*/"false",
+           "Read K and V through the kernel's cache policy (page pools, "
+           "page tables, slot positions): the split-KV decode kernel plus "
+           "its merge kernel `attnc_<K>_merge` (block-q packed query rows "
+           "per CTA, block-k / 16 warps of 16 keys each; mma=sync)">
   ];
 }
 

@@ -56,6 +56,9 @@ struct CudaOptions {
   bool wgmmaQInRegs = false; // wgmma: Q fragments in registers for Q.K^T
   int64_t classChunk = 0;    // data-dependent masks: tiles classified per pass (0: 1024)
   bool partialVote = false;  // data-dependent masks: per-warp(group) skip of PARTIAL tiles
+  /// K/V through the kernel's cache policy: the split-KV decode kernel and
+  /// its merge kernel (attn-to-nvvm's kv-cache option, docs/kv-cache.md).
+  bool kvCache = false;
   unsigned optLevel = 3;
 };
 

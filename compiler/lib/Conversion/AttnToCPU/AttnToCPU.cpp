@@ -22,6 +22,7 @@
 
 #include "attnc/Conversion/AttnToCPU.h"
 
+#include "attnc/Analysis/CacheStorage.h"
 #include "attnc/Analysis/KvRange.h"
 #include "attnc/Analysis/TileBounds.h"
 
@@ -67,58 +68,14 @@ public:
     if (!attention)
       return kernel.emitError("attn-to-cpu: kernel has no attn.attention");
     if (kvCache) {
-      auto ref = kernel->getAttrOfType<FlatSymbolRefAttr>("attn.cache");
-      if (!ref)
-        return kernel.emitError("attn-to-cpu: kv-cache: kernel has no cache policy");
-      Operation *policy = SymbolTable::lookupNearestSymbolFrom(kernel, ref);
-      // The policies heads may follow: one, or per_head's choices (the
-      // runtime's table picks one per KV head; the kernel reads any).
-      SmallVector<attn::CachePolicyOp> policies;
-      if (auto hp = dyn_cast_or_null<attn::HeadPolicyOp>(policy)) {
-        for (Attribute a : hp.getPolicies())
-          if (auto cp = dyn_cast_or_null<attn::CachePolicyOp>(
-                  SymbolTable::lookupNearestSymbolFrom(kernel, cast<FlatSymbolRefAttr>(a))))
-            policies.push_back(cp);
-      } else if (auto cp = dyn_cast_or_null<attn::CachePolicyOp>(policy)) {
-        policies.push_back(cp);
-      }
-      if (policies.empty())
-        return kernel.emitError("attn-to-cpu: kv-cache: no cache policy '")
-               << ref.getValue() << "'";
-      attn::StorageAttr storage = policies.front().getStorage();
-      for (attn::CachePolicyOp cp : policies) {
-        if (cp.getStorage() != storage)
-          return kernel.emitError("attn-to-cpu: kv-cache: per-head policies of '")
-                 << ref.getValue() << "' store differently ('" << policies.front().getSymName()
-                 << "', '" << cp.getSymName() << "'); not supported yet";
-        if (cp.getRetention().getKind() == attn::RetentionKind::Budget)
-          return kernel.emitError("attn-to-cpu: kv-cache: budget (eviction) retention ('")
-                 << cp.getSymName() << "') is not supported yet";
-      }
-      StringRef name = policies.front().getSymName();
-      if (storage.isQuantized()) {
-        // int8 or int4 (two per byte, low nibble first) with per-token or
-        // per-group scales, dequantized in the kernel.
-        Type q = storage.getElementType();
-        if (!q.isInteger(8) && !q.isInteger(4))
-          return kernel.emitError("attn-to-cpu: kv-cache: ")
-                 << q << " KV storage ('" << name << "') is not supported yet (int8, int4 are)";
-        nibbles = q.isInteger(4);
-        if (nibbles && (D % 2 || Dv % 2))
-          return kernel.emitError("attn-to-cpu: kv-cache: int4 storage needs even head dims");
-        kvElem = IntegerType::get(ctx, 8);
-        quantGroup = storage.getScale() == attn::ScaleGranularity::PerGroup
-                         ? int64_t(storage.getGroupSize())
-                         : 0;
-        if (quantGroup && (D % quantGroup || Dv % quantGroup))
-          return kernel.emitError("attn-to-cpu: kv-cache: scale groups of ")
-                 << quantGroup << " do not divide the head dims " << D << " / " << Dv;
-        quantized = true;
-      } else if (storage.getElementType() != elemType) {
-        return kernel.emitError("attn-to-cpu: kv-cache: policy '")
-               << name << "' stores " << storage.getElementType()
-               << " but the kernel is instantiated for " << elemType;
-      }
+      auto cs = attn::analyzeCacheStorage(kernel, "attn-to-cpu", elemType, D, Dv);
+      if (failed(cs))
+        return failure();
+      quantized = cs->quantized;
+      nibbles = cs->nibbles;
+      quantGroup = cs->group;
+      if (quantized)
+        kvElem = cs->pageElement;
       cacheKernel = true;
     }
     for (Operation &op : kernel.getBody().front())

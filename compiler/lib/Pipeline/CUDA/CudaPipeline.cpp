@@ -65,6 +65,22 @@ static bool hasWgmma(llvm::StringRef arch) { return arch == "sm_90a"; }
 
 CudaOptions attnc::pipeline::tileDefaults(CudaOptions o) {
   int64_t dv = o.headDimV > 0 ? o.headDimV : o.headDim;
+  if (o.kvCache) {
+    // Decode: 16 packed query rows per CTA (the G query heads of a KV head
+    // times Nq), 4 warps of 16 keys on a 64-slot tile, 3 tiles in flight
+    // (bench/NOTES.md).
+    if (o.mma.empty())
+      o.mma = "sync";
+    if (!o.warpMTiles)
+      o.warpMTiles = 1;
+    if (!o.blockQ)
+      o.blockQ = 16;
+    if (!o.blockK)
+      o.blockK = 64;
+    if (!o.stages)
+      o.stages = 3;
+    return o;
+  }
   if (o.mma.empty()) {
     // Explicit tiles only wgmma cannot run keep the mma.sync kernel.
     bool fits = (o.headDim == 64 || o.headDim == 128) && (dv == 64 || dv == 128);
@@ -114,6 +130,7 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   if (options.classChunk)
     o.classChunk = options.classChunk;
   o.partialVote = options.partialVote;
+  o.kvCache = options.kvCache;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
@@ -163,6 +180,8 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
   {
     llvm::raw_string_ostream os(params);
     writeParamMetadata(kernel, os);
+    if (options.kvCache)
+      writeCacheMetadata(kernel, os);
   }
 
   if (failed(lowerToGpu(module, options)))
@@ -175,7 +194,7 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
     return a ? a.getInt() : int64_t(0);
   };
   int64_t threads = attrInt("attn.threads"), shared = attrInt("attn.shared_bytes"),
-          blockQ = attrInt("attn.block_q");
+          blockQ = attrInt("attn.block_q"), blockK = attrInt("attn.block_k");
   if (failed(lowerToNVVM(module, options)))
     return makeError("lowering to NVVM failed");
 
@@ -207,6 +226,8 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
   os << "head_dim " << options.headDim << "\n";
   os << "head_dim_v " << (options.headDimV > 0 ? options.headDimV : options.headDim) << "\n";
   os << "block_q " << blockQ << "\n";
+  if (options.kvCache) // decode: slots per KV tile (splits are multiples of it)
+    os << "tile_k " << blockK << "\n";
   os << "threads " << threads << "\n";
   os << "shared_bytes " << shared << "\n";
   os << params;

@@ -64,6 +64,25 @@ typedef struct attnc_launch_desc {
   void *stream; /* CUstream (torch.cuda.current_stream().cuda_stream); NULL: default */
 } attnc_launch_desc;
 
+/* Decode over a KV cache in device memory (a kernel compiled with
+   kv-cache; docs/kv-cache.md): pools [pages, P, D] / [pages, P, Dv] of the
+   policy's storage; i32 tables with a row per (sequence b, KV head g) =
+   b * Hkv + g: kv_pages [B*Hkv, max_pages], kv_pos [B*Hkv, max_slots]
+   (-1: not retained), kv_len [B*Hkv]; q_pos [B] (first query position). */
+typedef struct attnc_cache_launch_desc {
+  attnc_tensor q, o, lse; /* as in attnc_launch_desc (lse rank 0: not wanted) */
+  attnc_tensor k_pool, v_pool;
+  attnc_tensor kv_pages, kv_pos, kv_len, q_pos;
+  int64_t max_length; /* longest kv_len entry; 0: kv_pos's second extent */
+  int64_t splits;     /* KV splits; 0: attnc_cuda_decode_plan's choice */
+  uint64_t workspace; /* device scratch of attnc_cuda_decode_plan's size */
+  uint64_t workspace_bytes;
+  int32_t device;
+  int32_t num_params;
+  const attnc_param *params;
+  void *stream;
+} attnc_cache_launch_desc;
+
 /* What the metadata says (strings live as long as the kernel). */
 typedef struct attnc_kernel_info {
   const char *name, *entry, *arch, *dtype;
@@ -73,7 +92,8 @@ typedef struct attnc_kernel_info {
 
 /* ATTNC_C_API_VERSION of the library, and sizeof of its structs, so that a
    binding can check its layout: which = 0 attnc_tensor, 1 attnc_param,
-   2 attnc_launch_desc, 3 attnc_kernel_info (0 for other values). */
+   2 attnc_launch_desc, 3 attnc_kernel_info, 4 attnc_cache_launch_desc
+   (0 for other values). */
 int attnc_c_api_version(void);
 size_t attnc_c_struct_size(int which);
 
@@ -97,6 +117,16 @@ int attnc_cuda_kernel_param(const void *kernel, int32_t index, const char **name
 
 /* Validates and enqueues one launch on desc->stream. Returns 0 on success. */
 int attnc_cuda_launch(const void *kernel, const attnc_launch_desc *desc, char *err, size_t errlen);
+
+/* The KV splits and workspace bytes a decode launch over a cache uses on
+   `device` (`splits` in: 0 to choose, else the count wanted). Returns 0. */
+int attnc_cuda_decode_plan(const void *kernel, int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq,
+                           int64_t max_length, int32_t device, int64_t *splits,
+                           uint64_t *workspace_bytes, char *err, size_t errlen);
+
+/* Validates and enqueues a decode over a cache on desc->stream. */
+int attnc_cuda_cache_launch(const void *kernel, const attnc_cache_launch_desc *desc, char *err,
+                            size_t errlen);
 
 #ifdef __cplusplus
 }

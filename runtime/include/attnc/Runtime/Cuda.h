@@ -60,6 +60,44 @@ Expected<std::string> deviceName(int device);
 /// capability at least XY.
 bool archRunsOn(const std::string &kernelArch, int cc);
 
+/// A KV cache in device memory, laid out as KvCache's (KvCache.h): K/V
+/// pools of the policy's storage, a page holding one KV head's P slots, and
+/// i32 tables with one row per (sequence b, KV head g), row b * Hkv + g.
+struct CudaCacheView {
+  const DLTensor *keyPool = nullptr;        // [pages, P, D]
+  const DLTensor *valuePool = nullptr;      // [pages, P, Dv]
+  const DLTensor *pages = nullptr;          // [B * Hkv, max_pages]: pool page of each page slot
+  const DLTensor *positions = nullptr;      // [B * Hkv, max_slots]: logical position, -1 dropped
+  const DLTensor *lengths = nullptr;        // [B * Hkv]: slots in use
+  const DLTensor *queryPositions = nullptr; // [B]: position of each sequence's first query
+  /// The longest `lengths` entry (the host knows it; it sizes the splits).
+  /// 0: max_slots.
+  int64_t maxLength = 0;
+};
+
+/// Decode over a device KV cache (a kernel compiled with kvCache).
+struct CudaCacheLaunchArgs {
+  /// Q [B, Hq, Nq, D] and O [B, Hq, Nq, Dv] of the kernel's dtype; LSE
+  /// [B, Hq, Nq] f32 or null.
+  const DLTensor *q = nullptr;
+  DLTensor *o = nullptr, *lse = nullptr;
+  CudaCacheView cache;
+  std::map<std::string, Arg> params;
+  /// KV splits per (sequence, KV head, row tile); 0: decodePlan's choice.
+  int64_t splits = 0;
+  /// Device scratch for the splits' partial results (decodePlan's
+  /// workspaceBytes); unused with one split.
+  void *workspace = nullptr;
+  size_t workspaceBytes = 0;
+};
+
+/// How a decode launch splits the keys (flash-decoding).
+struct DecodePlan {
+  int64_t splits = 1;     // CTAs per (sequence, KV head, row tile)
+  int64_t splitSlots = 0; // slots per split (a multiple of the KV tile)
+  size_t workspaceBytes = 0;
+};
+
 /// A loaded CUDA kernel. Thread safe: launches may come from several threads
 /// and go to several devices (the module is loaded once per context).
 class CudaKernel {
@@ -80,6 +118,18 @@ public:
   /// LSE = -inf with memsets on `stream`. Returns once enqueued: errors of
   /// the kernel's execution surface at the next synchronization.
   Status launch(const LaunchArgs &args, void *stream = nullptr) const;
+
+  /// Decode over a device KV cache: checks the kernel's policy, the
+  /// tensors and tables, then enqueues the decode kernel and, with more
+  /// than one split, the merge kernel on `stream`.
+  Status launch(const CudaCacheLaunchArgs &args, void *stream = nullptr) const;
+
+  /// The splits a cache launch uses on `device` for B sequences of at most
+  /// `maxLength` slots (`splits` > 0: that many, fitted to the length): with
+  /// few (sequence, KV head) pairs the keys are split until the CTAs fill
+  /// the GPU's resident slots (whole waves), each split at least 256 slots.
+  Expected<DecodePlan> decodePlan(int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq, int64_t maxLength,
+                                  int device, int64_t splits = 0) const;
 
 private:
   CudaKernel();

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""KV-cache decode on the GPU: attnc's split-KV decode kernels over a paged
+cache, checked against float32 attention over exactly the retained slots,
+then timed side by side with SDPA and FlexAttention decode.
+
+The kernels are AOT PTX (bench/gpu/build-ptx.sh: *_kv*.ptx, compiled with
+`attnc --kv-cache`) launched through the light runtime's C API
+(attnc_runtime.py, libAttncRuntime.so). Pools and tables are built here in
+torch with the layout of the runtime's KvCache (docs/kv-cache.md): a page
+holds one KV head's P slots; table rows are (sequence b, KV head g) =
+b * Hkv + g; pages are handed out in a random order, so every tile crosses
+pages that are far apart in the pool.
+
+    python3 bench/gpu/decode.py --check              # correctness only
+    python3 bench/gpu/decode.py --bench [--no-flex]  # + the timing table
+"""
+import argparse
+import math
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from attnc_runtime import Kernel  # noqa: E402
+
+DT = {"bf16": torch.bfloat16, "f16": torch.float16}
+
+
+class PagedCache:
+    """K/V pools and the i32 tables of the kernel's ABI for B sequences.
+
+    positions[b][g]: the logical positions held by (b, g)'s slots, in slot
+    order (-1 for a dropped slot); slot j lives in page pages[j // P] at
+    row j % P. Pool pages are assigned in a random order."""
+
+    def __init__(self, B, Hkv, D, Dv, P, positions, dtype, gen, spare_pages=3):
+        rows = B * Hkv
+        assert len(positions) == rows
+        lens = [len(p) for p in positions]
+        max_slots = max(1, max(lens))
+        max_pages = max(1, (max_slots + P - 1) // P)
+        need = sum((n + P - 1) // P for n in lens)
+        num_pages = need + spare_pages
+        order = torch.randperm(num_pages, generator=gen).tolist()
+        self.k_pool = torch.randn(num_pages, P, D, generator=gen).to("cuda", dtype)
+        self.v_pool = torch.randn(num_pages, P, Dv, generator=gen).to("cuda", dtype)
+        pages = torch.zeros(rows, max_pages, dtype=torch.int32)
+        pos = torch.full((rows, max_slots), -1, dtype=torch.int32)
+        used = 0
+        for r, p in enumerate(positions):
+            n = len(p)
+            for j in range((n + P - 1) // P):
+                pages[r, j] = order[used]
+                used += 1
+            if n:
+                pos[r, :n] = torch.tensor(p, dtype=torch.int32)
+        self.pages, self.pos = pages.cuda(), pos.cuda()
+        self.len = torch.tensor(lens, dtype=torch.int32).cuda()
+        self.P, self.max_length = P, max(lens)
+        self.positions = positions
+
+    def slots(self, r):
+        """K and V rows [n, D] of table row r, in slot order (float32)."""
+        n = len(self.positions[r])
+        if n == 0:
+            return (torch.zeros(0, self.k_pool.shape[2], device="cuda"),
+                    torch.zeros(0, self.v_pool.shape[2], device="cuda"))
+        j = torch.arange(n, device="cuda")
+        page = self.pages[r].long()[j // self.P]
+        return (self.k_pool[page, j % self.P].float(), self.v_pool[page, j % self.P].float())
+
+
+def reference(q, cache, q_pos, mask, heads="grouped"):
+    """float32 attention over each (sequence, head)'s retained slots."""
+    B, Hq, Nq, D = q.shape
+    Hkv = cache.len.shape[0] // B
+    G = Hq // Hkv
+    o = torch.zeros(B, Hq, Nq, cache.v_pool.shape[2], device="cuda")
+    lse = torch.full((B, Hq, Nq), float("-inf"), device="cuda")
+    for b in range(B):
+        for h in range(Hq):
+            g = h // G if heads == "grouped" else h % Hkv
+            r = b * Hkv + g
+            k, v = cache.slots(r)
+            kp = torch.tensor(cache.positions[r], device="cuda", dtype=torch.int64)
+            for i in range(Nq):
+                qp = q_pos[b] + i
+                keep = (kp >= 0) & mask(qp, kp) if len(kp) else kp.bool()
+                if not keep.any():
+                    continue
+                s = (k[keep] @ q[b, h, i].float()) / math.sqrt(D)
+                o[b, h, i] = torch.softmax(s, 0) @ v[keep]
+                lse[b, h, i] = torch.logsumexp(s, 0)
+    return o, lse
+
+
+def causal(qp, kp):
+    return kp <= qp
+
+
+def streaming(sink, window):
+    # lib/streaming.attn: causal and (k < SINK or q - k < W).
+    return lambda qp, kp: (kp <= qp) & ((kp < sink) | (qp - kp < window))
+
+
+def all_positions(length):
+    return list(range(length))
+
+
+def sink_window_positions(length, sink, window, P):
+    """Slots of a sink + window cache after `length` tokens, laid out as
+    KvCache does: sinks first, then the window as a ring of whole pages
+    (slot order is not position order once it wraps)."""
+    if length <= sink + window:
+        return list(range(length))
+    recent = list(range(length - window, length))
+    # The ring starts at slot `sink`; token t sits at slot sink + (t - sink) % window.
+    ring = [-1] * window
+    for t in recent:
+        ring[(t - sink) % window] = t
+    return list(range(sink)) + ring
+
+
+def check(kern, args, gen):
+    dtype = DT[kern.dtype]
+    D, Dv = kern.head_dim, kern.head_dim_v
+    failures = 0
+    for (B, Hq, Hkv, Nq, lengths, P, splits, label) in args["cases"]:
+        positions = [pos_fn(n) for n in lengths for pos_fn in [args["positions"]]]
+        # One list per (b, g): the same length for every KV head of a sequence,
+        # and one dropped slot in the middle of the second head (if any).
+        rows = []
+        for b in range(B):
+            for g in range(Hkv):
+                p = list(positions[b])
+                if g == 1 and len(p) > 10:
+                    p[len(p) // 2] = -1
+                rows.append(p)
+        cache = PagedCache(B, Hkv, D, Dv, P, rows, dtype, gen)
+        q_pos = [max(0, (max([x for x in positions[b] if x >= 0], default=-1) + 1) - Nq)
+                 for b in range(B)]
+        q = torch.randn(B, Nq, Hq, D, generator=gen).to("cuda", dtype).transpose(1, 2)
+        o = torch.full((B, Hq, Nq, Dv), float("nan"), device="cuda", dtype=dtype)
+        lse = torch.full((B, Hq, Nq), float("nan"), device="cuda")
+        qp = torch.tensor(q_pos, dtype=torch.int32, device="cuda")
+        kern.decode(q, o, cache.k_pool, cache.v_pool, cache.pages, cache.pos, cache.len, qp,
+                    lse=lse, max_length=cache.max_length, splits=splits, **args["params"])
+        torch.cuda.synchronize()
+        ro, rl = reference(q, cache, q_pos, args["mask"])
+        err_o = ((o.float() - ro).abs().max() / ro.abs().max().clamp_min(1e-6)).item()
+        fin = torch.isfinite(rl)
+        err_l = (lse[fin] - rl[fin]).abs().max().item() if fin.any() else 0.0
+        ok = (not o.isnan().any()) and err_o < 2e-2 and err_l < 1e-2 and \
+            bool((lse[~fin] == float("-inf")).all()) and bool((o.float()[~fin] == 0).all())
+        failures += not ok
+        s_used, _ = kern.decode_plan(B, Hq, Hkv, Nq, cache.max_length, 0, splits)
+        print("%s %s %s B=%d Hq=%d Hkv=%d Nq=%d lens=%s P=%d splits=%d: max|dO|/max|O|=%.2e "
+              "max|dLSE|=%.2e empty rows=%d" % ("PASS" if ok else "FAIL", kern.name, label, B, Hq,
+                                                 Hkv, Nq, lengths, P, s_used, err_o, err_l,
+                                                 int((~fin).sum())), flush=True)
+    return failures
+
+
+def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True):
+    """Median ms of attnc decode over a paged cache holding positions_fn(L)
+    per (b, g), SDPA and Flex decode over dense [B, Hkv, n, D] K/V of the
+    same retained length n."""
+    from triton.testing import do_bench
+    dtype = DT[kern.dtype]
+    D, Dv = kern.head_dim, kern.head_dim_v
+    pos = positions_fn(L)
+    n = len(pos)
+    cache = PagedCache(B, Hkv, D, Dv, P, [pos] * (B * Hkv), dtype, gen)
+    q = torch.randn(B, Hq, 1, D, generator=gen).to("cuda", dtype)
+    o = torch.empty(B, Hq, 1, Dv, device="cuda", dtype=dtype)
+    qp = torch.full((B,), L - 1, dtype=torch.int32, device="cuda")
+    splits, need = kern.decode_plan(B, Hq, Hkv, 1, n, 0, 0)
+    ws = torch.empty(max(need, 1), dtype=torch.uint8, device="cuda")
+
+    def run():
+        kern.decode(q, o, cache.k_pool, cache.v_pool, cache.pages, cache.pos, cache.len, qp,
+                    max_length=n, workspace=ws)
+
+    ms = do_bench(run, warmup=25, rep=200, return_mode="median")
+    kv_bytes = B * Hkv * n * (D + Dv) * dtype.itemsize
+    row = {"label": label, "B": B, "L": L, "n": n, "splits": splits, "attnc_ms": ms,
+           "attnc_gbs": kv_bytes / ms / 1e6}
+    if not baselines:
+        return row
+    # Baselines over dense K/V of the retained length (they have no paging).
+    k = torch.randn(B, Hkv, n, D, generator=gen).to("cuda", dtype)
+    v = torch.randn(B, Hkv, n, Dv, generator=gen).to("cuda", dtype)
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    for name, backend in [("sdpa_fa2", SDPBackend.FLASH_ATTENTION),
+                          ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)]:
+        try:
+            with sdpa_kernel(backend):
+                f = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)  # noqa
+                f()
+                row[name + "_ms"] = do_bench(f, warmup=25, rep=200, return_mode="median")
+        except Exception as e:  # a backend may refuse the shape
+            row[name + "_ms"] = float("nan")
+            print("  %s: %s" % (name, str(e).splitlines()[0][:120]))
+    if flex is not None:
+        f = lambda: flex(q, k, v, enable_gqa=True)  # noqa
+        f()
+        row["flex_ms"] = do_bench(f, warmup=25, rep=200, return_mode="median")
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ptx-dir", default=os.path.join(os.path.dirname(__file__), "ptx"))
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--lengths", default="8192,65536")
+    ap.add_argument("--variants", default="", help="e.g. _k128,_st2: paged_attention_bf16_d128_kv"
+                    "<variant>.ptx timed beside the default at every length")
+    a = ap.parse_args()
+    gen = torch.Generator().manual_seed(0)
+    failures = 0
+    d = a.ptx_dir
+    causal_kern = Kernel(os.path.join(d, "paged_attention_bf16_d128_kv.ptx"))
+    if a.check or not a.bench:
+        awkward = [
+            (3, 8, 2, 1, [1, 100, 1000], 16, 0, "auto"),
+            (3, 8, 2, 3, [5, 333, 2049], 16, 1, "one split"),
+            (3, 8, 2, 8, [77, 700, 4097], 16, 3, "three splits"),
+            (2, 32, 8, 1, [8192, 3000], 16, 0, "GQA 4"),
+            (1, 4, 4, 2, [129], 16, 0, "MHA"),
+            (2, 16, 2, 3, [640, 300], 16, 0, "two row tiles (G*Nq=24)"),
+            (2, 6, 2, 3, [0, 50], 16, 0, "empty sequence"),
+        ]
+        args = {"cases": awkward, "positions": all_positions, "mask": causal, "params": {}}
+        failures += check(causal_kern, args, gen)
+        for name in ["paged_attention_bf16_d64_kv"]:
+            k2 = Kernel(os.path.join(d, name + ".ptx"))
+            failures += check(k2, {"cases": awkward[:3], "positions": all_positions,
+                                   "mask": causal, "params": {}}, gen)
+        stream = Kernel(os.path.join(d, "streaming_llm_bf16_d128_kv.ptx"))
+        sw = lambda n: sink_window_positions(n, 4, 1020, 16)  # noqa
+        failures += check(stream, {"cases": [(2, 8, 2, 1, [3000, 100000], 16, 0, "sink+window"),
+                                             (2, 8, 2, 4, [1024, 1500], 16, 2, "sink+window")],
+                                   "positions": sw, "mask": streaming(4, 1020), "params": {}}, gen)
+        # Errors surface as exceptions with the runtime's message.
+        cache = PagedCache(1, 2, 128, 128, 16, [[0, 1], [0, 1]], torch.bfloat16, gen)
+        q = torch.randn(1, 8, 1, 128, device="cuda", dtype=torch.bfloat16)
+        o = torch.empty(1, 8, 1, 128, device="cuda", dtype=torch.bfloat16)
+        qp = torch.zeros(1, dtype=torch.int32, device="cuda")
+        for what, kwargs in [
+            ("f16 pools", dict(k_pool=cache.k_pool.half())),
+            ("int64 page table", dict(kv_pages=cache.pages.long())),
+            ("pages of 8 slots", dict(k_pool=cache.k_pool[:, :8], v_pool=cache.v_pool[:, :8])),
+        ]:
+            call = dict(k_pool=cache.k_pool, v_pool=cache.v_pool, kv_pages=cache.pages,
+                        kv_pos=cache.pos, kv_len=cache.len, q_pos=qp)
+            call.update(kwargs)
+            try:
+                causal_kern.decode(q, o, **call)
+                print("FAIL %s accepted" % what)
+                failures += 1
+            except RuntimeError as e:
+                print("PASS %s refused: %s" % (what, e))
+        print("check: %d failed" % failures, flush=True)
+    if a.bench:
+        flex = None
+        if not a.no_flex:
+            from torch.nn.attention.flex_attention import flex_attention
+            flex = torch.compile(flex_attention, dynamic=False)
+        stream = Kernel(os.path.join(d, "streaming_llm_bf16_d128_kv.ptx"))
+        rows = []
+        for L in [int(x) for x in a.lengths.split(",")]:
+            rows.append(bench(causal_kern, 8, 32, 8, L, 16, all_positions, flex, "bf16 all", gen))
+        rows.append(bench(causal_kern, 1, 32, 8, 131072, 16, all_positions, flex, "bf16 all", gen))
+        for var in [v for v in a.variants.split(",") if v]:
+            vk = Kernel(os.path.join(d, "paged_attention_bf16_d128_kv%s.ptx" % var))
+            for B, L in [(8, int(x)) for x in a.lengths.split(",")] + [(1, 131072)]:
+                rows.append(bench(vk, B, 32, 8, L, 16, all_positions, None, "bf16 all " + var,
+                                  gen, baselines=False))
+        for L in [8192, 65536, 524288]:
+            rows.append(bench(stream, 8, 32, 8, L, 16,
+                              lambda n: sink_window_positions(n, 4, 1020, 16), None,
+                              "sink4+window1020", gen))
+        print("| cache | B | KV length | slots | splits | attnc ms | attnc GB/s | SDPA FA2 ms | "
+              "SDPA cuDNN ms | Flex ms | vs FA2 | vs cuDNN | vs Flex |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            fa2, cud, fl = r.get("sdpa_fa2_ms", float("nan")), r.get("sdpa_cudnn_ms", float(
+                "nan")), r.get("flex_ms", float("nan"))
+            print("| %s | %d | %d | %d | %d | %.4f | %.0f | %.4f | %.4f | %.4f | %.2f | %.2f | %.2f |"
+                  % (r["label"], r["B"], r["L"], r["n"], r["splits"], r["attnc_ms"],
+                     r["attnc_gbs"], fa2, cud, fl, fa2 / r["attnc_ms"], cud / r["attnc_ms"],
+                     fl / r["attnc_ms"]), flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

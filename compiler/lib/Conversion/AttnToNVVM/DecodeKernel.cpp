@@ -1,0 +1,620 @@
+//===- DecodeKernel.cpp - KV-cache decode kernels for NVIDIA GPUs ---------===//
+//
+// attn-to-nvvm with kv-cache=true: the kernel reads K/V through a KV
+// cache's page tables (docs/kv-cache.md) and is built for decode, where a
+// (sequence, KV head) has few query rows and many keys, so the work is
+// split along the keys twice (flash-decoding):
+//
+//   * across CTAs: grid (row tiles x splits, Hkv, B); split s takes slots
+//     [s * split_slots, (s + 1) * split_slots) of its (sequence, KV head)
+//     and, with more than one split, writes an unnormalized-free partial
+//     (O / l in f32, LSE) that `attnc_<K>_merge` combines by LSE;
+//   * across warps: each KV tile of block-k slots gives every warp 16 of
+//     them; warps keep their own (m, l, O) and combine them through shared
+//     memory at the end.
+//
+// The query rows of a CTA pack the G = Hq / Hkv query heads of its KV head
+// (packed row r: head g = r / Nq, query r % Nq), so a K/V row is read once
+// for the whole group (GQA). A tile's slot rows are copied with cp.async,
+// each row's address taken from the page table (slot j of table row
+// b * Hkv + hk lives in page kv_pages[.., j / P] at row j % P); the mask and
+// score see the slot's logical position kv_pos[.., j] (-1: not retained,
+// dropped). Q.K^T and P.V run on mma.sync m16n8k16 with ldmatrix fragments
+// (the row tiles of decode are 16 rows: wgmma's 64 would mostly be
+// padding).
+//
+//===----------------------------------------------------------------------===//
+
+#include "DecodeKernel.h"
+#include "NvvmBuilder.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn::nvvm;
+
+namespace {
+
+/// Kernel ABI arguments before the runtime parameters (see DecodeKernel.h).
+constexpr unsigned kNumDecodeArgs = 7 + 9 + 8 + 6 + 1;
+
+class DecodeLowering : public NvvmBuilder {
+public:
+  DecodeLowering(attn::KernelOp kernel, const attn::NvvmKernelConfig &cfg, Type elemType,
+                 attn::CacheStorage storage)
+      : NvvmBuilder(kernel, cfg, elemType), storage(std::move(storage)) {}
+
+  LogicalResult run(OpBuilder &moduleBuilder) {
+    if (storage.quantized)
+      return kernel.emitError("attn-to-nvvm: kv-cache: quantized storage ('")
+             << storage.policies.front().getSymName() << "') is not supported on CUDA yet";
+    if (attention.getNormalizer() != attn::Normalizer::Softmax)
+      return kernel.emitError("attn-to-nvvm: kv-cache: only the softmax normalizer is supported");
+    FailureOr<OpBuilder> mb = createModule(moduleBuilder);
+    if (failed(mb))
+      return failure();
+    if (failed(buildDecode(*mb)))
+      return failure();
+    buildMerge(*mb);
+    return success();
+  }
+
+private:
+  attn::CacheStorage storage;
+
+  Value idx32(OpBuilder &b, Value v) { return arith::IndexCastOp::create(b, loc(), i32(), v); }
+  Value divu(OpBuilder &b, Value x, Value y) { return arith::DivUIOp::create(b, loc(), x, y); }
+  Value remu(OpBuilder &b, Value x, Value y) { return arith::RemUIOp::create(b, loc(), x, y); }
+  Value sub(OpBuilder &b, Value x, Value y) { return arith::SubIOp::create(b, loc(), x, y); }
+  Value mini(OpBuilder &b, Value x, Value y) { return arith::MinSIOp::create(b, loc(), x, y); }
+  Value cmpi(OpBuilder &b, arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, loc(), p, x, y);
+  }
+  Value load(OpBuilder &b, Type t, Value base, Value index) {
+    return LLVM::LoadOp::create(b, loc(), t, gep(b, base, index, t));
+  }
+  void store(OpBuilder &b, Value v, Value base, Value index) {
+    LLVM::StoreOp::create(b, loc(), v, gep(b, base, index, v.getType()));
+  }
+  /// Runs `body` in an scf.if on `cond` (no results).
+  void ifThen(OpBuilder &b, Value cond, llvm::function_ref<void(OpBuilder &)> body) {
+    auto op = scf::IfOp::create(b, loc(), cond, /*withElseRegion=*/false);
+    OpBuilder tb = op.getThenBodyBuilder();
+    body(tb);
+  }
+  /// The query head of packed row `pr` of KV head `hk` (g = pr / Nq).
+  Value queryHead(OpBuilder &b, Value hk, Value g, Value Hkv, Value G) {
+    return attention.getHeads() == attn::HeadMapping::Interleaved ? add(b, hk, mul(b, g, Hkv))
+                                                                  : add(b, mul(b, hk, G), g);
+  }
+
+  LogicalResult buildDecode(OpBuilder &mb) {
+    const int64_t D = cfg.headDim, Dv = cfg.headDimV, BQ = cfg.blockQ, BK = cfg.blockK;
+    const int64_t MT = BQ / 16, warps = BK / 16, threads = warps * kWarp, stages = cfg.stages;
+    // Shared rows padded by 16 bytes: the 8 row addresses of an ldmatrix
+    // phase fall in distinct banks.
+    const int64_t qStride = D + 8, kStride = D + 8, vStride = Dv + 8;
+    const int64_t qBytes = BQ * qStride * 2, kBytes = BK * kStride * 2, vBytes = BK * vStride * 2;
+    // After the KV loop the stages hold the warps' (m, l, O) for the
+    // combine.
+    const int64_t combineBytes = warps * BQ * (Dv + 2) * 4;
+    sharedBytes = qBytes + std::max(stages * (kBytes + vBytes), combineBytes);
+    numThreads = threads;
+
+    SmallVector<Type> types(7, ptrT());
+    types.append(9, i32());
+    types.append(8, i64());
+    types.append(6, ptrT());
+    types.push_back(i32());
+    appendParamTypes(types);
+    auto [fn, b] = createKernelFunc(mb, attn::cudaEntryName(kernel.getSymName()), types, threads);
+    Location l = loc();
+    auto arg = [&](unsigned i) { return fn.getArgument(i); };
+    Value gQ = toGlobal(b, arg(0)), gK = toGlobal(b, arg(1)), gV = toGlobal(b, arg(2)),
+          gO = toGlobal(b, arg(3)), gL = toGlobal(b, arg(4)), gOp = toGlobal(b, arg(5)),
+          gLp = toGlobal(b, arg(6));
+    // The policy's page size as a constant when it has one (divisions by it
+    // become shifts).
+    Value P = storage.pageSize ? ci32(b, storage.pageSize) : arg(11);
+    Value B = arg(7), Hq = arg(8), Hkv = arg(9), Nq = arg(10), maxPages = arg(12),
+          maxSlots = arg(13), splits = arg(14), splitSlots = arg(15);
+    auto stride = [&](unsigned i) { return arg(16 + i); }; // q: 0-2, o: 3-5, lse: 6-7
+    Value gPages = toGlobal(b, arg(24)), gPos = toGlobal(b, arg(25)), gLen = toGlobal(b, arg(26)),
+          gQpos = toGlobal(b, arg(27));
+    Value writeLse = arg(30);
+    bindParams(b, fn, kNumDecodeArgs);
+
+    Value bx = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::x));
+    Value hk = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::y));
+    Value bIdx = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::z));
+    Value tid = idx32(b, gpu::ThreadIdOp::create(b, l, gpu::Dimension::x));
+    Value split = remu(b, bx, splits), rowTile = divu(b, bx, splits);
+    Value warp = divu(b, tid, ci32(b, kWarp)), lane = remu(b, tid, ci32(b, kWarp));
+    Value grp = divu(b, lane, ci32(b, 4)), tig = remu(b, lane, ci32(b, 4));
+    Value G = divu(b, Hq, Hkv), R = mul(b, G, Nq), r0 = mul(b, rowTile, ci32(b, BQ));
+    Value lastRow = sub(b, R, ci32(b, 1));
+    Value tableRow = add(b, mul(b, bIdx, Hkv), hk);
+    Value numSlots = load(b, i32(), gLen, tableRow);
+    Value qPos0 = load(b, i32(), gQpos, bIdx);
+    Value s0 = mul(b, split, splitSlots);
+    Value s1 = mini(b, numSlots, add(b, s0, splitSlots));
+    Value nTiles = arith::MaxSIOp::create(
+        b, l, arith::CeilDivSIOp::create(b, l, sub(b, s1, s0), ci32(b, BK)), ci32(b, 0));
+    Value b64 = ext64(b, bIdx);
+    Value pagesRow = mul(b, ext64(b, tableRow), ext64(b, maxPages));
+    Value posRow = mul(b, ext64(b, tableRow), ext64(b, maxSlots));
+    // (query head, query index) of packed row pr (clamped: rows past R read
+    // row R - 1 and are never stored).
+    auto rowCoords = [&](OpBuilder &b, Value pr) {
+      Value prc = mini(b, pr, lastRow);
+      Value g = divu(b, prc, Nq);
+      return std::make_pair(queryHead(b, hk, g, Hkv, G), remu(b, prc, Nq));
+    };
+
+    Value smem = LLVM::AddressOfOp::create(b, l, ptrT(3), "attnc_smem");
+    auto smemAt = [&](OpBuilder &b, Value byteOffset) {
+      return gep(b, smem, byteOffset, b.getI8Type());
+    };
+    // `rows` x `cols` elements of each (global base, shared offset) pair
+    // into shared memory (sStride elements apart), 16 bytes per cp.async;
+    // row r comes from rowSource(r) = (element offset, valid), shared by the
+    // pairs (K and V rows of a slot: one page-table read). Invalid rows are
+    // zero-filled (src-size 0).
+    using Target = std::pair<Value, Value>;
+    auto copyRows = [&](OpBuilder &b, ArrayRef<Target> targets, int64_t rows, int64_t cols,
+                        int64_t sStride,
+                        llvm::function_ref<std::pair<Value, Value>(OpBuilder &, Value)> rowSource) {
+      int64_t perRow = cols / 8, chunks = rows * perRow;
+      for (int64_t it = 0; it * threads < chunks; ++it) {
+        auto body = [&](OpBuilder &b) {
+          Value c = add(b, tid, ci32(b, it * threads));
+          Value r = divu(b, c, ci32(b, perRow)),
+                col = mul(b, remu(b, c, ci32(b, perRow)), ci32(b, 8));
+          auto [offset, valid] = rowSource(b, r);
+          Value size = select(b, valid, ci32(b, 16), ci32(b, 0));
+          Value at = add(b, offset, ext64(b, col));
+          Value rowByte = mul(b, add(b, mul(b, r, ci32(b, sStride)), col), ci32(b, 2));
+          for (auto [gBase, sOff] : targets)
+            NVVM::CpAsyncOp::create(
+                b, l, smemAt(b, add(b, sOff, rowByte)), gep(b, gBase, at, elemType),
+                b.getI32IntegerAttr(16),
+                NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CG), size);
+        };
+        if ((it + 1) * threads <= chunks)
+          body(b);
+        else
+          ifThen(b,
+                 cmpi(b, arith::CmpIPredicate::slt, add(b, tid, ci32(b, it * threads)),
+                      ci32(b, chunks)),
+                 body);
+      }
+    };
+
+    // Q rows of the tile -> shared memory (cp.async group 0).
+    Value qBase = mul(b, b64, stride(0));
+    copyRows(b, {{gQ, ci32(b, 0)}}, BQ, D, qStride, [&](OpBuilder &b, Value r) {
+      Value pr = add(b, r0, r);
+      auto [h, i] = rowCoords(b, pr);
+      Value off =
+          add(b, qBase, add(b, mul(b, ext64(b, h), stride(1)), mul(b, ext64(b, i), stride(2))));
+      return std::make_pair(off, cmpi(b, arith::CmpIPredicate::slt, pr, R));
+    });
+    NVVM::CpAsyncCommitGroupOp::create(b, l);
+
+    // Per stage: K tile, V tile, the slots' logical positions (i32).
+    const int64_t posOff = qBytes + stages * (kBytes + vBytes);
+    sharedBytes = std::max(sharedBytes, posOff + stages * BK * 4);
+    auto stageOffsets = [&](OpBuilder &b, Value stage) {
+      Value kOff = add(b, ci32(b, qBytes), mul(b, stage, ci32(b, kBytes)));
+      Value vOff = add(b, ci32(b, qBytes + stages * kBytes), mul(b, stage, ci32(b, vBytes)));
+      return std::make_pair(kOff, vOff);
+    };
+    // Slot rows of tile t -> stage t % stages, through the page table, and
+    // their positions (4 bytes per cp.async; slots past the split read 0
+    // and are dropped by the KV loop).
+    auto loadKV = [&](OpBuilder &b, Value t) {
+      Value stage = remu(b, t, ci32(b, stages));
+      auto [kOff, vOff] = stageOffsets(b, stage);
+      Value first = add(b, s0, mul(b, t, ci32(b, BK)));
+      auto source = [&](int64_t cols) {
+        return [&, cols](OpBuilder &b, Value r) {
+          Value slot = add(b, first, r);
+          Value valid = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
+          Value sc = mini(b, slot, sub(b, s1, ci32(b, 1)));
+          Value page = load(b, i32(), gPages, add(b, pagesRow, ext64(b, divu(b, sc, P))));
+          Value row = add(b, mul(b, ext64(b, page), ext64(b, P)), ext64(b, remu(b, sc, P)));
+          return std::make_pair(mul(b, row, ci64(b, cols)), valid);
+        };
+      };
+      if (D == Dv) {
+        copyRows(b, {{gK, kOff}, {gV, vOff}}, BK, D, kStride, source(D));
+      } else {
+        copyRows(b, {{gK, kOff}}, BK, D, kStride, source(D));
+        copyRows(b, {{gV, vOff}}, BK, Dv, vStride, source(Dv));
+      }
+      Value posDst = add(b, ci32(b, posOff), mul(b, stage, ci32(b, BK * 4)));
+      for (int64_t it = 0; it * threads < BK; ++it) {
+        auto body = [&](OpBuilder &b) {
+          Value j = add(b, tid, ci32(b, it * threads));
+          Value slot = add(b, first, j);
+          Value valid = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
+          Value sc = mini(b, slot, sub(b, s1, ci32(b, 1)));
+          NVVM::CpAsyncOp::create(
+              b, l, smemAt(b, add(b, posDst, mul(b, j, ci32(b, 4)))),
+              gep(b, gPos, add(b, posRow, ext64(b, sc)), i32()), b.getI32IntegerAttr(4),
+              NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CA),
+              select(b, valid, ci32(b, 4), ci32(b, 0)));
+        };
+        if ((it + 1) * threads <= BK)
+          body(b);
+        else
+          ifThen(
+              b,
+              cmpi(b, arith::CmpIPredicate::slt, add(b, tid, ci32(b, it * threads)), ci32(b, BK)),
+              body);
+      }
+    };
+    // Tiles 0 .. stages-2 in flight before the loop (a group each, committed
+    // even when empty so that group counts stay uniform).
+    for (int64_t st = 0; st + 1 < stages; ++st) {
+      ifThen(b, cmpi(b, arith::CmpIPredicate::sgt, nTiles, ci32(b, st)),
+             [&](OpBuilder &b) { loadKV(b, ci32(b, st)); });
+      NVVM::CpAsyncCommitGroupOp::create(b, l);
+    }
+    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
+    gpu::BarrierOp::create(b, l);
+
+    // Lane addresses of ldmatrix (bytes): Q rows lane%16, column
+    // (lane/16)*8; K key row (lane/16)*8 + lane%8, column ((lane/8)%2)*8
+    // of the warp's 16 keys; V key row lane%16, column (lane/16)*8.
+    Value lane16 = remu(b, lane, ci32(b, 16)), laneHi = divu(b, lane, ci32(b, 16));
+    Value lane8 = remu(b, lane, ci32(b, 8)),
+          laneMid = remu(b, divu(b, lane, ci32(b, 8)), ci32(b, 2));
+    Value warpKey = mul(b, warp, ci32(b, 16));
+    Value laneQ =
+        mul(b, add(b, mul(b, lane16, ci32(b, qStride)), mul(b, laneHi, ci32(b, 8))), ci32(b, 2));
+    Value laneK = mul(
+        b,
+        add(b, mul(b, add(b, warpKey, add(b, mul(b, laneHi, ci32(b, 8)), lane8)), ci32(b, kStride)),
+            mul(b, laneMid, ci32(b, 8))),
+        ci32(b, 2));
+    Value laneV = mul(
+        b, add(b, mul(b, add(b, warpKey, lane16), ci32(b, vStride)), mul(b, laneHi, ci32(b, 8))),
+        ci32(b, 2));
+    auto loadQ = [&](OpBuilder &b, int64_t mt, int64_t kk) {
+      return ldmatrix4(b, smemAt(b, add(b, laneQ, ci32(b, (mt * 16 * qStride + kk * 16) * 2))),
+                       false);
+    };
+    // One row tile's Q fragments stay in registers (D/4 of them); more are
+    // reloaded per KV tile.
+    const bool qInRegs = MT == 1 && D <= 128;
+    SmallVector<SmallVector<Value>> qa;
+    if (qInRegs)
+      for (int64_t kk = 0; kk < D / 16; ++kk)
+        qa.push_back(loadQ(b, 0, kk));
+
+    // This thread's fragment rows: slot rs = 2*mt + half is row
+    // 16*mt + lane/4 + 8*half of the tile.
+    const int64_t RS = 2 * MT;
+    SmallVector<Value> rowHead, rowPos;
+    for (int64_t rs = 0; rs < RS; ++rs) {
+      Value row = add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2)));
+      auto [h, i] = rowCoords(b, add(b, r0, row));
+      rowHead.push_back(h);
+      rowPos.push_back(add(b, qPos0, i));
+    }
+    auto slotOf = [](int64_t mt, int i) { return 2 * mt + (i < 2 ? 0 : 1); };
+
+    Value scale = attention.getScale() ? outer.lookup(attention.getScale())
+                                       : cf32(b, 1.0 / std::sqrt(double(D)));
+    const bool maskAlwaysTrue = attn::maskIsAlwaysTrue(attention);
+    Value scaleLog2 = fmul(b, scale, cf32(b, kLog2e));
+    Value negInf = cf32(b, -std::numeric_limits<float>::infinity()), zero = cf32(b, 0.0);
+
+    // Loop state: m (RS rows, log2 domain), l (RS rows, thread-partial), O
+    // (MT x Dv/8 n-blocks x 4).
+    const int64_t nbO = Dv / 8;
+    SmallVector<Value> init(RS, negInf);
+    init.append(RS, zero);
+    init.append(MT * nbO * 4, zero);
+    auto oIdx = [&](int64_t mt, int64_t n, int i) { return 2 * RS + (mt * nbO + n) * 4 + i; };
+    bool hadError = false;
+
+    auto loop = scf::ForOp::create(
+        b, l, ci32(b, 0), nTiles, ci32(b, 1), init,
+        [&](OpBuilder &b, Location l, Value t, ValueRange iter) {
+          Value ahead = add(b, t, ci32(b, stages - 1));
+          ifThen(b, cmpi(b, arith::CmpIPredicate::slt, ahead, nTiles),
+                 [&](OpBuilder &b) { loadKV(b, ahead); });
+          NVVM::CpAsyncCommitGroupOp::create(b, l);
+          NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
+          gpu::BarrierOp::create(b, l);
+          Value stage = remu(b, t, ci32(b, stages));
+          auto [kOff, vOff] = stageOffsets(b, stage);
+          Value posBase = smemAt(b, add(b, ci32(b, posOff), mul(b, stage, ci32(b, BK * 4))));
+
+          // S = Q K^T over the warp's 16 keys: one ldmatrix.x4 of K per
+          // k16 chunk gives the B fragments of both n8 blocks.
+          SmallVector<SmallVector<SmallVector<Value, 4>>> s(
+              MT, SmallVector<SmallVector<Value, 4>>(2, SmallVector<Value, 4>(4, zero)));
+          Value kLane = smemAt(b, add(b, kOff, laneK));
+          for (int64_t kk = 0; kk < D / 16; ++kk) {
+            SmallVector<Value> kb =
+                ldmatrix4(b, gep(b, kLane, ci32(b, kk * 32), b.getI8Type()), false);
+            for (int64_t mt = 0; mt < MT; ++mt) {
+              SmallVector<Value> qf = qInRegs ? qa[kk] : loadQ(b, mt, kk);
+              s[mt][0] = mma(b, qf, {kb[0], kb[1]}, s[mt][0]);
+              s[mt][1] = mma(b, qf, {kb[2], kb[3]}, s[mt][1]);
+            }
+          }
+
+          // The thread's 4 keys: slot, logical position (-1: dropped or
+          // past the split).
+          Value tileSlot = add(b, s0, add(b, mul(b, t, ci32(b, BK)), warpKey));
+          SmallVector<Value> keyPos;
+          for (int64_t nb = 0; nb < 2; ++nb)
+            for (int j = 0; j < 2; ++j) {
+              Value inTile = add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j));
+              Value slot = add(b, tileSlot, inTile);
+              Value in = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
+              Value pos = load(b, i32(), posBase, add(b, warpKey, inTile));
+              keyPos.push_back(select(b, in, pos, ci32(b, -1)));
+            }
+          SmallVector<Value> tv(MT * 8), tileMax(RS, negInf);
+          for (int64_t mt = 0; mt < MT && !hadError; ++mt)
+            for (int64_t nb = 0; nb < 2 && !hadError; ++nb)
+              for (int i = 0; i < 4 && !hadError; ++i) {
+                int64_t rs = slotOf(mt, i);
+                Value kp = keyPos[nb * 2 + (i & 1)];
+                Value kc = arith::MaxSIOp::create(b, l, kp, ci32(b, 0));
+                Value keep = cmpi(b, arith::CmpIPredicate::sge, kp, ci32(b, 0));
+                if (!maskAlwaysTrue) {
+                  auto mv =
+                      cloneRegion(b, attention.getMaskBlock(), {bIdx, rowHead[rs], rowPos[rs], kc});
+                  if (failed(mv)) {
+                    hadError = true;
+                    break;
+                  }
+                  keep = arith::AndIOp::create(b, l, keep, *mv);
+                }
+                auto tval = log2Score(b, s[mt][nb][i], scale, scaleLog2,
+                                      {bIdx, rowHead[rs], rowPos[rs], kc});
+                if (failed(tval)) {
+                  hadError = true;
+                  break;
+                }
+                Value e = select(b, keep, *tval, negInf);
+                tv[mt * 8 + nb * 4 + i] = e;
+                tileMax[rs] = fmax(b, tileMax[rs], e);
+              }
+          if (hadError) {
+            scf::YieldOp::create(b, l, iter);
+            return;
+          }
+          for (int64_t x : {1, 2})
+            for (int64_t rs = 0; rs < RS; ++rs)
+              tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
+          // Online softmax; a row that has seen no key keeps m = -inf and
+          // uses 0 as its reference, so 2^(-inf - ref) = 0, not NaN.
+          SmallVector<Value> next(RS), negRef(RS), alpha(RS), sum(RS);
+          for (int64_t rs = 0; rs < RS; ++rs) {
+            next[rs] = fmax(b, iter[rs], tileMax[rs]);
+            Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, next[rs], negInf);
+            Value ref = select(b, isNinf, zero, next[rs]);
+            negRef[rs] = arith::NegFOp::create(b, l, ref);
+            alpha[rs] = ex2(b, fsub(b, iter[rs], ref));
+            sum[rs] = fmul(b, alpha[rs], iter[RS + rs]);
+          }
+          SmallVector<Value> w(MT * 8);
+          for (int64_t mt = 0; mt < MT; ++mt)
+            for (int64_t e = 0; e < 8; ++e) {
+              int64_t rs = slotOf(mt, int(e % 4));
+              w[mt * 8 + e] = ex2(b, fadd(b, tv[mt * 8 + e], negRef[rs]));
+              sum[rs] = fadd(b, sum[rs], w[mt * 8 + e]);
+            }
+          next.append(sum.begin(), sum.end());
+          // O = alpha O + P V: P's C fragments are the A fragment of the
+          // warp's k16 chunk; ldmatrix.trans of V gives two n8 blocks.
+          SmallVector<SmallVector<Value>> pa(MT);
+          for (int64_t mt = 0; mt < MT; ++mt) {
+            auto W = [&](int64_t nb, int i) { return w[mt * 8 + nb * 4 + i]; };
+            pa[mt] = {pack(b, W(0, 0), W(0, 1)), pack(b, W(0, 2), W(0, 3)),
+                      pack(b, W(1, 0), W(1, 1)), pack(b, W(1, 2), W(1, 3))};
+          }
+          SmallVector<Value> o(iter.begin() + 2 * RS, iter.end());
+          for (int64_t mt = 0; mt < MT; ++mt)
+            for (int64_t n = 0; n < nbO; ++n)
+              for (int i = 0; i < 4; ++i)
+                o[oIdx(mt, n, i) - 2 * RS] =
+                    fmul(b, o[oIdx(mt, n, i) - 2 * RS], alpha[slotOf(mt, i)]);
+          Value vLane = smemAt(b, add(b, vOff, laneV));
+          for (int64_t np = 0; np < Dv / 16; ++np) {
+            SmallVector<Value> vb =
+                ldmatrix4(b, gep(b, vLane, ci32(b, np * 32), b.getI8Type()), true);
+            for (int64_t mt = 0; mt < MT; ++mt)
+              for (int64_t half = 0; half < 2; ++half) {
+                int64_t base = oIdx(mt, 2 * np + half, 0) - 2 * RS;
+                SmallVector<Value, 4> acc(o.begin() + base, o.begin() + base + 4);
+                acc = mma(b, pa[mt], {vb[2 * half], vb[2 * half + 1]}, acc);
+                std::copy(acc.begin(), acc.end(), o.begin() + base);
+              }
+          }
+          next.append(o.begin(), o.end());
+          // The next iteration's prefetch overwrites this stage.
+          gpu::BarrierOp::create(b, l);
+          scf::YieldOp::create(b, l, next);
+        });
+    if (hadError)
+      return failure();
+    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(0));
+    gpu::BarrierOp::create(b, l);
+
+    // Combine the warps: (m, l) per (warp, row) and O per (warp, row,
+    // column) in the stage buffers, then each (row, column) of the tile
+    // rescales the warps' parts to the common maximum.
+    ValueRange res = loop.getResults();
+    const int64_t mOff = qBytes, lOff = mOff + warps * BQ * 4, oOff = lOff + warps * BQ * 4;
+    Value mBase = smemAt(b, ci32(b, mOff)), lBase = smemAt(b, ci32(b, lOff)),
+          oBase = smemAt(b, ci32(b, oOff));
+    for (int64_t rs = 0; rs < RS; ++rs) {
+      Value lsum = res[RS + rs];
+      for (int64_t x : {1, 2})
+        lsum = fadd(b, lsum, shflXor(b, lsum, x));
+      Value row = add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2)));
+      Value at = add(b, mul(b, warp, ci32(b, BQ)), row);
+      ifThen(b, cmpi(b, arith::CmpIPredicate::eq, tig, ci32(b, 0)), [&](OpBuilder &b) {
+        store(b, res[rs], mBase, at);
+        store(b, lsum, lBase, at);
+      });
+    }
+    for (int64_t mt = 0; mt < MT; ++mt)
+      for (int64_t n = 0; n < nbO; ++n)
+        for (int i = 0; i < 4; ++i) {
+          Value row = add(b, grp, ci32(b, 16 * mt + 8 * (i / 2)));
+          Value col = add(b, mul(b, tig, ci32(b, 2)), ci32(b, n * 8 + (i & 1)));
+          Value at = add(b, mul(b, add(b, mul(b, warp, ci32(b, BQ)), row), ci32(b, Dv)), col);
+          store(b, res[oIdx(mt, n, i)], oBase, at);
+        }
+    gpu::BarrierOp::create(b, l);
+
+    Value oRowsB = mul(b, B, mul(b, Hq, Nq)); // partial rows per split
+    for (int64_t it = 0; it * threads < BQ * Dv; ++it) {
+      Value e = add(b, tid, ci32(b, it * threads));
+      auto body = [&](OpBuilder &b) {
+        Value row = divu(b, e, ci32(b, Dv)), col = remu(b, e, ci32(b, Dv));
+        Value pr = add(b, r0, row);
+        ifThen(b, cmpi(b, arith::CmpIPredicate::slt, pr, R), [&](OpBuilder &b) {
+          SmallVector<Value> mw, lw, ow;
+          Value M = negInf;
+          for (int64_t w = 0; w < warps; ++w) {
+            Value at = add(b, ci32(b, w * BQ), row);
+            mw.push_back(load(b, f32(), mBase, at));
+            lw.push_back(load(b, f32(), lBase, at));
+            ow.push_back(load(b, f32(), oBase, add(b, mul(b, at, ci32(b, Dv)), col)));
+            M = fmax(b, M, mw.back());
+          }
+          Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, M, negInf);
+          Value ref = select(b, isNinf, zero, M);
+          Value lsum = zero, acc = zero;
+          for (int64_t w = 0; w < warps; ++w) {
+            Value f = ex2(b, fsub(b, mw[w], ref));
+            lsum = fadd(b, lsum, fmul(b, lw[w], f));
+            acc = fadd(b, acc, fmul(b, ow[w], f));
+          }
+          Value hasKeys = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, lsum, zero);
+          Value out = select(b, hasKeys, arith::DivFOp::create(b, l, acc, lsum), zero);
+          Value lse =
+              select(b, hasKeys, fmul(b, fadd(b, ref, lg2(b, lsum)), cf32(b, kLn2)), negInf);
+          auto [h, i] = rowCoords(b, pr);
+          Value first = cmpi(b, arith::CmpIPredicate::eq, col, ci32(b, 0));
+          Value single = cmpi(b, arith::CmpIPredicate::eq, splits, ci32(b, 1));
+          auto ifSingle = scf::IfOp::create(b, l, single, /*withElseRegion=*/true);
+          {
+            // One split: the final O and LSE.
+            OpBuilder tb = ifSingle.getThenBodyBuilder();
+            Value off =
+                add(tb, mul(tb, b64, stride(3)),
+                    add(tb, mul(tb, ext64(tb, h), stride(4)), mul(tb, ext64(tb, i), stride(5))));
+            store(tb, arith::TruncFOp::create(tb, l, elemType, out), gO,
+                  add(tb, off, ext64(tb, col)));
+            Value want = cmpi(tb, arith::CmpIPredicate::ne, writeLse, ci32(tb, 0));
+            ifThen(tb, arith::AndIOp::create(tb, l, first, want), [&](OpBuilder &b) {
+              Value lo = add(b, mul(b, b64, stride(6)),
+                             add(b, mul(b, ext64(b, h), stride(7)), ext64(b, i)));
+              store(b, lse, gL, lo);
+            });
+          }
+          {
+            // Several: this split's normalized part and LSE for the merge.
+            OpBuilder eb = ifSingle.getElseBodyBuilder();
+            Value prow = add(eb, mul(eb, add(eb, mul(eb, bIdx, Hq), h), Nq), i);
+            Value at = ext64(eb, add(eb, mul(eb, split, oRowsB), prow));
+            store(eb, out, gOp, add(eb, mul(eb, at, ci64(eb, Dv)), ext64(eb, col)));
+            ifThen(eb, first, [&](OpBuilder &b) { store(b, lse, gLp, at); });
+          }
+        });
+      };
+      if ((it + 1) * threads <= BQ * Dv)
+        body(b);
+      else
+        ifThen(b, cmpi(b, arith::CmpIPredicate::slt, e, ci32(b, BQ * Dv)), body);
+    }
+    gpu::ReturnOp::create(b, l);
+    return success();
+  }
+
+  /// attnc_<K>_merge: O and LSE of each row from its splits' parts, weighted
+  /// by exp(LSE_s - max LSE). Grid (Nq, Hq, B), one thread per column.
+  void buildMerge(OpBuilder &mb) {
+    const int64_t Dv = cfg.headDimV;
+    SmallVector<Type> types(4, ptrT());
+    types.append(4, i32());
+    types.append(5, i64());
+    types.push_back(i32());
+    auto [fn, b] =
+        createKernelFunc(mb, attn::cudaEntryName(kernel.getSymName()) + "_merge", types, Dv);
+    Location l = loc();
+    auto arg = [&](unsigned i) { return fn.getArgument(i); };
+    Value gOp = toGlobal(b, arg(0)), gLp = toGlobal(b, arg(1)), gO = toGlobal(b, arg(2)),
+          gL = toGlobal(b, arg(3));
+    Value B = arg(4), Hq = arg(5), Nq = arg(6), splits = arg(7);
+    auto stride = [&](unsigned i) { return arg(8 + i); }; // o: 0-2, lse: 3-4
+    Value writeLse = arg(13);
+    Value i = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::x));
+    Value h = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::y));
+    Value bIdx = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::z));
+    Value col = idx32(b, gpu::ThreadIdOp::create(b, l, gpu::Dimension::x));
+    Value rows = ext64(b, mul(b, B, mul(b, Hq, Nq)));
+    Value row = ext64(b, add(b, mul(b, add(b, mul(b, bIdx, Hq), h), Nq), i));
+    Value negInf = cf32(b, -std::numeric_limits<float>::infinity()), zero = cf32(b, 0.0);
+    auto partLse = [&](OpBuilder &b, Value s) {
+      return load(b, f32(), gLp, add(b, mul(b, ext64(b, s), rows), row));
+    };
+    auto maxLoop = scf::ForOp::create(b, l, ci32(b, 0), splits, ci32(b, 1), ValueRange{negInf},
+                                      [&](OpBuilder &b, Location l, Value s, ValueRange it) {
+                                        scf::YieldOp::create(b, l, fmax(b, it[0], partLse(b, s)));
+                                      });
+    Value M = maxLoop.getResult(0);
+    Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, M, negInf);
+    Value ref = select(b, isNinf, zero, M);
+    auto sumLoop = scf::ForOp::create(
+        b, l, ci32(b, 0), splits, ci32(b, 1), ValueRange{zero, zero},
+        [&](OpBuilder &b, Location l, Value s, ValueRange it) {
+          Value w = ex2(b, fmul(b, fsub(b, partLse(b, s), ref), cf32(b, kLog2e)));
+          Value at =
+              add(b, mul(b, add(b, mul(b, ext64(b, s), rows), row), ci64(b, Dv)), ext64(b, col));
+          Value o = load(b, f32(), gOp, at);
+          scf::YieldOp::create(b, l, ValueRange{fadd(b, it[0], w), fadd(b, it[1], fmul(b, w, o))});
+        });
+    Value lsum = sumLoop.getResult(0), acc = sumLoop.getResult(1);
+    Value hasKeys = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, lsum, zero);
+    Value out = select(b, hasKeys, arith::DivFOp::create(b, l, acc, lsum), zero);
+    Value lse = select(b, hasKeys, fadd(b, ref, fmul(b, lg2(b, lsum), cf32(b, kLn2))), negInf);
+    Value b64 = ext64(b, bIdx), h64 = ext64(b, h), i64v = ext64(b, i);
+    Value off =
+        add(b, mul(b, b64, stride(0)), add(b, mul(b, h64, stride(1)), mul(b, i64v, stride(2))));
+    store(b, arith::TruncFOp::create(b, l, elemType, out), gO, add(b, off, ext64(b, col)));
+    Value first = cmpi(b, arith::CmpIPredicate::eq, col, ci32(b, 0));
+    Value want = cmpi(b, arith::CmpIPredicate::ne, writeLse, ci32(b, 0));
+    ifThen(b, arith::AndIOp::create(b, l, first, want), [&](OpBuilder &b) {
+      store(b, lse, gL, add(b, mul(b, b64, stride(3)), add(b, mul(b, h64, stride(4)), i64v)));
+    });
+    gpu::ReturnOp::create(b, l);
+  }
+};
+
+} // namespace
+
+FailureOr<std::pair<int64_t, int64_t>>
+mlir::attn::nvvm::lowerDecodeKernel(attn::KernelOp kernel, const attn::NvvmKernelConfig &cfg,
+                                    Type elemType, OpBuilder &moduleBuilder) {
+  auto storage =
+      attn::analyzeCacheStorage(kernel, "attn-to-nvvm", elemType, cfg.headDim, cfg.headDimV);
+  if (failed(storage))
+    return failure();
+  DecodeLowering lowering(kernel, cfg, elemType, std::move(*storage));
+  if (failed(lowering.run(moduleBuilder)))
+    return failure();
+  return std::make_pair(lowering.numThreads, lowering.sharedBytes);
+}

@@ -1,0 +1,46 @@
+//===- DecodeKernel.h - KV-cache decode kernels for NVIDIA GPUs -*- C++ -*-===//
+//
+// attn-to-nvvm with kv-cache=true (DecodeKernel.cpp). ABI of the decode
+// kernel `attnc_<K>` (grid (row tiles x splits, Hkv, B), block-k / 16
+// warps; row tiles = ceil(G * Nq / block-q), G = Hq / Hkv):
+//   u64 Q, K pool, V pool, O, LSE, O_part, LSE_part
+//   i32 B, Hq, Hkv, Nq, P, max_pages, max_slots, splits, split_slots
+//   i64 q_sb, q_sh, q_sn, o_sb, o_sh, o_sn, lse_sb, lse_sh
+//   u64 kv_pages, kv_pos, kv_len, q_pos, k_scale, v_scale
+//   i32 write_lse
+//   then the runtime parameters (as the prefill kernel's).
+// Pools are [pages, P, D] / [pages, P, Dv] (a page holds one KV head's P
+// slots); tables are i32: kv_pages [B * Hkv, max_pages], kv_pos [B * Hkv,
+// max_slots] (-1: not retained), kv_len [B * Hkv], q_pos [B] (the first
+// query's position). With splits = 1 the kernel writes O and LSE; with
+// more, split s writes rows s * B * Hq * Nq + (b * Hq + h) * Nq + i of
+// O_part (f32, Dv each) and LSE_part (f32), and `attnc_<K>_merge` (grid
+// (Nq, Hq, B), Dv threads) combines them:
+//   u64 O_part, LSE_part, O, LSE
+//   i32 B, Hq, Nq, splits
+//   i64 o_sb, o_sh, o_sn, lse_sb, lse_sh
+//   i32 write_lse
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTNC_CONVERSION_ATTNTONVVM_DECODEKERNEL_H
+#define ATTNC_CONVERSION_ATTNTONVVM_DECODEKERNEL_H
+
+#include "attnc/Analysis/CacheStorage.h"
+#include "attnc/Analysis/TileBounds.h"
+#include "attnc/Conversion/AttnToNVVM.h"
+
+#include "mlir/IR/Builders.h"
+
+namespace mlir::attn::nvvm {
+
+/// Emits the decode kernel of `kernel` and its merge kernel into a new
+/// gpu.module at `moduleBuilder`. Returns (threads, shared bytes) of the
+/// decode kernel.
+FailureOr<std::pair<int64_t, int64_t>> lowerDecodeKernel(attn::KernelOp kernel,
+                                                         const attn::NvvmKernelConfig &cfg,
+                                                         Type elemType, OpBuilder &moduleBuilder);
+
+} // namespace mlir::attn::nvvm
+
+#endif // ATTNC_CONVERSION_ATTNTONVVM_DECODEKERNEL_H

@@ -1,0 +1,307 @@
+//===- CudaDecodeTest.cpp - Decode over a device KV cache (fake driver) ---===//
+//
+// CudaKernel::launch(CudaCacheLaunchArgs) under the fake driver: the decode
+// kernel's ABI (the compiler's DecodeKernel.h), the grid of row tiles x
+// splits, the merge launch after a split decode, the split plan, and the
+// checks that run before anything reaches the driver. The numerics of the
+// kernels themselves run on the GPU machine (bench/gpu/decode.py --check).
+//
+//===----------------------------------------------------------------------===//
+
+#include "CudaTestSupport.h"
+
+#include "attnc/Runtime/CApi.h"
+
+#include <cstring>
+
+using namespace attnc::rt;
+using namespace attnc::test;
+
+namespace {
+
+/// Metadata of a decode kernel over a paged(16) bf16 cache (as attnc
+/// --kv-cache writes it), with the entries' parameter lists in PTX.
+const char *kDecodeMeta = R"(attnc-cuda-kernel 1
+kernel dec
+entry attnc_dec
+arch sm_80
+dtype bf16
+head_dim 8
+head_dim_v 8
+block_q 16
+tile_k 64
+threads 128
+shared_bytes 0
+kv_cache pkv paged 16 all 0 0 bf16 none 0
+)";
+
+std::string decodePtx() {
+  std::string p = ".version 7.0\n.target sm_80\n.address_size 64\n.visible .entry attnc_dec(";
+  auto params = [&](std::initializer_list<std::pair<const char *, int>> groups) {
+    int i = 0;
+    std::string out;
+    for (auto [type, n] : groups)
+      for (int k = 0; k < n; ++k)
+        out += std::string(i++ ? ",\n" : "\n") + "  .param ." + type + " p" + std::to_string(i);
+    return out;
+  };
+  p += params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
+  p += ".visible .entry attnc_dec_merge(" +
+       params({{"u64", 4}, {"u32", 4}, {"u64", 5}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
+  return p;
+}
+
+/// Q/O [B, Hq, Nq, 8], pools [pages, 16, 8], tables for B sequences of Hkv
+/// heads (contents do not matter to the fake driver).
+struct DecodeProblem {
+  int64_t B, Hq, Hkv, Nq, maxSlots;
+  DevTensor q, o, lse, kPool, vPool, pages, pos, len, qpos;
+  DecodeProblem(int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq, int64_t maxSlots,
+                int64_t numPages = 64, int64_t P = 16)
+      : B(B), Hq(Hq), Hkv(Hkv), Nq(Nq), maxSlots(maxSlots), q({B, Hq, Nq, 8}, kBF16),
+        o({B, Hq, Nq, 8}, kBF16), lse({B, Hq, Nq}, kF32), kPool({numPages, P, 8}, kBF16),
+        vPool({numPages, P, 8}, kBF16), pages({B * Hkv, (maxSlots + P - 1) / P}, kI32),
+        pos({B * Hkv, maxSlots}, kI32), len({B * Hkv}, kI32), qpos({B}, kI32) {}
+  static constexpr DLDataType kI32{kDLInt, 32, 1};
+  CudaCacheLaunchArgs args() {
+    CudaCacheLaunchArgs a;
+    a.q = &q, a.o = &o, a.lse = &lse;
+    a.cache.keyPool = &kPool, a.cache.valuePool = &vPool;
+    a.cache.pages = &pages, a.cache.positions = &pos, a.cache.lengths = &len;
+    a.cache.queryPositions = &qpos;
+    return a;
+  }
+};
+
+class CudaDecodeFake : public ::testing::Test {
+protected:
+  void SetUp() override {
+    REQUIRE_FAKE_DRIVER();
+    std::string why;
+    ASSERT_TRUE(cudaAvailable(&why)) << why;
+    auto k = CudaKernel::load(decodePtx(), kDecodeMeta);
+    ASSERT_TRUE(bool(k)) << k.message();
+    kernel = *k;
+  }
+  void expectRejected(const CudaCacheLaunchArgs &a, const std::string &substring) {
+    int launches = fake.launches();
+    expectError(kernel->launch(a), substring);
+    EXPECT_EQ(fake.launches(), launches);
+  }
+  FakeHooks fake;
+  std::shared_ptr<CudaKernel> kernel;
+};
+
+} // namespace
+
+TEST_F(CudaDecodeFake, OneSplitPacksTheAbi) {
+  // 2 sequences, 8 query heads over 2 KV heads (G = 4), Nq = 3: 12 packed
+  // rows, one 16-row tile per (sequence, KV head).
+  DecodeProblem p(2, 8, 2, 3, 100);
+  auto a = p.args();
+  a.splits = 1;
+  int before = fake.launches();
+  void *stream = reinterpret_cast<void *>(uintptr_t(0x7000));
+  ASSERT_TRUE(kernel->launch(a, stream));
+  ASSERT_EQ(fake.launches(), before + 1) << "one split: no merge";
+  attnc_fake_launch l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec");
+  EXPECT_EQ(l.grid[0], 1u);
+  EXPECT_EQ(l.grid[1], 2u);
+  EXPECT_EQ(l.grid[2], 2u);
+  EXPECT_EQ(l.block[0], 128u);
+  EXPECT_EQ(l.stream, stream);
+  ASSERT_EQ(l.numParams, 31);
+  EXPECT_EQ(l.values[0], p.q.address());
+  EXPECT_EQ(l.values[1], p.kPool.address());
+  EXPECT_EQ(l.values[2], p.vPool.address());
+  EXPECT_EQ(l.values[3], p.o.address());
+  EXPECT_EQ(l.values[4], p.lse.address());
+  // B, Hq, Hkv, Nq, P, max_pages, max_slots, splits, split_slots.
+  const uint64_t sizes[] = {2, 8, 2, 3, 16, 7, 100, 1, 128};
+  for (int i = 0; i < 9; ++i)
+    EXPECT_EQ(l.values[7 + i], sizes[i]) << "size argument " << i;
+  EXPECT_EQ(l.values[16], uint64_t(8 * 3 * 8)) << "q batch stride";
+  EXPECT_EQ(l.values[18], 8u) << "q row stride";
+  EXPECT_EQ(l.values[22], uint64_t(8 * 3)) << "lse batch stride";
+  EXPECT_EQ(l.values[24], p.pages.address());
+  EXPECT_EQ(l.values[25], p.pos.address());
+  EXPECT_EQ(l.values[26], p.len.address());
+  EXPECT_EQ(l.values[27], p.qpos.address());
+  EXPECT_EQ(l.values[30], 1u) << "write_lse";
+  // Without LSE: null pointer and write_lse = 0.
+  a.lse = nullptr;
+  ASSERT_TRUE(kernel->launch(a));
+  EXPECT_EQ(fake.last().values[4], 0u);
+  EXPECT_EQ(fake.last().values[30], 0u);
+}
+
+TEST_F(CudaDecodeFake, SplitsLaunchTheMerge) {
+  // 1 sequence, 4 KV heads: 4 CTAs without splits on a GPU of many SMs, so
+  // the plan splits the 8192 slots.
+  DecodeProblem p(1, 16, 4, 1, 8192, 600);
+  auto plan = kernel->decodePlan(1, 16, 4, 1, 8192, 0);
+  ASSERT_TRUE(bool(plan)) << plan.message();
+  EXPECT_GT(plan->splits, 1);
+  EXPECT_EQ(plan->splitSlots % 64, 0) << "whole KV tiles per split";
+  EXPECT_GE(plan->splits * plan->splitSlots, 8192);
+  EXPECT_LT((plan->splits - 1) * plan->splitSlots, 8192) << "no empty split";
+  EXPECT_EQ(plan->workspaceBytes, size_t(plan->splits) * 16 * (8 + 1) * sizeof(float));
+  auto a = p.args();
+  expectRejected(a, "needs a " + std::to_string(plan->workspaceBytes) + "-byte workspace");
+  DevTensor ws({int64_t(plan->workspaceBytes)}, DLDataType{kDLUInt, 8, 1});
+  a.workspace = ws.buffer.data();
+  a.workspaceBytes = plan->workspaceBytes;
+  int before = fake.launches();
+  ASSERT_TRUE(kernel->launch(a));
+  ASSERT_EQ(fake.launches(), before + 2);
+  attnc_fake_launch l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec_merge");
+  EXPECT_EQ(l.grid[0], 1u);  // Nq
+  EXPECT_EQ(l.grid[1], 16u); // Hq
+  EXPECT_EQ(l.grid[2], 1u);  // B
+  EXPECT_EQ(l.block[0], 8u); // Dv threads
+  ASSERT_EQ(l.numParams, 14);
+  EXPECT_EQ(l.values[0], ws.buffer.address()) << "O parts first";
+  EXPECT_EQ(l.values[1], ws.buffer.address() + plan->splits * 16 * 8 * sizeof(float))
+      << "then the LSE parts";
+  EXPECT_EQ(l.values[2], p.o.address());
+  EXPECT_EQ(l.values[3], p.lse.address());
+  EXPECT_EQ(l.values[7], uint64_t(plan->splits));
+  // A given split count is fitted to the length; maxLength bounds it.
+  auto three = kernel->decodePlan(1, 16, 4, 1, 8192, 0, 3);
+  ASSERT_TRUE(bool(three));
+  EXPECT_EQ(three->splits, 3);
+  EXPECT_EQ(three->splitSlots, 2752);
+  auto shortOne = kernel->decodePlan(1, 16, 4, 1, 100, 0);
+  ASSERT_TRUE(bool(shortOne));
+  EXPECT_EQ(shortOne->splits, 1) << "splits keep at least 256 slots";
+}
+
+TEST_F(CudaDecodeFake, CApiPlansAndLaunches) {
+  std::string ptx = decodePtx();
+  char err[256] = "";
+  void *k = attnc_cuda_kernel_load(ptx.c_str(), ptx.size(), kDecodeMeta, err, sizeof(err));
+  ASSERT_NE(k, nullptr) << err;
+  int64_t splits = 0;
+  uint64_t bytes = 0;
+  ASSERT_EQ(attnc_cuda_decode_plan(k, 2, 8, 2, 3, 100, 0, &splits, &bytes, err, sizeof(err)), 0)
+      << err;
+  EXPECT_EQ(splits, 1);
+  EXPECT_EQ(bytes, 0u);
+  DecodeProblem p(2, 8, 2, 3, 100);
+  auto tensor = [](DevTensor &t, int32_t dtype) {
+    attnc_tensor c{};
+    c.data = t.address();
+    c.dtype = dtype;
+    c.rank = t.t.ndim;
+    for (int i = 0; i < c.rank; ++i) {
+      c.shape[i] = t.shape[i];
+      c.strides[i] = t.strides[i];
+    }
+    return c;
+  };
+  attnc_cache_launch_desc d{};
+  d.q = tensor(p.q, ATTNC_DTYPE_BF16);
+  d.o = tensor(p.o, ATTNC_DTYPE_BF16);
+  d.k_pool = tensor(p.kPool, ATTNC_DTYPE_BF16);
+  d.v_pool = tensor(p.vPool, ATTNC_DTYPE_BF16);
+  d.kv_pages = tensor(p.pages, ATTNC_DTYPE_I32);
+  d.kv_pos = tensor(p.pos, ATTNC_DTYPE_I32);
+  d.kv_len = tensor(p.len, ATTNC_DTYPE_I32);
+  d.q_pos = tensor(p.qpos, ATTNC_DTYPE_I32);
+  int before = fake.launches();
+  ASSERT_EQ(attnc_cuda_cache_launch(k, &d, err, sizeof(err)), 0) << err;
+  EXPECT_EQ(fake.launches(), before + 1);
+  EXPECT_EQ(fake.last().values[4], 0u) << "lse rank 0: not wanted";
+  d.kv_pos = tensor(p.pos, ATTNC_DTYPE_I64);
+  EXPECT_NE(attnc_cuda_cache_launch(k, &d, err, sizeof(err)), 0);
+  EXPECT_NE(std::string(err).find("cache positions: expected i32 elements"), std::string::npos)
+      << err;
+  attnc_cuda_kernel_free(k);
+}
+
+TEST_F(CudaDecodeFake, ChecksBeforeTheDriver) {
+  DecodeProblem p(2, 8, 2, 1, 100);
+  {
+    auto a = p.args();
+    DevTensor f16Pool({64, 16, 8}, kF16);
+    a.cache.keyPool = &f16Pool;
+    expectRejected(a, "key pool: expected bf16 elements");
+  }
+  {
+    DevTensor small({64, 8, 8}, kBF16), smallV({64, 8, 8}, kBF16);
+    auto a = p.args();
+    a.cache.keyPool = &small, a.cache.valuePool = &smallV;
+    expectRejected(a, "pages of 8 slots, but policy 'pkv' pages hold 16");
+  }
+  {
+    DevTensor wideD({64, 16, 16}, kBF16);
+    auto a = p.args();
+    a.cache.keyPool = &wideD;
+    expectRejected(a, "key pool: dimension 2 is 16, expected 8");
+  }
+  {
+    DevTensor lens({3}, DecodeProblem::kI32);
+    auto a = p.args();
+    a.cache.lengths = &lens;
+    expectRejected(a, "cache lengths: expected an i32 [B * Hkv] tensor");
+  }
+  {
+    DevTensor fewPages({4, 2}, DecodeProblem::kI32);
+    auto a = p.args();
+    a.cache.pages = &fewPages;
+    expectRejected(a, "more than the 2 pages of 16 slots hold");
+  }
+  {
+    auto a = p.args();
+    a.cache.maxLength = 101;
+    expectRejected(a, "maxLength 101 exceeds the 100 slots");
+  }
+  {
+    auto a = p.args();
+    a.cache.queryPositions = nullptr;
+    expectRejected(a, "query positions: missing");
+  }
+  {
+    // Q/O/LSE go through the plain launch's checks.
+    DevTensor f32Out({2, 8, 1, 8}, kF32);
+    auto a = p.args();
+    a.o = &f32Out;
+    expectRejected(a, "o");
+  }
+  {
+    // Host memory is refused by the pointer check.
+    std::vector<int32_t> host(2 * 2);
+    DLTensor t{};
+    int64_t shape[1] = {4};
+    t.data = host.data();
+    t.device = {kDLCUDA, 0};
+    t.ndim = 1;
+    t.dtype = DecodeProblem::kI32;
+    t.shape = shape;
+    fake.registerHost(host.data(), host.size() * 4);
+    auto a = p.args();
+    a.cache.lengths = &t;
+    expectRejected(a, "cache lengths: points to host memory");
+  }
+}
+
+TEST_F(CudaDecodeFake, PlainKernelsRefuseCacheLaunches) {
+  const char *plainMeta = R"(attnc-cuda-kernel 1
+kernel dec
+entry attnc_dec
+arch sm_80
+dtype bf16
+head_dim 8
+head_dim_v 8
+block_q 16
+threads 128
+shared_bytes 0
+)";
+  auto k = CudaKernel::load(decodePtx(), plainMeta);
+  ASSERT_TRUE(bool(k)) << k.message();
+  DecodeProblem p(1, 2, 1, 1, 16);
+  expectError((*k)->launch(p.args()), "was not compiled for a KV cache");
+  expectError((*k)->decodePlan(1, 2, 1, 1, 16, 0).error(), "is not a KV-cache decode kernel");
+}
