@@ -34,7 +34,7 @@ class PagedCache:
     order (-1 for a dropped slot); slot j lives in page pages[j // P] at
     row j % P. Pool pages are assigned in a random order."""
 
-    def __init__(self, B, Hkv, D, Dv, P, positions, dtype, gen, spare_pages=3):
+    def __init__(self, B, Hkv, D, Dv, P, positions, dtype, gen, spare_pages=3, storage=None):
         rows = B * Hkv
         assert len(positions) == rows
         lens = [len(p) for p in positions]
@@ -43,8 +43,20 @@ class PagedCache:
         need = sum((n + P - 1) // P for n in lens)
         num_pages = need + spare_pages
         order = torch.randperm(num_pages, generator=gen).tolist()
-        self.k_pool = torch.randn(num_pages, P, D, generator=gen).to("cuda", dtype)
-        self.v_pool = torch.randn(num_pages, P, Dv, generator=gen).to("cuda", dtype)
+        k = torch.randn(num_pages, P, D, generator=gen).cuda()
+        v = torch.randn(num_pages, P, Dv, generator=gen).cuda()
+        # storage: None (dtype pages), ("i8", group or 0) or ("i4", group):
+        # symmetric quantization as KvCache does on append (round to nearest,
+        # scale = max|x| / qmax per token or per group of the head dim).
+        self.storage = storage
+        self.k_scale = self.v_scale = None
+        if storage is None:
+            self.k_pool, self.v_pool = k.to(dtype), v.to(dtype)
+            self.k_exact, self.v_exact = self.k_pool.float(), self.v_pool.float()
+        else:
+            self.k_pool, self.k_scale, self.k_exact = quantize(k, *storage)
+            self.v_pool, self.v_scale, self.v_exact = quantize(v, *storage)
+        self.k_orig, self.v_orig = k, v
         pages = torch.zeros(rows, max_pages, dtype=torch.int32)
         pos = torch.full((rows, max_slots), -1, dtype=torch.int32)
         used = 0
@@ -60,19 +72,57 @@ class PagedCache:
         self.P, self.max_length = P, max(lens)
         self.positions = positions
 
-    def slots(self, r):
-        """K and V rows [n, D] of table row r, in slot order (float32)."""
+    def slots(self, r, original=False):
+        """K and V rows [n, D] of table row r, in slot order (float32): the
+        stored values (dequantized), or the values before quantization."""
+        k, v = (self.k_orig, self.v_orig) if original else (self.k_exact, self.v_exact)
         n = len(self.positions[r])
         if n == 0:
-            return (torch.zeros(0, self.k_pool.shape[2], device="cuda"),
-                    torch.zeros(0, self.v_pool.shape[2], device="cuda"))
+            return (torch.zeros(0, k.shape[2], device="cuda"),
+                    torch.zeros(0, v.shape[2], device="cuda"))
         j = torch.arange(n, device="cuda")
         page = self.pages[r].long()[j // self.P]
-        return (self.k_pool[page, j % self.P].float(), self.v_pool[page, j % self.P].float())
+        return k[page, j % self.P], v[page, j % self.P]
+
+    def decode_args(self):
+        extra = {}
+        if self.storage is not None:
+            extra = {"k_scale": self.k_scale, "v_scale": self.v_scale}
+        return dict(k_pool=self.k_pool, v_pool=self.v_pool, kv_pages=self.pages,
+                    kv_pos=self.pos, kv_len=self.len, **extra)
+
+    def bytes_per_slot(self):
+        """Bytes a decode reads per slot of one KV head: K and V rows and
+        their scales."""
+        b = (self.k_pool.shape[2] + self.v_pool.shape[2]) * self.k_pool.element_size()
+        if self.k_scale is not None:
+            b += (self.k_scale.shape[2] + self.v_scale.shape[2]) * 4
+        return b
 
 
-def reference(q, cache, q_pos, mask, heads="grouped"):
-    """float32 attention over each (sequence, head)'s retained slots."""
+def quantize(x, kind, group):
+    """x [pages, P, D] float32 -> (pool, scales [pages, P, groups], exact
+    dequantized values); int4 packs two values per byte, low nibble first."""
+    D = x.shape[2]
+    g = group or D
+    qmax = 127 if kind == "i8" else 7
+    xg = x.view(x.shape[0], x.shape[1], D // g, g)
+    scale = xg.abs().amax(-1) / qmax
+    q = torch.where(scale[..., None] > 0, torch.round(xg / scale[..., None].clamp_min(1e-30)),
+                    torch.zeros_like(xg)).clamp(-qmax, qmax)
+    exact = (q * scale[..., None]).view_as(x)
+    q = q.view_as(x).to(torch.int32)
+    if kind == "i8":
+        pool = q.to(torch.int8)
+    else:
+        lo, hi = q[..., 0::2] & 0xF, q[..., 1::2] & 0xF
+        pool = (lo | (hi << 4)).to(torch.uint8).view(torch.int8)
+    return pool.contiguous(), scale.contiguous(), exact
+
+
+def reference(q, cache, q_pos, mask, heads="grouped", original=False):
+    """float32 attention over each (sequence, head)'s retained slots (their
+    stored values, or with `original` the values before quantization)."""
     B, Hq, Nq, D = q.shape
     Hkv = cache.len.shape[0] // B
     G = Hq // Hkv
@@ -82,7 +132,7 @@ def reference(q, cache, q_pos, mask, heads="grouped"):
         for h in range(Hq):
             g = h // G if heads == "grouped" else h % Hkv
             r = b * Hkv + g
-            k, v = cache.slots(r)
+            k, v = cache.slots(r, original)
             kp = torch.tensor(cache.positions[r], device="cuda", dtype=torch.int64)
             for i in range(Nq):
                 qp = q_pos[b] + i
@@ -127,6 +177,7 @@ def check(kern, args, gen):
     D, Dv = kern.head_dim, kern.head_dim_v
     failures = 0
     for (B, Hq, Hkv, Nq, lengths, P, splits, label) in args["cases"]:
+        storage = args.get("storage")
         positions = [pos_fn(n) for n in lengths for pos_fn in [args["positions"]]]
         # One list per (b, g): the same length for every KV head of a sequence,
         # and one dropped slot in the middle of the second head (if any).
@@ -137,15 +188,15 @@ def check(kern, args, gen):
                 if g == 1 and len(p) > 10:
                     p[len(p) // 2] = -1
                 rows.append(p)
-        cache = PagedCache(B, Hkv, D, Dv, P, rows, dtype, gen)
+        cache = PagedCache(B, Hkv, D, Dv, P, rows, dtype, gen, storage=storage)
         q_pos = [max(0, (max([x for x in positions[b] if x >= 0], default=-1) + 1) - Nq)
                  for b in range(B)]
         q = torch.randn(B, Nq, Hq, D, generator=gen).to("cuda", dtype).transpose(1, 2)
         o = torch.full((B, Hq, Nq, Dv), float("nan"), device="cuda", dtype=dtype)
         lse = torch.full((B, Hq, Nq), float("nan"), device="cuda")
         qp = torch.tensor(q_pos, dtype=torch.int32, device="cuda")
-        kern.decode(q, o, cache.k_pool, cache.v_pool, cache.pages, cache.pos, cache.len, qp,
-                    lse=lse, max_length=cache.max_length, splits=splits, **args["params"])
+        kern.decode(q, o, q_pos=qp, lse=lse, max_length=cache.max_length, splits=splits,
+                    **cache.decode_args(), **args["params"])
         torch.cuda.synchronize()
         ro, rl = reference(q, cache, q_pos, args["mask"])
         err_o = ((o.float() - ro).abs().max() / ro.abs().max().clamp_min(1e-6)).item()
@@ -155,14 +206,20 @@ def check(kern, args, gen):
             bool((lse[~fin] == float("-inf")).all()) and bool((o.float()[~fin] == 0).all())
         failures += not ok
         s_used, _ = kern.decode_plan(B, Hq, Hkv, Nq, cache.max_length, 0, splits)
+        quant = ""
+        if storage is not None:
+            # What quantization costs: the output vs attention over the
+            # values before quantization (relative Frobenius error).
+            uo, _ = reference(q, cache, q_pos, args["mask"], original=True)
+            quant = " vs unquantized: %.2e" % ((o.float() - uo).norm() / uo.norm()).item()
         print("%s %s %s B=%d Hq=%d Hkv=%d Nq=%d lens=%s P=%d splits=%d: max|dO|/max|O|=%.2e "
-              "max|dLSE|=%.2e empty rows=%d" % ("PASS" if ok else "FAIL", kern.name, label, B, Hq,
-                                                 Hkv, Nq, lengths, P, s_used, err_o, err_l,
-                                                 int((~fin).sum())), flush=True)
+              "max|dLSE|=%.2e empty rows=%d%s" % ("PASS" if ok else "FAIL", kern.name, label, B,
+                                                   Hq, Hkv, Nq, lengths, P, s_used, err_o, err_l,
+                                                   int((~fin).sum()), quant), flush=True)
     return failures
 
 
-def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True):
+def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True, storage=None):
     """Median ms of attnc decode over a paged cache holding positions_fn(L)
     per (b, g), SDPA and Flex decode over dense [B, Hkv, n, D] K/V of the
     same retained length n."""
@@ -171,7 +228,7 @@ def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True
     D, Dv = kern.head_dim, kern.head_dim_v
     pos = positions_fn(L)
     n = len(pos)
-    cache = PagedCache(B, Hkv, D, Dv, P, [pos] * (B * Hkv), dtype, gen)
+    cache = PagedCache(B, Hkv, D, Dv, P, [pos] * (B * Hkv), dtype, gen, storage=storage)
     q = torch.randn(B, Hq, 1, D, generator=gen).to("cuda", dtype)
     o = torch.empty(B, Hq, 1, Dv, device="cuda", dtype=dtype)
     qp = torch.full((B,), L - 1, dtype=torch.int32, device="cuda")
@@ -179,11 +236,10 @@ def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True
     ws = torch.empty(max(need, 1), dtype=torch.uint8, device="cuda")
 
     def run():
-        kern.decode(q, o, cache.k_pool, cache.v_pool, cache.pages, cache.pos, cache.len, qp,
-                    max_length=n, workspace=ws)
+        kern.decode(q, o, q_pos=qp, max_length=n, workspace=ws, **cache.decode_args())
 
     ms = do_bench(run, warmup=25, rep=200, return_mode="median")
-    kv_bytes = B * Hkv * n * (D + Dv) * dtype.itemsize
+    kv_bytes = B * Hkv * n * cache.bytes_per_slot()
     row = {"label": label, "B": B, "L": L, "n": n, "splits": splits, "attnc_ms": ms,
            "attnc_gbs": kv_bytes / ms / 1e6}
     if not baselines:
@@ -245,6 +301,11 @@ def main():
         failures += check(stream, {"cases": [(2, 8, 2, 1, [3000, 100000], 16, 0, "sink+window"),
                                              (2, 8, 2, 4, [1024, 1500], 16, 2, "sink+window")],
                                    "positions": sw, "mask": streaming(4, 1020), "params": {}}, gen)
+        for name, storage in [("int8_kv_attention_bf16_d128_kv", ("i8", 0)),
+                              ("int4_kv_attention_bf16_d128_kv", ("i4", 32))]:
+            kq = Kernel(os.path.join(d, name + ".ptx"))
+            failures += check(kq, {"cases": awkward[:4], "positions": all_positions,
+                                   "mask": causal, "params": {}, "storage": storage}, gen)
         # Errors surface as exceptions with the runtime's message.
         cache = PagedCache(1, 2, 128, 128, 16, [[0, 1], [0, 1]], torch.bfloat16, gen)
         q = torch.randn(1, 8, 1, 128, device="cuda", dtype=torch.bfloat16)
@@ -255,8 +316,7 @@ def main():
             ("int64 page table", dict(kv_pages=cache.pages.long())),
             ("pages of 8 slots", dict(k_pool=cache.k_pool[:, :8], v_pool=cache.v_pool[:, :8])),
         ]:
-            call = dict(k_pool=cache.k_pool, v_pool=cache.v_pool, kv_pages=cache.pages,
-                        kv_pos=cache.pos, kv_len=cache.len, q_pos=qp)
+            call = dict(cache.decode_args(), q_pos=qp)
             call.update(kwargs)
             try:
                 causal_kern.decode(q, o, **call)
@@ -280,6 +340,13 @@ def main():
             for B, L in [(8, int(x)) for x in a.lengths.split(",")] + [(1, 131072)]:
                 rows.append(bench(vk, B, 32, 8, L, 16, all_positions, None, "bf16 all " + var,
                                   gen, baselines=False))
+        for name, storage, label in [("int8_kv_attention_bf16_d128_kv", ("i8", 0), "int8/token"),
+                                     ("int4_kv_attention_bf16_d128_kv", ("i4", 32),
+                                      "int4/group32")]:
+            kq = Kernel(os.path.join(d, name + ".ptx"))
+            for B, L in [(8, int(x)) for x in a.lengths.split(",")] + [(1, 131072)]:
+                rows.append(bench(kq, B, 32, 8, L, 16, all_positions, None, label, gen,
+                                  baselines=False, storage=storage))
         for L in [8192, 65536, 524288]:
             rows.append(bench(stream, 8, 32, 8, L, 16,
                               lambda n: sink_window_positions(n, 4, 1020, 16), None,

@@ -129,6 +129,17 @@ Status cacheLaunch(const Handle &h, const attnc_cache_launch_desc &desc) {
   args.cache.keyPool = &kPool, args.cache.valuePool = &vPool;
   args.cache.pages = &pages, args.cache.positions = &pos, args.cache.lengths = &len;
   args.cache.queryPositions = &qpos;
+  DLTensor kScale, vScale;
+  if (desc.k_scale.rank != 0) {
+    if (Status s = view("k_scale", desc.k_scale, desc.device, kScale); !s)
+      return s;
+    args.cache.keyScales = &kScale;
+  }
+  if (desc.v_scale.rank != 0) {
+    if (Status s = view("v_scale", desc.v_scale, desc.device, vScale); !s)
+      return s;
+    args.cache.valueScales = &vScale;
+  }
   args.cache.maxLength = desc.max_length;
   args.splits = desc.splits;
   args.workspace = reinterpret_cast<void *>(uintptr_t(desc.workspace));

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 using namespace attnc::rt;
@@ -504,15 +505,34 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   if (policy.layout == "paged" && P != policy.pageSize)
     return Status::error("cache pools have pages of " + std::to_string(P) + " slots, but policy '" +
                          policy.name + "' pages hold " + std::to_string(policy.pageSize));
-  const std::string storage =
-      policy.headPolicies.empty() ? policy.storage : policy.headPolicies.front().storage;
-  auto kPool = denseDeviceTensor("key pool", c.keyPool, storage, {-1, -1, ki.headDim}, device);
+  // Per-head policies share their storage (the compiler checks it).
+  const CachePolicyInfo &sp = policy.headPolicies.empty() ? policy : policy.headPolicies.front();
+  const bool quant = sp.storage == "i8" || sp.storage == "i4";
+  const int64_t perByte = sp.storage == "i4" ? 2 : 1;
+  const std::string poolType = quant ? "i8" : sp.storage;
+  auto kPool =
+      denseDeviceTensor("key pool", c.keyPool, poolType, {-1, -1, ki.headDim / perByte}, device);
   if (!kPool)
     return kPool.error();
-  auto vPool =
-      denseDeviceTensor("value pool", c.valuePool, storage, {pagesN, P, ki.headDimV}, device);
+  auto vPool = denseDeviceTensor("value pool", c.valuePool, poolType,
+                                 {pagesN, P, ki.headDimV / perByte}, device);
   if (!vPool)
     return vPool.error();
+  std::optional<detail::TensorView> kScales, vScales;
+  if (quant) {
+    const bool grouped = sp.scale == "per_group" && sp.groupSize > 0;
+    const int64_t kGroups = grouped ? ki.headDim / sp.groupSize : 1;
+    const int64_t vGroups = grouped ? ki.headDimV / sp.groupSize : 1;
+    auto ks = denseDeviceTensor("key scales", c.keyScales, "f32", {pagesN, P, kGroups}, device);
+    if (!ks)
+      return ks.error();
+    auto vs = denseDeviceTensor("value scales", c.valueScales, "f32", {pagesN, P, vGroups}, device);
+    if (!vs)
+      return vs.error();
+    kScales = *ks, vScales = *vs;
+  } else if (c.keyScales || c.valueScales) {
+    return Status::error("cache scales given, but policy '" + sp.name + "' stores " + sp.storage);
+  }
   if (!c.lengths || c.lengths->ndim != 1 || B == 0 || c.lengths->shape[0] % B)
     return Status::error("cache lengths: expected an i32 [B * Hkv] tensor");
   const int64_t Hkv = c.lengths->shape[0] / B;
@@ -578,6 +598,10 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
                                device);
       !s)
     return s;
+  if (quant)
+    for (auto [what, view] : {std::pair{"key scales", &*kScales}, {"value scales", &*vScales}})
+      if (Status s = checkPointer(drv, what, *view, device); !s)
+        return s;
   ScopedDeviceContext scope;
   if (Status s = scope.enter(drv, device); !s)
     return s;
@@ -607,8 +631,8 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
   for (uint64_t ptr : {address(*pages), address(*pos), address(*len), address(*qpos)})
     push(ptr);
-  push(uint64_t(0)); // k_scale, v_scale: quantized storage (not on CUDA yet)
-  push(uint64_t(0));
+  push(quant ? address(*kScales) : uint64_t(0));
+  push(quant ? address(*vScales) : uint64_t(0));
   push(int32_t(p.hasLse ? 1 : 0));
   abi.pushParams(p.params);
   const int64_t rowTiles = ((p.Hq / Hkv) * Nq + ki.blockQ - 1) / ki.blockQ;

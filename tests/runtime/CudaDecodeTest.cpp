@@ -41,8 +41,8 @@ std::string decodePtx() {
     int i = 0;
     std::string out;
     for (auto [type, n] : groups)
-      for (int k = 0; k < n; ++k)
-        out += std::string(i++ ? ",\n" : "\n") + "  .param ." + type + " p" + std::to_string(i);
+      for (int k = 0; k < n; ++k, ++i)
+        out += std::string(i ? ",\n" : "\n") + "  .param ." + type + " p" + std::to_string(i);
     return out;
   };
   p += params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";

@@ -558,8 +558,9 @@ TEST_F(KvCacheTest, RandomOperationsKeepTheInvariants) {
         seqs.push_back(seq);
         hists.push_back(h);
       }
-    if (!seqs.empty())
+    if (!seqs.empty()) {
       EXPECT_LT(runAndCompare(*k, c, seqs, hists, 1, causal), 1e-2);
+    }
   }
 }
 

@@ -46,9 +46,10 @@ public:
       : NvvmBuilder(kernel, cfg, elemType), storage(std::move(storage)) {}
 
   LogicalResult run(OpBuilder &moduleBuilder) {
-    if (storage.quantized)
-      return kernel.emitError("attn-to-nvvm: kv-cache: quantized storage ('")
-             << storage.policies.front().getSymName() << "') is not supported on CUDA yet";
+    if (storage.group % 8)
+      return kernel.emitError("attn-to-nvvm: kv-cache: scale groups of ")
+             << storage.group << " ('" << storage.policies.front().getSymName()
+             << "'): the CUDA kernel needs multiples of 8";
     if (attention.getNormalizer() != attn::Normalizer::Softmax)
       return kernel.emitError("attn-to-nvvm: kv-cache: only the softmax normalizer is supported");
     FailureOr<OpBuilder> mb = createModule(moduleBuilder);
@@ -96,10 +97,24 @@ private:
     // phase fall in distinct banks.
     const int64_t qStride = D + 8, kStride = D + 8, vStride = Dv + 8;
     const int64_t qBytes = BQ * qStride * 2, kBytes = BK * kStride * 2, vBytes = BK * vStride * 2;
+    // Quantized pages (int8, or int4 two per byte) arrive raw with their f32
+    // scales (one per token, or per group of the head dim) and are
+    // dequantized into one bf16/f16 K and V tile per KV step.
+    const bool quant = storage.quantized;
+    const int64_t perByte = storage.nibbles ? 2 : 1;
+    const int64_t kGroups = storage.group ? D / storage.group : 1;
+    const int64_t vGroups = storage.group ? Dv / storage.group : 1;
+    // A stage: K and V rows (raw bytes when quantized), their scales, the
+    // slots' logical positions (i32); all 16-byte aligned.
+    const int64_t kIn = quant ? BK * D / perByte : kBytes, vIn = quant ? BK * Dv / perByte : vBytes;
+    const int64_t kScaleIn = quant ? BK * kGroups * 4 : 0, vScaleIn = quant ? BK * vGroups * 4 : 0;
+    const int64_t stK = 0, stV = kIn, stKs = kIn + vIn, stVs = stKs + kScaleIn,
+                  stPos = stVs + vScaleIn, stageBytes = llvm::alignTo(stPos + BK * 4, 16);
+    const int64_t tilesBase = qBytes, stagesBase = qBytes + (quant ? kBytes + vBytes : 0);
     // After the KV loop the stages hold the warps' (m, l, O) for the
     // combine.
     const int64_t combineBytes = warps * BQ * (Dv + 2) * 4;
-    sharedBytes = qBytes + std::max(stages * (kBytes + vBytes), combineBytes);
+    sharedBytes = std::max(stagesBase + stages * stageBytes, qBytes + combineBytes);
     numThreads = threads;
 
     SmallVector<Type> types(7, ptrT());
@@ -162,22 +177,23 @@ private:
     // pairs (K and V rows of a slot: one page-table read). Invalid rows are
     // zero-filled (src-size 0).
     using Target = std::pair<Value, Value>;
-    auto copyRows = [&](OpBuilder &b, ArrayRef<Target> targets, int64_t rows, int64_t cols,
-                        int64_t sStride,
+    auto copyRows = [&](OpBuilder &b, ArrayRef<Target> targets, Type elem, int64_t rows,
+                        int64_t cols, int64_t sStride,
                         llvm::function_ref<std::pair<Value, Value>(OpBuilder &, Value)> rowSource) {
-      int64_t perRow = cols / 8, chunks = rows * perRow;
+      const int64_t bytes = elem.getIntOrFloatBitWidth() / 8, perChunk = 16 / bytes;
+      int64_t perRow = cols / perChunk, chunks = rows * perRow;
       for (int64_t it = 0; it * threads < chunks; ++it) {
         auto body = [&](OpBuilder &b) {
           Value c = add(b, tid, ci32(b, it * threads));
           Value r = divu(b, c, ci32(b, perRow)),
-                col = mul(b, remu(b, c, ci32(b, perRow)), ci32(b, 8));
+                col = mul(b, remu(b, c, ci32(b, perRow)), ci32(b, perChunk));
           auto [offset, valid] = rowSource(b, r);
           Value size = select(b, valid, ci32(b, 16), ci32(b, 0));
           Value at = add(b, offset, ext64(b, col));
-          Value rowByte = mul(b, add(b, mul(b, r, ci32(b, sStride)), col), ci32(b, 2));
+          Value rowByte = mul(b, add(b, mul(b, r, ci32(b, sStride)), col), ci32(b, bytes));
           for (auto [gBase, sOff] : targets)
             NVVM::CpAsyncOp::create(
-                b, l, smemAt(b, add(b, sOff, rowByte)), gep(b, gBase, at, elemType),
+                b, l, smemAt(b, add(b, sOff, rowByte)), gep(b, gBase, at, elem),
                 b.getI32IntegerAttr(16),
                 NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CG), size);
         };
@@ -193,7 +209,7 @@ private:
 
     // Q rows of the tile -> shared memory (cp.async group 0).
     Value qBase = mul(b, b64, stride(0));
-    copyRows(b, {{gQ, ci32(b, 0)}}, BQ, D, qStride, [&](OpBuilder &b, Value r) {
+    copyRows(b, {{gQ, ci32(b, 0)}}, elemType, BQ, D, qStride, [&](OpBuilder &b, Value r) {
       Value pr = add(b, r0, r);
       auto [h, i] = rowCoords(b, pr);
       Value off =
@@ -202,58 +218,135 @@ private:
     });
     NVVM::CpAsyncCommitGroupOp::create(b, l);
 
-    // Per stage: K tile, V tile, the slots' logical positions (i32).
-    const int64_t posOff = qBytes + stages * (kBytes + vBytes);
-    sharedBytes = std::max(sharedBytes, posOff + stages * BK * 4);
-    auto stageOffsets = [&](OpBuilder &b, Value stage) {
-      Value kOff = add(b, ci32(b, qBytes), mul(b, stage, ci32(b, kBytes)));
-      Value vOff = add(b, ci32(b, qBytes + stages * kBytes), mul(b, stage, ci32(b, vBytes)));
-      return std::make_pair(kOff, vOff);
+    Value gKs = toGlobal(b, arg(28)), gVs = toGlobal(b, arg(29));
+    auto stageAt = [&](OpBuilder &b, Value stage, int64_t part) {
+      return add(b, ci32(b, stagesBase + part), mul(b, stage, ci32(b, stageBytes)));
     };
-    // Slot rows of tile t -> stage t % stages, through the page table, and
-    // their positions (4 bytes per cp.async; slots past the split read 0
-    // and are dropped by the KV loop).
+    // 4-byte cp.asyncs of `count` i32/f32 per slot row of the tile (row r's
+    // element e from rowSource(r) + e); rows past the split read nothing
+    // (zero-filled) and are dropped by the KV loop.
+    auto copyWords =
+        [&](OpBuilder &b, Value gBase, Value sOff, int64_t count,
+            llvm::function_ref<std::pair<Value, Value>(OpBuilder &, Value)> rowSource) {
+          for (int64_t it = 0; it * threads < BK * count; ++it) {
+            auto body = [&](OpBuilder &b) {
+              Value j = add(b, tid, ci32(b, it * threads));
+              Value r = divu(b, j, ci32(b, count)), e = remu(b, j, ci32(b, count));
+              auto [offset, valid] = rowSource(b, r);
+              NVVM::CpAsyncOp::create(
+                  b, l, smemAt(b, add(b, sOff, mul(b, j, ci32(b, 4)))),
+                  gep(b, gBase, add(b, offset, ext64(b, e)), i32()), b.getI32IntegerAttr(4),
+                  NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CA),
+                  select(b, valid, ci32(b, 4), ci32(b, 0)));
+            };
+            if ((it + 1) * threads <= BK * count)
+              body(b);
+            else
+              ifThen(b,
+                     cmpi(b, arith::CmpIPredicate::slt, add(b, tid, ci32(b, it * threads)),
+                          ci32(b, BK * count)),
+                     body);
+          }
+        };
+    // Slot rows of tile t -> stage t % stages, through the page table (one
+    // read per slot row, shared by its K and V copies), with their scales
+    // and logical positions.
     auto loadKV = [&](OpBuilder &b, Value t) {
       Value stage = remu(b, t, ci32(b, stages));
-      auto [kOff, vOff] = stageOffsets(b, stage);
+      Value kOff = stageAt(b, stage, stK), vOff = stageAt(b, stage, stV);
       Value first = add(b, s0, mul(b, t, ci32(b, BK)));
-      auto source = [&](int64_t cols) {
-        return [&, cols](OpBuilder &b, Value r) {
-          Value slot = add(b, first, r);
-          Value valid = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
-          Value sc = mini(b, slot, sub(b, s1, ci32(b, 1)));
-          Value page = load(b, i32(), gPages, add(b, pagesRow, ext64(b, divu(b, sc, P))));
-          Value row = add(b, mul(b, ext64(b, page), ext64(b, P)), ext64(b, remu(b, sc, P)));
-          return std::make_pair(mul(b, row, ci64(b, cols)), valid);
+      // (pool row of slot row r, valid); the row scaled by `width` elements.
+      auto slotRow = [&](OpBuilder &b, Value r) {
+        Value slot = add(b, first, r);
+        Value valid = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
+        Value sc = mini(b, slot, sub(b, s1, ci32(b, 1)));
+        Value page = load(b, i32(), gPages, add(b, pagesRow, ext64(b, divu(b, sc, P))));
+        Value row = add(b, mul(b, ext64(b, page), ext64(b, P)), ext64(b, remu(b, sc, P)));
+        return std::make_pair(row, valid);
+      };
+      auto source = [&](int64_t width) {
+        return [&, width](OpBuilder &b, Value r) {
+          auto [row, valid] = slotRow(b, r);
+          return std::make_pair(mul(b, row, ci64(b, width)), valid);
         };
       };
-      if (D == Dv) {
-        copyRows(b, {{gK, kOff}, {gV, vOff}}, BK, D, kStride, source(D));
+      Type in = quant ? Type(b.getI8Type()) : elemType;
+      int64_t kCols = D / perByte, vCols = Dv / perByte;
+      int64_t kPitch = quant ? kCols : kStride, vPitch = quant ? vCols : vStride;
+      if (kCols == vCols && kPitch == vPitch) {
+        copyRows(b, {{gK, kOff}, {gV, vOff}}, in, BK, kCols, kPitch, source(kCols));
       } else {
-        copyRows(b, {{gK, kOff}}, BK, D, kStride, source(D));
-        copyRows(b, {{gV, vOff}}, BK, Dv, vStride, source(Dv));
+        copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, source(kCols));
+        copyRows(b, {{gV, vOff}}, in, BK, vCols, vPitch, source(vCols));
       }
-      Value posDst = add(b, ci32(b, posOff), mul(b, stage, ci32(b, BK * 4)));
-      for (int64_t it = 0; it * threads < BK; ++it) {
-        auto body = [&](OpBuilder &b) {
-          Value j = add(b, tid, ci32(b, it * threads));
-          Value slot = add(b, first, j);
-          Value valid = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
-          Value sc = mini(b, slot, sub(b, s1, ci32(b, 1)));
-          NVVM::CpAsyncOp::create(
-              b, l, smemAt(b, add(b, posDst, mul(b, j, ci32(b, 4)))),
-              gep(b, gPos, add(b, posRow, ext64(b, sc)), i32()), b.getI32IntegerAttr(4),
-              NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CA),
-              select(b, valid, ci32(b, 4), ci32(b, 0)));
-        };
-        if ((it + 1) * threads <= BK)
-          body(b);
-        else
-          ifThen(
-              b,
-              cmpi(b, arith::CmpIPredicate::slt, add(b, tid, ci32(b, it * threads)), ci32(b, BK)),
-              body);
+      if (quant) {
+        copyWords(b, gKs, stageAt(b, stage, stKs), kGroups, source(kGroups));
+        copyWords(b, gVs, stageAt(b, stage, stVs), vGroups, source(vGroups));
       }
+      copyWords(b, gPos, stageAt(b, stage, stPos), 1, [&](OpBuilder &b, Value r) {
+        Value slot = add(b, first, r);
+        Value sc = mini(b, slot, sub(b, s1, ci32(b, 1)));
+        return std::make_pair(add(b, posRow, ext64(b, sc)),
+                              cmpi(b, arith::CmpIPredicate::slt, slot, s1));
+      });
+    };
+    // Quantized: the raw rows of a stage -> the K/V tiles (16 bytes of
+    // output per unit: 8 values, one scale), values sign-extended from 8 or
+    // 4 bits and multiplied by their row's (group's) scale.
+    auto dequantize = [&](OpBuilder &b, Value stage) {
+      auto tile = [&](int64_t cols, int64_t groups, int64_t part, int64_t scalePart, int64_t dst,
+                      int64_t pitch) {
+        const int64_t unitsPerRow = cols / 8, units = BK * unitsPerRow;
+        const int64_t rowBytes = cols / perByte, groupSize = storage.group ? storage.group : cols;
+        Value raw = smemAt(b, stageAt(b, stage, part));
+        Value scales = smemAt(b, stageAt(b, stage, scalePart));
+        for (int64_t it = 0; it * threads < units; ++it) {
+          auto body = [&](OpBuilder &b) {
+            Value u = add(b, tid, ci32(b, it * threads));
+            Value r = divu(b, u, ci32(b, unitsPerRow)), c8 = remu(b, u, ci32(b, unitsPerRow));
+            Value col = mul(b, c8, ci32(b, 8));
+            Value scale =
+                load(b, f32(), scales,
+                     add(b, mul(b, r, ci32(b, groups)), divu(b, col, ci32(b, groupSize))));
+            // 8 values in 8 (int8) or 4 (int4) bytes: words of 4 bytes.
+            Value at = add(b, mul(b, r, ci32(b, rowBytes)), divu(b, col, ci32(b, perByte)));
+            SmallVector<Value> words;
+            for (int64_t w = 0; w < 2 / perByte; ++w)
+              words.push_back(LLVM::LoadOp::create(
+                  b, l, i32(), gep(b, raw, add(b, at, ci32(b, 4 * w)), b.getI8Type()),
+                  /*alignment=*/4));
+            const int64_t bits = 8 / perByte, perWord = 32 / bits;
+            SmallVector<Value> packed;
+            Value prev;
+            for (int64_t j = 0; j < 8; ++j) {
+              Value w = words[j / perWord];
+              int64_t sh = 32 - bits * (j % perWord + 1);
+              Value v = arith::ShRSIOp::create(b, l, arith::ShLIOp::create(b, l, w, ci32(b, sh)),
+                                               ci32(b, 32 - bits));
+              Value x = fmul(b, arith::SIToFPOp::create(b, l, f32(), v), scale);
+              if (j % 2)
+                packed.push_back(pack(b, prev, x));
+              prev = x;
+            }
+            Value vec = LLVM::PoisonOp::create(b, l, VectorType::get({4}, i32()));
+            for (int64_t k = 0; k < 4; ++k)
+              vec = LLVM::InsertElementOp::create(b, l, vec, packed[k], ci32(b, k));
+            Value out =
+                add(b, ci32(b, dst), mul(b, add(b, mul(b, r, ci32(b, pitch)), col), ci32(b, 2)));
+            LLVM::StoreOp::create(b, l, vec, smemAt(b, out), /*alignment=*/16);
+          };
+          if ((it + 1) * threads <= units)
+            body(b);
+          else
+            ifThen(b,
+                   cmpi(b, arith::CmpIPredicate::slt, add(b, tid, ci32(b, it * threads)),
+                        ci32(b, units)),
+                   body);
+        }
+      };
+      tile(D, kGroups, stK, stKs, tilesBase, kStride);
+      tile(Dv, vGroups, stV, stVs, tilesBase + kBytes, vStride);
+      gpu::BarrierOp::create(b, l);
     };
     // Tiles 0 .. stages-2 in flight before the loop (a group each, committed
     // even when empty so that group counts stay uniform).
@@ -331,8 +424,11 @@ private:
           NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
           gpu::BarrierOp::create(b, l);
           Value stage = remu(b, t, ci32(b, stages));
-          auto [kOff, vOff] = stageOffsets(b, stage);
-          Value posBase = smemAt(b, add(b, ci32(b, posOff), mul(b, stage, ci32(b, BK * 4))));
+          Value kOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stK);
+          Value vOff = quant ? ci32(b, tilesBase + kBytes) : stageAt(b, stage, stV);
+          Value posBase = smemAt(b, stageAt(b, stage, stPos));
+          if (quant)
+            dequantize(b, stage);
 
           // S = Q K^T over the warp's 16 keys: one ldmatrix.x4 of K per
           // k16 chunk gives the B fragments of both n8 blocks.

@@ -64,8 +64,13 @@ bool archRunsOn(const std::string &kernelArch, int cc);
 /// pools of the policy's storage, a page holding one KV head's P slots, and
 /// i32 tables with one row per (sequence b, KV head g), row b * Hkv + g.
 struct CudaCacheView {
-  const DLTensor *keyPool = nullptr;        // [pages, P, D]
-  const DLTensor *valuePool = nullptr;      // [pages, P, Dv]
+  /// [pages, P, D] / [pages, P, Dv] of the policy's storage (int8: i8;
+  /// int4: i8 holding two values each, [pages, P, D / 2]).
+  const DLTensor *keyPool = nullptr;
+  const DLTensor *valuePool = nullptr;
+  /// Quantized storage: f32 [pages, P, groups] (groups = 1 per token, or
+  /// D / group size).
+  const DLTensor *keyScales = nullptr, *valueScales = nullptr;
   const DLTensor *pages = nullptr;          // [B * Hkv, max_pages]: pool page of each page slot
   const DLTensor *positions = nullptr;      // [B * Hkv, max_slots]: logical position, -1 dropped
   const DLTensor *lengths = nullptr;        // [B * Hkv]: slots in use
