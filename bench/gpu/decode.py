@@ -126,7 +126,7 @@ def reference(q, cache, q_pos, mask, heads="grouped", original=False):
     B, Hq, Nq, D = q.shape
     Hkv = cache.len.shape[0] // B
     G = Hq // Hkv
-    o = torch.zeros(B, Hq, Nq, cache.v_pool.shape[2], device="cuda")
+    o = torch.zeros(B, Hq, Nq, cache.v_exact.shape[2], device="cuda")
     lse = torch.full((B, Hq, Nq), float("-inf"), device="cuda")
     for b in range(B):
         for h in range(Hq):

@@ -46,10 +46,11 @@ public:
       : NvvmBuilder(kernel, cfg, elemType), storage(std::move(storage)) {}
 
   LogicalResult run(OpBuilder &moduleBuilder) {
-    if (storage.group % 8)
+    // A k16 chunk of Q.K^T (and an n16 pair of P.V) must lie in one group.
+    if (storage.group % 16)
       return kernel.emitError("attn-to-nvvm: kv-cache: scale groups of ")
              << storage.group << " ('" << storage.policies.front().getSymName()
-             << "'): the CUDA kernel needs multiples of 8";
+             << "'): the CUDA kernel needs multiples of 16";
     if (attention.getNormalizer() != attn::Normalizer::Softmax)
       return kernel.emitError("attn-to-nvvm: kv-cache: only the softmax normalizer is supported");
     FailureOr<OpBuilder> mb = createModule(moduleBuilder);
@@ -84,6 +85,29 @@ private:
     OpBuilder tb = op.getThenBodyBuilder();
     body(tb);
   }
+  /// Values 2k and 2k + 1 of `biased` (4 int8 + 128, or 8 int4 + 8,
+  /// low first) as an f16x2 of the signed values.
+  Value biasedPair(OpBuilder &b, Value biased, int64_t k) {
+    std::string text;
+    if (!storage.nibbles) {
+      // Bytes [u_2k, 0x64, u_2k+1, 0x64] = (1024 + u, 1024 + u'); - 1152.
+      text = "{\n.reg .b32 m, t;\nmov.b32 m, 0x64646464;\nprmt.b32 t, $1, m, " +
+             std::string(k == 0 ? "0x4140" : "0x4342") +
+             ";\nmov.b32 m, 0x64806480;\nsub.f16x2 $0, t, m;\n}";
+    } else {
+      // Nibbles 2k, 2k + 1 into the low bits of each half; - 1032.
+      text = "{\n.reg .b32 lo, hi, m;\nbfe.u32 lo, $1, " + std::to_string(8 * k) +
+             ", 4;\nbfe.u32 hi, $1, " + std::to_string(8 * k + 4) +
+             ", 4;\nshl.b32 hi, hi, 16;\nor.b32 lo, lo, hi;\nor.b32 lo, lo, 0x64006400;\n"
+             "mov.b32 m, 0x64086408;\nsub.f16x2 $0, lo, m;\n}";
+    }
+    return LLVM::InlineAsmOp::create(b, loc(), i32(), ValueRange{biased}, text, "=r,r",
+                                     /*has_side_effects=*/false, /*is_align_stack=*/false,
+                                     LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
+                                     ArrayAttr())
+        .getResult(0);
+  }
+
   /// The query head of packed row `pr` of KV head `hk` (g = pr / Nq).
   Value queryHead(OpBuilder &b, Value hk, Value g, Value Hkv, Value G) {
     return attention.getHeads() == attn::HeadMapping::Interleaved ? add(b, hk, mul(b, g, Hkv))
@@ -290,47 +314,37 @@ private:
                               cmpi(b, arith::CmpIPredicate::slt, slot, s1));
       });
     };
-    // Quantized: the raw rows of a stage -> the K/V tiles (16 bytes of
-    // output per unit: 8 values, one scale), values sign-extended from 8 or
-    // 4 bits and multiplied by their row's (group's) scale.
+    // Quantized: the raw rows of a stage -> the K/V tiles as f16 integers
+    // (exact: |x| <= 127); the scales are applied in registers (K's to
+    // Q.K^T per key and group, V's to P per key and group). Bytes become
+    // f16 by the magic-number trick: with u = x + 128 (x + 8 for int4),
+    // the f16 bit pattern 0x6400 | u is 1024 + u, so one sub.f16x2 yields
+    // two values (no int-to-float conversions, which run at quarter rate).
     auto dequantize = [&](OpBuilder &b, Value stage) {
-      auto tile = [&](int64_t cols, int64_t groups, int64_t part, int64_t scalePart, int64_t dst,
-                      int64_t pitch) {
+      auto tile = [&](int64_t cols, int64_t part, int64_t dst, int64_t pitch) {
         const int64_t unitsPerRow = cols / 8, units = BK * unitsPerRow;
-        const int64_t rowBytes = cols / perByte, groupSize = storage.group ? storage.group : cols;
+        const int64_t rowBytes = cols / perByte;
         Value raw = smemAt(b, stageAt(b, stage, part));
-        Value scales = smemAt(b, stageAt(b, stage, scalePart));
         for (int64_t it = 0; it * threads < units; ++it) {
           auto body = [&](OpBuilder &b) {
             Value u = add(b, tid, ci32(b, it * threads));
             Value r = divu(b, u, ci32(b, unitsPerRow)), c8 = remu(b, u, ci32(b, unitsPerRow));
             Value col = mul(b, c8, ci32(b, 8));
-            Value scale =
-                load(b, f32(), scales,
-                     add(b, mul(b, r, ci32(b, groups)), divu(b, col, ci32(b, groupSize))));
             // 8 values in 8 (int8) or 4 (int4) bytes: words of 4 bytes.
             Value at = add(b, mul(b, r, ci32(b, rowBytes)), divu(b, col, ci32(b, perByte)));
-            SmallVector<Value> words;
-            for (int64_t w = 0; w < 2 / perByte; ++w)
-              words.push_back(LLVM::LoadOp::create(
+            SmallVector<Value> pairs;
+            for (int64_t w = 0; w < 2 / perByte; ++w) {
+              Value word = LLVM::LoadOp::create(
                   b, l, i32(), gep(b, raw, add(b, at, ci32(b, 4 * w)), b.getI8Type()),
-                  /*alignment=*/4));
-            const int64_t bits = 8 / perByte, perWord = 32 / bits;
-            SmallVector<Value> packed;
-            Value prev;
-            for (int64_t j = 0; j < 8; ++j) {
-              Value w = words[j / perWord];
-              int64_t sh = 32 - bits * (j % perWord + 1);
-              Value v = arith::ShRSIOp::create(b, l, arith::ShLIOp::create(b, l, w, ci32(b, sh)),
-                                               ci32(b, 32 - bits));
-              Value x = fmul(b, arith::SIToFPOp::create(b, l, f32(), v), scale);
-              if (j % 2)
-                packed.push_back(pack(b, prev, x));
-              prev = x;
+                  /*alignment=*/4);
+              Value biased = arith::XOrIOp::create(
+                  b, l, word, ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
+              for (int64_t k = 0; k < 2 * perByte; ++k)
+                pairs.push_back(biasedPair(b, biased, k));
             }
             Value vec = LLVM::PoisonOp::create(b, l, VectorType::get({4}, i32()));
             for (int64_t k = 0; k < 4; ++k)
-              vec = LLVM::InsertElementOp::create(b, l, vec, packed[k], ci32(b, k));
+              vec = LLVM::InsertElementOp::create(b, l, vec, pairs[k], ci32(b, k));
             Value out =
                 add(b, ci32(b, dst), mul(b, add(b, mul(b, r, ci32(b, pitch)), col), ci32(b, 2)));
             LLVM::StoreOp::create(b, l, vec, smemAt(b, out), /*alignment=*/16);
@@ -344,8 +358,8 @@ private:
                    body);
         }
       };
-      tile(D, kGroups, stK, stKs, tilesBase, kStride);
-      tile(Dv, vGroups, stV, stVs, tilesBase + kBytes, vStride);
+      tile(D, stK, tilesBase, kStride);
+      tile(Dv, stV, tilesBase + kBytes, vStride);
       gpu::BarrierOp::create(b, l);
     };
     // Tiles 0 .. stages-2 in flight before the loop (a group each, committed
@@ -357,6 +371,31 @@ private:
     }
     NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
     gpu::BarrierOp::create(b, l);
+    // Quantized K/V run f16 MMAs (their integers are exact in f16): a bf16
+    // Q tile is converted in place once.
+    Type mmaType = quant ? Type(Float16Type::get(ctx)) : elemType;
+    if (quant && !elemType.isF16()) {
+      for (int64_t it = 0; it * threads * 2 < BQ * D; ++it) {
+        Value e = mul(b, add(b, tid, ci32(b, it * threads)), ci32(b, 2)); // even element
+        Value at =
+            mul(b, add(b, mul(b, divu(b, e, ci32(b, D)), ci32(b, qStride)), remu(b, e, ci32(b, D))),
+                ci32(b, 2));
+        auto ifIn = [&](OpBuilder &b) {
+          Value p = smemAt(b, at);
+          Value pair = LLVM::LoadOp::create(b, l, VectorType::get({2}, elemType), p);
+          Value lo = arith::ExtFOp::create(
+              b, l, f32(), LLVM::ExtractElementOp::create(b, l, pair, ci32(b, 0)).getResult());
+          Value hi = arith::ExtFOp::create(
+              b, l, f32(), LLVM::ExtractElementOp::create(b, l, pair, ci32(b, 1)).getResult());
+          LLVM::StoreOp::create(b, l, pack(b, lo, hi, mmaType), p);
+        };
+        if ((it + 1) * threads * 2 <= BQ * D)
+          ifIn(b);
+        else
+          ifThen(b, cmpi(b, arith::CmpIPredicate::slt, e, ci32(b, BQ * D)), ifIn);
+      }
+      gpu::BarrierOp::create(b, l);
+    }
 
     // Lane addresses of ldmatrix (bytes): Q rows lane%16, column
     // (lane/16)*8; K key row (lane/16)*8 + lane%8, column ((lane/8)%2)*8
@@ -432,17 +471,50 @@ private:
 
           // S = Q K^T over the warp's 16 keys: one ldmatrix.x4 of K per
           // k16 chunk gives the B fragments of both n8 blocks.
-          SmallVector<SmallVector<SmallVector<Value, 4>>> s(
-              MT, SmallVector<SmallVector<Value, 4>>(2, SmallVector<Value, 4>(4, zero)));
+          // Per-group K scales: one accumulator chain per group (a k16
+          // chunk lies in one group), scaled and summed below.
+          const int64_t sGroups = quant ? kGroups : 1;
+          using Frag = SmallVector<SmallVector<SmallVector<Value, 4>>>;
+          SmallVector<Frag> sg(sGroups, Frag(MT, SmallVector<SmallVector<Value, 4>>(
+                                                     2, SmallVector<Value, 4>(4, zero))));
           Value kLane = smemAt(b, add(b, kOff, laneK));
           for (int64_t kk = 0; kk < D / 16; ++kk) {
+            Frag &s = sg[kk * 16 * sGroups / D];
             SmallVector<Value> kb =
                 ldmatrix4(b, gep(b, kLane, ci32(b, kk * 32), b.getI8Type()), false);
             for (int64_t mt = 0; mt < MT; ++mt) {
               SmallVector<Value> qf = qInRegs ? qa[kk] : loadQ(b, mt, kk);
-              s[mt][0] = mma(b, qf, {kb[0], kb[1]}, s[mt][0]);
-              s[mt][1] = mma(b, qf, {kb[2], kb[3]}, s[mt][1]);
+              s[mt][0] = mma(b, qf, {kb[0], kb[1]}, s[mt][0], mmaType);
+              s[mt][1] = mma(b, qf, {kb[2], kb[3]}, s[mt][1], mmaType);
             }
+          }
+          // The thread's 4 keys (warp-local index nb*8 + 2*tig + j) and,
+          // quantized, their K / V scales per group.
+          auto keyInTile = [&](OpBuilder &b, int64_t nb, int j) {
+            return add(b, warpKey, add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j)));
+          };
+          auto keyScales = [&](int64_t part, int64_t groups) {
+            SmallVector<SmallVector<Value>> out(4); // [key][group]
+            Value base = smemAt(b, stageAt(b, stage, part));
+            for (int64_t nb = 0; nb < 2; ++nb)
+              for (int j = 0; j < 2; ++j)
+                for (int64_t g = 0; g < groups; ++g)
+                  out[nb * 2 + j].push_back(
+                      load(b, f32(), base,
+                           add(b, mul(b, keyInTile(b, nb, j), ci32(b, groups)), ci32(b, g))));
+            return out;
+          };
+          Frag s = sg[0];
+          if (quant) {
+            auto ks = keyScales(stKs, kGroups);
+            for (int64_t mt = 0; mt < MT; ++mt)
+              for (int64_t nb = 0; nb < 2; ++nb)
+                for (int i = 0; i < 4; ++i) {
+                  Value acc = fmul(b, sg[0][mt][nb][i], ks[nb * 2 + (i & 1)][0]);
+                  for (int64_t g = 1; g < kGroups; ++g)
+                    acc = LLVM::FMAOp::create(b, l, sg[g][mt][nb][i], ks[nb * 2 + (i & 1)][g], acc);
+                  s[mt][nb][i] = acc;
+                }
           }
 
           // The thread's 4 keys: slot, logical position (-1: dropped or
@@ -454,7 +526,7 @@ private:
               Value inTile = add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j));
               Value slot = add(b, tileSlot, inTile);
               Value in = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
-              Value pos = load(b, i32(), posBase, add(b, warpKey, inTile));
+              Value pos = load(b, i32(), posBase, keyInTile(b, nb, j));
               keyPos.push_back(select(b, in, pos, ci32(b, -1)));
             }
           SmallVector<Value> tv(MT * 8), tileMax(RS, negInf);
@@ -512,12 +584,22 @@ private:
           next.append(sum.begin(), sum.end());
           // O = alpha O + P V: P's C fragments are the A fragment of the
           // warp's k16 chunk; ldmatrix.trans of V gives two n8 blocks.
-          SmallVector<SmallVector<Value>> pa(MT);
-          for (int64_t mt = 0; mt < MT; ++mt) {
-            auto W = [&](int64_t nb, int i) { return w[mt * 8 + nb * 4 + i]; };
-            pa[mt] = {pack(b, W(0, 0), W(0, 1)), pack(b, W(0, 2), W(0, 3)),
-                      pack(b, W(1, 0), W(1, 1)), pack(b, W(1, 2), W(1, 3))};
-          }
+          // Quantized: P times each key's V scale, per group of columns.
+          const int64_t pGroups = quant ? vGroups : 1;
+          SmallVector<SmallVector<SmallVector<Value>>> pa(pGroups,
+                                                          SmallVector<SmallVector<Value>>(MT));
+          SmallVector<SmallVector<Value>> vs;
+          if (quant)
+            vs = keyScales(stVs, vGroups);
+          for (int64_t g = 0; g < pGroups; ++g)
+            for (int64_t mt = 0; mt < MT; ++mt) {
+              auto W = [&](int64_t nb, int i) {
+                Value x = w[mt * 8 + nb * 4 + i];
+                return quant ? fmul(b, x, vs[nb * 2 + (i & 1)][g]) : x;
+              };
+              pa[g][mt] = {pack(b, W(0, 0), W(0, 1), mmaType), pack(b, W(0, 2), W(0, 3), mmaType),
+                           pack(b, W(1, 0), W(1, 1), mmaType), pack(b, W(1, 2), W(1, 3), mmaType)};
+            }
           SmallVector<Value> o(iter.begin() + 2 * RS, iter.end());
           for (int64_t mt = 0; mt < MT; ++mt)
             for (int64_t n = 0; n < nbO; ++n)
@@ -532,7 +614,8 @@ private:
               for (int64_t half = 0; half < 2; ++half) {
                 int64_t base = oIdx(mt, 2 * np + half, 0) - 2 * RS;
                 SmallVector<Value, 4> acc(o.begin() + base, o.begin() + base + 4);
-                acc = mma(b, pa[mt], {vb[2 * half], vb[2 * half + 1]}, acc);
+                acc = mma(b, pa[np * 16 * pGroups / Dv][mt], {vb[2 * half], vb[2 * half + 1]}, acc,
+                          mmaType);
                 std::copy(acc.begin(), acc.end(), o.begin() + base);
               }
           }

@@ -183,13 +183,15 @@ protected:
 
   /// One m16n8k16 MMA: c += a . b (a: 4 regs, b: 2 regs of packed 16-bit
   /// pairs as i32; c: 4 f32).
-  SmallVector<Value, 4> mma(OpBuilder &b, ArrayRef<Value> a, ArrayRef<Value> bf,
-                            ArrayRef<Value> c) {
-    bool bf16 = elemType.isBF16();
+  /// `operands` (bf16 or f16) defaults to the kernel's element type.
+  SmallVector<Value, 4> mma(OpBuilder &b, ArrayRef<Value> a, ArrayRef<Value> bf, ArrayRef<Value> c,
+                            Type operands = {}) {
+    Type et = operands ? operands : elemType;
+    bool bf16 = et.isBF16();
     auto operand = [&](Value v) -> Value {
       if (bf16)
         return v;
-      return LLVM::BitcastOp::create(b, loc(), VectorType::get({2}, elemType), v);
+      return LLVM::BitcastOp::create(b, loc(), VectorType::get({2}, et), v);
     };
     SmallVector<Value> av, bv;
     for (Value v : a)
@@ -209,12 +211,13 @@ protected:
   }
 
   /// Two f32 rounded to the element type, packed low-first into an i32.
-  Value pack(OpBuilder &b, Value lo, Value hi) {
-    auto v2 = VectorType::get({2}, elemType);
+  Value pack(OpBuilder &b, Value lo, Value hi, Type to = {}) {
+    Type et = to ? to : elemType;
+    auto v2 = VectorType::get({2}, et);
     Value v = LLVM::PoisonOp::create(b, loc(), v2);
-    v = LLVM::InsertElementOp::create(b, loc(), v, arith::TruncFOp::create(b, loc(), elemType, lo),
+    v = LLVM::InsertElementOp::create(b, loc(), v, arith::TruncFOp::create(b, loc(), et, lo),
                                       ci32(b, 0));
-    v = LLVM::InsertElementOp::create(b, loc(), v, arith::TruncFOp::create(b, loc(), elemType, hi),
+    v = LLVM::InsertElementOp::create(b, loc(), v, arith::TruncFOp::create(b, loc(), et, hi),
                                       ci32(b, 1));
     return LLVM::BitcastOp::create(b, loc(), i32(), v);
   }
