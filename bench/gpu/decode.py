@@ -34,7 +34,8 @@ class PagedCache:
     order (-1 for a dropped slot); slot j lives in page pages[j // P] at
     row j % P. Pool pages are assigned in a random order."""
 
-    def __init__(self, B, Hkv, D, Dv, P, positions, dtype, gen, spare_pages=3, storage=None):
+    def __init__(self, B, Hkv, D, Dv, P, positions, dtype, gen, spare_pages=3, storage=None,
+                 sequential=False):
         rows = B * Hkv
         assert len(positions) == rows
         lens = [len(p) for p in positions]
@@ -42,7 +43,8 @@ class PagedCache:
         max_pages = max(1, (max_slots + P - 1) // P)
         need = sum((n + P - 1) // P for n in lens)
         num_pages = need + spare_pages
-        order = torch.randperm(num_pages, generator=gen).tolist()
+        order = list(range(num_pages)) if sequential else \
+            torch.randperm(num_pages, generator=gen).tolist()
         k = torch.randn(num_pages, P, D, generator=gen).cuda()
         v = torch.randn(num_pages, P, Dv, generator=gen).cuda()
         # storage: None (dtype pages), ("i8", group or 0) or ("i4", group):
@@ -219,7 +221,8 @@ def check(kern, args, gen):
     return failures
 
 
-def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True, storage=None):
+def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True, storage=None,
+          sequential=False):
     """Median ms of attnc decode over a paged cache holding positions_fn(L)
     per (b, g), SDPA and Flex decode over dense [B, Hkv, n, D] K/V of the
     same retained length n."""
@@ -228,7 +231,8 @@ def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True
     D, Dv = kern.head_dim, kern.head_dim_v
     pos = positions_fn(L)
     n = len(pos)
-    cache = PagedCache(B, Hkv, D, Dv, P, [pos] * (B * Hkv), dtype, gen, storage=storage)
+    cache = PagedCache(B, Hkv, D, Dv, P, [pos] * (B * Hkv), dtype, gen, storage=storage,
+                       sequential=sequential)
     q = torch.randn(B, Hq, 1, D, generator=gen).to("cuda", dtype)
     o = torch.empty(B, Hq, 1, Dv, device="cuda", dtype=dtype)
     qp = torch.full((B,), L - 1, dtype=torch.int32, device="cuda")
@@ -335,6 +339,11 @@ def main():
         for L in [int(x) for x in a.lengths.split(",")]:
             rows.append(bench(causal_kern, 8, 32, 8, L, 16, all_positions, flex, "bf16 all", gen))
         rows.append(bench(causal_kern, 1, 32, 8, 131072, 16, all_positions, flex, "bf16 all", gen))
+        # The same with pages in pool order (what a fresh cache hands out):
+        # how much the random page order costs.
+        for B, L in [(8, int(x)) for x in a.lengths.split(",")] + [(1, 131072)]:
+            rows.append(bench(causal_kern, B, 32, 8, L, 16, all_positions, None,
+                              "bf16 all, pages in order", gen, baselines=False, sequential=True))
         for var in [v for v in a.variants.split(",") if v]:
             vk = Kernel(os.path.join(d, "paged_attention_bf16_d128_kv%s.ptx" % var))
             for B, L in [(8, int(x)) for x in a.lengths.split(",")] + [(1, 131072)]:

@@ -85,28 +85,52 @@ private:
     OpBuilder tb = op.getThenBodyBuilder();
     body(tb);
   }
-  /// Values 2k and 2k + 1 of `biased` (4 int8 + 128, or 8 int4 + 8,
-  /// low first) as an f16x2 of the signed values.
-  Value biasedPair(OpBuilder &b, Value biased, int64_t k) {
-    std::string text;
-    if (!storage.nibbles) {
-      // Bytes [u_2k, 0x64, u_2k+1, 0x64] = (1024 + u, 1024 + u'); - 1152.
-      text = "{\n.reg .b32 m, t;\nmov.b32 m, 0x64646464;\nprmt.b32 t, $1, m, " +
-             std::string(k == 0 ? "0x4140" : "0x4342") +
-             ";\nmov.b32 m, 0x64806480;\nsub.f16x2 $0, t, m;\n}";
-    } else {
-      // Nibbles 2k, 2k + 1 into the low bits of each half; - 1032.
-      text = "{\n.reg .b32 lo, hi, m;\nbfe.u32 lo, $1, " + std::to_string(8 * k) +
-             ", 4;\nbfe.u32 hi, $1, " + std::to_string(8 * k + 4) +
-             ", 4;\nshl.b32 hi, hi, 16;\nor.b32 lo, lo, hi;\nor.b32 lo, lo, 0x64006400;\n"
-             "mov.b32 m, 0x64086408;\nsub.f16x2 $0, lo, m;\n}";
-    }
-    return LLVM::InlineAsmOp::create(b, loc(), i32(), ValueRange{biased}, text, "=r,r",
+  Value pureAsm(OpBuilder &b, Type result, ValueRange operands, const std::string &text,
+                StringRef constraints) {
+    return LLVM::InlineAsmOp::create(b, loc(), result, operands, text, constraints,
                                      /*has_side_effects=*/false, /*is_align_stack=*/false,
                                      LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
                                      ArrayAttr())
         .getResult(0);
   }
+
+  /// Bytes 2k and 2k + 1 of `biased` (4 int8 + 128) as an f16x2 of the
+  /// signed values: bytes [u, 0x64, u', 0x64] are (1024 + u, 1024 + u');
+  /// minus 1152.
+  Value bytePair(OpBuilder &b, Value biased, int64_t k) {
+    std::string text = "{\n.reg .b32 m, t;\nmov.b32 m, 0x64646464;\nprmt.b32 t, $1, m, " +
+                       std::string(k == 0 ? "0x4140" : "0x4342") +
+                       ";\nmov.b32 m, 0x64806480;\nsub.f16x2 $0, t, m;\n}";
+    return pureAsm(b, i32(), ValueRange{biased}, text, "=r,r");
+  }
+
+  /// The 8 nibbles of `biased` (int4 + 8, low first) as four f16x2 of the
+  /// signed values, in the order (n0, n4), (n1, n5), (n2, n6), (n3, n7):
+  /// (u & 0x000f000f) | 0x64006400 is (1024 + n0, 1024 + n4), and the
+  /// 0x00f000f0 nibbles come out times 16 (one fma.f16x2 takes them back).
+  /// 4 LOP3, 1 shift, 2 sub, 2 fma for 8 values; nibble j lands in column
+  /// nibbleColumn(j) of its 8.
+  SmallVector<Value> unpackNibbles(OpBuilder &b, Value biased) {
+    std::string text = "{\n.reg .b32 a, c, s, m, h, k;\n"
+                       "mov.b32 m, 0x64086408;\nmov.b32 h, 0x2c002c00;\nmov.b32 k, 0xd480d480;\n"
+                       "lop3.b32 a, $4, 0x000f000f, 0x64006400, 0xea;\n"
+                       "lop3.b32 c, $4, 0x00f000f0, 0x64006400, 0xea;\n"
+                       "sub.f16x2 $0, a, m;\nfma.rn.f16x2 $1, c, h, k;\n"
+                       "shr.b32 s, $4, 8;\n"
+                       "lop3.b32 a, s, 0x000f000f, 0x64006400, 0xea;\n"
+                       "lop3.b32 c, s, 0x00f000f0, 0x64006400, 0xea;\n"
+                       "sub.f16x2 $2, a, m;\nfma.rn.f16x2 $3, c, h, k;\n}";
+    SmallVector<Type> four(4, i32());
+    Value r = pureAsm(b, LLVM::LLVMStructType::getLiteral(ctx, four), ValueRange{biased}, text,
+                      "=r,=r,=r,=r,r");
+    SmallVector<Value> out;
+    for (int64_t i = 0; i < 4; ++i)
+      out.push_back(LLVM::ExtractValueOp::create(b, loc(), r, i));
+    return out;
+  }
+  /// Where unpackNibbles puts nibble j (0..7) of a word: (n0, n4, n1, n5,
+  /// n2, n6, n3, n7).
+  static int64_t nibbleColumn(int64_t j) { return 2 * (j % 4) + j / 4; }
 
   /// The query head of packed row `pr` of KV head `hk` (g = pr / Nq).
   Value queryHead(OpBuilder &b, Value hk, Value g, Value Hkv, Value G) {
@@ -339,8 +363,12 @@ private:
                   /*alignment=*/4);
               Value biased = arith::XOrIOp::create(
                   b, l, word, ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
-              for (int64_t k = 0; k < 2 * perByte; ++k)
-                pairs.push_back(biasedPair(b, biased, k));
+              if (storage.nibbles) {
+                pairs = unpackNibbles(b, biased);
+              } else {
+                pairs.push_back(bytePair(b, biased, 0));
+                pairs.push_back(bytePair(b, biased, 1));
+              }
             }
             Value vec = LLVM::PoisonOp::create(b, l, VectorType::get({4}, i32()));
             for (int64_t k = 0; k < 4; ++k)
@@ -371,28 +399,37 @@ private:
     }
     NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
     gpu::BarrierOp::create(b, l);
-    // Quantized K/V run f16 MMAs (their integers are exact in f16): a bf16
-    // Q tile is converted in place once.
+    // Quantized K/V run f16 MMAs (their integers are exact in f16): the Q
+    // tile is converted to f16 in place once, 8 values per unit; with
+    // int4, whose K columns come out of the unpacking permuted within 8
+    // (see unpackNibbles), Q's columns are permuted the same way, which
+    // leaves Q.K^T unchanged.
     Type mmaType = quant ? Type(Float16Type::get(ctx)) : elemType;
-    if (quant && !elemType.isF16()) {
-      for (int64_t it = 0; it * threads * 2 < BQ * D; ++it) {
-        Value e = mul(b, add(b, tid, ci32(b, it * threads)), ci32(b, 2)); // even element
-        Value at =
-            mul(b, add(b, mul(b, divu(b, e, ci32(b, D)), ci32(b, qStride)), remu(b, e, ci32(b, D))),
-                ci32(b, 2));
-        auto ifIn = [&](OpBuilder &b) {
+    if (quant) {
+      const int64_t units = BQ * D / 8;
+      for (int64_t it = 0; it * threads < units; ++it) {
+        Value u = add(b, tid, ci32(b, it * threads));
+        Value at = mul(b,
+                       add(b, mul(b, divu(b, u, ci32(b, D / 8)), ci32(b, qStride)),
+                           mul(b, remu(b, u, ci32(b, D / 8)), ci32(b, 8))),
+                       ci32(b, 2));
+        auto body = [&](OpBuilder &b) {
           Value p = smemAt(b, at);
-          Value pair = LLVM::LoadOp::create(b, l, VectorType::get({2}, elemType), p);
-          Value lo = arith::ExtFOp::create(
-              b, l, f32(), LLVM::ExtractElementOp::create(b, l, pair, ci32(b, 0)).getResult());
-          Value hi = arith::ExtFOp::create(
-              b, l, f32(), LLVM::ExtractElementOp::create(b, l, pair, ci32(b, 1)).getResult());
-          LLVM::StoreOp::create(b, l, pack(b, lo, hi, mmaType), p);
+          Value v = LLVM::LoadOp::create(b, l, VectorType::get({8}, elemType), p, /*alignment=*/16);
+          SmallVector<Value> x(8);
+          for (int64_t j = 0; j < 8; ++j)
+            x[storage.nibbles ? nibbleColumn(j) : j] = arith::ExtFOp::create(
+                b, l, f32(), LLVM::ExtractElementOp::create(b, l, v, ci32(b, j)).getResult());
+          Value out = LLVM::PoisonOp::create(b, l, VectorType::get({4}, i32()));
+          for (int64_t k = 0; k < 4; ++k)
+            out = LLVM::InsertElementOp::create(b, l, out, pack(b, x[2 * k], x[2 * k + 1], mmaType),
+                                                ci32(b, k));
+          LLVM::StoreOp::create(b, l, out, p, /*alignment=*/16);
         };
-        if ((it + 1) * threads * 2 <= BQ * D)
-          ifIn(b);
+        if ((it + 1) * threads <= units)
+          body(b);
         else
-          ifThen(b, cmpi(b, arith::CmpIPredicate::slt, e, ci32(b, BQ * D)), ifIn);
+          ifThen(b, cmpi(b, arith::CmpIPredicate::slt, u, ci32(b, units)), body);
       }
       gpu::BarrierOp::create(b, l);
     }
@@ -651,7 +688,10 @@ private:
       for (int64_t n = 0; n < nbO; ++n)
         for (int i = 0; i < 4; ++i) {
           Value row = add(b, grp, ci32(b, 16 * mt + 8 * (i / 2)));
-          Value col = add(b, mul(b, tig, ci32(b, 2)), ci32(b, n * 8 + (i & 1)));
+          // int4: accumulator column 2*tig + (i & 1) of the 8 holds V's
+          // column (i & 1) * 4 + tig (see unpackNibbles).
+          Value col = storage.nibbles ? add(b, tig, ci32(b, n * 8 + (i & 1) * 4))
+                                      : add(b, mul(b, tig, ci32(b, 2)), ci32(b, n * 8 + (i & 1)));
           Value at = add(b, mul(b, add(b, mul(b, warp, ci32(b, BQ)), row), ci32(b, Dv)), col);
           store(b, res[oIdx(mt, n, i)], oBase, at);
         }
