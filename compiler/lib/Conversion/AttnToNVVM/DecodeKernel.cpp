@@ -47,10 +47,10 @@ public:
 
   LogicalResult run(OpBuilder &moduleBuilder) {
     // A k16 chunk of Q.K^T (and an n16 pair of P.V) must lie in one group.
-    if (storage.group % 16)
+    if (storage.group % (storage.nibbles ? 32 : 16))
       return kernel.emitError("attn-to-nvvm: kv-cache: scale groups of ")
              << storage.group << " ('" << storage.policies.front().getSymName()
-             << "'): the CUDA kernel needs multiples of 16";
+             << "'): the CUDA kernel needs multiples of 16 (int8) or 32 (int4)";
     if (attention.getNormalizer() != attn::Normalizer::Softmax)
       return kernel.emitError("attn-to-nvvm: kv-cache: only the softmax normalizer is supported");
     FailureOr<OpBuilder> mb = createModule(moduleBuilder);
@@ -132,6 +132,30 @@ private:
   /// n2, n6, n3, n7).
   static int64_t nibbleColumn(int64_t j) { return 2 * (j % 4) + j / 4; }
 
+  /// The Q.K^T position (k index of the MMAs) of head-dim column p when K's
+  /// B fragments come from raw words (loadRawK): the fragment of lane tig
+  /// holds k = 2tig, 2tig+1 (register 0) and 2tig+8, 2tig+9 (register 1).
+  /// int8: its word holds columns 16kk + 4tig + j (j < 4), pairs (j = 0,
+  /// 1) and (2, 3). int4: its word holds 32c + 8tig + j (j < 8), unpacked
+  /// as (n0, n4), (n1, n5) for chunk 2c and (n2, n6), (n3, n7) for 2c + 1.
+  Value kColumn(OpBuilder &b, Value p) {
+    auto c = [&](int64_t v) { return ci32(b, v); };
+    if (!storage.nibbles) {
+      Value blk = divu(b, p, c(16)), q = remu(b, p, c(16));
+      Value t = divu(b, q, c(4)), j = remu(b, q, c(4));
+      // j < 2: 2t + j; else 2t + 8 + (j - 2) = 2t + j + 6.
+      Value hi = cmpi(b, arith::CmpIPredicate::uge, j, c(2));
+      return add(b, mul(b, blk, c(16)),
+                 add(b, add(b, mul(b, t, c(2)), j), select(b, hi, c(6), c(0))));
+    }
+    Value blk = divu(b, p, c(32)), q = remu(b, p, c(32));
+    Value t = divu(b, q, c(8)), j = remu(b, q, c(8));
+    Value m = remu(b, j, c(4)), h = divu(b, j, c(4));
+    // 16 * (2blk + m/2) + (m%2) * 8 + 2t + h.
+    return add(b, mul(b, add(b, mul(b, blk, c(2)), divu(b, m, c(2))), c(16)),
+               add(b, mul(b, remu(b, m, c(2)), c(8)), add(b, mul(b, t, c(2)), h)));
+  }
+
   /// The query head of packed row `pr` of KV head `hk` (g = pr / Nq).
   Value queryHead(OpBuilder &b, Value hk, Value g, Value Hkv, Value G) {
     return attention.getHeads() == attn::HeadMapping::Interleaved ? add(b, hk, mul(b, g, Hkv))
@@ -154,11 +178,17 @@ private:
     const int64_t vGroups = storage.group ? Dv / storage.group : 1;
     // A stage: K and V rows (raw bytes when quantized), their scales, the
     // slots' logical positions (i32); all 16-byte aligned.
-    const int64_t kIn = quant ? BK * D / perByte : kBytes, vIn = quant ? BK * Dv / perByte : vBytes;
+    // Raw rows are padded by 16 bytes: K's B fragments are read from them
+    // with one 32-bit load per lane (8 rows x 4 words, in distinct banks).
+    const int64_t kRaw = D / perByte + 16, vRaw = Dv / perByte + 16;
+    const int64_t kIn = quant ? BK * kRaw : kBytes, vIn = quant ? BK * vRaw : vBytes;
     const int64_t kScaleIn = quant ? BK * kGroups * 4 : 0, vScaleIn = quant ? BK * vGroups * 4 : 0;
     const int64_t stK = 0, stV = kIn, stKs = kIn + vIn, stVs = stKs + kScaleIn,
                   stPos = stVs + vScaleIn, stageBytes = llvm::alignTo(stPos + BK * 4, 16);
-    const int64_t tilesBase = qBytes, stagesBase = qBytes + (quant ? kBytes + vBytes : 0);
+    // Quantized: an f16 copy of Q (columns permuted, see kColumn) and one
+    // f16 V tile precede the stages.
+    const int64_t qF16Base = qBytes, tilesBase = qBytes + (quant ? qBytes : 0);
+    const int64_t stagesBase = tilesBase + (quant ? vBytes : 0);
     // After the KV loop the stages hold the warps' (m, l, O) for the
     // combine.
     const int64_t combineBytes = warps * BQ * (Dv + 2) * 4;
@@ -320,7 +350,7 @@ private:
       };
       Type in = quant ? Type(b.getI8Type()) : elemType;
       int64_t kCols = D / perByte, vCols = Dv / perByte;
-      int64_t kPitch = quant ? kCols : kStride, vPitch = quant ? vCols : vStride;
+      int64_t kPitch = quant ? kRaw : kStride, vPitch = quant ? vRaw : vStride;
       if (kCols == vCols && kPitch == vPitch) {
         copyRows(b, {{gK, kOff}, {gV, vOff}}, in, BK, kCols, kPitch, source(kCols));
       } else {
@@ -347,7 +377,7 @@ private:
     auto dequantize = [&](OpBuilder &b, Value stage) {
       auto tile = [&](int64_t cols, int64_t part, int64_t dst, int64_t pitch) {
         const int64_t unitsPerRow = cols / 8, units = BK * unitsPerRow;
-        const int64_t rowBytes = cols / perByte;
+        const int64_t rowBytes = cols / perByte + 16;
         Value raw = smemAt(b, stageAt(b, stage, part));
         for (int64_t it = 0; it * threads < units; ++it) {
           auto body = [&](OpBuilder &b) {
@@ -386,8 +416,7 @@ private:
                    body);
         }
       };
-      tile(D, stK, tilesBase, kStride);
-      tile(Dv, stV, tilesBase + kBytes, vStride);
+      tile(Dv, stV, tilesBase, vStride);
       gpu::BarrierOp::create(b, l);
     };
     // Tiles 0 .. stages-2 in flight before the loop (a group each, committed
@@ -399,37 +428,26 @@ private:
     }
     NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
     gpu::BarrierOp::create(b, l);
-    // Quantized K/V run f16 MMAs (their integers are exact in f16): the Q
-    // tile is converted to f16 in place once, 8 values per unit; with
-    // int4, whose K columns come out of the unpacking permuted within 8
-    // (see unpackNibbles), Q's columns are permuted the same way, which
-    // leaves Q.K^T unchanged.
+    // Quantized K/V run f16 MMAs (their integers are exact in f16). K's B
+    // fragments come straight from the raw bytes (loadRawK), which orders
+    // the head dim differently (kColumn); Q is copied to f16 with the same
+    // order, which leaves Q.K^T unchanged.
     Type mmaType = quant ? Type(Float16Type::get(ctx)) : elemType;
     if (quant) {
-      const int64_t units = BQ * D / 8;
-      for (int64_t it = 0; it * threads < units; ++it) {
-        Value u = add(b, tid, ci32(b, it * threads));
-        Value at = mul(b,
-                       add(b, mul(b, divu(b, u, ci32(b, D / 8)), ci32(b, qStride)),
-                           mul(b, remu(b, u, ci32(b, D / 8)), ci32(b, 8))),
-                       ci32(b, 2));
+      for (int64_t it = 0; it * threads < BQ * D; ++it) {
+        Value e = add(b, tid, ci32(b, it * threads));
         auto body = [&](OpBuilder &b) {
-          Value p = smemAt(b, at);
-          Value v = LLVM::LoadOp::create(b, l, VectorType::get({8}, elemType), p, /*alignment=*/16);
-          SmallVector<Value> x(8);
-          for (int64_t j = 0; j < 8; ++j)
-            x[storage.nibbles ? nibbleColumn(j) : j] = arith::ExtFOp::create(
-                b, l, f32(), LLVM::ExtractElementOp::create(b, l, v, ci32(b, j)).getResult());
-          Value out = LLVM::PoisonOp::create(b, l, VectorType::get({4}, i32()));
-          for (int64_t k = 0; k < 4; ++k)
-            out = LLVM::InsertElementOp::create(b, l, out, pack(b, x[2 * k], x[2 * k + 1], mmaType),
-                                                ci32(b, k));
-          LLVM::StoreOp::create(b, l, out, p, /*alignment=*/16);
+          Value row = divu(b, e, ci32(b, D)), p = remu(b, e, ci32(b, D));
+          Value x =
+              load(b, elemType, smemAt(b, ci32(b, 0)), add(b, mul(b, row, ci32(b, qStride)), p));
+          Value h = arith::TruncFOp::create(b, l, mmaType, arith::ExtFOp::create(b, l, f32(), x));
+          store(b, h, smemAt(b, ci32(b, qF16Base)),
+                add(b, mul(b, row, ci32(b, qStride)), kColumn(b, p)));
         };
-        if ((it + 1) * threads <= units)
+        if ((it + 1) * threads <= BQ * D)
           body(b);
         else
-          ifThen(b, cmpi(b, arith::CmpIPredicate::slt, u, ci32(b, units)), body);
+          ifThen(b, cmpi(b, arith::CmpIPredicate::slt, e, ci32(b, BQ * D)), body);
       }
       gpu::BarrierOp::create(b, l);
     }
@@ -441,8 +459,9 @@ private:
     Value lane8 = remu(b, lane, ci32(b, 8)),
           laneMid = remu(b, divu(b, lane, ci32(b, 8)), ci32(b, 2));
     Value warpKey = mul(b, warp, ci32(b, 16));
-    Value laneQ =
-        mul(b, add(b, mul(b, lane16, ci32(b, qStride)), mul(b, laneHi, ci32(b, 8))), ci32(b, 2));
+    Value laneQ = add(
+        b, ci32(b, quant ? qF16Base : 0),
+        mul(b, add(b, mul(b, lane16, ci32(b, qStride)), mul(b, laneHi, ci32(b, 8))), ci32(b, 2)));
     Value laneK = mul(
         b,
         add(b, mul(b, add(b, warpKey, add(b, mul(b, laneHi, ci32(b, 8)), lane8)), ci32(b, kStride)),
@@ -501,7 +520,7 @@ private:
           gpu::BarrierOp::create(b, l);
           Value stage = remu(b, t, ci32(b, stages));
           Value kOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stK);
-          Value vOff = quant ? ci32(b, tilesBase + kBytes) : stageAt(b, stage, stV);
+          Value vOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stV);
           Value posBase = smemAt(b, stageAt(b, stage, stPos));
           if (quant)
             dequantize(b, stage);
@@ -515,10 +534,40 @@ private:
           SmallVector<Frag> sg(sGroups, Frag(MT, SmallVector<SmallVector<Value, 4>>(
                                                      2, SmallVector<Value, 4>(4, zero))));
           Value kLane = smemAt(b, add(b, kOff, laneK));
+          // Quantized: lane (grp, tig) reads key warpKey + nb*8 + grp, 4 bytes
+          // at 16*kk + 4*tig (int8) or 16*c + 4*tig for chunks 2c, 2c+1
+          // (int4, 8 nibbles).
+          Value rawLane;
+          if (quant)
+            rawLane = smemAt(b, add(b, stageAt(b, stage, stK),
+                                    add(b, mul(b, add(b, warpKey, grp), ci32(b, kRaw)),
+                                        mul(b, tig, ci32(b, 4)))));
+          SmallVector<SmallVector<Value>> nibbleRegs(2);
+          auto loadRawK = [&](OpBuilder &b, int64_t kk) {
+            SmallVector<Value> kb;
+            for (int64_t nb = 0; nb < 2; ++nb) {
+              int64_t byte = nb * 8 * kRaw + (storage.nibbles ? 16 * (kk / 2) : 16 * kk);
+              if (!storage.nibbles || kk % 2 == 0) {
+                Value word = LLVM::LoadOp::create(
+                    b, l, i32(), gep(b, rawLane, ci32(b, byte), b.getI8Type()), /*alignment=*/4);
+                Value biased = arith::XOrIOp::create(
+                    b, l, word,
+                    ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
+                nibbleRegs[nb] = storage.nibbles ? unpackNibbles(b, biased)
+                                                 : SmallVector<Value>{bytePair(b, biased, 0),
+                                                                      bytePair(b, biased, 1)};
+              }
+              int64_t first = storage.nibbles ? 2 * (kk % 2) : 0;
+              kb.push_back(nibbleRegs[nb][first]);
+              kb.push_back(nibbleRegs[nb][first + 1]);
+            }
+            return kb;
+          };
           for (int64_t kk = 0; kk < D / 16; ++kk) {
             Frag &s = sg[kk * 16 * sGroups / D];
             SmallVector<Value> kb =
-                ldmatrix4(b, gep(b, kLane, ci32(b, kk * 32), b.getI8Type()), false);
+                quant ? loadRawK(b, kk)
+                      : ldmatrix4(b, gep(b, kLane, ci32(b, kk * 32), b.getI8Type()), false);
             for (int64_t mt = 0; mt < MT; ++mt) {
               SmallVector<Value> qf = qInRegs ? qa[kk] : loadQ(b, mt, kk);
               s[mt][0] = mma(b, qf, {kb[0], kb[1]}, s[mt][0], mmaType);
