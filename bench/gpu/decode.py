@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """KV-cache decode on the GPU: attnc's split-KV decode kernels over a paged
-cache, checked against float32 attention over exactly the retained slots,
+cache, checked against float64 attention over exactly the retained slots,
 then timed side by side with SDPA and FlexAttention decode.
 
 The kernels are AOT PTX (bench/gpu/build-ptx.sh: *_kv*.ptx, compiled with
@@ -123,25 +123,26 @@ def quantize(x, kind, group):
 
 
 def reference(q, cache, q_pos, mask, heads="grouped", original=False):
-    """float32 attention over each (sequence, head)'s retained slots (their
+    """float64 attention over each (sequence, head)'s retained slots (their
     stored values, or with `original` the values before quantization)."""
     B, Hq, Nq, D = q.shape
     Hkv = cache.len.shape[0] // B
     G = Hq // Hkv
-    o = torch.zeros(B, Hq, Nq, cache.v_exact.shape[2], device="cuda")
-    lse = torch.full((B, Hq, Nq), float("-inf"), device="cuda")
+    o = torch.zeros(B, Hq, Nq, cache.v_exact.shape[2], device="cuda", dtype=torch.float64)
+    lse = torch.full((B, Hq, Nq), float("-inf"), device="cuda", dtype=torch.float64)
     for b in range(B):
         for h in range(Hq):
             g = h // G if heads == "grouped" else h % Hkv
             r = b * Hkv + g
             k, v = cache.slots(r, original)
+            k, v = k.double(), v.double()
             kp = torch.tensor(cache.positions[r], device="cuda", dtype=torch.int64)
             for i in range(Nq):
                 qp = q_pos[b] + i
                 keep = (kp >= 0) & mask(qp, kp) if len(kp) else kp.bool()
                 if not keep.any():
                     continue
-                s = (k[keep] @ q[b, h, i].float()) / math.sqrt(D)
+                s = (k[keep] @ q[b, h, i].double()) / math.sqrt(D)
                 o[b, h, i] = torch.softmax(s, 0) @ v[keep]
                 lse[b, h, i] = torch.logsumexp(s, 0)
     return o, lse
@@ -201,9 +202,10 @@ def check(kern, args, gen):
                     **cache.decode_args(), **args["params"])
         torch.cuda.synchronize()
         ro, rl = reference(q, cache, q_pos, args["mask"])
-        err_o = ((o.float() - ro).abs().max() / ro.abs().max().clamp_min(1e-6)).item()
+        err_o = ((o.double() - ro).abs().max() / ro.abs().max().clamp_min(1e-6)).item()
         fin = torch.isfinite(rl)
         err_l = (lse[fin] - rl[fin]).abs().max().item() if fin.any() else 0.0
+        rl = rl.float()
         ok = (not o.isnan().any()) and err_o < 2e-2 and err_l < 1e-2 and \
             bool((lse[~fin] == float("-inf")).all()) and bool((o.float()[~fin] == 0).all())
         failures += not ok
@@ -213,7 +215,7 @@ def check(kern, args, gen):
             # What quantization costs: the output vs attention over the
             # values before quantization (relative Frobenius error).
             uo, _ = reference(q, cache, q_pos, args["mask"], original=True)
-            quant = " vs unquantized: %.2e" % ((o.float() - uo).norm() / uo.norm()).item()
+            quant = " vs unquantized: %.2e" % ((o.double() - uo).norm() / uo.norm()).item()
         print("%s %s %s B=%d Hq=%d Hkv=%d Nq=%d lens=%s P=%d splits=%d: max|dO|/max|O|=%.2e "
               "max|dLSE|=%.2e empty rows=%d%s" % ("PASS" if ok else "FAIL", kern.name, label, B,
                                                    Hq, Hkv, Nq, lengths, P, s_used, err_o, err_l,
@@ -276,6 +278,8 @@ def main():
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="--check: two cases per kernel "
+                    "(for compute-sanitizer)")
     ap.add_argument("--lengths", default="8192,65536")
     ap.add_argument("--variants", default="", help="e.g. _k128,_st2: paged_attention_bf16_d128_kv"
                     "<variant>.ptx timed beside the default at every length")
@@ -294,6 +298,14 @@ def main():
             (2, 16, 2, 3, [640, 300], 16, 0, "two row tiles (G*Nq=24)"),
             (2, 6, 2, 3, [0, 50], 16, 0, "empty sequence"),
         ]
+        # Random batches: lengths, Nq and splits from the seed.
+        for i in range(2):
+            B = int(torch.randint(1, 5, (1,), generator=gen))
+            lens = torch.randint(1, 6000, (B,), generator=gen).tolist()
+            Nq = int(torch.randint(1, 9, (1,), generator=gen))
+            awkward.append((B, 8, 2, Nq, lens, 16, 0, "random %d" % i))
+        if a.quick:
+            awkward = awkward[:2]
         args = {"cases": awkward, "positions": all_positions, "mask": causal, "params": {}}
         failures += check(causal_kern, args, gen)
         for name in ["paged_attention_bf16_d64_kv"]:
@@ -308,7 +320,8 @@ def main():
         for name, storage in [("int8_kv_attention_bf16_d128_kv", ("i8", 0)),
                               ("int4_kv_attention_bf16_d128_kv", ("i4", 32))]:
             kq = Kernel(os.path.join(d, name + ".ptx"))
-            failures += check(kq, {"cases": awkward[:4], "positions": all_positions,
+            failures += check(kq, {"cases": awkward[:4] + ([] if a.quick else awkward[-2:]),
+                                   "positions": all_positions,
                                    "mask": causal, "params": {}, "storage": storage}, gen)
         # Errors surface as exceptions with the runtime's message.
         cache = PagedCache(1, 2, 128, 128, 16, [[0, 1], [0, 1]], torch.bfloat16, gen)
