@@ -300,6 +300,9 @@ def main():
             (1, 4, 4, 2, [129], 16, 0, "MHA"),
             (2, 16, 2, 3, [640, 300], 16, 0, "two row tiles (G*Nq=24)"),
             (2, 6, 2, 3, [0, 50], 16, 0, "empty sequence"),
+            # A prefill chunk over the cache: 100 queries x G = 4 heads = 25
+            # row tiles, causal inside the chunk.
+            (2, 8, 2, 100, [700, 1500], 16, 0, "prefill chunk Nq=100"),
         ]
         # Random batches: lengths, Nq and splits from the seed.
         for i in range(2):
