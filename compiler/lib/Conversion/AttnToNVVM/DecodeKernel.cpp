@@ -7,8 +7,8 @@
 //
 //   * across CTAs: grid (row tiles x splits, Hkv, B); split s takes slots
 //     [s * split_slots, (s + 1) * split_slots) of its (sequence, KV head)
-//     and, with more than one split, writes an unnormalized-free partial
-//     (O / l in f32, LSE) that `attnc_<K>_merge` combines by LSE;
+//     and, with more than one split, writes its normalized part (O / l in
+//     f32) and LSE, which `attnc_<K>_merge` combines by LSE;
 //   * across warps: each KV tile of block-k slots gives every warp 16 of
 //     them; warps keep their own (m, l, O) and combine them through shared
 //     memory at the end.
@@ -22,6 +22,11 @@
 // dropped). Q.K^T and P.V run on mma.sync m16n8k16 with ldmatrix fragments
 // (the row tiles of decode are 16 rows: wgmma's 64 would mostly be
 // padding).
+//
+// Quantized pages (int8, int4) run f16 MMAs on exact integers: K's
+// fragments come straight from the raw words, V goes through an f16 tile in
+// shared memory, and the scales multiply Q.K^T and P (see dequantize and
+// loadRawK in buildDecode).
 //
 //===----------------------------------------------------------------------===//
 
@@ -108,8 +113,9 @@ private:
   /// signed values, in the order (n0, n4), (n1, n5), (n2, n6), (n3, n7):
   /// (u & 0x000f000f) | 0x64006400 is (1024 + n0, 1024 + n4), and the
   /// 0x00f000f0 nibbles come out times 16 (one fma.f16x2 takes them back).
-  /// 4 LOP3, 1 shift, 2 sub, 2 fma for 8 values; nibble j lands in column
-  /// nibbleColumn(j) of its 8.
+  /// 4 LOP3, 1 shift, 2 sub, 2 fma for 8 values: nibble j lands in column
+  /// 2 * (j % 4) + j / 4 of its 8 (V's O columns are put back at the
+  /// combine; K's order is kColumn's).
   SmallVector<Value> unpackNibbles(OpBuilder &b, Value biased) {
     std::string text = "{\n.reg .b32 a, c, s, m, h, k;\n"
                        "mov.b32 m, 0x64086408;\nmov.b32 h, 0x2c002c00;\nmov.b32 k, 0xd480d480;\n"
@@ -128,10 +134,6 @@ private:
       out.push_back(LLVM::ExtractValueOp::create(b, loc(), r, i));
     return out;
   }
-  /// Where unpackNibbles puts nibble j (0..7) of a word: (n0, n4, n1, n5,
-  /// n2, n6, n3, n7).
-  static int64_t nibbleColumn(int64_t j) { return 2 * (j % 4) + j / 4; }
-
   /// The Q.K^T position (k index of the MMAs) of head-dim column p when K's
   /// B fragments come from raw words (loadRawK): the fragment of lane tig
   /// holds k = 2tig, 2tig+1 (register 0) and 2tig+8, 2tig+9 (register 1).
@@ -170,8 +172,8 @@ private:
     const int64_t qStride = D + 8, kStride = D + 8, vStride = Dv + 8;
     const int64_t qBytes = BQ * qStride * 2, kBytes = BK * kStride * 2, vBytes = BK * vStride * 2;
     // Quantized pages (int8, or int4 two per byte) arrive raw with their f32
-    // scales (one per token, or per group of the head dim) and are
-    // dequantized into one bf16/f16 K and V tile per KV step.
+    // scales (one per token, or per group of the head dim); each KV step
+    // turns V's into one f16 tile, K's feed the MMAs from the raw rows.
     const bool quant = storage.quantized;
     const int64_t perByte = storage.nibbles ? 2 : 1;
     const int64_t kGroups = storage.group ? D / storage.group : 1;
