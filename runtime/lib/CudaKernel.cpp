@@ -533,7 +533,9 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   } else if (c.keyScales || c.valueScales) {
     return Status::error("cache scales given, but policy '" + sp.name + "' stores " + sp.storage);
   }
-  if (!c.lengths || c.lengths->ndim != 1 || B == 0 || c.lengths->shape[0] % B)
+  if (B == 0 || Nq == 0)
+    return Status::ok(); // no output element
+  if (!c.lengths || c.lengths->ndim != 1 || c.lengths->shape[0] == 0 || c.lengths->shape[0] % B)
     return Status::error("cache lengths: expected an i32 [B * Hkv] tensor");
   const int64_t Hkv = c.lengths->shape[0] / B;
   auto len = denseDeviceTensor("cache lengths", c.lengths, "i32", {B * Hkv}, device);
@@ -571,8 +573,6 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   const detail::LaunchPlan &p = *planned;
   if (p.Hq > 65535 || B > 65535 || Hkv > 65535)
     return Status::error("cuda: Hq, Hkv and B must be at most 65535");
-  if (Nq == 0 || B == 0)
-    return Status::ok();
   auto split = decodePlan(B, p.Hq, Hkv, Nq, maxLength, device, a.splits);
   if (!split)
     return split.error();

@@ -254,6 +254,19 @@ TEST_F(CudaDecodeFake, ChecksBeforeTheDriver) {
     expectRejected(a, "more than the 2 pages of 16 slots hold");
   }
   {
+    DevTensor noHeads({0}, DecodeProblem::kI32);
+    auto a = p.args();
+    a.cache.lengths = &noHeads;
+    expectRejected(a, "cache lengths: expected an i32 [B * Hkv] tensor");
+  }
+  {
+    // No sequence: nothing to compute, nothing launched.
+    DecodeProblem empty(0, 8, 2, 1, 16);
+    int launches = fake.launches();
+    EXPECT_TRUE(kernel->launch(empty.args()));
+    EXPECT_EQ(fake.launches(), launches);
+  }
+  {
     auto a = p.args();
     a.cache.maxLength = 101;
     expectRejected(a, "maxLength 101 exceeds the 100 slots");
