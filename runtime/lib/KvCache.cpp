@@ -271,6 +271,43 @@ float KvCache::loadElement(const char *src, const float *scales, int64_t d, int6
   return inputAt(src, headPolicy(0).storage, d);
 }
 
+Expected<KvCache::Tables> KvCache::tables(const std::vector<int64_t> &sequences, int64_t Nq) const {
+  const int64_t Hkv = opts.numKvHeads, B = int64_t(sequences.size());
+  // Per (sequence, KV head): its page table, slot positions and count.
+  std::vector<SequenceView> views;
+  Tables t;
+  for (int64_t seq : sequences) {
+    if (length(seq) < 0)
+      return Status::error("KV cache: no sequence " + std::to_string(seq));
+    if (length(seq) < Nq)
+      return Status::error("sequence " + std::to_string(seq) + " has " +
+                           std::to_string(length(seq)) + " tokens, fewer than the " +
+                           std::to_string(Nq) + " queries (append them first)");
+    for (int64_t h = 0; h < Hkv; ++h) {
+      auto v = view(seq, h);
+      if (!v)
+        return v.error();
+      t.maxPages = std::max<int64_t>(t.maxPages, int64_t(v->pages->size()));
+      t.maxSlots = std::max<int64_t>(t.maxSlots, v->slots);
+      t.maxLength = std::max<int64_t>(t.maxLength, v->slots);
+      views.push_back(*v);
+    }
+  }
+  const int64_t rows = B * Hkv;
+  t.pages.assign(size_t(rows * t.maxPages), 0);
+  t.positions.assign(size_t(rows * t.maxSlots), -1);
+  t.lengths.assign(size_t(rows), 0);
+  t.queryPositions.assign(size_t(B), 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const SequenceView &v = views[r];
+    std::copy(v.pages->begin(), v.pages->end(), t.pages.begin() + r * t.maxPages);
+    std::copy(v.pos->begin(), v.pos->begin() + v.slots, t.positions.begin() + r * t.maxSlots);
+    t.lengths[r] = int32_t(v.slots);
+    t.queryPositions[r / Hkv] = int32_t(v.length - Nq);
+  }
+  return t;
+}
+
 Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k, float *v) const {
   if (length(seq) < 0)
     return Status::error("KV cache: no sequence " + std::to_string(seq));

@@ -364,36 +364,14 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
                          std::to_string(B) + " sequences are given");
 
   // The tables the kernel reads (kv_pages, kv_pos, kv_len, q_pos).
-  // Per (sequence, KV head): its page table, slot positions and count.
-  std::vector<KvCache::SequenceView> views;
-  int64_t maxPages = 1, maxSlots = 1, maxQ = 0;
-  for (int64_t seq : a.sequences) {
-    if (cache.length(seq) < 0)
-      return Status::error("KV cache: no sequence " + std::to_string(seq));
-    if (cache.length(seq) < Nq)
-      return Status::error("sequence " + std::to_string(seq) + " has " +
-                           std::to_string(cache.length(seq)) + " tokens, fewer than the " +
-                           std::to_string(Nq) + " queries (append them first)");
-    maxQ = std::max<int64_t>(maxQ, cache.length(seq) - Nq);
-    for (int64_t h = 0; h < Hkv; ++h) {
-      auto v = cache.view(seq, h);
-      if (!v)
-        return v.error();
-      maxPages = std::max<int64_t>(maxPages, int64_t(v->pages->size()));
-      maxSlots = std::max<int64_t>(maxSlots, v->slots);
-      views.push_back(*v);
-    }
-  }
-  const int64_t rowsT = B * Hkv;
-  std::vector<int32_t> pages(size_t(rowsT * maxPages), 0), pos(size_t(rowsT * maxSlots), -1),
-      len(rowsT), qpos(B);
-  for (int64_t r = 0; r < rowsT; ++r) {
-    const KvCache::SequenceView &v = views[r];
-    std::copy(v.pages->begin(), v.pages->end(), pages.begin() + r * maxPages);
-    std::copy(v.pos->begin(), v.pos->begin() + v.slots, pos.begin() + r * maxSlots);
-    len[r] = int32_t(v.slots);
-    qpos[r / Hkv] = int32_t(v.length - Nq);
-  }
+  auto cacheTables = cache.tables(a.sequences, Nq);
+  if (!cacheTables)
+    return cacheTables.error();
+  KvCache::Tables &ct = *cacheTables;
+  const int64_t rowsT = B * Hkv, maxPages = ct.maxPages, maxSlots = ct.maxSlots;
+  int64_t maxQ = 0;
+  for (int32_t q : ct.queryPositions)
+    maxQ = std::max<int64_t>(maxQ, q);
 
   // Q, O, LSE and parameters are checked as for a plain launch, with K/V
   // stand-ins of the pools' page shape.
@@ -422,9 +400,9 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   Descriptor dK(denseView(const_cast<void *>(cache.keyPool()), {numPages, 1, P, co.headDim / per}));
   Descriptor dV(
       denseView(const_cast<void *>(cache.valuePool()), {numPages, 1, P, co.headDimV / per}));
-  Descriptor dPages(denseView(pages.data(), {rowsT, maxPages})),
-      dPos(denseView(pos.data(), {rowsT, maxSlots})), dLen(denseView(len.data(), {rowsT})),
-      dQpos(denseView(qpos.data(), {B}));
+  Descriptor dPages(denseView(ct.pages.data(), {rowsT, maxPages})),
+      dPos(denseView(ct.positions.data(), {rowsT, maxSlots})),
+      dLen(denseView(ct.lengths.data(), {rowsT})), dQpos(denseView(ct.queryPositions.data(), {B}));
   ParamArgs params(plan->params);
   // Items are (sequence, KV head, tile of the packed rows: the Hq / Hkv
   // query heads of the KV head times Nq queries).

@@ -593,6 +593,44 @@ TEST_F(KvCacheTest, DecodeFormAlongTheHeadDim) {
   }
 }
 
+/// KvCache::tables (what a GPU launch uploads) holds, per (sequence, KV
+/// head) row, exactly what view() gives, padded with page 0 and position
+/// -1; the query positions are the last Nq tokens'.
+TEST_F(KvCacheTest, TablesMirrorTheViews) {
+  auto k = kernel("over_stream");
+  ASSERT_TRUE(k);
+  auto c = makeCache(*k, 64);
+  ASSERT_TRUE(c);
+  std::vector<int64_t> seqs = {*c->addSequence(), *c->addSequence()};
+  std::vector<History> hist(2);
+  ASSERT_TRUE(append(*c, seqs[0], 90, hist[0])); // past sink + window: slots shift
+  ASSERT_TRUE(append(*c, seqs[1], 21, hist[1]));
+  auto t = c->tables({seqs[1], seqs[0]}, 3);
+  ASSERT_TRUE(bool(t)) << t.message();
+  int64_t longest = 0;
+  for (int64_t b = 0; b < 2; ++b) {
+    int64_t seq = b == 0 ? seqs[1] : seqs[0];
+    EXPECT_EQ(t->queryPositions[b], int32_t(c->length(seq) - 3));
+    for (int64_t h = 0; h < Hkv; ++h) {
+      auto v = c->view(seq, h);
+      ASSERT_TRUE(bool(v));
+      int64_t r = b * Hkv + h;
+      EXPECT_EQ(t->lengths[r], int32_t(v->slots));
+      longest = std::max(longest, v->slots);
+      for (int64_t p = 0; p < t->maxPages; ++p)
+        EXPECT_EQ(t->pages[r * t->maxPages + p],
+                  p < int64_t(v->pages->size()) ? (*v->pages)[p] : 0);
+      for (int64_t s = 0; s < t->maxSlots; ++s)
+        EXPECT_EQ(t->positions[r * t->maxSlots + s], s < v->slots ? (*v->pos)[s] : -1);
+    }
+  }
+  EXPECT_EQ(t->maxLength, longest);
+  EXPECT_EQ(t->maxSlots, longest);
+  EXPECT_NE(c->tables({seqs[1]}, 22).message().find("fewer than the 22 queries"),
+            std::string::npos);
+  EXPECT_NE(c->tables({99}, 1).message().find("no sequence 99"), std::string::npos);
+}
+
 TEST_F(KvCacheTest, ErrorsChangeNothing) {
   auto k = kernel("over_all");
   ASSERT_TRUE(k);

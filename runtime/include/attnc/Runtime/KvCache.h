@@ -93,6 +93,19 @@ public:
     int64_t slots = 0, length = 0;
   };
   Expected<SequenceView> view(int64_t seq, int64_t head) const;
+
+  /// The i32 tables a kernel over this cache reads when batch row b is
+  /// sequence `sequences[b]` whose last Nq tokens are the queries: a row
+  /// per (sequence, KV head), r = b * Hkv + head (the layout of the CPU and
+  /// CUDA kernels' ABI; on a GPU, upload them with the pools).
+  struct Tables {
+    int64_t maxPages = 1, maxSlots = 1, maxLength = 0;
+    std::vector<int32_t> pages;          // [rows, maxPages]
+    std::vector<int32_t> positions;      // [rows, maxSlots], -1: not retained
+    std::vector<int32_t> lengths;        // [rows]: slots in use
+    std::vector<int32_t> queryPositions; // [B]: position of the first query
+  };
+  Expected<Tables> tables(const std::vector<int64_t> &sequences, int64_t Nq) const;
   /// Pools, row-major, of the storage type: K [numPages, P, D], V
   /// [numPages, P, Dv] (a page is one head's); int8: f32 scales K
   /// [numPages, P, groupsK] and V [numPages, P, groupsV] (one group per
