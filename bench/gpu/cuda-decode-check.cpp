@@ -1,0 +1,282 @@
+//===- cuda-decode-check.cpp - KV-cache decode through the runtime, on a GPU -===//
+//
+// End to end over the light runtime only (no compiler, so it builds on the
+// GPU machine): for each AOT decode kernel given (attnc --kv-cache), a host
+// rt::KvCache of the kernel's policy takes a prompt and then decode steps
+// (Nq = 1, and 3 for speculative steps) for several sequences of different
+// lengths; every step uploads the pools and KvCache::tables(), launches
+// CudaKernel::launch(CudaCacheLaunchArgs) and compares O and LSE with
+// float64 attention over exactly the positions the cache retains, on the
+// values it stores (KvCache::readToken: dequantized). Prints one line per
+// kernel and `N passed, N failed`.
+//
+//   attnc-cuda-decode-check bench/gpu/ptx/paged_attention_bf16_d128_kv.ptx ...
+//
+// The masks of the lib kernels it knows: causal, and lib/streaming.attn's
+// streaming_llm (causal and (k < 4 or q - k < 1020)).
+//
+//===----------------------------------------------------------------------===//
+
+#include "attnc/Runtime/Cuda.h"
+#include "attnc/Runtime/Half.h"
+#include "attnc/Runtime/KvCache.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace attnc::rt;
+
+namespace {
+
+std::string readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/// A device copy of host bytes (re-uploaded each step; `data` null: only
+/// the allocation) and its DLTensor.
+struct Device {
+  CudaBuffer buffer;
+  std::vector<int64_t> shape;
+  DLTensor t{};
+  Status set(const void *data, size_t bytes, std::vector<int64_t> dims, DLDataType dtype) {
+    if (buffer.size() < std::max<size_t>(bytes, 1)) {
+      auto b = CudaBuffer::allocate(0, std::max<size_t>(bytes, 1));
+      if (!b)
+        return b.error();
+      buffer = std::move(*b);
+    }
+    if (data && bytes)
+      if (Status s = buffer.upload(data, bytes); !s)
+        return s;
+    shape = std::move(dims);
+    t = DLTensor{};
+    t.data = buffer.data();
+    t.device = {kDLCUDA, 0};
+    t.ndim = int(shape.size());
+    t.dtype = dtype;
+    t.shape = shape.data();
+    return Status::ok();
+  }
+};
+
+const DLDataType kBF16{kDLBfloat, 16, 1}, kF32{kDLFloat, 32, 1}, kI32{kDLInt, 32, 1},
+    kI8{kDLInt, 8, 1};
+
+/// Decode steps of one kernel; returns whether every step matched.
+bool checkKernel(const std::string &ptxPath) {
+  auto kernel = CudaKernel::load(readFile(ptxPath), readFile(ptxPath + ".meta"));
+  if (!kernel) {
+    std::printf("FAIL %s: %s\n", ptxPath.c_str(), kernel.message().c_str());
+    return false;
+  }
+  const CudaKernelInfo &ki = (*kernel)->info();
+  if (!ki.cache || ki.dtype != "bf16") {
+    std::printf("FAIL %s: not a bf16 KV-cache kernel\n", ki.name.c_str());
+    return false;
+  }
+  std::function<bool(int64_t, int64_t)> mask = [](int64_t q, int64_t k) { return k <= q; };
+  if (ki.name == "streaming_llm")
+    mask = [](int64_t q, int64_t k) { return k <= q && (k < 4 || q - k < 1020); };
+  const int64_t Hkv = 2, Hq = 8, D = ki.headDim, Dv = ki.headDimV, B = 3;
+  KvCacheOptions o;
+  o.policy = *ki.cache;
+  o.numKvHeads = Hkv;
+  o.headDim = D;
+  o.headDimV = Dv;
+  o.numPages = 4096;
+  o.inputDtype = "bf16";
+  auto cache = KvCache::create(o);
+  if (!cache) {
+    std::printf("FAIL %s: %s\n", ki.name.c_str(), cache.message().c_str());
+    return false;
+  }
+  KvCache &c = **cache;
+  std::vector<int64_t> seqs;
+  for (int64_t b = 0; b < B; ++b)
+    seqs.push_back(*c.addSequence());
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  auto append = [&](int64_t seq, int64_t n) {
+    std::vector<uint16_t> k(size_t(Hkv * n * D)), v(size_t(Hkv * n * Dv));
+    for (auto &x : k)
+      x = floatToBf16(normal(rng));
+    for (auto &x : v)
+      x = floatToBf16(normal(rng));
+    int64_t ks[3] = {Hkv, n, D}, vs[3] = {Hkv, n, Dv};
+    DLTensor tk{}, tv{};
+    tk.data = k.data(), tv.data = v.data();
+    tk.device = tv.device = {kDLCPU, 0};
+    tk.ndim = tv.ndim = 3;
+    tk.dtype = tv.dtype = kBF16;
+    tk.shape = ks, tv.shape = vs;
+    return c.append(seq, &tk, &tv);
+  };
+  // Prompts of different lengths (one past the sink + window of the
+  // streaming policies), then decode steps, every fifth with 3 queries.
+  const int64_t prompts[B] = {1500, 37, 640};
+  for (int64_t b = 0; b < B; ++b)
+    if (Status s = append(seqs[b], prompts[b]); !s) {
+      std::printf("FAIL %s: append: %s\n", ki.name.c_str(), s.message().c_str());
+      return false;
+    }
+  const bool quant = c.quantized();
+  const int64_t per = c.packsNibbles() ? 2 : 1, P = c.pageSize();
+  Device kPool, vPool, kScales, vScales, pages, pos, len, qpos, q, out, lse;
+  double worstO = 0, worstL = 0;
+  for (int step = 0; step < 24; ++step) {
+    const int64_t Nq = step % 5 == 4 ? 3 : 1;
+    for (int64_t b = 0; b < B; ++b)
+      if (Status s = append(seqs[b], Nq); !s) {
+        std::printf("FAIL %s: append: %s\n", ki.name.c_str(), s.message().c_str());
+        return false;
+      }
+    auto t = c.tables(seqs, Nq);
+    if (!t) {
+      std::printf("FAIL %s: %s\n", ki.name.c_str(), t.message().c_str());
+      return false;
+    }
+    const size_t elem = quant ? 1 : 2;
+    const int64_t rows = B * Hkv;
+    std::vector<uint16_t> hq(size_t(B * Hq * Nq * D));
+    for (auto &x : hq)
+      x = floatToBf16(normal(rng));
+    Status s = kPool.set(c.keyPool(), size_t(o.numPages * P * D / per) * elem,
+                         {o.numPages, P, D / per}, quant ? kI8 : kBF16);
+    if (s)
+      s = vPool.set(c.valuePool(), size_t(o.numPages * P * Dv / per) * elem,
+                    {o.numPages, P, Dv / per}, quant ? kI8 : kBF16);
+    if (s && quant)
+      s = kScales.set(c.keyScales(), size_t(o.numPages * P * c.keyGroups()) * 4,
+                      {o.numPages, P, c.keyGroups()}, kF32);
+    if (s && quant)
+      s = vScales.set(c.valueScales(), size_t(o.numPages * P * c.valueGroups()) * 4,
+                      {o.numPages, P, c.valueGroups()}, kF32);
+    if (s)
+      s = pages.set(t->pages.data(), t->pages.size() * 4, {rows, t->maxPages}, kI32);
+    if (s)
+      s = pos.set(t->positions.data(), t->positions.size() * 4, {rows, t->maxSlots}, kI32);
+    if (s)
+      s = len.set(t->lengths.data(), t->lengths.size() * 4, {rows}, kI32);
+    if (s)
+      s = qpos.set(t->queryPositions.data(), t->queryPositions.size() * 4, {B}, kI32);
+    if (s)
+      s = q.set(hq.data(), hq.size() * 2, {B, Hq, Nq, D}, kBF16);
+    if (s)
+      s = out.set(nullptr, size_t(B * Hq * Nq * Dv) * 2, {B, Hq, Nq, Dv}, kBF16);
+    if (s)
+      s = lse.set(nullptr, size_t(B * Hq * Nq) * 4, {B, Hq, Nq}, kF32);
+    CudaCacheLaunchArgs a;
+    a.q = &q.t, a.o = &out.t, a.lse = &lse.t;
+    a.cache.keyPool = &kPool.t, a.cache.valuePool = &vPool.t;
+    if (quant)
+      a.cache.keyScales = &kScales.t, a.cache.valueScales = &vScales.t;
+    a.cache.pages = &pages.t, a.cache.positions = &pos.t, a.cache.lengths = &len.t;
+    a.cache.queryPositions = &qpos.t;
+    a.cache.maxLength = t->maxLength;
+    Device workspace;
+    auto plan = (*kernel)->decodePlan(B, Hq, Hkv, Nq, t->maxLength, 0);
+    if (s && !plan)
+      s = plan.error();
+    if (s && plan->workspaceBytes) {
+      s = workspace.set(nullptr, plan->workspaceBytes, {int64_t(plan->workspaceBytes)}, kI8);
+      a.workspace = workspace.buffer.data(), a.workspaceBytes = plan->workspaceBytes;
+    }
+    if (s)
+      s = (*kernel)->launch(a);
+    if (s)
+      s = cudaSynchronize(0);
+    std::vector<uint16_t> ho(size_t(B * Hq * Nq * Dv));
+    std::vector<float> hl(size_t(B * Hq * Nq));
+    if (s)
+      s = out.buffer.download(ho.data(), ho.size() * 2);
+    if (s)
+      s = lse.buffer.download(hl.data(), hl.size() * 4);
+    if (!s) {
+      std::printf("FAIL %s: step %d: %s\n", ki.name.c_str(), step, s.message().c_str());
+      return false;
+    }
+    // float64 attention over the retained positions' stored values.
+    double maxRef = 0, maxErr = 0;
+    std::vector<float> kr(static_cast<size_t>(D)), vr(static_cast<size_t>(Dv));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < Hq; ++h) {
+        int64_t g = h / (Hq / Hkv);
+        std::vector<int32_t> kept = c.retainedPositions(seqs[b], g);
+        std::vector<std::vector<float>> ks, vs;
+        for (int32_t p : kept) {
+          if (Status rs = c.readToken(seqs[b], p, g, kr.data(), vr.data()); !rs) {
+            std::printf("FAIL %s: %s\n", ki.name.c_str(), rs.message().c_str());
+            return false;
+          }
+          ks.push_back(kr), vs.push_back(vr);
+        }
+        for (int64_t i = 0; i < Nq; ++i) {
+          int64_t qp = c.length(seqs[b]) - Nq + i;
+          const uint16_t *qrow = &hq[size_t(((b * Hq + h) * Nq + i) * D)];
+          std::vector<double> sc;
+          std::vector<size_t> idx;
+          for (size_t j = 0; j < kept.size(); ++j) {
+            if (!mask(qp, kept[j]))
+              continue;
+            double dot = 0;
+            for (int64_t d = 0; d < D; ++d)
+              dot += double(bf16ToFloat(qrow[d])) * ks[j][d];
+            sc.push_back(dot / std::sqrt(double(D)));
+            idx.push_back(j);
+          }
+          double m = -INFINITY, sum = 0;
+          for (double x : sc)
+            m = std::max(m, x);
+          for (double x : sc)
+            sum += std::exp(x - m);
+          size_t row = size_t((b * Hq + h) * Nq + i);
+          for (int64_t d = 0; d < Dv; ++d) {
+            double ref = 0;
+            for (size_t j = 0; j < sc.size(); ++j)
+              ref += std::exp(sc[j] - m) / sum * vs[idx[j]][d];
+            maxRef = std::max(maxRef, std::fabs(ref));
+            maxErr = std::max(maxErr, std::fabs(double(bf16ToFloat(ho[row * Dv + d])) - ref));
+          }
+          double refL = sc.empty() ? -INFINITY : m + std::log(sum);
+          worstL = std::max(worstL, std::isinf(refL) ? (std::isinf(hl[row]) ? 0.0 : 1.0)
+                                                     : std::fabs(hl[row] - refL));
+        }
+      }
+    worstO = std::max(worstO, maxErr / std::max(maxRef, 1e-6));
+  }
+  bool ok = worstO < 2e-2 && worstL < 1e-2;
+  std::printf("%s %s (%s, D %lld): 3 sequences, prompts 1500/37/640, 24 steps (Nq 1 and 3), "
+              "max|dO|/max|O| = %.2e, max|dLSE| = %.2e\n",
+              ok ? "PASS" : "FAIL", ki.name.c_str(), ki.cache->storage.c_str(), (long long)D,
+              worstO, worstL);
+  return ok;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s KERNEL.ptx...\n", argv[0]);
+    return 2;
+  }
+  std::string why;
+  if (!cudaAvailable(&why)) {
+    std::printf("no GPU: %s\n", why.c_str());
+    return 77; // skipped
+  }
+  int passed = 0, failed = 0;
+  for (int i = 1; i < argc; ++i)
+    (checkKernel(argv[i]) ? passed : failed)++;
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
