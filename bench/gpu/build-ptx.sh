@@ -85,5 +85,7 @@ VARIANT=_kv emit cache_policies.attn int4_kv_attention 128 bf16 --kv-cache
 # ... with 128-slot tiles (8 warps) and with 2 stages, side by side.
 VARIANT=_kv_k128 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-block-k=128
 VARIANT=_kv_st2 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-stages=2
+VARIANT=_kv_q32 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-block-q=32
+VARIANT=_kv_q64 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-block-q=64
 VARIANT=_kv_st4 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-stages=4
 echo "PTX in $OUT"

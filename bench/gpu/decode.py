@@ -224,7 +224,7 @@ def check(kern, args, gen):
 
 
 def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True, storage=None,
-          sequential=False, splits=0):
+          sequential=False, splits=0, Nq=1):
     """Median ms of attnc decode over a paged cache holding positions_fn(L)
     per (b, g), SDPA and Flex decode over dense [B, Hkv, n, D] K/V of the
     same retained length n."""
@@ -235,10 +235,10 @@ def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True
     n = len(pos)
     cache = PagedCache(B, Hkv, D, Dv, P, [pos] * (B * Hkv), dtype, gen, storage=storage,
                        sequential=sequential)
-    q = torch.randn(B, Hq, 1, D, generator=gen).to("cuda", dtype)
-    o = torch.empty(B, Hq, 1, Dv, device="cuda", dtype=dtype)
-    qp = torch.full((B,), L - 1, dtype=torch.int32, device="cuda")
-    splits, need = kern.decode_plan(B, Hq, Hkv, 1, n, 0, splits)
+    q = torch.randn(B, Hq, Nq, D, generator=gen).to("cuda", dtype)
+    o = torch.empty(B, Hq, Nq, Dv, device="cuda", dtype=dtype)
+    qp = torch.full((B,), L - Nq, dtype=torch.int32, device="cuda")
+    splits, need = kern.decode_plan(B, Hq, Hkv, Nq, n, 0, splits)
     ws = torch.empty(max(need, 1), dtype=torch.uint8, device="cuda")
 
     def run():
@@ -279,6 +279,8 @@ def main():
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--nq-sweep", default="", help="--bench: only bf16 rows at these query "
+                    "counts (speculative decoding), default kernel and --variants")
     ap.add_argument("--split-sweep", default="", help="--bench: only bf16 rows at these "
                     "split counts (e.g. 1,2,4,8,16)")
     ap.add_argument("--quick", action="store_true", help="--check: two cases per kernel "
@@ -355,32 +357,41 @@ def main():
             flex = torch.compile(flex_attention, dynamic=False)
         stream = Kernel(os.path.join(d, "streaming_llm_bf16_d128_kv.ptx"))
         rows = []
+        nqs = [int(x) for x in a.nq_sweep.split(",") if x]
+        for var in [""] + [v for v in a.variants.split(",") if v and nqs]:
+            vk = Kernel(os.path.join(d, "paged_attention_bf16_d128_kv%s.ptx" % var))
+            for nq in nqs:
+                for B, L in [(8, int(x)) for x in a.lengths.split(",")]:
+                    rows.append(bench(vk, B, 32, 8, L, 16, all_positions, None,
+                                      "bf16 all%s, Nq=%d" % (" " + var if var else "", nq), gen,
+                                      baselines=False, Nq=nq))
         sweep = [int(x) for x in a.split_sweep.split(",") if x]
+        only = bool(sweep or nqs)  # a sweep alone: skip the standard rows
         shapes = [(8, int(x)) for x in a.lengths.split(",")] + [(1, 131072)]
         for sp in sweep:
             for B, L in shapes:
                 rows.append(bench(causal_kern, B, 32, 8, L, 16, all_positions, None,
                                   "bf16 all, %d splits" % sp, gen, baselines=False, splits=sp))
-        for B, L in shapes if not sweep else []:
+        for B, L in shapes if not only else []:
             rows.append(bench(causal_kern, B, 32, 8, L, 16, all_positions, flex, "bf16 all", gen))
         # The same with pages in pool order (what a fresh cache hands out):
         # how much the random page order costs.
-        for B, L in shapes if not sweep else []:
+        for B, L in shapes if not only else []:
             rows.append(bench(causal_kern, B, 32, 8, L, 16, all_positions, None,
                               "bf16 all, pages in order", gen, baselines=False, sequential=True))
-        for var in [v for v in a.variants.split(",") if v and not sweep]:
+        for var in [v for v in a.variants.split(",") if v and not only]:
             vk = Kernel(os.path.join(d, "paged_attention_bf16_d128_kv%s.ptx" % var))
             for B, L in shapes:
                 rows.append(bench(vk, B, 32, 8, L, 16, all_positions, None, "bf16 all " + var,
                                   gen, baselines=False))
-        for name, storage, label in [] if sweep else [
+        for name, storage, label in [] if only else [
                 ("int8_kv_attention_bf16_d128_kv", ("i8", 0), "int8/token"),
                 ("int4_kv_attention_bf16_d128_kv", ("i4", 32), "int4/group32")]:
             kq = Kernel(os.path.join(d, name + ".ptx"))
             for B, L in shapes:
                 rows.append(bench(kq, B, 32, 8, L, 16, all_positions, None, label, gen,
                                   baselines=False, storage=storage))
-        for L in [] if sweep else [8192, 65536, 524288]:
+        for L in [] if only else [8192, 65536, 524288]:
             rows.append(bench(stream, 8, 32, 8, L, 16,
                               lambda n: sink_window_positions(n, 4, 1020, 16), None,
                               "sink4+window1020", gen))
