@@ -127,8 +127,9 @@ cl::opt<bool> cudaPartialVote(
              "before Q.K^T (default: the mask after Q.K^T)"),
     cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> kvCache("kv-cache",
-                      cl::desc("Compile the kernel over its cache policy (K/V through page "
-                               "tables; CUDA: the split-KV decode kernel and its merge kernel)"),
+                      cl::desc("CUDA target: compile the kernel over its cache policy (K/V "
+                               "through page tables): the split-KV decode kernel and its merge "
+                               "kernel (CPU: the JIT's KernelSpec::kvCache)"),
                       cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> remarks("remarks",
                       cl::desc("Remarks on how the mask's tiles are skipped (closed form, at "
@@ -220,7 +221,13 @@ int main(int argc, char **argv) {
                : 1;
   }
 
-  if (emit == Emit::Gpu || emit == Emit::NVVM || emit == Emit::PTX || emit == Emit::Cubin) {
+  const bool cudaEmit =
+      emit == Emit::Gpu || emit == Emit::NVVM || emit == Emit::PTX || emit == Emit::Cubin;
+  if (kvCache && !cudaEmit) {
+    errs() << "attnc: error: --kv-cache is for --target=cuda with --emit=gpu|nvvm|ptx|cubin\n";
+    return 1;
+  }
+  if (cudaEmit) {
     if (target != "cuda") {
       errs() << "attnc: error: --emit=gpu|nvvm|ptx|cubin is for --target=cuda\n";
       return 1;

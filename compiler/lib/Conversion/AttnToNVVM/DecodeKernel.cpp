@@ -251,6 +251,20 @@ private:
     auto smemAt = [&](OpBuilder &b, Value byteOffset) {
       return gep(b, smem, byteOffset, b.getI8Type());
     };
+    // body(index) for index = tid, tid + threads, ... below `count` (the
+    // CTA's threads strided over `count` items; a bounds check only on the
+    // last, partial, round).
+    auto forEachIndex = [&](OpBuilder &b, int64_t count,
+                            llvm::function_ref<void(OpBuilder &, Value)> body) {
+      for (int64_t it = 0; it * threads < count; ++it) {
+        Value index = add(b, tid, ci32(b, it * threads));
+        if ((it + 1) * threads <= count)
+          body(b, index);
+        else
+          ifThen(b, cmpi(b, arith::CmpIPredicate::slt, index, ci32(b, count)),
+                 [&](OpBuilder &b) { body(b, index); });
+      }
+    };
     // `rows` x `cols` elements of each (global base, shared offset) pair
     // into shared memory (sStride elements apart), 16 bytes per cp.async;
     // row r comes from rowSource(r) = (element offset, valid), shared by the
@@ -262,29 +276,19 @@ private:
                         llvm::function_ref<std::pair<Value, Value>(OpBuilder &, Value)> rowSource) {
       const int64_t bytes = elem.getIntOrFloatBitWidth() / 8, perChunk = 16 / bytes;
       int64_t perRow = cols / perChunk, chunks = rows * perRow;
-      for (int64_t it = 0; it * threads < chunks; ++it) {
-        auto body = [&](OpBuilder &b) {
-          Value c = add(b, tid, ci32(b, it * threads));
-          Value r = divu(b, c, ci32(b, perRow)),
-                col = mul(b, remu(b, c, ci32(b, perRow)), ci32(b, perChunk));
-          auto [offset, valid] = rowSource(b, r);
-          Value size = select(b, valid, ci32(b, 16), ci32(b, 0));
-          Value at = add(b, offset, ext64(b, col));
-          Value rowByte = mul(b, add(b, mul(b, r, ci32(b, sStride)), col), ci32(b, bytes));
-          for (auto [gBase, sOff] : targets)
-            NVVM::CpAsyncOp::create(
-                b, l, smemAt(b, add(b, sOff, rowByte)), gep(b, gBase, at, elem),
-                b.getI32IntegerAttr(16),
-                NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CG), size);
-        };
-        if ((it + 1) * threads <= chunks)
-          body(b);
-        else
-          ifThen(b,
-                 cmpi(b, arith::CmpIPredicate::slt, add(b, tid, ci32(b, it * threads)),
-                      ci32(b, chunks)),
-                 body);
-      }
+      forEachIndex(b, chunks, [&](OpBuilder &b, Value c) {
+        Value r = divu(b, c, ci32(b, perRow)),
+              col = mul(b, remu(b, c, ci32(b, perRow)), ci32(b, perChunk));
+        auto [offset, valid] = rowSource(b, r);
+        Value size = select(b, valid, ci32(b, 16), ci32(b, 0));
+        Value at = add(b, offset, ext64(b, col));
+        Value rowByte = mul(b, add(b, mul(b, r, ci32(b, sStride)), col), ci32(b, bytes));
+        for (auto [gBase, sOff] : targets)
+          NVVM::CpAsyncOp::create(
+              b, l, smemAt(b, add(b, sOff, rowByte)), gep(b, gBase, at, elem),
+              b.getI32IntegerAttr(16),
+              NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CG), size);
+      });
     };
 
     // Q rows of the tile -> shared memory (cp.async group 0).
@@ -308,25 +312,15 @@ private:
     auto copyWords =
         [&](OpBuilder &b, Value gBase, Value sOff, int64_t count,
             llvm::function_ref<std::pair<Value, Value>(OpBuilder &, Value)> rowSource) {
-          for (int64_t it = 0; it * threads < BK * count; ++it) {
-            auto body = [&](OpBuilder &b) {
-              Value j = add(b, tid, ci32(b, it * threads));
-              Value r = divu(b, j, ci32(b, count)), e = remu(b, j, ci32(b, count));
-              auto [offset, valid] = rowSource(b, r);
-              NVVM::CpAsyncOp::create(
-                  b, l, smemAt(b, add(b, sOff, mul(b, j, ci32(b, 4)))),
-                  gep(b, gBase, add(b, offset, ext64(b, e)), i32()), b.getI32IntegerAttr(4),
-                  NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CA),
-                  select(b, valid, ci32(b, 4), ci32(b, 0)));
-            };
-            if ((it + 1) * threads <= BK * count)
-              body(b);
-            else
-              ifThen(b,
-                     cmpi(b, arith::CmpIPredicate::slt, add(b, tid, ci32(b, it * threads)),
-                          ci32(b, BK * count)),
-                     body);
-          }
+          forEachIndex(b, BK * count, [&](OpBuilder &b, Value j) {
+            Value r = divu(b, j, ci32(b, count)), e = remu(b, j, ci32(b, count));
+            auto [offset, valid] = rowSource(b, r);
+            NVVM::CpAsyncOp::create(
+                b, l, smemAt(b, add(b, sOff, mul(b, j, ci32(b, 4)))),
+                gep(b, gBase, add(b, offset, ext64(b, e)), i32()), b.getI32IntegerAttr(4),
+                NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CA),
+                select(b, valid, ci32(b, 4), ci32(b, 0)));
+          });
         };
     // Slot rows of tile t -> stage t % stages, through the page table (one
     // read per slot row, shared by its K and V copies), with their scales
@@ -381,42 +375,32 @@ private:
         const int64_t unitsPerRow = cols / 8, units = BK * unitsPerRow;
         const int64_t rowBytes = cols / perByte + 16;
         Value raw = smemAt(b, stageAt(b, stage, part));
-        for (int64_t it = 0; it * threads < units; ++it) {
-          auto body = [&](OpBuilder &b) {
-            Value u = add(b, tid, ci32(b, it * threads));
-            Value r = divu(b, u, ci32(b, unitsPerRow)), c8 = remu(b, u, ci32(b, unitsPerRow));
-            Value col = mul(b, c8, ci32(b, 8));
-            // 8 values in 8 (int8) or 4 (int4) bytes: words of 4 bytes.
-            Value at = add(b, mul(b, r, ci32(b, rowBytes)), divu(b, col, ci32(b, perByte)));
-            SmallVector<Value> pairs;
-            for (int64_t w = 0; w < 2 / perByte; ++w) {
-              Value word = LLVM::LoadOp::create(
-                  b, l, i32(), gep(b, raw, add(b, at, ci32(b, 4 * w)), b.getI8Type()),
-                  /*alignment=*/4);
-              Value biased = arith::XOrIOp::create(
-                  b, l, word, ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
-              if (storage.nibbles) {
-                pairs = unpackNibbles(b, biased);
-              } else {
-                pairs.push_back(bytePair(b, biased, 0));
-                pairs.push_back(bytePair(b, biased, 1));
-              }
+        forEachIndex(b, units, [&](OpBuilder &b, Value u) {
+          Value r = divu(b, u, ci32(b, unitsPerRow)), c8 = remu(b, u, ci32(b, unitsPerRow));
+          Value col = mul(b, c8, ci32(b, 8));
+          // 8 values in 8 (int8) or 4 (int4) bytes: words of 4 bytes.
+          Value at = add(b, mul(b, r, ci32(b, rowBytes)), divu(b, col, ci32(b, perByte)));
+          SmallVector<Value> pairs;
+          for (int64_t w = 0; w < 2 / perByte; ++w) {
+            Value word = LLVM::LoadOp::create(
+                b, l, i32(), gep(b, raw, add(b, at, ci32(b, 4 * w)), b.getI8Type()),
+                /*alignment=*/4);
+            Value biased = arith::XOrIOp::create(
+                b, l, word, ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
+            if (storage.nibbles) {
+              pairs = unpackNibbles(b, biased);
+            } else {
+              pairs.push_back(bytePair(b, biased, 0));
+              pairs.push_back(bytePair(b, biased, 1));
             }
-            Value vec = LLVM::PoisonOp::create(b, l, VectorType::get({4}, i32()));
-            for (int64_t k = 0; k < 4; ++k)
-              vec = LLVM::InsertElementOp::create(b, l, vec, pairs[k], ci32(b, k));
-            Value out =
-                add(b, ci32(b, dst), mul(b, add(b, mul(b, r, ci32(b, pitch)), col), ci32(b, 2)));
-            LLVM::StoreOp::create(b, l, vec, smemAt(b, out), /*alignment=*/16);
-          };
-          if ((it + 1) * threads <= units)
-            body(b);
-          else
-            ifThen(b,
-                   cmpi(b, arith::CmpIPredicate::slt, add(b, tid, ci32(b, it * threads)),
-                        ci32(b, units)),
-                   body);
-        }
+          }
+          Value vec = LLVM::PoisonOp::create(b, l, VectorType::get({4}, i32()));
+          for (int64_t k = 0; k < 4; ++k)
+            vec = LLVM::InsertElementOp::create(b, l, vec, pairs[k], ci32(b, k));
+          Value out =
+              add(b, ci32(b, dst), mul(b, add(b, mul(b, r, ci32(b, pitch)), col), ci32(b, 2)));
+          LLVM::StoreOp::create(b, l, vec, smemAt(b, out), /*alignment=*/16);
+        });
       };
       tile(Dv, stV, tilesBase, vStride);
       gpu::BarrierOp::create(b, l);
@@ -436,21 +420,14 @@ private:
     // order, which leaves Q.K^T unchanged.
     Type mmaType = quant ? Type(Float16Type::get(ctx)) : elemType;
     if (quant) {
-      for (int64_t it = 0; it * threads < BQ * D; ++it) {
-        Value e = add(b, tid, ci32(b, it * threads));
-        auto body = [&](OpBuilder &b) {
-          Value row = divu(b, e, ci32(b, D)), p = remu(b, e, ci32(b, D));
-          Value x =
-              load(b, elemType, smemAt(b, ci32(b, 0)), add(b, mul(b, row, ci32(b, qStride)), p));
-          Value h = arith::TruncFOp::create(b, l, mmaType, arith::ExtFOp::create(b, l, f32(), x));
-          store(b, h, smemAt(b, ci32(b, qF16Base)),
-                add(b, mul(b, row, ci32(b, qStride)), kColumn(b, p)));
-        };
-        if ((it + 1) * threads <= BQ * D)
-          body(b);
-        else
-          ifThen(b, cmpi(b, arith::CmpIPredicate::slt, e, ci32(b, BQ * D)), body);
-      }
+      forEachIndex(b, BQ * D, [&](OpBuilder &b, Value e) {
+        Value row = divu(b, e, ci32(b, D)), p = remu(b, e, ci32(b, D));
+        Value x =
+            load(b, elemType, smemAt(b, ci32(b, 0)), add(b, mul(b, row, ci32(b, qStride)), p));
+        Value h = arith::TruncFOp::create(b, l, mmaType, arith::ExtFOp::create(b, l, f32(), x));
+        store(b, h, smemAt(b, ci32(b, qF16Base)),
+              add(b, mul(b, row, ci32(b, qStride)), kColumn(b, p)));
+      });
       gpu::BarrierOp::create(b, l);
     }
 
@@ -749,67 +726,59 @@ private:
     gpu::BarrierOp::create(b, l);
 
     Value oRowsB = mul(b, B, mul(b, Hq, Nq)); // partial rows per split
-    for (int64_t it = 0; it * threads < BQ * Dv; ++it) {
-      Value e = add(b, tid, ci32(b, it * threads));
-      auto body = [&](OpBuilder &b) {
-        Value row = divu(b, e, ci32(b, Dv)), col = remu(b, e, ci32(b, Dv));
-        Value pr = add(b, r0, row);
-        ifThen(b, cmpi(b, arith::CmpIPredicate::slt, pr, R), [&](OpBuilder &b) {
-          SmallVector<Value> mw, lw, ow;
-          Value M = negInf;
-          for (int64_t w = 0; w < warps; ++w) {
-            Value at = add(b, ci32(b, w * BQ), row);
-            mw.push_back(load(b, f32(), mBase, at));
-            lw.push_back(load(b, f32(), lBase, at));
-            ow.push_back(load(b, f32(), oBase, add(b, mul(b, at, ci32(b, Dv)), col)));
-            M = fmax(b, M, mw.back());
-          }
-          Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, M, negInf);
-          Value ref = select(b, isNinf, zero, M);
-          Value lsum = zero, acc = zero;
-          for (int64_t w = 0; w < warps; ++w) {
-            Value f = ex2(b, fsub(b, mw[w], ref));
-            lsum = fadd(b, lsum, fmul(b, lw[w], f));
-            acc = fadd(b, acc, fmul(b, ow[w], f));
-          }
-          Value hasKeys = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, lsum, zero);
-          Value out = select(b, hasKeys, arith::DivFOp::create(b, l, acc, lsum), zero);
-          Value lse =
-              select(b, hasKeys, fmul(b, fadd(b, ref, lg2(b, lsum)), cf32(b, kLn2)), negInf);
-          auto [h, i] = rowCoords(b, pr);
-          Value first = cmpi(b, arith::CmpIPredicate::eq, col, ci32(b, 0));
-          Value single = cmpi(b, arith::CmpIPredicate::eq, splits, ci32(b, 1));
-          auto ifSingle = scf::IfOp::create(b, l, single, /*withElseRegion=*/true);
-          {
-            // One split: the final O and LSE.
-            OpBuilder tb = ifSingle.getThenBodyBuilder();
-            Value off =
-                add(tb, mul(tb, b64, stride(3)),
-                    add(tb, mul(tb, ext64(tb, h), stride(4)), mul(tb, ext64(tb, i), stride(5))));
-            store(tb, arith::TruncFOp::create(tb, l, elemType, out), gO,
-                  add(tb, off, ext64(tb, col)));
-            Value want = cmpi(tb, arith::CmpIPredicate::ne, writeLse, ci32(tb, 0));
-            ifThen(tb, arith::AndIOp::create(tb, l, first, want), [&](OpBuilder &b) {
-              Value lo = add(b, mul(b, b64, stride(6)),
-                             add(b, mul(b, ext64(b, h), stride(7)), ext64(b, i)));
-              store(b, lse, gL, lo);
-            });
-          }
-          {
-            // Several: this split's normalized part and LSE for the merge.
-            OpBuilder eb = ifSingle.getElseBodyBuilder();
-            Value prow = add(eb, mul(eb, add(eb, mul(eb, bIdx, Hq), h), Nq), i);
-            Value at = ext64(eb, add(eb, mul(eb, split, oRowsB), prow));
-            store(eb, out, gOp, add(eb, mul(eb, at, ci64(eb, Dv)), ext64(eb, col)));
-            ifThen(eb, first, [&](OpBuilder &b) { store(b, lse, gLp, at); });
-          }
-        });
-      };
-      if ((it + 1) * threads <= BQ * Dv)
-        body(b);
-      else
-        ifThen(b, cmpi(b, arith::CmpIPredicate::slt, e, ci32(b, BQ * Dv)), body);
-    }
+    forEachIndex(b, BQ * Dv, [&](OpBuilder &b, Value e) {
+      Value row = divu(b, e, ci32(b, Dv)), col = remu(b, e, ci32(b, Dv));
+      Value pr = add(b, r0, row);
+      ifThen(b, cmpi(b, arith::CmpIPredicate::slt, pr, R), [&](OpBuilder &b) {
+        SmallVector<Value> mw, lw, ow;
+        Value M = negInf;
+        for (int64_t w = 0; w < warps; ++w) {
+          Value at = add(b, ci32(b, w * BQ), row);
+          mw.push_back(load(b, f32(), mBase, at));
+          lw.push_back(load(b, f32(), lBase, at));
+          ow.push_back(load(b, f32(), oBase, add(b, mul(b, at, ci32(b, Dv)), col)));
+          M = fmax(b, M, mw.back());
+        }
+        Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, M, negInf);
+        Value ref = select(b, isNinf, zero, M);
+        Value lsum = zero, acc = zero;
+        for (int64_t w = 0; w < warps; ++w) {
+          Value f = ex2(b, fsub(b, mw[w], ref));
+          lsum = fadd(b, lsum, fmul(b, lw[w], f));
+          acc = fadd(b, acc, fmul(b, ow[w], f));
+        }
+        Value hasKeys = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, lsum, zero);
+        Value out = select(b, hasKeys, arith::DivFOp::create(b, l, acc, lsum), zero);
+        Value lse = select(b, hasKeys, fmul(b, fadd(b, ref, lg2(b, lsum)), cf32(b, kLn2)), negInf);
+        auto [h, i] = rowCoords(b, pr);
+        Value first = cmpi(b, arith::CmpIPredicate::eq, col, ci32(b, 0));
+        Value single = cmpi(b, arith::CmpIPredicate::eq, splits, ci32(b, 1));
+        auto ifSingle = scf::IfOp::create(b, l, single, /*withElseRegion=*/true);
+        {
+          // One split: the final O and LSE.
+          OpBuilder tb = ifSingle.getThenBodyBuilder();
+          Value off =
+              add(tb, mul(tb, b64, stride(3)),
+                  add(tb, mul(tb, ext64(tb, h), stride(4)), mul(tb, ext64(tb, i), stride(5))));
+          store(tb, arith::TruncFOp::create(tb, l, elemType, out), gO,
+                add(tb, off, ext64(tb, col)));
+          Value want = cmpi(tb, arith::CmpIPredicate::ne, writeLse, ci32(tb, 0));
+          ifThen(tb, arith::AndIOp::create(tb, l, first, want), [&](OpBuilder &b) {
+            Value lo =
+                add(b, mul(b, b64, stride(6)), add(b, mul(b, ext64(b, h), stride(7)), ext64(b, i)));
+            store(b, lse, gL, lo);
+          });
+        }
+        {
+          // Several: this split's normalized part and LSE for the merge.
+          OpBuilder eb = ifSingle.getElseBodyBuilder();
+          Value prow = add(eb, mul(eb, add(eb, mul(eb, bIdx, Hq), h), Nq), i);
+          Value at = ext64(eb, add(eb, mul(eb, split, oRowsB), prow));
+          store(eb, out, gOp, add(eb, mul(eb, at, ci64(eb, Dv)), ext64(eb, col)));
+          ifThen(eb, first, [&](OpBuilder &b) { store(b, lse, gLp, at); });
+        }
+      });
+    });
     gpu::ReturnOp::create(b, l);
     return success();
   }
