@@ -48,8 +48,10 @@ class PagedCache:
         k = torch.randn(num_pages, P, D, generator=gen).cuda()
         v = torch.randn(num_pages, P, Dv, generator=gen).cuda()
         # storage: None (dtype pages), ("i8", group or 0) or ("i4", group):
-        # symmetric quantization as KvCache does on append (round to nearest,
-        # scale = max|x| / qmax per token or per group of the head dim).
+        # symmetric quantization like KvCache's on append (scale = max|x| /
+        # qmax per token or per group of the head dim; torch.round takes
+        # halves to even, KvCache away from zero: the kernel reads whichever
+        # values are stored).
         self.storage = storage
         self.k_scale = self.v_scale = None
         if storage is None:
@@ -161,10 +163,11 @@ def all_positions(length):
     return list(range(length))
 
 
-def sink_window_positions(length, sink, window, P):
-    """Slots of a sink + window cache after `length` tokens, laid out as
-    KvCache does: sinks first, then the window as a ring of whole pages
-    (slot order is not position order once it wraps)."""
+def sink_window_positions(length, sink, window):
+    """Slots of a sink + window cache after `length` tokens: sinks first,
+    then the window as a ring (slot order is not position order once it
+    wraps). The runtime KvCache's own layout is exercised by
+    cuda-decode-check."""
     if length <= sink + window:
         return list(range(length))
     recent = list(range(length - window, length))
@@ -181,7 +184,7 @@ def check(kern, args, gen):
     failures = 0
     for (B, Hq, Hkv, Nq, lengths, P, splits, label) in args["cases"]:
         storage = args.get("storage")
-        positions = [pos_fn(n) for n in lengths for pos_fn in [args["positions"]]]
+        positions = [args["positions"](n) for n in lengths]
         # One list per (b, g): the same length for every KV head of a sequence,
         # and one dropped slot in the middle of the second head (if any).
         rows = []
@@ -321,7 +324,7 @@ def main():
             failures += check(k2, {"cases": awkward[:3], "positions": all_positions,
                                    "mask": causal, "params": {}}, gen)
         stream = Kernel(os.path.join(d, "streaming_llm_bf16_d128_kv.ptx"))
-        sw = lambda n: sink_window_positions(n, 4, 1020, 16)  # noqa
+        sw = lambda n: sink_window_positions(n, 4, 1020)  # noqa
         failures += check(stream, {"cases": [(2, 8, 2, 1, [3000, 100000], 16, 0, "sink+window"),
                                              (2, 8, 2, 4, [1024, 1500], 16, 2, "sink+window")],
                                    "positions": sw, "mask": streaming(4, 1020), "params": {}}, gen)
@@ -393,7 +396,7 @@ def main():
                                   baselines=False, storage=storage))
         for L in [] if only else [8192, 65536, 524288]:
             rows.append(bench(stream, 8, 32, 8, L, 16,
-                              lambda n: sink_window_positions(n, 4, 1020, 16), None,
+                              lambda n: sink_window_positions(n, 4, 1020), None,
                               "sink4+window1020", gen))
         print("| cache | B | KV length | slots | splits | attnc ms | attnc GB/s | SDPA FA2 ms | "
               "SDPA cuDNN ms | Flex ms | vs FA2 | vs cuDNN | vs Flex |")
