@@ -16,10 +16,10 @@ using namespace attnc::rt;
 namespace {
 /// Checks one (non per-head) policy's retention.
 Status checkRetention(const CachePolicyInfo &p) {
-  if (p.retention == "budget")
+  if (p.retention == "budget" && (p.budget < 1 || (p.evict != "h2o" && p.evict != "snapkv")))
     return Status::error("cache policy '" + p.name +
-                         "': budget (eviction) retention is not supported yet");
-  if (p.retention != "all" && p.retention != "sink_window")
+                         "': budget retention needs a positive budget and h2o or snapkv scores");
+  if (p.retention != "all" && p.retention != "sink_window" && p.retention != "budget")
     return Status::error("cache policy '" + p.name + "': unknown retention '" + p.retention + "'");
   if (p.retention == "sink_window" && p.window < 1)
     return Status::error("cache policy '" + p.name + "': the window must hold a token");
@@ -56,9 +56,22 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   }
   const CachePolicyInfo &first = *used.front();
   int64_t pageSize = 0;
+  std::string evict;
   for (const CachePolicyInfo *u : used) {
     if (Status s = checkRetention(*u); !s)
       return s;
+    if (u->retention == "budget") {
+      // One kernel launch scores every head's slots the same way.
+      if (!evict.empty() && evict != u->evict)
+        return Status::error("cache policy '" + p.name +
+                             "': heads with different eviction scores are not supported yet");
+      evict = u->evict;
+      int64_t recent = o.recentTokens < 0 ? u->budget / 2 : o.recentTokens;
+      if (recent > u->budget)
+        return Status::error("KV cache: recentTokens " + std::to_string(recent) +
+                             " exceeds the budget of '" + u->name + "' (" +
+                             std::to_string(u->budget) + ")");
+    }
     if (u->storage != first.storage || u->scale != first.scale || u->groupSize != first.groupSize)
       return Status::error("cache policy '" + p.name +
                            "': heads with different storage are not supported yet");
@@ -107,6 +120,10 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   c->inBytes = detail::typeBytes(input);
   c->opts.inputDtype = input;
   c->quant = quant;
+  c->budgeted = !evict.empty();
+  c->snapkv = evict == "snapkv";
+  if (c->snapkv && o.observationWindow < 1)
+    return Status::error("KV cache: observationWindow must be positive");
   if (quant && first.scale == "per_group") {
     c->gK = c->D / first.groupSize;
     c->gV = Dv / first.groupSize;
@@ -203,13 +220,65 @@ int64_t KvCache::pagesOf(int64_t seq, int64_t head) const {
   return h ? int64_t(h->pages.size()) : 0;
 }
 
+/// (position, slot) of a head's retained slots, by position (budget heads
+/// keep them out of order after compaction).
+static std::vector<std::pair<int32_t, int64_t>> retainedSlots(const std::vector<int32_t> &pos,
+                                                              int64_t slots) {
+  std::vector<std::pair<int32_t, int64_t>> out;
+  for (int64_t i = 0; i < slots; ++i)
+    if (pos[i] >= 0)
+      out.emplace_back(pos[i], i);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 std::vector<int32_t> KvCache::retainedPositions(int64_t seq, int64_t head) const {
   std::vector<int32_t> out;
   if (const Head *h = headOf(seq, head))
-    for (int64_t i = 0; i < h->slots; ++i)
-      if (h->pos[i] >= 0)
-        out.push_back(h->pos[i]);
+    for (auto [p, slot] : retainedSlots(h->pos, h->slots))
+      out.push_back(p);
   return out;
+}
+
+std::vector<float> KvCache::scores(int64_t seq, int64_t head) const {
+  std::vector<float> out;
+  if (const Head *h = headOf(seq, head))
+    for (auto [p, slot] : retainedSlots(h->pos, h->slots))
+      out.push_back(h->score[slot]);
+  return out;
+}
+
+int64_t KvCache::scoringQueries(int64_t Nq) const {
+  return snapkv ? std::min(Nq, opts.observationWindow) : Nq;
+}
+
+Status KvCache::updateScores(const std::vector<int64_t> &seqs, const std::vector<float> &mass,
+                             int64_t maxSlots) {
+  const int64_t Hkv = opts.numKvHeads;
+  if (int64_t(mass.size()) != int64_t(seqs.size()) * Hkv * maxSlots)
+    return Status::error("updateScores: mass must be [sequences * Hkv, maxSlots]");
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    auto found = find(seqs[b]);
+    if (!found)
+      return found.error();
+    for (int64_t hd = 0; hd < Hkv; ++hd)
+      if ((*found)->heads[hd].slots > maxSlots)
+        return Status::error("updateScores: sequence " + std::to_string(seqs[b]) + " holds " +
+                             std::to_string((*found)->heads[hd].slots) + " slots, more than " +
+                             std::to_string(maxSlots));
+  }
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    Sequence &s = sequences[seqs[b]];
+    for (int64_t hd = 0; hd < Hkv; ++hd) {
+      if (headPolicy(hd).retention != "budget")
+        continue;
+      Head &h = s.heads[hd];
+      const float *row = &mass[(int64_t(b) * Hkv + hd) * maxSlots];
+      for (int64_t i = 0; i < h.slots; ++i)
+        h.score[i] = snapkv ? row[i] : h.score[i] + row[i];
+    }
+  }
+  return Status::ok();
 }
 
 Expected<KvCache::SequenceView> KvCache::view(int64_t seq, int64_t head) const {
@@ -329,32 +398,88 @@ Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k,
                        std::to_string(position));
 }
 
-/// Moves a contiguous head's retained slots to the front of its page.
+/// Moves slot `from` of a head (K, V, scales, position, score) to slot `to`.
+void KvCache::moveSlot(Head &h, int64_t from, int64_t to) {
+  int64_t src = int64_t(h.pages[from / P]) * P + from % P;
+  int64_t dst = int64_t(h.pages[to / P]) * P + to % P;
+  std::memmove(kPool.data() + dst * kRow, kPool.data() + src * kRow, kRow);
+  std::memmove(vPool.data() + dst * vRow, vPool.data() + src * vRow, vRow);
+  if (quant) {
+    std::memmove(&kScales[dst * gK], &kScales[src * gK], gK * sizeof(float));
+    std::memmove(&vScales[dst * gV], &vScales[src * gV], gV * sizeof(float));
+  }
+  h.pos[to] = h.pos[from];
+  h.score[to] = h.score[from];
+  h.pos[from] = -1;
+  h.score[from] = 0;
+}
+
+/// Moves a contiguous head's retained slots to the front of its page, in
+/// order.
 void KvCache::compact(Head &h) {
-  int64_t page = h.pages.front(), out = 0;
+  int64_t out = 0;
   for (int64_t i = 0; i < h.slots; ++i) {
     if (h.pos[i] < 0)
       continue;
-    if (out != i) {
-      int64_t from = page * P + i, to = page * P + out;
-      std::memmove(kPool.data() + to * kRow, kPool.data() + from * kRow, kRow);
-      std::memmove(vPool.data() + to * vRow, vPool.data() + from * vRow, vRow);
-      if (quant) {
-        std::memmove(&kScales[to * gK], &kScales[from * gK], gK * sizeof(float));
-        std::memmove(&vScales[to * gV], &vScales[from * gV], gV * sizeof(float));
-      }
-    }
-    h.pos[out++] = h.pos[i];
+    if (out != i)
+      moveSlot(h, i, out);
+    ++out;
   }
-  std::fill(h.pos.begin() + out, h.pos.end(), -1);
   h.slots = out;
 }
 
+/// Fills a head's dropped slots with its last retained ones (one move per
+/// hole, order not kept: kernels read positions from kv_pos), so its live
+/// slots are [0, live).
+void KvCache::fillHoles(Head &h) {
+  int64_t lo = 0, hi = h.slots - 1;
+  while (true) {
+    while (lo < hi && h.pos[lo] >= 0)
+      ++lo;
+    while (hi > lo && h.pos[hi] < 0)
+      --hi;
+    if (lo >= hi)
+      break;
+    moveSlot(h, hi--, lo++);
+  }
+  int64_t live = 0;
+  while (live < h.slots && h.pos[live] >= 0)
+    ++live;
+  h.slots = live;
+}
+
+/// The slots a budget head drops to keep its budget: none while it holds
+/// no more; else all but the `recent` newest positions and the others of
+/// highest score (ties: the later position), a deterministic choice.
+std::vector<char> KvCache::budgetVictims(int64_t head, const Head &h, int64_t length) const {
+  const CachePolicyInfo &p = headPolicy(head);
+  std::vector<char> dead(size_t(h.slots), 0);
+  std::vector<int64_t> older;
+  int64_t live = 0;
+  const int64_t recent = opts.recentTokens < 0 ? p.budget / 2 : opts.recentTokens;
+  for (int64_t i = 0; i < h.slots; ++i) {
+    dead[i] = h.pos[i] < 0;
+    live += !dead[i];
+    if (!dead[i] && h.pos[i] < length - recent)
+      older.push_back(i);
+  }
+  if (live <= p.budget)
+    return dead;
+  // Keep the best of the older slots, as many as the budget leaves.
+  int64_t keepOlder = std::max<int64_t>(0, p.budget - (live - int64_t(older.size())));
+  std::sort(older.begin(), older.end(), [&](int64_t a, int64_t b) {
+    if (h.score[a] != h.score[b])
+      return h.score[a] > h.score[b];
+    return h.pos[a] > h.pos[b];
+  });
+  for (size_t i = size_t(keepOlder); i < older.size(); ++i)
+    dead[older[i]] = 1;
+  return dead;
+}
+
 Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
-  auto found = find(seq);
-  if (!found)
+  if (auto found = find(seq); !found)
     return found.error();
-  Sequence &s = **found;
   const int64_t Hkv = opts.numKvHeads;
   auto check = [&](const char *what, const DLTensor *t, int64_t dim) -> Status {
     if (!t || !t->data)
@@ -382,6 +507,18 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
   if (v->shape[1] != n)
     return Status::error("append: k has " + std::to_string(n) + " tokens, v " +
                          std::to_string(v->shape[1]));
+  return update(seq, k, v, n);
+}
+
+Status KvCache::evict(int64_t seq) { return update(seq, nullptr, nullptr, 0); }
+
+/// Retention, eviction and storage of n new tokens (n = 0: eviction only).
+Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_t n) {
+  auto found = find(seq);
+  if (!found)
+    return found.error();
+  Sequence &s = **found;
+  const int64_t Hkv = opts.numKvHeads;
   const int64_t newLength = s.length + n;
   if (newLength > INT32_MAX)
     return Status::error("append: positions past INT32_MAX");
@@ -392,20 +529,26 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
     std::vector<char> dead;
     std::vector<size_t> freeable; // paged: whole pages of dropped slots, not the last
     int64_t store = 0, needPages = 0;
+    int64_t keepPages = -1; // paged budget heads: pages left once compacted
   };
   std::vector<Plan> plans(static_cast<size_t>(Hkv));
   int64_t need = 0, released = 0;
   for (int64_t hd = 0; hd < Hkv; ++hd) {
     Head &h = s.heads[hd];
     Plan &pl = plans[hd];
+    const bool budget = headPolicy(hd).retention == "budget";
     for (int64_t p = s.length; p < newLength; ++p)
       pl.store += retains(hd, p, newLength);
-    pl.dead.assign(size_t(h.slots), 0);
-    int64_t live = 0;
-    for (int64_t i = 0; i < h.slots; ++i) {
-      pl.dead[i] = h.pos[i] < 0 || !retains(hd, h.pos[i], newLength);
-      live += !pl.dead[i];
+    if (budget) {
+      pl.dead = budgetVictims(hd, h, s.length);
+    } else {
+      pl.dead.assign(size_t(h.slots), 0);
+      for (int64_t i = 0; i < h.slots; ++i)
+        pl.dead[i] = h.pos[i] < 0 || !retains(hd, h.pos[i], newLength);
     }
+    int64_t live = 0;
+    for (int64_t i = 0; i < h.slots; ++i)
+      live += !pl.dead[i];
     if (contiguous) {
       if (live + pl.store > P)
         return Status::error("KV cache '" + opts.policy.name + "': sequence " +
@@ -413,6 +556,11 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
                              std::to_string(live + pl.store) +
                              " slots, its contiguous page holds " + std::to_string(P));
       pl.needPages = h.pages.empty() && pl.store ? 1 : 0;
+    } else if (budget) {
+      // Compacted, the live slots take the first ceil(live / P) pages.
+      pl.keepPages = (live + P - 1) / P;
+      pl.needPages = (live + pl.store + P - 1) / P - pl.keepPages;
+      released += int64_t(h.pages.size()) - pl.keepPages;
     } else {
       for (size_t pg = 0; pg + 1 < h.pages.size(); ++pg) {
         bool all = true;
@@ -423,9 +571,9 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
       }
       int64_t room = int64_t(h.pages.size()) * P - h.slots;
       pl.needPages = pl.store > room ? (pl.store - room + P - 1) / P : 0;
+      released += int64_t(pl.freeable.size());
     }
     need += pl.needPages;
-    released += int64_t(pl.freeable.size());
   }
   if (need > int64_t(freeList.size()) + released)
     return Status::error("KV cache '" + opts.policy.name + "' exhausted: sequence " +
@@ -439,13 +587,26 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
     Head &h = s.heads[hd];
     Plan &pl = plans[hd];
     for (int64_t i = 0; i < h.slots; ++i)
-      if (pl.dead[i])
+      if (pl.dead[i]) {
         h.pos[i] = -1;
+        h.score[i] = 0;
+      }
+    if (pl.keepPages >= 0) {
+      fillHoles(h);
+      while (int64_t(h.pages.size()) > pl.keepPages) {
+        freeList.push_back(h.pages.back());
+        h.pages.pop_back();
+      }
+      h.pos.resize(h.pages.size() * P, -1);
+      h.score.resize(h.pos.size(), 0.f);
+      continue;
+    }
     for (auto it = pl.freeable.rbegin(); it != pl.freeable.rend(); ++it) {
       size_t pg = *it;
       freeList.push_back(h.pages[pg]);
       h.pages.erase(h.pages.begin() + pg);
       h.pos.erase(h.pos.begin() + pg * P, h.pos.begin() + (pg + 1) * P);
+      h.score.erase(h.score.begin() + pg * P, h.score.begin() + (pg + 1) * P);
       h.slots -= P;
     }
   }
@@ -457,6 +618,7 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
       h.pages.push_back(freeList.back());
       freeList.pop_back();
       h.pos.resize(h.pages.size() * P, -1);
+      h.score.resize(h.pos.size(), 0.f);
     }
     for (int64_t t = 0; t < n; ++t) {
       int64_t p = s.length + t;
@@ -467,6 +629,7 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
       storeRow(k, n, t, hd, D, gK, kPool.data() + at * kRow, quant ? &kScales[at * gK] : nullptr);
       storeRow(v, n, t, hd, Dv, gV, vPool.data() + at * vRow, quant ? &vScales[at * gV] : nullptr);
       h.pos[slot] = int32_t(p);
+      h.score[slot] = 0;
     }
   }
   s.length = newLength;

@@ -73,7 +73,7 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
       values.push_back(tok);
     if (key == "kv_cache" || key == "kv_head_policy") {
       // kv_cache NAME contiguous|paged P all|sink_window|budget SINK WINDOW STORAGE
-      //          none|per_token|per_group GROUP
+      //          none|per_token|per_group GROUP [BUDGET none|h2o|snapkv]
       // kv_head_policy INDEX NAME ...: a policy of the per_head kv_cache above.
       size_t index = 0;
       if (key == "kv_head_policy") {
@@ -84,8 +84,8 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
         values.erase(values.begin());
         index = size_t(i) + 1;
       }
-      if (values.size() != 9)
-        return bad("kv_cache: expected 9 values");
+      if (values.size() != 9 && values.size() != 11)
+        return bad("kv_cache: expected 9 or 11 values");
       CachePolicyInfo c;
       c.name = values[0];
       c.layout = values[1];
@@ -96,6 +96,15 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
         return bad("kv_cache: scale");
       if (!parseInt(values[8], c.groupSize) || c.groupSize < 0)
         return bad("kv_cache: group size");
+      if (values.size() == 11) {
+        c.evict = values[10];
+        if (!parseInt(values[9], c.budget) || c.budget < 0 ||
+            (c.evict != "none" && c.evict != "h2o" && c.evict != "snapkv"))
+          return bad("kv_cache: budget");
+      }
+      if ((c.retention == "budget") != (c.evict != "none") ||
+          (c.retention == "budget" && c.budget < 1))
+        return bad("kv_cache: budget retention needs a budget and a score (h2o, snapkv)");
       bool perHead = !index && c.layout == "per_head";
       if (c.layout != "paged" && c.layout != "contiguous" && !perHead)
         return bad("kv_cache: layout");

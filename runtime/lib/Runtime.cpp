@@ -234,9 +234,14 @@ struct ParamArgs {
 /// causal-like masks they are the most work (longest first). The order
 /// never changes what an item computes.
 /// `args[i]` points at argument i; the shared ones are only read.
+/// `scalars` point at i32 arguments after the tables (budget kernels'
+/// mass_rows). `tilesInOrder`: one task runs all q-tiles of a (b, h) in
+/// order (items that add into the same outputs, the budget kernels'
+/// kv_mass).
 void runItems(void (*fn)(void **), void *(&io)[5], int32_t &qOffset,
               const std::vector<void *> &paramPtrs, std::vector<void *> &extra, int64_t B,
-              int64_t Hq, int64_t tilesQ, int threads) {
+              int64_t Hq, int64_t tilesQ, int threads, const std::vector<int32_t *> &scalars = {},
+              bool tilesInOrder = false) {
   std::vector<void *> shared;
   for (void *&p : io)
     shared.push_back(&p);
@@ -244,6 +249,21 @@ void runItems(void (*fn)(void **), void *(&io)[5], int32_t &qOffset,
   shared.insert(shared.end(), paramPtrs.begin(), paramPtrs.end());
   for (void *&p : extra)
     shared.push_back(&p);
+  for (int32_t *x : scalars)
+    shared.push_back(x);
+  if (tilesInOrder) {
+    parallelFor(B * Hq, threads, [&](int64_t bh) {
+      int64_t b = bh / Hq, h = bh % Hq;
+      for (int64_t qtile = 0; qtile < tilesQ; ++qtile) {
+        std::vector<void *> args(shared);
+        args.push_back(&b);
+        args.push_back(&h);
+        args.push_back(&qtile);
+        fn(args.data());
+      }
+    });
+    return;
+  }
   parallelFor(B * Hq * tilesQ, threads, [&](int64_t item) {
     int64_t bh = item / tilesQ;
     int64_t qtile = tilesQ - 1 - item % tilesQ, h = bh % Hq, b = bh / Hq;
@@ -296,8 +316,9 @@ Status attnc::rt::CpuKernel::launch(const LaunchArgs &a) const {
 namespace {
 bool samePolicy(const CachePolicyInfo &a, const CachePolicyInfo &b) {
   if (a.name != b.name || a.layout != b.layout || a.retention != b.retention || a.sink != b.sink ||
-      a.window != b.window || a.storage != b.storage || a.scale != b.scale ||
-      a.groupSize != b.groupSize || (a.layout == "paged" && a.pageSize != b.pageSize) ||
+      a.window != b.window || a.budget != b.budget || a.evict != b.evict ||
+      a.storage != b.storage || a.scale != b.scale || a.groupSize != b.groupSize ||
+      (a.layout == "paged" && a.pageSize != b.pageSize) ||
       a.headPolicies.size() != b.headPolicies.size())
     return false;
   for (size_t i = 0; i < a.headPolicies.size(); ++i)
@@ -319,6 +340,8 @@ std::string describePolicy(const CachePolicyInfo &p) {
   s += ", " + p.retention;
   if (p.retention == "sink_window")
     s += " " + std::to_string(p.sink) + "+" + std::to_string(p.window);
+  if (p.retention == "budget")
+    s += " " + std::to_string(p.budget) + " " + p.evict;
   return s + ", " + p.storage + ")";
 }
 
@@ -340,7 +363,7 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
                          "' was not compiled for a KV cache (compile it with kvCache)");
   if (!a.cache)
     return Status::error("no KV cache given");
-  const KvCache &cache = *a.cache;
+  KvCache &cache = *a.cache;
   const CachePolicyInfo &kp = *ki.cache, &cp = cache.options().policy;
   if (!samePolicy(kp, cp))
     return Status::error("kernel '" + ki.name + "' was compiled for cache policy " +
@@ -420,6 +443,22 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
     tables.push_back(dKs->ptr);
     tables.push_back(dVs->ptr);
   }
-  runItems(itemFn, io, qOffset, params.ptrs, tables, B, Hkv, tilesQ, a.numThreads);
+  // Budget retention: the kernel adds each slot's attention mass (from the
+  // last scoringQueries(Nq) queries) to kv_mass; the q-tiles of a row run
+  // in order, so the sums do not depend on the thread count.
+  std::vector<float> mass;
+  std::optional<Descriptor> dMass;
+  std::vector<int32_t *> scalars;
+  int32_t massRows = int32_t(cache.scoringQueries(Nq));
+  if (cache.scoresSlots()) {
+    mass.assign(size_t(rowsT * maxSlots), 0.f);
+    dMass.emplace(denseView(mass.data(), {rowsT, maxSlots}));
+    tables.push_back(dMass->ptr);
+    scalars.push_back(&massRows);
+  }
+  runItems(itemFn, io, qOffset, params.ptrs, tables, B, Hkv, tilesQ, a.numThreads, scalars,
+           cache.scoresSlots());
+  if (cache.scoresSlots())
+    return cache.updateScores(a.sequences, mass, maxSlots);
   return Status::ok();
 }

@@ -32,7 +32,7 @@ block_q 16
 tile_k 64
 threads 128
 shared_bytes 0
-kv_cache pkv paged 16 all 0 0 bf16 none 0
+kv_cache pkv paged 16 all 0 0 bf16 none 0 0 none
 )";
 
 std::string decodePtx() {

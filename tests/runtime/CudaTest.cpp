@@ -332,6 +332,24 @@ TEST(CudaMetadata, CpuFormatKeepsItsRules) {
               "missing 'tile_q'");
 }
 
+TEST(CudaMetadata, CacheLinesKeepBudgets) {
+  const std::string head = "attnc-cpu-kernel 1\nkernel k\nhead_dim 8\nhead_dim_v 8\ntile_q 4\n"
+                           "tile_k 8\n";
+  auto info = parseKernelInfo(head + "kv_cache h paged 16 budget 0 0 bf16 none 0 2048 h2o\n");
+  ASSERT_TRUE(bool(info)) << info.message();
+  EXPECT_EQ(info->cache->retention, "budget");
+  EXPECT_EQ(info->cache->budget, 2048);
+  EXPECT_EQ(info->cache->evict, "h2o");
+  // The 9-value form (before budgets were recorded) still reads.
+  info = parseKernelInfo(head + "kv_cache p paged 16 all 0 0 bf16 none 0\n");
+  ASSERT_TRUE(bool(info)) << info.message();
+  EXPECT_EQ(info->cache->evict, "none");
+  for (const char *bad : {"kv_cache h paged 16 budget 0 0 bf16 none 0 0 h2o\n",
+                          "kv_cache h paged 16 budget 0 0 bf16 none 0 64 none\n",
+                          "kv_cache h paged 16 all 0 0 bf16 none 0 64 lru\n"})
+    EXPECT_FALSE(bool(parseKernelInfo(head + bad))) << bad;
+}
+
 TEST(Half, F16RoundTripsEveryValue) {
   for (uint32_t h = 0; h < 0x10000; ++h) {
     float f = f16ToFloat(uint16_t(h));

@@ -57,6 +57,16 @@ kernel over_q4_group { mask = causal; cache = q4_group_kv; }
 // DuoAttention: retrieval heads keep everything, streaming heads sink + window.
 cache duo_kv = per_head(all_kv, stream_kv) by head_kind;
 kernel duo { mask = causal; cache = duo_kv; }
+// Budget retention: H2O (accumulated attention mass) and SnapKV
+// (observation window), 12 slots per head in 4-token pages.
+cache h2o_kv { layout = paged(4); retention = budget(12, h2o); storage = bf16; }
+cache snap_kv { layout = paged(4); retention = budget(12, snapkv); storage = bf16; }
+cache h2o_flat_kv { layout = contiguous; retention = budget(12, h2o); storage = bf16; }
+kernel over_h2o { mask = causal; cache = h2o_kv; }
+kernel over_snap { mask = causal; cache = snap_kv; }
+kernel over_h2o_flat { mask = causal; cache = h2o_flat_kv; }
+cache duo_h2o_kv = per_head(all_kv, h2o_kv) by head_kind;
+kernel duo_h2o { mask = causal; cache = duo_h2o_kv; }
 )";
 
 /// A dense host tensor of T (uint16_t: bf16 bits, float: f32).
@@ -93,6 +103,13 @@ protected:
   /// Packed rows per work item (0: the CPU default, 32). At most 8 the
   /// kernel takes Q.K^T along the head dim (the decode form).
   int64_t tileQ = 0;
+  /// Threads of each launch (0: the pool's).
+  int threads = 0;
+  /// When refMassRows >= 0, runAndCompare adds to refMass[{sequence, KV
+  /// head}][position] the float64 attention mass the last refMassRows
+  /// queries of each query head put on each retained position.
+  int64_t refMassRows = -1;
+  std::map<std::pair<int64_t, int64_t>, std::map<int32_t, double>> refMass;
   std::normal_distribution<float> normal;
 
   void SetUp() override {
@@ -163,9 +180,9 @@ protected:
   /// outputs against `other`'s values too: `otherErr` gets ||O - ref|| /
   /// ||ref|| over all rows (DESIGN.md's measure), for the unquantized K/V
   /// of an int8 cache.
-  double runAndCompare(const rt::CpuKernel &k, const rt::KvCache &c,
-                       const std::vector<int64_t> &seqs, const std::vector<History> &hist,
-                       int64_t nq, const std::function<bool(int64_t, int64_t, int64_t)> &mask,
+  double runAndCompare(const rt::CpuKernel &k, rt::KvCache &c, const std::vector<int64_t> &seqs,
+                       const std::vector<History> &hist, int64_t nq,
+                       const std::function<bool(int64_t, int64_t, int64_t)> &mask,
                        bool interleaved = false, const std::vector<History> *other = nullptr,
                        double *otherErr = nullptr) {
     const int64_t B = int64_t(seqs.size());
@@ -178,6 +195,7 @@ protected:
     F32Tensor o({B, Hq, nq, D}), lse({B, Hq, nq});
     rt::CacheLaunchArgs a;
     a.q = &q.t, a.o = &o.t, a.lse = &lse.t, a.cache = &c, a.sequences = seqs;
+    a.numThreads = threads;
     rt::Status s = k.launch(a);
     EXPECT_TRUE(s) << s.message();
     double worst = 0, otherDiff = 0, otherNorm = 0;
@@ -230,6 +248,15 @@ protected:
           };
           double refLse, ignored;
           worst = std::max(worst, compare(hist[b], refLse));
+          if (refMassRows >= 0 && i >= nq - refMassRows && !std::isinf(refLse))
+            for (int32_t kp : kept) {
+              if (!mask(h, qp, kp))
+                continue;
+              double dot = 0;
+              for (int64_t d = 0; d < D; ++d)
+                dot += double(qr[d]) * hist[b].k[kh][kp][d];
+              refMass[{seqs[b], kh}][kp] += std::exp(dot / std::sqrt(double(D)) - refLse);
+            }
           if (other)
             compare((*other)[b], ignored, &otherDiff, &otherNorm);
           float gotLse = lse.data[(b * Hq + h) * nq + i];
@@ -471,6 +498,238 @@ TEST_F(KvCacheTest, PerHeadPoliciesDuoAttention) {
   o.headKinds = {0};
   EXPECT_NE(rt::KvCache::create(o).message().find("headKinds must give 2 entries"),
             std::string::npos);
+}
+
+/// What a budget head keeps when it evicts down to `budget` before
+/// position `length` is appended: the positions >= length - recent, and of
+/// the others those of highest score, ties to the later position.
+std::vector<int32_t> budgetSurvivors(const std::vector<int32_t> &kept,
+                                     const std::vector<float> &score, int64_t length,
+                                     int64_t budget, int64_t recent) {
+  if (int64_t(kept.size()) <= budget)
+    return kept;
+  std::vector<size_t> older;
+  std::vector<int32_t> out;
+  for (size_t i = 0; i < kept.size(); ++i) {
+    if (kept[i] >= length - recent)
+      out.push_back(kept[i]);
+    else
+      older.push_back(i);
+  }
+  std::sort(older.begin(), older.end(), [&](size_t a, size_t b) {
+    return score[a] != score[b] ? score[a] > score[b] : kept[a] > kept[b];
+  });
+  for (size_t i = 0; i < older.size() && int64_t(out.size()) < budget; ++i)
+    out.push_back(kept[older[i]]);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+/// The cache's eviction scores of (seq, head) against the float64 mass in
+/// refMass.
+void expectScores(const rt::KvCache &c, int64_t seq, int64_t head,
+                  const std::map<int32_t, double> &want) {
+  std::vector<int32_t> kept = c.retainedPositions(seq, head);
+  std::vector<float> got = c.scores(seq, head);
+  ASSERT_EQ(got.size(), kept.size());
+  for (size_t i = 0; i < kept.size(); ++i) {
+    auto it = want.find(kept[i]);
+    double w = it == want.end() ? 0.0 : it->second;
+    EXPECT_NEAR(got[i], w, 1e-4 * std::max(1.0, w)) << "position " << kept[i];
+  }
+}
+
+/// H2O: budget(12, h2o), 6 recent positions. Prompts of different lengths
+/// (attended whole), then decode: before every append the expected
+/// survivors follow from the cache's own scores by the rule; after it the
+/// cache holds exactly those plus the new token, its pages stay bounded,
+/// the scores equal the float64 accumulated attention mass, and decode
+/// equals float64 attention over the retained positions. Paged (slots
+/// compacted by moves) and contiguous.
+TEST_F(KvCacheTest, BudgetH2OKeepsHeavyHittersAndRecent) {
+  for (const char *name : {"over_h2o", "over_h2o_flat"}) {
+    SCOPED_TRACE(name);
+    auto k = kernel(name);
+    ASSERT_TRUE(k);
+    EXPECT_EQ(k->info().cache->retention, "budget");
+    EXPECT_EQ(k->info().cache->budget, 12);
+    EXPECT_EQ(k->info().cache->evict, "h2o");
+    bool flat = std::string(name) == "over_h2o_flat";
+    auto c = makeCache(*k, flat ? 3 * Hkv : 64, flat ? 24 : 0);
+    ASSERT_TRUE(c);
+    refMass.clear();
+    refMassRows = 1 << 30; // every query counts
+    std::vector<int64_t> seqs = {*c->addSequence(), *c->addSequence(), *c->addSequence()};
+    std::vector<History> hist(3);
+    const int64_t prompt[3] = {5, 20, 9};
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(append(*c, seqs[i], prompt[i], hist[i]));
+      // The whole prompt is kept for its own queries.
+      EXPECT_EQ(int64_t(c->retainedPositions(seqs[i]).size()), prompt[i]);
+      EXPECT_LT(runAndCompare(*k, *c, {seqs[i]}, {hist[i]}, prompt[i], causal), 1e-2);
+    }
+    for (int step = 0; step < 40; ++step) {
+      std::vector<std::vector<std::vector<int32_t>>> want(3);
+      for (int i = 0; i < 3; ++i)
+        for (int64_t h = 0; h < Hkv; ++h) {
+          int64_t L = c->length(seqs[i]);
+          want[i].push_back(
+              budgetSurvivors(c->retainedPositions(seqs[i], h), c->scores(seqs[i], h), L, 12, 6));
+          want[i].back().push_back(int32_t(L));
+        }
+      for (int i = 0; i < 3; ++i)
+        ASSERT_TRUE(append(*c, seqs[i], 1, hist[i])) << "step " << step;
+      for (int i = 0; i < 3; ++i)
+        for (int64_t h = 0; h < Hkv; ++h) {
+          ASSERT_EQ(c->retainedPositions(seqs[i], h), want[i][h]) << "step " << step;
+          EXPECT_LE(c->pagesOf(seqs[i], h), flat ? 1 : 4); // ceil(13 / 4)
+        }
+      ASSERT_LT(runAndCompare(*k, *c, seqs, hist, 1, causal), 1e-2) << "step " << step;
+      for (int i = 0; i < 3; ++i)
+        for (int64_t h = 0; h < Hkv; ++h)
+          expectScores(*c, seqs[i], h, refMass[{seqs[i], h}]);
+    }
+    // Old heavy hitters survive next to the recent positions.
+    std::vector<int32_t> kept = c->retainedPositions(seqs[1], 0);
+    EXPECT_EQ(kept.size(), 13u);
+    EXPECT_LT(kept.front(), c->length(seqs[1]) - 7);
+    // evict() alone brings a head to its budget; a second call changes nothing.
+    ASSERT_TRUE(c->evict(seqs[1]));
+    EXPECT_EQ(c->retainedPositions(seqs[1], 0).size(), 12u);
+    std::vector<int32_t> after = c->retainedPositions(seqs[1], 1);
+    ASSERT_TRUE(c->evict(seqs[1]));
+    EXPECT_EQ(c->retainedPositions(seqs[1], 1), after);
+  }
+  refMassRows = -1;
+  // An append the pool cannot take evicts nothing: 13 tokens fill 8 pages
+  // (4 per head); 5 more would need 5 pages per head after evicting one.
+  auto k = kernel("over_h2o");
+  auto c = makeCache(*k, 8);
+  int64_t seq = *c->addSequence();
+  History h;
+  ASSERT_TRUE(append(*c, seq, 13, h));
+  EXPECT_EQ(c->freePages(), 0);
+  rt::Status s = append(*c, seq, 5, h);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("exhausted"), std::string::npos) << s.message();
+  EXPECT_EQ(c->retainedPositions(seq, 0).size(), 13u);
+  EXPECT_EQ(c->length(seq), 13);
+  ASSERT_TRUE(append(*c, seq, 4, h)); // evicts one, then fits
+  EXPECT_EQ(c->retainedPositions(seq, 1).size(), 16u);
+}
+
+/// Eviction is deterministic: the same appends and queries give the same
+/// retained positions and bit-identical scores whatever the thread count
+/// and the number of q-tiles a launch has (prefill of 20 queries x 2 heads
+/// = 40 packed rows: two tiles that add into the same slots).
+TEST_F(KvCacheTest, BudgetEvictionIsDeterministic) {
+  auto k = kernel("over_h2o");
+  ASSERT_TRUE(k);
+  auto scenario = [&](int nThreads) {
+    threads = nThreads;
+    rng.seed(11);
+    auto c = makeCache(*k, 64);
+    std::vector<std::pair<std::vector<int32_t>, std::vector<float>>> log;
+    if (!c)
+      return log;
+    std::vector<int64_t> seqs = {*c->addSequence(), *c->addSequence()};
+    std::vector<History> hist(2);
+    for (int i = 0; i < 2; ++i)
+      EXPECT_TRUE(append(*c, seqs[i], 20, hist[i]));
+    runAndCompare(*k, *c, seqs, hist, 20, causal);
+    for (int step = 0; step < 25; ++step) {
+      int64_t n = 1 + step % 3;
+      for (int i = 0; i < 2; ++i)
+        EXPECT_TRUE(append(*c, seqs[i], n, hist[i]));
+      runAndCompare(*k, *c, seqs, hist, n, causal);
+      for (int i = 0; i < 2; ++i)
+        for (int64_t h = 0; h < Hkv; ++h)
+          log.emplace_back(c->retainedPositions(seqs[i], h), c->scores(seqs[i], h));
+    }
+    return log;
+  };
+  auto one = scenario(1), three = scenario(3);
+  threads = 0;
+  ASSERT_EQ(one.size(), 100u);
+  ASSERT_EQ(one.size(), three.size());
+  for (size_t i = 0; i < one.size(); ++i) {
+    EXPECT_EQ(one[i].first, three[i].first) << i;
+    ASSERT_EQ(one[i].second.size(), three[i].second.size());
+    for (size_t j = 0; j < one[i].second.size(); ++j)
+      EXPECT_EQ(one[i].second[j], three[i].second[j]) << i << " " << j;
+  }
+}
+
+/// SnapKV: the scores are the mass the last observationWindow (4) queries of
+/// the latest launch put on each slot, replacing the previous ones; the
+/// first append after the prompt keeps the recent positions and the
+/// window's favourites.
+TEST_F(KvCacheTest, BudgetSnapKVScoresFromTheObservationWindow) {
+  auto k = kernel("over_snap");
+  ASSERT_TRUE(k);
+  rt::KvCacheOptions o;
+  o.policy = *k->info().cache;
+  o.numKvHeads = Hkv, o.headDim = D, o.numPages = 64, o.observationWindow = 4;
+  auto cc = rt::KvCache::create(o);
+  ASSERT_TRUE(bool(cc)) << cc.message();
+  rt::KvCache &c = **cc;
+  int64_t seq = *c.addSequence();
+  std::vector<History> hist(1);
+  ASSERT_TRUE(append(c, seq, 30, hist[0]));
+  refMass.clear();
+  refMassRows = 4;
+  EXPECT_LT(runAndCompare(*k, c, {seq}, hist, 30, causal), 1e-2);
+  for (int64_t h = 0; h < Hkv; ++h)
+    expectScores(c, seq, h, refMass[{seq, h}]);
+  for (int step = 0; step < 12; ++step) {
+    std::vector<std::vector<int32_t>> want;
+    for (int64_t h = 0; h < Hkv; ++h) {
+      want.push_back(
+          budgetSurvivors(c.retainedPositions(seq, h), c.scores(seq, h), c.length(seq), 12, 6));
+      want.back().push_back(int32_t(c.length(seq)));
+    }
+    ASSERT_TRUE(append(c, seq, 1, hist[0]));
+    for (int64_t h = 0; h < Hkv; ++h)
+      ASSERT_EQ(c.retainedPositions(seq, h), want[h]) << "step " << step;
+    refMass.clear(); // snapkv replaces: only this launch's window (Nq = 1) counts
+    refMassRows = 1;
+    ASSERT_LT(runAndCompare(*k, c, {seq}, hist, 1, causal), 1e-2) << "step " << step;
+    for (int64_t h = 0; h < Hkv; ++h)
+      expectScores(c, seq, h, refMass[{seq, h}]);
+  }
+  refMassRows = -1;
+  // Options a budget cache refuses.
+  o.observationWindow = 0;
+  EXPECT_NE(rt::KvCache::create(o).message().find("observationWindow"), std::string::npos);
+  o.observationWindow = 4;
+  o.recentTokens = 13;
+  EXPECT_NE(rt::KvCache::create(o).message().find("exceeds the budget"), std::string::npos);
+}
+
+/// A per-head mix: head 0 keeps everything, head 1 a budget of 12 (H2O).
+TEST_F(KvCacheTest, BudgetPerHead) {
+  auto k = kernel("duo_h2o");
+  ASSERT_TRUE(k);
+  rt::KvCacheOptions o;
+  o.policy = *k->info().cache;
+  o.numKvHeads = Hkv, o.headDim = D, o.numPages = 64, o.headKinds = {0, 1};
+  auto cc = rt::KvCache::create(o);
+  ASSERT_TRUE(bool(cc)) << cc.message();
+  rt::KvCache &c = **cc;
+  std::vector<int64_t> seqs = {*c.addSequence(), *c.addSequence()};
+  std::vector<History> hist(2);
+  ASSERT_TRUE(append(c, seqs[0], 3, hist[0]));
+  ASSERT_TRUE(append(c, seqs[1], 17, hist[1]));
+  for (int step = 0; step < 30; ++step) {
+    for (int i = 0; i < 2; ++i)
+      ASSERT_TRUE(append(c, seqs[i], 1, hist[i]));
+    ASSERT_LT(runAndCompare(*k, c, seqs, hist, 1, causal), 1e-2) << "step " << step;
+    for (int i = 0; i < 2; ++i) {
+      int64_t L = c.length(seqs[i]);
+      EXPECT_EQ(int64_t(c.retainedPositions(seqs[i], 0).size()), L);
+      EXPECT_EQ(int64_t(c.retainedPositions(seqs[i], 1).size()), std::min<int64_t>(L, 13));
+    }
+  }
 }
 
 /// Random appends and removals on small pools, for paged / contiguous /

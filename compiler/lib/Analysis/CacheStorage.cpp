@@ -37,10 +37,10 @@ FailureOr<attn::CacheStorage> attn::analyzeCacheStorage(KernelOp kernel, StringR
                      << cs.policies.front().getSymName() << "', '" << cp.getSymName()
                      << "'); not supported yet",
              failure();
+    // Budget retention evicts by a score the attention produces: the
+    // kernel also writes the mass its queries put on each slot.
     if (cp.getRetention().getKind() == RetentionKind::Budget)
-      return error() << "budget (eviction) retention ('" << cp.getSymName()
-                     << "') is not supported yet",
-             failure();
+      cs.slotMass = true;
   }
   StringRef name = cs.policies.front().getSymName();
   for (CachePolicyOp cp : cs.policies) {

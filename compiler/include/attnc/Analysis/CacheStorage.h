@@ -30,13 +30,16 @@ struct CacheStorage {
   /// Slots per page when every policy is paged(P) with the same P (a power
   /// of two); 0 when the page size is only known at launch (contiguous).
   int64_t pageSize = 0;
+  /// Some policy has budget retention (H2O / SnapKV): the kernel also
+  /// returns, per slot, the attention mass its queries put on it (the
+  /// cache's eviction score).
+  bool slotMass = false;
 };
 
 /// The storage of `kernel`'s cache policy, for Q/K/V of `elemType` and head
 /// dims D / Dv. Emits an error on the kernel, prefixed `passName: kv-cache: `,
-/// when there is no policy or it is not supported yet (budget retention,
-/// fp8, per-head policies storing differently, scale groups not dividing
-/// the head dims, odd head dims for int4, unquantized storage other than
+/// when there is no policy or it is not supported yet (fp8, per-head policies storing differently,
+/// scale groups not dividing the head dims, odd head dims for int4, unquantized storage other than
 /// `elemType`).
 FailureOr<CacheStorage> analyzeCacheStorage(KernelOp kernel, StringRef passName, Type elemType,
                                             int64_t D, int64_t Dv);

@@ -76,6 +76,7 @@ public:
       quantGroup = cs->group;
       if (quantized)
         kvElem = cs->pageElement;
+      slotMass = cs->slotMass;
       cacheKernel = true;
     }
     for (Operation &op : kernel.getBody().front())
@@ -100,7 +101,10 @@ private:
   /// a KV cache (`attn.cache`) takes K and V as page pools [pages, Hkv, P,
   /// D] and then, per sequence b: its page table kv_pages[b, :], the
   /// logical position of each slot kv_pos[b, :] (-1: not retained), its
-  /// slot count kv_len[b] and the position of its first query row q_pos[b].
+  /// slot count kv_len[b] and the position of its first query row q_pos[b];
+  /// quantized pages their scales; budget retention (slotMass) the mass
+  /// table kv_mass[b, slot] (f32, added to) and mass_rows (i32: the last
+  /// mass_rows queries of each head count, SnapKV's observation window).
   SmallVector<Type> commonArgTypes() {
     Type kv = kvElementType();
     SmallVector<Type> types = {
@@ -123,6 +127,8 @@ private:
       types.append({m2, m2, m1, m1});
       if (quantized) // K and V scales [pages, Hkv, P, groups]
         types.append(2, MemRefType::get(SmallVector<int64_t>(4, ShapedType::kDynamic), f32()));
+      if (slotMass)
+        types.append({MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32()), i32});
     }
     return types;
   }
@@ -134,11 +140,13 @@ private:
     for (unsigned i = 0, e = kernel.getNumArguments(); i < e; ++i)
       fn.setArgAttr(6 + i, "attn.name", StringAttr::get(ctx, kernel.getParamName(i)));
     if (cacheKernel) {
-      static const char *cacheNames[] = {"kv_pages", "kv_pos",  "kv_len",
-                                         "q_pos",    "k_scale", "v_scale"};
-      for (unsigned i = 0; i < (quantized ? 6u : 4u); ++i)
-        fn.setArgAttr(6 + kernel.getNumArguments() + i, "attn.name",
-                      StringAttr::get(ctx, cacheNames[i]));
+      SmallVector<const char *> cacheNames = {"kv_pages", "kv_pos", "kv_len", "q_pos"};
+      if (quantized)
+        cacheNames.append({"k_scale", "v_scale"});
+      if (slotMass)
+        cacheNames.append({"kv_mass", "mass_rows"});
+      for (auto [i, name] : llvm::enumerate(cacheNames))
+        fn.setArgAttr(6 + kernel.getNumArguments() + i, "attn.name", StringAttr::get(ctx, name));
     }
   }
 
@@ -385,7 +393,7 @@ private:
     OpBuilder b = OpBuilder::atBlockBegin(entry);
     Value Q = fn.getArgument(0), K = fn.getArgument(1), V = fn.getArgument(2),
           O = fn.getArgument(3), LSE = fn.getArgument(4), qOffset = fn.getArgument(5);
-    const unsigned nCache = cacheKernel ? (quantized ? 6 : 4) : 0;
+    const unsigned nCache = cacheKernel ? 4 + (quantized ? 2 : 0) + (slotMass ? 2 : 0) : 0;
     Value bIdx = fn.getArgument(6 + nParams + nCache), hIdx = fn.getArgument(7 + nParams + nCache),
           qTile = fn.getArgument(8 + nParams + nCache);
     Value kvPages, kvPos, kvLen, qPosOf, kScale, vScale; // the KV-cache ABI's tables
@@ -398,6 +406,11 @@ private:
     if (quantized) {
       kScale = fn.getArgument(10 + nParams);
       vScale = fn.getArgument(11 + nParams);
+    }
+    Value kvMass, massRows; // budget retention: the eviction score's output
+    if (slotMass) {
+      kvMass = fn.getArgument(6 + nParams + nCache - 2);
+      massRows = fn.getArgument(6 + nParams + nCache - 1);
     }
     Type i32 = b.getI32Type(), i64 = b.getI64Type();
     Location l = loc();
@@ -597,6 +610,11 @@ private:
     Value hS = cacheKernel ? Value() : arith::IndexCastOp::create(b, l, i32, hIdx).getResult();
 
     bool hadError = false;
+    // Set for the second pass of budget kernels (after the KV loop): the
+    // final row max (with -inf as 0, as in the loop) and 1 / sum, and the
+    // lanes whose mass counts. Tiles then add each slot's attention mass
+    // to kv_mass instead of updating the softmax state.
+    Value massRef, massInv, massLanes;
     // One KV tile [kt, kt + Tk). `partial`: the tile may run past Nk (keys
     // are clamped and masked); otherwise all Tk keys exist, so rows need no
     // clamp and share one base address.
@@ -761,6 +779,25 @@ private:
         }
         if (hadError)
           return {m, sum};
+        if (massRef) {
+          // mass[slot] += sum over counted rows of p_ij (softmax: exp(t -
+          // m) / l with the final m and l; sigmoid: the weight itself).
+          // Slots past Nk (clamped to the last one) add 0.
+          for (int64_t j = 0; j < Tk; ++j) {
+            Value p = softmax
+                          ? arith::MulFOp::create(
+                                b, l, vexp(b, arith::SubFOp::create(b, l, t[j], massRef)), massInv)
+                                .getResult()
+                          : w[j];
+            p = arith::SelectOp::create(b, l, massLanes, p, zero);
+            Value total = vector::ReductionOp::create(b, l, vector::CombiningKind::ADD, p);
+            total = arith::SelectOp::create(b, l, kValid[j], total, cF32(b, 0.0f));
+            Value old = memref::LoadOp::create(b, l, kvMass, ValueRange{tableRow, kRow[j]});
+            memref::StoreOp::create(b, l, arith::AddFOp::create(b, l, old, total), kvMass,
+                                    ValueRange{tableRow, kRow[j]});
+          }
+          return {m, sum};
+        }
         // Online softmax. A row that has seen no key keeps m = -inf; use 0
         // as its reference so that exp(-inf - ref) = 0 instead of NaN.
         Value mNew = arith::MaximumFOp::create(b, l, m, tileMax);
@@ -974,6 +1011,31 @@ private:
         b, l, hasKeys, arith::AddFOp::create(b, l, m, math::LogOp::create(b, l, sum)), negInf);
     vector::StoreOp::create(b, l, inv, rowBuf, ValueRange{c0});
     vector::StoreOp::create(b, l, lse, lseBuf, ValueRange{c0});
+    if (slotMass) {
+      // Budget retention: a second pass over the slots, now that each row's
+      // max and sum are final, adds the attention mass of the rows of the
+      // last mass_rows queries to each slot's eviction score.
+      massRef = arith::SelectOp::create(
+          b, l, arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, m, negInf), zero, m);
+      massInv = inv;
+      Value first = arith::SubIOp::create(
+          b, l, arith::AddIOp::create(b, l, qOffset, arith::IndexCastOp::create(b, l, i32, nq)),
+          massRows);
+      massLanes = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, qPos, bcast(b, first));
+      auto full = scf::ForOp::create(b, l, loIdx, fullHi, cIdx(b, Tk), ValueRange{m, sum},
+                                     [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
+                                       emitTile(b, l, kt, iter, /*partial=*/false,
+                                                /*keepAll=*/false);
+                                     });
+      scf::ForOp::create(b, l, fullHi, hiC, cIdx(b, Tk), full.getResults(),
+                         [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
+                           emitTile(b, l, kt, iter, /*partial=*/true, /*keepAll=*/false);
+                         });
+      if (hadError) {
+        fn.erase();
+        return nullptr;
+      }
+    }
     scf::ForOp::create(
         b, l, c0, rows, c1, ValueRange{}, [&](OpBuilder &b, Location l, Value i, ValueRange) {
           auto [head, row] = headRow(b, arith::AddIOp::create(b, l, r0, i));
@@ -1030,6 +1092,8 @@ private:
   int64_t Tq, Tk;
   /// Lower with the KV-cache ABI (pass option), and whether it applies.
   bool kvCache = false, cacheKernel = false;
+  /// Budget retention: the kernel also writes each slot's attention mass.
+  bool slotMass = false;
   /// Quantized KV (int8): the stored element type, and the scale group
   /// along the head dim (0: one scale per token and head).
   bool quantized = false;

@@ -852,6 +852,10 @@ mlir::attn::nvvm::lowerDecodeKernel(attn::KernelOp kernel, const attn::NvvmKerne
       attn::analyzeCacheStorage(kernel, "attn-to-nvvm", elemType, cfg.headDim, cfg.headDimV);
   if (failed(storage))
     return failure();
+  if (storage->slotMass)
+    return kernel.emitError("attn-to-nvvm: kv-cache: budget (eviction) retention is not "
+                            "supported on CUDA yet (the CPU backend computes its scores)"),
+           failure();
   DecodeLowering lowering(kernel, cfg, elemType, std::move(*storage));
   if (failed(lowering.run(moduleBuilder)))
     return failure();

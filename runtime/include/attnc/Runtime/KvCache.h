@@ -6,7 +6,15 @@
 // Retention decides which positions stay: `all`, or `sink(S) + window(W)`
 // (StreamingLLM), where a page whose slots all fell out of the window goes
 // back to the pool, so a streaming head holds at most ceil(S/P) +
-// ceil(W/P) + 1 pages whatever the sequence's length. A per-head policy
+// ceil(W/P) + 1 pages whatever the sequence's length. `budget(N, h2o |
+// snapkv)` keeps N slots per sequence and head: each slot carries an
+// eviction score that launches of the cache's kernel update (H2O: the
+// attention mass every query put on it, accumulated; SnapKV: the mass the
+// last `observationWindow` queries of the latest launch put on it); an
+// append first evicts down to N, keeping the `recentTokens` most recent
+// positions and the others of highest score (ties: the later position),
+// and compacts the head's slots so its pages stay ceil(N / P) plus what
+// the new tokens take. A per-head policy
 // (DuoAttention: `per_head(full, streaming) by head_kind`) gives each KV
 // head one of its policies through a runtime table, so streaming heads
 // stay small while retrieval heads keep everything. Kernels compiled with
@@ -47,6 +55,13 @@ struct KvCacheOptions {
   /// Per-head policies: for each KV head, the index of its policy in
   /// policy.headPolicies (the `by` table of `per_head(...)`).
   std::vector<int32_t> headKinds;
+  /// Budget retention: positions an eviction never drops, the most recent
+  /// ones (-1: half the budget, H2O's split of heavy hitters and recent
+  /// tokens).
+  int64_t recentTokens = -1;
+  /// Budget retention scored by snapkv: the last queries of a launch whose
+  /// attention scores the slots (SnapKV's observation window).
+  int64_t observationWindow = 32;
 };
 
 class KvCache {
@@ -60,9 +75,26 @@ public:
   /// Appends the next n tokens of `seq`: k [Hkv, n, D] and v [Hkv, n, Dv],
   /// dense, on the host, of the input type (quantized on the way in for
   /// int8 storage). Positions a head's retention drops are released first
-  /// (and tokens of the chunk it drops already are not stored); fails
-  /// without changing anything when the pool has too few free pages.
+  /// (and tokens of the chunk it drops already are not stored; budget
+  /// heads evict down to their budget, then store the whole chunk, so its
+  /// queries see all of it); fails without changing anything when the
+  /// pool has too few free pages.
   Status append(int64_t seq, const DLTensor *k, const DLTensor *v);
+  /// Budget heads of `seq` evict down to their budget now (append does it
+  /// too); other heads are unchanged.
+  Status evict(int64_t seq);
+  /// Updates the eviction scores of budget heads from a kernel's kv_mass
+  /// output for batch `sequences` (rows r = b * Hkv + head of `maxSlots`
+  /// slots, the layout of tables()): h2o adds, snapkv replaces. Launches
+  /// over a budget cache (CpuKernel) call it themselves.
+  Status updateScores(const std::vector<int64_t> &sequences, const std::vector<float> &mass,
+                      int64_t maxSlots);
+  /// The eviction score of each position retainedPositions() lists.
+  std::vector<float> scores(int64_t seq, int64_t head = 0) const;
+  /// Whether some head keeps a budget (launches then produce scores), and
+  /// how many last queries of a launch with Nq queries score its slots.
+  bool scoresSlots() const { return budgeted; }
+  int64_t scoringQueries(int64_t Nq) const;
 
   /// Tokens appended so far (the next logical position); -1 if no such
   /// sequence.
@@ -125,6 +157,7 @@ private:
   KvCache() = default;
   struct Head {
     std::vector<int32_t> pages, pos;
+    std::vector<float> score; // budget: eviction score per slot (as pos)
     int64_t slots = 0;
   };
   struct Sequence {
@@ -136,6 +169,10 @@ private:
   const Head *headOf(int64_t seq, int64_t head) const;
   bool retains(int64_t head, int64_t position, int64_t newLength) const;
   void compact(Head &h);
+  void fillHoles(Head &h);
+  void moveSlot(Head &h, int64_t from, int64_t to);
+  std::vector<char> budgetVictims(int64_t head, const Head &h, int64_t length) const;
+  Status update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_t n);
   void storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int64_t dim, int64_t groups,
                 char *dst, float *scales) const;
   float loadElement(const char *src, const float *scales, int64_t d, int64_t dim,
@@ -144,7 +181,8 @@ private:
   KvCacheOptions opts;
   int64_t P = 0, D = 0, Dv = 0, elemBytes = 0, inBytes = 0, gK = 1, gV = 1;
   int64_t kRow = 0, vRow = 0; // bytes of a stored K / V row
-  bool quant = false, nibbles = false, contiguous = false;
+  bool quant = false, nibbles = false, contiguous = false, budgeted = false;
+  bool snapkv = false;
   std::vector<char> kPool, vPool;
   std::vector<float> kScales, vScales;
   std::vector<int32_t> freeList;

@@ -79,6 +79,8 @@ struct CachePolicyInfo {
   int64_t pageSize = 0;          // paged: slots per page
   std::string retention = "all"; // all | sink_window | budget
   int64_t sink = 0, window = 0;  // sink_window
+  int64_t budget = 0;            // budget: the slots kept per sequence and head
+  std::string evict = "none";    // budget: h2o | snapkv (the eviction score)
   std::string storage = "bf16";  // element type of the pages (f32, bf16, f16, i8)
   std::string scale = "none";    // i8: per_token | per_group
   int64_t groupSize = 0;         // per_group: elements of the head dim per scale
@@ -147,7 +149,9 @@ struct CacheLaunchArgs {
   /// [B, Hq, Nq] f32 or null (as in LaunchArgs).
   const DLTensor *q = nullptr;
   DLTensor *o = nullptr, *lse = nullptr;
-  const KvCache *cache = nullptr;
+  /// A launch over a budget cache updates its eviction scores
+  /// (KvCache::updateScores); do not launch over one cache concurrently.
+  KvCache *cache = nullptr;
   std::vector<int64_t> sequences;
   std::map<std::string, Arg> params;
   int numThreads = 0;
