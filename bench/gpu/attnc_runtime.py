@@ -49,7 +49,8 @@ class CacheLaunchDesc(ctypes.Structure):
                 ("max_length", ctypes.c_int64), ("splits", ctypes.c_int64),
                 ("workspace", ctypes.c_uint64), ("workspace_bytes", ctypes.c_uint64),
                 ("device", ctypes.c_int32), ("num_params", ctypes.c_int32),
-                ("params", ctypes.POINTER(Param)), ("stream", ctypes.c_void_p)]
+                ("params", ctypes.POINTER(Param)), ("stream", ctypes.c_void_p),
+                ("mass", Tensor), ("mass_rows", ctypes.c_int64)]
 
 
 class KernelInfo(ctypes.Structure):
@@ -186,13 +187,15 @@ class Kernel:
 
     def decode(self, q, o, k_pool, v_pool, kv_pages, kv_pos, kv_len, q_pos, lse=None,
                max_length=0, splits=0, workspace=None, stream=None, k_scale=None, v_scale=None,
-               **params):
+               mass=None, mass_rows=0, **params):
         """Decode over a device KV cache (a kernel compiled with --kv-cache):
         pools [pages, P, D] / [pages, P, Dv]; int32 tables kv_pages [B*Hkv,
         max_pages], kv_pos [B*Hkv, max_slots] (-1 dropped), kv_len [B*Hkv],
         q_pos [B]; int8/int4 pools (int4: two values per byte, low nibble
-        first) with float32 k_scale / v_scale [pages, P, groups]. `workspace`: a uint8 CUDA tensor of at least decode_plan's
-        bytes (allocated here when None)."""
+        first) with float32 k_scale / v_scale [pages, P, groups]. `workspace`: a uint8 CUDA
+        tensor of at least decode_plan's bytes (allocated here when None). Budget
+        policies: `mass`, float32 [B*Hkv, max_slots], gets each slot's attention mass
+        from the last `mass_rows` queries (0: all) added (needs `lse`)."""
         import torch
         dev = q.device.index if q.device.index is not None else 0
         if workspace is None:
@@ -206,6 +209,7 @@ class Kernel:
         desc.kv_pages, desc.kv_pos = _tensor(kv_pages), _tensor(kv_pos)
         desc.kv_len, desc.q_pos = _tensor(kv_len), _tensor(q_pos)
         desc.k_scale, desc.v_scale = _tensor(k_scale), _tensor(v_scale)
+        desc.mass, desc.mass_rows = _tensor(mass), mass_rows
         desc.max_length, desc.splits = max_length, splits
         desc.workspace, desc.workspace_bytes = workspace.data_ptr(), workspace.numel()
         desc.device = dev

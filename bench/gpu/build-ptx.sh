@@ -88,4 +88,10 @@ VARIANT=_kv_st2 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --c
 VARIANT=_kv_q32 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-block-q=32
 VARIANT=_kv_q64 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-block-q=64
 VARIANT=_kv_st4 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-stages=4
+# Budget retention (H2O, SnapKV): decode + mass kernels over small budgets
+# (bench/gpu/budget.attn; attnc-cuda-decode-check evicts every step).
+for k in h2o_decode snapkv_decode h2o_int8_decode; do
+  "$ATTNC" bench/gpu/budget.attn -I lib --kernel=$k --target=cuda --arch="$ARCH" --emit=ptx \
+    --head-dim=128 --dtype=bf16 --kv-cache -o "$OUT/${k}_bf16_d128_kv.ptx"
+done
 echo "PTX in $OUT"

@@ -7,8 +7,11 @@
 // lengths; every step uploads the pools and KvCache::tables(), launches
 // CudaKernel::launch(CudaCacheLaunchArgs) and compares O and LSE with
 // float64 attention over exactly the positions the cache retains, on the
-// values it stores (KvCache::readToken: dequantized). Prints one line per
-// kernel and `N passed, N failed`.
+// values it stores (KvCache::readToken: dequantized). Budget policies (H2O,
+// SnapKV) also run attnc_<K>_mass: its mass table is compared with the
+// float64 attention mass of the counted queries and handed back to the
+// cache (KvCache::updateScores), whose next append evicts by it. Prints one
+// line per kernel and `N passed, N failed`.
 //
 //   attnc-cuda-decode-check bench/gpu/ptx/paged_attention_bf16_d128_kv.ptx ...
 //
@@ -131,8 +134,9 @@ bool checkKernel(const std::string &ptxPath) {
     }
   const bool quant = c.quantized();
   const int64_t per = c.packsNibbles() ? 2 : 1, P = c.pageSize();
-  Device kPool, vPool, kScales, vScales, pages, pos, len, qpos, q, out, lse;
-  double worstO = 0, worstL = 0;
+  Device kPool, vPool, kScales, vScales, pages, pos, len, qpos, q, out, lse, massT;
+  double worstO = 0, worstL = 0, worstMass = 0;
+  int64_t mostSlots = 0;
   for (int step = 0; step < 24; ++step) {
     const int64_t Nq = step % 5 == 4 ? 3 : 1;
     for (int64_t b = 0; b < B; ++b)
@@ -183,6 +187,14 @@ bool checkKernel(const std::string &ptxPath) {
     a.cache.pages = &pages.t, a.cache.positions = &pos.t, a.cache.lengths = &len.t;
     a.cache.queryPositions = &qpos.t;
     a.cache.maxLength = t->maxLength;
+    const bool budget = c.scoresSlots();
+    const int64_t massRows = c.scoringQueries(Nq);
+    std::vector<float> hm(size_t(rows * t->maxSlots), 0.f);
+    if (s && budget) {
+      s = massT.set(hm.data(), hm.size() * 4, {rows, t->maxSlots}, kF32);
+      a.mass = &massT.t;
+      a.massRows = massRows;
+    }
     Device workspace;
     auto plan = (*kernel)->decodePlan(B, Hq, Hkv, Nq, t->maxLength, 0);
     if (s && !plan)
@@ -201,17 +213,29 @@ bool checkKernel(const std::string &ptxPath) {
       s = out.buffer.download(ho.data(), ho.size() * 2);
     if (s)
       s = lse.buffer.download(hl.data(), hl.size() * 4);
+    if (s && budget)
+      s = massT.buffer.download(hm.data(), hm.size() * 4);
     if (!s) {
       std::printf("FAIL %s: step %d: %s\n", ki.name.c_str(), step, s.message().c_str());
       return false;
     }
-    // float64 attention over the retained positions' stored values.
+    // float64 attention over the retained positions' stored values, and
+    // the mass of the counted queries per slot (budget policies).
     double maxRef = 0, maxErr = 0;
+    std::vector<double> refMass(hm.size(), 0.0);
     std::vector<float> kr(static_cast<size_t>(D)), vr(static_cast<size_t>(Dv));
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < Hq; ++h) {
         int64_t g = h / (Hq / Hkv);
         std::vector<int32_t> kept = c.retainedPositions(seqs[b], g);
+        const int64_t row = b * Hkv + g;
+        mostSlots = std::max<int64_t>(mostSlots, int64_t(kept.size()));
+        std::vector<int64_t> slotOf(kept.size(), -1); // kept[j] is in this slot
+        for (int64_t sl = 0; sl < t->maxSlots; ++sl) {
+          int32_t p = t->positions[size_t(row * t->maxSlots + sl)];
+          if (p >= 0)
+            slotOf[std::lower_bound(kept.begin(), kept.end(), p) - kept.begin()] = sl;
+        }
         std::vector<std::vector<float>> ks, vs;
         for (int32_t p : kept) {
           if (Status rs = c.readToken(seqs[b], p, g, kr.data(), vr.data()); !rs) {
@@ -239,26 +263,56 @@ bool checkKernel(const std::string &ptxPath) {
             m = std::max(m, x);
           for (double x : sc)
             sum += std::exp(x - m);
-          size_t row = size_t((b * Hq + h) * Nq + i);
+          size_t orow = size_t((b * Hq + h) * Nq + i);
           for (int64_t d = 0; d < Dv; ++d) {
             double ref = 0;
             for (size_t j = 0; j < sc.size(); ++j)
               ref += std::exp(sc[j] - m) / sum * vs[idx[j]][d];
             maxRef = std::max(maxRef, std::fabs(ref));
-            maxErr = std::max(maxErr, std::fabs(double(bf16ToFloat(ho[row * Dv + d])) - ref));
+            maxErr = std::max(maxErr, std::fabs(double(bf16ToFloat(ho[orow * Dv + d])) - ref));
           }
           double refL = sc.empty() ? -INFINITY : m + std::log(sum);
-          worstL = std::max(worstL, std::isinf(refL) ? (std::isinf(hl[row]) ? 0.0 : 1.0)
-                                                     : std::fabs(hl[row] - refL));
+          worstL = std::max(worstL, std::isinf(refL) ? (std::isinf(hl[orow]) ? 0.0 : 1.0)
+                                                     : std::fabs(hl[orow] - refL));
+          if (budget && i >= Nq - massRows)
+            for (size_t j = 0; j < sc.size(); ++j)
+              refMass[size_t(row * t->maxSlots + slotOf[idx[j]])] += std::exp(sc[j] - m) / sum;
         }
       }
     worstO = std::max(worstO, maxErr / std::max(maxRef, 1e-6));
+    if (budget) {
+      // Mass per slot: |GPU - float64| relative to the largest slot mass of
+      // its row (bf16 Q.K^T on the GPU vs float64 here).
+      for (int64_t r = 0; r < rows; ++r) {
+        double top = 0, err = 0;
+        for (int64_t sl = 0; sl < t->maxSlots; ++sl) {
+          size_t at = size_t(r * t->maxSlots + sl);
+          top = std::max(top, refMass[at]);
+          err = std::max(err, std::fabs(double(hm[at]) - refMass[at]));
+        }
+        worstMass = std::max(worstMass, err / std::max(top, 1e-6));
+      }
+      if (Status us = c.updateScores(seqs, hm, t->maxSlots); !us) {
+        std::printf("FAIL %s: %s\n", ki.name.c_str(), us.message().c_str());
+        return false;
+      }
+    }
   }
   bool ok = worstO < 2e-2 && worstL < 1e-2;
+  std::string extra;
+  if (c.scoresSlots()) {
+    // The budget held: at most N + Nq slots per head after the prompts.
+    ok = ok && worstMass < 2e-2 && mostSlots <= ki.cache->budget + 3;
+    extra = ", budget " + std::to_string(ki.cache->budget) + " " + ki.cache->evict +
+            ": most slots " + std::to_string(mostSlots) + ", max|dmass|/max mass = ";
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.2e", worstMass);
+    extra += buf;
+  }
   std::printf("%s %s (%s, D %lld): 3 sequences, prompts 1500/37/640, 24 steps (Nq 1 and 3), "
-              "max|dO|/max|O| = %.2e, max|dLSE| = %.2e\n",
+              "max|dO|/max|O| = %.2e, max|dLSE| = %.2e%s\n",
               ok ? "PASS" : "FAIL", ki.name.c_str(), ki.cache->storage.c_str(), (long long)D,
-              worstO, worstL);
+              worstO, worstL, extra.c_str());
   return ok;
 }
 

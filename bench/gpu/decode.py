@@ -227,7 +227,7 @@ def check(kern, args, gen):
 
 
 def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True, storage=None,
-          sequential=False, splits=0, Nq=1):
+          sequential=False, splits=0, Nq=1, mass=False):
     """Median ms of attnc decode over a paged cache holding positions_fn(L)
     per (b, g), SDPA and Flex decode over dense [B, Hkv, n, D] K/V of the
     same retained length n."""
@@ -243,10 +243,16 @@ def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True
     qp = torch.full((B,), L - Nq, dtype=torch.int32, device="cuda")
     splits, need = kern.decode_plan(B, Hq, Hkv, Nq, n, 0, splits)
     ws = torch.empty(max(need, 1), dtype=torch.uint8, device="cuda")
+    # mass: with the LSE and a mass table (budget kernels add to it; the
+    # growing sums do not change the time).
+    lse = torch.empty(B, Hq, Nq, device="cuda", dtype=torch.float32) if mass else None
+    args = cache.decode_args()
+    mtab = (torch.zeros(B * Hkv, args["kv_pos"].shape[1], device="cuda", dtype=torch.float32)
+            if mass and "h2o" in kern.name else None)
 
     def run():
-        kern.decode(q, o, q_pos=qp, max_length=n, workspace=ws, splits=splits,
-                    **cache.decode_args())
+        kern.decode(q, o, q_pos=qp, max_length=n, workspace=ws, splits=splits, lse=lse,
+                    mass=mtab, **args)
 
     ms = do_bench(run, warmup=25, rep=200, return_mode="median")
     kv_bytes = B * Hkv * n * cache.bytes_per_slot()
@@ -289,6 +295,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="--check: two cases per kernel "
                     "(for compute-sanitizer)")
     ap.add_argument("--lengths", default="8192,65536")
+    ap.add_argument("--budget", action="store_true", help="--bench: only the cost of H2O "
+                    "scoring: paged_attention vs h2o_decode (decode + mass) over the same "
+                    "tables, both with the LSE")
     ap.add_argument("--variants", default="", help="e.g. _k128,_st2: paged_attention_bf16_d128_kv"
                     "<variant>.ptx timed beside the default at every length")
     a = ap.parse_args()
@@ -368,8 +377,14 @@ def main():
                     rows.append(bench(vk, B, 32, 8, L, 16, all_positions, None,
                                       "bf16 all%s, Nq=%d" % (" " + var if var else "", nq), gen,
                                       baselines=False, Nq=nq))
+        if a.budget:
+            hk = Kernel(os.path.join(d, "h2o_decode_bf16_d128_kv.ptx"))
+            for B, L in [(8, int(x)) for x in a.lengths.split(",")] + [(1, 131072)]:
+                for kern, label in [(causal_kern, "bf16 decode"), (hk, "bf16 decode + H2O mass")]:
+                    rows.append(bench(kern, B, 32, 8, L, 16, all_positions, None, label, gen,
+                                      baselines=False, mass=True))
         sweep = [int(x) for x in a.split_sweep.split(",") if x]
-        only = bool(sweep or nqs)  # a sweep alone: skip the standard rows
+        only = bool(sweep or nqs or a.budget)  # a sweep alone: skip the standard rows
         shapes = [(8, int(x)) for x in a.lengths.split(",")] + [(1, 131072)]
         for sp in sweep:
             for B, L in shapes:

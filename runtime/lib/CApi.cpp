@@ -140,6 +140,13 @@ Status cacheLaunch(const Handle &h, const attnc_cache_launch_desc &desc) {
       return s;
     args.cache.valueScales = &vScale;
   }
+  DLTensor mass;
+  if (desc.mass.rank != 0) {
+    if (Status s = view("mass", desc.mass, desc.device, mass); !s)
+      return s;
+    args.mass = &mass;
+  }
+  args.massRows = desc.mass_rows;
   args.cache.maxLength = desc.max_length;
   args.splits = desc.splits;
   args.workspace = reinterpret_cast<void *>(uintptr_t(desc.workspace));

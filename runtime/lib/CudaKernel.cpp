@@ -49,6 +49,7 @@ struct CudaKernel::Impl {
     CUmodule module = nullptr;
     CUfunction function = nullptr;
     CUfunction merge = nullptr; // KV-cache kernels: attnc_<K>_merge
+    CUfunction mass = nullptr;  // budget policies: attnc_<K>_mass
   };
   std::mutex mutex;
   std::vector<Loaded> loaded; // one per context the kernel ran in
@@ -107,19 +108,29 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
                          info.name + "')");
   }
   if (info.cache) {
-    std::string merge = info.entry + "_merge";
-    if (Status s = ATTNC_CU(d, cuModuleGetFunction, &l.merge, l.module, merge.c_str()); !s) {
-      (void)d.cuModuleUnload(l.module);
-      return Status::error(s.message() + " (no entry '" + merge + "' in the image of KV-cache " +
-                           "kernel '" + info.name + "')");
+    std::vector<std::pair<CUfunction *, std::string>> extra = {{&l.merge, "_merge"}};
+    if (info.cache->scoresSlots())
+      extra.emplace_back(&l.mass, "_mass");
+    for (auto &[fn, suffix] : extra) {
+      std::string name = info.entry + suffix;
+      if (Status s = ATTNC_CU(d, cuModuleGetFunction, fn, l.module, name.c_str()); !s) {
+        (void)d.cuModuleUnload(l.module);
+        return Status::error(s.message() + " (no entry '" + name + "' in the image of KV-cache " +
+                             "kernel '" + info.name + "')");
+      }
     }
   }
   if (info.sharedBytes > kDefaultDynamicSharedBytes) {
-    if (Status s = ATTNC_CU(d, cuFuncSetAttribute, l.function,
-                            CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(info.sharedBytes));
-        !s) {
-      (void)d.cuModuleUnload(l.module);
-      return s;
+    for (CUfunction fn : {l.function, l.mass}) {
+      if (!fn)
+        continue;
+      if (Status s =
+              ATTNC_CU(d, cuFuncSetAttribute, fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                       int(info.sharedBytes));
+          !s) {
+        (void)d.cuModuleUnload(l.module);
+        return s;
+      }
     }
   }
   loaded.push_back(l);
@@ -576,6 +587,26 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   auto split = decodePlan(B, p.Hq, Hkv, Nq, maxLength, device, a.splits);
   if (!split)
     return split.error();
+  // Budget policies: the mass table the _mass kernel adds to.
+  std::optional<detail::TensorView> mass;
+  if (policy.scoresSlots()) {
+    if (!a.mass)
+      return Status::error("policy '" + policy.name +
+                           "' keeps a budget: give the mass table (f32 [B * Hkv, max_slots]) "
+                           "its eviction scores are added to");
+    auto m = denseDeviceTensor("mass", a.mass, "f32", {B * Hkv, maxSlots}, device);
+    if (!m)
+      return m.error();
+    if (!a.lse)
+      return Status::error("policy '" + policy.name +
+                           "' keeps a budget: its mass kernel reads the LSE, give lse");
+    if (a.massRows < 0)
+      return Status::error("massRows must be 0 (all queries) or positive");
+    mass = *m;
+  } else if (a.mass) {
+    return Status::error("a mass table was given, but policy '" + policy.name +
+                         "' keeps no budget");
+  }
   if (split->splits > 1 && (!a.workspace || a.workspaceBytes < split->workspaceBytes))
     return Status::error("decode over " + std::to_string(split->splits) + " splits needs a " +
                          std::to_string(split->workspaceBytes) + "-byte workspace, got " +
@@ -602,6 +633,9 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
     for (auto [what, view] : {std::pair{"key scales", &*kScales}, {"value scales", &*vScales}})
       if (Status s = checkPointer(drv, what, *view, device); !s)
         return s;
+  if (mass)
+    if (Status s = checkPointer(drv, "mass", *mass, device); !s)
+      return s;
   ScopedDeviceContext scope;
   if (Status s = scope.enter(drv, device); !s)
     return s;
@@ -618,23 +652,42 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   const uint64_t lPart = oPart ? oPart + uint64_t(split->splits) * uint64_t(B * p.Hq * Nq) *
                                              uint64_t(ki.headDimV) * sizeof(float)
                                : 0;
-  // The decode kernel's ABI (DecodeKernel.h in the compiler).
-  for (uint64_t ptr :
-       {address(p.q), address(*kPool), address(*vPool), address(p.o), lse, oPart, lPart})
-    push(ptr);
-  for (int64_t x : {B, p.Hq, Hkv, Nq, P, maxPages, maxSlots, split->splits, split->splitSlots})
-    push(int32_t(x));
-  for (const detail::TensorView *t : {&p.q, &p.o})
-    for (int i = 0; i < 3; ++i)
-      push(int64_t(t->strides[i]));
-  push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
-  push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
-  for (uint64_t ptr : {address(*pages), address(*pos), address(*len), address(*qpos)})
-    push(ptr);
-  push(quant ? address(*kScales) : uint64_t(0));
-  push(quant ? address(*vScales) : uint64_t(0));
-  push(int32_t(p.hasLse ? 1 : 0));
-  abi.pushParams(p.params);
+  // The decode kernel's ABI (DecodeKernel.h in the compiler); the mass
+  // kernel's adds the mass table and mass_rows before the parameters.
+  auto pushDecodeAbi = [&](bool withMass) {
+    abi.slots.clear();
+    for (uint64_t ptr :
+         {address(p.q), address(*kPool), address(*vPool), address(p.o), lse, oPart, lPart})
+      push(ptr);
+    for (int64_t x : {B, p.Hq, Hkv, Nq, P, maxPages, maxSlots, split->splits, split->splitSlots})
+      push(int32_t(x));
+    for (const detail::TensorView *t : {&p.q, &p.o})
+      for (int i = 0; i < 3; ++i)
+        push(int64_t(t->strides[i]));
+    push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
+    push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
+    for (uint64_t ptr : {address(*pages), address(*pos), address(*len), address(*qpos)})
+      push(ptr);
+    push(quant ? address(*kScales) : uint64_t(0));
+    push(quant ? address(*vScales) : uint64_t(0));
+    push(int32_t(p.hasLse ? 1 : 0));
+    if (withMass) {
+      push(address(*mass));
+      push(int32_t(a.massRows > 0 ? std::min(a.massRows, Nq) : Nq));
+    }
+    abi.pushParams(p.params);
+  };
+  // After the decode (and merge): attnc_<K>_mass, grid (splits, Hkv, B).
+  auto launchMass = [&]() -> Status {
+    if (!mass)
+      return Status::ok();
+    pushDecodeAbi(true);
+    auto massParams = abi.pointers();
+    return ATTNC_CU(drv, cuLaunchKernel, fns->mass, unsigned(split->splits), unsigned(Hkv),
+                    unsigned(B), unsigned(ki.threads), 1u, 1u, unsigned(ki.sharedBytes), cuStream,
+                    massParams.data(), nullptr);
+  };
+  pushDecodeAbi(false);
   const int64_t rowTiles = ((p.Hq / Hkv) * Nq + ki.blockQ - 1) / ki.blockQ;
   auto decodeParams = abi.pointers();
   if (Status s = ATTNC_CU(drv, cuLaunchKernel, fns->function, unsigned(rowTiles * split->splits),
@@ -643,7 +696,7 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
       !s)
     return s;
   if (split->splits == 1)
-    return Status::ok();
+    return launchMass();
 
   // attnc_<K>_merge: O and LSE from the splits' parts.
   abi.slots.clear();
@@ -657,6 +710,10 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
   push(int32_t(p.hasLse ? 1 : 0));
   auto mergeParams = abi.pointers();
-  return ATTNC_CU(drv, cuLaunchKernel, fns->merge, unsigned(Nq), unsigned(p.Hq), unsigned(B),
-                  unsigned(ki.headDimV), 1u, 1u, 0u, cuStream, mergeParams.data(), nullptr);
+  if (Status s =
+          ATTNC_CU(drv, cuLaunchKernel, fns->merge, unsigned(Nq), unsigned(p.Hq), unsigned(B),
+                   unsigned(ki.headDimV), 1u, 1u, 0u, cuStream, mergeParams.data(), nullptr);
+      !s)
+    return s;
+  return launchMass();
 }

@@ -35,7 +35,7 @@ shared_bytes 0
 kv_cache pkv paged 16 all 0 0 bf16 none 0 0 none
 )";
 
-std::string decodePtx() {
+std::string decodePtx(bool withMass = false) {
   std::string p = ".version 7.0\n.target sm_80\n.address_size 64\n.visible .entry attnc_dec(";
   auto params = [&](std::initializer_list<std::pair<const char *, int>> groups) {
     int i = 0;
@@ -48,6 +48,11 @@ std::string decodePtx() {
   p += params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
   p += ".visible .entry attnc_dec_merge(" +
        params({{"u64", 4}, {"u32", 4}, {"u64", 5}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
+  if (withMass)
+    p += ".visible .entry attnc_dec_mass(" +
+         params(
+             {{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}, {"u64", 1}, {"u32", 1}}) +
+         ")\n{\n  ret;\n}\n";
   return p;
 }
 
@@ -176,6 +181,58 @@ TEST_F(CudaDecodeFake, SplitsLaunchTheMerge) {
   auto shortOne = kernel->decodePlan(1, 16, 4, 1, 100, 0);
   ASSERT_TRUE(bool(shortOne));
   EXPECT_EQ(shortOne->splits, 1) << "splits keep at least 256 slots";
+}
+
+TEST_F(CudaDecodeFake, BudgetPolicyLaunchesTheMassKernel) {
+  // The same kernel over an H2O budget(256) policy: after the decode and
+  // merge, attnc_dec_mass (grid (splits, Hkv, B)) with the decode ABI plus
+  // the mass table and mass_rows.
+  std::string meta = kDecodeMeta;
+  meta.replace(meta.find("pkv paged 16 all 0 0 bf16 none 0 0 none"), 39,
+               "h2o paged 16 budget 0 0 bf16 none 0 256 h2o");
+  auto k = CudaKernel::load(decodePtx(true), meta);
+  ASSERT_TRUE(bool(k)) << k.message();
+  DecodeProblem p(2, 8, 2, 3, 1000, 200);
+  DevTensor mass({4, 1000}, kF32);
+  auto a = p.args();
+  a.splits = 2;
+  auto plan = (*k)->decodePlan(2, 8, 2, 3, 1000, 0, 2);
+  ASSERT_TRUE(bool(plan));
+  DevTensor ws({int64_t(plan->workspaceBytes)}, DLDataType{kDLUInt, 8, 1});
+  a.workspace = ws.buffer.data();
+  a.workspaceBytes = plan->workspaceBytes;
+  int before = fake.launches();
+  expectError((*k)->launch(a), "keeps a budget: give the mass table");
+  a.mass = &mass;
+  a.massRows = 2;
+  a.lse = nullptr;
+  expectError((*k)->launch(a), "reads the LSE, give lse");
+  a.lse = &p.lse;
+  DevTensor wrong({4, 999}, kF32);
+  a.mass = &wrong;
+  EXPECT_FALSE((*k)->launch(a));
+  EXPECT_EQ(fake.launches(), before) << "checks before the driver";
+  a.mass = &mass;
+  ASSERT_TRUE((*k)->launch(a));
+  ASSERT_EQ(fake.launches(), before + 3) << "decode, merge, mass";
+  attnc_fake_launch l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec_mass");
+  EXPECT_EQ(l.grid[0], 2u) << "splits (the row tiles run inside)";
+  EXPECT_EQ(l.grid[1], 2u);
+  EXPECT_EQ(l.grid[2], 2u);
+  ASSERT_EQ(l.numParams, 33);
+  EXPECT_EQ(l.values[4], p.lse.address()) << "reads the final LSE";
+  EXPECT_EQ(l.values[14], 2u) << "splits";
+  EXPECT_EQ(l.values[31], mass.address());
+  EXPECT_EQ(l.values[32], 2u) << "mass_rows";
+  a.massRows = 0;
+  a.splits = 1;
+  ASSERT_TRUE((*k)->launch(a));
+  EXPECT_EQ(fake.last().values[32], 3u) << "0: all Nq queries";
+  // A policy without a budget takes no mass table.
+  auto plain = p.args();
+  plain.mass = &mass;
+  expectRejected(plain, "keeps no budget");
 }
 
 TEST_F(CudaDecodeFake, CApiPlansAndLaunches) {

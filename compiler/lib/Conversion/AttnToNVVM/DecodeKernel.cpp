@@ -61,9 +61,11 @@ public:
     FailureOr<OpBuilder> mb = createModule(moduleBuilder);
     if (failed(mb))
       return failure();
-    if (failed(buildDecode(*mb)))
+    if (failed(buildDecode(*mb, /*mass=*/false)))
       return failure();
     buildMerge(*mb);
+    if (storage.slotMass && failed(buildDecode(*mb, /*mass=*/true)))
+      return failure();
     return success();
   }
 
@@ -164,7 +166,11 @@ private:
                                                                   : add(b, mul(b, hk, G), g);
   }
 
-  LogicalResult buildDecode(OpBuilder &mb) {
+  /// The decode kernel, or with `mass` its budget-retention twin
+  /// `attnc_<K>_mass` (DecodeKernel.h): the same tiles and scores, then
+  /// each slot's attention mass exp(s - LSE) from the final LSE instead of
+  /// the softmax and P.V.
+  LogicalResult buildDecode(OpBuilder &mb, bool mass) {
     const int64_t D = cfg.headDim, Dv = cfg.headDimV, BQ = cfg.blockQ, BK = cfg.blockK;
     const int64_t MT = BQ / 16, warps = BK / 16, threads = warps * kWarp, stages = cfg.stages;
     // Shared rows padded by 16 bytes: the 8 row addresses of an ldmatrix
@@ -202,8 +208,11 @@ private:
     types.append(8, i64());
     types.append(6, ptrT());
     types.push_back(i32());
+    if (mass)
+      types.append({ptrT(), i32()}); // kv_mass, mass_rows
     appendParamTypes(types);
-    auto [fn, b] = createKernelFunc(mb, attn::cudaEntryName(kernel.getSymName()), types, threads);
+    auto [fn, b] = createKernelFunc(
+        mb, attn::cudaEntryName(kernel.getSymName()) + (mass ? "_mass" : ""), types, threads);
     Location l = loc();
     auto arg = [&](unsigned i) { return fn.getArgument(i); };
     Value gQ = toGlobal(b, arg(0)), gK = toGlobal(b, arg(1)), gV = toGlobal(b, arg(2)),
@@ -218,16 +227,20 @@ private:
     Value gPages = toGlobal(b, arg(24)), gPos = toGlobal(b, arg(25)), gLen = toGlobal(b, arg(26)),
           gQpos = toGlobal(b, arg(27));
     Value writeLse = arg(30);
-    bindParams(b, fn, kNumDecodeArgs);
+    Value gMass = mass ? toGlobal(b, arg(31)) : Value(), massRows = mass ? arg(32) : Value();
+    bindParams(b, fn, kNumDecodeArgs + (mass ? 2 : 0));
 
     Value bx = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::x));
     Value hk = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::y));
     Value bIdx = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::z));
     Value tid = idx32(b, gpu::ThreadIdOp::create(b, l, gpu::Dimension::x));
-    Value split = remu(b, bx, splits), rowTile = divu(b, bx, splits);
+    // The mass kernel's grid is (splits, Hkv, B): a CTA runs the row tiles
+    // of its slots in order, so each slot's mass is summed by one thread in
+    // a fixed order (deterministic eviction).
+    Value split = mass ? bx : remu(b, bx, splits), rowTile = divu(b, bx, splits);
     Value warp = divu(b, tid, ci32(b, kWarp)), lane = remu(b, tid, ci32(b, kWarp));
     Value grp = divu(b, lane, ci32(b, 4)), tig = remu(b, lane, ci32(b, 4));
-    Value G = divu(b, Hq, Hkv), R = mul(b, G, Nq), r0 = mul(b, rowTile, ci32(b, BQ));
+    Value G = divu(b, Hq, Hkv), R = mul(b, G, Nq);
     Value lastRow = sub(b, R, ci32(b, 1));
     Value tableRow = add(b, mul(b, bIdx, Hkv), hk);
     Value numSlots = load(b, i32(), gLen, tableRow);
@@ -291,408 +304,487 @@ private:
       });
     };
 
-    // Q rows of the tile -> shared memory (cp.async group 0).
-    Value qBase = mul(b, b64, stride(0));
-    copyRows(b, {{gQ, ci32(b, 0)}}, elemType, BQ, D, qStride, [&](OpBuilder &b, Value r) {
-      Value pr = add(b, r0, r);
-      auto [h, i] = rowCoords(b, pr);
-      Value off =
-          add(b, qBase, add(b, mul(b, ext64(b, h), stride(1)), mul(b, ext64(b, i), stride(2))));
-      return std::make_pair(off, cmpi(b, arith::CmpIPredicate::slt, pr, R));
-    });
-    NVVM::CpAsyncCommitGroupOp::create(b, l);
-
-    Value gKs = toGlobal(b, arg(28)), gVs = toGlobal(b, arg(29));
-    auto stageAt = [&](OpBuilder &b, Value stage, int64_t part) {
-      return add(b, ci32(b, stagesBase + part), mul(b, stage, ci32(b, stageBytes)));
-    };
-    // 4-byte cp.asyncs of `count` i32/f32 per slot row of the tile (row r's
-    // element e from rowSource(r) + e); rows past the split read nothing
-    // (zero-filled) and are dropped by the KV loop.
-    auto copyWords =
-        [&](OpBuilder &b, Value gBase, Value sOff, int64_t count,
-            llvm::function_ref<std::pair<Value, Value>(OpBuilder &, Value)> rowSource) {
-          forEachIndex(b, BK * count, [&](OpBuilder &b, Value j) {
-            Value r = divu(b, j, ci32(b, count)), e = remu(b, j, ci32(b, count));
-            auto [offset, valid] = rowSource(b, r);
-            NVVM::CpAsyncOp::create(
-                b, l, smemAt(b, add(b, sOff, mul(b, j, ci32(b, 4)))),
-                gep(b, gBase, add(b, offset, ext64(b, e)), i32()), b.getI32IntegerAttr(4),
-                NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CA),
-                select(b, valid, ci32(b, 4), ci32(b, 0)));
-          });
-        };
-    // Slot rows of tile t -> stage t % stages, through the page table (one
-    // read per slot row, shared by its K and V copies), with their scales
-    // and logical positions.
-    auto loadKV = [&](OpBuilder &b, Value t) {
-      Value stage = remu(b, t, ci32(b, stages));
-      Value kOff = stageAt(b, stage, stK), vOff = stageAt(b, stage, stV);
-      Value first = add(b, s0, mul(b, t, ci32(b, BK)));
-      // (pool row of slot row r, valid); the row scaled by `width` elements.
-      auto slotRow = [&](OpBuilder &b, Value r) {
-        Value slot = add(b, first, r);
-        Value valid = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
-        Value sc = mini(b, slot, sub(b, s1, ci32(b, 1)));
-        Value page = load(b, i32(), gPages, add(b, pagesRow, ext64(b, divu(b, sc, P))));
-        Value row = add(b, mul(b, ext64(b, page), ext64(b, P)), ext64(b, remu(b, sc, P)));
-        return std::make_pair(row, valid);
-      };
-      auto source = [&](int64_t width) {
-        return [&, width](OpBuilder &b, Value r) {
-          auto [row, valid] = slotRow(b, r);
-          return std::make_pair(mul(b, row, ci64(b, width)), valid);
-        };
-      };
-      Type in = quant ? Type(b.getI8Type()) : elemType;
-      int64_t kCols = D / perByte, vCols = Dv / perByte;
-      int64_t kPitch = quant ? kRaw : kStride, vPitch = quant ? vRaw : vStride;
-      if (kCols == vCols && kPitch == vPitch) {
-        copyRows(b, {{gK, kOff}, {gV, vOff}}, in, BK, kCols, kPitch, source(kCols));
-      } else {
-        copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, source(kCols));
-        copyRows(b, {{gV, vOff}}, in, BK, vCols, vPitch, source(vCols));
-      }
-      if (quant) {
-        copyWords(b, gKs, stageAt(b, stage, stKs), kGroups, source(kGroups));
-        copyWords(b, gVs, stageAt(b, stage, stVs), vGroups, source(vGroups));
-      }
-      copyWords(b, gPos, stageAt(b, stage, stPos), 1, [&](OpBuilder &b, Value r) {
-        Value slot = add(b, first, r);
-        Value sc = mini(b, slot, sub(b, s1, ci32(b, 1)));
-        return std::make_pair(add(b, posRow, ext64(b, sc)),
-                              cmpi(b, arith::CmpIPredicate::slt, slot, s1));
+    // One row tile [r0, r0 + BQ): Q, the pipelined KV loop over the split's
+    // slots; returns the loop (its (m, l, O) for the combine).
+    bool hadError = false;
+    const int64_t nbO = Dv / 8, RS = 2 * MT; // O n-blocks; fragment rows per thread
+    auto oIdx = [&](int64_t mt, int64_t n, int i) { return 2 * RS + (mt * nbO + n) * 4 + i; };
+    auto rowTileBody = [&](OpBuilder &b, Value r0) -> scf::ForOp {
+      // Q rows of the tile -> shared memory (cp.async group 0).
+      Value qBase = mul(b, b64, stride(0));
+      copyRows(b, {{gQ, ci32(b, 0)}}, elemType, BQ, D, qStride, [&](OpBuilder &b, Value r) {
+        Value pr = add(b, r0, r);
+        auto [h, i] = rowCoords(b, pr);
+        Value off =
+            add(b, qBase, add(b, mul(b, ext64(b, h), stride(1)), mul(b, ext64(b, i), stride(2))));
+        return std::make_pair(off, cmpi(b, arith::CmpIPredicate::slt, pr, R));
       });
-    };
-    // Quantized: the raw rows of a stage -> the K/V tiles as f16 integers
-    // (exact: |x| <= 127); the scales are applied in registers (K's to
-    // Q.K^T per key and group, V's to P per key and group). Bytes become
-    // f16 by the magic-number trick: with u = x + 128 (x + 8 for int4),
-    // the f16 bit pattern 0x6400 | u is 1024 + u, so one sub.f16x2 yields
-    // two values (no int-to-float conversions, which run at quarter rate).
-    auto dequantize = [&](OpBuilder &b, Value stage) {
-      auto tile = [&](int64_t cols, int64_t part, int64_t dst, int64_t pitch) {
-        const int64_t unitsPerRow = cols / 8, units = BK * unitsPerRow;
-        const int64_t rowBytes = cols / perByte + 16;
-        Value raw = smemAt(b, stageAt(b, stage, part));
-        forEachIndex(b, units, [&](OpBuilder &b, Value u) {
-          Value r = divu(b, u, ci32(b, unitsPerRow)), c8 = remu(b, u, ci32(b, unitsPerRow));
-          Value col = mul(b, c8, ci32(b, 8));
-          // 8 values in 8 (int8) or 4 (int4) bytes: words of 4 bytes.
-          Value at = add(b, mul(b, r, ci32(b, rowBytes)), divu(b, col, ci32(b, perByte)));
-          SmallVector<Value> pairs;
-          for (int64_t w = 0; w < 2 / perByte; ++w) {
-            Value word = LLVM::LoadOp::create(
-                b, l, i32(), gep(b, raw, add(b, at, ci32(b, 4 * w)), b.getI8Type()),
-                /*alignment=*/4);
-            Value biased = arith::XOrIOp::create(
-                b, l, word, ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
-            if (storage.nibbles) {
-              pairs = unpackNibbles(b, biased);
-            } else {
-              pairs.push_back(bytePair(b, biased, 0));
-              pairs.push_back(bytePair(b, biased, 1));
-            }
-          }
-          Value vec = LLVM::PoisonOp::create(b, l, VectorType::get({4}, i32()));
-          for (int64_t k = 0; k < 4; ++k)
-            vec = LLVM::InsertElementOp::create(b, l, vec, pairs[k], ci32(b, k));
-          Value out =
-              add(b, ci32(b, dst), mul(b, add(b, mul(b, r, ci32(b, pitch)), col), ci32(b, 2)));
-          LLVM::StoreOp::create(b, l, vec, smemAt(b, out), /*alignment=*/16);
+      NVVM::CpAsyncCommitGroupOp::create(b, l);
+
+      Value gKs = toGlobal(b, arg(28)), gVs = toGlobal(b, arg(29));
+      auto stageAt = [&](OpBuilder &b, Value stage, int64_t part) {
+        return add(b, ci32(b, stagesBase + part), mul(b, stage, ci32(b, stageBytes)));
+      };
+      // 4-byte cp.asyncs of `count` i32/f32 per slot row of the tile (row r's
+      // element e from rowSource(r) + e); rows past the split read nothing
+      // (zero-filled) and are dropped by the KV loop.
+      auto copyWords =
+          [&](OpBuilder &b, Value gBase, Value sOff, int64_t count,
+              llvm::function_ref<std::pair<Value, Value>(OpBuilder &, Value)> rowSource) {
+            forEachIndex(b, BK * count, [&](OpBuilder &b, Value j) {
+              Value r = divu(b, j, ci32(b, count)), e = remu(b, j, ci32(b, count));
+              auto [offset, valid] = rowSource(b, r);
+              NVVM::CpAsyncOp::create(
+                  b, l, smemAt(b, add(b, sOff, mul(b, j, ci32(b, 4)))),
+                  gep(b, gBase, add(b, offset, ext64(b, e)), i32()), b.getI32IntegerAttr(4),
+                  NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CA),
+                  select(b, valid, ci32(b, 4), ci32(b, 0)));
+            });
+          };
+      // Slot rows of tile t -> stage t % stages, through the page table (one
+      // read per slot row, shared by its K and V copies), with their scales
+      // and logical positions.
+      auto loadKV = [&](OpBuilder &b, Value t) {
+        Value stage = remu(b, t, ci32(b, stages));
+        Value kOff = stageAt(b, stage, stK), vOff = stageAt(b, stage, stV);
+        Value first = add(b, s0, mul(b, t, ci32(b, BK)));
+        // (pool row of slot row r, valid); the row scaled by `width` elements.
+        auto slotRow = [&](OpBuilder &b, Value r) {
+          Value slot = add(b, first, r);
+          Value valid = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
+          Value sc = mini(b, slot, sub(b, s1, ci32(b, 1)));
+          Value page = load(b, i32(), gPages, add(b, pagesRow, ext64(b, divu(b, sc, P))));
+          Value row = add(b, mul(b, ext64(b, page), ext64(b, P)), ext64(b, remu(b, sc, P)));
+          return std::make_pair(row, valid);
+        };
+        auto source = [&](int64_t width) {
+          return [&, width](OpBuilder &b, Value r) {
+            auto [row, valid] = slotRow(b, r);
+            return std::make_pair(mul(b, row, ci64(b, width)), valid);
+          };
+        };
+        Type in = quant ? Type(b.getI8Type()) : elemType;
+        int64_t kCols = D / perByte, vCols = Dv / perByte;
+        int64_t kPitch = quant ? kRaw : kStride, vPitch = quant ? vRaw : vStride;
+        if (mass) { // Q.K^T only
+          copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, source(kCols));
+          if (quant)
+            copyWords(b, gKs, stageAt(b, stage, stKs), kGroups, source(kGroups));
+        } else if (kCols == vCols && kPitch == vPitch) {
+          copyRows(b, {{gK, kOff}, {gV, vOff}}, in, BK, kCols, kPitch, source(kCols));
+        } else {
+          copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, source(kCols));
+          copyRows(b, {{gV, vOff}}, in, BK, vCols, vPitch, source(vCols));
+        }
+        if (quant && !mass) {
+          copyWords(b, gKs, stageAt(b, stage, stKs), kGroups, source(kGroups));
+          copyWords(b, gVs, stageAt(b, stage, stVs), vGroups, source(vGroups));
+        }
+        copyWords(b, gPos, stageAt(b, stage, stPos), 1, [&](OpBuilder &b, Value r) {
+          Value slot = add(b, first, r);
+          Value sc = mini(b, slot, sub(b, s1, ci32(b, 1)));
+          return std::make_pair(add(b, posRow, ext64(b, sc)),
+                                cmpi(b, arith::CmpIPredicate::slt, slot, s1));
         });
       };
-      tile(Dv, stV, tilesBase, vStride);
-      gpu::BarrierOp::create(b, l);
-    };
-    // Tiles 0 .. stages-2 in flight before the loop (a group each, committed
-    // even when empty so that group counts stay uniform).
-    for (int64_t st = 0; st + 1 < stages; ++st) {
-      ifThen(b, cmpi(b, arith::CmpIPredicate::sgt, nTiles, ci32(b, st)),
-             [&](OpBuilder &b) { loadKV(b, ci32(b, st)); });
-      NVVM::CpAsyncCommitGroupOp::create(b, l);
-    }
-    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
-    gpu::BarrierOp::create(b, l);
-    // Quantized K/V run f16 MMAs (their integers are exact in f16). K's B
-    // fragments come straight from the raw bytes (loadRawK), which orders
-    // the head dim differently (kColumn); Q is copied to f16 with the same
-    // order, which leaves Q.K^T unchanged.
-    Type mmaType = quant ? Type(Float16Type::get(ctx)) : elemType;
-    if (quant) {
-      forEachIndex(b, BQ * D, [&](OpBuilder &b, Value e) {
-        Value row = divu(b, e, ci32(b, D)), p = remu(b, e, ci32(b, D));
-        Value x =
-            load(b, elemType, smemAt(b, ci32(b, 0)), add(b, mul(b, row, ci32(b, qStride)), p));
-        Value h = arith::TruncFOp::create(b, l, mmaType, arith::ExtFOp::create(b, l, f32(), x));
-        store(b, h, smemAt(b, ci32(b, qF16Base)),
-              add(b, mul(b, row, ci32(b, qStride)), kColumn(b, p)));
-      });
-      gpu::BarrierOp::create(b, l);
-    }
-
-    // Lane addresses of ldmatrix (bytes): Q rows lane%16, column
-    // (lane/16)*8; K key row (lane/16)*8 + lane%8, column ((lane/8)%2)*8
-    // of the warp's 16 keys; V key row lane%16, column (lane/16)*8.
-    Value lane16 = remu(b, lane, ci32(b, 16)), laneHi = divu(b, lane, ci32(b, 16));
-    Value lane8 = remu(b, lane, ci32(b, 8)),
-          laneMid = remu(b, divu(b, lane, ci32(b, 8)), ci32(b, 2));
-    Value warpKey = mul(b, warp, ci32(b, 16));
-    Value laneQ = add(
-        b, ci32(b, quant ? qF16Base : 0),
-        mul(b, add(b, mul(b, lane16, ci32(b, qStride)), mul(b, laneHi, ci32(b, 8))), ci32(b, 2)));
-    Value laneK = mul(
-        b,
-        add(b, mul(b, add(b, warpKey, add(b, mul(b, laneHi, ci32(b, 8)), lane8)), ci32(b, kStride)),
-            mul(b, laneMid, ci32(b, 8))),
-        ci32(b, 2));
-    Value laneV = mul(
-        b, add(b, mul(b, add(b, warpKey, lane16), ci32(b, vStride)), mul(b, laneHi, ci32(b, 8))),
-        ci32(b, 2));
-    auto loadQ = [&](OpBuilder &b, int64_t mt, int64_t kk) {
-      return ldmatrix4(b, smemAt(b, add(b, laneQ, ci32(b, (mt * 16 * qStride + kk * 16) * 2))),
-                       false);
-    };
-    // One row tile's Q fragments stay in registers (D/4 of them); more are
-    // reloaded per KV tile.
-    const bool qInRegs = MT == 1 && D <= 128;
-    SmallVector<SmallVector<Value>> qa;
-    if (qInRegs)
-      for (int64_t kk = 0; kk < D / 16; ++kk)
-        qa.push_back(loadQ(b, 0, kk));
-
-    // This thread's fragment rows: slot rs = 2*mt + half is row
-    // 16*mt + lane/4 + 8*half of the tile.
-    const int64_t RS = 2 * MT;
-    SmallVector<Value> rowHead, rowPos;
-    for (int64_t rs = 0; rs < RS; ++rs) {
-      Value row = add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2)));
-      auto [h, i] = rowCoords(b, add(b, r0, row));
-      rowHead.push_back(h);
-      rowPos.push_back(add(b, qPos0, i));
-    }
-    auto slotOf = [](int64_t mt, int i) { return 2 * mt + (i < 2 ? 0 : 1); };
-
-    Value scale = attention.getScale() ? outer.lookup(attention.getScale())
-                                       : cf32(b, 1.0 / std::sqrt(double(D)));
-    const bool maskAlwaysTrue = attn::maskIsAlwaysTrue(attention);
-    Value scaleLog2 = fmul(b, scale, cf32(b, kLog2e));
-    Value negInf = cf32(b, -std::numeric_limits<float>::infinity()), zero = cf32(b, 0.0);
-
-    // Loop state: m (RS rows, log2 domain), l (RS rows, thread-partial), O
-    // (MT x Dv/8 n-blocks x 4).
-    const int64_t nbO = Dv / 8;
-    SmallVector<Value> init(RS, negInf);
-    init.append(RS, zero);
-    init.append(MT * nbO * 4, zero);
-    auto oIdx = [&](int64_t mt, int64_t n, int i) { return 2 * RS + (mt * nbO + n) * 4 + i; };
-    bool hadError = false;
-
-    auto loop = scf::ForOp::create(
-        b, l, ci32(b, 0), nTiles, ci32(b, 1), init,
-        [&](OpBuilder &b, Location l, Value t, ValueRange iter) {
-          Value ahead = add(b, t, ci32(b, stages - 1));
-          ifThen(b, cmpi(b, arith::CmpIPredicate::slt, ahead, nTiles),
-                 [&](OpBuilder &b) { loadKV(b, ahead); });
-          NVVM::CpAsyncCommitGroupOp::create(b, l);
-          NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
-          gpu::BarrierOp::create(b, l);
-          Value stage = remu(b, t, ci32(b, stages));
-          Value kOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stK);
-          Value vOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stV);
-          Value posBase = smemAt(b, stageAt(b, stage, stPos));
-          if (quant)
-            dequantize(b, stage);
-
-          // S = Q K^T over the warp's 16 keys: one ldmatrix.x4 of K per
-          // k16 chunk gives the B fragments of both n8 blocks.
-          // Per-group K scales: one accumulator chain per group (a k16
-          // chunk lies in one group), scaled and summed below.
-          const int64_t sGroups = quant ? kGroups : 1;
-          using Frag = SmallVector<SmallVector<SmallVector<Value, 4>>>;
-          SmallVector<Frag> sg(sGroups, Frag(MT, SmallVector<SmallVector<Value, 4>>(
-                                                     2, SmallVector<Value, 4>(4, zero))));
-          Value kLane = smemAt(b, add(b, kOff, laneK));
-          // Quantized: lane (grp, tig) reads key warpKey + nb*8 + grp, 4 bytes
-          // at 16*kk + 4*tig (int8) or 16*c + 4*tig for chunks 2c, 2c+1
-          // (int4, 8 nibbles).
-          Value rawLane;
-          if (quant)
-            rawLane = smemAt(b, add(b, stageAt(b, stage, stK),
-                                    add(b, mul(b, add(b, warpKey, grp), ci32(b, kRaw)),
-                                        mul(b, tig, ci32(b, 4)))));
-          SmallVector<SmallVector<Value>> nibbleRegs(2);
-          auto loadRawK = [&](OpBuilder &b, int64_t kk) {
-            SmallVector<Value> kb;
-            for (int64_t nb = 0; nb < 2; ++nb) {
-              int64_t byte = nb * 8 * kRaw + (storage.nibbles ? 16 * (kk / 2) : 16 * kk);
-              if (!storage.nibbles || kk % 2 == 0) {
-                Value word = LLVM::LoadOp::create(
-                    b, l, i32(), gep(b, rawLane, ci32(b, byte), b.getI8Type()), /*alignment=*/4);
-                Value biased = arith::XOrIOp::create(
-                    b, l, word,
-                    ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
-                nibbleRegs[nb] = storage.nibbles ? unpackNibbles(b, biased)
-                                                 : SmallVector<Value>{bytePair(b, biased, 0),
-                                                                      bytePair(b, biased, 1)};
+      // Quantized: the raw rows of a stage -> the K/V tiles as f16 integers
+      // (exact: |x| <= 127); the scales are applied in registers (K's to
+      // Q.K^T per key and group, V's to P per key and group). Bytes become
+      // f16 by the magic-number trick: with u = x + 128 (x + 8 for int4),
+      // the f16 bit pattern 0x6400 | u is 1024 + u, so one sub.f16x2 yields
+      // two values (no int-to-float conversions, which run at quarter rate).
+      auto dequantize = [&](OpBuilder &b, Value stage) {
+        auto tile = [&](int64_t cols, int64_t part, int64_t dst, int64_t pitch) {
+          const int64_t unitsPerRow = cols / 8, units = BK * unitsPerRow;
+          const int64_t rowBytes = cols / perByte + 16;
+          Value raw = smemAt(b, stageAt(b, stage, part));
+          forEachIndex(b, units, [&](OpBuilder &b, Value u) {
+            Value r = divu(b, u, ci32(b, unitsPerRow)), c8 = remu(b, u, ci32(b, unitsPerRow));
+            Value col = mul(b, c8, ci32(b, 8));
+            // 8 values in 8 (int8) or 4 (int4) bytes: words of 4 bytes.
+            Value at = add(b, mul(b, r, ci32(b, rowBytes)), divu(b, col, ci32(b, perByte)));
+            SmallVector<Value> pairs;
+            for (int64_t w = 0; w < 2 / perByte; ++w) {
+              Value word = LLVM::LoadOp::create(
+                  b, l, i32(), gep(b, raw, add(b, at, ci32(b, 4 * w)), b.getI8Type()),
+                  /*alignment=*/4);
+              Value biased = arith::XOrIOp::create(
+                  b, l, word, ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
+              if (storage.nibbles) {
+                pairs = unpackNibbles(b, biased);
+              } else {
+                pairs.push_back(bytePair(b, biased, 0));
+                pairs.push_back(bytePair(b, biased, 1));
               }
-              int64_t first = storage.nibbles ? 2 * (kk % 2) : 0;
-              kb.push_back(nibbleRegs[nb][first]);
-              kb.push_back(nibbleRegs[nb][first + 1]);
             }
-            return kb;
-          };
-          for (int64_t kk = 0; kk < D / 16; ++kk) {
-            Frag &s = sg[kk * 16 * sGroups / D];
-            SmallVector<Value> kb =
-                quant ? loadRawK(b, kk)
-                      : ldmatrix4(b, gep(b, kLane, ci32(b, kk * 32), b.getI8Type()), false);
-            for (int64_t mt = 0; mt < MT; ++mt) {
-              SmallVector<Value> qf = qInRegs ? qa[kk] : loadQ(b, mt, kk);
-              s[mt][0] = mma(b, qf, {kb[0], kb[1]}, s[mt][0], mmaType);
-              s[mt][1] = mma(b, qf, {kb[2], kb[3]}, s[mt][1], mmaType);
-            }
-          }
-          // The thread's 4 keys (warp-local index nb*8 + 2*tig + j) and,
-          // quantized, their K / V scales per group.
-          auto keyInTile = [&](OpBuilder &b, int64_t nb, int j) {
-            return add(b, warpKey, add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j)));
-          };
-          auto keyScales = [&](int64_t part, int64_t groups) {
-            SmallVector<SmallVector<Value>> out(4); // [key][group]
-            Value base = smemAt(b, stageAt(b, stage, part));
-            for (int64_t nb = 0; nb < 2; ++nb)
-              for (int j = 0; j < 2; ++j)
-                for (int64_t g = 0; g < groups; ++g)
-                  out[nb * 2 + j].push_back(
-                      load(b, f32(), base,
-                           add(b, mul(b, keyInTile(b, nb, j), ci32(b, groups)), ci32(b, g))));
-            return out;
-          };
-          Frag s = sg[0];
-          if (quant) {
-            auto ks = keyScales(stKs, kGroups);
-            for (int64_t mt = 0; mt < MT; ++mt)
-              for (int64_t nb = 0; nb < 2; ++nb)
-                for (int i = 0; i < 4; ++i) {
-                  Value acc = fmul(b, sg[0][mt][nb][i], ks[nb * 2 + (i & 1)][0]);
-                  for (int64_t g = 1; g < kGroups; ++g)
-                    acc = LLVM::FMAOp::create(b, l, sg[g][mt][nb][i], ks[nb * 2 + (i & 1)][g], acc);
-                  s[mt][nb][i] = acc;
-                }
-          }
+            Value vec = LLVM::PoisonOp::create(b, l, VectorType::get({4}, i32()));
+            for (int64_t k = 0; k < 4; ++k)
+              vec = LLVM::InsertElementOp::create(b, l, vec, pairs[k], ci32(b, k));
+            Value out =
+                add(b, ci32(b, dst), mul(b, add(b, mul(b, r, ci32(b, pitch)), col), ci32(b, 2)));
+            LLVM::StoreOp::create(b, l, vec, smemAt(b, out), /*alignment=*/16);
+          });
+        };
+        tile(Dv, stV, tilesBase, vStride);
+        gpu::BarrierOp::create(b, l);
+      };
+      // Tiles 0 .. stages-2 in flight before the loop (a group each, committed
+      // even when empty so that group counts stay uniform).
+      for (int64_t st = 0; st + 1 < stages; ++st) {
+        ifThen(b, cmpi(b, arith::CmpIPredicate::sgt, nTiles, ci32(b, st)),
+               [&](OpBuilder &b) { loadKV(b, ci32(b, st)); });
+        NVVM::CpAsyncCommitGroupOp::create(b, l);
+      }
+      NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
+      gpu::BarrierOp::create(b, l);
+      // Quantized K/V run f16 MMAs (their integers are exact in f16). K's B
+      // fragments come straight from the raw bytes (loadRawK), which orders
+      // the head dim differently (kColumn); Q is copied to f16 with the same
+      // order, which leaves Q.K^T unchanged.
+      Type mmaType = quant ? Type(Float16Type::get(ctx)) : elemType;
+      if (quant) {
+        forEachIndex(b, BQ * D, [&](OpBuilder &b, Value e) {
+          Value row = divu(b, e, ci32(b, D)), p = remu(b, e, ci32(b, D));
+          Value x =
+              load(b, elemType, smemAt(b, ci32(b, 0)), add(b, mul(b, row, ci32(b, qStride)), p));
+          Value h = arith::TruncFOp::create(b, l, mmaType, arith::ExtFOp::create(b, l, f32(), x));
+          store(b, h, smemAt(b, ci32(b, qF16Base)),
+                add(b, mul(b, row, ci32(b, qStride)), kColumn(b, p)));
+        });
+        gpu::BarrierOp::create(b, l);
+      }
 
-          // The thread's 4 keys: slot, logical position (-1: dropped or
-          // past the split).
-          Value tileSlot = add(b, s0, add(b, mul(b, t, ci32(b, BK)), warpKey));
-          SmallVector<Value> keyPos;
-          for (int64_t nb = 0; nb < 2; ++nb)
-            for (int j = 0; j < 2; ++j) {
-              Value inTile = add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j));
-              Value slot = add(b, tileSlot, inTile);
-              Value in = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
-              Value pos = load(b, i32(), posBase, keyInTile(b, nb, j));
-              keyPos.push_back(select(b, in, pos, ci32(b, -1)));
+      // Lane addresses of ldmatrix (bytes): Q rows lane%16, column
+      // (lane/16)*8; K key row (lane/16)*8 + lane%8, column ((lane/8)%2)*8
+      // of the warp's 16 keys; V key row lane%16, column (lane/16)*8.
+      Value lane16 = remu(b, lane, ci32(b, 16)), laneHi = divu(b, lane, ci32(b, 16));
+      Value lane8 = remu(b, lane, ci32(b, 8)),
+            laneMid = remu(b, divu(b, lane, ci32(b, 8)), ci32(b, 2));
+      Value warpKey = mul(b, warp, ci32(b, 16));
+      Value laneQ = add(
+          b, ci32(b, quant ? qF16Base : 0),
+          mul(b, add(b, mul(b, lane16, ci32(b, qStride)), mul(b, laneHi, ci32(b, 8))), ci32(b, 2)));
+      Value laneK = mul(
+          b,
+          add(b,
+              mul(b, add(b, warpKey, add(b, mul(b, laneHi, ci32(b, 8)), lane8)), ci32(b, kStride)),
+              mul(b, laneMid, ci32(b, 8))),
+          ci32(b, 2));
+      Value laneV = mul(
+          b, add(b, mul(b, add(b, warpKey, lane16), ci32(b, vStride)), mul(b, laneHi, ci32(b, 8))),
+          ci32(b, 2));
+      auto loadQ = [&](OpBuilder &b, int64_t mt, int64_t kk) {
+        return ldmatrix4(b, smemAt(b, add(b, laneQ, ci32(b, (mt * 16 * qStride + kk * 16) * 2))),
+                         false);
+      };
+      // One row tile's Q fragments stay in registers (D/4 of them); more are
+      // reloaded per KV tile.
+      const bool qInRegs = MT == 1 && D <= 128;
+      SmallVector<SmallVector<Value>> qa;
+      if (qInRegs)
+        for (int64_t kk = 0; kk < D / 16; ++kk)
+          qa.push_back(loadQ(b, 0, kk));
+
+      // This thread's fragment rows: slot rs = 2*mt + half is row
+      // 16*mt + lane/4 + 8*half of the tile.
+      SmallVector<Value> rowHead, rowPos;
+      for (int64_t rs = 0; rs < RS; ++rs) {
+        Value row = add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2)));
+        auto [h, i] = rowCoords(b, add(b, r0, row));
+        rowHead.push_back(h);
+        rowPos.push_back(add(b, qPos0, i));
+      }
+      auto slotOf = [](int64_t mt, int i) { return 2 * mt + (i < 2 ? 0 : 1); };
+
+      Value scale = attention.getScale() ? outer.lookup(attention.getScale())
+                                         : cf32(b, 1.0 / std::sqrt(double(D)));
+      const bool maskAlwaysTrue = attn::maskIsAlwaysTrue(attention);
+      Value scaleLog2 = fmul(b, scale, cf32(b, kLog2e));
+      Value negInf = cf32(b, -std::numeric_limits<float>::infinity()), zero = cf32(b, 0.0);
+
+      // Loop state: m (RS rows, log2 domain), l (RS rows, thread-partial), O
+      // (MT x Dv/8 n-blocks x 4); none for the mass kernel.
+      SmallVector<Value> init;
+      if (!mass) {
+        init.append(RS, negInf);
+        init.append(RS, zero);
+        init.append(MT * nbO * 4, zero);
+      }
+      // The mass kernel: per fragment row, its final LSE in the log2 domain
+      // and whether its mass counts (a real row, among the last mass_rows
+      // queries, with keys).
+      SmallVector<Value> rowLse2, rowCounts;
+      if (mass)
+        for (int64_t rs = 0; rs < RS; ++rs) {
+          Value pr = add(b, r0, add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2))));
+          auto [h, i] = rowCoords(b, pr);
+          Value lse = load(
+              b, f32(), gL,
+              add(b, mul(b, b64, stride(6)), add(b, mul(b, ext64(b, h), stride(7)), ext64(b, i))));
+          Value counts =
+              arith::AndIOp::create(b, l, cmpi(b, arith::CmpIPredicate::slt, pr, R),
+                                    cmpi(b, arith::CmpIPredicate::sge, i, sub(b, Nq, massRows)));
+          counts = arith::AndIOp::create(
+              b, l, counts, arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, lse, negInf));
+          rowCounts.push_back(counts);
+          rowLse2.push_back(select(b, counts, fmul(b, lse, cf32(b, kLog2e)), zero));
+        }
+
+      auto loop = scf::ForOp::create(
+          b, l, ci32(b, 0), nTiles, ci32(b, 1), init,
+          [&](OpBuilder &b, Location l, Value t, ValueRange iter) {
+            Value ahead = add(b, t, ci32(b, stages - 1));
+            ifThen(b, cmpi(b, arith::CmpIPredicate::slt, ahead, nTiles),
+                   [&](OpBuilder &b) { loadKV(b, ahead); });
+            NVVM::CpAsyncCommitGroupOp::create(b, l);
+            NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
+            gpu::BarrierOp::create(b, l);
+            Value stage = remu(b, t, ci32(b, stages));
+            Value kOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stK);
+            Value vOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stV);
+            Value posBase = smemAt(b, stageAt(b, stage, stPos));
+            if (quant && !mass)
+              dequantize(b, stage);
+
+            // S = Q K^T over the warp's 16 keys: one ldmatrix.x4 of K per
+            // k16 chunk gives the B fragments of both n8 blocks.
+            // Per-group K scales: one accumulator chain per group (a k16
+            // chunk lies in one group), scaled and summed below.
+            const int64_t sGroups = quant ? kGroups : 1;
+            using Frag = SmallVector<SmallVector<SmallVector<Value, 4>>>;
+            SmallVector<Frag> sg(sGroups, Frag(MT, SmallVector<SmallVector<Value, 4>>(
+                                                       2, SmallVector<Value, 4>(4, zero))));
+            Value kLane = smemAt(b, add(b, kOff, laneK));
+            // Quantized: lane (grp, tig) reads key warpKey + nb*8 + grp, 4 bytes
+            // at 16*kk + 4*tig (int8) or 16*c + 4*tig for chunks 2c, 2c+1
+            // (int4, 8 nibbles).
+            Value rawLane;
+            if (quant)
+              rawLane = smemAt(b, add(b, stageAt(b, stage, stK),
+                                      add(b, mul(b, add(b, warpKey, grp), ci32(b, kRaw)),
+                                          mul(b, tig, ci32(b, 4)))));
+            SmallVector<SmallVector<Value>> nibbleRegs(2);
+            auto loadRawK = [&](OpBuilder &b, int64_t kk) {
+              SmallVector<Value> kb;
+              for (int64_t nb = 0; nb < 2; ++nb) {
+                int64_t byte = nb * 8 * kRaw + (storage.nibbles ? 16 * (kk / 2) : 16 * kk);
+                if (!storage.nibbles || kk % 2 == 0) {
+                  Value word = LLVM::LoadOp::create(
+                      b, l, i32(), gep(b, rawLane, ci32(b, byte), b.getI8Type()), /*alignment=*/4);
+                  Value biased = arith::XOrIOp::create(
+                      b, l, word,
+                      ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
+                  nibbleRegs[nb] = storage.nibbles ? unpackNibbles(b, biased)
+                                                   : SmallVector<Value>{bytePair(b, biased, 0),
+                                                                        bytePair(b, biased, 1)};
+                }
+                int64_t first = storage.nibbles ? 2 * (kk % 2) : 0;
+                kb.push_back(nibbleRegs[nb][first]);
+                kb.push_back(nibbleRegs[nb][first + 1]);
+              }
+              return kb;
+            };
+            for (int64_t kk = 0; kk < D / 16; ++kk) {
+              Frag &s = sg[kk * 16 * sGroups / D];
+              SmallVector<Value> kb =
+                  quant ? loadRawK(b, kk)
+                        : ldmatrix4(b, gep(b, kLane, ci32(b, kk * 32), b.getI8Type()), false);
+              for (int64_t mt = 0; mt < MT; ++mt) {
+                SmallVector<Value> qf = qInRegs ? qa[kk] : loadQ(b, mt, kk);
+                s[mt][0] = mma(b, qf, {kb[0], kb[1]}, s[mt][0], mmaType);
+                s[mt][1] = mma(b, qf, {kb[2], kb[3]}, s[mt][1], mmaType);
+              }
             }
-          SmallVector<Value> tv(MT * 8), tileMax(RS, negInf);
-          for (int64_t mt = 0; mt < MT && !hadError; ++mt)
-            for (int64_t nb = 0; nb < 2 && !hadError; ++nb)
-              for (int i = 0; i < 4 && !hadError; ++i) {
-                int64_t rs = slotOf(mt, i);
-                Value kp = keyPos[nb * 2 + (i & 1)];
-                Value kc = arith::MaxSIOp::create(b, l, kp, ci32(b, 0));
-                Value keep = cmpi(b, arith::CmpIPredicate::sge, kp, ci32(b, 0));
-                if (!maskAlwaysTrue) {
-                  auto mv =
-                      cloneRegion(b, attention.getMaskBlock(), {bIdx, rowHead[rs], rowPos[rs], kc});
-                  if (failed(mv)) {
+            // The thread's 4 keys (warp-local index nb*8 + 2*tig + j) and,
+            // quantized, their K / V scales per group.
+            auto keyInTile = [&](OpBuilder &b, int64_t nb, int j) {
+              return add(b, warpKey, add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j)));
+            };
+            auto keyScales = [&](int64_t part, int64_t groups) {
+              SmallVector<SmallVector<Value>> out(4); // [key][group]
+              Value base = smemAt(b, stageAt(b, stage, part));
+              for (int64_t nb = 0; nb < 2; ++nb)
+                for (int j = 0; j < 2; ++j)
+                  for (int64_t g = 0; g < groups; ++g)
+                    out[nb * 2 + j].push_back(
+                        load(b, f32(), base,
+                             add(b, mul(b, keyInTile(b, nb, j), ci32(b, groups)), ci32(b, g))));
+              return out;
+            };
+            Frag s = sg[0];
+            if (quant) {
+              auto ks = keyScales(stKs, kGroups);
+              for (int64_t mt = 0; mt < MT; ++mt)
+                for (int64_t nb = 0; nb < 2; ++nb)
+                  for (int i = 0; i < 4; ++i) {
+                    Value acc = fmul(b, sg[0][mt][nb][i], ks[nb * 2 + (i & 1)][0]);
+                    for (int64_t g = 1; g < kGroups; ++g)
+                      acc =
+                          LLVM::FMAOp::create(b, l, sg[g][mt][nb][i], ks[nb * 2 + (i & 1)][g], acc);
+                    s[mt][nb][i] = acc;
+                  }
+            }
+
+            // The thread's 4 keys: slot, logical position (-1: dropped or
+            // past the split).
+            Value tileSlot = add(b, s0, add(b, mul(b, t, ci32(b, BK)), warpKey));
+            SmallVector<Value> keyPos;
+            for (int64_t nb = 0; nb < 2; ++nb)
+              for (int j = 0; j < 2; ++j) {
+                Value inTile = add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j));
+                Value slot = add(b, tileSlot, inTile);
+                Value in = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
+                Value pos = load(b, i32(), posBase, keyInTile(b, nb, j));
+                keyPos.push_back(select(b, in, pos, ci32(b, -1)));
+              }
+            SmallVector<Value> tv(MT * 8), tileMax(RS, negInf);
+            for (int64_t mt = 0; mt < MT && !hadError; ++mt)
+              for (int64_t nb = 0; nb < 2 && !hadError; ++nb)
+                for (int i = 0; i < 4 && !hadError; ++i) {
+                  int64_t rs = slotOf(mt, i);
+                  Value kp = keyPos[nb * 2 + (i & 1)];
+                  Value kc = arith::MaxSIOp::create(b, l, kp, ci32(b, 0));
+                  Value keep = cmpi(b, arith::CmpIPredicate::sge, kp, ci32(b, 0));
+                  if (!maskAlwaysTrue) {
+                    auto mv = cloneRegion(b, attention.getMaskBlock(),
+                                          {bIdx, rowHead[rs], rowPos[rs], kc});
+                    if (failed(mv)) {
+                      hadError = true;
+                      break;
+                    }
+                    keep = arith::AndIOp::create(b, l, keep, *mv);
+                  }
+                  auto tval = log2Score(b, s[mt][nb][i], scale, scaleLog2,
+                                        {bIdx, rowHead[rs], rowPos[rs], kc});
+                  if (failed(tval)) {
                     hadError = true;
                     break;
                   }
-                  keep = arith::AndIOp::create(b, l, keep, *mv);
+                  Value e = select(b, keep, *tval, negInf);
+                  tv[mt * 8 + nb * 4 + i] = e;
+                  tileMax[rs] = fmax(b, tileMax[rs], e);
                 }
-                auto tval = log2Score(b, s[mt][nb][i], scale, scaleLog2,
-                                      {bIdx, rowHead[rs], rowPos[rs], kc});
-                if (failed(tval)) {
-                  hadError = true;
-                  break;
-                }
-                Value e = select(b, keep, *tval, negInf);
-                tv[mt * 8 + nb * 4 + i] = e;
-                tileMax[rs] = fmax(b, tileMax[rs], e);
-              }
-          if (hadError) {
-            scf::YieldOp::create(b, l, iter);
-            return;
-          }
-          for (int64_t x : {1, 2})
-            for (int64_t rs = 0; rs < RS; ++rs)
-              tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
-          // Online softmax; a row that has seen no key keeps m = -inf and
-          // uses 0 as its reference, so 2^(-inf - ref) = 0, not NaN.
-          SmallVector<Value> next(RS), negRef(RS), alpha(RS), sum(RS);
-          for (int64_t rs = 0; rs < RS; ++rs) {
-            next[rs] = fmax(b, iter[rs], tileMax[rs]);
-            Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, next[rs], negInf);
-            Value ref = select(b, isNinf, zero, next[rs]);
-            negRef[rs] = arith::NegFOp::create(b, l, ref);
-            alpha[rs] = ex2(b, fsub(b, iter[rs], ref));
-            sum[rs] = fmul(b, alpha[rs], iter[RS + rs]);
-          }
-          SmallVector<Value> w(MT * 8);
-          for (int64_t mt = 0; mt < MT; ++mt)
-            for (int64_t e = 0; e < 8; ++e) {
-              int64_t rs = slotOf(mt, int(e % 4));
-              w[mt * 8 + e] = ex2(b, fadd(b, tv[mt * 8 + e], negRef[rs]));
-              sum[rs] = fadd(b, sum[rs], w[mt * 8 + e]);
+            if (hadError) {
+              scf::YieldOp::create(b, l, iter);
+              return;
             }
-          next.append(sum.begin(), sum.end());
-          // O = alpha O + P V: P's C fragments are the A fragment of the
-          // warp's k16 chunk; ldmatrix.trans of V gives two n8 blocks.
-          // Quantized: P times each key's V scale, per group of columns.
-          const int64_t pGroups = quant ? vGroups : 1;
-          SmallVector<SmallVector<SmallVector<Value>>> pa(pGroups,
-                                                          SmallVector<SmallVector<Value>>(MT));
-          SmallVector<SmallVector<Value>> vs;
-          if (quant)
-            vs = keyScales(stVs, vGroups);
-          for (int64_t g = 0; g < pGroups; ++g)
-            for (int64_t mt = 0; mt < MT; ++mt) {
-              auto W = [&](int64_t nb, int i) {
-                Value x = w[mt * 8 + nb * 4 + i];
-                return quant ? fmul(b, x, vs[nb * 2 + (i & 1)][g]) : x;
-              };
-              pa[g][mt] = {pack(b, W(0, 0), W(0, 1), mmaType), pack(b, W(0, 2), W(0, 3), mmaType),
-                           pack(b, W(1, 0), W(1, 1), mmaType), pack(b, W(1, 2), W(1, 3), mmaType)};
+            if (mass) {
+              // mass[slot] += sum over counted rows of 2^(t - LSE2): per key,
+              // the thread's rows, then the 8 lanes of its column (xor 4, 8,
+              // 16); lanes 0-3 add to the slot (one thread per slot).
+              SmallVector<Value> colSum(4, zero);
+              for (int64_t mt = 0; mt < MT; ++mt)
+                for (int64_t nb = 0; nb < 2; ++nb)
+                  for (int i = 0; i < 4; ++i) {
+                    int64_t rs = slotOf(mt, i);
+                    Value p = ex2(b, fsub(b, tv[mt * 8 + nb * 4 + i], rowLse2[rs]));
+                    colSum[nb * 2 + (i & 1)] =
+                        fadd(b, colSum[nb * 2 + (i & 1)], select(b, rowCounts[rs], p, zero));
+                  }
+              for (Value &c : colSum)
+                for (int64_t x : {4, 8, 16})
+                  c = fadd(b, c, shflXor(b, c, x));
+              ifThen(b, cmpi(b, arith::CmpIPredicate::eq, grp, ci32(b, 0)), [&](OpBuilder &b) {
+                for (int64_t nb = 0; nb < 2; ++nb)
+                  for (int j = 0; j < 2; ++j) {
+                    Value slot =
+                        add(b, tileSlot, add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j)));
+                    ifThen(b, cmpi(b, arith::CmpIPredicate::slt, slot, s1), [&](OpBuilder &b) {
+                      Value at = add(b, posRow, ext64(b, slot));
+                      store(b, fadd(b, load(b, f32(), gMass, at), colSum[nb * 2 + j]), gMass, at);
+                    });
+                  }
+              });
+              gpu::BarrierOp::create(b, l);
+              scf::YieldOp::create(b, l, iter);
+              return;
             }
-          SmallVector<Value> o(iter.begin() + 2 * RS, iter.end());
-          for (int64_t mt = 0; mt < MT; ++mt)
-            for (int64_t n = 0; n < nbO; ++n)
-              for (int i = 0; i < 4; ++i)
-                o[oIdx(mt, n, i) - 2 * RS] =
-                    fmul(b, o[oIdx(mt, n, i) - 2 * RS], alpha[slotOf(mt, i)]);
-          Value vLane = smemAt(b, add(b, vOff, laneV));
-          for (int64_t np = 0; np < Dv / 16; ++np) {
-            SmallVector<Value> vb =
-                ldmatrix4(b, gep(b, vLane, ci32(b, np * 32), b.getI8Type()), true);
+            for (int64_t x : {1, 2})
+              for (int64_t rs = 0; rs < RS; ++rs)
+                tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
+            // Online softmax; a row that has seen no key keeps m = -inf and
+            // uses 0 as its reference, so 2^(-inf - ref) = 0, not NaN.
+            SmallVector<Value> next(RS), negRef(RS), alpha(RS), sum(RS);
+            for (int64_t rs = 0; rs < RS; ++rs) {
+              next[rs] = fmax(b, iter[rs], tileMax[rs]);
+              Value isNinf =
+                  arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, next[rs], negInf);
+              Value ref = select(b, isNinf, zero, next[rs]);
+              negRef[rs] = arith::NegFOp::create(b, l, ref);
+              alpha[rs] = ex2(b, fsub(b, iter[rs], ref));
+              sum[rs] = fmul(b, alpha[rs], iter[RS + rs]);
+            }
+            SmallVector<Value> w(MT * 8);
             for (int64_t mt = 0; mt < MT; ++mt)
-              for (int64_t half = 0; half < 2; ++half) {
-                int64_t base = oIdx(mt, 2 * np + half, 0) - 2 * RS;
-                SmallVector<Value, 4> acc(o.begin() + base, o.begin() + base + 4);
-                acc = mma(b, pa[np * 16 * pGroups / Dv][mt], {vb[2 * half], vb[2 * half + 1]}, acc,
-                          mmaType);
-                std::copy(acc.begin(), acc.end(), o.begin() + base);
+              for (int64_t e = 0; e < 8; ++e) {
+                int64_t rs = slotOf(mt, int(e % 4));
+                w[mt * 8 + e] = ex2(b, fadd(b, tv[mt * 8 + e], negRef[rs]));
+                sum[rs] = fadd(b, sum[rs], w[mt * 8 + e]);
               }
-          }
-          next.append(o.begin(), o.end());
-          // The next iteration's prefetch overwrites this stage.
-          gpu::BarrierOp::create(b, l);
-          scf::YieldOp::create(b, l, next);
-        });
+            next.append(sum.begin(), sum.end());
+            // O = alpha O + P V: P's C fragments are the A fragment of the
+            // warp's k16 chunk; ldmatrix.trans of V gives two n8 blocks.
+            // Quantized: P times each key's V scale, per group of columns.
+            const int64_t pGroups = quant ? vGroups : 1;
+            SmallVector<SmallVector<SmallVector<Value>>> pa(pGroups,
+                                                            SmallVector<SmallVector<Value>>(MT));
+            SmallVector<SmallVector<Value>> vs;
+            if (quant)
+              vs = keyScales(stVs, vGroups);
+            for (int64_t g = 0; g < pGroups; ++g)
+              for (int64_t mt = 0; mt < MT; ++mt) {
+                auto W = [&](int64_t nb, int i) {
+                  Value x = w[mt * 8 + nb * 4 + i];
+                  return quant ? fmul(b, x, vs[nb * 2 + (i & 1)][g]) : x;
+                };
+                pa[g][mt] = {pack(b, W(0, 0), W(0, 1), mmaType), pack(b, W(0, 2), W(0, 3), mmaType),
+                             pack(b, W(1, 0), W(1, 1), mmaType),
+                             pack(b, W(1, 2), W(1, 3), mmaType)};
+              }
+            SmallVector<Value> o(iter.begin() + 2 * RS, iter.end());
+            for (int64_t mt = 0; mt < MT; ++mt)
+              for (int64_t n = 0; n < nbO; ++n)
+                for (int i = 0; i < 4; ++i)
+                  o[oIdx(mt, n, i) - 2 * RS] =
+                      fmul(b, o[oIdx(mt, n, i) - 2 * RS], alpha[slotOf(mt, i)]);
+            Value vLane = smemAt(b, add(b, vOff, laneV));
+            for (int64_t np = 0; np < Dv / 16; ++np) {
+              SmallVector<Value> vb =
+                  ldmatrix4(b, gep(b, vLane, ci32(b, np * 32), b.getI8Type()), true);
+              for (int64_t mt = 0; mt < MT; ++mt)
+                for (int64_t half = 0; half < 2; ++half) {
+                  int64_t base = oIdx(mt, 2 * np + half, 0) - 2 * RS;
+                  SmallVector<Value, 4> acc(o.begin() + base, o.begin() + base + 4);
+                  acc = mma(b, pa[np * 16 * pGroups / Dv][mt], {vb[2 * half], vb[2 * half + 1]},
+                            acc, mmaType);
+                  std::copy(acc.begin(), acc.end(), o.begin() + base);
+                }
+            }
+            next.append(o.begin(), o.end());
+            // The next iteration's prefetch overwrites this stage.
+            gpu::BarrierOp::create(b, l);
+            scf::YieldOp::create(b, l, next);
+          });
+      NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(0));
+      gpu::BarrierOp::create(b, l);
+      return loop;
+    };
+
+    if (mass) {
+      Value rowTiles = arith::CeilDivSIOp::create(b, l, R, ci32(b, BQ));
+      scf::ForOp::create(b, l, ci32(b, 0), rowTiles, ci32(b, 1), ValueRange{},
+                         [&](OpBuilder &b, Location l, Value t, ValueRange) {
+                           rowTileBody(b, mul(b, t, ci32(b, BQ)));
+                           scf::YieldOp::create(b, l);
+                         });
+      gpu::ReturnOp::create(b, l);
+      return failure(hadError);
+    }
+    Value r0 = mul(b, rowTile, ci32(b, BQ));
+    scf::ForOp loop = rowTileBody(b, r0);
+    Value negInf = cf32(b, -std::numeric_limits<float>::infinity()), zero = cf32(b, 0.0);
     if (hadError)
       return failure();
-    NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(0));
-    gpu::BarrierOp::create(b, l);
 
     // Combine the warps: (m, l) per (warp, row) and O per (warp, row,
     // column) in the stage buffers, then each (row, column) of the tile
@@ -852,10 +944,6 @@ mlir::attn::nvvm::lowerDecodeKernel(attn::KernelOp kernel, const attn::NvvmKerne
       attn::analyzeCacheStorage(kernel, "attn-to-nvvm", elemType, cfg.headDim, cfg.headDimV);
   if (failed(storage))
     return failure();
-  if (storage->slotMass)
-    return kernel.emitError("attn-to-nvvm: kv-cache: budget (eviction) retention is not "
-                            "supported on CUDA yet (the CPU backend computes its scores)"),
-           failure();
   DecodeLowering lowering(kernel, cfg, elemType, std::move(*storage));
   if (failed(lowering.run(moduleBuilder)))
     return failure();

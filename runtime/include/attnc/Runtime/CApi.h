@@ -82,6 +82,11 @@ typedef struct attnc_cache_launch_desc {
   int32_t num_params;
   const attnc_param *params;
   void *stream;
+  /* Budget policies (H2O, SnapKV): f32 [B*Hkv, max_slots] the slots'
+     attention mass is added to (requires lse); rank 0 otherwise. mass_rows:
+     the last queries that count (0: all). */
+  attnc_tensor mass;
+  int64_t mass_rows;
 } attnc_cache_launch_desc;
 
 /* What the metadata says (strings live as long as the kernel). */

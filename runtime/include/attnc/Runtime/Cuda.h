@@ -94,6 +94,14 @@ struct CudaCacheLaunchArgs {
   /// workspaceBytes); unused with one split.
   void *workspace = nullptr;
   size_t workspaceBytes = 0;
+  /// Budget policies (H2O, SnapKV): f32 [B * Hkv, max_slots] on the device,
+  /// to which `attnc_<K>_mass` adds the attention mass the last `massRows`
+  /// queries (0: all Nq) put on each slot, after the decode (it reads the
+  /// final LSE, so `lse` is required). Zero it first; the host cache takes
+  /// it through KvCache::updateScores. Deterministic: one thread sums each
+  /// slot, over the row tiles in order.
+  DLTensor *mass = nullptr;
+  int64_t massRows = 0;
 };
 
 /// How a decode launch splits the keys (flash-decoding).

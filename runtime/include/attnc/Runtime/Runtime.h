@@ -87,6 +87,16 @@ struct CachePolicyInfo {
   /// layout "per_head": the policies KV heads choose from (a runtime table,
   /// KvCacheOptions::headKinds, picks one per head).
   std::vector<CachePolicyInfo> headPolicies;
+  /// Whether this policy, or one a head may follow, keeps a budget: its
+  /// kernels then also produce the slots' attention mass (eviction scores).
+  bool scoresSlots() const {
+    if (retention == "budget")
+      return true;
+    for (const CachePolicyInfo &h : headPolicies)
+      if (h.scoresSlots())
+        return true;
+    return false;
+  }
 };
 
 /// The specialization a CPU artifact was compiled for.
