@@ -20,6 +20,13 @@
 //   i32 B, Hq, Nq, splits
 //   i64 o_sb, o_sh, o_sn, lse_sb, lse_sh
 //   i32 write_lse
+// Budget policies (H2O, SnapKV) add `attnc_<K>_mass` (grid (splits, Hkv,
+// B), the decode's threads and shared memory): the decode ABI with, before
+// the runtime parameters,
+//   u64 kv_mass (f32 [B * Hkv, max_slots], added to), i32 mass_rows
+// It reads the final LSE (the LSE argument) and adds, per slot, the
+// attention mass exp(s - LSE) of the rows whose query is among the last
+// mass_rows.
 //
 //===----------------------------------------------------------------------===//
 
@@ -34,8 +41,8 @@
 
 namespace mlir::attn::nvvm {
 
-/// Emits the decode kernel of `kernel` and its merge kernel into a new
-/// gpu.module at `moduleBuilder`. Returns (threads, shared bytes) of the
+/// Emits the decode kernel of `kernel`, its merge kernel and (budget
+/// policies) its mass kernel into a new gpu.module at `moduleBuilder`. Returns (threads, shared bytes) of the
 /// decode kernel.
 FailureOr<std::pair<int64_t, int64_t>> lowerDecodeKernel(attn::KernelOp kernel,
                                                          const attn::NvvmKernelConfig &cfg,
