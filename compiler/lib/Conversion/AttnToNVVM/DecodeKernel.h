@@ -42,8 +42,8 @@
 namespace mlir::attn::nvvm {
 
 /// Emits the decode kernel of `kernel`, its merge kernel and (budget
-/// policies) its mass kernel into a new gpu.module at `moduleBuilder`. Returns (threads, shared bytes) of the
-/// decode kernel.
+/// policies) its mass kernel into a new gpu.module at `moduleBuilder`. Returns (threads, shared
+/// bytes) of the decode kernel.
 FailureOr<std::pair<int64_t, int64_t>> lowerDecodeKernel(attn::KernelOp kernel,
                                                          const attn::NvvmKernelConfig &cfg,
                                                          Type elemType, OpBuilder &moduleBuilder);
