@@ -10,8 +10,13 @@
 // values it stores (KvCache::readToken: dequantized). Budget policies (H2O,
 // SnapKV) also run attnc_<K>_mass: its mass table is compared with the
 // float64 attention mass of the counted queries and handed back to the
-// cache (KvCache::updateScores), whose next append evicts by it. Prints one
-// line per kernel and `N passed, N failed`.
+// cache (KvCache::updateScores), whose next append evicts by it. A twin
+// cache keeps its pools on the GPU (CudaKvStore: appends through the
+// generated append kernel, evictions through the move kernel, launches
+// through CudaKvStore::decode): it must retain the same positions, store
+// the same bytes (the GPU quantizes as the host does) and give the same
+// O and LSE, bit for bit. Prints one line per kernel and `N passed, N
+// failed`.
 //
 //   attnc-cuda-decode-check bench/gpu/ptx/paged_attention_bf16_d128_kv.ptx ...
 //
@@ -27,6 +32,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <random>
@@ -104,12 +110,28 @@ bool checkKernel(const std::string &ptxPath) {
     return false;
   }
   KvCache &c = **cache;
-  std::vector<int64_t> seqs;
-  for (int64_t b = 0; b < B; ++b)
+  auto store = CudaKvStore::create(*kernel, o.numPages, 0);
+  if (!store) {
+    std::printf("FAIL %s: %s\n", ki.name.c_str(), store.message().c_str());
+    return false;
+  }
+  KvCacheOptions od = o;
+  od.store = *store;
+  auto twin = KvCache::create(od);
+  if (!twin) {
+    std::printf("FAIL %s: %s\n", ki.name.c_str(), twin.message().c_str());
+    return false;
+  }
+  KvCache &dc = **twin;
+  std::vector<int64_t> seqs, dseqs;
+  for (int64_t b = 0; b < B; ++b) {
     seqs.push_back(*c.addSequence());
+    dseqs.push_back(*dc.addSequence());
+  }
+  Device dk, dv; // the twin's appended K/V on the GPU
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
-  auto append = [&](int64_t seq, int64_t n) {
+  auto append = [&](int64_t b, int64_t n) {
     std::vector<uint16_t> k(size_t(Hkv * n * D)), v(size_t(Hkv * n * Dv));
     for (auto &x : k)
       x = floatToBf16(normal(rng));
@@ -122,13 +144,20 @@ bool checkKernel(const std::string &ptxPath) {
     tk.ndim = tv.ndim = 3;
     tk.dtype = tv.dtype = kBF16;
     tk.shape = ks, tv.shape = vs;
-    return c.append(seq, &tk, &tv);
+    if (Status s = c.append(seqs[b], &tk, &tv); !s)
+      return s;
+    Status s = dk.set(k.data(), k.size() * 2, {Hkv, n, D}, kBF16);
+    if (s)
+      s = dv.set(v.data(), v.size() * 2, {Hkv, n, Dv}, kBF16);
+    if (s)
+      s = dc.append(dseqs[b], &dk.t, &dv.t);
+    return s;
   };
   // Prompts of different lengths (one past the sink + window of the
   // streaming policies), then decode steps, every fifth with 3 queries.
   const int64_t prompts[B] = {1500, 37, 640};
   for (int64_t b = 0; b < B; ++b)
-    if (Status s = append(seqs[b], prompts[b]); !s) {
+    if (Status s = append(b, prompts[b]); !s) {
       std::printf("FAIL %s: append: %s\n", ki.name.c_str(), s.message().c_str());
       return false;
     }
@@ -136,11 +165,13 @@ bool checkKernel(const std::string &ptxPath) {
   const int64_t per = c.packsNibbles() ? 2 : 1, P = c.pageSize();
   Device kPool, vPool, kScales, vScales, pages, pos, len, qpos, q, out, lse, massT;
   double worstO = 0, worstL = 0, worstMass = 0;
+  bool twinSame = true;
+  int64_t rowsCompared = 0;
   int64_t mostSlots = 0;
   for (int step = 0; step < 24; ++step) {
     const int64_t Nq = step % 5 == 4 ? 3 : 1;
     for (int64_t b = 0; b < B; ++b)
-      if (Status s = append(seqs[b], Nq); !s) {
+      if (Status s = append(b, Nq); !s) {
         std::printf("FAIL %s: append: %s\n", ki.name.c_str(), s.message().c_str());
         return false;
       }
@@ -215,6 +246,41 @@ bool checkKernel(const std::string &ptxPath) {
       s = lse.buffer.download(hl.data(), hl.size() * 4);
     if (s && budget)
       s = massT.buffer.download(hm.data(), hm.size() * 4);
+    // The twin: the same step through its store (pools on the GPU).
+    Device out2, lse2;
+    std::vector<uint16_t> ho2(ho.size());
+    std::vector<float> hl2(hl.size());
+    if (s)
+      s = out2.set(nullptr, ho.size() * 2, {B, Hq, Nq, Dv}, kBF16);
+    if (s)
+      s = lse2.set(nullptr, hl.size() * 4, {B, Hq, Nq}, kF32);
+    if (s)
+      s = (*store)->decode(dc, dseqs, &q.t, &out2.t, &lse2.t);
+    if (s)
+      s = out2.buffer.download(ho2.data(), ho2.size() * 2);
+    if (s)
+      s = lse2.buffer.download(hl2.data(), hl2.size() * 4);
+    if (s) {
+      twinSame = twinSame && ho2 == ho && std::memcmp(hl2.data(), hl.data(), hl.size() * 4) == 0;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t g = 0; g < Hkv; ++g) {
+          std::vector<int32_t> kept = c.retainedPositions(seqs[b], g);
+          twinSame = twinSame && kept == dc.retainedPositions(dseqs[b], g);
+          if (step % 8 != 0 && step != 23)
+            continue;
+          // The stored bytes, read back from the GPU, as the host stored them.
+          std::vector<float> k1(static_cast<size_t>(D)), v1(static_cast<size_t>(Dv)),
+              k2(static_cast<size_t>(D)), v2(static_cast<size_t>(Dv));
+          for (int32_t p : kept) {
+            if (Status rs = c.readToken(seqs[b], p, g, k1.data(), v1.data()); !rs)
+              s = rs;
+            if (Status rs = dc.readToken(dseqs[b], p, g, k2.data(), v2.data()); !rs)
+              s = rs;
+            twinSame = twinSame && k1 == k2 && v1 == v2;
+            ++rowsCompared;
+          }
+        }
+    }
     if (!s) {
       std::printf("FAIL %s: step %d: %s\n", ki.name.c_str(), step, s.message().c_str());
       return false;
@@ -298,13 +364,14 @@ bool checkKernel(const std::string &ptxPath) {
       }
     }
   }
-  bool ok = worstO < 2e-2 && worstL < 1e-2;
-  std::string extra;
+  bool ok = worstO < 2e-2 && worstL < 1e-2 && twinSame;
+  std::string extra = std::string(", GPU-resident twin ") + (twinSame ? "identical" : "DIFFERS") +
+                      " (" + std::to_string(rowsCompared) + " stored rows compared)";
   if (c.scoresSlots()) {
     // The budget held: at most N + Nq slots per head after the prompts.
     ok = ok && worstMass < 2e-2 && mostSlots <= ki.cache->budget + 3;
-    extra = ", budget " + std::to_string(ki.cache->budget) + " " + ki.cache->evict +
-            ": most slots " + std::to_string(mostSlots) + ", max|dmass|/max mass = ";
+    extra += ", budget " + std::to_string(ki.cache->budget) + " " + ki.cache->evict +
+             ": most slots " + std::to_string(mostSlots) + ", max|dmass|/max mass = ";
     char buf[32];
     std::snprintf(buf, sizeof(buf), "%.2e", worstMass);
     extra += buf;

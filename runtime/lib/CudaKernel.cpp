@@ -48,8 +48,9 @@ struct CudaKernel::Impl {
     CUcontext ctx = nullptr;
     CUmodule module = nullptr;
     CUfunction function = nullptr;
-    CUfunction merge = nullptr; // KV-cache kernels: attnc_<K>_merge
-    CUfunction mass = nullptr;  // budget policies: attnc_<K>_mass
+    CUfunction merge = nullptr;                  // KV-cache kernels: attnc_<K>_merge
+    CUfunction mass = nullptr;                   // budget policies: attnc_<K>_mass
+    CUfunction append = nullptr, move = nullptr; // KV-cache kernels: cache updates
   };
   std::mutex mutex;
   std::vector<Loaded> loaded; // one per context the kernel ran in
@@ -108,7 +109,8 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
                          info.name + "')");
   }
   if (info.cache) {
-    std::vector<std::pair<CUfunction *, std::string>> extra = {{&l.merge, "_merge"}};
+    std::vector<std::pair<CUfunction *, std::string>> extra = {
+        {&l.merge, "_merge"}, {&l.append, "_append"}, {&l.move, "_move"}};
     if (info.cache->scoresSlots())
       extra.emplace_back(&l.mass, "_mass");
     for (auto &[fn, suffix] : extra) {
@@ -441,6 +443,136 @@ Expected<detail::TensorView> denseDeviceTensor(const char *what, const DLTensor 
 }
 } // namespace
 
+namespace {
+/// A kvCache kernel's pools and scales, checked against its policy.
+struct PoolViews {
+  std::optional<detail::TensorView> kPool, vPool, kScales, vScales;
+  bool quant = false;
+  int64_t P = 0, rows = 0; // slots per page, pool rows
+};
+
+Expected<PoolViews> poolViews(const CudaKernelInfo &ki, const CudaCacheView &c, int device) {
+  const CachePolicyInfo &policy = *ki.cache;
+  if (!c.keyPool || !c.valuePool || c.keyPool->ndim != 3 || c.valuePool->ndim != 3)
+    return Status::error("cache pools: expected [pages, P, D] and [pages, P, Dv] tensors");
+  PoolViews v;
+  const int64_t pagesN = c.keyPool->shape[0];
+  v.P = c.keyPool->shape[1];
+  v.rows = pagesN * v.P;
+  if (policy.layout == "paged" && v.P != policy.pageSize)
+    return Status::error("cache pools have pages of " + std::to_string(v.P) +
+                         " slots, but policy '" + policy.name + "' pages hold " +
+                         std::to_string(policy.pageSize));
+  // Per-head policies share their storage (the compiler checks it).
+  const CachePolicyInfo &sp = policy.headPolicies.empty() ? policy : policy.headPolicies.front();
+  v.quant = sp.storage == "i8" || sp.storage == "i4";
+  const int64_t perByte = sp.storage == "i4" ? 2 : 1;
+  const std::string poolType = v.quant ? "i8" : sp.storage;
+  auto kPool =
+      denseDeviceTensor("key pool", c.keyPool, poolType, {-1, -1, ki.headDim / perByte}, device);
+  if (!kPool)
+    return kPool.error();
+  auto vPool = denseDeviceTensor("value pool", c.valuePool, poolType,
+                                 {pagesN, v.P, ki.headDimV / perByte}, device);
+  if (!vPool)
+    return vPool.error();
+  v.kPool = *kPool, v.vPool = *vPool;
+  if (v.quant) {
+    const bool grouped = sp.scale == "per_group" && sp.groupSize > 0;
+    const int64_t kGroups = grouped ? ki.headDim / sp.groupSize : 1;
+    const int64_t vGroups = grouped ? ki.headDimV / sp.groupSize : 1;
+    auto ks = denseDeviceTensor("key scales", c.keyScales, "f32", {pagesN, v.P, kGroups}, device);
+    if (!ks)
+      return ks.error();
+    auto vs =
+        denseDeviceTensor("value scales", c.valueScales, "f32", {pagesN, v.P, vGroups}, device);
+    if (!vs)
+      return vs.error();
+    v.kScales = *ks, v.vScales = *vs;
+  } else if (c.keyScales || c.valueScales) {
+    return Status::error("cache scales given, but policy '" + sp.name + "' stores " + sp.storage);
+  }
+  return v;
+}
+} // namespace
+
+Status CudaKernel::writeCacheRows(const CudaCacheView &pools, const DLTensor *k, const DLTensor *v,
+                                  const DLTensor *rows, void *stream) const {
+  return launchCacheRows(true, pools, k, v, rows, stream);
+}
+
+Status CudaKernel::moveCacheRows(const CudaCacheView &pools, const DLTensor *rows,
+                                 void *stream) const {
+  return launchCacheRows(false, pools, nullptr, nullptr, rows, stream);
+}
+
+Status CudaKernel::launchCacheRows(bool append, const CudaCacheView &c, const DLTensor *k,
+                                   const DLTensor *v, const DLTensor *rows, void *stream) const {
+  const CudaKernelInfo &ki = impl->info;
+  if (!ki.cache)
+    return Status::error("kernel '" + ki.name + "' was not compiled for a KV cache");
+  if (!rows || rows->ndim != 2)
+    return Status::error("cache rows: expected an i32 [count, 2] tensor");
+  const int device = rows->device.device_id;
+  auto pairs = denseDeviceTensor("cache rows", rows, "i32", {-1, 2}, device);
+  if (!pairs)
+    return pairs.error();
+  auto pools = poolViews(ki, c, device);
+  if (!pools)
+    return pools.error();
+  // New rows: dense, innermost D / Dv, the kernel's dtype.
+  std::optional<detail::TensorView> kNew, vNew;
+  if (append) {
+    for (auto [what, t, dim, out] :
+         {std::tuple{"k", k, ki.headDim, &kNew}, std::tuple{"v", v, ki.headDimV, &vNew}}) {
+      if (!t || t->ndim < 1 || t->shape[t->ndim - 1] != dim)
+        return Status::error(std::string("cache append: ") + what + " must end in " +
+                             std::to_string(dim) + " elements");
+      std::vector<int64_t> shape(t->shape, t->shape + t->ndim);
+      auto view = denseDeviceTensor(what, t, ki.dtype, shape, device);
+      if (!view)
+        return view.error();
+      *out = *view;
+    }
+  }
+  const int64_t count = rows->shape[0];
+  if (count == 0)
+    return Status::ok();
+  auto d = driver();
+  if (!d)
+    return d.error();
+  const Driver &drv = **d;
+  for (auto [what, view] : {std::pair{"cache rows", &*pairs},
+                            {"key pool", &*pools->kPool},
+                            {"value pool", &*pools->vPool}})
+    if (Status s = checkPointer(drv, what, *view, device); !s)
+      return s;
+  ScopedDeviceContext scope;
+  if (Status s = scope.enter(drv, device); !s)
+    return s;
+  auto fns = impl->functions(drv, scope.context(), device);
+  if (!fns)
+    return fns.error();
+  KernelArgs abi;
+  auto address = &KernelArgs::address;
+  auto scale = [&](const std::optional<detail::TensorView> &t) {
+    return t ? address(*t) : uint64_t(0);
+  };
+  // CacheUpdateKernels.h in the compiler.
+  if (append) {
+    abi.push(address(*kNew));
+    abi.push(address(*vNew));
+  }
+  for (uint64_t ptr : {address(*pools->kPool), address(*pools->vPool), scale(pools->kScales),
+                       scale(pools->vScales), address(*pairs)})
+    abi.push(ptr);
+  abi.push(int32_t(count));
+  auto params = abi.pointers();
+  const unsigned blocks = unsigned((count + 3) / 4);
+  return ATTNC_CU(drv, cuLaunchKernel, append ? fns->append : fns->move, blocks, 1u, 1u, 128u, 1u,
+                  1u, 0u, static_cast<CUstream>(stream), params.data(), nullptr);
+}
+
 Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq,
                                             int64_t maxLength, int device, int64_t splits) const {
   const CudaKernelInfo &ki = impl->info;
@@ -508,42 +640,15 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   const CudaCacheView &c = a.cache;
   if (!a.q || a.q->ndim != 4)
     return Status::error("q: expected a [B, Hq, Nq, D] tensor");
-  if (!c.keyPool || !c.valuePool || c.keyPool->ndim != 3 || c.valuePool->ndim != 3)
-    return Status::error("cache pools: expected [pages, P, D] and [pages, P, Dv] tensors");
   const int device = a.q->device.device_id;
   const int64_t B = a.q->shape[0], Nq = a.q->shape[2];
-  const int64_t pagesN = c.keyPool->shape[0], P = c.keyPool->shape[1];
-  if (policy.layout == "paged" && P != policy.pageSize)
-    return Status::error("cache pools have pages of " + std::to_string(P) + " slots, but policy '" +
-                         policy.name + "' pages hold " + std::to_string(policy.pageSize));
-  // Per-head policies share their storage (the compiler checks it).
-  const CachePolicyInfo &sp = policy.headPolicies.empty() ? policy : policy.headPolicies.front();
-  const bool quant = sp.storage == "i8" || sp.storage == "i4";
-  const int64_t perByte = sp.storage == "i4" ? 2 : 1;
-  const std::string poolType = quant ? "i8" : sp.storage;
-  auto kPool =
-      denseDeviceTensor("key pool", c.keyPool, poolType, {-1, -1, ki.headDim / perByte}, device);
-  if (!kPool)
-    return kPool.error();
-  auto vPool = denseDeviceTensor("value pool", c.valuePool, poolType,
-                                 {pagesN, P, ki.headDimV / perByte}, device);
-  if (!vPool)
-    return vPool.error();
-  std::optional<detail::TensorView> kScales, vScales;
-  if (quant) {
-    const bool grouped = sp.scale == "per_group" && sp.groupSize > 0;
-    const int64_t kGroups = grouped ? ki.headDim / sp.groupSize : 1;
-    const int64_t vGroups = grouped ? ki.headDimV / sp.groupSize : 1;
-    auto ks = denseDeviceTensor("key scales", c.keyScales, "f32", {pagesN, P, kGroups}, device);
-    if (!ks)
-      return ks.error();
-    auto vs = denseDeviceTensor("value scales", c.valueScales, "f32", {pagesN, P, vGroups}, device);
-    if (!vs)
-      return vs.error();
-    kScales = *ks, vScales = *vs;
-  } else if (c.keyScales || c.valueScales) {
-    return Status::error("cache scales given, but policy '" + sp.name + "' stores " + sp.storage);
-  }
+  auto pools = poolViews(ki, c, device);
+  if (!pools)
+    return pools.error();
+  const bool quant = pools->quant;
+  const int64_t P = pools->P;
+  std::optional<detail::TensorView> &kPool = pools->kPool, &vPool = pools->vPool,
+                                    &kScales = pools->kScales, &vScales = pools->vScales;
   if (B == 0 || Nq == 0)
     return Status::ok(); // no output element
   if (!c.lengths || c.lengths->ndim != 1 || c.lengths->shape[0] == 0 || c.lengths->shape[0] % B)

@@ -140,8 +140,25 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
     c->contiguous = true;
   }
   int64_t pageK = c->P * c->kRow, pageV = c->P * c->vRow;
-  if (o.numPages > (int64_t(1) << 40) / std::max(pageK, pageV) || o.numPages > INT32_MAX)
+  if (o.numPages > (int64_t(1) << 40) / std::max(pageK, pageV) || o.numPages * c->P > INT32_MAX)
     return Status::error("KV cache: pool of " + std::to_string(o.numPages) + " pages is too large");
+  if (o.store) {
+    // The store's moves run in parallel; a contiguous head's compaction
+    // moves rows into rows it reads.
+    for (const CachePolicyInfo *u : used)
+      if (u->layout != "paged")
+        return Status::error("cache policy '" + u->name +
+                             "': a KvStore holds paged layouts only (not contiguous)");
+    if (o.store->rows() != o.numPages * c->P)
+      return Status::error("KV cache: the store holds " + std::to_string(o.store->rows()) +
+                           " pool rows, the cache needs " + std::to_string(o.numPages * c->P) +
+                           " (" + std::to_string(o.numPages) + " pages of " + std::to_string(c->P) +
+                           ")");
+    c->store = o.store;
+    for (int64_t i = o.numPages - 1; i >= 0; --i)
+      c->freeList.push_back(int32_t(i));
+    return c;
+  }
   c->kPool.assign(size_t(o.numPages * pageK), 0);
   c->vPool.assign(size_t(o.numPages * pageV), 0);
   if (quant) {
@@ -387,10 +404,23 @@ Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k,
     if (h->pos[i] != position)
       continue;
     int64_t at = int64_t(h->pages[i / P]) * P + i % P;
+    const char *kr = kPool.data() + at * kRow, *vr = vPool.data() + at * vRow;
+    const float *ks = quant ? &kScales[at * gK] : nullptr,
+                *vs = quant ? &vScales[at * gV] : nullptr;
+    // A store's row comes back first.
+    std::vector<char> kb, vb;
+    std::vector<float> ksb(static_cast<size_t>(gK)), vsb(static_cast<size_t>(gV));
+    if (store) {
+      kb.resize(size_t(kRow)), vb.resize(size_t(vRow));
+      if (Status s = store->read(int32_t(at), kb.data(), vb.data(), ksb.data(), vsb.data()); !s)
+        return s;
+      kr = kb.data(), vr = vb.data();
+      ks = quant ? ksb.data() : nullptr, vs = quant ? vsb.data() : nullptr;
+    }
     for (int64_t d = 0; d < D; ++d)
-      k[d] = loadElement(kPool.data() + at * kRow, quant ? &kScales[at * gK] : nullptr, d, D, gK);
+      k[d] = loadElement(kr, ks, d, D, gK);
     for (int64_t d = 0; d < Dv; ++d)
-      v[d] = loadElement(vPool.data() + at * vRow, quant ? &vScales[at * gV] : nullptr, d, Dv, gV);
+      v[d] = loadElement(vr, vs, d, Dv, gV);
     return Status::ok();
   }
   return Status::error("KV cache: sequence " + std::to_string(seq) + " head " +
@@ -398,16 +428,11 @@ Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k,
                        std::to_string(position));
 }
 
-/// Moves slot `from` of a head (K, V, scales, position, score) to slot `to`.
+/// Moves slot `from` of a head (position, score; its pool row's K, V and
+/// scales are queued in `moves`) to slot `to`.
 void KvCache::moveSlot(Head &h, int64_t from, int64_t to) {
-  int64_t src = int64_t(h.pages[from / P]) * P + from % P;
-  int64_t dst = int64_t(h.pages[to / P]) * P + to % P;
-  std::memmove(kPool.data() + dst * kRow, kPool.data() + src * kRow, kRow);
-  std::memmove(vPool.data() + dst * vRow, vPool.data() + src * vRow, vRow);
-  if (quant) {
-    std::memmove(&kScales[dst * gK], &kScales[src * gK], gK * sizeof(float));
-    std::memmove(&vScales[dst * gV], &vScales[src * gV], gV * sizeof(float));
-  }
+  moves.emplace_back(int32_t(int64_t(h.pages[from / P]) * P + from % P),
+                     int32_t(int64_t(h.pages[to / P]) * P + to % P));
   h.pos[to] = h.pos[from];
   h.score[to] = h.score[from];
   h.pos[from] = -1;
@@ -484,8 +509,13 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
   auto check = [&](const char *what, const DLTensor *t, int64_t dim) -> Status {
     if (!t || !t->data)
       return Status::error(std::string("append: ") + what + " is null");
-    if (t->device.device_type != kDLCPU)
-      return Status::error(std::string("append: ") + what + " must be on kDLCPU");
+    DLDevice want = store ? store->device() : DLDevice{kDLCPU, 0};
+    if (t->device.device_type != want.device_type ||
+        (store && t->device.device_id != want.device_id))
+      return Status::error(std::string("append: ") + what + " must be on " +
+                           (want.device_type == kDLCPU ? std::string("kDLCPU")
+                                                       : "the store's device (kDLCUDA " +
+                                                             std::to_string(want.device_id) + ")"));
     if (!detail::sameType(t->dtype, opts.inputDtype))
       return Status::error(std::string("append: ") + what + " must be " + opts.inputDtype +
                            (quant ? " (the cache's input type)" : " (the policy's storage)"));
@@ -513,11 +543,17 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
 Status KvCache::evict(int64_t seq) { return update(seq, nullptr, nullptr, 0); }
 
 /// Retention, eviction and storage of n new tokens (n = 0: eviction only).
+/// The tables change on copies, queuing the pool rows to move and write;
+/// the rows move (host pools, or the store), then the copies are kept, so
+/// a failure at any point leaves the cache as it was.
 Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_t n) {
   auto found = find(seq);
   if (!found)
     return found.error();
-  Sequence &s = **found;
+  Sequence s = **found;
+  std::vector<int32_t> freeList = this->freeList;
+  moves.clear();
+  std::vector<std::pair<int32_t, int32_t>> writes; // (row of k / v, pool row)
   const int64_t Hkv = opts.numKvHeads;
   const int64_t newLength = s.length + n;
   if (newLength > INT32_MAX)
@@ -626,12 +662,37 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
         continue;
       int64_t slot = h.slots++;
       int64_t at = int64_t(h.pages[slot / P]) * P + slot % P;
-      storeRow(k, n, t, hd, D, gK, kPool.data() + at * kRow, quant ? &kScales[at * gK] : nullptr);
-      storeRow(v, n, t, hd, Dv, gV, vPool.data() + at * vRow, quant ? &vScales[at * gV] : nullptr);
+      writes.emplace_back(int32_t(hd * n + t), int32_t(at));
       h.pos[slot] = int32_t(p);
       h.score[slot] = 0;
     }
   }
   s.length = newLength;
+  if (store) {
+    if (!moves.empty())
+      if (Status st = store->move(moves); !st)
+        return st;
+    if (!writes.empty())
+      if (Status st = store->write(k, v, writes); !st)
+        return st;
+  } else {
+    // In order: a contiguous head's compaction may move into a row an
+    // earlier move read.
+    for (auto [from, to] : moves) {
+      std::memmove(kPool.data() + to * kRow, kPool.data() + from * kRow, kRow);
+      std::memmove(vPool.data() + to * vRow, vPool.data() + from * vRow, vRow);
+      if (quant) {
+        std::memmove(&kScales[to * gK], &kScales[from * gK], gK * sizeof(float));
+        std::memmove(&vScales[to * gV], &vScales[from * gV], gV * sizeof(float));
+      }
+    }
+    for (auto [src, at] : writes) {
+      int64_t hd = src / n, t = src % n;
+      storeRow(k, n, t, hd, D, gK, kPool.data() + at * kRow, quant ? &kScales[at * gK] : nullptr);
+      storeRow(v, n, t, hd, Dv, gV, vPool.data() + at * vRow, quant ? &vScales[at * gV] : nullptr);
+    }
+  }
+  **found = std::move(s);
+  this->freeList = std::move(freeList);
   return Status::ok();
 }

@@ -364,6 +364,9 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   if (!a.cache)
     return Status::error("no KV cache given");
   KvCache &cache = *a.cache;
+  if (cache.poolStore())
+    return Status::error("the cache's pools live in a KvStore (not host memory): launch a "
+                         "kernel for the store's device over it");
   const CachePolicyInfo &kp = *ki.cache, &cp = cache.options().policy;
   if (!samePolicy(kp, cp))
     return Status::error("kernel '" + ki.name + "' was compiled for cache policy " +

@@ -48,6 +48,9 @@ std::string decodePtx(bool withMass = false) {
   p += params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
   p += ".visible .entry attnc_dec_merge(" +
        params({{"u64", 4}, {"u32", 4}, {"u64", 5}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
+  p += ".visible .entry attnc_dec_append(" + params({{"u64", 7}, {"u32", 1}}) +
+       ")\n{\n  ret;\n}\n";
+  p += ".visible .entry attnc_dec_move(" + params({{"u64", 5}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
   if (withMass)
     p += ".visible .entry attnc_dec_mass(" +
          params(
@@ -233,6 +236,71 @@ TEST_F(CudaDecodeFake, BudgetPolicyLaunchesTheMassKernel) {
   auto plain = p.args();
   plain.mass = &mass;
   expectRejected(plain, "keeps no budget");
+}
+
+TEST_F(CudaDecodeFake, KvStoreWritesThroughTheCacheKernels) {
+  // A KvCache whose pools live in a CudaKvStore: appends of device K/V run
+  // attnc_dec_append with (row of k/v, pool row) pairs, decode() uploads
+  // the tables and launches attnc_dec over the store's pools, moves run
+  // attnc_dec_move.
+  auto store = CudaKvStore::create(kernel, 8, 0);
+  ASSERT_TRUE(bool(store)) << store.message();
+  EXPECT_EQ((*store)->rows(), 8 * 16);
+  KvCacheOptions o;
+  o.policy = *kernel->info().cache;
+  o.numKvHeads = 2, o.headDim = 8, o.numPages = 8, o.store = *store;
+  auto cache = KvCache::create(o);
+  ASSERT_TRUE(bool(cache)) << cache.message();
+  int64_t seq = *(*cache)->addSequence();
+  DevTensor k({2, 3, 8}, kBF16), v({2, 3, 8}, kBF16);
+  int before = fake.launches();
+  ASSERT_TRUE((*cache)->append(seq, &k.t, &v.t));
+  ASSERT_EQ(fake.launches(), before + 1);
+  attnc_fake_launch l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec_append");
+  EXPECT_EQ(l.grid[0], 2u) << "a warp per row, 4 per CTA: 6 rows";
+  EXPECT_EQ(l.block[0], 128u);
+  ASSERT_EQ(l.numParams, 8);
+  EXPECT_EQ(l.values[0], k.address());
+  EXPECT_EQ(l.values[1], v.address());
+  CudaCacheView pools = (*store)->pools();
+  EXPECT_EQ(l.values[2], uint64_t(uintptr_t(pools.keyPool->data)));
+  EXPECT_EQ(l.values[3], uint64_t(uintptr_t(pools.valuePool->data)));
+  EXPECT_EQ(l.values[4], 0u) << "no scales for bf16";
+  EXPECT_EQ(l.values[7], 6u);
+  // (row of k/v = head * n + token, pool row): head 0 in page 0, head 1 in
+  // page 1 (pages handed out lowest first).
+  const auto *pairs = reinterpret_cast<const int32_t *>(uintptr_t(l.values[6]));
+  const int32_t want[12] = {0, 0, 1, 1, 2, 2, 3, 16, 4, 17, 5, 18};
+  for (int i = 0; i < 12; ++i)
+    EXPECT_EQ(pairs[i], want[i]) << i;
+  // Host K/V are refused before anything changes.
+  std::vector<uint16_t> hostBits(2 * 1 * 8);
+  int64_t hostShape[3] = {2, 1, 8};
+  DLTensor hk{};
+  hk.data = hostBits.data(), hk.device = {kDLCPU, 0}, hk.ndim = 3, hk.dtype = kBF16;
+  hk.shape = hostShape;
+  expectError((*cache)->append(seq, &hk, &hk), "must be on the store's device (kDLCUDA 0)");
+  EXPECT_EQ((*cache)->length(seq), 3);
+  // decode(): the tables uploaded, the decode kernel over the store's pools.
+  DevTensor q({1, 4, 1, 8}, kBF16), out({1, 4, 1, 8}, kBF16);
+  ASSERT_TRUE((*store)->decode(**cache, {seq}, &q.t, &out.t));
+  l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec");
+  EXPECT_EQ(l.values[1], uint64_t(uintptr_t(pools.keyPool->data)));
+  EXPECT_EQ(l.values[9], 2u) << "Hkv";
+  const auto *lengths = reinterpret_cast<const int32_t *>(uintptr_t(l.values[26]));
+  EXPECT_EQ(lengths[0], 3);
+  EXPECT_EQ(lengths[1], 3);
+  // Moves.
+  ASSERT_TRUE((*store)->move({{1, 5}, {2, 6}}));
+  l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec_move");
+  ASSERT_EQ(l.numParams, 6);
+  EXPECT_EQ(l.values[5], 2u);
+  // A cache of another pool size than the store holds is refused.
+  o.numPages = 4;
+  expectError(KvCache::create(o).error(), "the store holds 128 pool rows");
 }
 
 TEST_F(CudaDecodeFake, CApiPlansAndLaunches) {

@@ -890,6 +890,157 @@ TEST_F(KvCacheTest, TablesMirrorTheViews) {
   EXPECT_NE(c->tables({99}, 1).message().find("no sequence 99"), std::string::npos);
 }
 
+/// A KvStore in host memory that checks what a cache asks of it: pools in
+/// the kernels' layout, written by the cache's own quantization (a twin
+/// host cache's bytes), no row both read and written by one move call, and
+/// a failure on demand.
+class RecordingStore : public rt::KvStore {
+public:
+  RecordingStore(int64_t rows, int64_t kRow, int64_t vRow, int64_t groups)
+      : k(size_t(rows * kRow)), v(size_t(rows * vRow)), ks(size_t(rows * groups)),
+        vs(size_t(rows * groups)), numRows(rows), kRow(kRow), vRow(vRow), groups(groups) {}
+  DLDevice device() const override { return {kDLCPU, 0}; }
+  int64_t rows() const override { return numRows; }
+  rt::Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) override {
+    if (failNext)
+      return failNext = false, rt::Status::error("store failed");
+    std::set<int32_t> read, written;
+    for (auto [from, to] : moves) {
+      read.insert(from), written.insert(to);
+      EXPECT_TRUE(from >= 0 && from < numRows && to >= 0 && to < numRows);
+    }
+    for (int32_t r : read)
+      EXPECT_FALSE(written.count(r)) << "row " << r << " both read and written";
+    for (auto [from, to] : moves) {
+      std::copy_n(&k[from * kRow], kRow, &k[to * kRow]);
+      std::copy_n(&v[from * vRow], vRow, &v[to * vRow]);
+      std::copy_n(&ks[from * groups], groups, &ks[to * groups]);
+      std::copy_n(&vs[from * groups], groups, &vs[to * groups]);
+    }
+    moved += int64_t(moves.size());
+    return rt::Status::ok();
+  }
+  rt::Status write(const DLTensor *kn, const DLTensor *vn,
+                   const std::vector<std::pair<int32_t, int32_t>> &rows) override {
+    if (failNext)
+      return failNext = false, rt::Status::error("store failed");
+    // The bytes a host cache of the same policy stores for these rows.
+    const int64_t n = kn->shape[1];
+    for (auto [src, dst] : rows) {
+      int64_t h = src / n, t = src % n;
+      writes.push_back({h, t, dst});
+    }
+    pendingK = kn, pendingV = vn;
+    return rt::Status::ok();
+  }
+  rt::Status read(int32_t row, void *kd, void *vd, float *kS, float *vS) const override {
+    std::copy_n(&k[row * kRow], kRow, static_cast<char *>(kd));
+    std::copy_n(&v[row * vRow], vRow, static_cast<char *>(vd));
+    if (kS)
+      std::copy_n(&ks[row * groups], groups, kS);
+    if (vS)
+      std::copy_n(&vs[row * groups], groups, vS);
+    return rt::Status::ok();
+  }
+  struct Write {
+    int64_t head, token, row;
+  };
+  std::vector<Write> writes;
+  const DLTensor *pendingK = nullptr, *pendingV = nullptr;
+  std::vector<char> k, v;
+  std::vector<float> ks, vs;
+  int64_t numRows, kRow, vRow, groups, moved = 0;
+  bool failNext = false;
+};
+
+/// A cache whose pools live in a KvStore takes the same decisions as a
+/// host cache: driven side by side through budget evictions (moves) and
+/// appends, both retain the same positions and the store receives every
+/// token at the pool row the host twin wrote it to (its bytes copied from
+/// the twin), moves that never read a row they write; a store failure
+/// leaves the cache as it was; kernels refuse a store-backed cache on the
+/// CPU.
+TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
+  auto k = kernel("over_h2o");
+  ASSERT_TRUE(k);
+  auto host = makeCache(*k, 40);
+  auto store = std::make_shared<RecordingStore>(40 * 4, D * 2, D * 2, 1);
+  rt::KvCacheOptions o = host->options();
+  o.store = store;
+  auto made = rt::KvCache::create(o);
+  ASSERT_TRUE(bool(made)) << made.message();
+  rt::KvCache &dev = **made;
+  EXPECT_EQ(dev.keyPool(), nullptr);
+  std::vector<int64_t> hs = {*host->addSequence(), *host->addSequence()};
+  std::vector<int64_t> ds = {*dev.addSequence(), *dev.addSequence()};
+  std::vector<History> hist(2), twin(2);
+  // Same tokens into both (same seed), same scores: random ones per step.
+  std::uniform_real_distribution<float> score(0.f, 1.f);
+  auto step = [&](int64_t n) {
+    std::mt19937 saved = rng;
+    for (int i = 0; i < 2; ++i)
+      ASSERT_TRUE(append(*host, hs[i], n, hist[i]));
+    rng = saved;
+    store->writes.clear();
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_TRUE(append(dev, ds[i], n, twin[i]));
+      // The store got each retained token at the row the host wrote it to:
+      // copy the host's bytes there (as the device kernels would write).
+      for (auto &w : store->writes) {
+        std::copy_n(static_cast<const char *>(host->keyPool()) + w.row * D * 2, D * 2,
+                    &store->k[w.row * D * 2]);
+        std::copy_n(static_cast<const char *>(host->valuePool()) + w.row * D * 2, D * 2,
+                    &store->v[w.row * D * 2]);
+      }
+      store->writes.clear();
+    }
+    auto t = host->tables(hs, 1);
+    ASSERT_TRUE(bool(t));
+    std::vector<float> mass(t->positions.size());
+    for (float &m : mass)
+      m = score(rng);
+    ASSERT_TRUE(host->updateScores(hs, mass, t->maxSlots));
+    ASSERT_TRUE(dev.updateScores(ds, mass, t->maxSlots));
+  };
+  step(20);
+  for (int s = 0; s < 30; ++s) {
+    step(1 + s % 3);
+    for (int i = 0; i < 2; ++i)
+      for (int64_t h = 0; h < Hkv; ++h) {
+        ASSERT_EQ(dev.retainedPositions(ds[i], h), host->retainedPositions(hs[i], h));
+        for (int32_t p : host->retainedPositions(hs[i], h)) {
+          std::vector<float> a(D), b(D), c(D), d(D);
+          ASSERT_TRUE(host->readToken(hs[i], p, h, a.data(), b.data()));
+          ASSERT_TRUE(dev.readToken(ds[i], p, h, c.data(), d.data()));
+          ASSERT_EQ(a, c) << "position " << p;
+          ASSERT_EQ(b, d) << "position " << p;
+        }
+      }
+  }
+  EXPECT_GT(store->moved, 0) << "evictions compacted through the store";
+  EXPECT_EQ(dev.pagesInUse(), host->pagesInUse());
+  // A store failure changes nothing.
+  std::vector<int32_t> before = dev.retainedPositions(ds[0], 1);
+  int64_t len = dev.length(ds[0]), free = dev.freePages();
+  store->failNext = true;
+  History scratch;
+  rt::Status failed = append(dev, ds[0], 2, scratch);
+  EXPECT_FALSE(failed);
+  EXPECT_EQ(failed.message(), "store failed");
+  EXPECT_EQ(dev.retainedPositions(ds[0], 1), before);
+  EXPECT_EQ(dev.length(ds[0]), len);
+  EXPECT_EQ(dev.freePages(), free);
+  // The CPU kernels do not read a store's pools; the store must match the
+  // pool; K/V must be where the store is.
+  F32Tensor q({1, Hq, 1, D}), out({1, Hq, 1, D});
+  rt::CacheLaunchArgs a;
+  a.q = &q.t, a.o = &out.t, a.cache = &dev, a.sequences = {ds[0]};
+  EXPECT_NE(k->launch(a).message().find("live in a KvStore"), std::string::npos);
+  o.store = std::make_shared<RecordingStore>(10, D * 2, D * 2, 1);
+  EXPECT_NE(rt::KvCache::create(o).message().find("the store holds 10 pool rows"),
+            std::string::npos);
+}
+
 TEST_F(KvCacheTest, ErrorsChangeNothing) {
   auto k = kernel("over_all");
   ASSERT_TRUE(k);

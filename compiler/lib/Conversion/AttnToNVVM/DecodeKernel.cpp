@@ -31,6 +31,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "DecodeKernel.h"
+#include "CacheUpdateKernels.h"
 #include "NvvmBuilder.h"
 
 #include <cmath>
@@ -64,6 +65,7 @@ public:
     if (failed(buildDecode(*mb, /*mass=*/false)))
       return failure();
     buildMerge(*mb);
+    buildCacheUpdateKernels(kernel, cfg, elemType, storage, *mb);
     if (storage.slotMass && failed(buildDecode(*mb, /*mass=*/true)))
       return failure();
     return success();
@@ -79,18 +81,6 @@ private:
   Value mini(OpBuilder &b, Value x, Value y) { return arith::MinSIOp::create(b, loc(), x, y); }
   Value cmpi(OpBuilder &b, arith::CmpIPredicate p, Value x, Value y) {
     return arith::CmpIOp::create(b, loc(), p, x, y);
-  }
-  Value load(OpBuilder &b, Type t, Value base, Value index) {
-    return LLVM::LoadOp::create(b, loc(), t, gep(b, base, index, t));
-  }
-  void store(OpBuilder &b, Value v, Value base, Value index) {
-    LLVM::StoreOp::create(b, loc(), v, gep(b, base, index, v.getType()));
-  }
-  /// Runs `body` in an scf.if on `cond` (no results).
-  void ifThen(OpBuilder &b, Value cond, llvm::function_ref<void(OpBuilder &)> body) {
-    auto op = scf::IfOp::create(b, loc(), cond, /*withElseRegion=*/false);
-    OpBuilder tb = op.getThenBodyBuilder();
-    body(tb);
   }
   Value pureAsm(OpBuilder &b, Type result, ValueRange operands, const std::string &text,
                 StringRef constraints) {

@@ -138,6 +138,19 @@ protected:
   Value gep(OpBuilder &b, Value base, Value offset, Type elem) {
     return LLVM::GEPOp::create(b, loc(), base.getType(), elem, base, ValueRange{offset});
   }
+  /// Element `index` of type `t` at `base` (a typed load / store).
+  Value load(OpBuilder &b, Type t, Value base, Value index) {
+    return LLVM::LoadOp::create(b, loc(), t, gep(b, base, index, t));
+  }
+  void store(OpBuilder &b, Value v, Value base, Value index) {
+    LLVM::StoreOp::create(b, loc(), v, gep(b, base, index, v.getType()));
+  }
+  /// Runs `body` in an scf.if on `cond` (no results).
+  void ifThen(OpBuilder &b, Value cond, llvm::function_ref<void(OpBuilder &)> body) {
+    auto op = scf::IfOp::create(b, loc(), cond, /*withElseRegion=*/false);
+    OpBuilder tb = op.getThenBodyBuilder();
+    body(tb);
+  }
   Value toGlobal(OpBuilder &b, Value p) {
     return LLVM::AddrSpaceCastOp::create(b, loc(), ptrT(1), p);
   }

@@ -15,6 +15,7 @@
 #ifndef ATTNC_RUNTIME_CUDA_H
 #define ATTNC_RUNTIME_CUDA_H
 
+#include "attnc/Runtime/KvCache.h"
 #include "attnc/Runtime/Runtime.h"
 
 #include <cstddef>
@@ -144,10 +145,66 @@ public:
   Expected<DecodePlan> decodePlan(int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq, int64_t maxLength,
                                   int device, int64_t splits = 0) const;
 
+  /// The cache kernels of a kvCache kernel (generated for its policy's
+  /// storage; CudaKvStore runs them). writeCacheRows: for each (row, pool
+  /// row) of `rows` (i32 [count, 2] on the device), row `row` of k / v
+  /// (dense, innermost D / Dv, the kernel's dtype) into that pool row,
+  /// quantized as the host KvCache would. moveCacheRows: each (from, to)
+  /// pool row copied (no row both read and written). Pools and scales as
+  /// in CudaCacheView; enqueued on `stream`.
+  Status writeCacheRows(const CudaCacheView &pools, const DLTensor *k, const DLTensor *v,
+                        const DLTensor *rows, void *stream = nullptr) const;
+  Status moveCacheRows(const CudaCacheView &pools, const DLTensor *rows,
+                       void *stream = nullptr) const;
+
 private:
   CudaKernel();
+  Status launchCacheRows(bool append, const CudaCacheView &pools, const DLTensor *k,
+                         const DLTensor *v, const DLTensor *rows, void *stream) const;
   struct Impl;
   std::unique_ptr<Impl> impl;
+};
+
+class CudaBuffer;
+
+/// A KvStore on a GPU (KvCacheOptions::store): the pools of `numPages`
+/// pages of a kvCache kernel's policy in device memory, written by the
+/// kernel's generated append and move kernels, so prefill chunks and decode
+/// tokens go from device tensors straight into the pages (quantized on the
+/// way in, to the same bytes as a host cache) and evictions compact on the
+/// device; the KvCache keeps the tables on the host. Paged layouts. Each
+/// call waits for its kernels; not thread safe.
+class CudaKvStore : public KvStore {
+public:
+  static Expected<std::shared_ptr<CudaKvStore>> create(std::shared_ptr<const CudaKernel> kernel,
+                                                       int64_t numPages, int device = 0);
+  ~CudaKvStore() override;
+  DLDevice device() const override { return {kDLCUDA, dev}; }
+  int64_t rows() const override { return numPages * P; }
+  Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) override;
+  Status write(const DLTensor *k, const DLTensor *v,
+               const std::vector<std::pair<int32_t, int32_t>> &rows) override;
+  Status read(int32_t row, void *k, void *v, float *kScales, float *vScales) const override;
+
+  /// The pools as CudaCacheLaunchArgs takes them (no tables).
+  CudaCacheView pools() const;
+  /// Attention over `cache` (created with this store) for the last Nq
+  /// tokens of each of `sequences` (q [B, Hq, Nq, D], o, lse on the
+  /// device): uploads cache.tables(), plans the splits, launches the decode
+  /// (and merge) and, for budget policies, the mass kernel, whose table
+  /// goes to cache.updateScores. Waits for the kernels.
+  Status decode(KvCache &cache, const std::vector<int64_t> &sequences, const DLTensor *q,
+                DLTensor *o, DLTensor *lse = nullptr,
+                const std::map<std::string, Arg> &params = {});
+
+private:
+  CudaKvStore() = default;
+  struct Buffers;
+  std::shared_ptr<const CudaKernel> kernel;
+  std::unique_ptr<Buffers> bufs;
+  int dev = 0;
+  int64_t numPages = 0, P = 0, kRowBytes = 0, vRowBytes = 0, gK = 1, gV = 1;
+  bool quant = false;
 };
 
 /// Device memory for tests and tools (kernels take the caller's memory; this

@@ -38,6 +38,31 @@
 
 namespace attnc::rt {
 
+/// Where a KvCache's pools live when not in host memory (CudaKvStore in
+/// Cuda.h keeps them on a GPU and writes them with the kernel's generated
+/// append and move kernels). The cache decides which pool rows change
+/// (retention, eviction, paging); the store moves the bytes. Pools are laid
+/// out as the kernels read them: pool row = page * P + slot.
+class KvStore {
+public:
+  virtual ~KvStore() = default;
+  /// Where append()'s K/V must be.
+  virtual DLDevice device() const = 0;
+  /// Pool rows it holds (the cache's numPages x P).
+  virtual int64_t rows() const = 0;
+  /// Copies pool rows (K, V and scales) from -> to. No row is both read
+  /// and written by one call.
+  virtual Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) = 0;
+  /// Writes row `src` of k [Hkv, n, D] / v [Hkv, n, Dv] (src = head * n +
+  /// token, the input type) into pool row `dst` for each (src, dst),
+  /// quantizing as the policy stores.
+  virtual Status write(const DLTensor *k, const DLTensor *v,
+                       const std::vector<std::pair<int32_t, int32_t>> &rows) = 0;
+  /// Pool row `row` as stored: K and V bytes (kRowBytes / vRowBytes of the
+  /// cache) and, quantized, their scales.
+  virtual Status read(int32_t row, void *k, void *v, float *kScales, float *vScales) const = 0;
+};
+
 struct KvCacheOptions {
   /// The policy (usually the kernel's: CpuKernel::info().cache).
   CachePolicyInfo policy;
@@ -62,6 +87,9 @@ struct KvCacheOptions {
   /// Budget retention scored by snapkv: the last queries of a launch whose
   /// attention scores the slots (SnapKV's observation window).
   int64_t observationWindow = 32;
+  /// Pools elsewhere than in host memory (paged layouts): the cache keeps
+  /// only its tables, append() takes K/V on the store's device.
+  std::shared_ptr<KvStore> store;
 };
 
 class KvCache {
@@ -142,6 +170,7 @@ public:
   /// [numPages, P, Dv] (a page is one head's); int8: f32 scales K
   /// [numPages, P, groupsK] and V [numPages, P, groupsV] (one group per
   /// token unless per_group).
+  /// (Null when the pools live in a KvStore.)
   const void *keyPool() const { return kPool.data(); }
   const void *valuePool() const { return vPool.data(); }
   const float *keyScales() const { return kScales.data(); }
@@ -152,6 +181,10 @@ public:
   bool packsNibbles() const { return nibbles; }
   int64_t keyGroups() const { return gK; }
   int64_t valueGroups() const { return gV; }
+  /// Bytes of a stored K / V row (int4: D / 2).
+  int64_t keyRowBytes() const { return kRow; }
+  int64_t valueRowBytes() const { return vRow; }
+  KvStore *poolStore() const { return store.get(); }
 
 private:
   KvCache() = default;
@@ -187,6 +220,9 @@ private:
   std::vector<float> kScales, vScales;
   std::vector<int32_t> freeList;
   std::vector<Sequence> sequences;
+  std::shared_ptr<KvStore> store;
+  /// Pool rows an update moves (from, to), in order.
+  std::vector<std::pair<int32_t, int32_t>> moves;
 };
 
 } // namespace attnc::rt
