@@ -51,6 +51,7 @@ struct CudaKernel::Impl {
     CUfunction merge = nullptr;                  // KV-cache kernels: attnc_<K>_merge
     CUfunction mass = nullptr;                   // budget policies: attnc_<K>_mass
     CUfunction append = nullptr, move = nullptr; // KV-cache kernels: cache updates
+    CUfunction wide = nullptr; // decode twin with more rows per CTA (info.wideBlockQ)
   };
   std::mutex mutex;
   std::vector<Loaded> loaded; // one per context the kernel ran in
@@ -81,13 +82,13 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
                          ", but device " + std::to_string(device) + " is " +
                          archForCapability(*cc) + " (compute capability " +
                          std::to_string(*cc / 10) + "." + std::to_string(*cc % 10) + ")");
-  if (info.sharedBytes > kDefaultDynamicSharedBytes) {
+  if (std::max(info.sharedBytes, info.wideSharedBytes) > kDefaultDynamicSharedBytes) {
     auto optin = deviceAttribute(d, device, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
     if (!optin)
       return optin.error();
-    if (info.sharedBytes > *optin)
+    if (std::max(info.sharedBytes, info.wideSharedBytes) > *optin)
       return Status::error("cuda: kernel '" + info.name + "' needs " +
-                           std::to_string(info.sharedBytes) +
+                           std::to_string(std::max(info.sharedBytes, info.wideSharedBytes)) +
                            " bytes of shared memory per block; device " + std::to_string(device) +
                            " allows " + std::to_string(*optin));
   }
@@ -113,6 +114,8 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
         {&l.merge, "_merge"}, {&l.append, "_append"}, {&l.move, "_move"}};
     if (info.cache->scoresSlots())
       extra.emplace_back(&l.mass, "_mass");
+    if (info.wideBlockQ > 0)
+      extra.emplace_back(&l.wide, "_q" + std::to_string(info.wideBlockQ));
     for (auto &[fn, suffix] : extra) {
       std::string name = info.entry + suffix;
       if (Status s = ATTNC_CU(d, cuModuleGetFunction, fn, l.module, name.c_str()); !s) {
@@ -122,17 +125,16 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
       }
     }
   }
-  if (info.sharedBytes > kDefaultDynamicSharedBytes) {
-    for (CUfunction fn : {l.function, l.mass}) {
-      if (!fn)
-        continue;
-      if (Status s =
-              ATTNC_CU(d, cuFuncSetAttribute, fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                       int(info.sharedBytes));
-          !s) {
-        (void)d.cuModuleUnload(l.module);
-        return s;
-      }
+  for (auto [fn, bytes] : {std::pair{l.function, info.sharedBytes},
+                           {l.mass, info.sharedBytes},
+                           {l.wide, info.wideSharedBytes}}) {
+    if (!fn || bytes <= kDefaultDynamicSharedBytes)
+      continue;
+    if (Status s = ATTNC_CU(d, cuFuncSetAttribute, fn,
+                            CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(bytes));
+        !s) {
+      (void)d.cuModuleUnload(l.module);
+      return s;
     }
   }
   loaded.push_back(l);
@@ -581,10 +583,15 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
   if (B <= 0 || Hkv <= 0 || Hq % Hkv || Nq <= 0)
     return Status::error("decode plan: need B, Nq > 0 and Hq a multiple of Hkv");
   const int64_t tile = ki.tileK;
-  const int64_t rowTiles = ((Hq / Hkv) * Nq + ki.blockQ - 1) / ki.blockQ;
+  // More packed rows than a CTA of the default kernel holds: the wide twin
+  // (K/V read once per row tile).
+  const bool wide = ki.wideBlockQ > 0 && (Hq / Hkv) * Nq > ki.blockQ;
+  const int64_t blockQ = wide ? ki.wideBlockQ : ki.blockQ;
+  const int64_t rowTiles = ((Hq / Hkv) * Nq + blockQ - 1) / blockQ;
   const int64_t pairs = rowTiles * Hkv * B;
   const int64_t tiles = std::max<int64_t>(1, (maxLength + tile - 1) / tile);
   DecodePlan plan;
+  plan.blockQ = blockQ;
   if (splits <= 0) {
     // Resident CTAs of the GPU (occupancy of this kernel x SMs): split the
     // keys until the grid fills them in whole waves, every split keeping
@@ -595,12 +602,14 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
     ScopedDeviceContext scope;
     if (Status s = scope.enter(**d, device); !s)
       return s;
-    auto fn = impl->function(**d, scope.context(), device);
-    if (!fn)
-      return fn.error();
+    auto fns = impl->functions(**d, scope.context(), device);
+    if (!fns)
+      return fns.error();
     int perSm = 0;
-    if (Status s = ATTNC_CU(**d, cuOccupancyMaxActiveBlocksPerMultiprocessor, &perSm, *fn,
-                            int(ki.threads), size_t(ki.sharedBytes));
+    if (Status s =
+            ATTNC_CU(**d, cuOccupancyMaxActiveBlocksPerMultiprocessor, &perSm,
+                     wide ? fns->wide : fns->function, int(wide ? ki.wideThreads : ki.threads),
+                     size_t(wide ? ki.wideSharedBytes : ki.sharedBytes));
         !s)
       return s;
     auto sms = deviceAttribute(**d, device, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
@@ -793,11 +802,15 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
                     massParams.data(), nullptr);
   };
   pushDecodeAbi(false);
-  const int64_t rowTiles = ((p.Hq / Hkv) * Nq + ki.blockQ - 1) / ki.blockQ;
+  // The decode kernel the plan chose (the wide twin for many packed rows).
+  const bool wide = split->blockQ != ki.blockQ;
+  const int64_t rowTiles = ((p.Hq / Hkv) * Nq + split->blockQ - 1) / split->blockQ;
   auto decodeParams = abi.pointers();
-  if (Status s = ATTNC_CU(drv, cuLaunchKernel, fns->function, unsigned(rowTiles * split->splits),
-                          unsigned(Hkv), unsigned(B), unsigned(ki.threads), 1u, 1u,
-                          unsigned(ki.sharedBytes), cuStream, decodeParams.data(), nullptr);
+  if (Status s = ATTNC_CU(drv, cuLaunchKernel, wide ? fns->wide : fns->function,
+                          unsigned(rowTiles * split->splits), unsigned(Hkv), unsigned(B),
+                          unsigned(wide ? ki.wideThreads : ki.threads), 1u, 1u,
+                          unsigned(wide ? ki.wideSharedBytes : ki.sharedBytes), cuStream,
+                          decodeParams.data(), nullptr);
       !s)
     return s;
   if (split->splits == 1)

@@ -124,6 +124,15 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
       info.cache = c;
       continue;
     }
+    if (key == "decode_wide") {
+      CudaKernelInfo &cuda = info;
+      if (values.size() != 3 || !parseInt(values[0], cuda.wideBlockQ) ||
+          !parseInt(values[1], cuda.wideThreads) || !parseInt(values[2], cuda.wideSharedBytes) ||
+          cuda.wideBlockQ < 1 || cuda.wideThreads < 1 || cuda.wideThreads > 1024 ||
+          cuda.wideSharedBytes < 0)
+        return bad("decode_wide: expected BLOCK_Q THREADS SHARED_BYTES");
+      continue;
+    }
     if (key == "param") {
       ParamInfo p;
       if (values.size() < 3)

@@ -51,6 +51,8 @@ std::string decodePtx(bool withMass = false) {
   p += ".visible .entry attnc_dec_append(" + params({{"u64", 7}, {"u32", 1}}) +
        ")\n{\n  ret;\n}\n";
   p += ".visible .entry attnc_dec_move(" + params({{"u64", 5}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
+  p += ".visible .entry attnc_dec_q32(" +
+       params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
   if (withMass)
     p += ".visible .entry attnc_dec_mass(" +
          params(
@@ -301,6 +303,34 @@ TEST_F(CudaDecodeFake, KvStoreWritesThroughTheCacheKernels) {
   // A cache of another pool size than the store holds is refused.
   o.numPages = 4;
   expectError(KvCache::create(o).error(), "the store holds 128 pool rows");
+}
+
+TEST_F(CudaDecodeFake, ManyPackedRowsTakeTheWideTwin) {
+  // With `decode_wide 32 256 4096`, G x Nq above 16 rows runs attnc_dec_q32
+  // (its threads and shared memory), fewer the default kernel.
+  std::string meta = kDecodeMeta;
+  meta += "decode_wide 32 256 4096\n";
+  auto k = CudaKernel::load(decodePtx(), meta);
+  ASSERT_TRUE(bool(k)) << k.message();
+  EXPECT_EQ((*k)->info().wideBlockQ, 32);
+  for (auto [Nq, entry, rowTiles, blockQ] :
+       {std::tuple{4, "attnc_dec", 1, 16}, {5, "attnc_dec_q32", 1, 32},
+        {8, "attnc_dec_q32", 1, 32}, {100, "attnc_dec_q32", 13, 32}}) {
+    SCOPED_TRACE(Nq);
+    DecodeProblem p(1, 8, 2, Nq, 300); // G = 4
+    auto plan = (*k)->decodePlan(1, 8, 2, Nq, 300, 0, 1);
+    ASSERT_TRUE(bool(plan));
+    EXPECT_EQ(plan->blockQ, blockQ);
+    auto a = p.args();
+    a.splits = 1;
+    ASSERT_TRUE((*k)->launch(a));
+    attnc_fake_launch l = fake.last();
+    EXPECT_STREQ(l.entry, entry);
+    EXPECT_EQ(l.grid[0], unsigned(rowTiles));
+    EXPECT_EQ(l.block[0], blockQ == 32 ? 256u : 128u);
+  }
+  expectError(parseCudaKernelInfo(meta + "decode_wide 32\n").error(),
+              "decode_wide: expected BLOCK_Q THREADS SHARED_BYTES");
 }
 
 TEST_F(CudaDecodeFake, CApiPlansAndLaunches) {

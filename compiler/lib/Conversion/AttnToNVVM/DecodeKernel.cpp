@@ -62,12 +62,28 @@ public:
     FailureOr<OpBuilder> mb = createModule(moduleBuilder);
     if (failed(mb))
       return failure();
-    if (failed(buildDecode(*mb, /*mass=*/false)))
+    if (failed(buildDecode(*mb, /*mass=*/false, "")))
       return failure();
     buildMerge(*mb);
     buildCacheUpdateKernels(kernel, cfg, elemType, storage, *mb);
-    if (storage.slotMass && failed(buildDecode(*mb, /*mass=*/true)))
+    if (storage.slotMass && failed(buildDecode(*mb, /*mass=*/true, "_mass")))
       return failure();
+    // A wide twin `attnc_<K>_q32` for many packed rows (speculative
+    // decoding, G x Nq > 16): with 16-row tiles K/V are read once per row
+    // tile, with 32 once up to 32 rows, at 1.5% more time for one query
+    // (bench/NOTES.md "Speculative decoding"); the runtime picks per launch.
+    if (cfg.blockQ == 16) {
+      attn::NvvmKernelConfig wideCfg = cfg;
+      wideCfg.blockQ = 32;
+      DecodeLowering wide(kernel, wideCfg, elemType, storage);
+      if (failed(wide.buildDecode(*mb, /*mass=*/false, "_q32")))
+        return failure();
+      Operation *gm = mb->getBlock()->getParentOp();
+      auto i64 = IntegerType::get(ctx, 64);
+      gm->setAttr("attn.wide_block_q", IntegerAttr::get(i64, wideCfg.blockQ));
+      gm->setAttr("attn.wide_threads", IntegerAttr::get(i64, wide.numThreads));
+      gm->setAttr("attn.wide_shared_bytes", IntegerAttr::get(i64, wide.sharedBytes));
+    }
     return success();
   }
 
@@ -160,7 +176,7 @@ private:
   /// `attnc_<K>_mass` (DecodeKernel.h): the same tiles and scores, then
   /// each slot's attention mass exp(s - LSE) from the final LSE instead of
   /// the softmax and P.V.
-  LogicalResult buildDecode(OpBuilder &mb, bool mass) {
+  LogicalResult buildDecode(OpBuilder &mb, bool mass, StringRef suffix) {
     const int64_t D = cfg.headDim, Dv = cfg.headDimV, BQ = cfg.blockQ, BK = cfg.blockK;
     const int64_t MT = BQ / 16, warps = BK / 16, threads = warps * kWarp, stages = cfg.stages;
     // Shared rows padded by 16 bytes: the 8 row addresses of an ldmatrix
@@ -201,8 +217,8 @@ private:
     if (mass)
       types.append({ptrT(), i32()}); // kv_mass, mass_rows
     appendParamTypes(types);
-    auto [fn, b] = createKernelFunc(
-        mb, attn::cudaEntryName(kernel.getSymName()) + (mass ? "_mass" : ""), types, threads);
+    auto [fn, b] = createKernelFunc(mb, attn::cudaEntryName(kernel.getSymName()) + suffix.str(),
+                                    types, threads);
     Location l = loc();
     auto arg = [&](unsigned i) { return fn.getArgument(i); };
     Value gQ = toGlobal(b, arg(0)), gK = toGlobal(b, arg(1)), gV = toGlobal(b, arg(2)),

@@ -195,6 +195,8 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
   };
   int64_t threads = attrInt("attn.threads"), shared = attrInt("attn.shared_bytes"),
           blockQ = attrInt("attn.block_q"), blockK = attrInt("attn.block_k");
+  int64_t wideQ = attrInt("attn.wide_block_q"), wideThreads = attrInt("attn.wide_threads"),
+          wideShared = attrInt("attn.wide_shared_bytes");
   if (failed(lowerToNVVM(module, options)))
     return makeError("lowering to NVVM failed");
 
@@ -230,6 +232,8 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
     os << "tile_k " << blockK << "\n";
   os << "threads " << threads << "\n";
   os << "shared_bytes " << shared << "\n";
+  if (wideQ) // decode: the entry _q<N> for more packed rows (BLOCK_Q THREADS SHARED_BYTES)
+    os << "decode_wide " << wideQ << " " << wideThreads << " " << wideShared << "\n";
   os << params;
   return art;
 }

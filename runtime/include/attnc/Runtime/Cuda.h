@@ -35,6 +35,10 @@ struct CudaKernelInfo : KernelInfo {
   /// Byte alignment the kernel needs of Q/K/V/O's first element and of their
   /// batch, head and row strides (metadata `align`, default 16).
   int64_t align = 16;
+  /// KV-cache decode kernels: a twin entry `<entry>_q<wideBlockQ>` taking
+  /// more packed rows per CTA (metadata `decode_wide BLOCK_Q THREADS
+  /// SHARED_BYTES`; 0: none). Launches whose G x Nq exceeds blockQ use it.
+  int64_t wideBlockQ = 0, wideThreads = 0, wideSharedBytes = 0;
 };
 
 /// Parses CUDA kernel metadata ("attnc-cuda-kernel 1", docs/cuda.md).
@@ -107,6 +111,7 @@ struct CudaCacheLaunchArgs {
 
 /// How a decode launch splits the keys (flash-decoding).
 struct DecodePlan {
+  int64_t blockQ = 0;     // packed rows per CTA of the decode kernel chosen
   int64_t splits = 1;     // CTAs per (sequence, KV head, row tile)
   int64_t splitSlots = 0; // slots per split (a multiple of the KV tile)
   size_t workspaceBytes = 0;
@@ -138,8 +143,9 @@ public:
   /// than one split, the merge kernel on `stream`.
   Status launch(const CudaCacheLaunchArgs &args, void *stream = nullptr) const;
 
-  /// The splits a cache launch uses on `device` for B sequences of at most
-  /// `maxLength` slots (`splits` > 0: that many, fitted to the length): with
+  /// The decode kernel (rows per CTA: the twin when G x Nq exceeds
+  /// blockQ) and splits a cache launch uses on `device` for B sequences of
+  /// at most `maxLength` slots (`splits` > 0: that many, fitted to the length): with
   /// few (sequence, KV head) pairs the keys are split until the CTAs fill
   /// the GPU's resident slots (whole waves), each split at least 256 slots.
   Expected<DecodePlan> decodePlan(int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq, int64_t maxLength,
