@@ -82,6 +82,7 @@ VARIANT=_kv emit cache_policies.attn paged_attention 64 bf16 --kv-cache
 VARIANT=_kv emit streaming.attn streaming_llm 128 bf16 --kv-cache
 VARIANT=_kv emit cache_policies.attn int8_kv_attention 128 bf16 --kv-cache
 VARIANT=_kv emit cache_policies.attn int4_kv_attention 128 bf16 --kv-cache
+VARIANT=_kv emit cache_policies.attn fp8_kv_attention 128 bf16 --kv-cache
 # ... with 128-slot tiles (8 warps) and with 2 stages, side by side.
 VARIANT=_kv_k128 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-block-k=128
 VARIANT=_kv_st2 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-stages=2

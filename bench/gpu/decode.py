@@ -109,9 +109,14 @@ def quantize(x, kind, group):
     dequantized values); int4 packs two values per byte, low nibble first."""
     D = x.shape[2]
     g = group or D
-    qmax = 127 if kind == "i8" else 7
+    qmax = {"i8": 127, "i4": 7, "f8": 448}[kind]
     xg = x.view(x.shape[0], x.shape[1], D // g, g)
     scale = xg.abs().amax(-1) / qmax
+    if kind == "f8":  # e4m3 bytes of x / scale (torch rounds to nearest even)
+        f8 = torch.where(scale[..., None] > 0, xg / scale[..., None].clamp_min(1e-30),
+                         torch.zeros_like(xg)).to(torch.float8_e4m3fn)
+        exact = (f8.float() * scale[..., None]).view_as(x)
+        return f8.view(torch.int8).view_as(x).contiguous(), scale.contiguous(), exact
     q = torch.where(scale[..., None] > 0, torch.round(xg / scale[..., None].clamp_min(1e-30)),
                     torch.zeros_like(xg)).clamp(-qmax, qmax)
     exact = (q * scale[..., None]).view_as(x)
@@ -338,7 +343,8 @@ def main():
                                              (2, 8, 2, 4, [1024, 1500], 16, 2, "sink+window")],
                                    "positions": sw, "mask": streaming(4, 1020), "params": {}}, gen)
         for name, storage in [("int8_kv_attention_bf16_d128_kv", ("i8", 0)),
-                              ("int4_kv_attention_bf16_d128_kv", ("i4", 32))]:
+                              ("int4_kv_attention_bf16_d128_kv", ("i4", 32)),
+                              ("fp8_kv_attention_bf16_d128_kv", ("f8", 0))]:
             kq = Kernel(os.path.join(d, name + ".ptx"))
             failures += check(kq, {"cases": awkward[:4] + ([] if a.quick else awkward[-2:]),
                                    "positions": all_positions,
@@ -404,7 +410,8 @@ def main():
                                   gen, baselines=False))
         for name, storage, label in [] if only else [
                 ("int8_kv_attention_bf16_d128_kv", ("i8", 0), "int8/token"),
-                ("int4_kv_attention_bf16_d128_kv", ("i4", 32), "int4/group32")]:
+                ("int4_kv_attention_bf16_d128_kv", ("i4", 32), "int4/group32"),
+                ("fp8_kv_attention_bf16_d128_kv", ("f8", 0), "fp8 e4m3/token")]:
             kq = Kernel(os.path.join(d, name + ".ptx"))
             for B, L in shapes:
                 rows.append(bench(kq, B, 32, 8, L, 16, all_positions, None, label, gen,

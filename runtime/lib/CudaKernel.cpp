@@ -467,7 +467,7 @@ Expected<PoolViews> poolViews(const CudaKernelInfo &ki, const CudaCacheView &c, 
                          std::to_string(policy.pageSize));
   // Per-head policies share their storage (the compiler checks it).
   const CachePolicyInfo &sp = policy.headPolicies.empty() ? policy : policy.headPolicies.front();
-  v.quant = sp.storage == "i8" || sp.storage == "i4";
+  v.quant = sp.storage == "i8" || sp.storage == "i4" || sp.storage == "f8e4m3";
   const int64_t perByte = sp.storage == "i4" ? 2 : 1;
   const std::string poolType = v.quant ? "i8" : sp.storage;
   auto kPool =

@@ -74,7 +74,7 @@ Expected<std::shared_ptr<CudaKvStore>> CudaKvStore::create(std::shared_ptr<const
   s->dev = device;
   s->numPages = numPages;
   s->P = P;
-  s->quant = sp.storage == "i8" || sp.storage == "i4";
+  s->quant = sp.storage == "i8" || sp.storage == "i4" || sp.storage == "f8e4m3";
   const bool nibbles = sp.storage == "i4";
   const int64_t D = ki.headDim, Dv = ki.headDimV, per = nibbles ? 2 : 1;
   const int64_t elem = s->quant ? 1 : 2;

@@ -88,11 +88,11 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   }
   const std::string &storage = first.storage;
   const bool nibbles = storage == "i4";
-  const bool quant = storage == "i8" || nibbles;
-  unsigned bytes = nibbles ? 1 : detail::typeBytes(storage);
+  const bool quant = storage == "i8" || nibbles || storage == "f8e4m3";
+  unsigned bytes = nibbles || storage == "f8e4m3" ? 1 : detail::typeBytes(storage);
   if (storage != "f32" && storage != "bf16" && storage != "f16" && !quant)
     return Status::error("cache policy '" + p.name + "': storage '" + storage +
-                         "' is not supported yet (f32, bf16, f16, i8, i4)");
+                         "' is not supported yet (f32, bf16, f16, i8, i4, f8e4m3)");
   if (nibbles && (o.headDim % 2 || (o.headDimV > 0 ? o.headDimV : o.headDim) % 2))
     return Status::error("cache policy '" + p.name + "': int4 storage needs even head dims");
   std::string input = o.inputDtype.empty() ? storage : o.inputDtype;
@@ -120,6 +120,7 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   c->inBytes = detail::typeBytes(input);
   c->opts.inputDtype = input;
   c->quant = quant;
+  c->fp8 = storage == "f8e4m3";
   c->budgeted = !evict.empty();
   c->snapkv = evict == "snapkv";
   if (c->snapkv && o.observationWindow < 1)
@@ -328,11 +329,15 @@ void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int
     float amax = 0;
     for (int64_t d = k * g; d < (k + 1) * g; ++d)
       amax = std::max(amax, std::fabs(inputAt(row, opts.inputDtype, d)));
-    const int qmax = nibbles ? 7 : 127;
+    const int qmax = nibbles ? 7 : fp8 ? 448 : 127;
     float scale = amax / float(qmax);
     scales[k] = scale;
     for (int64_t d = k * g; d < (k + 1) * g; ++d) {
       float x = inputAt(row, opts.inputDtype, d);
+      if (fp8) { // e4m3 of x / scale, nearest even
+        reinterpret_cast<uint8_t *>(dst)[d] = scale > 0 ? floatToE4M3(x / scale) : 0;
+        continue;
+      }
       int q = std::clamp(scale > 0 ? int(std::lround(x / scale)) : 0, -qmax, qmax);
       auto *bytes = reinterpret_cast<uint8_t *>(dst);
       if (!nibbles)
@@ -352,6 +357,8 @@ float KvCache::loadElement(const char *src, const float *scales, int64_t d, int6
     int v = d % 2 == 0 ? int8_t(byte << 4) >> 4 : byte >> 4;
     return float(v) * scales[d / (dim / groups)];
   }
+  if (fp8)
+    return e4m3ToFloat(reinterpret_cast<const uint8_t *>(src)[d]) * scales[d / (dim / groups)];
   if (quant)
     return float(reinterpret_cast<const int8_t *>(src)[d]) * scales[d / (dim / groups)];
   return inputAt(src, headPolicy(0).storage, d);

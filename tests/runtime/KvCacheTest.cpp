@@ -54,6 +54,10 @@ kernel over_q8_token { mask = causal; cache = q8_token_kv; }
 kernel over_q8_group { mask = causal; cache = q8_group_kv; }
 cache q4_group_kv { layout = paged(4); retention = all; storage = int4(per_group(8)); }
 kernel over_q4_group { mask = causal; cache = q4_group_kv; }
+cache f8_token_kv { layout = paged(4); retention = all; storage = fp8(per_token); }
+cache f8_group_kv { layout = paged(4); retention = sink(2) + window(7); storage = fp8(per_group(8)); }
+kernel over_f8_token { mask = causal; cache = f8_token_kv; }
+kernel over_f8_group { mask = causal; cache = f8_group_kv; }
 // DuoAttention: retrieval heads keep everything, streaming heads sink + window.
 cache duo_kv = per_head(all_kv, stream_kv) by head_kind;
 kernel duo { mask = causal; cache = duo_kv; }
@@ -420,7 +424,8 @@ TEST_F(KvCacheTest, SinkWindowDecodeIsExactAndBounded) {
 /// leaves about 9% on random normal data, above the 5e-2 target
 /// (stated in docs/kv-cache.md).
 TEST_F(KvCacheTest, QuantizedStorageIsDequantizedInTheKernel) {
-  for (const char *name : {"over_q8_token", "over_q8_group", "over_q4_group"}) {
+  for (const char *name :
+       {"over_q8_token", "over_q8_group", "over_q4_group", "over_f8_token", "over_f8_group"}) {
     SCOPED_TRACE(name);
     auto k = kernel(name);
     ASSERT_TRUE(k);
@@ -431,7 +436,10 @@ TEST_F(KvCacheTest, QuantizedStorageIsDequantizedInTheKernel) {
     // int8 values (int4: half a byte) plus f32 scales (1 per token and
     // head, or D / 8).
     bool int4 = std::string(name) == "over_q4_group";
-    int64_t groups = std::string(name) == "over_q8_token" ? 1 : D / 8;
+    bool fp8 = std::string(name).find("f8") != std::string::npos;
+    EXPECT_EQ(c.storesFp8(), fp8);
+    int64_t groups =
+        std::string(name) == "over_q8_token" || std::string(name) == "over_f8_token" ? 1 : D / 8;
     EXPECT_EQ(c.bytesPerTokenPerHead(), (int4 ? D : 2 * D) + 2 * 4 * groups);
     std::vector<int64_t> seqs = {*c.addSequence(), *c.addSequence()};
     std::vector<History> hist(2);
@@ -447,9 +455,37 @@ TEST_F(KvCacheTest, QuantizedStorageIsDequantizedInTheKernel) {
       worstQ = std::max(worstQ, quantErr);
     }
     std::printf("[quantization] %s: O rel. error vs unquantized bf16 K/V %.2e\n", name, worstQ);
-    EXPECT_LT(worstQ, int4 ? 1e-1 : 1e-2);
+    // fp8 e4m3 keeps 3 mantissa bits (a relative step of 1/8 .. 1/16):
+    // a few percent, between int8 and int4.
+    EXPECT_LT(worstQ, int4 ? 1e-1 : fp8 ? 5e-2 : 1e-2);
     EXPECT_GT(worstQ, 0.0); // it is quantized
   }
+}
+
+/// The host's fp8 e4m3 conversions (the bytes an fp8 cache stores; the GPU's
+/// append kernel must produce the same): every finite code round-trips,
+/// ties go to the even code, values saturate at 448, subnormals are
+/// multiples of 2^-9.
+TEST(E4M3, ConversionsAreExactAndNearestEven) {
+  for (int code = 0; code < 256; ++code) {
+    float f = rt::e4m3ToFloat(uint8_t(code));
+    if ((code & 0x7f) == 0x7f) {
+      EXPECT_TRUE(std::isnan(f)) << code;
+      continue;
+    }
+    EXPECT_EQ(rt::floatToE4M3(f), code == 0x80 ? 0x80 : code) << code << " = " << f;
+  }
+  EXPECT_EQ(rt::e4m3ToFloat(0x7e), 448.f);
+  EXPECT_EQ(rt::e4m3ToFloat(0x08), std::ldexp(1.f, -6)); // smallest normal
+  EXPECT_EQ(rt::e4m3ToFloat(0x01), std::ldexp(1.f, -9)); // smallest subnormal
+  EXPECT_EQ(rt::floatToE4M3(1000.f), 0x7e);              // saturates
+  EXPECT_EQ(rt::floatToE4M3(-1e9f), 0xfe);
+  // 1.0625 is halfway between 1 (0x38) and 1.125 (0x39): to the even 0x38;
+  // 1.1875 between 1.125 and 1.25 (0x3a): to 0x3a.
+  EXPECT_EQ(rt::floatToE4M3(1.0625f), 0x38);
+  EXPECT_EQ(rt::floatToE4M3(1.1875f), 0x3a);
+  EXPECT_EQ(rt::floatToE4M3(1.07f), 0x39);
+  EXPECT_EQ(rt::floatToE4M3(std::ldexp(1.5f, -9)), 0x02); // subnormal tie to even
 }
 
 /// Per-head policies (DuoAttention): head_kind = {0, 1} gives KV head 0

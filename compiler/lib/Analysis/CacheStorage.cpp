@@ -63,8 +63,10 @@ FailureOr<attn::CacheStorage> attn::analyzeCacheStorage(KernelOp kernel, StringR
   // int8 or int4 (two per byte, low nibble first) with per-token or
   // per-group scales, dequantized in the kernel.
   Type q = storage.getElementType();
-  if (!q.isInteger(8) && !q.isInteger(4))
-    return error() << q << " KV storage ('" << name << "') is not supported yet (int8, int4 are)",
+  cs.fp8 = isa<Float8E4M3FNType>(q);
+  if (!q.isInteger(8) && !q.isInteger(4) && !cs.fp8)
+    return error() << q << " KV storage ('" << name
+                   << "') is not supported yet (int8, int4, fp8 e4m3 are)",
            failure();
   cs.quantized = true;
   cs.nibbles = q.isInteger(4);

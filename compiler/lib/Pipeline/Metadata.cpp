@@ -20,6 +20,8 @@ std::string attnc::pipeline::metadataTypeName(Type t) {
     return "f16";
   if (t.isBF16())
     return "bf16";
+  if (isa<Float8E4M3FNType>(t))
+    return "f8e4m3";
   if (t.isInteger(1))
     return "i1";
   if (auto it = dyn_cast<IntegerType>(t))

@@ -73,6 +73,7 @@ public:
         return failure();
       quantized = cs->quantized;
       nibbles = cs->nibbles;
+      fp8 = cs->fp8;
       quantGroup = cs->group;
       if (quantized)
         kvElem = cs->pageElement;
@@ -172,6 +173,46 @@ private:
     return arith::ExtFOp::create(b, loc(), to, v);
   }
   Location loc() { return kernel.getLoc(); }
+
+  /// A K/V element (or vector) as f32: fp8 e4m3 bytes decoded with integer
+  /// ops (LLVM has no fp8 type): sign, exponent e and mantissa m give the
+  /// f32 bits s | (e + 120) << 23 | m << 20, and subnormals (e = 0) m *
+  /// 2^-9; other types as toF32 (int8 / int4 integers, bf16, f16).
+  Value kvToF32(OpBuilder &b, Value v) {
+    if (!fp8)
+      return toF32(b, v);
+    Location l = loc();
+    auto shaped = dyn_cast<VectorType>(v.getType());
+    Type i32 = b.getI32Type();
+    Type i32T = shaped ? Type(VectorType::get(shaped.getShape(), i32)) : i32;
+    Type f32T = shaped ? Type(VectorType::get(shaped.getShape(), f32())) : f32();
+    auto c = [&](int32_t x) -> Value {
+      if (shaped)
+        return arith::ConstantOp::create(
+            b, l, DenseElementsAttr::get(cast<ShapedType>(i32T), b.getI32IntegerAttr(x)));
+      return arith::ConstantIntOp::create(b, l, x, 32);
+    };
+    Value x = arith::ExtUIOp::create(b, l, i32T, v);
+    Value e = arith::AndIOp::create(b, l, arith::ShRUIOp::create(b, l, x, c(3)), c(15));
+    Value m = arith::AndIOp::create(b, l, x, c(7));
+    Value sign = arith::ShLIOp::create(b, l, arith::AndIOp::create(b, l, x, c(0x80)), c(24));
+    Value normal = arith::OrIOp::create(
+        b, l,
+        arith::OrIOp::create(
+            b, l, sign, arith::ShLIOp::create(b, l, arith::AddIOp::create(b, l, e, c(120)), c(23))),
+        arith::ShLIOp::create(b, l, m, c(20)));
+    // Subnormal: m * 2^-9 carries the sign by OR-ing it into the f32 bits.
+    Value sub = arith::MulFOp::create(
+        b, l, arith::SIToFPOp::create(b, l, f32T, m),
+        shaped ? arith::ConstantOp::create(
+                     b, l, DenseElementsAttr::get(cast<ShapedType>(f32T), float(1.0 / 512)))
+                     .getResult()
+               : cF32(b, float(1.0 / 512)).getDefiningOp()->getResult(0));
+    Value subBits = arith::OrIOp::create(b, l, arith::BitcastOp::create(b, l, i32T, sub), sign);
+    Value isSub = arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, e, c(0));
+    return arith::BitcastOp::create(b, l, f32T,
+                                    arith::SelectOp::create(b, l, isSub, subBits, normal));
+  }
 
   /// exp(x) on vector<Tq x f32> as an inline polynomial (Cephes expf: n =
   /// round(x log2 e), r = x - n ln 2 in two parts, degree-6 polynomial,
@@ -691,7 +732,7 @@ private:
                 b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, dotVW), SmallVector<Value>(Tq, zeroChunk),
                 [&](OpBuilder &b, Location l, Value c, ValueRange acc) {
                   Value kv =
-                      toF32(b, loadKVVector(b, l, K, kBatch[j], poolHead, kLine[j], c, dotVW));
+                      kvToF32(b, loadKVVector(b, l, K, kBatch[j], poolHead, kLine[j], c, dotVW));
                   if (quantGroup)
                     kv = arith::MulFOp::create(
                         b, l, kv,
@@ -731,7 +772,7 @@ private:
                         SmallVector<Value> next;
                         for (int64_t j = 0; j < Tk; ++j) {
                           Value kv =
-                              toF32(b, loadKVElement(b, l, K, kBatch[j], poolHead, kLine[j], d));
+                              kvToF32(b, loadKVElement(b, l, K, kBatch[j], poolHead, kLine[j], d));
                           if (quantGroup) // int8, a scale per group of the head dim
                             kv = arith::MulFOp::create(
                                 b, l, kv,
@@ -844,8 +885,8 @@ private:
                     for (int64_t j = 0; j < Tk; ++j) {
                       SmallVector<Value> v(pvNC);
                       for (int64_t c = 0; c < pvNC; ++c) {
-                        v[c] = toF32(b, loadKVVector(b, l, V, kBatch[j], poolHead, kLine[j],
-                                                     colIdx[c], pvVW));
+                        v[c] = kvToF32(b, loadKVVector(b, l, V, kBatch[j], poolHead, kLine[j],
+                                                       colIdx[c], pvVW));
                         if (quantized) { // one scale per token, or per group (pvVW divides it)
                           Value g = quantGroup ? arith::DivUIOp::create(b, l, colIdx[c],
                                                                         cIdx(b, quantGroup))
@@ -1101,6 +1142,8 @@ private:
   int64_t quantGroup = 0;
   /// int4: two values per byte (element 2i in the low nibble).
   bool nibbles = false;
+  /// fp8 e4m3 bytes (decoded by kvToF32).
+  bool fp8 = false;
   /// What the K/V memrefs hold: i8 when quantized, else Q's element type.
   Type kvElementType() const { return kvElem ? kvElem : elemType; }
 

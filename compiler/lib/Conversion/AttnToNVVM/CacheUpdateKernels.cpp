@@ -92,7 +92,7 @@ private:
     }
     const bool nibbles = storage.nibbles;
     const int64_t groups = storage.group ? dim / storage.group : 1, size = dim / groups;
-    const double qmax = nibbles ? 7.0 : 127.0;
+    const double qmax = nibbles ? 7.0 : storage.fp8 ? 448.0 : 127.0;
     Value zero = cf32(b, 0.0);
     Type i8 = b.getI8Type();
     Value rowBytes = mul(b, dst64, ci64(b, nibbles ? dim / 2 : dim));
@@ -115,7 +115,21 @@ private:
              });
       Value positive = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, scale, zero);
       // round(x / scale) half away from zero, clamped; 0 when the group is 0.
-      auto quantize = [&](OpBuilder &b, Value e) {
+      // fp8: e4m3 of x / scale, nearest even (cvt.rn.satfinite, sm_89+).
+      auto quantize = [&](OpBuilder &b, Value e) -> Value {
+        if (storage.fp8) {
+          Value y = arith::DivFOp::create(b, l, srcAt(b, e), scale);
+          Value bits =
+              LLVM::InlineAsmOp::create(
+                  b, l, i32(), ValueRange{y, zero},
+                  "{\n.reg .b16 t;\ncvt.rn.satfinite.e4m3x2.f32 t, $2, $1;\n"
+                  "cvt.u32.u16 $0, t;\n}",
+                  "=r,f,f", /*has_side_effects=*/false, /*is_align_stack=*/false,
+                  LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(), ArrayAttr())
+                  .getResult(0);
+          Value byte = arith::TruncIOp::create(b, l, i8, bits);
+          return select(b, positive, byte, arith::ConstantIntOp::create(b, l, 0, 8));
+        }
         Value q = roundHalfAway(b, arith::DivFOp::create(b, l, srcAt(b, e), scale));
         q = arith::MinimumFOp::create(b, l, fmax(b, q, cf32(b, -qmax)), cf32(b, qmax));
         q = select(b, positive, q, zero);

@@ -142,6 +142,30 @@ private:
       out.push_back(LLVM::ExtractValueOp::create(b, loc(), r, i));
     return out;
   }
+  /// A 32-bit word of raw page bytes as f16x2 registers: int8 and fp8 (4
+  /// values) as the pairs (0, 1), (2, 3); int4 (8) in unpackNibbles'
+  /// order. fp8 e4m3 converts exactly with cvt.rn.f16x2.e4m3x2 (sm_89+);
+  /// the integers by the magic-number tricks above.
+  SmallVector<Value> wordToF16(OpBuilder &b, Value word) {
+    if (storage.fp8) {
+      SmallVector<Type> two(2, i32());
+      Value r = LLVM::InlineAsmOp::create(
+                    b, loc(), LLVM::LLVMStructType::getLiteral(ctx, two), ValueRange{word},
+                    "{\n.reg .b16 lo, hi;\nmov.b32 {lo, hi}, $2;\n"
+                    "cvt.rn.f16x2.e4m3x2 $0, lo;\ncvt.rn.f16x2.e4m3x2 $1, hi;\n}",
+                    "=r,=r,r", /*has_side_effects=*/false, /*is_align_stack=*/false,
+                    LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(), ArrayAttr())
+                    .getResult(0);
+      return {LLVM::ExtractValueOp::create(b, loc(), r, 0),
+              LLVM::ExtractValueOp::create(b, loc(), r, 1)};
+    }
+    Value biased = arith::XOrIOp::create(
+        b, loc(), word, ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
+    if (storage.nibbles)
+      return unpackNibbles(b, biased);
+    return {bytePair(b, biased, 0), bytePair(b, biased, 1)};
+  }
+
   /// The Q.K^T position (k index of the MMAs) of head-dim column p when K's
   /// B fragments come from raw words (loadRawK): the fragment of lane tig
   /// holds k = 2tig, 2tig+1 (register 0) and 2tig+8, 2tig+9 (register 1).
@@ -414,14 +438,7 @@ private:
               Value word = LLVM::LoadOp::create(
                   b, l, i32(), gep(b, raw, add(b, at, ci32(b, 4 * w)), b.getI8Type()),
                   /*alignment=*/4);
-              Value biased = arith::XOrIOp::create(
-                  b, l, word, ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
-              if (storage.nibbles) {
-                pairs = unpackNibbles(b, biased);
-              } else {
-                pairs.push_back(bytePair(b, biased, 0));
-                pairs.push_back(bytePair(b, biased, 1));
-              }
+              pairs.append(wordToF16(b, word));
             }
             Value vec = LLVM::PoisonOp::create(b, l, VectorType::get({4}, i32()));
             for (int64_t k = 0; k < 4; ++k)
@@ -577,12 +594,7 @@ private:
                 if (!storage.nibbles || kk % 2 == 0) {
                   Value word = LLVM::LoadOp::create(
                       b, l, i32(), gep(b, rawLane, ci32(b, byte), b.getI8Type()), /*alignment=*/4);
-                  Value biased = arith::XOrIOp::create(
-                      b, l, word,
-                      ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
-                  nibbleRegs[nb] = storage.nibbles ? unpackNibbles(b, biased)
-                                                   : SmallVector<Value>{bytePair(b, biased, 0),
-                                                                        bytePair(b, biased, 1)};
+                  nibbleRegs[nb] = wordToF16(b, word);
                 }
                 int64_t first = storage.nibbles ? 2 * (kk % 2) : 0;
                 kb.push_back(nibbleRegs[nb][first]);

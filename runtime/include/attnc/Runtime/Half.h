@@ -72,6 +72,37 @@ inline uint16_t floatToF16(float f) {
   return sign | uint16_t(uint32_t(exp + 14) << 10) | uint16_t(mant & 0x3ff);
 }
 
+/// FP8 E4M3 (the "fn" variant: no infinities, 0x7f / 0xff are NaN, the
+/// largest finite value 448), the storage of fp8 KV caches.
+inline float e4m3ToFloat(uint8_t x) {
+  int exp = (x >> 3) & 0xf, mant = x & 7;
+  if (exp == 15 && mant == 7)
+    return NAN;
+  float f = exp == 0 ? std::ldexp(float(mant), -9) : std::ldexp(float(8 + mant), exp - 10);
+  return (x & 0x80) ? -f : f;
+}
+
+/// Nearest even, saturating to +-448 (as PTX cvt.rn.satfinite.e4m3x2.f32).
+inline uint8_t floatToE4M3(float f) {
+  uint8_t sign = std::signbit(f) ? 0x80 : 0;
+  if (std::isnan(f))
+    return sign | 0x7f;
+  float a = std::fabs(f);
+  if (a >= 448.f)
+    return sign | 0x7e;
+  if (a < std::ldexp(1.f, -6)) // subnormal (or zero): multiples of 2^-9
+    return sign | uint8_t(std::nearbyint(std::ldexp(a, 9)));
+  int exp;
+  float m = std::frexp(a, &exp); // a = m * 2^exp, m in [0.5, 1)
+  // 4 significant bits: mantissa in [8, 16), nearest even.
+  auto mant = uint32_t(std::nearbyint(std::ldexp(m, 4)));
+  if (mant == 16) {
+    mant = 8;
+    ++exp;
+  }
+  return sign | uint8_t((exp + 6) << 3) | uint8_t(mant & 7);
+}
+
 /// Rounds `f` to the nearest value of `dtype` ("bf16", "f16"; else f32).
 inline float roundTo(const char *dtype, float f) {
   if (dtype[0] == 'b')

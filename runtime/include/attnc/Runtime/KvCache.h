@@ -176,6 +176,8 @@ public:
   const float *keyScales() const { return kScales.data(); }
   const float *valueScales() const { return vScales.data(); }
   bool quantized() const { return quant; }
+  /// Quantized to fp8 e4m3 bytes (else int8 / int4 integers).
+  bool storesFp8() const { return fp8; }
   /// int4: two values per byte (element 2i in the low nibble), pools
   /// [numPages, P, D / 2] bytes.
   bool packsNibbles() const { return nibbles; }
@@ -216,6 +218,7 @@ private:
   int64_t kRow = 0, vRow = 0; // bytes of a stored K / V row
   bool quant = false, nibbles = false, contiguous = false, budgeted = false;
   bool snapkv = false;
+  bool fp8 = false; // quantized to e4m3 (scale = max|x| / 448)
   std::vector<char> kPool, vPool;
   std::vector<float> kScales, vScales;
   std::vector<int32_t> freeList;
