@@ -326,11 +326,18 @@ private:
         Value size = select(b, valid, ci32(b, 16), ci32(b, 0));
         Value at = add(b, offset, ext64(b, col));
         Value rowByte = mul(b, add(b, mul(b, r, ci32(b, sStride)), col), ci32(b, bytes));
-        for (auto [gBase, sOff] : targets)
-          NVVM::CpAsyncOp::create(
-              b, l, smemAt(b, add(b, sOff, rowByte)), gep(b, gBase, at, elem),
-              b.getI32IntegerAttr(16),
-              NVVM::LoadCacheModifierKindAttr::get(ctx, NVVM::LoadCacheModifierKind::CG), size);
+        // cp.async.cg with an L2 prefetch of the 128-byte line: K/V rows
+        // are whole lines of contiguous pages (bench/NOTES.md: 1.3-1.7%
+        // faster bf16 decode than without the hint).
+        for (auto [gBase, sOff] : targets) {
+          Value dst = LLVM::PtrToIntOp::create(b, l, i64(), smemAt(b, add(b, sOff, rowByte)));
+          Value src = LLVM::PtrToIntOp::create(b, l, i64(), gep(b, gBase, at, elem));
+          LLVM::InlineAsmOp::create(
+              b, l, TypeRange{}, ValueRange{dst, src, size},
+              "cp.async.cg.shared.global.L2::128B [$0], [$1], 16, $2;", "l,l,r",
+              /*has_side_effects=*/true, /*is_align_stack=*/false,
+              LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(), ArrayAttr());
+        }
       });
     };
 
