@@ -125,6 +125,8 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   c->snapkv = evict == "snapkv";
   if (c->snapkv && o.observationWindow < 1)
     return Status::error("KV cache: observationWindow must be positive");
+  if (c->snapkv && (o.snapkvPooling < 1 || o.snapkvPooling % 2 == 0))
+    return Status::error("KV cache: snapkvPooling must be a positive odd number");
   if (quant && first.scale == "per_group") {
     c->gK = c->D / first.groupSize;
     c->gV = Dv / first.groupSize;
@@ -292,8 +294,20 @@ Status KvCache::updateScores(const std::vector<int64_t> &seqs, const std::vector
         continue;
       Head &h = s.heads[hd];
       const float *row = &mass[(int64_t(b) * Hkv + hd) * maxSlots];
-      for (int64_t i = 0; i < h.slots; ++i)
-        h.score[i] = snapkv ? row[i] : h.score[i] + row[i];
+      if (!snapkv) {
+        for (int64_t i = 0; i < h.slots; ++i)
+          h.score[i] += row[i];
+        continue;
+      }
+      // SnapKV: the window's mass, max-pooled over neighbouring positions.
+      auto bySlot = retainedSlots(h.pos, h.slots);
+      const int64_t half = opts.snapkvPooling / 2, n = int64_t(bySlot.size());
+      for (int64_t i = 0; i < n; ++i) {
+        float best = 0;
+        for (int64_t j = std::max<int64_t>(0, i - half); j <= std::min(n - 1, i + half); ++j)
+          best = std::max(best, row[bySlot[j].second]);
+        h.score[bySlot[i].second] = best;
+      }
     }
   }
   return Status::ok();

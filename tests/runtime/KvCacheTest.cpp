@@ -706,17 +706,38 @@ TEST_F(KvCacheTest, BudgetSnapKVScoresFromTheObservationWindow) {
   rt::KvCacheOptions o;
   o.policy = *k->info().cache;
   o.numKvHeads = Hkv, o.headDim = D, o.numPages = 64, o.observationWindow = 4;
+  o.snapkvPooling = 1; // the window's mass as is; pooling below
   auto cc = rt::KvCache::create(o);
   ASSERT_TRUE(bool(cc)) << cc.message();
   rt::KvCache &c = **cc;
-  int64_t seq = *c.addSequence();
-  std::vector<History> hist(1);
+  rt::KvCacheOptions o3 = o;
+  o3.snapkvPooling = 3;
+  auto pooled = rt::KvCache::create(o3);
+  ASSERT_TRUE(bool(pooled)) << pooled.message();
+  int64_t seq = *c.addSequence(), seq3 = *(*pooled)->addSequence();
+  std::vector<History> hist(1), hist3(1);
+  std::mt19937 saved = rng;
   ASSERT_TRUE(append(c, seq, 30, hist[0]));
+  rng = saved;
+  ASSERT_TRUE(append(**pooled, seq3, 30, hist3[0]));
   refMass.clear();
   refMassRows = 4;
+  saved = rng;
   EXPECT_LT(runAndCompare(*k, c, {seq}, hist, 30, causal), 1e-2);
   for (int64_t h = 0; h < Hkv; ++h)
     expectScores(c, seq, h, refMass[{seq, h}]);
+  // Pooled over 3 neighbouring positions: the same launch's window mass,
+  // each score the largest of itself and its neighbours.
+  auto window = refMass;
+  rng = saved;
+  EXPECT_LT(runAndCompare(*k, **pooled, {seq3}, hist3, 30, causal), 1e-2);
+  for (int64_t h = 0; h < Hkv; ++h) {
+    std::map<int32_t, double> want;
+    for (int32_t p = 0; p < 30; ++p)
+      for (int32_t q = std::max(0, p - 1); q <= std::min(29, p + 1); ++q)
+        want[p] = std::max(want[p], window[{seq, h}][q]);
+    expectScores(**pooled, seq3, h, want);
+  }
   for (int step = 0; step < 12; ++step) {
     std::vector<std::vector<int32_t>> want;
     for (int64_t h = 0; h < Hkv; ++h) {
@@ -738,6 +759,9 @@ TEST_F(KvCacheTest, BudgetSnapKVScoresFromTheObservationWindow) {
   o.observationWindow = 0;
   EXPECT_NE(rt::KvCache::create(o).message().find("observationWindow"), std::string::npos);
   o.observationWindow = 4;
+  o.snapkvPooling = 2;
+  EXPECT_NE(rt::KvCache::create(o).message().find("snapkvPooling"), std::string::npos);
+  o.snapkvPooling = 7;
   o.recentTokens = 13;
   EXPECT_NE(rt::KvCache::create(o).message().find("exceeds the budget"), std::string::npos);
 }

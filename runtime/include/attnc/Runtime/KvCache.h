@@ -87,6 +87,10 @@ struct KvCacheOptions {
   /// Budget retention scored by snapkv: the last queries of a launch whose
   /// attention scores the slots (SnapKV's observation window).
   int64_t observationWindow = 32;
+  /// snapkv: each slot's score is the largest window mass among the
+  /// `snapkvPooling` retained positions around it (SnapKV's max-pooling,
+  /// which keeps neighbours of a heavy position together); odd, 1: none.
+  int64_t snapkvPooling = 7;
   /// Pools elsewhere than in host memory (paged layouts): the cache keeps
   /// only its tables, append() takes K/V on the store's device.
   std::shared_ptr<KvStore> store;
