@@ -715,8 +715,13 @@ private:
                     Value slot =
                         add(b, tileSlot, add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j)));
                     ifThen(b, cmpi(b, arith::CmpIPredicate::slt, slot, s1), [&](OpBuilder &b) {
+                      // A reduction (red.global.add): no round trip to wait
+                      // for before the next tile. One thread owns the slot,
+                      // and its adds to one address apply in program order.
                       Value at = add(b, posRow, ext64(b, slot));
-                      store(b, fadd(b, load(b, f32(), gMass, at), colSum[nb * 2 + j]), gMass, at);
+                      LLVM::AtomicRMWOp::create(b, l, LLVM::AtomicBinOp::fadd,
+                                                gep(b, gMass, at, f32()), colSum[nb * 2 + j],
+                                                LLVM::AtomicOrdering::monotonic);
                     });
                   }
               });
