@@ -5,7 +5,9 @@
 //
 // One decode step (Nq = 1) of B sequences of L cached tokens, Hq/Hkv = 32/8,
 // D = 128, through a paged KvCache (16-token pages, retention all) with
-// bf16 and with int8 (per-token scales) storage, and a sink(4) +
+// bf16, int8 (per-token scales), int4 (groups of 32) and fp8 e4m3
+// (per-token scales) storage, bf16 with H2O scoring (a budget it does not
+// reach: the attention-mass pass is the difference), and a sink(4) +
 // window(1020) cache. Prints ms per step and the bandwidth of the K/V bytes
 // the step reads (slots x Hkv x (D + Dv) x element bytes, plus scales).
 //
@@ -37,7 +39,13 @@ cache bf16_kv { layout = paged(16); retention = all; storage = bf16; }
 cache int8_kv { layout = paged(16); retention = all; storage = int8(per_token); }
 cache int4_kv { layout = paged(16); retention = all; storage = int4(per_group(32)); }
 cache stream_kv { layout = paged(16); retention = sink(4) + window(1020); storage = bf16; }
+cache fp8_kv { layout = paged(16); retention = all; storage = fp8(per_token); }
+// A budget no benchmark length reaches: the H2O kernel's extra work (the
+// attention-mass pass) at the same slots as decode_bf16.
+cache h2o_kv { layout = paged(16); retention = budget(1000000000, h2o); storage = bf16; }
 kernel decode_bf16 { mask = causal; cache = bf16_kv; }
+kernel decode_fp8 { mask = causal; cache = fp8_kv; }
+kernel decode_h2o { mask = causal; cache = h2o_kv; }
 kernel decode_int8 { mask = causal; cache = int8_kv; }
 kernel decode_int4 { mask = causal; cache = int4_kv; }
 kernel decode_stream { mask = causal; cache = stream_kv; }
@@ -90,7 +98,8 @@ int main(int argc, char **argv) {
     for (auto &x : *v)
       x = rt::floatToBf16(normal(rng));
   std::vector<int64_t> chunkShape = {Hkv, chunk, D}, oneShape = {Hkv, 1, D};
-  for (const char *name : {"decode_bf16", "decode_int8", "decode_int4", "decode_stream"}) {
+  for (const char *name : {"decode_bf16", "decode_h2o", "decode_int8", "decode_int4", "decode_fp8",
+                           "decode_stream"}) {
     KernelSpec spec;
     spec.dtype = "bf16";
     spec.headDim = D;
