@@ -59,6 +59,13 @@ struct CudaKernel::Impl {
   /// The kernel's functions in `ctx` (current, on `device`): loads the
   /// module there on first use.
   Expected<Loaded> functions(const Driver &d, CUcontext ctx, int device);
+  /// Makes a context of `device` current in `scope` (for as long as it
+  /// lives) and returns the kernel's functions there.
+  Expected<Loaded> enter(const Driver &d, ScopedDeviceContext &scope, int device) {
+    if (Status s = scope.enter(d, device); !s)
+      return s;
+    return functions(d, scope.context(), device);
+  }
   Expected<CUfunction> function(const Driver &d, CUcontext ctx, int device) {
     auto l = functions(d, ctx, device);
     if (!l)
@@ -465,10 +472,9 @@ Expected<PoolViews> poolViews(const CudaKernelInfo &ki, const CudaCacheView &c, 
     return Status::error("cache pools have pages of " + std::to_string(v.P) +
                          " slots, but policy '" + policy.name + "' pages hold " +
                          std::to_string(policy.pageSize));
-  // Per-head policies share their storage (the compiler checks it).
-  const CachePolicyInfo &sp = policy.headPolicies.empty() ? policy : policy.headPolicies.front();
-  v.quant = sp.storage == "i8" || sp.storage == "i4" || sp.storage == "f8e4m3";
-  const int64_t perByte = sp.storage == "i4" ? 2 : 1;
+  const CachePolicyInfo &sp = policy.storagePolicy();
+  v.quant = sp.quantized();
+  const int64_t perByte = sp.valuesPerByte();
   const std::string poolType = v.quant ? "i8" : sp.storage;
   auto kPool =
       denseDeviceTensor("key pool", c.keyPool, poolType, {-1, -1, ki.headDim / perByte}, device);
@@ -480,9 +486,7 @@ Expected<PoolViews> poolViews(const CudaKernelInfo &ki, const CudaCacheView &c, 
     return vPool.error();
   v.kPool = *kPool, v.vPool = *vPool;
   if (v.quant) {
-    const bool grouped = sp.scale == "per_group" && sp.groupSize > 0;
-    const int64_t kGroups = grouped ? ki.headDim / sp.groupSize : 1;
-    const int64_t vGroups = grouped ? ki.headDimV / sp.groupSize : 1;
+    const int64_t kGroups = sp.scaleGroups(ki.headDim), vGroups = sp.scaleGroups(ki.headDimV);
     auto ks = denseDeviceTensor("key scales", c.keyScales, "f32", {pagesN, v.P, kGroups}, device);
     if (!ks)
       return ks.error();
@@ -550,9 +554,7 @@ Status CudaKernel::launchCacheRows(bool append, const CudaCacheView &c, const DL
     if (Status s = checkPointer(drv, what, *view, device); !s)
       return s;
   ScopedDeviceContext scope;
-  if (Status s = scope.enter(drv, device); !s)
-    return s;
-  auto fns = impl->functions(drv, scope.context(), device);
+  auto fns = impl->enter(drv, scope, device);
   if (!fns)
     return fns.error();
   KernelArgs abi;
@@ -600,9 +602,7 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
     if (!d)
       return d.error();
     ScopedDeviceContext scope;
-    if (Status s = scope.enter(**d, device); !s)
-      return s;
-    auto fns = impl->functions(**d, scope.context(), device);
+    auto fns = impl->enter(**d, scope, device);
     if (!fns)
       return fns.error();
     int perSm = 0;
@@ -751,12 +751,10 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
     if (Status s = checkPointer(drv, "mass", *mass, device); !s)
       return s;
   ScopedDeviceContext scope;
-  if (Status s = scope.enter(drv, device); !s)
-    return s;
-  auto cuStream = static_cast<CUstream>(stream);
-  auto fns = impl->functions(drv, scope.context(), device);
+  auto fns = impl->enter(drv, scope, device);
   if (!fns)
     return fns.error();
+  auto cuStream = static_cast<CUstream>(stream);
 
   KernelArgs abi;
   auto push = [&](const auto &value) { abi.push(value); };

@@ -56,9 +56,8 @@ Expected<std::shared_ptr<CudaKvStore>> CudaKvStore::create(std::shared_ptr<const
     return Status::error("CudaKvStore: the kernel was not compiled for a KV cache");
   const CudaKernelInfo &ki = kernel->info();
   const CachePolicyInfo &policy = *ki.cache;
-  // The storage and page size the policy's heads share (per-head policies
-  // store alike; the compiler checks it).
-  const CachePolicyInfo &sp = policy.headPolicies.empty() ? policy : policy.headPolicies.front();
+  // The storage and page size the policy's heads share.
+  const CachePolicyInfo &sp = policy.storagePolicy();
   int64_t P = 0;
   for (const CachePolicyInfo &p :
        policy.headPolicies.empty() ? std::vector<CachePolicyInfo>{policy} : policy.headPolicies) {
@@ -74,15 +73,14 @@ Expected<std::shared_ptr<CudaKvStore>> CudaKvStore::create(std::shared_ptr<const
   s->dev = device;
   s->numPages = numPages;
   s->P = P;
-  s->quant = sp.storage == "i8" || sp.storage == "i4" || sp.storage == "f8e4m3";
-  const bool nibbles = sp.storage == "i4";
-  const int64_t D = ki.headDim, Dv = ki.headDimV, per = nibbles ? 2 : 1;
+  s->quant = sp.quantized();
+  const int64_t D = ki.headDim, Dv = ki.headDimV, per = sp.valuesPerByte();
   const int64_t elem = s->quant ? 1 : 2;
   s->kRowBytes = D / per * elem;
   s->vRowBytes = Dv / per * elem;
-  if (s->quant && sp.scale == "per_group" && sp.groupSize > 0) {
-    s->gK = D / sp.groupSize;
-    s->gV = Dv / sp.groupSize;
+  if (s->quant) {
+    s->gK = sp.scaleGroups(D);
+    s->gV = sp.scaleGroups(Dv);
   }
   Buffers &b = *s->bufs;
   const DLDataType poolType = s->quant              ? DLDataType{kDLInt, 8, 1}

@@ -87,9 +87,9 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
     }
   }
   const std::string &storage = first.storage;
-  const bool nibbles = storage == "i4";
-  const bool quant = storage == "i8" || nibbles || storage == "f8e4m3";
-  unsigned bytes = nibbles || storage == "f8e4m3" ? 1 : detail::typeBytes(storage);
+  const bool nibbles = first.valuesPerByte() == 2;
+  const bool quant = first.quantized();
+  unsigned bytes = quant ? 1 : detail::typeBytes(storage);
   if (storage != "f32" && storage != "bf16" && storage != "f16" && !quant)
     return Status::error("cache policy '" + p.name + "': storage '" + storage +
                          "' is not supported yet (f32, bf16, f16, i8, i4, f8e4m3)");
@@ -121,15 +121,14 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   c->opts.inputDtype = input;
   c->quant = quant;
   c->fp8 = storage == "f8e4m3";
-  c->budgeted = !evict.empty();
   c->snapkv = evict == "snapkv";
   if (c->snapkv && o.observationWindow < 1)
     return Status::error("KV cache: observationWindow must be positive");
   if (c->snapkv && (o.snapkvPooling < 1 || o.snapkvPooling % 2 == 0))
     return Status::error("KV cache: snapkvPooling must be a positive odd number");
-  if (quant && first.scale == "per_group") {
-    c->gK = c->D / first.groupSize;
-    c->gV = Dv / first.groupSize;
+  if (quant) {
+    c->gK = first.scaleGroups(c->D);
+    c->gV = first.scaleGroups(Dv);
   }
   // Pages of the paged policy's size; only contiguous heads: one page of
   // maxTokens per sequence and head (a per-head cache keeps contiguous

@@ -790,6 +790,19 @@ TEST_F(KvCacheTest, BudgetPerHead) {
       EXPECT_EQ(int64_t(c.retainedPositions(seqs[i], 1).size()), std::min<int64_t>(L, 13));
     }
   }
+  // A head table that picks no budget policy: the kernel still takes (and
+  // fills) its mass table.
+  o.headKinds = {0, 0};
+  auto all = rt::KvCache::create(o);
+  ASSERT_TRUE(bool(all)) << all.message();
+  EXPECT_TRUE((*all)->scoresSlots());
+  std::vector<History> h2(1);
+  int64_t s0 = *(*all)->addSequence();
+  for (int step = 0; step < 3; ++step) {
+    ASSERT_TRUE(append(**all, s0, 5, h2[0]));
+    ASSERT_LT(runAndCompare(*k, **all, {s0}, h2, 5, causal), 1e-2) << "step " << step;
+  }
+  EXPECT_EQ((*all)->retainedPositions(s0, 1).size(), 15u);
 }
 
 /// Random appends and removals on small pools, for paged / contiguous /

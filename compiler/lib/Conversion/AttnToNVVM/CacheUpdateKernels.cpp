@@ -50,13 +50,7 @@ private:
   /// body(e) for e = lane, lane + 32, ... below `count` (compile time).
   void forLanes(OpBuilder &b, Value lane, int64_t count,
                 llvm::function_ref<void(OpBuilder &, Value)> body) {
-    for (int64_t it = 0; it * kWarp < count; ++it) {
-      Value e = add(b, lane, ci32(b, it * kWarp));
-      if ((it + 1) * kWarp <= count)
-        body(b, e);
-      else
-        ifThen(b, lt(b, e, ci32(b, count)), [&](OpBuilder &b) { body(b, e); });
-    }
+    forStrided(b, lane, kWarp, count, body);
   }
 
   /// The warp's row index (block x * 4 + warp) and lane; `body` runs for

@@ -294,19 +294,10 @@ private:
     auto smemAt = [&](OpBuilder &b, Value byteOffset) {
       return gep(b, smem, byteOffset, b.getI8Type());
     };
-    // body(index) for index = tid, tid + threads, ... below `count` (the
-    // CTA's threads strided over `count` items; a bounds check only on the
-    // last, partial, round).
+    // body(index) for index = tid, tid + threads, ... below `count`.
     auto forEachIndex = [&](OpBuilder &b, int64_t count,
                             llvm::function_ref<void(OpBuilder &, Value)> body) {
-      for (int64_t it = 0; it * threads < count; ++it) {
-        Value index = add(b, tid, ci32(b, it * threads));
-        if ((it + 1) * threads <= count)
-          body(b, index);
-        else
-          ifThen(b, cmpi(b, arith::CmpIPredicate::slt, index, ci32(b, count)),
-                 [&](OpBuilder &b) { body(b, index); });
-      }
+      forStrided(b, tid, threads, count, body);
     };
     // `rows` x `cols` elements of each (global base, shared offset) pair
     // into shared memory (sStride elements apart), 16 bytes per cp.async;

@@ -151,6 +151,20 @@ protected:
     OpBuilder tb = op.getThenBodyBuilder();
     body(tb);
   }
+  /// body(index) for index = first, first + stride, ... below `count`
+  /// (compile-time stride and count: threads or lanes strided over items;
+  /// a bounds check only on the last, partial, round).
+  void forStrided(OpBuilder &b, Value first, int64_t stride, int64_t count,
+                  llvm::function_ref<void(OpBuilder &, Value)> body) {
+    for (int64_t it = 0; it * stride < count; ++it) {
+      Value index = add(b, first, ci32(b, it * stride));
+      if ((it + 1) * stride <= count)
+        body(b, index);
+      else
+        ifThen(b, arith::CmpIOp::create(b, loc(), arith::CmpIPredicate::slt, index, ci32(b, count)),
+               [&](OpBuilder &b) { body(b, index); });
+    }
+  }
   Value toGlobal(OpBuilder &b, Value p) {
     return LLVM::AddrSpaceCastOp::create(b, loc(), ptrT(1), p);
   }

@@ -123,9 +123,10 @@ public:
                       int64_t maxSlots);
   /// The eviction score of each position retainedPositions() lists.
   std::vector<float> scores(int64_t seq, int64_t head = 0) const;
-  /// Whether some head keeps a budget (launches then produce scores), and
+  /// Whether the policy keeps a budget for some head (its kernels then
+  /// produce scores, even when the head table picks no such policy), and
   /// how many last queries of a launch with Nq queries score its slots.
-  bool scoresSlots() const { return budgeted; }
+  bool scoresSlots() const { return opts.policy.scoresSlots(); }
   int64_t scoringQueries(int64_t Nq) const;
 
   /// Tokens appended so far (the next logical position); -1 if no such
@@ -220,7 +221,7 @@ private:
   KvCacheOptions opts;
   int64_t P = 0, D = 0, Dv = 0, elemBytes = 0, inBytes = 0, gK = 1, gV = 1;
   int64_t kRow = 0, vRow = 0; // bytes of a stored K / V row
-  bool quant = false, nibbles = false, contiguous = false, budgeted = false;
+  bool quant = false, nibbles = false, contiguous = false;
   bool snapkv = false;
   bool fp8 = false; // quantized to e4m3 (scale = max|x| / 448)
   std::vector<char> kPool, vPool;

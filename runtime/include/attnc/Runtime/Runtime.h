@@ -87,6 +87,20 @@ struct CachePolicyInfo {
   /// layout "per_head": the policies KV heads choose from (a runtime table,
   /// KvCacheOptions::headKinds, picks one per head).
   std::vector<CachePolicyInfo> headPolicies;
+  /// The policy whose storage the heads share (per-head policies store
+  /// alike; the compiler checks it).
+  const CachePolicyInfo &storagePolicy() const {
+    return headPolicies.empty() ? *this : headPolicies.front();
+  }
+  /// int8, int4 or fp8 e4m3 pages with f32 scales.
+  bool quantized() const { return storage == "i8" || storage == "i4" || storage == "f8e4m3"; }
+  /// Values per byte of a stored row (int4: two).
+  int64_t valuesPerByte() const { return storage == "i4" ? 2 : 1; }
+  /// Scales per stored row of `dim` values (quantized storage: one per
+  /// group, or one per token).
+  int64_t scaleGroups(int64_t dim) const {
+    return scale == "per_group" && groupSize > 0 ? dim / groupSize : 1;
+  }
   /// Whether this policy, or one a head may follow, keeps a budget: its
   /// kernels then also produce the slots' attention mass (eviction scores).
   bool scoresSlots() const {
