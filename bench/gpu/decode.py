@@ -15,6 +15,7 @@ pages that are far apart in the pool.
     python3 bench/gpu/decode.py --bench [--no-flex]  # + the timing table
 """
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -231,12 +232,12 @@ def check(kern, args, gen):
     return failures
 
 
-def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True, storage=None,
-          sequential=False, splits=0, Nq=1, mass=False):
-    """Median ms of attnc decode over a paged cache holding positions_fn(L)
-    per (b, g), SDPA and Flex decode over dense [B, Hkv, n, D] K/V of the
-    same retained length n."""
-    from triton.testing import do_bench
+def decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=True, storage=None,
+                sequential=False, splits=0, Nq=1, mass=False, flex=None):
+    """The calls to time for one shape: {"attnc": ..., "sdpa_fa2": ...,
+    "sdpa_cudnn": ..., "flex": ...} (baselines over dense [B, Hkv, n, D]
+    K/V of the retained length n), and the shape's facts (n, splits, K/V
+    bytes read)."""
     dtype = DT[kern.dtype]
     D, Dv = kern.head_dim, kern.head_dim_v
     pos = positions_fn(L)
@@ -259,32 +260,76 @@ def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True
         kern.decode(q, o, q_pos=qp, max_length=n, workspace=ws, splits=splits, lse=lse,
                     mass=mtab, **args)
 
-    ms = do_bench(run, warmup=25, rep=200, return_mode="median")
-    kv_bytes = B * Hkv * n * cache.bytes_per_slot()
-    row = {"label": label, "B": B, "L": L, "n": n, "splits": splits, "attnc_ms": ms,
-           "attnc_gbs": kv_bytes / ms / 1e6}
+    # name -> the call, or (the call, a context to run it in: SDPA's
+    # backend, entered outside the timed loop).
+    runs = {"attnc": run}
+    facts = {"n": n, "splits": splits, "kv_bytes": B * Hkv * n * cache.bytes_per_slot()}
     if not baselines:
-        return row
+        return runs, facts
     # Baselines over dense K/V of the retained length (they have no paging).
     k = torch.randn(B, Hkv, n, D, generator=gen).to("cuda", dtype)
     v = torch.randn(B, Hkv, n, Dv, generator=gen).to("cuda", dtype)
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
+
     for name, backend in [("sdpa_fa2", SDPBackend.FLASH_ATTENTION),
                           ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)]:
+        f = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)  # noqa
         try:
             with sdpa_kernel(backend):
-                f = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)  # noqa
                 f()
-                row[name + "_ms"] = do_bench(f, warmup=25, rep=200, return_mode="median")
+            runs[name] = (f, lambda backend=backend: sdpa_kernel(backend))
         except Exception as e:  # a backend may refuse the shape
-            row[name + "_ms"] = float("nan")
             print("  %s: %s" % (name, str(e).splitlines()[0][:120]))
     if flex is not None:
-        f = lambda: flex(q, k, v, enable_gqa=True)  # noqa
-        f()
-        row["flex_ms"] = do_bench(f, warmup=25, rep=200, return_mode="median")
+        runs["flex"] = lambda: flex(q, k, v, enable_gqa=True)  # noqa
+        runs["flex"]()
+    return runs, facts
+
+
+def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True, **kw):
+    """Median ms of attnc decode over a paged cache holding positions_fn(L)
+    per (b, g), SDPA and Flex decode over dense [B, Hkv, n, D] K/V of the
+    same retained length n."""
+    from triton.testing import do_bench
+    runs, facts = decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=baselines,
+                              flex=flex, **kw)
+    row = {"label": label, "B": B, "L": L, "n": facts["n"], "splits": facts["splits"]}
+    for name, f in runs.items():
+        f, ctx = f if isinstance(f, tuple) else (f, contextlib.nullcontext)
+        with ctx():
+            row[name + "_ms"] = do_bench(f, warmup=25, rep=200, return_mode="median")
+    row["attnc_gbs"] = facts["kv_bytes"] / row["attnc_ms"] / 1e6
     return row
+
+
+def profile(kern, B, L, gen, label, iters=100, sequential=False, baselines=True):
+    """Per-kernel device time of one call (torch.profiler, mean over
+    `iters` calls) beside the call's do_bench median: what the launches
+    and the gaps between them cost."""
+    from torch.profiler import ProfilerActivity, profile as tprofile
+    from triton.testing import do_bench
+    runs, facts = decode_runs(kern, B, 32, 8, L, 16, all_positions, gen, baselines=baselines,
+                              sequential=sequential)
+    for name, f in runs.items():
+        f, ctx = f if isinstance(f, tuple) else (f, contextlib.nullcontext)
+        with ctx():
+            ms = do_bench(f, warmup=25, rep=200, return_mode="median")
+            torch.cuda.synchronize()
+            with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(iters):
+                    f()
+                torch.cuda.synchronize()
+        kernels = {}
+        for e in prof.events():
+            if e.device_type.name == "CUDA":
+                kernels.setdefault(e.name, []).append(e.device_time_total if hasattr(
+                    e, "device_time_total") else e.cuda_time_total)
+        total = sum(sum(t) for t in kernels.values()) / iters / 1e3
+        print("%s B=%d L=%d %s: do_bench %.4f ms, kernels %.4f ms, gaps %.4f ms (%.0f GB/s)"
+              % (label, B, L, name, ms, total, ms - total, facts["kv_bytes"] / ms / 1e6))
+        for k, t in sorted(kernels.items(), key=lambda kv: -sum(kv[1])):
+            print("    %6.1f us x %.2f  %s" % (sum(t) / len(t), len(t) / iters, k[:90]))
 
 
 def main():
@@ -303,6 +348,8 @@ def main():
     ap.add_argument("--budget", action="store_true", help="--bench: only the cost of H2O "
                     "scoring: paged_attention vs h2o_decode (decode + mass) over the same "
                     "tables, both with the LSE")
+    ap.add_argument("--profile", action="store_true", help="kernel times and launch gaps "
+                    "of one call (torch.profiler), attnc and SDPA, bf16 at every shape")
     ap.add_argument("--variants", default="", help="e.g. _k128,_st2: paged_attention_bf16_d128_kv"
                     "<variant>.ptx timed beside the default at every length")
     a = ap.parse_args()
@@ -392,6 +439,15 @@ def main():
         sweep = [int(x) for x in a.split_sweep.split(",") if x]
         only = bool(sweep or nqs or a.budget)  # a sweep alone: skip the standard rows
         shapes = [(8, int(x)) for x in a.lengths.split(",")] + [(1, 131072)]
+        if a.profile:
+            for var in [""] + [v for v in a.variants.split(",") if v]:
+                vk = Kernel(os.path.join(d, "paged_attention_bf16_d128_kv%s.ptx" % var))
+                for B, L in shapes:
+                    profile(vk, B, L, gen, "bf16" + var, baselines=not var)
+            for B, L in shapes:  # what the random page order costs
+                profile(causal_kern, B, L, gen, "bf16 pages in order", sequential=True,
+                        baselines=False)
+            only = True
         for sp in sweep:
             for B, L in shapes:
                 rows.append(bench(causal_kern, B, 32, 8, L, 16, all_positions, None,
