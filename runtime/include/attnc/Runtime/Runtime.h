@@ -164,6 +164,17 @@ struct LaunchArgs {
 
 class KvCache;
 
+/// A KV cache's pools as its kernels read them and its generated cache
+/// functions write them (KvCache.h's layout; a pool row is page * P +
+/// slot): K [pages, P, D] and V [pages, P, Dv] of the policy's storage
+/// (int8 / fp8: i8; int4: i8 holding two values each, [pages, P, D / 2]);
+/// quantized storage: f32 scales [pages, P, groups] (groups = 1 per token,
+/// or D / group size).
+struct CachePools {
+  const DLTensor *keyPool = nullptr, *valuePool = nullptr;
+  const DLTensor *keyScales = nullptr, *valueScales = nullptr;
+};
+
 /// Attention over a KvCache (KvCache.h), for a kernel compiled with
 /// kvCache: batch row b is sequence `sequences[b]`, whose last Nq tokens
 /// (positions length - Nq ..) are the queries; keys are the positions the
