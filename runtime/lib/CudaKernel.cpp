@@ -417,88 +417,11 @@ Status CudaKernel::launch(const LaunchArgs &args, void *stream) const {
 //===----------------------------------------------------------------------===//
 
 namespace {
-/// A dense row-major tensor of `dtype` with `rank` dimensions on kDLCUDA
-/// `device`; `shape[i]` >= 0 must match. Returns its view.
+/// A dense row-major tensor on kDLCUDA `device` (detail::denseTensor).
 Expected<detail::TensorView> denseDeviceTensor(const char *what, const DLTensor *t,
                                                const std::string &dtype, std::vector<int64_t> shape,
                                                int device) {
-  if (!t)
-    return Status::error(std::string(what) + ": missing");
-  if (t->device.device_type != kDLCUDA || t->device.device_id != device)
-    return Status::error(std::string(what) + ": expected a kDLCUDA tensor on device " +
-                         std::to_string(device));
-  if (!detail::sameType(t->dtype, dtype))
-    return Status::error(std::string(what) + ": expected " + dtype + " elements");
-  if (t->ndim != int32_t(shape.size()))
-    return Status::error(std::string(what) + ": expected rank " + std::to_string(shape.size()) +
-                         ", got " + std::to_string(t->ndim));
-  detail::TensorView v;
-  v.data = static_cast<char *>(t->data) + t->byte_offset;
-  v.device = device;
-  int64_t expect = 1;
-  for (int i = t->ndim - 1; i >= 0; --i) {
-    if (shape[i] >= 0 && t->shape[i] != shape[i])
-      return Status::error(std::string(what) + ": dimension " + std::to_string(i) + " is " +
-                           std::to_string(t->shape[i]) + ", expected " + std::to_string(shape[i]));
-    if (t->strides && t->shape[i] > 1 && t->strides[i] != expect)
-      return Status::error(std::string(what) + ": must be dense row-major");
-    expect *= t->shape[i];
-  }
-  v.shape.assign(t->shape, t->shape + t->ndim);
-  v.strides.resize(t->ndim);
-  for (int i = t->ndim - 1, s = 1; i >= 0; s *= int(t->shape[i]), --i)
-    v.strides[i] = s;
-  return v;
-}
-} // namespace
-
-namespace {
-/// A kvCache kernel's pools and scales, checked against its policy.
-struct PoolViews {
-  std::optional<detail::TensorView> kPool, vPool, kScales, vScales;
-  bool quant = false;
-  int64_t P = 0, rows = 0; // slots per page, pool rows
-};
-
-Expected<PoolViews> poolViews(const CudaKernelInfo &ki, const CudaCacheView &c, int device) {
-  const CachePolicyInfo &policy = *ki.cache;
-  if (!c.keyPool || !c.valuePool || c.keyPool->ndim != 3 || c.valuePool->ndim != 3)
-    return Status::error("cache pools: expected [pages, P, D] and [pages, P, Dv] tensors");
-  PoolViews v;
-  const int64_t pagesN = c.keyPool->shape[0];
-  v.P = c.keyPool->shape[1];
-  v.rows = pagesN * v.P;
-  if (policy.layout == "paged" && v.P != policy.pageSize)
-    return Status::error("cache pools have pages of " + std::to_string(v.P) +
-                         " slots, but policy '" + policy.name + "' pages hold " +
-                         std::to_string(policy.pageSize));
-  const CachePolicyInfo &sp = policy.storagePolicy();
-  v.quant = sp.quantized();
-  const int64_t perByte = sp.valuesPerByte();
-  const std::string poolType = v.quant ? "i8" : sp.storage;
-  auto kPool =
-      denseDeviceTensor("key pool", c.keyPool, poolType, {-1, -1, ki.headDim / perByte}, device);
-  if (!kPool)
-    return kPool.error();
-  auto vPool = denseDeviceTensor("value pool", c.valuePool, poolType,
-                                 {pagesN, v.P, ki.headDimV / perByte}, device);
-  if (!vPool)
-    return vPool.error();
-  v.kPool = *kPool, v.vPool = *vPool;
-  if (v.quant) {
-    const int64_t kGroups = sp.scaleGroups(ki.headDim), vGroups = sp.scaleGroups(ki.headDimV);
-    auto ks = denseDeviceTensor("key scales", c.keyScales, "f32", {pagesN, v.P, kGroups}, device);
-    if (!ks)
-      return ks.error();
-    auto vs =
-        denseDeviceTensor("value scales", c.valueScales, "f32", {pagesN, v.P, vGroups}, device);
-    if (!vs)
-      return vs.error();
-    v.kScales = *ks, v.vScales = *vs;
-  } else if (c.keyScales || c.valueScales) {
-    return Status::error("cache scales given, but policy '" + sp.name + "' stores " + sp.storage);
-  }
-  return v;
+  return detail::denseTensor(what, t, dtype, std::move(shape), {kDLCUDA, device});
 }
 } // namespace
 
@@ -523,7 +446,7 @@ Status CudaKernel::launchCacheRows(bool append, const CudaCacheView &c, const DL
   auto pairs = denseDeviceTensor("cache rows", rows, "i32", {-1, 2}, device);
   if (!pairs)
     return pairs.error();
-  auto pools = poolViews(ki, c, device);
+  auto pools = detail::cachePoolViews(ki, c, {kDLCUDA, device});
   if (!pools)
     return pools.error();
   // New rows: dense, innermost D / Dv, the kernel's dtype.
@@ -651,7 +574,7 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
     return Status::error("q: expected a [B, Hq, Nq, D] tensor");
   const int device = a.q->device.device_id;
   const int64_t B = a.q->shape[0], Nq = a.q->shape[2];
-  auto pools = poolViews(ki, c, device);
+  auto pools = detail::cachePoolViews(ki, c, {kDLCUDA, device});
   if (!pools)
     return pools.error();
   const bool quant = pools->quant;

@@ -9,6 +9,8 @@
 
 #include "attnc/Runtime/Cuda.h"
 
+#include "Validate.h"
+
 #include <algorithm>
 
 using namespace attnc::rt;
@@ -52,21 +54,15 @@ CudaKvStore::~CudaKvStore() = default;
 
 Expected<std::shared_ptr<CudaKvStore>> CudaKvStore::create(std::shared_ptr<const CudaKernel> kernel,
                                                            int64_t numPages, int device) {
-  if (!kernel || !kernel->info().cache)
-    return Status::error("CudaKvStore: the kernel was not compiled for a KV cache");
+  if (!kernel)
+    return Status::error("CudaKvStore: no kernel");
   const CudaKernelInfo &ki = kernel->info();
-  const CachePolicyInfo &policy = *ki.cache;
-  // The storage and page size the policy's heads share.
-  const CachePolicyInfo &sp = policy.storagePolicy();
-  int64_t P = 0;
-  for (const CachePolicyInfo &p :
-       policy.headPolicies.empty() ? std::vector<CachePolicyInfo>{policy} : policy.headPolicies) {
-    if (p.layout != "paged")
-      return Status::error("CudaKvStore: policy '" + p.name + "' is not paged");
-    P = p.pageSize;
-  }
-  if (numPages < 1 || P < 1)
-    return Status::error("CudaKvStore: the pool needs at least one page");
+  auto pageSize = detail::storePageSize(ki, "CudaKvStore", numPages);
+  if (!pageSize)
+    return pageSize.error();
+  const int64_t P = *pageSize;
+  // The storage the policy's heads share.
+  const CachePolicyInfo &sp = ki.cache->storagePolicy();
   std::shared_ptr<CudaKvStore> s(new CudaKvStore());
   s->kernel = std::move(kernel);
   s->bufs = std::make_unique<Buffers>();

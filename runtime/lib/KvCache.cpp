@@ -156,6 +156,20 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
                            " pool rows, the cache needs " + std::to_string(o.numPages * c->P) +
                            " (" + std::to_string(o.numPages) + " pages of " + std::to_string(c->P) +
                            ")");
+    // Host pools are read in place by the CPU kernels: they must hold
+    // this policy's rows.
+    if (const KvStore::HostPools *hp = o.store->hostPools()) {
+      const int64_t groupsK = quant ? c->gK : 0, groupsV = quant ? c->gV : 0;
+      if (hp->storage != storage || hp->keyRowBytes != c->kRow || hp->valueRowBytes != c->vRow ||
+          hp->keyGroups != groupsK || hp->valueGroups != groupsV)
+        return Status::error(
+            "KV cache: the store's host pools hold " + hp->storage + " rows of " +
+            std::to_string(hp->keyRowBytes) + "/" + std::to_string(hp->valueRowBytes) +
+            " bytes with " + std::to_string(hp->keyGroups) + "/" + std::to_string(hp->valueGroups) +
+            " scales, policy '" + p.name + "' stores " + storage + " rows of " +
+            std::to_string(c->kRow) + "/" + std::to_string(c->vRow) + " bytes with " +
+            std::to_string(groupsK) + "/" + std::to_string(groupsV) + " scales");
+    }
     c->store = o.store;
     for (int64_t i = o.numPages - 1; i >= 0; --i)
       c->freeList.push_back(int32_t(i));
@@ -171,6 +185,25 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   for (int64_t i = o.numPages - 1; i >= 0; --i)
     c->freeList.push_back(int32_t(i));
   return c;
+}
+
+/// `field` of a store's host pools; null when they are not in host memory.
+template <typename T> static T hostPool(const KvStore &store, T KvStore::HostPools::*field) {
+  const KvStore::HostPools *pools = store.hostPools();
+  return pools ? pools->*field : nullptr;
+}
+
+const void *KvCache::keyPool() const {
+  return store ? hostPool(*store, &KvStore::HostPools::keyPool) : kPool.data();
+}
+const void *KvCache::valuePool() const {
+  return store ? hostPool(*store, &KvStore::HostPools::valuePool) : vPool.data();
+}
+const float *KvCache::keyScales() const {
+  return store ? hostPool(*store, &KvStore::HostPools::keyScales) : kScales.data();
+}
+const float *KvCache::valueScales() const {
+  return store ? hostPool(*store, &KvStore::HostPools::valueScales) : vScales.data();
 }
 
 const CachePolicyInfo &KvCache::headPolicy(int64_t head) const {

@@ -15,10 +15,13 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 using namespace attnc::rt;
 
@@ -142,6 +145,12 @@ void attnc::rt::parallelFor(int64_t n, int threads, const std::function<void(int
 // Loading
 //===----------------------------------------------------------------------===//
 
+namespace {
+/// Input types of a kvCache kernel's generated appends, the order of
+/// CpuKernel::appendFns (`attnc_<K>_append_<type>_packed`).
+const char *const kAppendInputs[] = {"f32", "bf16", "f16"};
+} // namespace
+
 Expected<std::shared_ptr<CpuKernel>> attnc::rt::CpuKernel::load(const std::string &soPath,
                                                                 const std::string &name) {
   void *handle = dlopen(soPath.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -163,6 +172,15 @@ Expected<std::shared_ptr<CpuKernel>> attnc::rt::CpuKernel::load(const std::strin
                          "'");
   kernel->kernelInfo = std::move(*info);
   kernel->itemFn = reinterpret_cast<void (*)(void **)>(item);
+  if (kernel->kernelInfo.cache) {
+    // The cache's own functions (absent from artifacts of older compilers:
+    // writeCacheRows then says so).
+    for (size_t i = 0; i < std::size(kAppendInputs); ++i)
+      kernel->appendFns[i] = reinterpret_cast<void (*)(void **)>(
+          dlsym(handle, ("attnc_" + name + "_append_" + kAppendInputs[i] + "_packed").c_str()));
+    kernel->moveFn = reinterpret_cast<void (*)(void **)>(
+        dlsym(handle, ("attnc_" + name + "_move_packed").c_str()));
+  }
   return kernel;
 }
 
@@ -364,7 +382,7 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   if (!a.cache)
     return Status::error("no KV cache given");
   KvCache &cache = *a.cache;
-  if (cache.poolStore())
+  if (cache.poolStore() && !cache.poolStore()->hostPools())
     return Status::error("the cache's pools live in a KvStore (not host memory): launch a "
                          "kernel for the store's device over it");
   const CachePolicyInfo &kp = *ki.cache, &cp = cache.options().policy;
@@ -463,5 +481,104 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
            cache.scoresSlots());
   if (cache.scoresSlots())
     return cache.updateScores(a.sequences, mass, maxSlots);
+  return Status::ok();
+}
+
+//===----------------------------------------------------------------------===//
+// The cache's functions (append, move)
+//===----------------------------------------------------------------------===//
+
+Status attnc::rt::CpuKernel::writeCacheRows(const CachePools &pools, const DLTensor *k,
+                                            const DLTensor *v, const DLTensor *rows) const {
+  return runCacheRows(true, pools, k, v, rows);
+}
+
+Status attnc::rt::CpuKernel::moveCacheRows(const CachePools &pools, const DLTensor *rows) const {
+  return runCacheRows(false, pools, nullptr, nullptr, rows);
+}
+
+Status attnc::rt::CpuKernel::runCacheRows(bool append, const CachePools &c, const DLTensor *k,
+                                          const DLTensor *v, const DLTensor *rows) const {
+  const KernelInfo &ki = kernelInfo;
+  if (!ki.cache)
+    return Status::error("kernel '" + ki.name + "' was not compiled for a KV cache");
+  const DLDevice host{kDLCPU, 0};
+  auto pairs = detail::denseTensor("cache rows", rows, "i32", {-1, 2}, host);
+  if (!pairs)
+    return pairs.error();
+  auto pools = detail::cachePoolViews(ki, c, host);
+  if (!pools)
+    return pools.error();
+  void (*fn)(void **) = moveFn;
+  // New rows: dense, innermost D / Dv, of an input type the storage takes.
+  std::optional<detail::TensorView> kNew, vNew;
+  int64_t tokenRows = 0;
+  if (append) {
+    if (!k || !v)
+      return Status::error("cache append: k and v are required");
+    const CachePolicyInfo &sp = ki.cache->storagePolicy();
+    std::string input, takes;
+    fn = nullptr;
+    for (size_t i = 0; i < std::size(kAppendInputs); ++i) {
+      if (appendFns[i])
+        takes += (takes.empty() ? "" : ", ") + std::string(kAppendInputs[i]);
+      if (detail::sameType(k->dtype, kAppendInputs[i]))
+        input = kAppendInputs[i], fn = appendFns[i];
+    }
+    if (!fn && !takes.empty())
+      return Status::error("cache append: k must be " + takes + " (policy '" + sp.name +
+                           "' stores " + sp.storage + ")");
+    for (auto [what, t, dim, out] :
+         {std::tuple{"k", k, ki.headDim, &kNew}, std::tuple{"v", v, ki.headDimV, &vNew}}) {
+      if (!fn)
+        break;
+      if (t->ndim < 1 || !t->shape || t->shape[t->ndim - 1] != dim)
+        return Status::error(std::string("cache append: ") + what + " must end in " +
+                             std::to_string(dim) + " elements");
+      auto view = detail::denseTensor(what, t, input,
+                                      std::vector<int64_t>(t->shape, t->shape + t->ndim), host);
+      if (!view)
+        return view.error();
+      *out = *view;
+    }
+    if (kNew && vNew)
+      tokenRows = std::min(kNew->numel() / ki.headDim, vNew->numel() / ki.headDimV);
+  }
+  if (!fn)
+    return Status::error("kernel '" + ki.name +
+                         "' has no generated cache functions (an artifact of an older attnc?)");
+  // The generated code does not check indices: every one is checked here.
+  const int64_t count = pairs->shape[0];
+  const auto *pair = reinterpret_cast<const int32_t *>(pairs->data);
+  for (int64_t i = 0; i < count; ++i) {
+    const int32_t from = pair[2 * i], to = pair[2 * i + 1];
+    const int64_t fromLimit = append ? tokenRows : pools->rows;
+    if (from < 0 || from >= fromLimit || to < 0 || to >= pools->rows)
+      return Status::error("cache rows: entry " + std::to_string(i) + " (" + std::to_string(from) +
+                           ", " + std::to_string(to) + ") is out of range (" +
+                           (append ? std::to_string(tokenRows) + " token rows, " : std::string()) +
+                           std::to_string(pools->rows) + " pool rows)");
+  }
+  if (count == 0)
+    return Status::ok();
+  // 2-D views: token rows and pool rows (page * P + slot).
+  const int64_t per = ki.cache->storagePolicy().valuesPerByte();
+  std::vector<Descriptor> descs;
+  descs.reserve(7);
+  if (append) {
+    descs.emplace_back(denseView(kNew->data, {kNew->numel() / ki.headDim, ki.headDim}));
+    descs.emplace_back(denseView(vNew->data, {vNew->numel() / ki.headDimV, ki.headDimV}));
+  }
+  descs.emplace_back(denseView(pools->kPool->data, {pools->rows, ki.headDim / per}));
+  descs.emplace_back(denseView(pools->vPool->data, {pools->rows, ki.headDimV / per}));
+  if (pools->quant) {
+    descs.emplace_back(denseView(pools->kScales->data, {pools->rows, pools->kScales->shape[2]}));
+    descs.emplace_back(denseView(pools->vScales->data, {pools->rows, pools->vScales->shape[2]}));
+  }
+  descs.emplace_back(*pairs);
+  std::vector<void *> args;
+  for (Descriptor &d : descs)
+    args.push_back(&d.ptr);
+  fn(args.data());
   return Status::ok();
 }

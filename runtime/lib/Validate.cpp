@@ -372,3 +372,100 @@ Expected<LaunchPlan> attnc::rt::detail::planLaunch(const KernelInfo &ki, const L
   }
   return plan;
 }
+
+Expected<TensorView> attnc::rt::detail::denseTensor(const char *what, const DLTensor *t,
+                                                    const std::string &dtype,
+                                                    std::vector<int64_t> shape, DLDevice device) {
+  if (!t)
+    return Status::error(std::string(what) + ": missing");
+  if (device.device_type == kDLCPU && t->device.device_type != kDLCPU)
+    return Status::error(std::string(what) + ": expected a kDLCPU tensor (host memory)");
+  if (device.device_type != kDLCPU &&
+      (t->device.device_type != device.device_type || t->device.device_id != device.device_id))
+    return Status::error(std::string(what) + ": expected a kDLCUDA tensor on device " +
+                         std::to_string(device.device_id));
+  if (!sameType(t->dtype, dtype))
+    return Status::error(std::string(what) + ": expected " + dtype + " elements");
+  if (t->ndim != int32_t(shape.size()))
+    return Status::error(std::string(what) + ": expected rank " + std::to_string(shape.size()) +
+                         ", got " + std::to_string(t->ndim));
+  TensorView v;
+  v.data = static_cast<char *>(t->data) + t->byte_offset;
+  v.device = device.device_id;
+  int64_t expect = 1;
+  for (int i = t->ndim - 1; i >= 0; --i) {
+    if (shape[i] >= 0 && t->shape[i] != shape[i])
+      return Status::error(std::string(what) + ": dimension " + std::to_string(i) + " is " +
+                           std::to_string(t->shape[i]) + ", expected " + std::to_string(shape[i]));
+    if (t->strides && t->shape[i] > 1 && t->strides[i] != expect)
+      return Status::error(std::string(what) + ": must be dense row-major");
+    expect *= t->shape[i];
+  }
+  if (!v.data && expect > 0)
+    return Status::error(std::string(what) + ": data pointer is null");
+  v.shape.assign(t->shape, t->shape + t->ndim);
+  v.strides.resize(t->ndim);
+  for (int i = t->ndim - 1, s = 1; i >= 0; s *= int(t->shape[i]), --i)
+    v.strides[i] = s;
+  return v;
+}
+
+Expected<PoolViews> attnc::rt::detail::cachePoolViews(const KernelInfo &ki, const CachePools &c,
+                                                      DLDevice device) {
+  const CachePolicyInfo &policy = *ki.cache;
+  if (!c.keyPool || !c.valuePool || c.keyPool->ndim != 3 || c.valuePool->ndim != 3)
+    return Status::error("cache pools: expected [pages, P, D] and [pages, P, Dv] tensors");
+  PoolViews v;
+  const int64_t pagesN = c.keyPool->shape[0];
+  v.P = c.keyPool->shape[1];
+  v.rows = pagesN * v.P;
+  if (policy.layout == "paged" && v.P != policy.pageSize)
+    return Status::error("cache pools have pages of " + std::to_string(v.P) +
+                         " slots, but policy '" + policy.name + "' pages hold " +
+                         std::to_string(policy.pageSize));
+  const CachePolicyInfo &sp = policy.storagePolicy();
+  v.quant = sp.quantized();
+  const int64_t perByte = sp.valuesPerByte();
+  const std::string poolType = v.quant ? "i8" : sp.storage;
+  auto kPool = denseTensor("key pool", c.keyPool, poolType, {-1, -1, ki.headDim / perByte}, device);
+  if (!kPool)
+    return kPool.error();
+  auto vPool = denseTensor("value pool", c.valuePool, poolType,
+                           {pagesN, v.P, ki.headDimV / perByte}, device);
+  if (!vPool)
+    return vPool.error();
+  v.kPool = *kPool, v.vPool = *vPool;
+  if (v.quant) {
+    const int64_t kGroups = sp.scaleGroups(ki.headDim), vGroups = sp.scaleGroups(ki.headDimV);
+    auto ks = denseTensor("key scales", c.keyScales, "f32", {pagesN, v.P, kGroups}, device);
+    if (!ks)
+      return ks.error();
+    auto vs = denseTensor("value scales", c.valueScales, "f32", {pagesN, v.P, vGroups}, device);
+    if (!vs)
+      return vs.error();
+    v.kScales = *ks, v.vScales = *vs;
+  } else if (c.keyScales || c.valueScales) {
+    return Status::error("cache scales given, but policy '" + sp.name + "' stores " + sp.storage);
+  }
+  return v;
+}
+
+Expected<int64_t> attnc::rt::detail::storePageSize(const KernelInfo &ki, const std::string &store,
+                                                   int64_t numPages) {
+  if (!ki.cache)
+    return Status::error(store + ": the kernel was not compiled for a KV cache");
+  const CachePolicyInfo &policy = *ki.cache;
+  int64_t P = 0;
+  for (const CachePolicyInfo &p :
+       policy.headPolicies.empty() ? std::vector<CachePolicyInfo>{policy} : policy.headPolicies) {
+    if (p.layout != "paged")
+      return Status::error(store + ": policy '" + p.name + "' is not paged");
+    P = p.pageSize;
+  }
+  if (numPages < 1 || P < 1)
+    return Status::error(store + ": the pool needs at least one page");
+  if (numPages > INT32_MAX / P)
+    return Status::error(store + ": pool of " + std::to_string(numPages) +
+                         " pages is too large (pool rows are i32)");
+  return P;
+}

@@ -13,6 +13,7 @@
 #include "attnc/Runtime/Runtime.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,26 @@ struct LaunchPlan {
 /// docs/cuda.md).
 Expected<LaunchPlan> planLaunch(const KernelInfo &ki, const LaunchArgs &args,
                                 const TargetRules &rules);
+
+/// A dense row-major tensor of `dtype` on `device` (kDLCPU: any id), with
+/// shape[i] >= 0 checked (-1: any extent). Returns its view.
+Expected<TensorView> denseTensor(const char *what, const DLTensor *t, const std::string &dtype,
+                                 std::vector<int64_t> shape, DLDevice device);
+
+/// A kvCache kernel's pools and scales, checked against its policy.
+struct PoolViews {
+  std::optional<TensorView> kPool, vPool, kScales, vScales;
+  bool quant = false;
+  int64_t P = 0, rows = 0; // slots per page, pool rows
+};
+
+/// Checks `pools` (CachePools in Runtime.h) against kernel `ki`'s policy:
+/// [pages, P, D] / [pages, P, Dv] of its storage, scales if quantized.
+Expected<PoolViews> cachePoolViews(const KernelInfo &ki, const CachePools &pools, DLDevice device);
+
+/// The page size of a store of `numPages` pages for kernel `ki`'s cache
+/// policy (every head's paged, one size); errors name `store`.
+Expected<int64_t> storePageSize(const KernelInfo &ki, const std::string &store, int64_t numPages);
 
 /// True if `t` matches the metadata type name (f32, bf16, i32, ...).
 bool sameType(DLDataType t, const std::string &name);

@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
@@ -71,6 +72,14 @@ kernel over_snap { mask = causal; cache = snap_kv; }
 kernel over_h2o_flat { mask = causal; cache = h2o_flat_kv; }
 cache duo_h2o_kv = per_head(all_kv, h2o_kv) by head_kind;
 kernel duo_h2o { mask = causal; cache = duo_h2o_kv; }
+// Budgets over quantized storage: evictions compact quantized rows and
+// their scales.
+cache h2o_q8_kv { layout = paged(4); retention = budget(12, h2o); storage = int8(per_token); }
+cache h2o_q4_kv { layout = paged(4); retention = budget(12, h2o); storage = int4(per_group(8)); }
+cache h2o_f8_kv { layout = paged(4); retention = budget(12, h2o); storage = fp8(per_token); }
+kernel over_h2o_q8 { mask = causal; cache = h2o_q8_kv; }
+kernel over_h2o_q4 { mask = causal; cache = h2o_q4_kv; }
+kernel over_h2o_f8 { mask = causal; cache = h2o_f8_kv; }
 )";
 
 /// A dense host tensor of T (uint16_t: bf16 bits, float: f32).
@@ -1031,8 +1040,8 @@ public:
 /// appends, both retain the same positions and the store receives every
 /// token at the pool row the host twin wrote it to (its bytes copied from
 /// the twin), moves that never read a row they write; a store failure
-/// leaves the cache as it was; kernels refuse a store-backed cache on the
-/// CPU.
+/// leaves the cache as it was; CPU kernels refuse a store whose pools are
+/// not in host memory.
 TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
   auto k = kernel("over_h2o");
   ASSERT_TRUE(k);
@@ -1103,8 +1112,8 @@ TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
   EXPECT_EQ(dev.retainedPositions(ds[0], 1), before);
   EXPECT_EQ(dev.length(ds[0]), len);
   EXPECT_EQ(dev.freePages(), free);
-  // The CPU kernels do not read a store's pools; the store must match the
-  // pool; K/V must be where the store is.
+  // The CPU kernels do not read a store's pools unless they are in host
+  // memory (this one's are not); the store must match the pool.
   F32Tensor q({1, Hq, 1, D}), out({1, Hq, 1, D});
   rt::CacheLaunchArgs a;
   a.q = &q.t, a.o = &out.t, a.cache = &dev, a.sequences = {ds[0]};
@@ -1112,6 +1121,333 @@ TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
   o.store = std::make_shared<RecordingStore>(10, D * 2, D * 2, 1);
   EXPECT_NE(rt::KvCache::create(o).message().find("the store holds 10 pool rows"),
             std::string::npos);
+}
+
+/// Token rows [Hkv, n, dim] of an input type (f32, or bf16 bits), for the
+/// CpuKvStore tests. Random normal values, but every fourth token sits on
+/// the quantizers' edges: each scale group of `group` values starts with
+/// +-qmax (so its scale is exactly 1) and holds values halfway between two
+/// codes (int8 / int4: k + 1/2, which round away from zero; fp8: midpoints
+/// of neighbouring e4m3 codes, subnormal ones included, which go to the
+/// even code) and a -0; every seventh token is all zeros (scale 0).
+struct InputRows {
+  std::vector<float> f32;
+  std::vector<uint16_t> bf16;
+  std::vector<int64_t> shape;
+  DLTensor t{};
+  InputRows(const std::string &dtype, int64_t n, int64_t dim, int64_t group, float qmax, bool fp8,
+            std::mt19937 &rng) {
+    std::normal_distribution<float> normal;
+    shape = {Hkv, n, dim};
+    for (int64_t h = 0; h < Hkv; ++h)
+      for (int64_t tok = 0; tok < n; ++tok) {
+        const int kind = int(rng() % 28);
+        for (int64_t d = 0; d < dim; ++d) {
+          float x = normal(rng) * (1 + kind % 3);
+          if (kind % 7 == 0) {
+            x = 0.f;
+          } else if (kind % 4 == 0) {
+            const uint32_t r = rng();
+            const float sign = r & 1 ? -1.f : 1.f;
+            if (d % group == 0)
+              x = sign * qmax;
+            else if (d % group == 1)
+              x = -0.f;
+            else if (fp8) {
+              int code = int((r >> 1) % 126); // midpoint of codes c, c + 1 <= 448
+              x = sign * 0.5f *
+                  (rt::e4m3ToFloat(uint8_t(code)) + rt::e4m3ToFloat(uint8_t(code + 1)));
+            } else {
+              x = sign * (float((r >> 1) % uint32_t(qmax)) + 0.5f);
+            }
+          }
+          f32.push_back(x);
+          bf16.push_back(rt::floatToBf16(x));
+        }
+      }
+    t.device = {kDLCPU, 0};
+    t.ndim = 3;
+    t.shape = shape.data();
+    if (dtype == "f32") {
+      t.data = f32.data();
+      t.dtype = {kDLFloat, 32, 1};
+    } else {
+      t.data = bf16.data();
+      t.dtype = {kDLBfloat, 16, 1};
+    }
+  }
+};
+
+/// Forwards to a CpuKvStore, counting the rows it moves and writes: a
+/// store of the test's own, so the cache sees nothing but the interface.
+class CountingStore : public rt::KvStore {
+public:
+  explicit CountingStore(std::shared_ptr<rt::CpuKvStore> inner) : inner(std::move(inner)) {}
+  DLDevice device() const override { return inner->device(); }
+  int64_t rows() const override { return inner->rows(); }
+  rt::Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) override {
+    moved += int64_t(moves.size());
+    return inner->move(moves);
+  }
+  rt::Status write(const DLTensor *k, const DLTensor *v,
+                   const std::vector<std::pair<int32_t, int32_t>> &rows) override {
+    written += int64_t(rows.size());
+    return inner->write(k, v, rows);
+  }
+  rt::Status read(int32_t row, void *k, void *v, float *kS, float *vS) const override {
+    return inner->read(row, k, v, kS, vS);
+  }
+  const HostPools *hostPools() const override { return inner->hostPools(); }
+  std::shared_ptr<rt::CpuKvStore> inner;
+  int64_t moved = 0, written = 0;
+};
+
+/// Index of the first differing byte of two buffers, or -1.
+int64_t firstDifference(const void *a, const void *b, int64_t bytes) {
+  auto *x = static_cast<const unsigned char *>(a), *y = static_cast<const unsigned char *>(b);
+  for (int64_t i = 0; i < bytes; ++i)
+    if (x[i] != y[i])
+      return i;
+  return -1;
+}
+
+/// A cache whose pools only the kernel's generated append and move
+/// functions write (CpuKvStore) holds the bytes a host KvCache stores, for
+/// every storage and input type: three sequences driven side by side
+/// through prefill chunks and decode steps across pages, with budget
+/// evictions that compact (moves through the store), pools and scales
+/// compared byte for byte after every step; and decode over either cache
+/// gives the same O and LSE bit for bit (their eviction scores, from those
+/// launches, then stay equal too).
+TEST_F(KvCacheTest, CpuKvStoreMatchesTheHostCacheByteForByte) {
+  struct Case {
+    const char *kernel, *input;
+  };
+  for (auto [name, input] :
+       {Case{"over_h2o", "bf16"}, Case{"over_h2o_q8", "f32"}, Case{"over_h2o_q8", "bf16"},
+        Case{"over_h2o_q4", "f32"}, Case{"over_h2o_q4", "bf16"}, Case{"over_h2o_f8", "f32"},
+        Case{"over_h2o_f8", "bf16"}}) {
+    SCOPED_TRACE(std::string(name) + " from " + input);
+    auto k = kernel(name);
+    ASSERT_TRUE(k);
+    const rt::CachePolicyInfo &policy = *k->info().cache;
+    const bool fp8 = policy.storage == "f8e4m3";
+    const float qmax = policy.storage == "i4" ? 7.f : fp8 ? 448.f : 127.f;
+    const int64_t group = policy.scale == "per_group" ? policy.groupSize : D;
+    const int64_t pages = 48;
+    rt::KvCacheOptions o;
+    o.policy = policy;
+    o.numKvHeads = Hkv;
+    o.headDim = D;
+    o.numPages = pages;
+    o.inputDtype = input;
+    auto hostMade = rt::KvCache::create(o);
+    ASSERT_TRUE(bool(hostMade)) << hostMade.message();
+    rt::KvCache &host = **hostMade;
+    auto cpuStore = rt::CpuKvStore::create(k, pages);
+    ASSERT_TRUE(bool(cpuStore)) << cpuStore.message();
+    auto store = std::make_shared<CountingStore>(*cpuStore);
+    o.store = store;
+    auto devMade = rt::KvCache::create(o);
+    ASSERT_TRUE(bool(devMade)) << devMade.message();
+    rt::KvCache &dev = **devMade;
+    ASSERT_NE(dev.keyPool(), nullptr);
+    EXPECT_EQ(dev.keyPool(), store->hostPools()->keyPool);
+    EXPECT_EQ(dev.quantized(), host.quantized());
+
+    std::vector<int64_t> hs, ds;
+    for (int i = 0; i < 3; ++i)
+      hs.push_back(*host.addSequence()), ds.push_back(*dev.addSequence());
+    const int64_t rows = pages * host.pageSize();
+    auto samePools = [&](int step) {
+      struct Pool {
+        const char *what;
+        const void *a, *b;
+        int64_t bytes;
+      };
+      std::vector<Pool> pools = {
+          {"K", host.keyPool(), dev.keyPool(), rows * host.keyRowBytes()},
+          {"V", host.valuePool(), dev.valuePool(), rows * host.valueRowBytes()}};
+      if (host.quantized()) {
+        pools.push_back(
+            {"K scales", host.keyScales(), dev.keyScales(), rows * host.keyGroups() * 4});
+        pools.push_back(
+            {"V scales", host.valueScales(), dev.valueScales(), rows * host.valueGroups() * 4});
+      }
+      for (const Pool &p : pools) {
+        int64_t at = firstDifference(p.a, p.b, p.bytes);
+        EXPECT_EQ(at, -1) << p.what << " differ after step " << step << " at byte " << at;
+      }
+    };
+    // Decode (the last Nq tokens of each sequence) over both caches: same
+    // O and LSE bits; each launch updates its cache's eviction scores.
+    auto sameDecode = [&](int step, int64_t nq) {
+      BfTensor q({3, Hq, nq, D});
+      for (uint16_t &x : q.data)
+        x = rt::floatToBf16(normal(rng));
+      F32Tensor oHost({3, Hq, nq, D}), oDev({3, Hq, nq, D}), lHost({3, Hq, nq}), lDev({3, Hq, nq});
+      rt::CacheLaunchArgs a;
+      a.q = &q.t, a.o = &oHost.t, a.lse = &lHost.t, a.cache = &host, a.sequences = hs;
+      rt::Status s = k->launch(a);
+      ASSERT_TRUE(s) << s.message();
+      a.o = &oDev.t, a.lse = &lDev.t, a.cache = &dev, a.sequences = ds;
+      s = k->launch(a);
+      ASSERT_TRUE(s) << s.message();
+      EXPECT_EQ(
+          firstDifference(oHost.data.data(), oDev.data.data(), int64_t(oHost.data.size()) * 4), -1)
+          << "O differs after step " << step;
+      EXPECT_EQ(
+          firstDifference(lHost.data.data(), lDev.data.data(), int64_t(lHost.data.size()) * 4), -1)
+          << "LSE differs after step " << step;
+    };
+    for (int step = 0; step < 24; ++step) {
+      // Prefill chunks of 5, 7 and 10 tokens, then decode steps of 1 to 3.
+      int64_t fewest = INT64_MAX;
+      for (int i = 0; i < 3; ++i) {
+        const int64_t n = step == 0 ? 5 + i * (i + 3) / 2 : 1 + (step + i) % 3;
+        fewest = std::min(fewest, n);
+        InputRows kIn(input, n, D, group, qmax, fp8, rng), vIn(input, n, D, group, qmax, fp8, rng);
+        rt::Status s = host.append(hs[i], &kIn.t, &vIn.t);
+        ASSERT_TRUE(s) << s.message();
+        s = dev.append(ds[i], &kIn.t, &vIn.t);
+        ASSERT_TRUE(s) << s.message();
+      }
+      samePools(step);
+      for (int i = 0; i < 3; ++i)
+        for (int64_t h = 0; h < Hkv; ++h)
+          ASSERT_EQ(dev.retainedPositions(ds[i], h), host.retainedPositions(hs[i], h));
+      sameDecode(step, fewest);
+      for (int i = 0; i < 3; ++i)
+        for (int64_t h = 0; h < Hkv; ++h)
+          ASSERT_EQ(dev.scores(ds[i], h), host.scores(hs[i], h)) << "step " << step;
+    }
+    EXPECT_GT(store->written, 0);
+    EXPECT_GT(store->moved, 0) << "budget evictions compacted through the store";
+    EXPECT_EQ(dev.pagesInUse(), host.pagesInUse());
+    // Tokens read back through the store equal the host's.
+    for (int32_t p : host.retainedPositions(hs[0], 1)) {
+      std::vector<float> a(D), b(D), c(D), d(D);
+      ASSERT_TRUE(host.readToken(hs[0], p, 1, a.data(), b.data()));
+      ASSERT_TRUE(dev.readToken(ds[0], p, 1, c.data(), d.data()));
+      EXPECT_EQ(a, c);
+      EXPECT_EQ(b, d);
+    }
+  }
+}
+
+/// The store and the cache functions check what they are given: a kernel
+/// without a cache, a contiguous policy, a store of another policy's rows,
+/// input of a type the storage does not take, indices out of range, pools
+/// of the wrong shape; and a CPU launch over a store whose pools are not in
+/// host memory is refused.
+TEST_F(KvCacheTest, CpuKvStoreAndCacheFunctionsRejectBadArguments) {
+  auto bf16 = kernel("over_h2o");
+  auto q8 = kernel("over_h2o_q8");
+  ASSERT_TRUE(bf16 && q8);
+  EXPECT_EQ(rt::CpuKvStore::create(nullptr, 4).message(), "CpuKvStore: no kernel");
+  KernelSpec spec;
+  spec.dtype = "bf16", spec.headDim = D;
+  auto plain = compiler->getKernel("plain", spec);
+  ASSERT_TRUE(bool(plain)) << plain.message();
+  EXPECT_EQ(rt::CpuKvStore::create(*plain, 4).message(),
+            "CpuKvStore: the kernel was not compiled for a KV cache");
+  auto flat = kernel("over_flat");
+  ASSERT_TRUE(flat);
+  EXPECT_NE(rt::CpuKvStore::create(flat, 4).message().find("'flat_kv' is not paged"),
+            std::string::npos);
+  EXPECT_NE(rt::CpuKvStore::create(bf16, 0).message().find("at least one page"), std::string::npos);
+
+  // A store holding int8 rows for a cache of bf16 rows (same row count).
+  auto q8Store = rt::CpuKvStore::create(q8, 8);
+  ASSERT_TRUE(bool(q8Store)) << q8Store.message();
+  rt::KvCacheOptions o;
+  o.policy = *bf16->info().cache;
+  o.numKvHeads = Hkv, o.headDim = D, o.numPages = 8;
+  o.store = *q8Store;
+  rt::Status wrong = rt::KvCache::create(o).error();
+  EXPECT_NE(wrong.message().find("the store's host pools hold i8 rows of 16/16 bytes with 1/1 "
+                                 "scales, policy 'h2o_kv' stores bf16 rows of 32/32 bytes"),
+            std::string::npos)
+      << wrong.message();
+
+  // The functions themselves.
+  auto store = rt::CpuKvStore::create(bf16, 2); // 8 pool rows
+  ASSERT_TRUE(bool(store)) << store.message();
+  rt::CachePools pools = (*store)->pools();
+  F32Tensor f32Rows({Hkv, 1, D});
+  BfTensor rowsIn({Hkv, 1, D});
+  std::vector<int32_t> pairs = {0, 3, 1, 8};
+  std::vector<int64_t> pairShape = {2, 2};
+  DLTensor table{};
+  table.data = pairs.data();
+  table.device = {kDLCPU, 0};
+  table.ndim = 2;
+  table.dtype = {kDLInt, 32, 1};
+  table.shape = pairShape.data();
+  auto message = [](const rt::Status &s) { return s.message(); };
+  EXPECT_NE(message(bf16->writeCacheRows(pools, &f32Rows.t, &f32Rows.t, &table))
+                .find("k must be bf16 (policy 'h2o_kv' stores bf16)"),
+            std::string::npos);
+  EXPECT_NE(message(bf16->writeCacheRows(pools, &rowsIn.t, &rowsIn.t, &table))
+                .find("entry 1 (1, 8) is out of range (2 token rows, 8 pool rows)"),
+            std::string::npos)
+      << message(bf16->writeCacheRows(pools, &rowsIn.t, &rowsIn.t, &table));
+  pairs = {0, 3, 2, 4};
+  EXPECT_NE(message(bf16->writeCacheRows(pools, &rowsIn.t, &rowsIn.t, &table))
+                .find("entry 1 (2, 4) is out of range"),
+            std::string::npos);
+  pairs = {7, 0, -1, 2};
+  EXPECT_NE(message(bf16->moveCacheRows(pools, &table)).find("entry 1 (-1, 2) is out of range"),
+            std::string::npos);
+  // Nothing was written by the refused calls.
+  auto *kPool = static_cast<const uint16_t *>((*store)->hostPools()->keyPool);
+  EXPECT_TRUE(std::all_of(kPool, kPool + 8 * D, [](uint16_t x) { return x == 0; }));
+  // A valid call writes the rows where asked.
+  pairs = {1, 5, 0, 2};
+  for (size_t i = 0; i < rowsIn.data.size(); ++i)
+    rowsIn.data[i] = rt::floatToBf16(float(i + 1));
+  ASSERT_TRUE(bf16->writeCacheRows(pools, &rowsIn.t, &rowsIn.t, &table));
+  EXPECT_EQ(kPool[5 * D], rowsIn.data[D]);
+  EXPECT_EQ(kPool[2 * D + D - 1], rowsIn.data[D - 1]);
+  pairs = {5, 7, 2, 0};
+  ASSERT_TRUE(bf16->moveCacheRows(pools, &table));
+  EXPECT_TRUE(std::equal(kPool + 7 * D, kPool + 8 * D, kPool + 5 * D));
+  EXPECT_TRUE(std::equal(kPool, kPool + D, kPool + 2 * D));
+  // Pools of another shape; scales where the policy has none.
+  rt::CachePools bad = pools;
+  std::vector<int64_t> shortShape = {2, 4, D / 2};
+  DLTensor shortPool = *pools.keyPool;
+  shortPool.shape = shortShape.data();
+  bad.keyPool = &shortPool;
+  EXPECT_NE(
+      message(bf16->moveCacheRows(bad, &table)).find("key pool: dimension 2 is 8, expected 16"),
+      std::string::npos)
+      << message(bf16->moveCacheRows(bad, &table));
+  bad = pools;
+  bad.keyScales = pools.keyPool;
+  EXPECT_NE(message(bf16->moveCacheRows(bad, &table)).find("cache scales given"),
+            std::string::npos);
+  // A kernel compiled without a cache has no cache functions.
+  EXPECT_NE(message((*plain)->moveCacheRows(pools, &table)).find("was not compiled for a KV cache"),
+            std::string::npos);
+
+  // A store whose pools are elsewhere (here: a recording stand-in for a
+  // GPU's): the CPU kernel cannot read them.
+  rt::KvCacheOptions ro;
+  ro.policy = *bf16->info().cache;
+  ro.numKvHeads = Hkv, ro.headDim = D, ro.numPages = 8;
+  ro.store = std::make_shared<RecordingStore>(8 * 4, D * 2, D * 2, 1);
+  auto remote = rt::KvCache::create(ro);
+  ASSERT_TRUE(bool(remote)) << remote.message();
+  int64_t seq = *(*remote)->addSequence();
+  BfTensor tok({Hkv, 1, D}), q({1, Hq, 1, D});
+  ASSERT_TRUE((*remote)->append(seq, &tok.t, &tok.t));
+  F32Tensor out({1, Hq, 1, D});
+  rt::CacheLaunchArgs a;
+  a.q = &q.t, a.o = &out.t, a.cache = remote->get(), a.sequences = {seq};
+  EXPECT_EQ(bf16->launch(a).message(),
+            "the cache's pools live in a KvStore (not host memory): launch a kernel for the "
+            "store's device over it");
 }
 
 TEST_F(KvCacheTest, ErrorsChangeNothing) {

@@ -13,6 +13,12 @@ namespace attn {
 /// Names of the functions `attn-to-cpu` emits for kernel `name`.
 inline std::string cpuEntryName(llvm::StringRef name) { return name.str(); }
 inline std::string cpuItemName(llvm::StringRef name) { return (name + "_item").str(); }
+/// The KV-cache functions of a kernel compiled with kv-cache: the append of
+/// token rows of `inputType` (f32, bf16 or f16) and the move of pool rows.
+inline std::string cpuAppendName(llvm::StringRef name, llvm::StringRef inputType) {
+  return (name + "_append_" + inputType).str();
+}
+inline std::string cpuMoveName(llvm::StringRef name) { return (name + "_move").str(); }
 
 } // namespace attn
 } // namespace mlir

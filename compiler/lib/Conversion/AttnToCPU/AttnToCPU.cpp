@@ -22,6 +22,8 @@
 
 #include "attnc/Conversion/AttnToCPU.h"
 
+#include "CacheUpdateFunctions.h"
+
 #include "attnc/Analysis/CacheStorage.h"
 #include "attnc/Analysis/KvRange.h"
 #include "attnc/Analysis/TileBounds.h"
@@ -79,6 +81,7 @@ public:
         kvElem = cs->pageElement;
       slotMass = cs->slotMass;
       cacheKernel = true;
+      storage = *cs;
     }
     for (Operation &op : kernel.getBody().front())
       if (!isa<attn::AttentionOp>(op) && !isPure(&op))
@@ -87,6 +90,9 @@ public:
     if (!item)
       return failure();
     buildEntry(moduleBuilder, item);
+    // The cache's own writes (append, move) on the same target.
+    if (cacheKernel)
+      attn::cpu::buildCacheUpdateFunctions(kernel, D, Dv, elemType, storage, moduleBuilder);
     return success();
   }
 
@@ -1133,6 +1139,8 @@ private:
   int64_t Tq, Tk;
   /// Lower with the KV-cache ABI (pass option), and whether it applies.
   bool kvCache = false, cacheKernel = false;
+  /// The cache's storage (cacheKernel).
+  attn::CacheStorage storage;
   /// Budget retention: the kernel also writes each slot's attention mass.
   bool slotMass = false;
   /// Quantized KV (int8): the stored element type, and the scale group

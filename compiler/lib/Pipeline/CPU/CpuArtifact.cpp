@@ -11,14 +11,14 @@
 #include "mlir/IR/BuiltinTypes.h"
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/StringSwitch.h"
-#include "llvm/Support/Format.h"
-#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/IR/IRBuilder.h"
-#include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
@@ -88,7 +88,8 @@ static std::string buildHeader(attn::KernelOp kernel, const CpuOptions &o) {
     Type t = kernel.getArgumentTypes()[i];
     if (auto tt = dyn_cast<RankedTensorType>(t))
       params += ", attnc_memref" + std::to_string(tt.getRank()) + " *" +
-                kernel.getParamName(i).str() + " /* " + metadataTypeName(tt.getElementType()) + " */";
+                kernel.getParamName(i).str() + " /* " + metadataTypeName(tt.getElementType()) +
+                " */";
     else
       params += ", " + cTypeName(metadataTypeName(t)) + " " + kernel.getParamName(i).str();
   }
@@ -104,22 +105,37 @@ static std::string buildHeader(attn::KernelOp kernel, const CpuOptions &o) {
   os << "void attnc_" << name << "_item_packed(void **args);\n";
   os << "/* Specialization and parameter metadata (text). */\n";
   os << "extern const char attnc_" << name << "_metadata[];\n";
+  return s;
+}
+
+/// The end of the header: the KV cache's functions, if any (known once
+/// lowered), and the closing guards.
+static std::string finishHeader(const std::vector<std::string> &cacheFunctions) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  if (!cacheFunctions.empty()) {
+    os << "/* The KV cache's writes (docs/kv-cache.md): pool rows from token rows of the\n"
+       << " * input type in the name (quantized on the way in), and pool rows moved;\n"
+       << " * args[i] as for the item. */\n";
+    for (const std::string &fn : cacheFunctions)
+      os << "void attnc_" << fn << "_packed(void **args);\n";
+  }
   os << "\n#ifdef __cplusplus\n}\n#endif\n#endif\n";
   return s;
 }
 
-/// `attnc_<K>_item_packed(void **args)`: loads each argument through its
-/// pointer and calls the C interface, like ExecutionEngine's packed wrappers.
-static llvm::Error addPackedWrapper(llvm::Module &m, llvm::StringRef kernel) {
-  std::string item = mlir::attn::cpuItemName(kernel);
-  llvm::Function *ciface = m.getFunction("_mlir_ciface_" + item);
+/// `attnc_<fn>_packed(void **args)`: loads each argument through its
+/// pointer and calls `fn`'s C interface, like ExecutionEngine's packed
+/// wrappers.
+static llvm::Error addPackedWrapper(llvm::Module &m, llvm::StringRef fn) {
+  llvm::Function *ciface = m.getFunction(("_mlir_ciface_" + fn).str());
   if (!ciface)
-    return makeError("no C interface for '" + item + "' in the LLVM module");
+    return makeError("no C interface for '" + fn + "' in the LLVM module");
   llvm::LLVMContext &ctx = m.getContext();
   auto *ptrTy = llvm::PointerType::getUnqual(ctx);
   auto *fnTy = llvm::FunctionType::get(llvm::Type::getVoidTy(ctx), {ptrTy}, false);
   auto *wrapper = llvm::Function::Create(fnTy, llvm::GlobalValue::ExternalLinkage,
-                                         "attnc_" + kernel + "_item_packed", m);
+                                         "attnc_" + fn + "_packed", m);
   llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "entry", wrapper));
   llvm::SmallVector<llvm::Value *> args;
   for (auto [i, arg] : llvm::enumerate(ciface->args())) {
@@ -130,6 +146,20 @@ static llvm::Error addPackedWrapper(llvm::Module &m, llvm::StringRef kernel) {
   b.CreateCall(ciface, args);
   b.CreateRetVoid();
   return llvm::Error::success();
+}
+
+/// The KV-cache functions attn-to-cpu emitted for `kernel` (kv-cache): its
+/// appends (one per input type the storage takes) and its move.
+static std::vector<std::string> cacheUpdateFunctions(const llvm::Module &m,
+                                                     llvm::StringRef kernel) {
+  std::vector<std::string> names;
+  for (llvm::StringRef input : {"f32", "bf16", "f16"}) {
+    std::string append = mlir::attn::cpuAppendName(kernel, input);
+    if (m.getFunction("_mlir_ciface_" + append))
+      names.push_back(append);
+  }
+  names.push_back(mlir::attn::cpuMoveName(kernel));
+  return names;
 }
 
 llvm::Expected<CpuArtifact> attnc::pipeline::compileCpuArtifact(ModuleOp module,
@@ -152,8 +182,15 @@ llvm::Expected<CpuArtifact> attnc::pipeline::compileCpuArtifact(ModuleOp module,
   if (!llvmModule)
     return llvmModule.takeError();
   llvm::Module &m = **llvmModule;
-  if (auto err = addPackedWrapper(m, art.kernel))
+  if (auto err = addPackedWrapper(m, mlir::attn::cpuItemName(art.kernel)))
     return std::move(err);
+  std::vector<std::string> cacheFunctions;
+  if (options.kvCache)
+    cacheFunctions = cacheUpdateFunctions(m, art.kernel);
+  for (const std::string &fn : cacheFunctions)
+    if (auto err = addPackedWrapper(m, fn))
+      return std::move(err);
+  art.header += finishHeader(cacheFunctions);
   auto *init = llvm::ConstantDataArray::getString(llvmCtx, art.metadata, /*AddNull=*/true);
   new llvm::GlobalVariable(m, init->getType(), /*isConstant=*/true,
                            llvm::GlobalValue::ExternalLinkage, init,
@@ -181,8 +218,7 @@ llvm::Expected<CpuArtifact> attnc::pipeline::compileCpuArtifact(ModuleOp module,
   return art;
 }
 
-llvm::Error attnc::pipeline::linkSharedObject(llvm::StringRef objectPath,
-                                              llvm::StringRef soPath) {
+llvm::Error attnc::pipeline::linkSharedObject(llvm::StringRef objectPath, llvm::StringRef soPath) {
   llvm::ErrorOr<std::string> cc = llvm::sys::findProgramByName("cc");
   if (!cc)
     cc = llvm::sys::findProgramByName("c++");

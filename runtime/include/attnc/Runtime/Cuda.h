@@ -68,14 +68,8 @@ bool archRunsOn(const std::string &kernelArch, int cc);
 /// A KV cache in device memory, laid out as KvCache's (KvCache.h): K/V
 /// pools of the policy's storage, a page holding one KV head's P slots, and
 /// i32 tables with one row per (sequence b, KV head g), row b * Hkv + g.
-struct CudaCacheView {
-  /// [pages, P, D] / [pages, P, Dv] of the policy's storage (int8: i8;
-  /// int4: i8 holding two values each, [pages, P, D / 2]).
-  const DLTensor *keyPool = nullptr;
-  const DLTensor *valuePool = nullptr;
-  /// Quantized storage: f32 [pages, P, groups] (groups = 1 per token, or
-  /// D / group size).
-  const DLTensor *keyScales = nullptr, *valueScales = nullptr;
+/// The pools (CachePools in Runtime.h) on the device, then the tables.
+struct CudaCacheView : CachePools {
   const DLTensor *pages = nullptr;          // [B * Hkv, max_pages]: pool page of each page slot
   const DLTensor *positions = nullptr;      // [B * Hkv, max_slots]: logical position, -1 dropped
   const DLTensor *lengths = nullptr;        // [B * Hkv]: slots in use

@@ -34,13 +34,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace attnc::rt {
 
-/// Where a KvCache's pools live when not in host memory (CudaKvStore in
-/// Cuda.h keeps them on a GPU and writes them with the kernel's generated
-/// append and move kernels). The cache decides which pool rows change
+/// Where a KvCache's pools live when the cache does not own them (CudaKvStore in
+/// Cuda.h keeps them on a GPU, CpuKvStore below in host memory; both write
+/// them with the kernel's generated append and move code). The cache decides which pool rows change
 /// (retention, eviction, paging); the store moves the bytes. Pools are laid
 /// out as the kernels read them: pool row = page * P + slot.
 class KvStore {
@@ -61,6 +62,19 @@ public:
   /// Pool row `row` as stored: K and V bytes (kRowBytes / vRowBytes of the
   /// cache) and, quantized, their scales.
   virtual Status read(int32_t row, void *k, void *v, float *kScales, float *vScales) const = 0;
+
+  /// Pools a store keeps in host memory, which CPU kernels read in place
+  /// (KvCache::keyPool() and friends return them), with the row layout
+  /// they hold (KvCache::create checks it against the policy's).
+  struct HostPools {
+    void *keyPool = nullptr, *valuePool = nullptr;
+    float *keyScales = nullptr, *valueScales = nullptr; // quantized storage
+    int64_t keyRowBytes = 0, valueRowBytes = 0;
+    int64_t keyGroups = 0, valueGroups = 0; // scales per row (0: none)
+    std::string storage;                    // the policy's storage type
+  };
+  /// The pools in host memory, or null when they are elsewhere (a GPU).
+  virtual const HostPools *hostPools() const { return nullptr; }
 };
 
 struct KvCacheOptions {
@@ -175,11 +189,12 @@ public:
   /// [numPages, P, Dv] (a page is one head's); int8: f32 scales K
   /// [numPages, P, groupsK] and V [numPages, P, groupsV] (one group per
   /// token unless per_group).
-  /// (Null when the pools live in a KvStore.)
-  const void *keyPool() const { return kPool.data(); }
-  const void *valuePool() const { return vPool.data(); }
-  const float *keyScales() const { return kScales.data(); }
-  const float *valueScales() const { return vScales.data(); }
+  /// (A store's pools when it keeps them in host memory, else null when
+  /// the pools live in a KvStore.)
+  const void *keyPool() const;
+  const void *valuePool() const;
+  const float *keyScales() const;
+  const float *valueScales() const;
   bool quantized() const { return quant; }
   /// Quantized to fp8 e4m3 bytes (else int8 / int4 integers).
   bool storesFp8() const { return fp8; }
@@ -231,6 +246,40 @@ private:
   std::shared_ptr<KvStore> store;
   /// Pool rows an update moves (from, to), in order.
   std::vector<std::pair<int32_t, int32_t>> moves;
+};
+
+/// A KvStore in host memory (KvCacheOptions::store) whose pools only the
+/// kernel's generated cache functions write (CpuKernel::writeCacheRows /
+/// moveCacheRows): the CPU twin of CudaKvStore (Cuda.h), so appends
+/// quantize and evictions compact in code compiled for the cache's policy,
+/// to the bytes a host KvCache stores. The kernel's launches read the pools
+/// in place (hostPools()). Paged layouts; not thread safe.
+class CpuKvStore : public KvStore {
+public:
+  /// Pools of `numPages` pages of `kernel`'s policy (a kernel compiled with
+  /// kvCache), zeroed.
+  static Expected<std::shared_ptr<CpuKvStore>> create(std::shared_ptr<const CpuKernel> kernel,
+                                                      int64_t numPages);
+  DLDevice device() const override { return {kDLCPU, 0}; }
+  int64_t rows() const override { return numPages * P; }
+  Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) override;
+  Status write(const DLTensor *k, const DLTensor *v,
+               const std::vector<std::pair<int32_t, int32_t>> &rows) override;
+  Status read(int32_t row, void *k, void *v, float *kScales, float *vScales) const override;
+  const HostPools *hostPools() const override { return &host; }
+
+  /// The pools as the cache functions take them.
+  CachePools pools() const;
+
+private:
+  CpuKvStore() = default;
+  std::shared_ptr<const CpuKernel> kernel;
+  int64_t numPages = 0, P = 0;
+  std::vector<char> kPool, vPool;
+  std::vector<float> kScales, vScales;
+  HostPools host;
+  std::vector<int64_t> kShape, vShape, ksShape, vsShape;
+  DLTensor kView{}, vView{}, ksView{}, vsView{}; // over the pools
 };
 
 } // namespace attnc::rt

@@ -164,6 +164,17 @@ struct LaunchArgs {
 
 class KvCache;
 
+/// A KV cache's pools as its kernels read them and its generated cache
+/// functions write them (KvCache.h's layout; a pool row is page * P +
+/// slot): K [pages, P, D] and V [pages, P, Dv] of the policy's storage
+/// (int8 / fp8: i8; int4: i8 holding two values each, [pages, P, D / 2]);
+/// quantized storage: f32 scales [pages, P, groups] (groups = 1 per token,
+/// or D / group size).
+struct CachePools {
+  const DLTensor *keyPool = nullptr, *valuePool = nullptr;
+  const DLTensor *keyScales = nullptr, *valueScales = nullptr;
+};
+
 /// Attention over a KvCache (KvCache.h), for a kernel compiled with
 /// kvCache: batch row b is sequence `sequences[b]`, whose last Nq tokens
 /// (positions length - Nq ..) are the queries; keys are the positions the
@@ -194,13 +205,31 @@ public:
   /// each output element is written by exactly one item).
   Status launch(const LaunchArgs &args) const;
   /// The same over a KV cache (the kernel must have been compiled for its
-  /// policy with kvCache).
+  /// policy with kvCache). The cache's pools must be in host memory: its
+  /// own, or a store's that has them there (CpuKvStore).
   Status launch(const CacheLaunchArgs &args) const;
+
+  /// The cache functions generated with a kvCache kernel (CpuKvStore runs
+  /// them), on kDLCPU tensors. writeCacheRows: for each (row, pool row) of
+  /// `rows` (i32 [count, 2]), row `row` of k / v (dense, innermost D / Dv;
+  /// f32, bf16 or f16 for quantized storage, else the storage's type) into
+  /// that pool row, quantized to the bytes the host KvCache stores.
+  /// moveCacheRows: each (from, to) pool row copied, in order. Every index
+  /// is checked before any row changes.
+  Status writeCacheRows(const CachePools &pools, const DLTensor *k, const DLTensor *v,
+                        const DLTensor *rows) const;
+  Status moveCacheRows(const CachePools &pools, const DLTensor *rows) const;
 
 private:
   CpuKernel() = default;
+  Status runCacheRows(bool append, const CachePools &pools, const DLTensor *k, const DLTensor *v,
+                      const DLTensor *rows) const;
   void *handle = nullptr;
   void (*itemFn)(void **) = nullptr;
+  /// kvCache kernels: the append per input type (f32, bf16, f16; null where
+  /// the storage does not take it) and the move.
+  void (*appendFns[3])(void **) = {nullptr, nullptr, nullptr};
+  void (*moveFn)(void **) = nullptr;
   KernelInfo kernelInfo;
 };
 
