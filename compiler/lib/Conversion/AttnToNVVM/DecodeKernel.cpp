@@ -44,6 +44,8 @@ namespace {
 
 /// Kernel ABI arguments before the runtime parameters (see DecodeKernel.h).
 constexpr unsigned kNumDecodeArgs = 7 + 9 + 8 + 6 + 1;
+/// Splits the merge kernel loads per round trip.
+constexpr int64_t kMergeUnroll = 8;
 
 class DecodeLowering : public NvvmBuilder {
 public:
@@ -203,14 +205,21 @@ private:
   LogicalResult buildDecode(OpBuilder &mb, bool mass, StringRef suffix) {
     const int64_t D = cfg.headDim, Dv = cfg.headDimV, BQ = cfg.blockQ, BK = cfg.blockK;
     const int64_t MT = BQ / 16, warps = BK / 16, threads = warps * kWarp, stages = cfg.stages;
-    // Shared rows padded by 16 bytes: the 8 row addresses of an ldmatrix
-    // phase fall in distinct banks.
-    const int64_t qStride = D + 8, kStride = D + 8, vStride = Dv + 8;
-    const int64_t qBytes = BQ * qStride * 2, kBytes = BK * kStride * 2, vBytes = BK * vStride * 2;
     // Quantized pages (int8, or int4 two per byte) arrive raw with their f32
     // scales (one per token, or per group of the head dim); each KV step
     // turns V's into one f16 tile, K's feed the MMAs from the raw rows.
     const bool quant = storage.quantized;
+    // Shared rows: the 8 row addresses of an ldmatrix phase must fall in
+    // distinct banks. Q (and the quantized kernels' tiles) pad each row by
+    // 16 bytes. bf16 / f16 K and V rows of whole 128-byte lines are stored
+    // unpadded, their 16-byte chunks XOR-swizzled by row (chunk c of row r
+    // at c ^ (r % 8) within its 128 bytes), so that a warp's cp.async
+    // writes every 128-byte line it reads to one 128-byte line of shared
+    // memory: padded rows split each line into two L2 requests and fetched
+    // 1.5x the sectors (ncu, bench/NOTES.md "Swizzled K/V tiles").
+    const bool swizzleK = !quant && (D * 2) % 128 == 0, swizzleV = !quant && (Dv * 2) % 128 == 0;
+    const int64_t qStride = D + 8, kStride = swizzleK ? D : D + 8, vStride = swizzleV ? Dv : Dv + 8;
+    const int64_t qBytes = BQ * qStride * 2, kBytes = BK * kStride * 2, vBytes = BK * vStride * 2;
     const int64_t perByte = storage.nibbles ? 2 : 1;
     const int64_t kGroups = storage.group ? D / storage.group : 1;
     const int64_t vGroups = storage.group ? Dv / storage.group : 1;
@@ -221,12 +230,14 @@ private:
     const int64_t kRaw = D / perByte + 16, vRaw = Dv / perByte + 16;
     const int64_t kIn = quant ? BK * kRaw : kBytes, vIn = quant ? BK * vRaw : vBytes;
     const int64_t kScaleIn = quant ? BK * kGroups * 4 : 0, vScaleIn = quant ? BK * vGroups * 4 : 0;
+    // Swizzled rows need their 128-byte lines aligned in shared memory.
+    const int64_t lineAlign = swizzleK || swizzleV ? 128 : 16;
     const int64_t stK = 0, stV = kIn, stKs = kIn + vIn, stVs = stKs + kScaleIn,
-                  stPos = stVs + vScaleIn, stageBytes = llvm::alignTo(stPos + BK * 4, 16);
+                  stPos = stVs + vScaleIn, stageBytes = llvm::alignTo(stPos + BK * 4, lineAlign);
     // Quantized: an f16 copy of Q (columns permuted, see kColumn) and one
     // f16 V tile precede the stages.
     const int64_t qF16Base = qBytes, tilesBase = qBytes + (quant ? qBytes : 0);
-    const int64_t stagesBase = tilesBase + (quant ? vBytes : 0);
+    const int64_t stagesBase = llvm::alignTo(tilesBase + (quant ? vBytes : 0), lineAlign);
     // After the KV loop the stages hold the warps' (m, l, O) for the
     // combine.
     const int64_t combineBytes = warps * BQ * (Dv + 2) * 4;
@@ -300,13 +311,14 @@ private:
       forStrided(b, tid, threads, count, body);
     };
     // `rows` x `cols` elements of each (global base, shared offset) pair
-    // into shared memory (sStride elements apart), 16 bytes per cp.async;
+    // into shared memory (sStride elements apart; `swizzled`: chunk c of row
+    // r at c ^ (r % 8), see swizzleK), 16 bytes per cp.async;
     // row r comes from rowSource(r) = (element offset, valid), shared by the
     // pairs (K and V rows of a slot: one page-table read). Invalid rows are
     // zero-filled (src-size 0).
     using Target = std::pair<Value, Value>;
     auto copyRows = [&](OpBuilder &b, ArrayRef<Target> targets, Type elem, int64_t rows,
-                        int64_t cols, int64_t sStride,
+                        int64_t cols, int64_t sStride, bool swizzled,
                         llvm::function_ref<std::pair<Value, Value>(OpBuilder &, Value)> rowSource) {
       const int64_t bytes = elem.getIntOrFloatBitWidth() / 8, perChunk = 16 / bytes;
       int64_t perRow = cols / perChunk, chunks = rows * perRow;
@@ -317,6 +329,9 @@ private:
         Value size = select(b, valid, ci32(b, 16), ci32(b, 0));
         Value at = add(b, offset, ext64(b, col));
         Value rowByte = mul(b, add(b, mul(b, r, ci32(b, sStride)), col), ci32(b, bytes));
+        if (swizzled) // the chunk index's low 3 bits xor r % 8
+          rowByte =
+              arith::XOrIOp::create(b, l, rowByte, mul(b, remu(b, r, ci32(b, 8)), ci32(b, 16)));
         // cp.async.cg with an L2 prefetch of the 128-byte line: K/V rows
         // are whole lines of contiguous pages (bench/NOTES.md: 1.3-1.7%
         // faster bf16 decode than without the hint).
@@ -340,13 +355,15 @@ private:
     auto rowTileBody = [&](OpBuilder &b, Value r0) -> scf::ForOp {
       // Q rows of the tile -> shared memory (cp.async group 0).
       Value qBase = mul(b, b64, stride(0));
-      copyRows(b, {{gQ, ci32(b, 0)}}, elemType, BQ, D, qStride, [&](OpBuilder &b, Value r) {
-        Value pr = add(b, r0, r);
-        auto [h, i] = rowCoords(b, pr);
-        Value off =
-            add(b, qBase, add(b, mul(b, ext64(b, h), stride(1)), mul(b, ext64(b, i), stride(2))));
-        return std::make_pair(off, cmpi(b, arith::CmpIPredicate::slt, pr, R));
-      });
+      copyRows(b, {{gQ, ci32(b, 0)}}, elemType, BQ, D, qStride, /*swizzled=*/false,
+               [&](OpBuilder &b, Value r) {
+                 Value pr = add(b, r0, r);
+                 auto [h, i] = rowCoords(b, pr);
+                 Value off =
+                     add(b, qBase,
+                         add(b, mul(b, ext64(b, h), stride(1)), mul(b, ext64(b, i), stride(2))));
+                 return std::make_pair(off, cmpi(b, arith::CmpIPredicate::slt, pr, R));
+               });
       NVVM::CpAsyncCommitGroupOp::create(b, l);
 
       Value gKs = toGlobal(b, arg(28)), gVs = toGlobal(b, arg(29));
@@ -395,14 +412,14 @@ private:
         int64_t kCols = D / perByte, vCols = Dv / perByte;
         int64_t kPitch = quant ? kRaw : kStride, vPitch = quant ? vRaw : vStride;
         if (mass) { // Q.K^T only
-          copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, source(kCols));
+          copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, swizzleK, source(kCols));
           if (quant)
             copyWords(b, gKs, stageAt(b, stage, stKs), kGroups, source(kGroups));
         } else if (kCols == vCols && kPitch == vPitch) {
-          copyRows(b, {{gK, kOff}, {gV, vOff}}, in, BK, kCols, kPitch, source(kCols));
+          copyRows(b, {{gK, kOff}, {gV, vOff}}, in, BK, kCols, kPitch, swizzleK, source(kCols));
         } else {
-          copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, source(kCols));
-          copyRows(b, {{gV, vOff}}, in, BK, vCols, vPitch, source(vCols));
+          copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, swizzleK, source(kCols));
+          copyRows(b, {{gV, vOff}}, in, BK, vCols, vPitch, swizzleV, source(vCols));
         }
         if (quant && !mass) {
           copyWords(b, gKs, stageAt(b, stage, stKs), kGroups, source(kGroups));
@@ -485,15 +502,29 @@ private:
       Value laneQ = add(
           b, ci32(b, quant ? qF16Base : 0),
           mul(b, add(b, mul(b, lane16, ci32(b, qStride)), mul(b, laneHi, ci32(b, 8))), ci32(b, 2)));
+      // A lane's ldmatrix rows are lane8 modulo 8 (K and V), so on swizzled
+      // rows its 16-byte chunk 2 * kk + laneMid (K, k16 chunk kk) sits at
+      // 2 * kk ^ (laneMid ^ lane8), and V's 2 * np + laneHi at
+      // 2 * np ^ (laneHi ^ lane8).
       Value laneK = mul(
           b,
           add(b,
               mul(b, add(b, warpKey, add(b, mul(b, laneHi, ci32(b, 8)), lane8)), ci32(b, kStride)),
-              mul(b, laneMid, ci32(b, 8))),
+              swizzleK ? ci32(b, 0) : mul(b, laneMid, ci32(b, 8))),
           ci32(b, 2));
-      Value laneV = mul(
-          b, add(b, mul(b, add(b, warpKey, lane16), ci32(b, vStride)), mul(b, laneHi, ci32(b, 8))),
-          ci32(b, 2));
+      Value laneV = mul(b,
+                        add(b, mul(b, add(b, warpKey, lane16), ci32(b, vStride)),
+                            swizzleV ? ci32(b, 0) : mul(b, laneHi, ci32(b, 8))),
+                        ci32(b, 2));
+      Value kChunkXor = arith::XOrIOp::create(b, l, laneMid, lane8),
+            vChunkXor = arith::XOrIOp::create(b, l, laneHi, lane8);
+      // Byte offset of k16 chunk kk (K) or n16 pair np (V) from the lane's
+      // row address.
+      auto chunkPair = [&](OpBuilder &b, bool swizzled, Value chunkXor, int64_t k) -> Value {
+        if (!swizzled)
+          return ci32(b, k * 32);
+        return mul(b, arith::XOrIOp::create(b, l, ci32(b, 2 * k), chunkXor), ci32(b, 16));
+      };
       auto loadQ = [&](OpBuilder &b, int64_t mt, int64_t kk) {
         return ldmatrix4(b, smemAt(b, add(b, laneQ, ci32(b, (mt * 16 * qStride + kk * 16) * 2))),
                          false);
@@ -603,8 +634,11 @@ private:
             for (int64_t kk = 0; kk < D / 16; ++kk) {
               Frag &s = sg[kk * 16 * sGroups / D];
               SmallVector<Value> kb =
-                  quant ? loadRawK(b, kk)
-                        : ldmatrix4(b, gep(b, kLane, ci32(b, kk * 32), b.getI8Type()), false);
+                  quant
+                      ? loadRawK(b, kk)
+                      : ldmatrix4(
+                            b, gep(b, kLane, chunkPair(b, swizzleK, kChunkXor, kk), b.getI8Type()),
+                            false);
               for (int64_t mt = 0; mt < MT; ++mt) {
                 SmallVector<Value> qf = qInRegs ? qa[kk] : loadQ(b, mt, kk);
                 s[mt][0] = mma(b, qf, {kb[0], kb[1]}, s[mt][0], mmaType);
@@ -770,8 +804,8 @@ private:
                       fmul(b, o[oIdx(mt, n, i) - 2 * RS], alpha[slotOf(mt, i)]);
             Value vLane = smemAt(b, add(b, vOff, laneV));
             for (int64_t np = 0; np < Dv / 16; ++np) {
-              SmallVector<Value> vb =
-                  ldmatrix4(b, gep(b, vLane, ci32(b, np * 32), b.getI8Type()), true);
+              SmallVector<Value> vb = ldmatrix4(
+                  b, gep(b, vLane, chunkPair(b, swizzleV, vChunkXor, np), b.getI8Type()), true);
               for (int64_t mt = 0; mt < MT; ++mt)
                 for (int64_t half = 0; half < 2; ++half) {
                   int64_t base = oIdx(mt, 2 * np + half, 0) - 2 * RS;
@@ -920,26 +954,43 @@ private:
     Value rows = ext64(b, mul(b, B, mul(b, Hq, Nq)));
     Value row = ext64(b, add(b, mul(b, add(b, mul(b, bIdx, Hq), h), Nq), i));
     Value negInf = cf32(b, -std::numeric_limits<float>::infinity()), zero = cf32(b, 0.0);
-    auto partLse = [&](OpBuilder &b, Value s) {
-      return load(b, f32(), gLp, add(b, mul(b, ext64(b, s), rows), row));
+    // One pass over the splits, kMergeUnroll at a time: their loads are
+    // independent, so a chunk costs one memory round trip (a split per
+    // round trip made the merge of 33 splits 11 us, 5% of a B=1 128k
+    // decode; bench/NOTES.md). The running maximum M rescales the sums.
+    Value lastSplit = sub(b, splits, ci32(b, 1));
+    auto isNegInf = [&](OpBuilder &b, Value x) {
+      return arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, x, negInf);
     };
-    auto maxLoop = scf::ForOp::create(b, l, ci32(b, 0), splits, ci32(b, 1), ValueRange{negInf},
-                                      [&](OpBuilder &b, Location l, Value s, ValueRange it) {
-                                        scf::YieldOp::create(b, l, fmax(b, it[0], partLse(b, s)));
-                                      });
-    Value M = maxLoop.getResult(0);
-    Value isNinf = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, M, negInf);
-    Value ref = select(b, isNinf, zero, M);
     auto sumLoop = scf::ForOp::create(
-        b, l, ci32(b, 0), splits, ci32(b, 1), ValueRange{zero, zero},
-        [&](OpBuilder &b, Location l, Value s, ValueRange it) {
-          Value w = ex2(b, fmul(b, fsub(b, partLse(b, s), ref), cf32(b, kLog2e)));
-          Value at =
-              add(b, mul(b, add(b, mul(b, ext64(b, s), rows), row), ci64(b, Dv)), ext64(b, col));
-          Value o = load(b, f32(), gOp, at);
-          scf::YieldOp::create(b, l, ValueRange{fadd(b, it[0], w), fadd(b, it[1], fmul(b, w, o))});
+        b, l, ci32(b, 0), splits, ci32(b, kMergeUnroll), ValueRange{negInf, zero, zero},
+        [&](OpBuilder &b, Location l, Value s0, ValueRange it) {
+          SmallVector<Value> lses, parts;
+          Value M = it[0];
+          for (int64_t u = 0; u < kMergeUnroll; ++u) {
+            Value s = add(b, s0, ci32(b, u));
+            Value at = add(b, mul(b, ext64(b, mini(b, s, lastSplit)), rows), row);
+            Value lse = load(b, f32(), gLp, at);
+            lses.push_back(select(b, cmpi(b, arith::CmpIPredicate::slt, s, splits), lse, negInf));
+            parts.push_back(load(b, f32(), gOp, add(b, mul(b, at, ci64(b, Dv)), ext64(b, col))));
+            M = fmax(b, M, lses.back());
+          }
+          // Weights relative to ref (0 while every LSE is -inf); the old sums
+          // scale by 2^(M_old - ref), 0 while they are empty.
+          Value ref = select(b, isNegInf(b, M), zero, M);
+          Value f = select(b, isNegInf(b, it[0]), zero,
+                           ex2(b, fmul(b, fsub(b, it[0], ref), cf32(b, kLog2e))));
+          Value lsum = fmul(b, it[1], f), acc = fmul(b, it[2], f);
+          for (int64_t u = 0; u < kMergeUnroll; ++u) {
+            Value w = ex2(b, fmul(b, fsub(b, lses[u], ref), cf32(b, kLog2e)));
+            lsum = fadd(b, lsum, w);
+            acc = fadd(b, acc, fmul(b, w, parts[u]));
+          }
+          scf::YieldOp::create(b, l, ValueRange{M, lsum, acc});
         });
-    Value lsum = sumLoop.getResult(0), acc = sumLoop.getResult(1);
+    Value M = sumLoop.getResult(0);
+    Value ref = select(b, isNegInf(b, M), zero, M);
+    Value lsum = sumLoop.getResult(1), acc = sumLoop.getResult(2);
     Value hasKeys = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, lsum, zero);
     Value out = select(b, hasKeys, arith::DivFOp::create(b, l, acc, lsum), zero);
     Value lse = select(b, hasKeys, fadd(b, ref, fmul(b, lg2(b, lsum), cf32(b, kLn2))), negInf);
