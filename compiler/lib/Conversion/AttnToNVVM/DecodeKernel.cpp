@@ -225,13 +225,21 @@ private:
     const int64_t vGroups = storage.group ? Dv / storage.group : 1;
     // A stage: K and V rows (raw bytes when quantized), their scales, the
     // slots' logical positions (i32); all 16-byte aligned.
-    // Raw rows are padded by 16 bytes: K's B fragments are read from them
-    // with one 32-bit load per lane (8 rows x 4 words, in distinct banks).
-    const int64_t kRaw = D / perByte + 16, vRaw = Dv / perByte + 16;
+    // K's B fragments are read from the raw rows with one 32-bit load per
+    // lane (8 rows x 4 words, in distinct banks by the swizzle or padding).
+    // Unpadded and swizzled like bf16 rows (see swizzleK) when a raw row
+    // divides or fills whole 128-byte lines.
+    auto swizzles = [](int64_t rowBytes) {
+      return rowBytes % 128 == 0 || (rowBytes >= 16 && 128 % rowBytes == 0);
+    };
+    const bool swizzleRawK = quant && swizzles(D / perByte),
+               swizzleRawV = quant && swizzles(Dv / perByte);
+    const int64_t kRaw = D / perByte + (swizzleRawK ? 0 : 16),
+                  vRaw = Dv / perByte + (swizzleRawV ? 0 : 16);
     const int64_t kIn = quant ? BK * kRaw : kBytes, vIn = quant ? BK * vRaw : vBytes;
     const int64_t kScaleIn = quant ? BK * kGroups * 4 : 0, vScaleIn = quant ? BK * vGroups * 4 : 0;
     // Swizzled rows need their 128-byte lines aligned in shared memory.
-    const int64_t lineAlign = swizzleK || swizzleV ? 128 : 16;
+    const int64_t lineAlign = swizzleK || swizzleV || swizzleRawK || swizzleRawV ? 128 : 16;
     const int64_t stK = 0, stV = kIn, stKs = kIn + vIn, stVs = stKs + kScaleIn,
                   stPos = stVs + vScaleIn, stageBytes = llvm::alignTo(stPos + BK * 4, lineAlign);
     // Quantized: an f16 copy of Q (columns permuted, see kColumn) and one
@@ -317,6 +325,17 @@ private:
     // pairs (K and V rows of a slot: one page-table read). Invalid rows are
     // zero-filled (src-size 0).
     using Target = std::pair<Value, Value>;
+    // Byte offset `o` (from a 128-byte aligned base) in row `r` of a tile of
+    // `rowBytes`-byte rows, swizzled: its 16-byte chunk's index within the
+    // 128-byte line xor the row (rows of 128 bytes or more) or the line
+    // (shorter rows) modulo 8. An ldmatrix phase or a warp's 32-bit loads of
+    // one column over 8 rows then fall in distinct banks.
+    auto swizzle = [&](OpBuilder &b, Value o, Value r, int64_t rowBytes) -> Value {
+      Value key = rowBytes >= 128
+                      ? remu(b, r, ci32(b, 8))
+                      : arith::AndIOp::create(b, l, divu(b, o, ci32(b, 128)), ci32(b, 7));
+      return arith::XOrIOp::create(b, l, o, mul(b, key, ci32(b, 16)));
+    };
     auto copyRows = [&](OpBuilder &b, ArrayRef<Target> targets, Type elem, int64_t rows,
                         int64_t cols, int64_t sStride, bool swizzled,
                         llvm::function_ref<std::pair<Value, Value>(OpBuilder &, Value)> rowSource) {
@@ -329,9 +348,8 @@ private:
         Value size = select(b, valid, ci32(b, 16), ci32(b, 0));
         Value at = add(b, offset, ext64(b, col));
         Value rowByte = mul(b, add(b, mul(b, r, ci32(b, sStride)), col), ci32(b, bytes));
-        if (swizzled) // the chunk index's low 3 bits xor r % 8
-          rowByte =
-              arith::XOrIOp::create(b, l, rowByte, mul(b, remu(b, r, ci32(b, 8)), ci32(b, 16)));
+        if (swizzled)
+          rowByte = swizzle(b, rowByte, r, sStride * bytes);
         // cp.async.cg with an L2 prefetch of the 128-byte line: K/V rows
         // are whole lines of contiguous pages (bench/NOTES.md: 1.3-1.7%
         // faster bf16 decode than without the hint).
@@ -411,15 +429,16 @@ private:
         Type in = quant ? Type(b.getI8Type()) : elemType;
         int64_t kCols = D / perByte, vCols = Dv / perByte;
         int64_t kPitch = quant ? kRaw : kStride, vPitch = quant ? vRaw : vStride;
+        const bool swK = quant ? swizzleRawK : swizzleK, swV = quant ? swizzleRawV : swizzleV;
         if (mass) { // Q.K^T only
-          copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, swizzleK, source(kCols));
+          copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, swK, source(kCols));
           if (quant)
             copyWords(b, gKs, stageAt(b, stage, stKs), kGroups, source(kGroups));
         } else if (kCols == vCols && kPitch == vPitch) {
-          copyRows(b, {{gK, kOff}, {gV, vOff}}, in, BK, kCols, kPitch, swizzleK, source(kCols));
+          copyRows(b, {{gK, kOff}, {gV, vOff}}, in, BK, kCols, kPitch, swK, source(kCols));
         } else {
-          copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, swizzleK, source(kCols));
-          copyRows(b, {{gV, vOff}}, in, BK, vCols, vPitch, swizzleV, source(vCols));
+          copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, swK, source(kCols));
+          copyRows(b, {{gV, vOff}}, in, BK, vCols, vPitch, swV, source(vCols));
         }
         if (quant && !mass) {
           copyWords(b, gKs, stageAt(b, stage, stKs), kGroups, source(kGroups));
@@ -441,13 +460,15 @@ private:
       auto dequantize = [&](OpBuilder &b, Value stage) {
         auto tile = [&](int64_t cols, int64_t part, int64_t dst, int64_t pitch) {
           const int64_t unitsPerRow = cols / 8, units = BK * unitsPerRow;
-          const int64_t rowBytes = cols / perByte + 16;
+          const int64_t rowBytes = cols / perByte + (swizzleRawV ? 0 : 16);
           Value raw = smemAt(b, stageAt(b, stage, part));
           forEachIndex(b, units, [&](OpBuilder &b, Value u) {
             Value r = divu(b, u, ci32(b, unitsPerRow)), c8 = remu(b, u, ci32(b, unitsPerRow));
             Value col = mul(b, c8, ci32(b, 8));
             // 8 values in 8 (int8) or 4 (int4) bytes: words of 4 bytes.
             Value at = add(b, mul(b, r, ci32(b, rowBytes)), divu(b, col, ci32(b, perByte)));
+            if (swizzleRawV) // the unit's 4 or 8 bytes lie in one chunk
+              at = swizzle(b, at, r, rowBytes);
             SmallVector<Value> pairs;
             for (int64_t w = 0; w < 2 / perByte; ++w) {
               Value word = LLVM::LoadOp::create(
@@ -610,19 +631,20 @@ private:
             // Quantized: lane (grp, tig) reads key warpKey + nb*8 + grp, 4 bytes
             // at 16*kk + 4*tig (int8) or 16*c + 4*tig for chunks 2c, 2c+1
             // (int4, 8 nibbles).
-            Value rawLane;
-            if (quant)
-              rawLane = smemAt(b, add(b, stageAt(b, stage, stK),
-                                      add(b, mul(b, add(b, warpKey, grp), ci32(b, kRaw)),
-                                          mul(b, tig, ci32(b, 4)))));
+            Value rawK = smemAt(b, stageAt(b, stage, stK)), laneRow = add(b, warpKey, grp);
             SmallVector<SmallVector<Value>> nibbleRegs(2);
             auto loadRawK = [&](OpBuilder &b, int64_t kk) {
               SmallVector<Value> kb;
               for (int64_t nb = 0; nb < 2; ++nb) {
-                int64_t byte = nb * 8 * kRaw + (storage.nibbles ? 16 * (kk / 2) : 16 * kk);
+                Value r = add(b, laneRow, ci32(b, nb * 8));
+                int64_t byte = storage.nibbles ? 16 * (kk / 2) : 16 * kk;
                 if (!storage.nibbles || kk % 2 == 0) {
-                  Value word = LLVM::LoadOp::create(
-                      b, l, i32(), gep(b, rawLane, ci32(b, byte), b.getI8Type()), /*alignment=*/4);
+                  Value at = add(b, mul(b, r, ci32(b, kRaw)),
+                                 add(b, mul(b, tig, ci32(b, 4)), ci32(b, byte)));
+                  if (swizzleRawK)
+                    at = swizzle(b, at, r, kRaw);
+                  Value word = LLVM::LoadOp::create(b, l, i32(), gep(b, rawK, at, b.getI8Type()),
+                                                    /*alignment=*/4);
                   nibbleRegs[nb] = wordToF16(b, word);
                 }
                 int64_t first = storage.nibbles ? 2 * (kk % 2) : 0;
