@@ -83,7 +83,7 @@ mlir::OwningOpRef<mlir::ModuleOp> genKernel(mlir::MLIRContext &ctx, const dsl::P
 
 bool attnc::driver::emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog,
                             const std::string &kernel, const std::vector<std::string> &params,
-                            CpuStage stage, llvm::raw_ostream &os) {
+                            CpuStage stage, bool kvCache, llvm::raw_ostream &os) {
   registerCpu(ctx);
   std::map<std::string, std::string> consts;
   for (auto &p : params) {
@@ -110,6 +110,7 @@ bool attnc::driver::emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog,
   pipeline::CpuOptions options;
   options.headDim =
       headDimFlag() ? headDimFlag() : (k->headDims.empty() ? 128 : k->headDims.front());
+  options.kvCache = kvCache;
   if (!applyTileFlags(options) || mlir::failed(pipeline::lowerToTiled(*module, options)))
     return false;
   if (stage == CpuStage::Tiled) {
@@ -134,7 +135,8 @@ bool attnc::driver::emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog,
 
 bool attnc::driver::emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &prog,
                                   const std::string &kernel, const std::vector<std::string> &params,
-                                  const std::string &dtype, const std::string &outPath) {
+                                  const std::string &dtype, bool kvCache,
+                                  const std::string &outPath) {
   registerCpu(ctx);
   if (outPath == "-" || outPath.empty()) {
     llvm::errs() << "attnc: error: --emit=obj needs -o FILE.o (the header goes next to it)\n";
@@ -160,6 +162,7 @@ bool attnc::driver::emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &pr
   options.headDim =
       headDimFlag() ? headDimFlag() : (k->headDims.empty() ? 128 : k->headDims.front());
   options.dtype = dtype;
+  options.kvCache = kvCache;
   if (!applyTileFlags(options))
     return false;
   auto art = pipeline::compileCpuArtifact(*module, options);

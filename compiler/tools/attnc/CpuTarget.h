@@ -16,8 +16,11 @@ enum class CpuStage { Tiled, LLVMDialect, LLVMIR };
 
 /// MLIRGen -> inline+simplify -> attn-to-cpu [-> LLVM], printed. Head
 /// dimension: --head-dim, else the kernel's first head_dim, else 128.
+/// `kvCache`: K/V through the kernel's cache policy, with the cache's
+/// generated append / move functions.
 bool emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::string &kernel,
-             const std::vector<std::string> &params, CpuStage stage, llvm::raw_ostream &os);
+             const std::vector<std::string> &params, CpuStage stage, bool kvCache,
+             llvm::raw_ostream &os);
 
 struct CpuRunResult : JitRunResult {
   /// Best wall time of one full call (ms) over --cpu-repeat calls.
@@ -28,7 +31,7 @@ struct CpuRunResult : JitRunResult {
 /// `attnc FILE --kernel=K --target=cpu --emit=obj -o OUT.o`: a PIC object
 /// for the host with the kernel's entry points, and OUT.h declaring them.
 bool emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::string &kernel,
-                   const std::vector<std::string> &params, const std::string &dtype,
+                   const std::vector<std::string> &params, const std::string &dtype, bool kvCache,
                    const std::string &outPath);
 
 /// `attnc run --target=cpu`: gets the kernel for the run's dtype and the

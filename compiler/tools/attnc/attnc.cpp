@@ -127,9 +127,11 @@ cl::opt<bool> cudaPartialVote(
              "before Q.K^T (default: the mask after Q.K^T)"),
     cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> kvCache("kv-cache",
-                      cl::desc("CUDA target: compile the kernel over its cache policy (K/V "
-                               "through page tables): the split-KV decode kernel and its merge "
-                               "kernel (CPU: the JIT's KernelSpec::kvCache)"),
+                      cl::desc("Compile the kernel over its cache policy (K/V through page "
+                               "tables) with the cache's generated append/move code: on CUDA "
+                               "the split-KV decode kernel and its merge kernel, on the CPU "
+                               "(--emit=tiled|llvm-dialect|llvm|obj) the item function over the "
+                               "pools (the JIT's KernelSpec::kvCache)"),
                       cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> remarks("remarks",
                       cl::desc("Remarks on how the mask's tiles are skipped (closed form, at "
@@ -216,15 +218,17 @@ int main(int argc, char **argv) {
       return 1;
     }
     return driver::emitCpuObject(ctx, *prog, kernelName, {params.begin(), params.end()},
-                                 dsl::toString(dtype).str(), outputFile)
+                                 dsl::toString(dtype).str(), kvCache, outputFile)
                ? 0
                : 1;
   }
 
   const bool cudaEmit =
       emit == Emit::Gpu || emit == Emit::NVVM || emit == Emit::PTX || emit == Emit::Cubin;
-  if (kvCache && !cudaEmit) {
-    errs() << "attnc: error: --kv-cache is for --target=cuda with --emit=gpu|nvvm|ptx|cubin\n";
+  const bool cpuEmit = emit == Emit::Tiled || emit == Emit::LLVMDialect || emit == Emit::LLVM;
+  if (kvCache && !cudaEmit && !cpuEmit) {
+    errs() << "attnc: error: --kv-cache is for --emit=tiled|llvm-dialect|llvm|obj (CPU) or "
+              "gpu|nvvm|ptx|cubin (CUDA)\n";
     return 1;
   }
   if (cudaEmit) {
@@ -296,7 +300,7 @@ int main(int argc, char **argv) {
                          emit == Emit::Tiled         ? driver::CpuStage::Tiled
                          : emit == Emit::LLVMDialect ? driver::CpuStage::LLVMDialect
                                                      : driver::CpuStage::LLVMIR,
-                         out->os()))
+                         kvCache, out->os()))
       return 1;
     break;
   }
