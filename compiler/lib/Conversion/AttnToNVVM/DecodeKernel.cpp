@@ -351,8 +351,9 @@ private:
         if (swizzled)
           rowByte = swizzle(b, rowByte, r, sStride * bytes);
         // cp.async.cg with an L2 prefetch of the 128-byte line: K/V rows
-        // are whole lines of contiguous pages (bench/NOTES.md: 1.3-1.7%
-        // faster bf16 decode than without the hint).
+        // are whole lines of contiguous pages. It made the padded rows'
+        // split requests 1.3-1.7% faster; with swizzled rows it is
+        // neutral (bench/NOTES.md, session 7), and kept.
         for (auto [gBase, sOff] : targets) {
           Value dst = LLVM::PtrToIntOp::create(b, l, i64(), smemAt(b, add(b, sOff, rowByte)));
           Value src = LLVM::PtrToIntOp::create(b, l, i64(), gep(b, gBase, at, elem));
