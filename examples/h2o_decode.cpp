@@ -7,7 +7,9 @@
 // runs one synthetic sequence through an attnc::rt::KvCache: a 1024-token
 // prompt in chunks of 256 (each chunk's queries attend, so the kernel
 // scores every slot with the attention mass it receives), then decode
-// steps (append one token, attend with one query). Every append first
+// steps (append one token, attend with one query); the pools live in a
+// CpuKvStore, written by the kernel's generated append / move functions.
+// Every append first
 // evicts down to the budget: the 1024 most recent positions stay, and of
 // the older ones those with the most accumulated attention (the heavy
 // hitters). At 4k, 8k, ... TOKENS it checks one decode step against a
@@ -42,6 +44,15 @@ int main(int argc, char **argv) {
   o.numKvHeads = Hkv;
   o.headDim = D;
   o.numPages = 2 * 160; // per KV head: the budget and a prompt chunk
+  // The pools are written by the kernel's generated append / move
+  // functions (compaction after evictions included), not by KvCache's C++
+  // reference path.
+  auto store = rt::CpuKvStore::create(kernel, o.numPages);
+  if (!store) {
+    std::fprintf(stderr, "%s\n", store.message().c_str());
+    return 1;
+  }
+  o.store = *store;
   std::unique_ptr<rt::KvCache> cache = makeCache(o);
   if (!cache)
     return 1;
