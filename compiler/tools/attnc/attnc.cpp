@@ -126,6 +126,11 @@ cl::opt<bool> cudaPartialVote(
     cl::desc("CUDA target, data-dependent masks: skip PARTIAL tiles per warp(group) by a vote "
              "before Q.K^T (default: the mask after Q.K^T)"),
     cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<bool> cudaQuantDirectV(
+    "cuda-quant-direct-v",
+    cl::desc("CUDA target, --kv-cache with quantized storage: V's MMA fragments straight from "
+             "the raw rows (no f16 V tile in shared memory; not yet run on a GPU)"),
+    cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> kvCache("kv-cache",
                       cl::desc("Compile the kernel over its cache policy (K/V through page "
                                "tables) with the cache's generated append/move code: on CUDA "
@@ -255,6 +260,7 @@ int main(int argc, char **argv) {
     o.classChunk = cudaClassChunk;
     o.partialVote = cudaPartialVote;
     o.kvCache = kvCache;
+    o.quantDirectV = cudaQuantDirectV;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

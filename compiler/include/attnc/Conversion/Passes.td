@@ -123,7 +123,13 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "Read K and V through the kernel's cache policy (page pools, "
            "page tables, slot positions): the split-KV decode kernel plus "
            "its merge kernel `attnc_<K>_merge` (block-q packed query rows "
-           "per CTA, block-k / 16 warps of 16 keys each; mma=sync)">
+           "per CTA, block-k / 16 warps of 16 keys each; mma=sync)">,
+    Option<"quantDirectV", "quant-direct-v", "bool", /*default=*/"false",
+           "With kv-cache and quantized storage: P.V takes V's B fragments "
+           "straight from the raw rows of the stage (key pairs interleaved "
+           "in registers) instead of an f16 V tile written to shared memory "
+           "each KV step (scale groups of 32 columns or more; others keep "
+           "the tile). Not yet run on a GPU: off by default">
   ];
 }
 

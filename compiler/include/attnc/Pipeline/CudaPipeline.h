@@ -59,6 +59,9 @@ struct CudaOptions {
   /// K/V through the kernel's cache policy: the split-KV decode kernel and
   /// its merge kernel (attn-to-nvvm's kv-cache option, docs/kv-cache.md).
   bool kvCache = false;
+  /// kv-cache, quantized V: B fragments from the raw rows (attn-to-nvvm's
+  /// quant-direct-v; not yet run on a GPU).
+  bool quantDirectV = false;
   unsigned optLevel = 3;
 };
 

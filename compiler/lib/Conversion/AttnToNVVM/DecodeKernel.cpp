@@ -23,10 +23,11 @@
 // (the row tiles of decode are 16 rows: wgmma's 64 would mostly be
 // padding).
 //
-// Quantized pages (int8, int4) run f16 MMAs on exact integers: K's
-// fragments come straight from the raw words, V goes through an f16 tile in
-// shared memory, and the scales multiply Q.K^T and P (see dequantize and
-// loadRawK in buildDecode).
+// Quantized pages (int8, int4, fp8) run f16 MMAs on exact values: K's and
+// V's fragments come straight from the raw words of the stage (V through
+// an f16 tile in shared memory only for int8 groups of 16 columns), and the
+// scales multiply Q.K^T and P (see loadRawK, directV and dequantize in
+// buildDecode).
 //
 //===----------------------------------------------------------------------===//
 
@@ -168,6 +169,24 @@ private:
     return {bytePair(b, biased, 0), bytePair(b, biased, 1)};
   }
 
+  /// V's B fragment registers for one unit of 4 head-dim columns of two
+  /// keys a and b (P.V's k pairs): `wa`, `wb` hold the unit's raw values
+  /// of each key (int8 / fp8: a 32-bit word; int4: 16 bits in the low half)
+  /// and the result is the four f16x2 (a_j, b_j), j < 4. The two keys'
+  /// bytes (or half words) are interleaved first, so the conversions of
+  /// wordToF16 produce the pairs directly (no shared-memory round trip).
+  SmallVector<Value> keyPairToF16(OpBuilder &b, Value wa, Value wb) {
+    auto prmt = [&](Value x, Value y, StringRef selector) {
+      return pureAsm(b, i32(), ValueRange{x, y}, ("prmt.b32 $0, $1, $2, " + selector + ";").str(),
+                     "=r,r,r");
+    };
+    if (storage.nibbles) // [a's 4 nibbles | b's 4 nibbles]: (n_j, n_j+4) pairs
+      return wordToF16(b, prmt(wa, wb, "0x5410"));
+    SmallVector<Value> out = wordToF16(b, prmt(wa, wb, "0x5140")); // a0 b0 a1 b1
+    out.append(wordToF16(b, prmt(wa, wb, "0x7362")));              // a2 b2 a3 b3
+    return out;
+  }
+
   /// The Q.K^T position (k index of the MMAs) of head-dim column p when K's
   /// B fragments come from raw words (loadRawK): the fragment of lane tig
   /// holds k = 2tig, 2tig+1 (register 0) and 2tig+8, 2tig+9 (register 1).
@@ -223,6 +242,15 @@ private:
     const int64_t perByte = storage.nibbles ? 2 : 1;
     const int64_t kGroups = storage.group ? D / storage.group : 1;
     const int64_t vGroups = storage.group ? Dv / storage.group : 1;
+    // Quantized V's B fragments straight from the raw rows (directV): a
+    // lane reads units of 4 head-dim columns (d = 32m + 4 * (lane / 4) + j)
+    // of its 4 keys and interleaves key pairs (keyPairToF16), so n-block
+    // 4m + j holds columns 32m + 4c + j; with scale groups of 32 columns or
+    // more each n-block lies in one group, whose scales multiply P as
+    // before. Otherwise (int8 groups of 16) V goes through an f16 tile.
+    // Behind cfg.quantDirectV until it has run on a GPU (bench/NOTES.md).
+    const bool directV = cfg.quantDirectV && quant && Dv % 32 == 0 &&
+                         (storage.group == 0 || storage.group % 32 == 0);
     // A stage: K and V rows (raw bytes when quantized), their scales, the
     // slots' logical positions (i32); all 16-byte aligned.
     // K's B fragments are read from the raw rows with one 32-bit load per
@@ -245,7 +273,8 @@ private:
     // Quantized: an f16 copy of Q (columns permuted, see kColumn) and one
     // f16 V tile precede the stages.
     const int64_t qF16Base = qBytes, tilesBase = qBytes + (quant ? qBytes : 0);
-    const int64_t stagesBase = llvm::alignTo(tilesBase + (quant ? vBytes : 0), lineAlign);
+    const int64_t stagesBase =
+        llvm::alignTo(tilesBase + (quant && !directV ? vBytes : 0), lineAlign);
     // After the KV loop the stages hold the warps' (m, l, O) for the
     // combine.
     const int64_t combineBytes = warps * BQ * (Dv + 2) * 4;
@@ -617,7 +646,7 @@ private:
             Value kOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stK);
             Value vOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stV);
             Value posBase = smemAt(b, stageAt(b, stage, stPos));
-            if (quant && !mass)
+            if (quant && !mass && !directV)
               dequantize(b, stage);
 
             // S = Q K^T over the warp's 16 keys: one ldmatrix.x4 of K per
@@ -825,8 +854,39 @@ private:
                 for (int i = 0; i < 4; ++i)
                   o[oIdx(mt, n, i) - 2 * RS] =
                       fmul(b, o[oIdx(mt, n, i) - 2 * RS], alpha[slotOf(mt, i)]);
-            Value vLane = smemAt(b, add(b, vOff, laneV));
-            for (int64_t np = 0; np < Dv / 16; ++np) {
+            if (directV) {
+              // Unit m: 4 columns of keys 2tig, 2tig+1 (k pair 0) and
+              // 2tig+8, 2tig+9 (pair 1) of the warp's 16, n-blocks 4m + j.
+              Value rawV = smemAt(b, stageAt(b, stage, stV));
+              Type unitType = storage.nibbles ? Type(b.getI16Type()) : i32();
+              auto loadUnit = [&](OpBuilder &b, int64_t key, int64_t m) {
+                Value r = add(b, warpKey, add(b, mul(b, tig, ci32(b, 2)), ci32(b, key)));
+                // Column 32m + 4 * grp: a byte per column (int8, fp8) or two.
+                const int64_t unitBytes = 4 / perByte;
+                Value at = add(b, mul(b, r, ci32(b, vRaw)),
+                               add(b, ci32(b, 32 / perByte * m), mul(b, grp, ci32(b, unitBytes))));
+                if (swizzleRawV)
+                  at = swizzle(b, at, r, vRaw);
+                Value v = LLVM::LoadOp::create(b, l, unitType, gep(b, rawV, at, b.getI8Type()),
+                                               /*alignment=*/storage.nibbles ? 2 : 4);
+                return storage.nibbles ? arith::ExtUIOp::create(b, l, i32(), v).getResult() : v;
+              };
+              for (int64_t m = 0; m < Dv / 32; ++m) {
+                SmallVector<Value> lo = keyPairToF16(b, loadUnit(b, 0, m), loadUnit(b, 1, m));
+                SmallVector<Value> hi = keyPairToF16(b, loadUnit(b, 8, m), loadUnit(b, 9, m));
+                for (int64_t j = 0; j < 4; ++j) {
+                  int64_t nb = 4 * m + j;
+                  for (int64_t mt = 0; mt < MT; ++mt) {
+                    int64_t base = oIdx(mt, nb, 0) - 2 * RS;
+                    SmallVector<Value, 4> acc(o.begin() + base, o.begin() + base + 4);
+                    acc = mma(b, pa[32 * m * pGroups / Dv][mt], {lo[j], hi[j]}, acc, mmaType);
+                    std::copy(acc.begin(), acc.end(), o.begin() + base);
+                  }
+                }
+              }
+            }
+            Value vLane = directV ? Value() : smemAt(b, add(b, vOff, laneV));
+            for (int64_t np = 0; np < Dv / 16 && !directV; ++np) {
               SmallVector<Value> vb = ldmatrix4(
                   b, gep(b, vLane, chunkPair(b, swizzleV, vChunkXor, np), b.getI8Type()), true);
               for (int64_t mt = 0; mt < MT; ++mt)
@@ -888,8 +948,13 @@ private:
           Value row = add(b, grp, ci32(b, 16 * mt + 8 * (i / 2)));
           // int4: accumulator column 2*tig + (i & 1) of the 8 holds V's
           // column (i & 1) * 4 + tig (see unpackNibbles).
-          Value col = storage.nibbles ? add(b, tig, ci32(b, n * 8 + (i & 1) * 4))
-                                      : add(b, mul(b, tig, ci32(b, 2)), ci32(b, n * 8 + (i & 1)));
+          // directV: n-block n's column c = 2*tig + (i & 1) holds V's
+          // column 32 * (n / 4) + 4c + n % 4 (see directV).
+          Value col =
+              directV ? add(b, mul(b, add(b, mul(b, tig, ci32(b, 2)), ci32(b, i & 1)), ci32(b, 4)),
+                            ci32(b, 32 * (n / 4) + n % 4))
+              : storage.nibbles ? add(b, tig, ci32(b, n * 8 + (i & 1) * 4))
+                                : add(b, mul(b, tig, ci32(b, 2)), ci32(b, n * 8 + (i & 1)));
           Value at = add(b, mul(b, add(b, mul(b, warp, ci32(b, BQ)), row), ci32(b, Dv)), col);
           store(b, res[oIdx(mt, n, i)], oBase, at);
         }

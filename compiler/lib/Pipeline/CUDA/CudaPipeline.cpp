@@ -131,6 +131,7 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
     o.classChunk = options.classChunk;
   o.partialVote = options.partialVote;
   o.kvCache = options.kvCache;
+  o.quantDirectV = options.quantDirectV;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Bit-level emulation of the CUDA decode kernel's direct V fragments
+(DecodeKernel.cpp, `directV`): for one warp's 16 keys of raw int8 / int4 /
+fp8 V rows, every lane builds its mma.m16n8k16 B registers as the kernel
+does (unit loads, prmt interleave of two keys, the XOR bias, the f16
+magic-number or e4m3 conversions), the MMAs are emulated with the PTX
+fragment layouts, and the accumulators are stored with the combine's
+column mapping. The result must equal P . V on the dequantized values.
+
+It checks the design's index and bit arithmetic here, without a GPU; the
+kernel itself is checked on the GPU by decode.py --check. Pure Python.
+
+    python3 bench/gpu/decode_fragments.py
+"""
+import random
+import struct
+
+
+def f16(bits):
+    return struct.unpack("<e", struct.pack("<H", bits & 0xFFFF))[0]
+
+
+def f16_bits(x):
+    return struct.unpack("<H", struct.pack("<e", x))[0]
+
+
+def halves(word):
+    return f16(word), f16(word >> 16)
+
+
+def pack_halves(lo, hi):
+    return f16_bits(lo) | (f16_bits(hi) << 16)
+
+
+def prmt(a, b, sel):
+    """prmt.b32 (default mode): result byte i = byte (sel >> 4i) & 7 of
+    b:a (bytes 0-3 from a, 4-7 from b)."""
+    src = (a & 0xFFFFFFFF) | ((b & 0xFFFFFFFF) << 32)
+    out = 0
+    for i in range(4):
+        s = (sel >> (4 * i)) & 0xF
+        byte = (src >> (8 * (s & 7))) & 0xFF
+        if s & 8:  # sign replicate (unused here)
+            byte = 0xFF if byte & 0x80 else 0
+        out |= byte << (8 * i)
+    return out
+
+
+def lop3_ea(a, b, c):  # immLut 0xea: (a & b) | c
+    return (a & b) | c
+
+
+def sub_f16x2(a, b):
+    (a0, a1), (b0, b1) = halves(a), halves(b)
+    return pack_halves(a0 - b0, a1 - b1)
+
+
+def fma_f16x2(a, b, c):
+    (a0, a1), (b0, b1), (c0, c1) = halves(a), halves(b), halves(c)
+    return pack_halves(a0 * b0 + c0, a1 * b1 + c1)
+
+
+def byte_pair(biased, k):
+    """DecodeKernel bytePair: bytes 2k, 2k+1 of `biased` as f16x2 - 1152."""
+    t = prmt(biased, 0x64646464, 0x4140 if k == 0 else 0x4342)
+    return sub_f16x2(t, 0x64806480)
+
+
+def unpack_nibbles(biased):
+    """DecodeKernel unpackNibbles: four f16x2 (n0, n4), (n1, n5), (n2, n6),
+    (n3, n7) of the signed values."""
+    m, h, k = 0x64086408, 0x2C002C00, 0xD480D480
+    out = []
+    for s in (biased, biased >> 8):
+        a = lop3_ea(s, 0x000F000F, 0x64006400)
+        c = lop3_ea(s, 0x00F000F0, 0x64006400)
+        out += [sub_f16x2(a, m), fma_f16x2(c, h, k)]
+    return [out[0], out[1], out[2], out[3]]
+
+
+E4M3 = {}
+for code in range(256):
+    s, e, m = code >> 7, (code >> 3) & 0xF, code & 7
+    if e == 0xF and m == 7:
+        v = float("nan")
+    elif e == 0:
+        v = m / 8 * 2.0 ** -6
+    else:
+        v = (1 + m / 8) * 2.0 ** (e - 7)
+    E4M3[code] = -v if s else v
+
+
+def cvt_e4m3x2(h16):  # cvt.rn.f16x2.e4m3x2: byte 0 -> low half
+    return pack_halves(E4M3[h16 & 0xFF], E4M3[(h16 >> 8) & 0xFF])
+
+
+def word_to_f16(kind, word):
+    if kind == "f8":
+        return [cvt_e4m3x2(word & 0xFFFF), cvt_e4m3x2(word >> 16)]
+    if kind == "i4":
+        return unpack_nibbles(word ^ 0x88888888)
+    biased = word ^ 0x80808080
+    return [byte_pair(biased, 0), byte_pair(biased, 1)]
+
+
+def key_pair_to_f16(kind, wa, wb):
+    """DecodeKernel keyPairToF16."""
+    if kind == "i4":
+        return word_to_f16(kind, prmt(wa, wb, 0x5410))
+    return word_to_f16(kind, prmt(wa, wb, 0x5140)) + word_to_f16(kind, prmt(wa, wb, 0x7362))
+
+
+def check(kind, Dv=128, group=0, seed=0):
+    rnd = random.Random(seed)
+    per_byte = 2 if kind == "i4" else 1
+    row_bytes = Dv // per_byte
+    # 16 keys of raw rows and their dequantized values (scales apply to P).
+    if kind == "f8":
+        codes = [[rnd.choice([c for c in range(256) if c & 0x7F != 0x7F]) for _ in range(Dv)]
+                 for _ in range(16)]
+        vals = [[E4M3[c] for c in row] for row in codes]
+        raw = [bytes(row) for row in codes]
+    else:
+        qmax = 7 if kind == "i4" else 127
+        q = [[rnd.randint(-qmax - (kind == "i4"), qmax) for _ in range(Dv)] for _ in range(16)]
+        vals = [[float(x) for x in row] for row in q]
+        if kind == "i4":
+            raw = [bytes(((row[2 * i] & 0xF) | ((row[2 * i + 1] & 0xF) << 4))
+                         for i in range(Dv // 2)) for row in q]
+        else:
+            raw = [bytes(x & 0xFF for x in row) for row in q]
+    groups = Dv // group if group else 1
+    scale = [[rnd.uniform(0.5, 2.0) for _ in range(groups)] for _ in range(16)]
+    P = [[rnd.uniform(0, 1) for _ in range(16)] for _ in range(16)]  # rows x keys
+
+    def unit(key, m, grp):  # the lane's load: 4 columns 32m + 4grp .. + 3
+        at = (32 * m + 4 * grp) // per_byte
+        n = 4 // per_byte
+        return int.from_bytes(raw[key][at:at + n], "little")
+
+    # Accumulators: o[nb][lane][i], C fragment layout.
+    nbO = Dv // 8
+    o = [[[0.0] * 4 for _ in range(32)] for _ in range(nbO)]
+    for m in range(Dv // 32):
+        g = 32 * m * groups // Dv
+        # B registers of every lane for n-blocks 4m .. 4m + 3.
+        breg = {}
+        for lane in range(32):
+            grp, tig = lane // 4, lane % 4
+            lo = key_pair_to_f16(kind, unit(2 * tig, m, grp), unit(2 * tig + 1, m, grp))
+            hi = key_pair_to_f16(kind, unit(2 * tig + 8, m, grp), unit(2 * tig + 9, m, grp))
+            breg[lane] = (lo, hi)
+        for j in range(4):
+            nb = 4 * m + j
+            # The B operand as a matrix [k][n] from the lanes' registers.
+            Bm = [[None] * 8 for _ in range(16)]
+            for lane in range(32):
+                grp, tig = lane // 4, lane % 4
+                lo, hi = breg[lane]
+                Bm[2 * tig][grp], Bm[2 * tig + 1][grp] = halves(lo[j])
+                Bm[2 * tig + 8][grp], Bm[2 * tig + 9][grp] = halves(hi[j])
+            # A = P times the keys' V scales of group g (the kernel's pa[g]).
+            A = [[P[r][k] * scale[k][g] for k in range(16)] for r in range(16)]
+            for lane in range(32):
+                grp, tig = lane // 4, lane % 4
+                for i in range(4):
+                    r = grp + 8 * (i // 2)
+                    c = 2 * tig + (i & 1)
+                    o[nb][lane][i] += sum(A[r][k] * Bm[k][c] for k in range(16))
+    # The combine's mapping: n-block n, register i -> column 32(n/4) + 4c + n%4.
+    out = [[None] * Dv for _ in range(16)]
+    for nb in range(nbO):
+        for lane in range(32):
+            grp, tig = lane // 4, lane % 4
+            for i in range(4):
+                r = grp + 8 * (i // 2)
+                c = 2 * tig + (i & 1)
+                d = 32 * (nb // 4) + 4 * c + nb % 4
+                assert out[r][d] is None, "column written twice"
+                out[r][d] = o[nb][lane][i]
+    err = 0.0
+    for r in range(16):
+        for d in range(Dv):
+            g = d * groups // Dv
+            ref = sum(P[r][k] * scale[k][g] * vals[k][d] for k in range(16))
+            err = max(err, abs(out[r][d] - ref) / max(1.0, abs(ref)))
+    return err
+
+
+def main():
+    failures = 0
+    for kind, Dv, group in [("i8", 128, 0), ("i8", 128, 32), ("i8", 64, 64), ("i4", 128, 32),
+                            ("i4", 128, 0), ("i4", 64, 64), ("f8", 128, 0), ("f8", 96, 32)]:
+        err = check(kind, Dv, group)
+        ok = err < 1e-9
+        failures += not ok
+        print("%s %s Dv=%d group=%d: max rel err %.2e" % ("PASS" if ok else "FAIL", kind, Dv,
+                                                          group, err))
+    print("%d passed, %d failed" % (8 - failures, failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
