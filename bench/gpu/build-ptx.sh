@@ -3,6 +3,10 @@
 # development machine (AOT): the GPU machine needs only the PTX and the
 # runtime. With ptxas on PATH it also writes the cubin's resource report.
 # Usage: bench/gpu/build-ptx.sh [build-dir] [out-dir] [arch]
+#   KV_ONLY=1: only the KV-cache decode kernels (decode.py's set);
+#   ATTNC_FLAGS="...": extra attnc flags for every kernel, e.g. a second
+#   build to time beside the first (decode.py --compare-dir):
+#   KV_ONLY=1 ATTNC_FLAGS=--cuda-quant-direct-v bench/gpu/build-ptx.sh build bench/gpu/ptx-dv
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD="${1:-build}"
@@ -15,7 +19,7 @@ emit() { # file kernel D dtype [--param X=Y]...  ($VARIANT: name suffix)
   local file=$1 kernel=$2 d=$3 dt=$4; shift 4
   local name="${kernel}_${dt}_d${d}${VARIANT:-}"
   "$ATTNC" "lib/$file" --kernel="$kernel" --target=cuda --arch="$ARCH" --emit=ptx \
-    --head-dim="$d" --dtype="$dt" "$@" -o "$OUT/$name.ptx"
+    --head-dim="$d" --dtype="$dt" "$@" ${ATTNC_FLAGS:-} -o "$OUT/$name.ptx"
   if command -v ptxas >/dev/null; then
     echo "== $name" >> "$OUT/resources.txt"
     ptxas -arch="$ARCH" -v "$OUT/$name.ptx" -o /dev/null 2>&1 | grep -E "registers|spill" \
@@ -32,6 +36,7 @@ bench_set() { # dtype [extra attnc flags]
   emit softcap.attn softcap_causal 128 $dt "$@"
   emit gqa.attn gqa_causal 128 $dt "$@"
 }
+if [ -z "${KV_ONLY:-}" ]; then
 bench_set bf16
 # Variants, compared side by side by bench.py --variants: the mma.sync
 # kernel (the default before wgmma, and the one for sm_80); wgmma with one
@@ -76,6 +81,7 @@ done
   -o "$OUT/natten2d_n32768_bf16_d128.ptx"
 emit causal.attn causal_attention 64 bf16
 emit causal.attn causal_attention 128 f16
+fi
 # KV-cache decode kernels (bench/gpu/decode.py): split-KV over paged caches.
 VARIANT=_kv emit cache_policies.attn paged_attention 128 bf16 --kv-cache
 VARIANT=_kv emit cache_policies.attn paged_attention 64 bf16 --kv-cache
@@ -93,6 +99,10 @@ VARIANT=_kv_st4 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --c
 # (bench/gpu/budget.attn; attnc-cuda-decode-check evicts every step).
 for k in h2o_decode snapkv_decode h2o_int8_decode; do
   "$ATTNC" bench/gpu/budget.attn -I lib --kernel=$k --target=cuda --arch="$ARCH" --emit=ptx \
-    --head-dim=128 --dtype=bf16 --kv-cache -o "$OUT/${k}_bf16_d128_kv.ptx"
+    --head-dim=128 --dtype=bf16 --kv-cache ${ATTNC_FLAGS:-} -o "$OUT/${k}_bf16_d128_kv.ptx"
 done
+# int4 with one scale per token (decode.py times it beside int4 per group).
+"$ATTNC" bench/gpu/int4_token.attn -I lib --kernel=int4_token_attention --target=cuda \
+  --arch="$ARCH" --emit=ptx --head-dim=128 --dtype=bf16 --kv-cache ${ATTNC_FLAGS:-} \
+  -o "$OUT/int4_token_attention_bf16_d128_kv.ptx"
 echo "PTX in $OUT"

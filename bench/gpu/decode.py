@@ -233,11 +233,13 @@ def check(kern, args, gen):
 
 
 def decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=True, storage=None,
-                sequential=False, splits=0, Nq=1, mass=False, flex=None):
+                sequential=False, splits=0, Nq=1, mass=False, flex=None, twins=()):
     """The calls to time for one shape: {"attnc": ..., "sdpa_fa2": ...,
     "sdpa_cudnn": ..., "flex": ...} (baselines over dense [B, Hkv, n, D]
     K/V of the retained length n), and the shape's facts (n, splits, K/V
-    bytes read)."""
+    bytes read). `twins`: (tag, kernel) pairs of the same ABI (another
+    build) timed as "attnc<tag>" over the same cache, each with its own
+    plan."""
     dtype = DT[kern.dtype]
     D, Dv = kern.head_dim, kern.head_dim_v
     pos = positions_fn(L)
@@ -247,8 +249,8 @@ def decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=True, stora
     q = torch.randn(B, Hq, Nq, D, generator=gen).to("cuda", dtype)
     o = torch.empty(B, Hq, Nq, Dv, device="cuda", dtype=dtype)
     qp = torch.full((B,), L - Nq, dtype=torch.int32, device="cuda")
-    splits, need = kern.decode_plan(B, Hq, Hkv, Nq, n, 0, splits)
-    ws = torch.empty(max(need, 1), dtype=torch.uint8, device="cuda")
+    planned = splits
+    splits, _ = kern.decode_plan(B, Hq, Hkv, Nq, n, 0, splits)
     # mass: with the LSE and a mass table (budget kernels add to it; the
     # growing sums do not change the time).
     lse = torch.empty(B, Hq, Nq, device="cuda", dtype=torch.float32) if mass else None
@@ -256,14 +258,18 @@ def decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=True, stora
     mtab = (torch.zeros(B * Hkv, args["kv_pos"].shape[1], device="cuda", dtype=torch.float32)
             if mass and "h2o" in kern.name else None)
 
-    def run():
-        kern.decode(q, o, q_pos=qp, max_length=n, workspace=ws, splits=splits, lse=lse,
-                    mass=mtab, **args)
+    def caller(kern, splits):
+        splits, need = kern.decode_plan(B, Hq, Hkv, Nq, n, 0, splits)
+        ws = torch.empty(max(need, 1), dtype=torch.uint8, device="cuda")
+        return splits, lambda: kern.decode(q, o, q_pos=qp, max_length=n, workspace=ws,
+                                           splits=splits, lse=lse, mass=mtab, **args)
 
     # name -> the call, or (the call, a context to run it in: SDPA's
     # backend, entered outside the timed loop).
-    runs = {"attnc": run}
+    runs = {"attnc": caller(kern, planned)[1]}
     facts = {"n": n, "splits": splits, "kv_bytes": B * Hkv * n * cache.bytes_per_slot()}
+    for tag, twin in twins:
+        facts["splits" + tag], runs["attnc" + tag] = caller(twin, planned)
     if not baselines:
         return runs, facts
     # Baselines over dense K/V of the retained length (they have no paging).
@@ -300,7 +306,20 @@ def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True
         with ctx():
             row[name + "_ms"] = do_bench(f, warmup=25, rep=200, return_mode="median")
     row["attnc_gbs"] = facts["kv_bytes"] / row["attnc_ms"] / 1e6
+    row["kv_bytes"] = facts["kv_bytes"]
+    row.update({k: v for k, v in facts.items() if k.startswith("splits[")})
     return row
+
+
+def twin_rows(row):
+    """The rows of a bench() row's twins (attnc<tag>_ms), as their own rows."""
+    out = []
+    for key in sorted(k for k in row if k.startswith("attnc[") and k.endswith("_ms")):
+        tag = key[len("attnc"):-len("_ms")]
+        out.append({"label": row["label"] + " " + tag, "B": row["B"], "L": row["L"],
+                    "n": row["n"], "splits": row["splits" + tag], "attnc_ms": row[key],
+                    "attnc_gbs": row["kv_bytes"] / row[key] / 1e6})
+    return out
 
 
 def profile(kern, B, L, gen, label, iters=100, sequential=False, baselines=True):
@@ -332,6 +351,18 @@ def profile(kern, B, L, gen, label, iters=100, sequential=False, baselines=True)
             print("    %6.1f us x %.2f  %s" % (sum(t) / len(t), len(t) / iters, k[:90]))
 
 
+# The quantized kernels of bench/gpu/build-ptx.sh and their pools' storage
+# (kind, scale group; 0: per token).
+QUANTIZED = [("int8_kv_attention_bf16_d128_kv", ("i8", 0)),
+             ("int4_kv_attention_bf16_d128_kv", ("i4", 32)),
+             ("int4_token_attention_bf16_d128_kv", ("i4", 0)),
+             ("fp8_kv_attention_bf16_d128_kv", ("f8", 0))]
+QUANT_LABEL = {"int8_kv_attention_bf16_d128_kv": "int8/token",
+               "int4_kv_attention_bf16_d128_kv": "int4/group32",
+               "int4_token_attention_bf16_d128_kv": "int4/token",
+               "fp8_kv_attention_bf16_d128_kv": "fp8 e4m3/token"}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ptx-dir", default=os.path.join(os.path.dirname(__file__), "ptx"))
@@ -350,6 +381,9 @@ def main():
                     "tables, both with the LSE")
     ap.add_argument("--profile", action="store_true", help="kernel times and launch gaps "
                     "of one call (torch.profiler), attnc and SDPA, bf16 at every shape")
+    ap.add_argument("--compare-dir", default="", help="--bench: the kernels of this PTX "
+                    "directory (e.g. a build of the previous commit) timed beside each "
+                    "quantized and bf16 row, same inputs, same run")
     ap.add_argument("--variants", default="", help="e.g. _k128,_st2: paged_attention_bf16_d128_kv"
                     "<variant>.ptx timed beside the default at every length")
     a = ap.parse_args()
@@ -389,9 +423,7 @@ def main():
         failures += check(stream, {"cases": [(2, 8, 2, 1, [3000, 100000], 16, 0, "sink+window"),
                                              (2, 8, 2, 4, [1024, 1500], 16, 2, "sink+window")],
                                    "positions": sw, "mask": streaming(4, 1020), "params": {}}, gen)
-        for name, storage in [("int8_kv_attention_bf16_d128_kv", ("i8", 0)),
-                              ("int4_kv_attention_bf16_d128_kv", ("i4", 32)),
-                              ("fp8_kv_attention_bf16_d128_kv", ("f8", 0))]:
+        for name, storage in QUANTIZED:
             kq = Kernel(os.path.join(d, name + ".ptx"))
             failures += check(kq, {"cases": awkward[:4] + ([] if a.quick else awkward[-2:]),
                                    "positions": all_positions,
@@ -464,14 +496,24 @@ def main():
             for B, L in shapes:
                 rows.append(bench(vk, B, 32, 8, L, 16, all_positions, None, "bf16 all " + var,
                                   gen, baselines=False))
-        for name, storage, label in [] if only else [
-                ("int8_kv_attention_bf16_d128_kv", ("i8", 0), "int8/token"),
-                ("int4_kv_attention_bf16_d128_kv", ("i4", 32), "int4/group32"),
-                ("fp8_kv_attention_bf16_d128_kv", ("f8", 0), "fp8 e4m3/token")]:
-            kq = Kernel(os.path.join(d, name + ".ptx"))
+        # The kernels of each --compare-dir timed right after their
+        # counterparts over the same cache: two builds side by side.
+        others = [("[%s]" % os.path.basename(x.rstrip("/")), x)
+                  for x in a.compare_dir.split(",") if x]
+        if others and not only:
+            twins = [(tag, Kernel(os.path.join(x, "paged_attention_bf16_d128_kv.ptx")))
+                     for tag, x in others]
             for B, L in shapes:
-                rows.append(bench(kq, B, 32, 8, L, 16, all_positions, None, label, gen,
-                                  baselines=False, storage=storage))
+                r = bench(causal_kern, B, 32, 8, L, 16, all_positions, None, "bf16 all", gen,
+                          baselines=False, twins=twins)
+                rows += [r] + twin_rows(r)
+        for name, storage in [] if only else QUANTIZED:
+            kq = Kernel(os.path.join(d, name + ".ptx"))
+            twins = [(tag, Kernel(os.path.join(x, name + ".ptx"))) for tag, x in others]
+            for B, L in shapes:
+                r = bench(kq, B, 32, 8, L, 16, all_positions, None, QUANT_LABEL[name], gen,
+                          baselines=False, storage=storage, twins=twins)
+                rows += [r] + twin_rows(r)
         for L in [] if only else [8192, 65536, 524288]:
             rows.append(bench(stream, 8, 32, 8, L, 16,
                               lambda n: sink_window_positions(n, 4, 1020), None,

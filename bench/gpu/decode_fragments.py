@@ -113,7 +113,6 @@ def key_pair_to_f16(kind, wa, wb):
 def check(kind, Dv=128, group=0, seed=0):
     rnd = random.Random(seed)
     per_byte = 2 if kind == "i4" else 1
-    row_bytes = Dv // per_byte
     # 16 keys of raw rows and their dequantized values (scales apply to P).
     if kind == "f8":
         codes = [[rnd.choice([c for c in range(256) if c & 0x7F != 0x7F]) for _ in range(Dv)]
