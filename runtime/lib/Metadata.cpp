@@ -124,6 +124,12 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
       info.cache = c;
       continue;
     }
+    if (key == "decode_tile") {
+      if (values.size() != 2 || !parseInt(values[0], info.decodeTileQ) ||
+          !parseInt(values[1], info.decodeTileK) || info.decodeTileQ < 1 || info.decodeTileK < 1)
+        return bad("decode_tile: expected TILE_Q TILE_K");
+      continue;
+    }
     if (key == "decode_wide") {
       CudaKernelInfo &cuda = info;
       if (values.size() != 3 || !parseInt(values[0], cuda.wideBlockQ) ||

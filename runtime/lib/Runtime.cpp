@@ -172,6 +172,13 @@ Expected<std::shared_ptr<CpuKernel>> attnc::rt::CpuKernel::load(const std::strin
                          "'");
   kernel->kernelInfo = std::move(*info);
   kernel->itemFn = reinterpret_cast<void (*)(void **)>(item);
+  if (kernel->kernelInfo.decodeTileQ) {
+    void *twin = dlsym(handle, ("attnc_" + name + "_decode_item_packed").c_str());
+    if (!twin)
+      return Status::error("'" + soPath + "' declares a decode twin of '" + name +
+                           "' but has no attnc_" + name + "_decode_item_packed");
+    kernel->decodeItemFn = reinterpret_cast<void (*)(void **)>(twin);
+  }
   if (kernel->kernelInfo.cache) {
     // The cache's own functions (absent from artifacts of older compilers:
     // writeCacheRows then says so).
@@ -450,8 +457,11 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   ParamArgs params(plan->params);
   // Items are (sequence, KV head, tile of the packed rows: the Hq / Hkv
   // query heads of the KV head times Nq queries).
+  // A decode step's few packed rows take the decode twin (its small tiles).
   int64_t packed = (plan->Hq / Hkv) * Nq;
-  int64_t tilesQ = (packed + ki.tileQ - 1) / ki.tileQ;
+  const bool twin = decodeItemFn && packed <= ki.decodeTileQ;
+  const int64_t tileQ = twin ? ki.decodeTileQ : ki.tileQ;
+  int64_t tilesQ = (packed + tileQ - 1) / tileQ;
   void *io[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
   int32_t qOffset = 0; // unused: q_pos gives each sequence's query positions
   std::vector<void *> tables = {dPages.ptr, dPos.ptr, dLen.ptr, dQpos.ptr};
@@ -477,8 +487,8 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
     tables.push_back(dMass->ptr);
     scalars.push_back(&massRows);
   }
-  runItems(itemFn, io, qOffset, params.ptrs, tables, B, Hkv, tilesQ, a.numThreads, scalars,
-           cache.scoresSlots());
+  runItems(twin ? decodeItemFn : itemFn, io, qOffset, params.ptrs, tables, B, Hkv, tilesQ,
+           a.numThreads, scalars, cache.scoresSlots());
   if (cache.scoresSlots())
     return cache.updateScores(a.sequences, mass, maxSlots);
   return Status::ok();

@@ -332,6 +332,19 @@ TEST(CudaMetadata, CpuFormatKeepsItsRules) {
               "missing 'tile_q'");
 }
 
+TEST(CudaMetadata, CpuDecodeTwinLine) {
+  const std::string head = "attnc-cpu-kernel 1\nkernel k\nhead_dim 8\nhead_dim_v 8\ntile_q 32\n";
+  auto none = parseKernelInfo(head);
+  ASSERT_TRUE(bool(none)) << none.message();
+  EXPECT_EQ(none->decodeTileQ, 0); // an older artifact: no twin
+  auto twin = parseKernelInfo(head + "decode_tile 4 16\n");
+  ASSERT_TRUE(bool(twin)) << twin.message();
+  EXPECT_EQ(twin->decodeTileQ, 4);
+  EXPECT_EQ(twin->decodeTileK, 16);
+  for (const char *bad : {"decode_tile 4\n", "decode_tile 0 16\n", "decode_tile 4 x\n"})
+    expectError(parseKernelInfo(head + bad).error(), "decode_tile: expected TILE_Q TILE_K");
+}
+
 TEST(CudaMetadata, CacheLinesKeepBudgets) {
   const std::string head = "attnc-cpu-kernel 1\nkernel k\nhead_dim 8\nhead_dim_v 8\ntile_q 4\n"
                            "tile_k 8\n";

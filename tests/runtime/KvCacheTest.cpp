@@ -934,6 +934,46 @@ TEST_F(KvCacheTest, DecodeFormAlongTheHeadDim) {
   }
 }
 
+/// Kernels over a cache with the default (prefill) tile carry a decode twin
+/// on tiles of 4 packed rows; launches of G x Nq <= 4 rows (here G = 2, Nq
+/// 1 and 2) take it, larger ones (Nq 3, 5) the default item, and both
+/// match the reference step after step (H2O: the slots' mass too).
+TEST_F(KvCacheTest, DecodeTwinTakesDecodeSteps) {
+  auto plain = kernel("over_all");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->info().decodeTileQ, 4);
+  EXPECT_EQ(plain->info().decodeTileK, 16);
+  tileQ = 4; // already decode-sized: no twin
+  auto small = kernel("over_all");
+  ASSERT_TRUE(small);
+  EXPECT_EQ(small->info().decodeTileQ, 0);
+  tileQ = 0;
+  for (const char *name : {"over_all", "over_q4_group", "over_h2o"}) {
+    SCOPED_TRACE(name);
+    auto k = kernel(name);
+    ASSERT_TRUE(k);
+    ASSERT_EQ(k->info().decodeTileQ, 4);
+    auto cc = makeCache(*k, 96);
+    ASSERT_TRUE(cc);
+    rt::KvCache &c = *cc;
+    const bool h2o = std::string(name) == "over_h2o";
+    refMass.clear();
+    refMassRows = h2o ? 1 << 30 : -1; // H2O: every query's mass counts
+    std::vector<int64_t> seqs = {*c.addSequence(), *c.addSequence()};
+    std::vector<History> hist(2);
+    ASSERT_TRUE(append(c, seqs[0], 11, hist[0]));
+    ASSERT_TRUE(append(c, seqs[1], 6, hist[1]));
+    for (int64_t n : {1, 2, 3, 1, 5, 1, 2}) {
+      for (int i = 0; i < 2; ++i)
+        ASSERT_TRUE(append(c, seqs[i], n, hist[i]));
+      EXPECT_LT(runAndCompare(*k, c, seqs, stored(c, seqs, hist), n, causal), 1e-4) << "Nq " << n;
+      for (int i = 0; h2o && i < 2; ++i)
+        for (int64_t h = 0; h < Hkv; ++h)
+          expectScores(c, seqs[i], h, refMass[{seqs[i], h}]);
+    }
+  }
+}
+
 /// KvCache::tables (what a GPU launch uploads) holds, per (sequence, KV
 /// head) row, exactly what view() gives, padded with page 0 and position
 /// -1; the query positions are the last Nq tokens'.

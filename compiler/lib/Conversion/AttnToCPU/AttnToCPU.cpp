@@ -64,7 +64,8 @@ public:
   KernelLowering(attn::KernelOp kernel, int64_t D, int64_t Dv, Type elemType, int64_t Tq,
                  int64_t Tk, bool kvCache)
       : kernel(kernel), attention(kernel.getAttention()), ctx(kernel.getContext()), D(D), Dv(Dv),
-        elemType(elemType), Tq(Tq), Tk(Tk), kvCache(kvCache) {}
+        elemType(elemType), Tq(Tq), Tk(Tk), kvCache(kvCache),
+        itemName(attn::cpuItemName(kernel.getSymName())) {}
 
   LogicalResult run(OpBuilder &moduleBuilder) {
     if (!attention)
@@ -89,10 +90,21 @@ public:
     func::FuncOp item = buildItem(moduleBuilder);
     if (!item)
       return failure();
+    if (itemOnly)
+      return success();
     buildEntry(moduleBuilder, item);
     // The cache's own writes (append, move) on the same target.
     if (cacheKernel)
       attn::cpu::buildCacheUpdateFunctions(kernel, D, Dv, elemType, storage, moduleBuilder);
+    // The decode twin (AttnToCPU.h): the same item on small tiles.
+    if (cacheKernel && Tq > attn::kCpuDecodeTileQ) {
+      KernelLowering twin(kernel, D, Dv, elemType, attn::kCpuDecodeTileQ, attn::kCpuDecodeTileK,
+                          kvCache);
+      twin.itemName = attn::cpuDecodeItemName(kernel.getSymName());
+      twin.itemOnly = true;
+      if (failed(twin.run(moduleBuilder)))
+        return failure();
+    }
     return success();
   }
 
@@ -433,7 +445,7 @@ private:
     Type idx = IndexType::get(ctx);
     types.append({idx, idx, idx});
     auto fnType = FunctionType::get(ctx, types, {});
-    auto fn = func::FuncOp::create(mb, loc(), attn::cpuItemName(kernel.getSymName()), fnType);
+    auto fn = func::FuncOp::create(mb, loc(), itemName, fnType);
     setArgNames(fn);
     unsigned nParams = kernel.getNumArguments();
     Block *entry = fn.addEntryBlock();
@@ -1139,6 +1151,9 @@ private:
   int64_t Tq, Tk;
   /// Lower with the KV-cache ABI (pass option), and whether it applies.
   bool kvCache = false, cacheKernel = false;
+  /// The work item's name; only it (a decode twin's lowering).
+  std::string itemName;
+  bool itemOnly = false;
   /// The cache's storage (cacheKernel).
   attn::CacheStorage storage;
   /// Budget retention: the kernel also writes each slot's attention mass.

@@ -187,6 +187,18 @@ llvm::Expected<CpuArtifact> attnc::pipeline::compileCpuArtifact(ModuleOp module,
   std::vector<std::string> cacheFunctions;
   if (options.kvCache)
     cacheFunctions = cacheUpdateFunctions(m, art.kernel);
+  // The decode twin's item (AttnToCPU.h), if attn-to-cpu emitted one.
+  std::string decodeItem = mlir::attn::cpuDecodeItemName(art.kernel);
+  if (m.getFunction("_mlir_ciface_" + decodeItem)) {
+    if (auto err = addPackedWrapper(m, decodeItem))
+      return std::move(err);
+    art.metadata += "decode_tile " + std::to_string(mlir::attn::kCpuDecodeTileQ) + " " +
+                    std::to_string(mlir::attn::kCpuDecodeTileK) + "\n";
+    art.header += "/* The decode twin's work item (tiles of " +
+                  std::to_string(mlir::attn::kCpuDecodeTileQ) +
+                  " packed rows; metadata decode_tile). */\nvoid attnc_" + decodeItem +
+                  "_packed(void **args);\n";
+  }
   for (const std::string &fn : cacheFunctions)
     if (auto err = addPackedWrapper(m, fn))
       return std::move(err);

@@ -118,6 +118,10 @@ struct KernelInfo {
   std::string name;
   std::string dtype = "f32"; // Q/K/V element type: f32, bf16, f16
   int64_t headDim = 0, headDimV = 0, tileQ = 0, tileK = 0;
+  /// KV-cache kernels: a decode twin, the work item on tiles of decodeTileQ
+  /// packed rows and decodeTileK keys (metadata `decode_tile TQ TK`; 0:
+  /// none). Cache launches whose G x Nq fits take it.
+  int64_t decodeTileQ = 0, decodeTileK = 0;
   std::vector<ParamInfo> params;
   /// Set for kernels that read K/V through a KvCache.
   std::optional<CachePolicyInfo> cache;
@@ -226,6 +230,8 @@ private:
                       const DLTensor *rows) const;
   void *handle = nullptr;
   void (*itemFn)(void **) = nullptr;
+  /// The decode twin's item (KernelInfo::decodeTileQ), or null.
+  void (*decodeItemFn)(void **) = nullptr;
   /// kvCache kernels: the append per input type (f32, bf16, f16; null where
   /// the storage does not take it) and the move.
   void (*appendFns[3])(void **) = {nullptr, nullptr, nullptr};
