@@ -854,6 +854,13 @@ private:
                 for (int i = 0; i < 4; ++i)
                   o[oIdx(mt, n, i) - 2 * RS] =
                       fmul(b, o[oIdx(mt, n, i) - 2 * RS], alpha[slotOf(mt, i)]);
+            // O's n-block nb of row tile mt += P (A fragment) . V (B: b0, b1).
+            auto accumulatePV = [&](int64_t mt, int64_t nb, ArrayRef<Value> a, Value b0, Value b1) {
+              int64_t base = oIdx(mt, nb, 0) - 2 * RS;
+              SmallVector<Value, 4> acc(o.begin() + base, o.begin() + base + 4);
+              acc = mma(b, a, {b0, b1}, acc, mmaType);
+              std::copy(acc.begin(), acc.end(), o.begin() + base);
+            };
             if (directV) {
               // Unit m: 4 columns of keys 2tig, 2tig+1 (k pair 0) and
               // 2tig+8, 2tig+9 (pair 1) of the warp's 16, n-blocks 4m + j.
@@ -875,28 +882,20 @@ private:
                 SmallVector<Value> lo = keyPairToF16(b, loadUnit(b, 0, m), loadUnit(b, 1, m));
                 SmallVector<Value> hi = keyPairToF16(b, loadUnit(b, 8, m), loadUnit(b, 9, m));
                 for (int64_t j = 0; j < 4; ++j) {
-                  int64_t nb = 4 * m + j;
-                  for (int64_t mt = 0; mt < MT; ++mt) {
-                    int64_t base = oIdx(mt, nb, 0) - 2 * RS;
-                    SmallVector<Value, 4> acc(o.begin() + base, o.begin() + base + 4);
-                    acc = mma(b, pa[32 * m * pGroups / Dv][mt], {lo[j], hi[j]}, acc, mmaType);
-                    std::copy(acc.begin(), acc.end(), o.begin() + base);
-                  }
+                  for (int64_t mt = 0; mt < MT; ++mt)
+                    accumulatePV(mt, 4 * m + j, pa[32 * m * pGroups / Dv][mt], lo[j], hi[j]);
                 }
               }
-            }
-            Value vLane = directV ? Value() : smemAt(b, add(b, vOff, laneV));
-            for (int64_t np = 0; np < Dv / 16 && !directV; ++np) {
-              SmallVector<Value> vb = ldmatrix4(
-                  b, gep(b, vLane, chunkPair(b, swizzleV, vChunkXor, np), b.getI8Type()), true);
-              for (int64_t mt = 0; mt < MT; ++mt)
-                for (int64_t half = 0; half < 2; ++half) {
-                  int64_t base = oIdx(mt, 2 * np + half, 0) - 2 * RS;
-                  SmallVector<Value, 4> acc(o.begin() + base, o.begin() + base + 4);
-                  acc = mma(b, pa[np * 16 * pGroups / Dv][mt], {vb[2 * half], vb[2 * half + 1]},
-                            acc, mmaType);
-                  std::copy(acc.begin(), acc.end(), o.begin() + base);
-                }
+            } else {
+              Value vLane = smemAt(b, add(b, vOff, laneV));
+              for (int64_t np = 0; np < Dv / 16; ++np) {
+                SmallVector<Value> vb = ldmatrix4(
+                    b, gep(b, vLane, chunkPair(b, swizzleV, vChunkXor, np), b.getI8Type()), true);
+                for (int64_t mt = 0; mt < MT; ++mt)
+                  for (int64_t half = 0; half < 2; ++half)
+                    accumulatePV(mt, 2 * np + half, pa[np * 16 * pGroups / Dv][mt], vb[2 * half],
+                                 vb[2 * half + 1]);
+              }
             }
             next.append(o.begin(), o.end());
             // The next iteration's prefetch overwrites this stage.
