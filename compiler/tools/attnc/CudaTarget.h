@@ -26,7 +26,7 @@ struct CudaEmitOptions {
   int64_t classChunk = 0;
   bool partialVote = false;
   bool kvCache = false;
-  bool quantDirectV = false;
+  bool quantDirectV = true;
   std::string outPath = "-";
 };
 

@@ -129,8 +129,8 @@ cl::opt<bool> cudaPartialVote(
 cl::opt<bool> cudaQuantDirectV(
     "cuda-quant-direct-v",
     cl::desc("CUDA target, --kv-cache with quantized storage: V's MMA fragments straight from "
-             "the raw rows (no f16 V tile in shared memory; not yet run on a GPU)"),
-    cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
+             "the raw rows (default; =false: through an f16 V tile in shared memory)"),
+    cl::init(true), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> kvCache("kv-cache",
                       cl::desc("Compile the kernel over its cache policy (K/V through page "
                                "tables) with the cache's generated append/move code: on CUDA "

@@ -22,7 +22,7 @@ struct NvvmKernelConfig {
   int64_t classChunk = 1024; // data-dependent masks: KV tiles classified per pass
   bool partialVote = false;  // data-dependent masks: per-warp(group) skip of PARTIAL tiles
   bool kvCache = false;      // K/V through a KV cache: the decode kernel (DecodeKernel.h)
-  bool quantDirectV = false; // kv-cache, quantized V: B fragments from the raw rows
+  bool quantDirectV = true;  // kv-cache, quantized V: B fragments from the raw rows
 };
 
 /// Name of the gpu.module and of the kernel entry `attn-to-nvvm` emits for

@@ -124,12 +124,13 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "page tables, slot positions): the split-KV decode kernel plus "
            "its merge kernel `attnc_<K>_merge` (block-q packed query rows "
            "per CTA, block-k / 16 warps of 16 keys each; mma=sync)">,
-    Option<"quantDirectV", "quant-direct-v", "bool", /*default=*/"false",
+    Option<"quantDirectV", "quant-direct-v", "bool", /*default=*/"true",
            "With kv-cache and quantized storage: P.V takes V's B fragments "
            "straight from the raw rows of the stage (key pairs interleaved "
            "in registers) instead of an f16 V tile written to shared memory "
            "each KV step (scale groups of 32 columns or more; others keep "
-           "the tile). Not yet run on a GPU: off by default">
+           "the tile). 12-17% faster at 64k on the GPU (bench/NOTES.md "
+           "session 9); false keeps the tile">
   ];
 }
 

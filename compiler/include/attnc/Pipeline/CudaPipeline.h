@@ -60,8 +60,8 @@ struct CudaOptions {
   /// its merge kernel (attn-to-nvvm's kv-cache option, docs/kv-cache.md).
   bool kvCache = false;
   /// kv-cache, quantized V: B fragments from the raw rows (attn-to-nvvm's
-  /// quant-direct-v; not yet run on a GPU).
-  bool quantDirectV = false;
+  /// quant-direct-v).
+  bool quantDirectV = true;
   unsigned optLevel = 3;
 };
 

@@ -248,7 +248,8 @@ private:
     // 4m + j holds columns 32m + 4c + j; with scale groups of 32 columns or
     // more each n-block lies in one group, whose scales multiply P as
     // before. Otherwise (int8 groups of 16) V goes through an f16 tile.
-    // Behind cfg.quantDirectV until it has run on a GPU (bench/NOTES.md).
+    // 12-17% faster than the tile at 64k on the GPU (bench/NOTES.md,
+    // session 9); cfg.quantDirectV = false keeps the tile for comparison.
     const bool directV = cfg.quantDirectV && quant && Dv % 32 == 0 &&
                          (storage.group == 0 || storage.group % 32 == 0);
     // A stage: K and V rows (raw bytes when quantized), their scales, the
