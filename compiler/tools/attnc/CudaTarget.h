@@ -27,6 +27,7 @@ struct CudaEmitOptions {
   bool partialVote = false;
   bool kvCache = false;
   bool quantDirectV = true;
+  bool quantBiasK = false;
   std::string outPath = "-";
 };
 

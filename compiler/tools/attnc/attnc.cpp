@@ -131,6 +131,11 @@ cl::opt<bool> cudaQuantDirectV(
     cl::desc("CUDA target, --kv-cache with quantized storage: V's MMA fragments straight from "
              "the raw rows (default; =false: through an f16 V tile in shared memory)"),
     cl::init(true), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<bool> cudaQuantBiasK(
+    "cuda-quant-bias-k",
+    cl::desc("CUDA target, --kv-cache with int8/int4 storage: K's MMA fragments keep the f16 "
+             "magic-number bias, which the accumulators start from (fewer instructions per key)"),
+    cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> kvCache("kv-cache",
                       cl::desc("Compile the kernel over its cache policy (K/V through page "
                                "tables) with the cache's generated append/move code: on CUDA "
@@ -261,6 +266,7 @@ int main(int argc, char **argv) {
     o.partialVote = cudaPartialVote;
     o.kvCache = kvCache;
     o.quantDirectV = cudaQuantDirectV;
+    o.quantBiasK = cudaQuantBiasK;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

@@ -23,6 +23,7 @@ struct NvvmKernelConfig {
   bool partialVote = false;  // data-dependent masks: per-warp(group) skip of PARTIAL tiles
   bool kvCache = false;      // K/V through a KV cache: the decode kernel (DecodeKernel.h)
   bool quantDirectV = true;  // kv-cache, quantized V: B fragments from the raw rows
+  bool quantBiasK = false;   // kv-cache, int8/int4 K: biased fragments, biased accumulators
 };
 
 /// Name of the gpu.module and of the kernel entry `attn-to-nvvm` emits for

@@ -130,7 +130,14 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "in registers) instead of an f16 V tile written to shared memory "
            "each KV step (scale groups of 32 columns or more; others keep "
            "the tile). 12-17% faster at 64k on the GPU (bench/NOTES.md "
-           "session 9); false keeps the tile">
+           "session 9); false keeps the tile">,
+    Option<"quantBiasK", "quant-bias-k", "bool", /*default=*/"false",
+           "With kv-cache and int8/int4 storage: K's B fragments keep the "
+           "f16 magic-number bias (1024 + u: one PRMT or LOP3 per two "
+           "values, no sub/fma), Q's f16 copy is scaled by 1/16 on the "
+           "columns whose nibbles come out times 16, and the Q.K^T "
+           "accumulators start from -Q.bias (the same MMAs over constant "
+           "fragments, once per row tile)">
   ];
 }
 

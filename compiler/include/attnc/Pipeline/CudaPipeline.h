@@ -62,6 +62,9 @@ struct CudaOptions {
   /// kv-cache, quantized V: B fragments from the raw rows (attn-to-nvvm's
   /// quant-direct-v).
   bool quantDirectV = true;
+  /// kv-cache, int8/int4 K: fragments keep the f16 bias (attn-to-nvvm's
+  /// quant-bias-k).
+  bool quantBiasK = false;
   unsigned optLevel = 3;
 };
 

@@ -1051,6 +1051,7 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.classChunk = classChunk;
     cfg.partialVote = partialVote;
     cfg.quantDirectV = quantDirectV;
+    cfg.quantBiasK = quantBiasK;
     if (cfg.classChunk < 1 || cfg.classChunk > 16384) {
       module.emitError("attn-to-nvvm: class-chunk must be 1 to 16384");
       return signalPassFailure();

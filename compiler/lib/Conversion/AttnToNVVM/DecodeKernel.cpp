@@ -47,6 +47,8 @@ namespace {
 constexpr unsigned kNumDecodeArgs = 7 + 9 + 8 + 6 + 1;
 /// Splits the merge kernel loads per round trip.
 constexpr int64_t kMergeUnroll = 8;
+// Lazy rescaling: a row's reference trails its maximum by at most 2^8.
+constexpr double kDecodeLazyLog2 = 8.0;
 
 class DecodeLowering : public NvvmBuilder {
 public:
@@ -113,9 +115,15 @@ private:
   /// Bytes 2k and 2k + 1 of `biased` (4 int8 + 128) as an f16x2 of the
   /// signed values: bytes [u, 0x64, u', 0x64] are (1024 + u, 1024 + u');
   /// minus 1152.
-  Value bytePair(OpBuilder &b, Value biased, int64_t k) {
-    std::string text = "{\n.reg .b32 m, t;\nmov.b32 m, 0x64646464;\nprmt.b32 t, $1, m, " +
-                       std::string(k == 0 ? "0x4140" : "0x4342") +
+  /// With `keepBias` the pair stays (1024 + u, 1024 + u') (see biasK).
+  Value bytePair(OpBuilder &b, Value biased, int64_t k, bool keepBias) {
+    std::string select = k == 0 ? "0x4140" : "0x4342";
+    if (keepBias)
+      return pureAsm(b, i32(), ValueRange{biased},
+                     "{\n.reg .b32 m;\nmov.b32 m, 0x64646464;\nprmt.b32 $0, $1, m, " + select +
+                         ";\n}",
+                     "=r,r");
+    std::string text = "{\n.reg .b32 m, t;\nmov.b32 m, 0x64646464;\nprmt.b32 t, $1, m, " + select +
                        ";\nmov.b32 m, 0x64806480;\nsub.f16x2 $0, t, m;\n}";
     return pureAsm(b, i32(), ValueRange{biased}, text, "=r,r");
   }
@@ -127,16 +135,25 @@ private:
   /// 4 LOP3, 1 shift, 2 sub, 2 fma for 8 values: nibble j lands in column
   /// 2 * (j % 4) + j / 4 of its 8 (V's O columns are put back at the
   /// combine; K's order is kColumn's).
-  SmallVector<Value> unpackNibbles(OpBuilder &b, Value biased) {
-    std::string text = "{\n.reg .b32 a, c, s, m, h, k;\n"
-                       "mov.b32 m, 0x64086408;\nmov.b32 h, 0x2c002c00;\nmov.b32 k, 0xd480d480;\n"
-                       "lop3.b32 a, $4, 0x000f000f, 0x64006400, 0xea;\n"
-                       "lop3.b32 c, $4, 0x00f000f0, 0x64006400, 0xea;\n"
-                       "sub.f16x2 $0, a, m;\nfma.rn.f16x2 $1, c, h, k;\n"
-                       "shr.b32 s, $4, 8;\n"
-                       "lop3.b32 a, s, 0x000f000f, 0x64006400, 0xea;\n"
-                       "lop3.b32 c, s, 0x00f000f0, 0x64006400, 0xea;\n"
-                       "sub.f16x2 $2, a, m;\nfma.rn.f16x2 $3, c, h, k;\n}";
+  /// With `keepBias` only the LOP3s and the shift: (1024 + n) and
+  /// (1024 + 16n) (see biasK).
+  SmallVector<Value> unpackNibbles(OpBuilder &b, Value biased, bool keepBias) {
+    std::string text =
+        keepBias ? "{\n.reg .b32 s;\n"
+                   "lop3.b32 $0, $4, 0x000f000f, 0x64006400, 0xea;\n"
+                   "lop3.b32 $1, $4, 0x00f000f0, 0x64006400, 0xea;\n"
+                   "shr.b32 s, $4, 8;\n"
+                   "lop3.b32 $2, s, 0x000f000f, 0x64006400, 0xea;\n"
+                   "lop3.b32 $3, s, 0x00f000f0, 0x64006400, 0xea;\n}"
+                 : "{\n.reg .b32 a, c, s, m, h, k;\n"
+                   "mov.b32 m, 0x64086408;\nmov.b32 h, 0x2c002c00;\nmov.b32 k, 0xd480d480;\n"
+                   "lop3.b32 a, $4, 0x000f000f, 0x64006400, 0xea;\n"
+                   "lop3.b32 c, $4, 0x00f000f0, 0x64006400, 0xea;\n"
+                   "sub.f16x2 $0, a, m;\nfma.rn.f16x2 $1, c, h, k;\n"
+                   "shr.b32 s, $4, 8;\n"
+                   "lop3.b32 a, s, 0x000f000f, 0x64006400, 0xea;\n"
+                   "lop3.b32 c, s, 0x00f000f0, 0x64006400, 0xea;\n"
+                   "sub.f16x2 $2, a, m;\nfma.rn.f16x2 $3, c, h, k;\n}";
     SmallVector<Type> four(4, i32());
     Value r = pureAsm(b, LLVM::LLVMStructType::getLiteral(ctx, four), ValueRange{biased}, text,
                       "=r,=r,=r,=r,r");
@@ -148,8 +165,9 @@ private:
   /// A 32-bit word of raw page bytes as f16x2 registers: int8 and fp8 (4
   /// values) as the pairs (0, 1), (2, 3); int4 (8) in unpackNibbles'
   /// order. fp8 e4m3 converts exactly with cvt.rn.f16x2.e4m3x2 (sm_89+);
-  /// the integers by the magic-number tricks above.
-  SmallVector<Value> wordToF16(OpBuilder &b, Value word) {
+  /// the integers by the magic-number tricks above (`keepBias`: without
+  /// their last step, see biasK).
+  SmallVector<Value> wordToF16(OpBuilder &b, Value word, bool keepBias = false) {
     if (storage.fp8) {
       SmallVector<Type> two(2, i32());
       Value r = LLVM::InlineAsmOp::create(
@@ -165,8 +183,8 @@ private:
     Value biased = arith::XOrIOp::create(
         b, loc(), word, ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
     if (storage.nibbles)
-      return unpackNibbles(b, biased);
-    return {bytePair(b, biased, 0), bytePair(b, biased, 1)};
+      return unpackNibbles(b, biased, keepBias);
+    return {bytePair(b, biased, 0, keepBias), bytePair(b, biased, 1, keepBias)};
   }
 
   /// V's B fragment registers for one unit of 4 head-dim columns of two
@@ -252,6 +270,16 @@ private:
     // session 9); cfg.quantDirectV = false keeps the tile for comparison.
     const bool directV = cfg.quantDirectV && quant && Dv % 32 == 0 &&
                          (storage.group == 0 || storage.group % 32 == 0);
+    // biasK: int8 / int4 K's B fragments skip the last step of the
+    // magic-number conversion and stay 1024 + u (u = x + 128 or x + 8;
+    // int4's odd nibbles 1024 + 16u). Q's f16 copy takes 1/16 on those
+    // nibbles' columns, so Q.K_f16 = Q.x + Q.bias with a per-column bias
+    // c(d) = 1024 + 128, 1024 + 8 or (1024 + 128) / 16 * 16; the Q.K^T
+    // accumulators start from -Q.bias, which the same MMAs compute once
+    // per row tile over constant fragments of -c. Half the conversion
+    // instructions of K (the sub / fma per pair); the bias cancels in f32
+    // (|Q.bias| is ~25x |Q.x|: ~5 of the accumulator's 24 bits).
+    const bool biasK = cfg.quantBiasK && quant && !storage.fp8;
     // A stage: K and V rows (raw bytes when quantized), their scales, the
     // slots' logical positions (i32); all 16-byte aligned.
     // K's B fragments are read from the raw rows with one 32-bit load per
@@ -537,9 +565,13 @@ private:
           Value row = divu(b, e, ci32(b, D)), p = remu(b, e, ci32(b, D));
           Value x =
               load(b, elemType, smemAt(b, ci32(b, 0)), add(b, mul(b, row, ci32(b, qStride)), p));
-          Value h = arith::TruncFOp::create(b, l, mmaType, arith::ExtFOp::create(b, l, f32(), x));
-          store(b, h, smemAt(b, ci32(b, qF16Base)),
-                add(b, mul(b, row, ci32(b, qStride)), kColumn(b, p)));
+          Value xf = arith::ExtFOp::create(b, l, f32(), x);
+          Value kp = kColumn(b, p);
+          if (biasK && storage.nibbles) // k 8..15 of a chunk: nibbles times 16
+            xf = select(b, cmpi(b, arith::CmpIPredicate::uge, remu(b, kp, ci32(b, 16)), ci32(b, 8)),
+                        fmul(b, xf, cf32(b, 1.0 / 16)), xf);
+          Value h = arith::TruncFOp::create(b, l, mmaType, xf);
+          store(b, h, smemAt(b, ci32(b, qF16Base)), add(b, mul(b, row, ci32(b, qStride)), kp));
         });
         gpu::BarrierOp::create(b, l);
       }
@@ -606,6 +638,24 @@ private:
       Value scaleLog2 = fmul(b, scale, cf32(b, kLog2e));
       Value negInf = cf32(b, -std::numeric_limits<float>::infinity()), zero = cf32(b, 0.0);
 
+      // biasK: Q.K^T's accumulators start from -Q.bias, per K scale group
+      // and row tile in the accumulators' layout (alike for every key):
+      // the MMAs of the KV loop over constant B fragments of -c as f16x2,
+      // int8 -1152 (0xe480); int4 -1032 (0xe408) on k 0..7 of a chunk and
+      // -1152 on k 8..15 (the nibbles times 16, where Q holds Q / 16).
+      using Acc = SmallVector<Value, 4>;
+      SmallVector<SmallVector<Acc>> kAccStart(quant ? kGroups : 1,
+                                              SmallVector<Acc>(MT, Acc(4, zero)));
+      if (biasK) {
+        Value lo = ci32(b, int32_t(storage.nibbles ? 0xe408e408u : 0xe480e480u));
+        Value hi = ci32(b, int32_t(0xe480e480u));
+        for (int64_t kk = 0; kk < D / 16; ++kk)
+          for (int64_t mt = 0; mt < MT; ++mt) {
+            Acc &acc = kAccStart[kk * 16 * kGroups / D][mt];
+            acc = mma(b, qInRegs ? qa[kk] : loadQ(b, mt, kk), {lo, hi}, acc, mmaType);
+          }
+      }
+
       // Loop state: m (RS rows, log2 domain), l (RS rows, thread-partial), O
       // (MT x Dv/8 n-blocks x 4); none for the mass kernel.
       SmallVector<Value> init;
@@ -656,8 +706,10 @@ private:
             // chunk lies in one group), scaled and summed below.
             const int64_t sGroups = quant ? kGroups : 1;
             using Frag = SmallVector<SmallVector<SmallVector<Value, 4>>>;
-            SmallVector<Frag> sg(sGroups, Frag(MT, SmallVector<SmallVector<Value, 4>>(
-                                                       2, SmallVector<Value, 4>(4, zero))));
+            SmallVector<Frag> sg(sGroups, Frag(MT, SmallVector<SmallVector<Value, 4>>(2)));
+            for (int64_t g = 0; g < sGroups; ++g)
+              for (int64_t mt = 0; mt < MT; ++mt)
+                sg[g][mt][0] = sg[g][mt][1] = kAccStart[g][mt];
             Value kLane = smemAt(b, add(b, kOff, laneK));
             // Quantized: lane (grp, tig) reads key warpKey + nb*8 + grp, 4 bytes
             // at 16*kk + 4*tig (int8) or 16*c + 4*tig for chunks 2c, 2c+1
@@ -676,7 +728,7 @@ private:
                     at = swizzle(b, at, r, kRaw);
                   Value word = LLVM::LoadOp::create(b, l, i32(), gep(b, rawK, at, b.getI8Type()),
                                                     /*alignment=*/4);
-                  nibbleRegs[nb] = wordToF16(b, word);
+                  nibbleRegs[nb] = wordToF16(b, word, biasK);
                 }
                 int64_t first = storage.nibbles ? 2 * (kk % 2) : 0;
                 kb.push_back(nibbleRegs[nb][first]);
@@ -810,11 +862,26 @@ private:
             for (int64_t x : {1, 2})
               for (int64_t rs = 0; rs < RS; ++rs)
                 tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
-            // Online softmax; a row that has seen no key keeps m = -inf and
-            // uses 0 as its reference, so 2^(-inf - ref) = 0, not NaN.
+            // Online softmax with lazy rescaling, as in the prefill kernel
+            // (AttnToNVVM.cpp): the warp keeps its rows' references until
+            // some row's maximum grows by more than 2^kDecodeLazyLog2, so P
+            // stays <= 256 and most KV steps skip O *= alpha (MT * Dv / 2
+            // multiplies, a tenth of a quantized step's instructions). Exact:
+            // O and l share the stale reference, and O / l cancels it.
+            Value anyGrow = arith::ConstantIntOp::create(b, l, 0, 1);
+            for (int64_t rs = 0; rs < RS; ++rs) {
+              Value g = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT,
+                                              fmax(b, iter[rs], tileMax[rs]),
+                                              fadd(b, iter[rs], cf32(b, kDecodeLazyLog2)));
+              anyGrow = arith::OrIOp::create(b, l, anyGrow, g);
+            }
+            Value grew = NVVM::VoteSyncOp::create(b, l, b.getI1Type(), ci32(b, -1), anyGrow,
+                                                  NVVM::VoteSyncKind::any);
+            // A row that has seen no key keeps m = -inf and uses 0 as its
+            // reference, so 2^(-inf - ref) = 0, not NaN.
             SmallVector<Value> next(RS), negRef(RS), alpha(RS), sum(RS);
             for (int64_t rs = 0; rs < RS; ++rs) {
-              next[rs] = fmax(b, iter[rs], tileMax[rs]);
+              next[rs] = select(b, grew, fmax(b, iter[rs], tileMax[rs]), iter[rs]);
               Value isNinf =
                   arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, next[rs], negInf);
               Value ref = select(b, isNinf, zero, next[rs]);
@@ -850,11 +917,23 @@ private:
                              pack(b, W(1, 2), W(1, 3), mmaType)};
               }
             SmallVector<Value> o(iter.begin() + 2 * RS, iter.end());
-            for (int64_t mt = 0; mt < MT; ++mt)
-              for (int64_t n = 0; n < nbO; ++n)
-                for (int i = 0; i < 4; ++i)
-                  o[oIdx(mt, n, i) - 2 * RS] =
-                      fmul(b, o[oIdx(mt, n, i) - 2 * RS], alpha[slotOf(mt, i)]);
+            {
+              // O *= alpha only when some row's reference moved.
+              auto rescale = scf::IfOp::create(b, l, TypeRange(ValueRange(o)), grew,
+                                               /*withElseRegion=*/true);
+              OpBuilder tb = rescale.getThenBodyBuilder();
+              SmallVector<Value> scaled(o.size());
+              for (int64_t mt = 0; mt < MT; ++mt)
+                for (int64_t n = 0; n < nbO; ++n)
+                  for (int i = 0; i < 4; ++i) {
+                    int64_t at = oIdx(mt, n, i) - 2 * RS;
+                    scaled[at] = fmul(tb, o[at], alpha[slotOf(mt, i)]);
+                  }
+              scf::YieldOp::create(tb, l, scaled);
+              OpBuilder eb = rescale.getElseBodyBuilder();
+              scf::YieldOp::create(eb, l, o);
+              o.assign(rescale.getResults().begin(), rescale.getResults().end());
+            }
             // O's n-block nb of row tile mt += P (A fragment) . V (B: b0, b1).
             auto accumulatePV = [&](int64_t mt, int64_t nb, ArrayRef<Value> a, Value b0, Value b1) {
               int64_t base = oIdx(mt, nb, 0) - 2 * RS;

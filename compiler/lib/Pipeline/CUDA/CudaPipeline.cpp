@@ -132,6 +132,7 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.partialVote = options.partialVote;
   o.kvCache = options.kvCache;
   o.quantDirectV = options.quantDirectV;
+  o.quantBiasK = options.quantBiasK;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
