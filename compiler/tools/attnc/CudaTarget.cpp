@@ -93,6 +93,7 @@ bool attnc::driver::emitCuda(mlir::MLIRContext &ctx, const dsl::Program &prog,
   o.kvCache = options.kvCache;
   o.quantDirectV = options.quantDirectV;
   o.quantBiasK = options.quantBiasK;
+  o.decodeLazyRescale = options.decodeLazyRescale;
   if (o.dtype != "bf16" && o.dtype != "f16") {
     llvm::errs() << "attnc: error: --target=cuda takes --dtype=bf16 or f16, not " << o.dtype
                  << "\n";

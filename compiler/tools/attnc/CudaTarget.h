@@ -28,6 +28,7 @@ struct CudaEmitOptions {
   bool kvCache = false;
   bool quantDirectV = true;
   bool quantBiasK = false;
+  bool decodeLazyRescale = false;
   std::string outPath = "-";
 };
 

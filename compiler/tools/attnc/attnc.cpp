@@ -134,7 +134,12 @@ cl::opt<bool> cudaQuantDirectV(
 cl::opt<bool> cudaQuantBiasK(
     "cuda-quant-bias-k",
     cl::desc("CUDA target, --kv-cache with int8/int4 storage: K's MMA fragments keep the f16 "
-             "magic-number bias, which the accumulators start from (fewer instructions per key)"),
+             "magic-number bias, which the accumulators start from (not yet run on a GPU)"),
+    cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<bool> cudaDecodeLazyRescale(
+    "cuda-decode-lazy-rescale",
+    cl::desc("CUDA target, --kv-cache: the decode kernel rescales O only when a row's maximum "
+             "grew by more than 2^8 (a warp vote; not yet run on a GPU)"),
     cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> kvCache("kv-cache",
                       cl::desc("Compile the kernel over its cache policy (K/V through page "
@@ -267,6 +272,7 @@ int main(int argc, char **argv) {
     o.kvCache = kvCache;
     o.quantDirectV = cudaQuantDirectV;
     o.quantBiasK = cudaQuantBiasK;
+    o.decodeLazyRescale = cudaDecodeLazyRescale;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

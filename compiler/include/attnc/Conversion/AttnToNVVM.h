@@ -15,15 +15,16 @@ namespace attn {
 struct NvvmKernelConfig {
   int64_t headDim = 128, headDimV = 128;
   int64_t blockQ = 64, blockK = 64;
-  int64_t warpMTiles = 1;    // m16 tiles of query rows per warp
-  int64_t stages = 2;        // K/V shared-memory buffers (cp.async pipeline depth)
-  bool wgmma = false;        // warpgroup MMAs (sm_90a) instead of mma.sync
-  bool wgmmaQInRegs = false; // wgmma: Q.K^T takes Q from registers
-  int64_t classChunk = 1024; // data-dependent masks: KV tiles classified per pass
-  bool partialVote = false;  // data-dependent masks: per-warp(group) skip of PARTIAL tiles
-  bool kvCache = false;      // K/V through a KV cache: the decode kernel (DecodeKernel.h)
-  bool quantDirectV = true;  // kv-cache, quantized V: B fragments from the raw rows
-  bool quantBiasK = false;   // kv-cache, int8/int4 K: biased fragments, biased accumulators
+  int64_t warpMTiles = 1;         // m16 tiles of query rows per warp
+  int64_t stages = 2;             // K/V shared-memory buffers (cp.async pipeline depth)
+  bool wgmma = false;             // warpgroup MMAs (sm_90a) instead of mma.sync
+  bool wgmmaQInRegs = false;      // wgmma: Q.K^T takes Q from registers
+  int64_t classChunk = 1024;      // data-dependent masks: KV tiles classified per pass
+  bool partialVote = false;       // data-dependent masks: per-warp(group) skip of PARTIAL tiles
+  bool kvCache = false;           // K/V through a KV cache: the decode kernel (DecodeKernel.h)
+  bool quantDirectV = true;       // kv-cache, quantized V: B fragments from the raw rows
+  bool quantBiasK = false;        // kv-cache, int8/int4 K: biased fragments, biased accumulators
+  bool decodeLazyRescale = false; // kv-cache: O *= alpha only when a maximum grew by > 2^8
 };
 
 /// Name of the gpu.module and of the kernel entry `attn-to-nvvm` emits for

@@ -137,7 +137,14 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "values, no sub/fma), Q's f16 copy is scaled by 1/16 on the "
            "columns whose nibbles come out times 16, and the Q.K^T "
            "accumulators start from -Q.bias (the same MMAs over constant "
-           "fragments, once per row tile)">
+           "fragments, once per row tile). Not yet run on a GPU: off by "
+           "default">,
+    Option<"decodeLazyRescale", "decode-lazy-rescale", "bool",
+           /*default=*/"false",
+           "With kv-cache: the decode kernel keeps a warp's row references "
+           "until some row's maximum grows by more than 2^8 (a vote), and "
+           "rescales O only then, as the prefill kernel does. Not yet run "
+           "on a GPU: off by default">
   ];
 }
 

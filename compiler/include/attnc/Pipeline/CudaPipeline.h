@@ -65,6 +65,9 @@ struct CudaOptions {
   /// kv-cache, int8/int4 K: fragments keep the f16 bias (attn-to-nvvm's
   /// quant-bias-k).
   bool quantBiasK = false;
+  /// kv-cache: lazy rescaling in the decode kernel (attn-to-nvvm's
+  /// decode-lazy-rescale).
+  bool decodeLazyRescale = false;
   unsigned optLevel = 3;
 };
 

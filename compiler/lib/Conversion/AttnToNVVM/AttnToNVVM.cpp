@@ -1052,6 +1052,7 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.partialVote = partialVote;
     cfg.quantDirectV = quantDirectV;
     cfg.quantBiasK = quantBiasK;
+    cfg.decodeLazyRescale = decodeLazyRescale;
     if (cfg.classChunk < 1 || cfg.classChunk > 16384) {
       module.emitError("attn-to-nvvm: class-chunk must be 1 to 16384");
       return signalPassFailure();

@@ -862,8 +862,8 @@ private:
             for (int64_t x : {1, 2})
               for (int64_t rs = 0; rs < RS; ++rs)
                 tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
-            // Online softmax with lazy rescaling, as in the prefill kernel
-            // (AttnToNVVM.cpp): the warp keeps its rows' references until
+            // Online softmax; with cfg.decodeLazyRescale lazily, as in the
+            // prefill kernel (AttnToNVVM.cpp): the warp keeps its rows' references until
             // some row's maximum grows by more than 2^kDecodeLazyLog2, so P
             // stays <= 256 and most KV steps skip O *= alpha (MT * Dv / 2
             // multiplies, a tenth of a quantized step's instructions). Exact:
@@ -875,8 +875,12 @@ private:
                                               fadd(b, iter[rs], cf32(b, kDecodeLazyLog2)));
               anyGrow = arith::OrIOp::create(b, l, anyGrow, g);
             }
-            Value grew = NVVM::VoteSyncOp::create(b, l, b.getI1Type(), ci32(b, -1), anyGrow,
-                                                  NVVM::VoteSyncKind::any);
+            // Without lazy rescaling every step rescales (the vote is dead).
+            Value grew = cfg.decodeLazyRescale
+                             ? NVVM::VoteSyncOp::create(b, l, b.getI1Type(), ci32(b, -1), anyGrow,
+                                                        NVVM::VoteSyncKind::any)
+                                   .getResult()
+                             : arith::ConstantIntOp::create(b, l, 1, 1).getResult();
             // A row that has seen no key keeps m = -inf and uses 0 as its
             // reference, so 2^(-inf - ref) = 0, not NaN.
             SmallVector<Value> next(RS), negRef(RS), alpha(RS), sum(RS);

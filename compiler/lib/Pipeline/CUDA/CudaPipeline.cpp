@@ -133,6 +133,7 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.kvCache = options.kvCache;
   o.quantDirectV = options.quantDirectV;
   o.quantBiasK = options.quantBiasK;
+  o.decodeLazyRescale = options.decodeLazyRescale;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
