@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
-"""Bit-level emulation of the CUDA decode kernel's direct V fragments
-(DecodeKernel.cpp, `directV`): for one warp's 16 keys of raw int8 / int4 /
+"""Bit-level emulation of the CUDA decode kernel's quantized fragments.
+
+V (DecodeKernel.cpp, `directV`): for one warp's 16 keys of raw int8 / int4 /
 fp8 V rows, every lane builds its mma.m16n8k16 B registers as the kernel
 does (unit loads, prmt interleave of two keys, the XOR bias, the f16
 magic-number or e4m3 conversions), the MMAs are emulated with the PTX
 fragment layouts, and the accumulators are stored with the combine's
 column mapping. The result must equal P . V on the dequantized values.
+
+K (`loadRawK`, `kColumn`; with `biasK` the fragments keep the f16 bias
+1024 + u, Q's copy holds Q / 16 on int4's times-16 nibbles and the
+accumulators start from the MMAs of Q with constant -bias fragments): the
+scores of 16 rows and 16 keys must equal Q . K on the dequantized values.
 
 It checks the design's index and bit arithmetic here, without a GPU; the
 kernel itself is checked on the GPU by decode.py --check. Pure Python.
@@ -60,21 +66,22 @@ def fma_f16x2(a, b, c):
     return pack_halves(a0 * b0 + c0, a1 * b1 + c1)
 
 
-def byte_pair(biased, k):
-    """DecodeKernel bytePair: bytes 2k, 2k+1 of `biased` as f16x2 - 1152."""
+def byte_pair(biased, k, keep_bias=False):
+    """DecodeKernel bytePair: bytes 2k, 2k+1 of `biased` as f16x2 - 1152
+    (keep_bias: without the subtraction)."""
     t = prmt(biased, 0x64646464, 0x4140 if k == 0 else 0x4342)
-    return sub_f16x2(t, 0x64806480)
+    return t if keep_bias else sub_f16x2(t, 0x64806480)
 
 
-def unpack_nibbles(biased):
+def unpack_nibbles(biased, keep_bias=False):
     """DecodeKernel unpackNibbles: four f16x2 (n0, n4), (n1, n5), (n2, n6),
-    (n3, n7) of the signed values."""
+    (n3, n7) of the signed values (keep_bias: 1024 + u and 1024 + 16u)."""
     m, h, k = 0x64086408, 0x2C002C00, 0xD480D480
     out = []
     for s in (biased, biased >> 8):
         a = lop3_ea(s, 0x000F000F, 0x64006400)
         c = lop3_ea(s, 0x00F000F0, 0x64006400)
-        out += [sub_f16x2(a, m), fma_f16x2(c, h, k)]
+        out += [a, c] if keep_bias else [sub_f16x2(a, m), fma_f16x2(c, h, k)]
     return [out[0], out[1], out[2], out[3]]
 
 
@@ -94,13 +101,13 @@ def cvt_e4m3x2(h16):  # cvt.rn.f16x2.e4m3x2: byte 0 -> low half
     return pack_halves(E4M3[h16 & 0xFF], E4M3[(h16 >> 8) & 0xFF])
 
 
-def word_to_f16(kind, word):
+def word_to_f16(kind, word, keep_bias=False):
     if kind == "f8":
         return [cvt_e4m3x2(word & 0xFFFF), cvt_e4m3x2(word >> 16)]
     if kind == "i4":
-        return unpack_nibbles(word ^ 0x88888888)
+        return unpack_nibbles(word ^ 0x88888888, keep_bias)
     biased = word ^ 0x80808080
-    return [byte_pair(biased, 0), byte_pair(biased, 1)]
+    return [byte_pair(biased, 0, keep_bias), byte_pair(biased, 1, keep_bias)]
 
 
 def key_pair_to_f16(kind, wa, wb):
@@ -186,16 +193,98 @@ def check(kind, Dv=128, group=0, seed=0):
     return err
 
 
+def k_column(kind, p):
+    """DecodeKernel kColumn: the Q.K^T k index of head-dim column p."""
+    if kind != "i4":
+        blk, q = divmod(p, 16)
+        t, j = divmod(q, 4)
+        return 16 * blk + 2 * t + j + (6 if j >= 2 else 0)
+    blk, q = divmod(p, 32)
+    t, j = divmod(q, 8)
+    m, h = j % 4, j // 4
+    return 16 * (2 * blk + m // 2) + (m % 2) * 8 + 2 * t + h
+
+
+def check_k(kind, D=128, group=0, bias=False, seed=0):
+    """Q.K^T of 16 rows and one warp's 16 keys from raw K rows, as the
+    kernel builds it (two n8 blocks of keys, D / 16 k16 chunks)."""
+    rnd = random.Random(seed)
+    qmax = 7 if kind == "i4" else 127
+    x = [[rnd.randint(-qmax - (kind == "i4"), qmax) for _ in range(D)] for _ in range(16)]
+    if kind == "i4":
+        raw = [bytes(((row[2 * i] & 0xF) | ((row[2 * i + 1] & 0xF) << 4))
+                     for i in range(D // 2)) for row in x]
+    else:
+        raw = [bytes(v & 0xFF for v in row) for row in x]
+    groups = D // group if group else 1
+    ks = [[rnd.uniform(0.5, 2.0) for _ in range(groups)] for _ in range(16)]
+    # Q rounded to f16 once (the kernel's copy), then / 16 where bias puts
+    # int4's times-16 nibbles (k 8..15 of a chunk); A[r][kpos].
+    Q = [[f16(f16_bits(rnd.gauss(0, 1))) for _ in range(D)] for _ in range(16)]
+    A = [[0.0] * D for _ in range(16)]
+    for r in range(16):
+        for p in range(D):
+            kp = k_column(kind, p)
+            A[r][kp] = Q[r][p] / 16 if bias and kind == "i4" and kp % 16 >= 8 else Q[r][p]
+
+    def word(key, kk):  # loadRawK: 4 bytes at 16kk + 4tig (int4: 16(kk/2) + 4tig)
+        return lambda tig: int.from_bytes(
+            raw[key][(16 * (kk // 2) if kind == "i4" else 16 * kk) + 4 * tig:][:4], "little")
+
+    sg = []  # per group: rows x keys
+    for g in range(groups):
+        # The start: the same MMAs over constant fragments of -bias.
+        start = [[0.0] * 8 for _ in range(16)]
+        if bias:
+            lo = -1032.0 if kind == "i4" else -1152.0
+            for kk in range(g * D // groups // 16, (g + 1) * D // groups // 16):
+                for r in range(16):
+                    for n in range(8):
+                        start[r][n] += sum(A[r][16 * kk + k] * (lo if k < 8 else -1152.0)
+                                           for k in range(16))
+        sg.append([[start[r][n % 8] for n in range(16)] for r in range(16)])
+    for kk in range(D // 16):
+        g = kk * 16 * groups // D
+        first = 2 * (kk % 2) if kind == "i4" else 0
+        for nb in range(2):
+            Bm = [[None] * 8 for _ in range(16)]
+            for lane in range(32):
+                grp, tig = lane // 4, lane % 4
+                regs = word_to_f16(kind, word(nb * 8 + grp, kk)(tig), bias)
+                Bm[2 * tig][grp], Bm[2 * tig + 1][grp] = halves(regs[first])
+                Bm[2 * tig + 8][grp], Bm[2 * tig + 9][grp] = halves(regs[first + 1])
+            for r in range(16):
+                for n in range(8):
+                    sg[g][r][nb * 8 + n] += sum(A[r][16 * kk + k] * Bm[k][n] for k in range(16))
+    err = 0.0
+    for r in range(16):
+        for key in range(16):
+            got = sum(sg[g][r][key] * ks[key][g] for g in range(groups))
+            ref = sum(Q[r][p] * ks[key][p * groups // D] * x[key][p] for p in range(D))
+            err = max(err, abs(got - ref) / max(1.0, abs(ref)))
+    return err
+
+
 def main():
-    failures = 0
+    failures = total = 0
     for kind, Dv, group in [("i8", 128, 0), ("i8", 128, 32), ("i8", 64, 64), ("i4", 128, 32),
                             ("i4", 128, 0), ("i4", 64, 64), ("f8", 128, 0), ("f8", 96, 32)]:
         err = check(kind, Dv, group)
         ok = err < 1e-9
         failures += not ok
-        print("%s %s Dv=%d group=%d: max rel err %.2e" % ("PASS" if ok else "FAIL", kind, Dv,
-                                                          group, err))
-    print("%d passed, %d failed" % (8 - failures, failures))
+        total += 1
+        print("%s V %s Dv=%d group=%d: max rel err %.2e" % ("PASS" if ok else "FAIL", kind, Dv,
+                                                            group, err))
+    for kind, D, group in [("i8", 128, 0), ("i8", 128, 32), ("i8", 64, 0), ("i4", 128, 0),
+                           ("i4", 128, 32), ("i4", 64, 64)]:
+        for bias in (False, True):
+            err = check_k(kind, D, group, bias)
+            ok = err < 1e-9
+            failures += not ok
+            total += 1
+            print("%s K %s D=%d group=%d%s: max rel err %.2e" % (
+                "PASS" if ok else "FAIL", kind, D, group, " bias" if bias else "", err))
+    print("%d passed, %d failed" % (total - failures, failures))
     return 1 if failures else 0
 
 
