@@ -1,13 +1,12 @@
 //===- decode_bench.cpp - decode over KV caches on the CPU -----------------===//
 //
 //   attnc-decode-bench [--lengths=8192,65536] [--batch=1] [--threads=N] [--steps=20]
-//                      [--tile-q=T] [--tile-k=T]
+//                      [--tile-q=T] [--tile-k=T] [--nq=N]
 //
-// One decode step (Nq = 1) of B sequences of L cached tokens, Hq/Hkv = 32/8,
-// D = 128, through a paged KvCache (16-token pages, retention all) with
-// bf16, int8 (per-token scales), int4 (groups of 32) and fp8 e4m3
-// (per-token scales) storage, bf16 with H2O scoring (a budget it does not
-// reach: the attention-mass pass is the difference), and a sink(4) +
+// One decode step (Nq = 1; --nq: a speculative step of Nq) of B sequences of L cached tokens,
+// Hq/Hkv = 32/8, D = 128, through a paged KvCache (16-token pages, retention all) with bf16, int8
+// (per-token scales), int4 (groups of 32) and fp8 e4m3 (per-token scales) storage, bf16 with H2O
+// scoring (a budget it does not reach: the attention-mass pass is the difference), and a sink(4) +
 // window(1020) cache. Prints ms per step and the bandwidth of the K/V bytes
 // the step reads (slots x Hkv x (D + Dv) x element bytes, plus scales).
 //
@@ -62,7 +61,7 @@ std::vector<int64_t> parseList(const std::string &s) {
 
 int main(int argc, char **argv) {
   std::vector<int64_t> lengths = {8192, 65536};
-  int64_t B = 1, steps = 20, tileQ = 0, tileK = 0;
+  int64_t B = 1, steps = 20, tileQ = 0, tileK = 0, Nq = 1;
   int threads = 0;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -78,9 +77,11 @@ int main(int argc, char **argv) {
       tileQ = std::stoll(a.substr(9));
     else if (a.rfind("--tile-k=", 0) == 0)
       tileK = std::stoll(a.substr(9));
+    else if (a.rfind("--nq=", 0) == 0) // speculative steps: Nq new tokens each
+      Nq = std::stoll(a.substr(5));
     else {
       std::fprintf(stderr, "usage: attnc-decode-bench [--lengths=L,...] [--batch=B] "
-                           "[--threads=N] [--steps=S] [--tile-q=T] [--tile-k=T]\n");
+                           "[--threads=N] [--steps=S] [--tile-q=T] [--tile-k=T] [--nq=N]\n");
       return 2;
     }
   }
@@ -97,9 +98,9 @@ int main(int argc, char **argv) {
   for (auto *v : {&kc, &vc})
     for (auto &x : *v)
       x = rt::floatToBf16(normal(rng));
-  std::vector<int64_t> chunkShape = {Hkv, chunk, D}, oneShape = {Hkv, 1, D};
-  for (const char *name : {"decode_bf16", "decode_h2o", "decode_int8", "decode_int4", "decode_fp8",
-                           "decode_stream"}) {
+  std::vector<int64_t> chunkShape = {Hkv, chunk, D}, stepShape = {Hkv, Nq, D};
+  for (const char *name :
+       {"decode_bf16", "decode_h2o", "decode_int8", "decode_int4", "decode_fp8", "decode_stream"}) {
     KernelSpec spec;
     spec.dtype = "bf16";
     spec.headDim = D;
@@ -117,7 +118,7 @@ int main(int argc, char **argv) {
       o.numKvHeads = Hkv;
       o.headDim = D;
       o.inputDtype = "bf16";
-      o.numPages = B * Hkv * ((L + steps) / 16 + 2);
+      o.numPages = B * Hkv * ((L + steps * Nq) / 16 + 2);
       auto cache = rt::KvCache::create(o);
       if (!cache) {
         std::fprintf(stderr, "%s\n", cache.message().c_str());
@@ -136,19 +137,19 @@ int main(int argc, char **argv) {
             return 1;
           }
       }
-      std::vector<uint16_t> q(B * Hq * D), kn(Hkv * D), vn(Hkv * D);
+      std::vector<uint16_t> q(B * Hq * Nq * D), kn(Hkv * Nq * D), vn(Hkv * Nq * D);
       for (auto *v : {&q, &kn, &vn})
         for (auto &x : *v)
           x = rt::floatToBf16(normal(rng));
-      std::vector<float> out(B * Hq * D);
-      std::vector<int64_t> qShape = {B, Hq, 1, D};
+      std::vector<float> out(B * Hq * Nq * D);
+      std::vector<int64_t> qShape = {B, Hq, Nq, D};
       DLTensor qt = driver::dlView(q.data(), {kDLBfloat, 16, 1}, qShape),
                ot = driver::dlView(out.data(), {kDLFloat, 32, 1}, qShape);
       std::vector<double> times;
       int64_t slots = 0;
       for (int64_t step = 0; step < steps; ++step) {
-        DLTensor kt = driver::dlView(kn.data(), {kDLBfloat, 16, 1}, oneShape),
-                 vt = driver::dlView(vn.data(), {kDLBfloat, 16, 1}, oneShape);
+        DLTensor kt = driver::dlView(kn.data(), {kDLBfloat, 16, 1}, stepShape),
+                 vt = driver::dlView(vn.data(), {kDLBfloat, 16, 1}, stepShape);
         for (int64_t s : seqs)
           if (auto st = c.append(s, &kt, &vt); !st) {
             std::fprintf(stderr, "%s\n", st.message().c_str());

@@ -339,6 +339,12 @@ Status attnc::rt::CpuKernel::launch(const LaunchArgs &a) const {
 }
 
 namespace {
+/// Cache launches run the decode twin (tiles of decodeTileQ packed rows)
+/// for up to this many tiles: the twin is compute-bound on the CPU, so two
+/// of its items over the same keys still cost less than one item of the
+/// default 32-row tile (bench/NOTES.md, session 9: speculative steps).
+constexpr int64_t kMaxDecodeTwinTiles = 2;
+
 bool samePolicy(const CachePolicyInfo &a, const CachePolicyInfo &b) {
   if (a.name != b.name || a.layout != b.layout || a.retention != b.retention || a.sink != b.sink ||
       a.window != b.window || a.budget != b.budget || a.evict != b.evict ||
@@ -457,9 +463,10 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   ParamArgs params(plan->params);
   // Items are (sequence, KV head, tile of the packed rows: the Hq / Hkv
   // query heads of the KV head times Nq queries).
-  // A decode step's few packed rows take the decode twin (its small tiles).
+  // A decode step's few packed rows take the decode twin (its small tiles),
+  // up to kMaxDecodeTwinTiles of them: speculative steps too.
   int64_t packed = (plan->Hq / Hkv) * Nq;
-  const bool twin = decodeItemFn && packed <= ki.decodeTileQ;
+  const bool twin = decodeItemFn && packed <= kMaxDecodeTwinTiles * ki.decodeTileQ;
   const int64_t tileQ = twin ? ki.decodeTileQ : ki.tileQ;
   int64_t tilesQ = (packed + tileQ - 1) / tileQ;
   void *io[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};

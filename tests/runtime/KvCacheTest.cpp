@@ -935,9 +935,10 @@ TEST_F(KvCacheTest, DecodeFormAlongTheHeadDim) {
 }
 
 /// Kernels over a cache with the default (prefill) tile carry a decode twin
-/// on tiles of 4 packed rows; launches of G x Nq <= 4 rows (here G = 2, Nq
-/// 1 and 2) take it, larger ones (Nq 3, 5) the default item, and both
-/// match the reference step after step (H2O: the slots' mass too).
+/// on tiles of 4 packed rows; launches of G x Nq <= 8 rows take it (here
+/// G = 2: Nq 1 and 2 one tile, Nq 3 two tiles), larger ones (Nq 5) the
+/// default item, and all match the reference step after step (H2O: the
+/// slots' mass too).
 TEST_F(KvCacheTest, DecodeTwinTakesDecodeSteps) {
   auto plain = kernel("over_all");
   ASSERT_TRUE(plain);
