@@ -117,6 +117,19 @@ def key_pair_to_f16(kind, wa, wb):
     return word_to_f16(kind, prmt(wa, wb, 0x5140)) + word_to_f16(kind, prmt(wa, wb, 0x7362))
 
 
+def random_int_rows(rnd, kind, cols):
+    """16 rows of random int8 / int4 codes and their raw page bytes (int4:
+    two per byte, the even column in the low nibble)."""
+    qmax = 7 if kind == "i4" else 127
+    q = [[rnd.randint(-qmax - (kind == "i4"), qmax) for _ in range(cols)] for _ in range(16)]
+    if kind == "i4":
+        raw = [bytes(((row[2 * i] & 0xF) | ((row[2 * i + 1] & 0xF) << 4))
+                     for i in range(cols // 2)) for row in q]
+    else:
+        raw = [bytes(v & 0xFF for v in row) for row in q]
+    return q, raw
+
+
 def check(kind, Dv=128, group=0, seed=0):
     rnd = random.Random(seed)
     per_byte = 2 if kind == "i4" else 1
@@ -127,14 +140,8 @@ def check(kind, Dv=128, group=0, seed=0):
         vals = [[E4M3[c] for c in row] for row in codes]
         raw = [bytes(row) for row in codes]
     else:
-        qmax = 7 if kind == "i4" else 127
-        q = [[rnd.randint(-qmax - (kind == "i4"), qmax) for _ in range(Dv)] for _ in range(16)]
+        q, raw = random_int_rows(rnd, kind, Dv)
         vals = [[float(x) for x in row] for row in q]
-        if kind == "i4":
-            raw = [bytes(((row[2 * i] & 0xF) | ((row[2 * i + 1] & 0xF) << 4))
-                         for i in range(Dv // 2)) for row in q]
-        else:
-            raw = [bytes(x & 0xFF for x in row) for row in q]
     groups = Dv // group if group else 1
     scale = [[rnd.uniform(0.5, 2.0) for _ in range(groups)] for _ in range(16)]
     P = [[rnd.uniform(0, 1) for _ in range(16)] for _ in range(16)]  # rows x keys
@@ -209,13 +216,7 @@ def check_k(kind, D=128, group=0, bias=False, seed=0):
     """Q.K^T of 16 rows and one warp's 16 keys from raw K rows, as the
     kernel builds it (two n8 blocks of keys, D / 16 k16 chunks)."""
     rnd = random.Random(seed)
-    qmax = 7 if kind == "i4" else 127
-    x = [[rnd.randint(-qmax - (kind == "i4"), qmax) for _ in range(D)] for _ in range(16)]
-    if kind == "i4":
-        raw = [bytes(((row[2 * i] & 0xF) | ((row[2 * i + 1] & 0xF) << 4))
-                     for i in range(D // 2)) for row in x]
-    else:
-        raw = [bytes(v & 0xFF for v in row) for row in x]
+    x, raw = random_int_rows(rnd, kind, D)
     groups = D // group if group else 1
     ks = [[rnd.uniform(0.5, 2.0) for _ in range(groups)] for _ in range(16)]
     # Q rounded to f16 once (the kernel's copy), then / 16 where bias puts

@@ -73,10 +73,6 @@ namespace {
 
 using namespace mlir::attn::nvvm;
 
-/// Lazy rescaling threshold (log2 units): P may grow to 2^8 before the
-/// running maximum moves.
-constexpr double kLazyLog2 = 8.0;
-
 /// Number of kernel ABI arguments before the runtime parameters.
 constexpr unsigned kNumFixedArgs = 5 + 6 + 14 + 1;
 
@@ -827,18 +823,14 @@ private:
         SmallVector<Value> oOld(iter.begin() + 2 * RS, iter.end());
         if (softmax) {
           // O *= alpha only when some row's reference moved.
-          auto rescale = scf::IfOp::create(b, l, TypeRange(ValueRange(oOld)), grew,
-                                           /*withElseRegion=*/true);
-          OpBuilder tb = rescale.getThenBodyBuilder();
-          SmallVector<Value> scaled;
-          for (int64_t mt = 0; mt < MT; ++mt)
-            for (int64_t n = 0; n < nbO; ++n)
-              for (int i = 0; i < 4; ++i)
-                scaled.push_back(fmul(tb, iter[oIdx(mt, n, i)], alpha[slotOf(mt, i)]));
-          scf::YieldOp::create(tb, l, scaled);
-          OpBuilder eb = rescale.getElseBodyBuilder();
-          scf::YieldOp::create(eb, l, oOld);
-          oOld.assign(rescale.getResults().begin(), rescale.getResults().end());
+          oOld = ifElseValues(b, grew, oOld, [&](OpBuilder &tb) {
+            SmallVector<Value> scaled;
+            for (int64_t mt = 0; mt < MT; ++mt)
+              for (int64_t n = 0; n < nbO; ++n)
+                for (int i = 0; i < 4; ++i)
+                  scaled.push_back(fmul(tb, iter[oIdx(mt, n, i)], alpha[slotOf(mt, i)]));
+            return scaled;
+          });
         }
         for (int64_t mt = 0; mt < MT; ++mt)
           for (int64_t n = 0; n < nbO; ++n)

@@ -47,8 +47,6 @@ namespace {
 constexpr unsigned kNumDecodeArgs = 7 + 9 + 8 + 6 + 1;
 /// Splits the merge kernel loads per round trip.
 constexpr int64_t kMergeUnroll = 8;
-// Lazy rescaling: a row's reference trails its maximum by at most 2^8.
-constexpr double kDecodeLazyLog2 = 8.0;
 
 class DecodeLowering : public NvvmBuilder {
 public:
@@ -863,24 +861,24 @@ private:
               for (int64_t rs = 0; rs < RS; ++rs)
                 tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
             // Online softmax; with cfg.decodeLazyRescale lazily, as in the
-            // prefill kernel (AttnToNVVM.cpp): the warp keeps its rows' references until
-            // some row's maximum grows by more than 2^kDecodeLazyLog2, so P
-            // stays <= 256 and most KV steps skip O *= alpha (MT * Dv / 2
-            // multiplies, a tenth of a quantized step's instructions). Exact:
-            // O and l share the stale reference, and O / l cancels it.
-            Value anyGrow = arith::ConstantIntOp::create(b, l, 0, 1);
-            for (int64_t rs = 0; rs < RS; ++rs) {
-              Value g = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT,
-                                              fmax(b, iter[rs], tileMax[rs]),
-                                              fadd(b, iter[rs], cf32(b, kDecodeLazyLog2)));
-              anyGrow = arith::OrIOp::create(b, l, anyGrow, g);
+            // prefill kernel (AttnToNVVM.cpp): the warp keeps its rows'
+            // references until some row's maximum grows by more than
+            // 2^kLazyLog2 (a vote), so P stays <= 256 and most KV steps skip
+            // O *= alpha (MT * Dv / 2 multiplies, a tenth of a quantized
+            // step's instructions). Exact: O and l share the stale reference,
+            // and O / l cancels it. Without it every step moves and rescales.
+            Value grew = arith::ConstantIntOp::create(b, l, 1, 1);
+            if (cfg.decodeLazyRescale) {
+              Value anyGrow = arith::ConstantIntOp::create(b, l, 0, 1);
+              for (int64_t rs = 0; rs < RS; ++rs) {
+                Value g = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT,
+                                                fmax(b, iter[rs], tileMax[rs]),
+                                                fadd(b, iter[rs], cf32(b, kLazyLog2)));
+                anyGrow = arith::OrIOp::create(b, l, anyGrow, g);
+              }
+              grew = NVVM::VoteSyncOp::create(b, l, b.getI1Type(), ci32(b, -1), anyGrow,
+                                              NVVM::VoteSyncKind::any);
             }
-            // Without lazy rescaling every step rescales (the vote is dead).
-            Value grew = cfg.decodeLazyRescale
-                             ? NVVM::VoteSyncOp::create(b, l, b.getI1Type(), ci32(b, -1), anyGrow,
-                                                        NVVM::VoteSyncKind::any)
-                                   .getResult()
-                             : arith::ConstantIntOp::create(b, l, 1, 1).getResult();
             // A row that has seen no key keeps m = -inf and uses 0 as its
             // reference, so 2^(-inf - ref) = 0, not NaN.
             SmallVector<Value> next(RS), negRef(RS), alpha(RS), sum(RS);
@@ -921,11 +919,8 @@ private:
                              pack(b, W(1, 2), W(1, 3), mmaType)};
               }
             SmallVector<Value> o(iter.begin() + 2 * RS, iter.end());
-            {
-              // O *= alpha only when some row's reference moved.
-              auto rescale = scf::IfOp::create(b, l, TypeRange(ValueRange(o)), grew,
-                                               /*withElseRegion=*/true);
-              OpBuilder tb = rescale.getThenBodyBuilder();
+            // O *= alpha only when some row's reference moved.
+            o = ifElseValues(b, grew, o, [&](OpBuilder &tb) {
               SmallVector<Value> scaled(o.size());
               for (int64_t mt = 0; mt < MT; ++mt)
                 for (int64_t n = 0; n < nbO; ++n)
@@ -933,11 +928,8 @@ private:
                     int64_t at = oIdx(mt, n, i) - 2 * RS;
                     scaled[at] = fmul(tb, o[at], alpha[slotOf(mt, i)]);
                   }
-              scf::YieldOp::create(tb, l, scaled);
-              OpBuilder eb = rescale.getElseBodyBuilder();
-              scf::YieldOp::create(eb, l, o);
-              o.assign(rescale.getResults().begin(), rescale.getResults().end());
-            }
+              return scaled;
+            });
             // O's n-block nb of row tile mt += P (A fragment) . V (B: b0, b1).
             auto accumulatePV = [&](int64_t mt, int64_t nb, ArrayRef<Value> a, Value b0, Value b1) {
               int64_t base = oIdx(mt, nb, 0) - 2 * RS;

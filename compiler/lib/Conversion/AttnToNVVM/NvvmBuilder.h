@@ -29,6 +29,9 @@ namespace mlir::attn::nvvm {
 
 constexpr int64_t kWarp = 32;
 constexpr double kLog2e = 1.4426950408889634;
+/// Lazy rescaling threshold (log2 units) of the prefill and decode
+/// kernels: P may grow to 2^8 before the running maximum moves.
+constexpr double kLazyLog2 = 8.0;
 constexpr double kLn2 = 0.6931471805599453;
 
 class NvvmBuilder {
@@ -150,6 +153,17 @@ protected:
     auto op = scf::IfOp::create(b, loc(), cond, /*withElseRegion=*/false);
     OpBuilder tb = op.getThenBodyBuilder();
     body(tb);
+  }
+  /// `values`, replaced by thenBody's results when `cond` holds (an scf.if
+  /// that yields them; the else branch yields `values` unchanged).
+  SmallVector<Value> ifElseValues(OpBuilder &b, Value cond, ValueRange values,
+                                  llvm::function_ref<SmallVector<Value>(OpBuilder &)> thenBody) {
+    auto op = scf::IfOp::create(b, loc(), values.getTypes(), cond, /*withElseRegion=*/true);
+    OpBuilder tb = op.getThenBodyBuilder();
+    scf::YieldOp::create(tb, loc(), thenBody(tb));
+    OpBuilder eb = op.getElseBodyBuilder();
+    scf::YieldOp::create(eb, loc(), values);
+    return SmallVector<Value>(op.getResults());
   }
   /// body(index) for index = first, first + stride, ... below `count`
   /// (compile-time stride and count: threads or lanes strided over items;
