@@ -52,8 +52,13 @@ def prmt(a, b, sel):
     return out
 
 
-def lop3_ea(a, b, c):  # immLut 0xea: (a & b) | c
-    return (a & b) | c
+def lop3(a, b, c, lut):
+    """lop3.b32: result bit i = bit (a_i << 2 | b_i << 1 | c_i) of lut."""
+    out = 0
+    for i in range(32):
+        sel = ((a >> i) & 1) << 2 | ((b >> i) & 1) << 1 | ((c >> i) & 1)
+        out |= ((lut >> sel) & 1) << i
+    return out
 
 
 def sub_f16x2(a, b):
@@ -73,14 +78,15 @@ def byte_pair(biased, k, keep_bias=False):
     return t if keep_bias else sub_f16x2(t, 0x64806480)
 
 
-def unpack_nibbles(biased, keep_bias=False):
+def unpack_nibbles(word, keep_bias=False):
     """DecodeKernel unpackNibbles: four f16x2 (n0, n4), (n1, n5), (n2, n6),
-    (n3, n7) of the signed values (keep_bias: 1024 + u and 1024 + 16u)."""
+    (n3, n7) of the signed values (keep_bias: 1024 + u and 1024 + 16u);
+    the xor with 8 that biases each nibble is in the LOP3s (immLut 0x6a)."""
     m, h, k = 0x64086408, 0x2C002C00, 0xD480D480
     out = []
-    for s in (biased, biased >> 8):
-        a = lop3_ea(s, 0x000F000F, 0x64006400)
-        c = lop3_ea(s, 0x00F000F0, 0x64006400)
+    for s in (word, word >> 8):
+        a = lop3(s, 0x000F000F, 0x64086408, 0x6A)
+        c = lop3(s, 0x00F000F0, 0x64806480, 0x6A)
         out += [a, c] if keep_bias else [sub_f16x2(a, m), fma_f16x2(c, h, k)]
     return [out[0], out[1], out[2], out[3]]
 
@@ -105,7 +111,7 @@ def word_to_f16(kind, word, keep_bias=False):
     if kind == "f8":
         return [cvt_e4m3x2(word & 0xFFFF), cvt_e4m3x2(word >> 16)]
     if kind == "i4":
-        return unpack_nibbles(word ^ 0x88888888, keep_bias)
+        return unpack_nibbles(word, keep_bias)
     biased = word ^ 0x80808080
     return [byte_pair(biased, 0, keep_bias), byte_pair(biased, 1, keep_bias)]
 

@@ -126,34 +126,36 @@ private:
     return pureAsm(b, i32(), ValueRange{biased}, text, "=r,r");
   }
 
-  /// The 8 nibbles of `biased` (int4 + 8, low first) as four f16x2 of the
-  /// signed values, in the order (n0, n4), (n1, n5), (n2, n6), (n3, n7):
-  /// (u & 0x000f000f) | 0x64006400 is (1024 + n0, 1024 + n4), and the
-  /// 0x00f000f0 nibbles come out times 16 (one fma.f16x2 takes them back).
-  /// 4 LOP3, 1 shift, 2 sub, 2 fma for 8 values: nibble j lands in column
-  /// 2 * (j % 4) + j / 4 of its 8 (V's O columns are put back at the
-  /// combine; K's order is kColumn's).
-  /// With `keepBias` only the LOP3s and the shift: (1024 + n) and
-  /// (1024 + 16n) (see biasK).
-  SmallVector<Value> unpackNibbles(OpBuilder &b, Value biased, bool keepBias) {
+  /// The 8 nibbles of `word` (two's complement int4, low first) as four
+  /// f16x2 of the signed values, in the order (n0, n4), (n1, n5), (n2, n6),
+  /// (n3, n7): with u = n ^ 8 = n + 8, (w & 0x000f000f) ^ 0x64086408 is
+  /// (1024 + u0, 1024 + u4) in one LOP3 (immLut 0x6a, (a & b) ^ c: the
+  /// bias's xor folded in, as 0x64006400 has no bit under the mask), and
+  /// the 0x00f000f0 nibbles come out times 16 (one fma.f16x2 takes them
+  /// back). 4 LOP3, 1 shift, 2 sub, 2 fma for 8 values: nibble j lands in
+  /// column 2 * (j % 4) + j / 4 of its 8 (V's O columns are put back at
+  /// the combine; K's order is kColumn's).
+  /// With `keepBias` only the LOP3s and the shift: (1024 + u) and
+  /// (1024 + 16u) (see biasK).
+  SmallVector<Value> unpackNibbles(OpBuilder &b, Value word, bool keepBias) {
     std::string text =
         keepBias ? "{\n.reg .b32 s;\n"
-                   "lop3.b32 $0, $4, 0x000f000f, 0x64006400, 0xea;\n"
-                   "lop3.b32 $1, $4, 0x00f000f0, 0x64006400, 0xea;\n"
+                   "lop3.b32 $0, $4, 0x000f000f, 0x64086408, 0x6a;\n"
+                   "lop3.b32 $1, $4, 0x00f000f0, 0x64806480, 0x6a;\n"
                    "shr.b32 s, $4, 8;\n"
-                   "lop3.b32 $2, s, 0x000f000f, 0x64006400, 0xea;\n"
-                   "lop3.b32 $3, s, 0x00f000f0, 0x64006400, 0xea;\n}"
+                   "lop3.b32 $2, s, 0x000f000f, 0x64086408, 0x6a;\n"
+                   "lop3.b32 $3, s, 0x00f000f0, 0x64806480, 0x6a;\n}"
                  : "{\n.reg .b32 a, c, s, m, h, k;\n"
                    "mov.b32 m, 0x64086408;\nmov.b32 h, 0x2c002c00;\nmov.b32 k, 0xd480d480;\n"
-                   "lop3.b32 a, $4, 0x000f000f, 0x64006400, 0xea;\n"
-                   "lop3.b32 c, $4, 0x00f000f0, 0x64006400, 0xea;\n"
+                   "lop3.b32 a, $4, 0x000f000f, 0x64086408, 0x6a;\n"
+                   "lop3.b32 c, $4, 0x00f000f0, 0x64806480, 0x6a;\n"
                    "sub.f16x2 $0, a, m;\nfma.rn.f16x2 $1, c, h, k;\n"
                    "shr.b32 s, $4, 8;\n"
-                   "lop3.b32 a, s, 0x000f000f, 0x64006400, 0xea;\n"
-                   "lop3.b32 c, s, 0x00f000f0, 0x64006400, 0xea;\n"
+                   "lop3.b32 a, s, 0x000f000f, 0x64086408, 0x6a;\n"
+                   "lop3.b32 c, s, 0x00f000f0, 0x64806480, 0x6a;\n"
                    "sub.f16x2 $2, a, m;\nfma.rn.f16x2 $3, c, h, k;\n}";
     SmallVector<Type> four(4, i32());
-    Value r = pureAsm(b, LLVM::LLVMStructType::getLiteral(ctx, four), ValueRange{biased}, text,
+    Value r = pureAsm(b, LLVM::LLVMStructType::getLiteral(ctx, four), ValueRange{word}, text,
                       "=r,=r,=r,=r,r");
     SmallVector<Value> out;
     for (int64_t i = 0; i < 4; ++i)
@@ -178,10 +180,9 @@ private:
       return {LLVM::ExtractValueOp::create(b, loc(), r, 0),
               LLVM::ExtractValueOp::create(b, loc(), r, 1)};
     }
-    Value biased = arith::XOrIOp::create(
-        b, loc(), word, ci32(b, storage.nibbles ? int32_t(0x88888888) : int32_t(0x80808080)));
     if (storage.nibbles)
-      return unpackNibbles(b, biased, keepBias);
+      return unpackNibbles(b, word, keepBias);
+    Value biased = arith::XOrIOp::create(b, loc(), word, ci32(b, int32_t(0x80808080)));
     return {bytePair(b, biased, 0, keepBias), bytePair(b, biased, 1, keepBias)};
   }
 
