@@ -13,6 +13,11 @@ K (`loadRawK`, `kColumn`; with `biasK` the fragments keep the f16 bias
 accumulators start from the MMAs of Q with constant -bias fragments): the
 scores of 16 rows and 16 keys must equal Q . K on the dequantized values.
 
+The transposed step (check_transposed; not built yet, bench/NOTES.md
+session 10): keys as the MMAs' M and up to 8 packed rows as N, from the
+same raw-word and direct-V registers, P^T moved into P.V's B fragments by
+movmatrix; O^T must equal P . V and S^T Q . K.
+
 It checks the design's index and bit arithmetic here, without a GPU; the
 kernel itself is checked on the GPU by decode.py --check. Pure Python.
 
@@ -123,6 +128,17 @@ def key_pair_to_f16(kind, wa, wb):
     return word_to_f16(kind, prmt(wa, wb, 0x5140)) + word_to_f16(kind, prmt(wa, wb, 0x7362))
 
 
+def random_rows(rnd, kind, cols):
+    """16 rows of random codes (fp8 e4m3 without NaN, or int8 / int4) as
+    their values and raw page bytes."""
+    if kind == "f8":
+        codes = [[rnd.choice([c for c in range(256) if c & 0x7F != 0x7F]) for _ in range(cols)]
+                 for _ in range(16)]
+        return [[E4M3[c] for c in row] for row in codes], [bytes(row) for row in codes]
+    q, raw = random_int_rows(rnd, kind, cols)
+    return [[float(x) for x in row] for row in q], raw
+
+
 def random_int_rows(rnd, kind, cols):
     """16 rows of random int8 / int4 codes and their raw page bytes (int4:
     two per byte, the even column in the low nibble)."""
@@ -140,14 +156,7 @@ def check(kind, Dv=128, group=0, seed=0):
     rnd = random.Random(seed)
     per_byte = 2 if kind == "i4" else 1
     # 16 keys of raw rows and their dequantized values (scales apply to P).
-    if kind == "f8":
-        codes = [[rnd.choice([c for c in range(256) if c & 0x7F != 0x7F]) for _ in range(Dv)]
-                 for _ in range(16)]
-        vals = [[E4M3[c] for c in row] for row in codes]
-        raw = [bytes(row) for row in codes]
-    else:
-        q, raw = random_int_rows(rnd, kind, Dv)
-        vals = [[float(x) for x in row] for row in q]
+    vals, raw = random_rows(rnd, kind, Dv)
     groups = Dv // group if group else 1
     scale = [[rnd.uniform(0.5, 2.0) for _ in range(groups)] for _ in range(16)]
     P = [[rnd.uniform(0, 1) for _ in range(16)] for _ in range(16)]  # rows x keys
@@ -272,6 +281,143 @@ def check_k(kind, D=128, group=0, bias=False, seed=0):
     return err
 
 
+def movmatrix_trans(regs):
+    """movmatrix.sync.aligned.m8n8.trans.b16 over a warp: lane (grp, tig)
+    holds M[grp][2tig], M[grp][2tig+1] as an f16x2 and gets the transpose's
+    M[2tig][grp], M[2tig+1][grp]."""
+    M = [[None] * 8 for _ in range(8)]
+    for lane in range(32):
+        grp, tig = lane // 4, lane % 4
+        M[grp][2 * tig], M[grp][2 * tig + 1] = halves(regs[lane])
+    return [pack_halves(M[2 * (lane % 4)][lane // 4], M[2 * (lane % 4) + 1][lane // 4])
+            for lane in range(32)]
+
+
+def mma_m16n8k16(a, b, c):
+    """One warp's mma.m16n8k16 from the lanes' fragments (PTX layouts):
+    a[lane] = 4 f16x2 (A rows grp / grp + 8, k 2tig.. / 2tig + 8..),
+    b[lane] = 2 f16x2 (k 2tig.. / 2tig + 8.., column grp), c[lane] = 4 f32
+    (rows grp / grp + 8, columns 2tig, 2tig + 1). Returns the new c."""
+    A = [[None] * 16 for _ in range(16)]
+    B = [[None] * 8 for _ in range(16)]
+    for lane in range(32):
+        grp, tig = lane // 4, lane % 4
+        for i, (r, k) in enumerate([(grp, 2 * tig), (grp + 8, 2 * tig),
+                                    (grp, 2 * tig + 8), (grp + 8, 2 * tig + 8)]):
+            A[r][k], A[r][k + 1] = halves(a[lane][i])
+        B[2 * tig][grp], B[2 * tig + 1][grp] = halves(b[lane][0])
+        B[2 * tig + 8][grp], B[2 * tig + 9][grp] = halves(b[lane][1])
+    out = []
+    for lane in range(32):
+        grp, tig = lane // 4, lane % 4
+        out.append([c[lane][i] + sum(A[grp + 8 * (i // 2)][k] * B[k][2 * tig + (i & 1)]
+                                     for k in range(16)) for i in range(4)])
+    return out
+
+
+def check_transposed(kind, D=128, group=0, rows=4, seed=0):
+    """The transposed decode step (not built yet; bench/NOTES.md session 10):
+    keys as the MMAs' M, the packed rows (G x Nq <= 8) as N. One warp's 16
+    keys from raw K / V rows, with the registers the kernel builds today:
+      S^T = K Q^T: A = K's raw-word fragments (loadRawK's pairs of keys grp
+        and grp + 8), B = Q^T (ldmatrix of Q's f16 copy, rows = packed rows,
+        columns in kColumn's order);
+      P^T: S^T's C fragments (keys grp, grp + 8 x rows 2tig, 2tig + 1) times
+        the keys' V scales, packed to f16x2 and transposed by movmatrix into
+        P.V's B fragments (keys 2tig.., row grp);
+      O^T = V^T P^T: A = directV's B registers of two n-blocks (4m + 2h,
+        4m + 2h + 1: rows grp and grp + 8 of the m-tile), C = O^T, stored
+        with the combine's column of each m-tile row.
+    O must equal P . V and the scores Q . K on the dequantized values."""
+    rnd = random.Random(seed)
+    per_byte = 2 if kind == "i4" else 1
+    xk, raw_k = random_rows(rnd, kind, D)
+    xv, raw_v = random_rows(rnd, kind, D)
+    groups = D // group if group else 1
+    ks = [[rnd.uniform(0.5, 2.0) for _ in range(groups)] for _ in range(16)]
+    vs = [[rnd.uniform(0.5, 2.0) for _ in range(groups)] for _ in range(16)]
+    # Q's f16 copy, columns permuted by kColumn; rows past `rows` are padding.
+    Q = [[f16(f16_bits(rnd.gauss(0, 1))) if r < rows else 0.0 for _ in range(D)]
+         for r in range(8)]
+    Qk = [[0.0] * D for _ in range(8)]
+    for r in range(8):
+        for p in range(D):
+            Qk[r][k_column(kind, p)] = Q[r][p]
+
+    def raw_word(key, kk, tig):  # loadRawK's word
+        at = (16 * (kk // 2) if kind == "i4" else 16 * kk) + 4 * tig
+        return int.from_bytes(raw_k[key][at:at + 4], "little")
+
+    # S^T per K scale group: [lane][4] = keys grp / grp + 8 x rows 2tig, 2tig + 1.
+    st = [[[0.0] * 4 for _ in range(32)] for _ in range(groups)]
+    for kk in range(D // 16):
+        g = kk * 16 * groups // D
+        first = 2 * (kk % 2) if kind == "i4" else 0
+        a, b = [], []
+        for lane in range(32):
+            grp, tig = lane // 4, lane % 4
+            lo = word_to_f16(kind, raw_word(grp, kk, tig))
+            hi = word_to_f16(kind, raw_word(grp + 8, kk, tig))
+            a.append([lo[first], hi[first], lo[first + 1], hi[first + 1]])
+            b.append([pack_halves(Qk[grp][16 * kk + 2 * tig], Qk[grp][16 * kk + 2 * tig + 1]),
+                      pack_halves(Qk[grp][16 * kk + 2 * tig + 8],
+                                  Qk[grp][16 * kk + 2 * tig + 9])])
+        st[g] = mma_m16n8k16(a, b, st[g])
+    err = 0.0
+    scores = [[0.0] * 4 for _ in range(32)]
+    for lane in range(32):
+        grp, tig = lane // 4, lane % 4
+        for i in range(4):
+            key, r = grp + 8 * (i // 2), 2 * tig + (i & 1)
+            scores[lane][i] = sum(st[g][lane][i] * ks[key][g] for g in range(groups))
+            ref = sum(Q[r][p] * ks[key][p * groups // D] * xk[key][p] for p in range(D))
+            err = max(err, abs(scores[lane][i] - ref) / max(1.0, abs(ref)))
+    # P^T (any weights: the layout is what is checked), times V's scales.
+    P = [[rnd.uniform(0, 1) if r < rows else 0.0 for _ in range(16)] for r in range(8)]
+
+    def unit(key, m, grp):  # directV's load: 4 columns 32m + 4grp .. + 3
+        at = (32 * m + 4 * grp) // per_byte
+        return int.from_bytes(raw_v[key][at:at + 4 // per_byte], "little")
+
+    out = [[None] * D for _ in range(8)]
+    for m in range(D // 32):
+        g = 32 * m * groups // D
+        pb = []  # P^T's B fragments for group g
+        for half in range(2):  # keys 0-7, 8-15
+            regs = [pack_halves(P[2 * (ln % 4)][ln // 4 + 8 * half] * vs[ln // 4 + 8 * half][g],
+                                P[2 * (ln % 4) + 1][ln // 4 + 8 * half] * vs[ln // 4 + 8 * half][g])
+                    for ln in range(32)]
+            pb.append(movmatrix_trans(regs))
+        b = [[pb[0][ln], pb[1][ln]] for ln in range(32)]
+        vreg = []
+        for lane in range(32):
+            grp, tig = lane // 4, lane % 4
+            vreg.append((key_pair_to_f16(kind, unit(2 * tig, m, grp), unit(2 * tig + 1, m, grp)),
+                         key_pair_to_f16(kind, unit(2 * tig + 8, m, grp),
+                                         unit(2 * tig + 9, m, grp))))
+        for h in range(2):
+            j0, j1 = 2 * h, 2 * h + 1
+            a = [[vreg[ln][0][j0], vreg[ln][0][j1], vreg[ln][1][j0], vreg[ln][1][j1]]
+                 for ln in range(32)]
+            c = mma_m16n8k16(a, b, [[0.0] * 4 for _ in range(32)])
+            for lane in range(32):
+                grp, tig = lane // 4, lane % 4
+                for i in range(4):
+                    mrow, r = grp + 8 * (i // 2), 2 * tig + (i & 1)
+                    # m-tile row -> n-block 4m + 2h + mrow / 8, its column grp
+                    # -> the combine's column 32m + 4 grp + n-block % 4.
+                    d = 32 * m + 4 * (mrow % 8) + 2 * h + mrow // 8
+                    assert out[r][d] is None, "column written twice"
+                    out[r][d] = c[lane][i]
+    for r in range(8):
+        for d in range(D):
+            g = d * groups // D
+            # P' is rounded to f16 where the kernel packs it.
+            ref = sum(f16(f16_bits(P[r][k] * vs[k][g])) * xv[k][d] for k in range(16))
+            err = max(err, abs(out[r][d] - ref) / max(1.0, abs(ref)))
+    return err
+
+
 def main():
     failures = total = 0
     for kind, Dv, group in [("i8", 128, 0), ("i8", 128, 32), ("i8", 64, 64), ("i4", 128, 32),
@@ -291,6 +437,14 @@ def main():
             total += 1
             print("%s K %s D=%d group=%d%s: max rel err %.2e" % (
                 "PASS" if ok else "FAIL", kind, D, group, " bias" if bias else "", err))
+    for kind, D, group, rows in [("i8", 128, 0, 4), ("i8", 128, 32, 8), ("i4", 128, 0, 4),
+                                 ("i4", 128, 32, 8), ("i4", 64, 64, 1), ("f8", 128, 0, 4)]:
+        err = check_transposed(kind, D, group, rows)
+        ok = err < 1e-9
+        failures += not ok
+        total += 1
+        print("%s transposed %s D=%d group=%d rows=%d: max rel err %.2e" % (
+            "PASS" if ok else "FAIL", kind, D, group, rows, err))
     print("%d passed, %d failed" % (total - failures, failures))
     return 1 if failures else 0
 
