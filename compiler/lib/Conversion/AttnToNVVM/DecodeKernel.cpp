@@ -323,10 +323,11 @@ private:
     // bench/NOTES.md session 10): int4 with scale groups (a Q.K^T chain per
     // group, more registers than per-token scales) asks for three, which
     // caps its registers at 168 (int4/group32 0.306 -> 0.292 ms at 64k on
-    // the H100, with Q in shared memory, see qInRegs); int4 per token gains
-    // nothing more from the cap, and the other storages lose 1-2% to it.
-    // Only where three CTAs' shared memory fits the SM (227 KB).
-    if (storage.nibbles && kGroups > 1 && MT == 1 && 3 * (sharedBytes + 1024) <= 227 * 1024)
+    // the H100, with Q in shared memory, see qInRegs). With the cap int4
+    // per token ran 1.5% slower and int8 1.2% (fp8 within 0.4%). Only where
+    // three CTAs' shared memory fits the SM (227 KB).
+    if (!mass && storage.nibbles && kGroups > 1 && MT == 1 &&
+        3 * (sharedBytes + 1024) <= 227 * 1024)
       fn->setAttr("nvvm.minctasm", b.getI32IntegerAttr(3));
     Location l = loc();
     auto arg = [&](unsigned i) { return fn.getArgument(i); };
@@ -625,8 +626,8 @@ private:
       // reloaded per KV tile. So are int4's: their K and V conversions leave
       // the fewest registers, and 32 freed ones made the int4 per-token
       // kernel 7% faster at 64k on the H100 (0.276 -> 0.256 ms, two runs;
-      // int8, fp8 and bf16 moved by +1% and -0.3%: they keep Q in
-      // registers; bench/NOTES.md session 10).
+      // int8 and fp8 lost up to 2% at B=1 128k, bf16 gained 0.3%: they keep
+      // Q in registers; bench/NOTES.md session 10).
       const bool qInRegs = MT == 1 && D <= 128 && !storage.nibbles;
       SmallVector<SmallVector<Value>> qa;
       if (qInRegs)
