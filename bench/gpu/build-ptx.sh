@@ -4,6 +4,8 @@
 # runtime. With ptxas on PATH it also writes the cubin's resource report.
 # Usage: bench/gpu/build-ptx.sh [build-dir] [out-dir] [arch]
 #   KV_ONLY=1: only the KV-cache decode kernels (decode.py's set);
+#   DECODE_ONLY=1 (with KV_ONLY): without the tile variants and the budget
+#   kernels, e.g. for flags those do not take (--cuda-decode-transposed);
 #   ATTNC_FLAGS="...": extra attnc flags for every kernel, e.g. a second
 #   build to time beside the first (decode.py --compare-dir):
 #   KV_ONLY=1 ATTNC_FLAGS=--cuda-quant-direct-v bench/gpu/build-ptx.sh build bench/gpu/ptx-dv
@@ -89,6 +91,11 @@ VARIANT=_kv emit streaming.attn streaming_llm 128 bf16 --kv-cache
 VARIANT=_kv emit cache_policies.attn int8_kv_attention 128 bf16 --kv-cache
 VARIANT=_kv emit cache_policies.attn int4_kv_attention 128 bf16 --kv-cache
 VARIANT=_kv emit cache_policies.attn fp8_kv_attention 128 bf16 --kv-cache
+# int4 with one scale per token (decode.py times it beside int4 per group).
+"$ATTNC" bench/gpu/int4_token.attn -I lib --kernel=int4_token_attention --target=cuda \
+  --arch="$ARCH" --emit=ptx --head-dim=128 --dtype=bf16 --kv-cache ${ATTNC_FLAGS:-} \
+  -o "$OUT/int4_token_attention_bf16_d128_kv.ptx"
+if [ -z "${DECODE_ONLY:-}" ]; then
 # ... with 128-slot tiles (8 warps) and with 2 stages, side by side.
 VARIANT=_kv_k128 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-block-k=128
 VARIANT=_kv_st2 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-stages=2
@@ -101,8 +108,5 @@ for k in h2o_decode snapkv_decode h2o_int8_decode; do
   "$ATTNC" bench/gpu/budget.attn -I lib --kernel=$k --target=cuda --arch="$ARCH" --emit=ptx \
     --head-dim=128 --dtype=bf16 --kv-cache ${ATTNC_FLAGS:-} -o "$OUT/${k}_bf16_d128_kv.ptx"
 done
-# int4 with one scale per token (decode.py times it beside int4 per group).
-"$ATTNC" bench/gpu/int4_token.attn -I lib --kernel=int4_token_attention --target=cuda \
-  --arch="$ARCH" --emit=ptx --head-dim=128 --dtype=bf16 --kv-cache ${ATTNC_FLAGS:-} \
-  -o "$OUT/int4_token_attention_bf16_d128_kv.ptx"
+fi
 echo "PTX in $OUT"

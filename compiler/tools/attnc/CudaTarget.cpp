@@ -94,6 +94,7 @@ bool attnc::driver::emitCuda(mlir::MLIRContext &ctx, const dsl::Program &prog,
   o.quantDirectV = options.quantDirectV;
   o.quantBiasK = options.quantBiasK;
   o.decodeLazyRescale = options.decodeLazyRescale;
+  o.decodeTransposed = options.decodeTransposed;
   if (o.dtype != "bf16" && o.dtype != "f16") {
     llvm::errs() << "attnc: error: --target=cuda takes --dtype=bf16 or f16, not " << o.dtype
                  << "\n";

@@ -29,6 +29,7 @@ struct CudaEmitOptions {
   bool quantDirectV = true;
   bool quantBiasK = false;
   bool decodeLazyRescale = false;
+  bool decodeTransposed = false;
   std::string outPath = "-";
 };
 

@@ -141,6 +141,11 @@ cl::opt<bool> cudaDecodeLazyRescale(
     cl::desc("CUDA target, --kv-cache: the decode kernel rescales O only when a row's maximum "
              "grew by more than 2^8 (a warp vote; off: 1-3% slower on the H100)"),
     cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<bool> cudaDecodeTransposed(
+    "cuda-decode-transposed",
+    cl::desc("CUDA target, --kv-cache: the decode kernel on 8-row tiles with the keys as the "
+             "MMAs' M (S^T = K Q^T, O^T = V^T P^T; not yet run on a GPU)"),
+    cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> kvCache("kv-cache",
                       cl::desc("Compile the kernel over its cache policy (K/V through page "
                                "tables) with the cache's generated append/move code: on CUDA "
@@ -273,6 +278,7 @@ int main(int argc, char **argv) {
     o.quantDirectV = cudaQuantDirectV;
     o.quantBiasK = cudaQuantBiasK;
     o.decodeLazyRescale = cudaDecodeLazyRescale;
+    o.decodeTransposed = cudaDecodeTransposed;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

@@ -25,6 +25,7 @@ struct NvvmKernelConfig {
   bool quantDirectV = true;       // kv-cache, quantized V: B fragments from the raw rows
   bool quantBiasK = false;        // kv-cache, int8/int4 K: biased fragments, biased accumulators
   bool decodeLazyRescale = false; // kv-cache: O *= alpha only when a maximum grew by > 2^8
+  bool decodeTransposed = false;  // kv-cache: keys as the MMAs' M, 8 packed rows as N
 };
 
 /// Name of the gpu.module and of the kernel entry `attn-to-nvvm` emits for

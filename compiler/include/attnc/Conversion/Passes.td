@@ -145,7 +145,14 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "With kv-cache: the decode kernel keeps a warp's row references "
            "until some row's maximum grows by more than 2^8 (a vote), and "
            "rescales O only then, as the prefill kernel does. Off by "
-           "default: 1-3% slower on the H100 (bench/NOTES.md session 10)">
+           "default: 1-3% slower on the H100 (bench/NOTES.md session 10)">,
+    Option<"decodeTransposed", "decode-transposed", "bool",
+           /*default=*/"false",
+           "With kv-cache (block-q 8): the decode kernel's MMAs take the "
+           "warp's 16 keys as M and the tile's 8 packed rows as N (S^T = "
+           "K Q^T, O^T = V^T P^T, P^T moved into B fragments by movmatrix): "
+           "half the MMAs and O registers of the 16-row tile when G x Nq "
+           "<= 8. Not yet run on a GPU: off by default">
   ];
 }
 

@@ -68,6 +68,9 @@ struct CudaOptions {
   /// kv-cache: lazy rescaling in the decode kernel (attn-to-nvvm's
   /// decode-lazy-rescale).
   bool decodeLazyRescale = false;
+  /// kv-cache: the transposed decode on 8-row tiles (attn-to-nvvm's
+  /// decode-transposed).
+  bool decodeTransposed = false;
   unsigned optLevel = 3;
 };
 

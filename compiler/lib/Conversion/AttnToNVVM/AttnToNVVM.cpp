@@ -1045,6 +1045,7 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.quantDirectV = quantDirectV;
     cfg.quantBiasK = quantBiasK;
     cfg.decodeLazyRescale = decodeLazyRescale;
+    cfg.decodeTransposed = decodeTransposed;
     if (cfg.classChunk < 1 || cfg.classChunk > 16384) {
       module.emitError("attn-to-nvvm: class-chunk must be 1 to 16384");
       return signalPassFailure();
@@ -1074,7 +1075,15 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
       module.emitError("attn-to-nvvm: warp-m-tiles must be 1 to 4");
       return signalPassFailure();
     }
-    if (cfg.blockQ <= 0 || cfg.blockQ % (16 * cfg.warpMTiles) ||
+    // The transposed decode's tile is the MMAs' N: 8 packed rows, and only
+    // it.
+    if (cfg.kvCache && cfg.decodeTransposed != (cfg.blockQ == 8)) {
+      module.emitError("attn-to-nvvm: kv-cache: decode-transposed takes block-q 8, and block-q 8 "
+                       "needs decode-transposed");
+      return signalPassFailure();
+    }
+    bool transposedTile = cfg.kvCache && cfg.decodeTransposed;
+    if (cfg.blockQ <= 0 || (!transposedTile && cfg.blockQ % (16 * cfg.warpMTiles)) ||
         cfg.blockQ / (16 * cfg.warpMTiles) > 16 || cfg.blockK <= 0 || cfg.blockK % 16) {
       module.emitError("attn-to-nvvm: block-q must be a multiple of 16 * warp-m-tiles (at most "
                        "16 warps) and block-k a positive multiple of 16");

@@ -62,6 +62,17 @@ public:
              << "'): the CUDA kernel needs multiples of 16 (int8) or 32 (int4)";
     if (attention.getNormalizer() != attn::Normalizer::Softmax)
       return kernel.emitError("attn-to-nvvm: kv-cache: only the softmax normalizer is supported");
+    if (cfg.decodeTransposed) {
+      // The transposed step (buildDecode's `tr`) has no budget-scoring twin
+      // and reads V's B registers only from the raw rows or in natural
+      // column order.
+      if (storage.slotMass)
+        return kernel.emitError("attn-to-nvvm: kv-cache: decode-transposed does not support "
+                                "budget retention yet");
+      if (cfg.headDim % 32 || (storage.nibbles && !cfg.quantDirectV))
+        return kernel.emitError("attn-to-nvvm: kv-cache: decode-transposed needs head dims of "
+                                "multiples of 32 and, for int4, quant-direct-v");
+    }
     FailureOr<OpBuilder> mb = createModule(moduleBuilder);
     if (failed(mb))
       return failure();
@@ -240,7 +251,18 @@ private:
   /// the softmax and P.V.
   LogicalResult buildDecode(OpBuilder &mb, bool mass, StringRef suffix) {
     const int64_t D = cfg.headDim, Dv = cfg.headDimV, BQ = cfg.blockQ, BK = cfg.blockK;
-    const int64_t MT = BQ / 16, warps = BK / 16, threads = warps * kWarp, stages = cfg.stages;
+    // tr: the transposed step (cfg.decodeTransposed, block-q 8): the warp's
+    // 16 keys are the MMAs' M and the tile's 8 packed rows their N, S^T =
+    // K Q^T and O^T = V^T P^T. A thread holds 2 keys (grp, grp + 8) x 2 rows
+    // (2tig, 2tig + 1) of S^T and O^T's Dv / 16 m-tiles: half the MMAs and
+    // O registers of a 16-row tile, of whose rows G = 4 leaves 12 padding.
+    // K's and V's registers are the ones the 16-row step builds (its B
+    // fragments are the A fragments here, reordered), Q^T's B fragments
+    // come from ldmatrix, and P^T's from S^T's C fragments by movmatrix
+    // (bench/gpu/decode_fragments.py check_transposed).
+    const bool tr = cfg.decodeTransposed && !mass;
+    const int64_t MT = tr ? 1 : BQ / 16, warps = BK / 16, threads = warps * kWarp,
+                  stages = cfg.stages;
     // Quantized pages (int8, or int4 two per byte) arrive raw with their f32
     // scales (one per token, or per group of the head dim); each KV step
     // turns V's into one f16 tile, K's feed the MMAs from the raw rows.
@@ -278,7 +300,7 @@ private:
     // per row tile over constant fragments of -c. Half the conversion
     // instructions of K (the sub / fma per pair); the bias cancels in f32
     // (|Q.bias| is ~25x |Q.x|: ~5 of the accumulator's 24 bits).
-    const bool biasK = cfg.quantBiasK && quant && !storage.fp8;
+    const bool biasK = cfg.quantBiasK && quant && !storage.fp8 && !tr;
     // A stage: K and V rows (raw bytes when quantized), their scales, the
     // slots' logical positions (i32); all 16-byte aligned.
     // K's B fragments are read from the raw rows with one 32-bit load per
@@ -437,6 +459,11 @@ private:
     // slots; returns the loop (its (m, l, O) for the combine).
     bool hadError = false;
     const int64_t nbO = Dv / 8, RS = 2 * MT; // O n-blocks; fragment rows per thread
+    // O's accumulator tiles per thread: n-blocks, or tr's m-tiles of 16
+    // head-dim rows (oIdx(0, t, i)).
+    const int64_t oTiles = tr ? Dv / 16 : MT * nbO;
+    const SmallVector<int64_t> rowLanes =
+        tr ? SmallVector<int64_t>{4, 8, 16} : SmallVector<int64_t>{1, 2};
     auto oIdx = [&](int64_t mt, int64_t n, int i) { return 2 * RS + (mt * nbO + n) * 4 + i; };
     auto rowTileBody = [&](OpBuilder &b, Value r0) -> scf::ForOp {
       // Q rows of the tile -> shared memory (cp.async group 0).
@@ -628,17 +655,36 @@ private:
       // kernel 7% faster at 64k on the H100 (0.276 -> 0.256 ms, two runs;
       // int8 and fp8 lost up to 2% at B=1 128k, bf16 gained 0.3%: they keep
       // Q in registers; bench/NOTES.md session 10).
-      const bool qInRegs = MT == 1 && D <= 128 && !storage.nibbles;
+      const bool qInRegs = MT == 1 && D <= 128 && !storage.nibbles && !tr;
       SmallVector<SmallVector<Value>> qa;
       if (qInRegs)
         for (int64_t kk = 0; kk < D / 16; ++kk)
           qa.push_back(loadQ(b, 0, kk));
+      // tr: Q^T's B fragments of every k16 chunk, held (D / 8 registers):
+      // an ldmatrix.x4 of the 8 rows gives lane (grp, tig) row grp, columns
+      // 2tig, 2tig + 1 of four 8-column blocks, i.e. (b0, b1) of chunks 2c
+      // and 2c + 1.
+      SmallVector<SmallVector<Value>> qT;
+      if (tr) {
+        Value laneQT = add(b, ci32(b, quant ? qF16Base : 0),
+                           mul(b,
+                               add(b, mul(b, lane8, ci32(b, qStride)),
+                                   mul(b, divu(b, lane, ci32(b, 8)), ci32(b, 8))),
+                               ci32(b, 2)));
+        for (int64_t c = 0; c < D / 32; ++c) {
+          SmallVector<Value> r = ldmatrix4(b, smemAt(b, add(b, laneQT, ci32(b, 64 * c))), false);
+          qT.push_back({r[0], r[1]});
+          qT.push_back({r[2], r[3]});
+        }
+      }
 
       // This thread's fragment rows: slot rs = 2*mt + half is row
       // 16*mt + lane/4 + 8*half of the tile.
       SmallVector<Value> rowHead, rowPos;
+      // tr: slot rs is row 2 * tig + rs.
       for (int64_t rs = 0; rs < RS; ++rs) {
-        Value row = add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2)));
+        Value row = tr ? add(b, mul(b, tig, ci32(b, 2)), ci32(b, rs))
+                       : add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2)));
         auto [h, i] = rowCoords(b, add(b, r0, row));
         rowHead.push_back(h);
         rowPos.push_back(add(b, qPos0, i));
@@ -675,7 +721,7 @@ private:
       if (!mass) {
         init.append(RS, negInf);
         init.append(RS, zero);
-        init.append(MT * nbO * 4, zero);
+        init.append(oTiles * 4, zero);
       }
       // The mass kernel: per fragment row, its final LSE in the log2 domain
       // and whether its mass counts (a real row, among the last mass_rows
@@ -749,6 +795,9 @@ private:
               }
               return kb;
             };
+            // kb: (key grp, k 2tig..), (key grp, k 2tig + 8..), the same of key
+            // grp + 8: the B fragments of both n8 blocks, or (reordered) tr's
+            // A fragment of S^T = K Q^T.
             for (int64_t kk = 0; kk < D / 16; ++kk) {
               Frag &s = sg[kk * 16 * sGroups / D];
               SmallVector<Value> kb =
@@ -757,81 +806,96 @@ private:
                       : ldmatrix4(
                             b, gep(b, kLane, chunkPair(b, swizzleK, kChunkXor, kk), b.getI8Type()),
                             false);
+              if (tr) {
+                s[0][0] = mma(b, {kb[0], kb[2], kb[1], kb[3]}, qT[kk], s[0][0], mmaType);
+                continue;
+              }
               for (int64_t mt = 0; mt < MT; ++mt) {
                 SmallVector<Value> qf = qInRegs ? qa[kk] : loadQ(b, mt, kk);
                 s[mt][0] = mma(b, qf, {kb[0], kb[1]}, s[mt][0], mmaType);
                 s[mt][1] = mma(b, qf, {kb[2], kb[3]}, s[mt][1], mmaType);
               }
             }
-            // The thread's 4 keys (warp-local index nb*8 + 2*tig + j) and,
-            // quantized, their K / V scales per group.
-            auto keyInTile = [&](OpBuilder &b, int64_t nb, int j) {
-              return add(b, warpKey, add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j)));
+            // The thread's keys: 4 (warp-local index nb*8 + 2*tig + j, as
+            // key nb * 2 + j), tr's 2 (grp, grp + 8) and, quantized, their
+            // K / V scales per group.
+            const int64_t numKeys = tr ? 2 : 4;
+            auto keyLocal = [&](OpBuilder &b, int64_t key) {
+              return tr ? add(b, grp, ci32(b, 8 * key))
+                        : add(b, mul(b, tig, ci32(b, 2)), ci32(b, (key / 2) * 8 + key % 2));
+            };
+            auto keyInTile = [&](OpBuilder &b, int64_t key) {
+              return add(b, warpKey, keyLocal(b, key));
             };
             auto keyScales = [&](int64_t part, int64_t groups) {
-              SmallVector<SmallVector<Value>> out(4); // [key][group]
+              SmallVector<SmallVector<Value>> out(numKeys); // [key][group]
               Value base = smemAt(b, stageAt(b, stage, part));
-              for (int64_t nb = 0; nb < 2; ++nb)
-                for (int j = 0; j < 2; ++j)
-                  for (int64_t g = 0; g < groups; ++g)
-                    out[nb * 2 + j].push_back(
-                        load(b, f32(), base,
-                             add(b, mul(b, keyInTile(b, nb, j), ci32(b, groups)), ci32(b, g))));
+              for (int64_t key = 0; key < numKeys; ++key)
+                for (int64_t g = 0; g < groups; ++g)
+                  out[key].push_back(
+                      load(b, f32(), base,
+                           add(b, mul(b, keyInTile(b, key), ci32(b, groups)), ci32(b, g))));
               return out;
             };
-            Frag s = sg[0];
-            if (quant) {
-              auto ks = keyScales(stKs, kGroups);
-              for (int64_t mt = 0; mt < MT; ++mt)
-                for (int64_t nb = 0; nb < 2; ++nb)
-                  for (int i = 0; i < 4; ++i) {
-                    Value acc = fmul(b, sg[0][mt][nb][i], ks[nb * 2 + (i & 1)][0]);
-                    for (int64_t g = 1; g < kGroups; ++g)
-                      acc =
-                          LLVM::FMAOp::create(b, l, sg[g][mt][nb][i], ks[nb * 2 + (i & 1)][g], acc);
-                    s[mt][nb][i] = acc;
-                  }
+            // A thread's score element e: (mt, nb, i) = (e / 8, e % 8 / 4, e
+            // % 4) of the 16-row step, its key nb * 2 + (i & 1) and slot
+            // slotOf(mt, i); tr's e = i of S^T: key i / 2, slot i & 1.
+            const int64_t numElems = tr ? 4 : MT * 8;
+            auto elemKey = [&](int64_t e) { return tr ? e / 2 : (e % 8 / 4) * 2 + (e & 1); };
+            auto elemSlot = [&](int64_t e) { return tr ? e & 1 : slotOf(e / 8, int(e % 4)); };
+            // The scores by element, K's scales applied per key and group.
+            auto rawScore = [&](int64_t g, int64_t e) {
+              return tr ? sg[g][0][0][e] : sg[g][e / 8][e % 8 / 4][e % 4];
+            };
+            SmallVector<Value> sv(numElems);
+            SmallVector<SmallVector<Value>> ks;
+            if (quant)
+              ks = keyScales(stKs, kGroups);
+            for (int64_t e = 0; e < numElems; ++e) {
+              if (!quant) {
+                sv[e] = rawScore(0, e);
+                continue;
+              }
+              Value acc = fmul(b, rawScore(0, e), ks[elemKey(e)][0]);
+              for (int64_t g = 1; g < kGroups; ++g)
+                acc = LLVM::FMAOp::create(b, l, rawScore(g, e), ks[elemKey(e)][g], acc);
+              sv[e] = acc;
             }
 
             // The thread's 4 keys: slot, logical position (-1: dropped or
             // past the split).
             Value tileSlot = add(b, s0, add(b, mul(b, t, ci32(b, BK)), warpKey));
             SmallVector<Value> keyPos;
-            for (int64_t nb = 0; nb < 2; ++nb)
-              for (int j = 0; j < 2; ++j) {
-                Value inTile = add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j));
-                Value slot = add(b, tileSlot, inTile);
-                Value in = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
-                Value pos = load(b, i32(), posBase, keyInTile(b, nb, j));
-                keyPos.push_back(select(b, in, pos, ci32(b, -1)));
-              }
-            SmallVector<Value> tv(MT * 8), tileMax(RS, negInf);
-            for (int64_t mt = 0; mt < MT && !hadError; ++mt)
-              for (int64_t nb = 0; nb < 2 && !hadError; ++nb)
-                for (int i = 0; i < 4 && !hadError; ++i) {
-                  int64_t rs = slotOf(mt, i);
-                  Value kp = keyPos[nb * 2 + (i & 1)];
-                  Value kc = arith::MaxSIOp::create(b, l, kp, ci32(b, 0));
-                  Value keep = cmpi(b, arith::CmpIPredicate::sge, kp, ci32(b, 0));
-                  if (!maskAlwaysTrue) {
-                    auto mv = cloneRegion(b, attention.getMaskBlock(),
-                                          {bIdx, rowHead[rs], rowPos[rs], kc});
-                    if (failed(mv)) {
-                      hadError = true;
-                      break;
-                    }
-                    keep = arith::AndIOp::create(b, l, keep, *mv);
-                  }
-                  auto tval = log2Score(b, s[mt][nb][i], scale, scaleLog2,
-                                        {bIdx, rowHead[rs], rowPos[rs], kc});
-                  if (failed(tval)) {
-                    hadError = true;
-                    break;
-                  }
-                  Value e = select(b, keep, *tval, negInf);
-                  tv[mt * 8 + nb * 4 + i] = e;
-                  tileMax[rs] = fmax(b, tileMax[rs], e);
+            for (int64_t key = 0; key < numKeys; ++key) {
+              Value slot = add(b, tileSlot, keyLocal(b, key));
+              Value in = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
+              Value pos = load(b, i32(), posBase, keyInTile(b, key));
+              keyPos.push_back(select(b, in, pos, ci32(b, -1)));
+            }
+            SmallVector<Value> tv(numElems), tileMax(RS, negInf);
+            for (int64_t e = 0; e < numElems; ++e) {
+              int64_t rs = elemSlot(e);
+              Value kp = keyPos[elemKey(e)];
+              Value kc = arith::MaxSIOp::create(b, l, kp, ci32(b, 0));
+              Value keep = cmpi(b, arith::CmpIPredicate::sge, kp, ci32(b, 0));
+              if (!maskAlwaysTrue) {
+                auto mv =
+                    cloneRegion(b, attention.getMaskBlock(), {bIdx, rowHead[rs], rowPos[rs], kc});
+                if (failed(mv)) {
+                  hadError = true;
+                  break;
                 }
+                keep = arith::AndIOp::create(b, l, keep, *mv);
+              }
+              auto tval =
+                  log2Score(b, sv[e], scale, scaleLog2, {bIdx, rowHead[rs], rowPos[rs], kc});
+              if (failed(tval)) {
+                hadError = true;
+                break;
+              }
+              tv[e] = select(b, keep, *tval, negInf);
+              tileMax[rs] = fmax(b, tileMax[rs], tv[e]);
+            }
             if (hadError) {
               scf::YieldOp::create(b, l, iter);
               return;
@@ -872,7 +936,9 @@ private:
               scf::YieldOp::create(b, l, iter);
               return;
             }
-            for (int64_t x : {1, 2})
+            // A row's other keys: in the lanes of its quad (xor 1, 2), tr's
+            // in the lanes of its column (xor 4, 8, 16).
+            for (int64_t x : rowLanes)
               for (int64_t rs = 0; rs < RS; ++rs)
                 tileMax[rs] = fmax(b, tileMax[rs], shflXor(b, tileMax[rs], x));
             // Online softmax; with cfg.decodeLazyRescale lazily, as in the
@@ -906,13 +972,12 @@ private:
               alpha[rs] = ex2(b, fsub(b, iter[rs], ref));
               sum[rs] = fmul(b, alpha[rs], iter[RS + rs]);
             }
-            SmallVector<Value> w(MT * 8);
-            for (int64_t mt = 0; mt < MT; ++mt)
-              for (int64_t e = 0; e < 8; ++e) {
-                int64_t rs = slotOf(mt, int(e % 4));
-                w[mt * 8 + e] = ex2(b, fadd(b, tv[mt * 8 + e], negRef[rs]));
-                sum[rs] = fadd(b, sum[rs], w[mt * 8 + e]);
-              }
+            SmallVector<Value> w(numElems);
+            for (int64_t e = 0; e < numElems; ++e) {
+              int64_t rs = elemSlot(e);
+              w[e] = ex2(b, fadd(b, tv[e], negRef[rs]));
+              sum[rs] = fadd(b, sum[rs], w[e]);
+            }
             next.append(sum.begin(), sum.end());
             // O = alpha O + P V: P's C fragments are the A fragment of the
             // warp's k16 chunk; ldmatrix.trans of V gives two n8 blocks.
@@ -923,7 +988,19 @@ private:
             SmallVector<SmallVector<Value>> vs;
             if (quant)
               vs = keyScales(stVs, vGroups);
-            for (int64_t g = 0; g < pGroups; ++g)
+            // tr: P^T's B fragments (keys 2tig.., row grp) are the
+            // transposes of its C fragments (key grp or grp + 8, rows 2tig,
+            // 2tig + 1) packed: one movmatrix per 8 keys.
+            auto movTrans = [&](Value x) {
+              return pureAsm(b, i32(), ValueRange{x},
+                             "movmatrix.sync.aligned.m8n8.trans.b16 $0, $1;", "=r,r");
+            };
+            for (int64_t g = 0; g < pGroups && tr; ++g) {
+              auto W = [&](int64_t e) { return quant ? fmul(b, w[e], vs[elemKey(e)][g]) : w[e]; };
+              pa[g][0] = {movTrans(pack(b, W(0), W(1), mmaType)),
+                          movTrans(pack(b, W(2), W(3), mmaType))};
+            }
+            for (int64_t g = 0; g < pGroups && !tr; ++g)
               for (int64_t mt = 0; mt < MT; ++mt) {
                 auto W = [&](int64_t nb, int i) {
                   Value x = w[mt * 8 + nb * 4 + i];
@@ -937,12 +1014,12 @@ private:
             // O *= alpha only when some row's reference moved.
             o = ifElseValues(b, grew, o, [&](OpBuilder &tb) {
               SmallVector<Value> scaled(o.size());
-              for (int64_t mt = 0; mt < MT; ++mt)
-                for (int64_t n = 0; n < nbO; ++n)
-                  for (int i = 0; i < 4; ++i) {
-                    int64_t at = oIdx(mt, n, i) - 2 * RS;
-                    scaled[at] = fmul(tb, o[at], alpha[slotOf(mt, i)]);
-                  }
+              for (int64_t t = 0; t < oTiles; ++t)
+                for (int i = 0; i < 4; ++i) {
+                  // tr: O^T's columns are the rows 2tig, 2tig + 1.
+                  int64_t rs = tr ? i & 1 : slotOf(t / nbO, i);
+                  scaled[4 * t + i] = fmul(tb, o[4 * t + i], alpha[rs]);
+                }
               return scaled;
             });
             // O's n-block nb of row tile mt += P (A fragment) . V (B: b0, b1).
@@ -951,6 +1028,13 @@ private:
               SmallVector<Value, 4> acc(o.begin() + base, o.begin() + base + 4);
               acc = mma(b, a, {b0, b1}, acc, mmaType);
               std::copy(acc.begin(), acc.end(), o.begin() + base);
+            };
+            // tr: O^T's m-tile t += V^T (A: the B registers of P.V's n-blocks
+            // 2t, 2t + 1, reordered; see kb) . P^T (B) of group g.
+            auto accumulateTr = [&](int64_t t, ArrayRef<Value> a, int64_t g) {
+              SmallVector<Value, 4> acc(o.begin() + 4 * t, o.begin() + 4 * t + 4);
+              acc = mma(b, a, pa[g][0], acc, mmaType);
+              std::copy(acc.begin(), acc.end(), o.begin() + 4 * t);
             };
             if (directV) {
               // Unit m: 4 columns of keys 2tig, 2tig+1 (k pair 0) and
@@ -972,7 +1056,12 @@ private:
               for (int64_t m = 0; m < Dv / 32; ++m) {
                 SmallVector<Value> lo = keyPairToF16(b, loadUnit(b, 0, m), loadUnit(b, 1, m));
                 SmallVector<Value> hi = keyPairToF16(b, loadUnit(b, 8, m), loadUnit(b, 9, m));
-                for (int64_t j = 0; j < 4; ++j) {
+                // tr: m-tile 2m + h holds n-blocks 4m + 2h (its rows grp) and
+                // 4m + 2h + 1 (rows grp + 8).
+                for (int64_t h = 0; h < 2 && tr; ++h)
+                  accumulateTr(2 * m + h, {lo[2 * h], lo[2 * h + 1], hi[2 * h], hi[2 * h + 1]},
+                               32 * m * pGroups / Dv);
+                for (int64_t j = 0; j < 4 && !tr; ++j) {
                   for (int64_t mt = 0; mt < MT; ++mt)
                     accumulatePV(mt, 4 * m + j, pa[32 * m * pGroups / Dv][mt], lo[j], hi[j]);
                 }
@@ -982,6 +1071,10 @@ private:
               for (int64_t np = 0; np < Dv / 16; ++np) {
                 SmallVector<Value> vb = ldmatrix4(
                     b, gep(b, vLane, chunkPair(b, swizzleV, vChunkXor, np), b.getI8Type()), true);
+                if (tr) {
+                  accumulateTr(np, {vb[0], vb[2], vb[1], vb[3]}, np * 16 * pGroups / Dv);
+                  continue;
+                }
                 for (int64_t mt = 0; mt < MT; ++mt)
                   for (int64_t half = 0; half < 2; ++half)
                     accumulatePV(mt, 2 * np + half, pa[np * 16 * pGroups / Dv][mt], vb[2 * half],
@@ -1023,16 +1116,30 @@ private:
           oBase = smemAt(b, ci32(b, oOff));
     for (int64_t rs = 0; rs < RS; ++rs) {
       Value lsum = res[RS + rs];
-      for (int64_t x : {1, 2})
+      for (int64_t x : rowLanes)
         lsum = fadd(b, lsum, shflXor(b, lsum, x));
-      Value row = add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2)));
+      Value row = tr ? add(b, mul(b, tig, ci32(b, 2)), ci32(b, rs))
+                     : add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2)));
       Value at = add(b, mul(b, warp, ci32(b, BQ)), row);
-      ifThen(b, cmpi(b, arith::CmpIPredicate::eq, tig, ci32(b, 0)), [&](OpBuilder &b) {
+      ifThen(b, cmpi(b, arith::CmpIPredicate::eq, tr ? grp : tig, ci32(b, 0)), [&](OpBuilder &b) {
         store(b, res[rs], mBase, at);
         store(b, lsum, lBase, at);
       });
     }
-    for (int64_t mt = 0; mt < MT; ++mt)
+    // tr: O^T's m-tile t, register i is row 2tig + (i & 1) and head-dim
+    // row grp + 8 (i / 2) of the tile: with directV n-block 4(t / 2) + 2(t %
+    // 2) + i / 2's column grp, V's column 32(t / 2) + 4grp + 2(t % 2) + i / 2;
+    // else column 16t + grp + 8(i / 2).
+    for (int64_t t = 0; t < oTiles && tr; ++t)
+      for (int i = 0; i < 4; ++i) {
+        Value row = add(b, mul(b, tig, ci32(b, 2)), ci32(b, i & 1));
+        Value col =
+            directV ? add(b, mul(b, grp, ci32(b, 4)), ci32(b, 32 * (t / 2) + 2 * (t % 2) + i / 2))
+                    : add(b, grp, ci32(b, 16 * t + 8 * (i / 2)));
+        Value at = add(b, mul(b, add(b, mul(b, warp, ci32(b, BQ)), row), ci32(b, Dv)), col);
+        store(b, res[2 * RS + 4 * t + i], oBase, at);
+      }
+    for (int64_t mt = 0; mt < MT && !tr; ++mt)
       for (int64_t n = 0; n < nbO; ++n)
         for (int i = 0; i < 4; ++i) {
           Value row = add(b, grp, ci32(b, 16 * mt + 8 * (i / 2)));

@@ -74,7 +74,7 @@ CudaOptions attnc::pipeline::tileDefaults(CudaOptions o) {
     if (!o.warpMTiles)
       o.warpMTiles = 1;
     if (!o.blockQ)
-      o.blockQ = 16;
+      o.blockQ = o.decodeTransposed ? 8 : 16;
     if (!o.blockK)
       o.blockK = 64;
     if (!o.stages)
@@ -134,6 +134,7 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.quantDirectV = options.quantDirectV;
   o.quantBiasK = options.quantBiasK;
   o.decodeLazyRescale = options.decodeLazyRescale;
+  o.decodeTransposed = options.decodeTransposed;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
