@@ -862,7 +862,7 @@ private:
               sv[e] = acc;
             }
 
-            // The thread's 4 keys: slot, logical position (-1: dropped or
+            // The thread's keys: slot, logical position (-1: dropped or
             // past the split).
             Value tileSlot = add(b, s0, add(b, mul(b, t, ci32(b, BK)), warpKey));
             SmallVector<Value> keyPos;
@@ -919,8 +919,7 @@ private:
               ifThen(b, cmpi(b, arith::CmpIPredicate::eq, grp, ci32(b, 0)), [&](OpBuilder &b) {
                 for (int64_t nb = 0; nb < 2; ++nb)
                   for (int j = 0; j < 2; ++j) {
-                    Value slot =
-                        add(b, tileSlot, add(b, mul(b, tig, ci32(b, 2)), ci32(b, nb * 8 + j)));
+                    Value slot = add(b, tileSlot, keyLocal(b, nb * 2 + j));
                     ifThen(b, cmpi(b, arith::CmpIPredicate::slt, slot, s1), [&](OpBuilder &b) {
                       // A reduction (red.global.add): no round trip to wait
                       // for before the next tile. One thread owns the slot,
