@@ -5,7 +5,7 @@
 # Usage: bench/gpu/build-ptx.sh [build-dir] [out-dir] [arch]
 #   KV_ONLY=1: only the KV-cache decode kernels (decode.py's set);
 #   DECODE_ONLY=1 (with KV_ONLY): without the tile variants and the budget
-#   kernels, e.g. for flags those do not take (--cuda-decode-transposed);
+#   kernels (a quick second build, e.g. ATTNC_FLAGS=--cuda-decode-transposed=false);
 #   ATTNC_FLAGS="...": extra attnc flags for every kernel, e.g. a second
 #   build to time beside the first (decode.py --compare-dir):
 #   KV_ONLY=1 ATTNC_FLAGS=--cuda-quant-direct-v bench/gpu/build-ptx.sh build bench/gpu/ptx-dv

@@ -29,7 +29,7 @@ struct CudaEmitOptions {
   bool quantDirectV = true;
   bool quantBiasK = false;
   bool decodeLazyRescale = false;
-  bool decodeTransposed = false;
+  bool decodeTransposed = true;
   std::string outPath = "-";
 };
 

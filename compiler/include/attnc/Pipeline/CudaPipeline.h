@@ -69,8 +69,9 @@ struct CudaOptions {
   /// decode-lazy-rescale).
   bool decodeLazyRescale = false;
   /// kv-cache: the transposed decode on 8-row tiles (attn-to-nvvm's
-  /// decode-transposed).
-  bool decodeTransposed = false;
+  /// decode-transposed), where the kernel takes it; tileDefaults turns it
+  /// off for an explicit block-q other than 8.
+  bool decodeTransposed = true;
   unsigned optLevel = 3;
 };
 

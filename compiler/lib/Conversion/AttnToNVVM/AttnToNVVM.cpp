@@ -1045,7 +1045,9 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.quantDirectV = quantDirectV;
     cfg.quantBiasK = quantBiasK;
     cfg.decodeLazyRescale = decodeLazyRescale;
-    cfg.decodeTransposed = decodeTransposed;
+    // The transposed step is the decode of 8-row tiles; other tiles ignore
+    // the option (on by default).
+    cfg.decodeTransposed = decodeTransposed && cfg.kvCache && cfg.blockQ == 8;
     if (cfg.classChunk < 1 || cfg.classChunk > 16384) {
       module.emitError("attn-to-nvvm: class-chunk must be 1 to 16384");
       return signalPassFailure();
@@ -1075,11 +1077,10 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
       module.emitError("attn-to-nvvm: warp-m-tiles must be 1 to 4");
       return signalPassFailure();
     }
-    // The transposed decode's tile is the MMAs' N: 8 packed rows, and only
-    // it.
-    if (cfg.kvCache && cfg.decodeTransposed != (cfg.blockQ == 8)) {
-      module.emitError("attn-to-nvvm: kv-cache: decode-transposed takes block-q 8, and block-q 8 "
-                       "needs decode-transposed");
+    // An 8-row tile is the transposed decode's MMA N; the 16-row step
+    // cannot take it.
+    if (cfg.kvCache && cfg.blockQ == 8 && !cfg.decodeTransposed) {
+      module.emitError("attn-to-nvvm: kv-cache: block-q 8 needs decode-transposed");
       return signalPassFailure();
     }
     bool transposedTile = cfg.kvCache && cfg.decodeTransposed;
@@ -1093,12 +1094,14 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     SmallVector<attn::KernelOp> kernels(module.getOps<attn::KernelOp>());
     for (attn::KernelOp kernel : kernels) {
       OpBuilder mb(kernel);
-      int64_t threads = 0, shared = 0;
+      int64_t threads = 0, shared = 0, blockQ = cfg.blockQ;
       if (cfg.kvCache) {
         auto launch = attn::nvvm::lowerDecodeKernel(kernel, cfg, elem, mb);
         if (failed(launch))
           return signalPassFailure();
-        std::tie(threads, shared) = *launch;
+        threads = launch->threads;
+        shared = launch->sharedBytes;
+        blockQ = launch->blockQ;
       } else {
         KernelLowering lowering(kernel, cfg, elem);
         if (failed(lowering.run(mb)))
@@ -1111,7 +1114,7 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
       auto gm = module.lookupSymbol<gpu::GPUModuleOp>(attn::cudaEntryName(kernel.getSymName()));
       gm->setAttr("attn.threads", IntegerAttr::get(IntegerType::get(ctx, 64), threads));
       gm->setAttr("attn.shared_bytes", IntegerAttr::get(IntegerType::get(ctx, 64), shared));
-      gm->setAttr("attn.block_q", IntegerAttr::get(IntegerType::get(ctx, 64), cfg.blockQ));
+      gm->setAttr("attn.block_q", IntegerAttr::get(IntegerType::get(ctx, 64), blockQ));
       gm->setAttr("attn.block_k", IntegerAttr::get(IntegerType::get(ctx, 64), cfg.blockK));
       kernel.erase();
     }

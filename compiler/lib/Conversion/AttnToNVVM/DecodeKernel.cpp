@@ -62,17 +62,8 @@ public:
              << "'): the CUDA kernel needs multiples of 16 (int8) or 32 (int4)";
     if (attention.getNormalizer() != attn::Normalizer::Softmax)
       return kernel.emitError("attn-to-nvvm: kv-cache: only the softmax normalizer is supported");
-    if (cfg.decodeTransposed) {
-      // The transposed step (buildDecode's `tr`) has no budget-scoring twin
-      // and reads V's B registers only from the raw rows or in natural
-      // column order.
-      if (storage.slotMass)
-        return kernel.emitError("attn-to-nvvm: kv-cache: decode-transposed does not support "
-                                "budget retention yet");
-      if (cfg.headDim % 32 || (storage.nibbles && !cfg.quantDirectV))
-        return kernel.emitError("attn-to-nvvm: kv-cache: decode-transposed needs head dims of "
-                                "multiples of 32 and, for int4, quant-direct-v");
-    }
+    assert((!cfg.decodeTransposed || takesTransposedDecode(storage, cfg)) &&
+           "lowerDecodeKernel resolves the transposed step per kernel");
     FailureOr<OpBuilder> mb = createModule(moduleBuilder);
     if (failed(mb))
       return failure();
@@ -83,12 +74,14 @@ public:
     if (storage.slotMass && failed(buildDecode(*mb, /*mass=*/true, "_mass")))
       return failure();
     // A wide twin `attnc_<K>_q32` for many packed rows (speculative
-    // decoding, G x Nq > 16): with 16-row tiles K/V are read once per row
-    // tile, with 32 once up to 32 rows, at 1.5% more time for one query
-    // (bench/NOTES.md "Speculative decoding"); the runtime picks per launch.
-    if (cfg.blockQ == 16) {
+    // decoding, G x Nq above the tile's 8 or 16 rows): K/V are read once
+    // per row tile, with 32 rows once up to 32, at 1.5% more time than 16
+    // rows for one query (bench/NOTES.md "Speculative decoding"); the
+    // runtime picks per launch.
+    if (cfg.blockQ == 16 || cfg.decodeTransposed) {
       attn::NvvmKernelConfig wideCfg = cfg;
       wideCfg.blockQ = 32;
+      wideCfg.decodeTransposed = false;
       DecodeLowering wide(kernel, wideCfg, elemType, storage);
       if (failed(wide.buildDecode(*mb, /*mass=*/false, "_q32")))
         return failure();
@@ -1293,15 +1286,29 @@ private:
 
 } // namespace
 
-FailureOr<std::pair<int64_t, int64_t>>
+bool mlir::attn::nvvm::takesTransposedDecode(const attn::CacheStorage &storage,
+                                             const attn::NvvmKernelConfig &cfg) {
+  return !storage.slotMass && cfg.headDim % 32 == 0 && cfg.headDimV % 32 == 0 &&
+         (!storage.nibbles || cfg.quantDirectV);
+}
+
+FailureOr<mlir::attn::nvvm::DecodeLaunch>
 mlir::attn::nvvm::lowerDecodeKernel(attn::KernelOp kernel, const attn::NvvmKernelConfig &cfg,
                                     Type elemType, OpBuilder &moduleBuilder) {
   auto storage =
       attn::analyzeCacheStorage(kernel, "attn-to-nvvm", elemType, cfg.headDim, cfg.headDimV);
   if (failed(storage))
     return failure();
-  DecodeLowering lowering(kernel, cfg, elemType, std::move(*storage));
+  // The transposed step is a preference (on by default): a kernel that
+  // cannot take it gets the 16-row step, whose tile the runtime reads from
+  // the kernel's metadata.
+  attn::NvvmKernelConfig kernelCfg = cfg;
+  if (cfg.decodeTransposed && !takesTransposedDecode(*storage, cfg)) {
+    kernelCfg.decodeTransposed = false;
+    kernelCfg.blockQ = 16;
+  }
+  DecodeLowering lowering(kernel, kernelCfg, elemType, std::move(*storage));
   if (failed(lowering.run(moduleBuilder)))
     return failure();
-  return std::make_pair(lowering.numThreads, lowering.sharedBytes);
+  return DecodeLaunch{lowering.numThreads, lowering.sharedBytes, kernelCfg.blockQ};
 }

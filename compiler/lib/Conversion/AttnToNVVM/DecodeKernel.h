@@ -41,12 +41,24 @@
 
 namespace mlir::attn::nvvm {
 
+/// The launch of the decode kernel lowerDecodeKernel emitted.
+struct DecodeLaunch {
+  int64_t threads = 0, sharedBytes = 0;
+  /// Packed rows per CTA: cfg.blockQ, or 16 where the kernel cannot take
+  /// the transposed step cfg asked for (takesTransposedDecode).
+  int64_t blockQ = 0;
+};
+
+/// Whether a kernel of this storage and these head dims can take the
+/// transposed decode step (cfg.decodeTransposed): not budget retention (its
+/// mass twin scores on 16-row tiles), head dims multiples of 32, and int4
+/// only with V's fragments from the raw rows (quantDirectV).
+bool takesTransposedDecode(const attn::CacheStorage &storage, const attn::NvvmKernelConfig &cfg);
+
 /// Emits the decode kernel of `kernel`, its merge kernel and (budget
-/// policies) its mass kernel into a new gpu.module at `moduleBuilder`. Returns (threads, shared
-/// bytes) of the decode kernel.
-FailureOr<std::pair<int64_t, int64_t>> lowerDecodeKernel(attn::KernelOp kernel,
-                                                         const attn::NvvmKernelConfig &cfg,
-                                                         Type elemType, OpBuilder &moduleBuilder);
+/// policies) its mass kernel into a new gpu.module at `moduleBuilder`.
+FailureOr<DecodeLaunch> lowerDecodeKernel(attn::KernelOp kernel, const attn::NvvmKernelConfig &cfg,
+                                          Type elemType, OpBuilder &moduleBuilder);
 
 } // namespace mlir::attn::nvvm
 

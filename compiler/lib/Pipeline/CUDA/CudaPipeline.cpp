@@ -66,15 +66,18 @@ static bool hasWgmma(llvm::StringRef arch) { return arch == "sm_90a"; }
 CudaOptions attnc::pipeline::tileDefaults(CudaOptions o) {
   int64_t dv = o.headDimV > 0 ? o.headDimV : o.headDim;
   if (o.kvCache) {
-    // Decode: 16 packed query rows per CTA (the G query heads of a KV head
-    // times Nq), 4 warps of 16 keys on a 64-slot tile, 3 tiles in flight
-    // (bench/NOTES.md).
+    // Decode: 8 packed query rows per CTA (the G query heads of a KV head
+    // times Nq) on the transposed step, else 16, 4 warps of 16 keys on a
+    // 64-slot tile, 3 tiles in flight (bench/NOTES.md). An explicit tile
+    // of other than 8 rows is the 16- or 32-row step.
     if (o.mma.empty())
       o.mma = "sync";
     if (!o.warpMTiles)
       o.warpMTiles = 1;
     if (!o.blockQ)
       o.blockQ = o.decodeTransposed ? 8 : 16;
+    else if (o.blockQ != 8)
+      o.decodeTransposed = false;
     if (!o.blockK)
       o.blockK = 64;
     if (!o.stages)
