@@ -371,6 +371,8 @@ def main():
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--nq-sweep", default="", help="--bench: only bf16 rows at these query "
                     "counts (speculative decoding), default kernel and --variants")
+    ap.add_argument("--nq-quant", action="store_true", help="--nq-sweep: the quantized "
+                    "kernels too, each beside its --compare-dir twins")
     ap.add_argument("--split-sweep", default="", help="--bench: only bf16 rows at these "
                     "split counts (e.g. 1,2,4,8,16)")
     ap.add_argument("--quick", action="store_true", help="--check: two cases per kernel "
@@ -455,6 +457,19 @@ def main():
         stream = Kernel(os.path.join(d, "streaming_llm_bf16_d128_kv.ptx"))
         rows = []
         nqs = [int(x) for x in a.nq_sweep.split(",") if x]
+        # The kernels of each --compare-dir timed right after their
+        # counterparts over the same cache: two builds side by side.
+        others = [("[%s]" % os.path.basename(x.rstrip("/")), x)
+                  for x in a.compare_dir.split(",") if x]
+        for name, storage in QUANTIZED if nqs and a.nq_quant else []:
+            kq = Kernel(os.path.join(d, name + ".ptx"))
+            twins = [(tag, Kernel(os.path.join(x, name + ".ptx"))) for tag, x in others]
+            for nq in nqs:
+                for B, L in [(8, int(x)) for x in a.lengths.split(",")]:
+                    r = bench(kq, B, 32, 8, L, 16, all_positions, None,
+                              "%s, Nq=%d" % (QUANT_LABEL[name], nq), gen, baselines=False,
+                              storage=storage, twins=twins, Nq=nq)
+                    rows += [r] + twin_rows(r)
         for var in [""] + [v for v in a.variants.split(",") if v and nqs]:
             vk = Kernel(os.path.join(d, "paged_attention_bf16_d128_kv%s.ptx" % var))
             for nq in nqs:
@@ -496,10 +511,6 @@ def main():
             for B, L in shapes:
                 rows.append(bench(vk, B, 32, 8, L, 16, all_positions, None, "bf16 all " + var,
                                   gen, baselines=False))
-        # The kernels of each --compare-dir timed right after their
-        # counterparts over the same cache: two builds side by side.
-        others = [("[%s]" % os.path.basename(x.rstrip("/")), x)
-                  for x in a.compare_dir.split(",") if x]
         if others and not only:
             twins = [(tag, Kernel(os.path.join(x, "paged_attention_bf16_d128_kv.ptx")))
                      for tag, x in others]
