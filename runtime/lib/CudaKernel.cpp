@@ -51,7 +51,7 @@ struct CudaKernel::Impl {
     CUfunction merge = nullptr;                  // KV-cache kernels: attnc_<K>_merge
     CUfunction mass = nullptr;                   // budget policies: attnc_<K>_mass
     CUfunction append = nullptr, move = nullptr; // KV-cache kernels: cache updates
-    CUfunction wide = nullptr; // decode twin with more rows per CTA (info.wideBlockQ)
+    std::vector<CUfunction> twins;               // decode twins, as info.decodeTwins
   };
   std::mutex mutex;
   std::vector<Loaded> loaded; // one per context the kernel ran in
@@ -89,13 +89,13 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
                          ", but device " + std::to_string(device) + " is " +
                          archForCapability(*cc) + " (compute capability " +
                          std::to_string(*cc / 10) + "." + std::to_string(*cc % 10) + ")");
-  if (std::max(info.sharedBytes, info.wideSharedBytes) > kDefaultDynamicSharedBytes) {
+  if (info.maxSharedBytes() > kDefaultDynamicSharedBytes) {
     auto optin = deviceAttribute(d, device, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
     if (!optin)
       return optin.error();
-    if (std::max(info.sharedBytes, info.wideSharedBytes) > *optin)
+    if (info.maxSharedBytes() > *optin)
       return Status::error("cuda: kernel '" + info.name + "' needs " +
-                           std::to_string(std::max(info.sharedBytes, info.wideSharedBytes)) +
+                           std::to_string(info.maxSharedBytes()) +
                            " bytes of shared memory per block; device " + std::to_string(device) +
                            " allows " + std::to_string(*optin));
   }
@@ -121,8 +121,9 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
         {&l.merge, "_merge"}, {&l.append, "_append"}, {&l.move, "_move"}};
     if (info.cache->scoresSlots())
       extra.emplace_back(&l.mass, "_mass");
-    if (info.wideBlockQ > 0)
-      extra.emplace_back(&l.wide, "_q" + std::to_string(info.wideBlockQ));
+    l.twins.resize(info.decodeTwins.size());
+    for (size_t i = 0; i < info.decodeTwins.size(); ++i)
+      extra.emplace_back(&l.twins[i], "_q" + std::to_string(info.decodeTwins[i].blockQ));
     for (auto &[fn, suffix] : extra) {
       std::string name = info.entry + suffix;
       if (Status s = ATTNC_CU(d, cuModuleGetFunction, fn, l.module, name.c_str()); !s) {
@@ -132,9 +133,11 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
       }
     }
   }
-  for (auto [fn, bytes] : {std::pair{l.function, info.sharedBytes},
-                           {l.mass, info.sharedBytes},
-                           {l.wide, info.wideSharedBytes}}) {
+  std::vector<std::pair<CUfunction, int64_t>> sized = {{l.function, info.sharedBytes},
+                                                       {l.mass, info.sharedBytes}};
+  for (size_t i = 0; i < l.twins.size(); ++i)
+    sized.emplace_back(l.twins[i], info.decodeTwins[i].sharedBytes);
+  for (auto [fn, bytes] : sized) {
     if (!fn || bytes <= kDefaultDynamicSharedBytes)
       continue;
     if (Status s = ATTNC_CU(d, cuFuncSetAttribute, fn,
@@ -500,6 +503,25 @@ Status CudaKernel::launchCacheRows(bool append, const CudaCacheView &c, const DL
                   1u, 0u, static_cast<CUstream>(stream), params.data(), nullptr);
 }
 
+/// The decode entry for `rows` packed rows (G x Nq): -1 for the kernel's
+/// own, else the index of the first twin that holds them (K/V read once per
+/// row tile), or of the widest.
+static int decodeEntry(const CudaKernelInfo &ki, int64_t rows) {
+  if (rows <= ki.blockQ || ki.decodeTwins.empty())
+    return -1;
+  for (size_t i = 0; i < ki.decodeTwins.size(); ++i)
+    if (rows <= ki.decodeTwins[i].blockQ)
+      return int(i);
+  return int(ki.decodeTwins.size()) - 1;
+}
+
+/// The launch shape of decode entry `entry` (decodeEntry).
+static DecodeTwin decodeLaunchShape(const CudaKernelInfo &ki, int entry) {
+  if (entry < 0)
+    return DecodeTwin{ki.blockQ, ki.threads, ki.sharedBytes};
+  return ki.decodeTwins[size_t(entry)];
+}
+
 Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq,
                                             int64_t maxLength, int device, int64_t splits) const {
   const CudaKernelInfo &ki = impl->info;
@@ -508,10 +530,10 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
   if (B <= 0 || Hkv <= 0 || Hq % Hkv || Nq <= 0)
     return Status::error("decode plan: need B, Nq > 0 and Hq a multiple of Hkv");
   const int64_t tile = ki.tileK;
-  // More packed rows than a CTA of the default kernel holds: the wide twin
-  // (K/V read once per row tile).
-  const bool wide = ki.wideBlockQ > 0 && (Hq / Hkv) * Nq > ki.blockQ;
-  const int64_t blockQ = wide ? ki.wideBlockQ : ki.blockQ;
+  // More packed rows than a CTA of the default kernel holds: a twin.
+  const int entry = decodeEntry(ki, (Hq / Hkv) * Nq);
+  const DecodeTwin shape = decodeLaunchShape(ki, entry);
+  const int64_t blockQ = shape.blockQ;
   const int64_t rowTiles = ((Hq / Hkv) * Nq + blockQ - 1) / blockQ;
   const int64_t pairs = rowTiles * Hkv * B;
   const int64_t tiles = std::max<int64_t>(1, (maxLength + tile - 1) / tile);
@@ -529,10 +551,9 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
     if (!fns)
       return fns.error();
     int perSm = 0;
-    if (Status s =
-            ATTNC_CU(**d, cuOccupancyMaxActiveBlocksPerMultiprocessor, &perSm,
-                     wide ? fns->wide : fns->function, int(wide ? ki.wideThreads : ki.threads),
-                     size_t(wide ? ki.wideSharedBytes : ki.sharedBytes));
+    if (Status s = ATTNC_CU(**d, cuOccupancyMaxActiveBlocksPerMultiprocessor, &perSm,
+                            entry < 0 ? fns->function : fns->twins[size_t(entry)],
+                            int(shape.threads), size_t(shape.sharedBytes));
         !s)
       return s;
     auto sms = deviceAttribute(**d, device, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
@@ -723,15 +744,15 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
                     massParams.data(), nullptr);
   };
   pushDecodeAbi(false);
-  // The decode kernel the plan chose (the wide twin for many packed rows).
-  const bool wide = split->blockQ != ki.blockQ;
-  const int64_t rowTiles = ((p.Hq / Hkv) * Nq + split->blockQ - 1) / split->blockQ;
+  // The decode entry the plan chose (a twin for many packed rows).
+  const int entry = decodeEntry(ki, (p.Hq / Hkv) * Nq);
+  const DecodeTwin shape = decodeLaunchShape(ki, entry);
+  const int64_t rowTiles = ((p.Hq / Hkv) * Nq + shape.blockQ - 1) / shape.blockQ;
   auto decodeParams = abi.pointers();
-  if (Status s = ATTNC_CU(drv, cuLaunchKernel, wide ? fns->wide : fns->function,
-                          unsigned(rowTiles * split->splits), unsigned(Hkv), unsigned(B),
-                          unsigned(wide ? ki.wideThreads : ki.threads), 1u, 1u,
-                          unsigned(wide ? ki.wideSharedBytes : ki.sharedBytes), cuStream,
-                          decodeParams.data(), nullptr);
+  if (Status s = ATTNC_CU(
+          drv, cuLaunchKernel, entry < 0 ? fns->function : fns->twins[size_t(entry)],
+          unsigned(rowTiles * split->splits), unsigned(Hkv), unsigned(B), unsigned(shape.threads),
+          1u, 1u, unsigned(shape.sharedBytes), cuStream, decodeParams.data(), nullptr);
       !s)
     return s;
   if (split->splits == 1)

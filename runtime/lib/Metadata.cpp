@@ -131,12 +131,15 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
       continue;
     }
     if (key == "decode_wide") {
-      CudaKernelInfo &cuda = info;
-      if (values.size() != 3 || !parseInt(values[0], cuda.wideBlockQ) ||
-          !parseInt(values[1], cuda.wideThreads) || !parseInt(values[2], cuda.wideSharedBytes) ||
-          cuda.wideBlockQ < 1 || cuda.wideThreads < 1 || cuda.wideThreads > 1024 ||
-          cuda.wideSharedBytes < 0)
+      DecodeTwin twin;
+      if (values.size() != 3 || !parseInt(values[0], twin.blockQ) ||
+          !parseInt(values[1], twin.threads) || !parseInt(values[2], twin.sharedBytes) ||
+          twin.blockQ < 1 || twin.threads < 1 || twin.threads > 1024 || twin.sharedBytes < 0)
         return bad("decode_wide: expected BLOCK_Q THREADS SHARED_BYTES");
+      CudaKernelInfo &cuda = info;
+      if (!cuda.decodeTwins.empty() && twin.blockQ <= cuda.decodeTwins.back().blockQ)
+        return bad("decode_wide: twins must come in ascending BLOCK_Q");
+      cuda.decodeTwins.push_back(twin);
       continue;
     }
     if (key == "param") {
@@ -257,5 +260,9 @@ Expected<CudaKernelInfo> attnc::rt::parseCudaKernelInfo(const std::string &text)
   if (info.dtype != "bf16" && info.dtype != "f16")
     return Status::error("malformed kernel metadata: dtype " + info.dtype +
                          " (CUDA kernels take bf16 or f16)");
+  if (!info.decodeTwins.empty() && info.decodeTwins.front().blockQ <= info.blockQ)
+    return Status::error("malformed kernel metadata: decode_wide " +
+                         std::to_string(info.decodeTwins.front().blockQ) +
+                         " takes no more rows than block_q " + std::to_string(info.blockQ));
   return info;
 }

@@ -48,11 +48,11 @@ std::string decodePtx(bool withMass = false) {
   p += params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
   p += ".visible .entry attnc_dec_merge(" +
        params({{"u64", 4}, {"u32", 4}, {"u64", 5}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
-  p += ".visible .entry attnc_dec_append(" + params({{"u64", 7}, {"u32", 1}}) +
-       ")\n{\n  ret;\n}\n";
+  p += ".visible .entry attnc_dec_append(" + params({{"u64", 7}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
   p += ".visible .entry attnc_dec_move(" + params({{"u64", 5}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
-  p += ".visible .entry attnc_dec_q32(" +
-       params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
+  for (const char *twin : {"attnc_dec_q16", "attnc_dec_q32"})
+    p += ".visible .entry " + std::string(twin) + "(" +
+         params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
   if (withMass)
     p += ".visible .entry attnc_dec_mass(" +
          params(
@@ -83,6 +83,15 @@ struct DecodeProblem {
   }
 };
 
+/// The entry, grid and block one decode step of Nq queries launches.
+struct ExpectedDecodeLaunch {
+  int64_t Nq;
+  const char *entry;
+  unsigned rowTiles;
+  int64_t blockQ;
+  unsigned threads, sharedBytes;
+};
+
 class CudaDecodeFake : public ::testing::Test {
 protected:
   void SetUp() override {
@@ -97,6 +106,25 @@ protected:
     int launches = fake.launches();
     expectError(kernel->launch(a), substring);
     EXPECT_EQ(fake.launches(), launches);
+  }
+  /// Plans and launches each case on `k` at G = 4 (1 sequence, Hq/Hkv =
+  /// 8/2, 300 keys, one split): the plan's tile and the launch's shape.
+  void expectDecodeLaunches(CudaKernel &k, std::initializer_list<ExpectedDecodeLaunch> cases) {
+    for (const ExpectedDecodeLaunch &c : cases) {
+      SCOPED_TRACE(c.Nq);
+      DecodeProblem p(1, 8, 2, c.Nq, 300);
+      auto plan = k.decodePlan(1, 8, 2, c.Nq, 300, 0, 1);
+      ASSERT_TRUE(bool(plan));
+      EXPECT_EQ(plan->blockQ, c.blockQ);
+      auto a = p.args();
+      a.splits = 1;
+      ASSERT_TRUE(k.launch(a));
+      attnc_fake_launch l = fake.last();
+      EXPECT_STREQ(l.entry, c.entry);
+      EXPECT_EQ(l.grid[0], c.rowTiles);
+      EXPECT_EQ(l.block[0], c.threads);
+      EXPECT_EQ(l.sharedBytes, c.sharedBytes);
+    }
   }
   FakeHooks fake;
   std::shared_ptr<CudaKernel> kernel;
@@ -312,25 +340,37 @@ TEST_F(CudaDecodeFake, ManyPackedRowsTakeTheWideTwin) {
   meta += "decode_wide 32 256 4096\n";
   auto k = CudaKernel::load(decodePtx(), meta);
   ASSERT_TRUE(bool(k)) << k.message();
-  EXPECT_EQ((*k)->info().wideBlockQ, 32);
-  for (auto [Nq, entry, rowTiles, blockQ] :
-       {std::tuple{4, "attnc_dec", 1, 16}, {5, "attnc_dec_q32", 1, 32},
-        {8, "attnc_dec_q32", 1, 32}, {100, "attnc_dec_q32", 13, 32}}) {
-    SCOPED_TRACE(Nq);
-    DecodeProblem p(1, 8, 2, Nq, 300); // G = 4
-    auto plan = (*k)->decodePlan(1, 8, 2, Nq, 300, 0, 1);
-    ASSERT_TRUE(bool(plan));
-    EXPECT_EQ(plan->blockQ, blockQ);
-    auto a = p.args();
-    a.splits = 1;
-    ASSERT_TRUE((*k)->launch(a));
-    attnc_fake_launch l = fake.last();
-    EXPECT_STREQ(l.entry, entry);
-    EXPECT_EQ(l.grid[0], unsigned(rowTiles));
-    EXPECT_EQ(l.block[0], blockQ == 32 ? 256u : 128u);
-  }
+  ASSERT_EQ((*k)->info().decodeTwins.size(), 1u);
+  EXPECT_EQ((*k)->info().decodeTwins[0].blockQ, 32);
+  expectDecodeLaunches(**k, {{4, "attnc_dec", 1, 16, 128, 0},
+                             {5, "attnc_dec_q32", 1, 32, 256, 4096},
+                             {8, "attnc_dec_q32", 1, 32, 256, 4096},
+                             {100, "attnc_dec_q32", 13, 32, 256, 4096}});
   expectError(parseCudaKernelInfo(meta + "decode_wide 32\n").error(),
               "decode_wide: expected BLOCK_Q THREADS SHARED_BYTES");
+}
+
+TEST_F(CudaDecodeFake, PackedRowsTakeTheSmallestTwinThatHoldsThem) {
+  // An 8-row kernel (the transposed decode) with twins of 16 and 32 rows:
+  // each launch takes the first that holds G x Nq, more rows the widest.
+  std::string meta = kDecodeMeta;
+  meta.replace(meta.find("block_q 16"), 10, "block_q 8");
+  meta += "decode_wide 16 128 2048\ndecode_wide 32 256 4096\n";
+  auto k = CudaKernel::load(decodePtx(), meta);
+  ASSERT_TRUE(bool(k)) << k.message();
+  expectDecodeLaunches(**k, {{1, "attnc_dec", 1, 8, 128, 0},
+                             {2, "attnc_dec", 1, 8, 128, 0},
+                             {3, "attnc_dec_q16", 1, 16, 128, 2048},
+                             {4, "attnc_dec_q16", 1, 16, 128, 2048},
+                             {5, "attnc_dec_q32", 1, 32, 256, 4096},
+                             {8, "attnc_dec_q32", 1, 32, 256, 4096},
+                             {9, "attnc_dec_q32", 2, 32, 256, 4096}});
+  // Twins out of order, or no wider than the kernel, are malformed.
+  std::string base = kDecodeMeta;
+  expectError(parseCudaKernelInfo(base + "decode_wide 32 128 0\ndecode_wide 16 128 0\n").error(),
+              "decode_wide: twins must come in ascending BLOCK_Q");
+  expectError(parseCudaKernelInfo(base + "decode_wide 16 128 0\n").error(),
+              "decode_wide 16 takes no more rows than block_q 16");
 }
 
 TEST_F(CudaDecodeFake, CApiPlansAndLaunches) {

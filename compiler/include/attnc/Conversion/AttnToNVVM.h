@@ -28,6 +28,11 @@ struct NvvmKernelConfig {
   bool decodeTransposed = false;  // kv-cache: keys as the MMAs' M, 8 packed rows as N
 };
 
+/// gpu.module attribute of KV-cache decode modules: their twins with more
+/// packed rows per CTA, entries `<entry>_q<rows>`, as [rows, threads,
+/// shared bytes] each, rows ascending (the metadata's decode_wide lines).
+inline constexpr llvm::StringLiteral kDecodeTwinsAttr = "attn.decode_twins";
+
 /// Name of the gpu.module and of the kernel entry `attn-to-nvvm` emits for
 /// kernel `name` (also the PTX .entry).
 inline std::string cudaEntryName(llvm::StringRef name) { return ("attnc_" + name).str(); }

@@ -73,24 +73,26 @@ public:
     buildCacheUpdateKernels(kernel, cfg, elemType, storage, *mb);
     if (storage.slotMass && failed(buildDecode(*mb, /*mass=*/true, "_mass")))
       return failure();
-    // A wide twin `attnc_<K>_q32` for many packed rows (speculative
+    // Twins `attnc_<K>_q16` and `_q32` for more packed rows (speculative
     // decoding, G x Nq above the tile's 8 or 16 rows): K/V are read once
     // per row tile, with 32 rows once up to 32, at 1.5% more time than 16
     // rows for one query (bench/NOTES.md "Speculative decoding"); the
-    // runtime picks per launch.
-    if (cfg.blockQ == 16 || cfg.decodeTransposed) {
-      attn::NvvmKernelConfig wideCfg = cfg;
-      wideCfg.blockQ = 32;
-      wideCfg.decodeTransposed = false;
-      DecodeLowering wide(kernel, wideCfg, elemType, storage);
-      if (failed(wide.buildDecode(*mb, /*mass=*/false, "_q32")))
+    // runtime takes the smallest that holds a launch's rows. Their
+    // (rows, threads, shared bytes) go to the metadata's decode_wide lines.
+    SmallVector<Attribute> twins;
+    for (int64_t rows : {16, 32}) {
+      if (rows <= cfg.blockQ || (cfg.blockQ != 8 && cfg.blockQ != 16))
+        continue;
+      attn::NvvmKernelConfig twinCfg = cfg;
+      twinCfg.blockQ = rows;
+      twinCfg.decodeTransposed = false;
+      DecodeLowering twin(kernel, twinCfg, elemType, storage);
+      if (failed(twin.buildDecode(*mb, /*mass=*/false, "_q" + std::to_string(rows))))
         return failure();
-      Operation *gm = mb->getBlock()->getParentOp();
-      auto i64 = IntegerType::get(ctx, 64);
-      gm->setAttr("attn.wide_block_q", IntegerAttr::get(i64, wideCfg.blockQ));
-      gm->setAttr("attn.wide_threads", IntegerAttr::get(i64, wide.numThreads));
-      gm->setAttr("attn.wide_shared_bytes", IntegerAttr::get(i64, wide.sharedBytes));
+      twins.push_back(DenseI64ArrayAttr::get(ctx, {rows, twin.numThreads, twin.sharedBytes}));
     }
+    if (!twins.empty())
+      mb->getBlock()->getParentOp()->setAttr(attn::kDecodeTwinsAttr, ArrayAttr::get(ctx, twins));
     return success();
   }
 

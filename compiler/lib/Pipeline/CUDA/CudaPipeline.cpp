@@ -202,8 +202,11 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
   };
   int64_t threads = attrInt("attn.threads"), shared = attrInt("attn.shared_bytes"),
           blockQ = attrInt("attn.block_q"), blockK = attrInt("attn.block_k");
-  int64_t wideQ = attrInt("attn.wide_block_q"), wideThreads = attrInt("attn.wide_threads"),
-          wideShared = attrInt("attn.wide_shared_bytes");
+  // Decode twins for more packed rows: (rows, threads, shared bytes).
+  SmallVector<SmallVector<int64_t, 3>> twins;
+  if (auto list = gm->getAttrOfType<ArrayAttr>(attn::kDecodeTwinsAttr))
+    for (Attribute twin : list)
+      twins.emplace_back(cast<DenseI64ArrayAttr>(twin).asArrayRef());
   if (failed(lowerToNVVM(module, options)))
     return makeError("lowering to NVVM failed");
 
@@ -239,8 +242,8 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
     os << "tile_k " << blockK << "\n";
   os << "threads " << threads << "\n";
   os << "shared_bytes " << shared << "\n";
-  if (wideQ) // decode: the entry _q<N> for more packed rows (BLOCK_Q THREADS SHARED_BYTES)
-    os << "decode_wide " << wideQ << " " << wideThreads << " " << wideShared << "\n";
+  for (ArrayRef<int64_t> twin : twins) // decode: entry _q<N> (BLOCK_Q THREADS SHARED_BYTES)
+    os << "decode_wide " << twin[0] << " " << twin[1] << " " << twin[2] << "\n";
   os << params;
   return art;
 }

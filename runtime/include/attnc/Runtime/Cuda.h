@@ -18,12 +18,20 @@
 #include "attnc/Runtime/KvCache.h"
 #include "attnc/Runtime/Runtime.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace attnc::rt {
+
+/// A KV-cache decode kernel's twin entry `<entry>_q<blockQ>`: the same
+/// decode on more packed rows per CTA.
+struct DecodeTwin {
+  int64_t blockQ = 0, threads = 0, sharedBytes = 0;
+};
 
 /// The specialization and launch configuration of a CUDA kernel.
 struct CudaKernelInfo : KernelInfo {
@@ -35,10 +43,18 @@ struct CudaKernelInfo : KernelInfo {
   /// Byte alignment the kernel needs of Q/K/V/O's first element and of their
   /// batch, head and row strides (metadata `align`, default 16).
   int64_t align = 16;
-  /// KV-cache decode kernels: a twin entry `<entry>_q<wideBlockQ>` taking
-  /// more packed rows per CTA (metadata `decode_wide BLOCK_Q THREADS
-  /// SHARED_BYTES`; 0: none). Launches whose G x Nq exceeds blockQ use it.
-  int64_t wideBlockQ = 0, wideThreads = 0, wideSharedBytes = 0;
+  /// KV-cache decode kernels: twins with more packed rows per CTA
+  /// (metadata `decode_wide BLOCK_Q THREADS SHARED_BYTES`, one line each,
+  /// rows ascending). A launch takes the first of blockQ and the twins'
+  /// that holds its G x Nq packed rows, else the last twin.
+  std::vector<DecodeTwin> decodeTwins;
+  /// Dynamic shared memory of the largest entry (the decode and its twins).
+  int64_t maxSharedBytes() const {
+    int64_t most = sharedBytes;
+    for (const DecodeTwin &t : decodeTwins)
+      most = std::max(most, t.sharedBytes);
+    return most;
+  }
 };
 
 /// Parses CUDA kernel metadata ("attnc-cuda-kernel 1", docs/cuda.md).
