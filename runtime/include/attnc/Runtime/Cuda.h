@@ -153,8 +153,8 @@ public:
   /// than one split, the merge kernel on `stream`.
   Status launch(const CudaCacheLaunchArgs &args, void *stream = nullptr) const;
 
-  /// The decode kernel (rows per CTA: the twin when G x Nq exceeds
-  /// blockQ) and splits a cache launch uses on `device` for B sequences of
+  /// The decode kernel (rows per CTA: the smallest of blockQ and the
+  /// decode twins' that holds G x Nq) and splits a cache launch uses on `device` for B sequences of
   /// at most `maxLength` slots (`splits` > 0: that many, fitted to the length): with
   /// few (sequence, KV head) pairs the keys are split until the CTAs fill
   /// the GPU's resident slots (whole waves), each split at least 256 slots.
