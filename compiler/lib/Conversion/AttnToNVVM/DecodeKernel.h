@@ -55,7 +55,8 @@ struct DecodeLaunch {
 /// only with V's fragments from the raw rows (quantDirectV).
 bool takesTransposedDecode(const attn::CacheStorage &storage, const attn::NvvmKernelConfig &cfg);
 
-/// Emits the decode kernel of `kernel`, its merge kernel and (budget
+/// Emits the decode kernel of `kernel`, its twins for more packed rows
+/// (attn::kDecodeTwinsAttr), its merge and cache-update kernels and (budget
 /// policies) its mass kernel into a new gpu.module at `moduleBuilder`.
 FailureOr<DecodeLaunch> lowerDecodeKernel(attn::KernelOp kernel, const attn::NvvmKernelConfig &cfg,
                                           Type elemType, OpBuilder &moduleBuilder);
