@@ -14,12 +14,8 @@
 // max_slots] (-1: not retained), kv_len [B * Hkv], q_pos [B] (the first
 // query's position). With splits = 1 the kernel writes O and LSE; with
 // more, split s writes rows s * B * Hq * Nq + (b * Hq + h) * Nq + i of
-// O_part (f32, Dv each) and LSE_part (f32), and `attnc_<K>_merge` (grid
-// (Nq, Hq, B), Dv threads) combines them:
-//   u64 O_part, LSE_part, O, LSE
-//   i32 B, Hq, Nq, splits
-//   i64 o_sb, o_sh, o_sn, lse_sb, lse_sh
-//   i32 write_lse
+// O_part (f32, Dv each) and LSE_part (f32), and `attnc_<K>_merge`
+// combines them (ABI in MergeKernel.h).
 // Budget policies (H2O, SnapKV) add `attnc_<K>_mass` (grid (splits, Hkv,
 // B), the decode's threads and shared memory): the decode ABI with, before
 // the runtime parameters,

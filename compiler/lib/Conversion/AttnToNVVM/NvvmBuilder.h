@@ -135,6 +135,14 @@ protected:
   }
   Value add(OpBuilder &b, Value x, Value y) { return arith::AddIOp::create(b, loc(), x, y); }
   Value mul(OpBuilder &b, Value x, Value y) { return arith::MulIOp::create(b, loc(), x, y); }
+  Value sub(OpBuilder &b, Value x, Value y) { return arith::SubIOp::create(b, loc(), x, y); }
+  Value divu(OpBuilder &b, Value x, Value y) { return arith::DivUIOp::create(b, loc(), x, y); }
+  Value remu(OpBuilder &b, Value x, Value y) { return arith::RemUIOp::create(b, loc(), x, y); }
+  Value mini(OpBuilder &b, Value x, Value y) { return arith::MinSIOp::create(b, loc(), x, y); }
+  Value cmpi(OpBuilder &b, arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, loc(), p, x, y);
+  }
+  Value idx32(OpBuilder &b, Value v) { return arith::IndexCastOp::create(b, loc(), i32(), v); }
   Value ext64(OpBuilder &b, Value v) {
     return v.getType().isInteger(64) ? v : arith::ExtSIOp::create(b, loc(), i64(), v).getResult();
   }
