@@ -30,6 +30,7 @@ struct CudaEmitOptions {
   bool quantBiasK = false;
   bool decodeLazyRescale = false;
   bool decodeTransposed = true;
+  int64_t decodeMinCtas = 0;
   std::string outPath = "-";
 };
 

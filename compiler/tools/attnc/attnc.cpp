@@ -148,6 +148,12 @@ cl::opt<bool> cudaDecodeTransposed(
              "retention, head dims multiples of 32; on: int4 7-11% faster on the H100); "
              "--cuda-block-q other than 8 turns it off"),
     cl::init(true), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<int64_t> cudaDecodeMinCtas(
+    "cuda-decode-min-ctas",
+    cl::desc("CUDA target, --kv-cache: the decode entry asks ptxas for N resident CTAs per SM "
+             "(registers capped at 64K / (N x threads)) where N CTAs' shared memory fits the SM; "
+             "0: the measured default (3 for int4 with scale groups, else none)"),
+    cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> kvCache("kv-cache",
                       cl::desc("Compile the kernel over its cache policy (K/V through page "
                                "tables) with the cache's generated append/move code: on CUDA "
@@ -281,6 +287,7 @@ int main(int argc, char **argv) {
     o.quantBiasK = cudaQuantBiasK;
     o.decodeLazyRescale = cudaDecodeLazyRescale;
     o.decodeTransposed = cudaDecodeTransposed;
+    o.decodeMinCtas = cudaDecodeMinCtas;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

@@ -26,6 +26,7 @@ struct NvvmKernelConfig {
   bool quantBiasK = false;        // kv-cache, int8/int4 K: biased fragments, biased accumulators
   bool decodeLazyRescale = false; // kv-cache: O *= alpha only when a maximum grew by > 2^8
   bool decodeTransposed = false;  // kv-cache: keys as the MMAs' M, 8 packed rows as N
+  int64_t decodeMinCtas = 0;      // kv-cache: CTAs per SM the decode entry asks for (0: default)
 };
 
 /// gpu.module attribute of KV-cache decode modules: their twins with more

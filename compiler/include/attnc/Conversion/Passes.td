@@ -146,6 +146,12 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "until some row's maximum grows by more than 2^8 (a vote), and "
            "rescales O only then, as the prefill kernel does. Off by "
            "default: 1-3% slower on the H100 (bench/NOTES.md session 10)">,
+    Option<"decodeMinCtas", "decode-min-ctas", "int64_t", /*default=*/"0",
+           "With kv-cache: the decode entry (not its twins) asks ptxas for "
+           "this many resident CTAs per SM (.minnctapersm: registers capped "
+           "at 64K / (N x threads)) where N CTAs' shared memory fits the "
+           "SM. 0: the measured default, 3 for int4 with scale groups on "
+           "one m-tile, else none">,
     Option<"decodeTransposed", "decode-transposed", "bool",
            /*default=*/"true",
            "With kv-cache and block-q 8: the decode kernel's MMAs take the "

@@ -72,6 +72,9 @@ struct CudaOptions {
   /// decode-transposed), where the kernel takes it; tileDefaults turns it
   /// off for an explicit block-q other than 8.
   bool decodeTransposed = true;
+  /// kv-cache: resident CTAs per SM the decode entry asks for (attn-to-nvvm's
+  /// decode-min-ctas; 0: the measured default).
+  int64_t decodeMinCtas = 0;
   unsigned optLevel = 3;
 };
 

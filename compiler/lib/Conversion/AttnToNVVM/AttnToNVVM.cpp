@@ -1045,6 +1045,11 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.quantDirectV = quantDirectV;
     cfg.quantBiasK = quantBiasK;
     cfg.decodeLazyRescale = decodeLazyRescale;
+    cfg.decodeMinCtas = decodeMinCtas;
+    if (cfg.decodeMinCtas < 0 || cfg.decodeMinCtas > 32) {
+      module.emitError("attn-to-nvvm: decode-min-ctas must be 0 to 32");
+      return signalPassFailure();
+    }
     // The transposed step is the decode of 8-row tiles; other tiles ignore
     // the option (on by default).
     cfg.decodeTransposed = decodeTransposed && cfg.kvCache && cfg.blockQ == 8;

@@ -334,10 +334,13 @@ private:
     // caps its registers at 168 (int4/group32 0.306 -> 0.292 ms at 64k on
     // the H100, with Q in shared memory, see qInRegs). With the cap int4
     // per token ran 1.5% slower and int8 1.2% (fp8 within 0.4%). Only where
-    // three CTAs' shared memory fits the SM (227 KB).
-    if (!mass && storage.nibbles && kGroups > 1 && MT == 1 &&
-        3 * (sharedBytes + 1024) <= 227 * 1024)
-      fn->setAttr("nvvm.minctasm", b.getI32IntegerAttr(3));
+    // that many CTAs' shared memory fits the SM (227 KB, 1 KB reserved per
+    // CTA). cfg.decodeMinCtas replaces the default on the decode entry.
+    int64_t minCtas = !mass && storage.nibbles && kGroups > 1 && MT == 1 ? 3 : 0;
+    if (cfg.decodeMinCtas > 0 && !mass && suffix.empty())
+      minCtas = cfg.decodeMinCtas;
+    if (minCtas > 0 && minCtas * (sharedBytes + 1024) <= 227 * 1024)
+      fn->setAttr("nvvm.minctasm", b.getI32IntegerAttr(minCtas));
     Location l = loc();
     auto arg = [&](unsigned i) { return fn.getArgument(i); };
     Value gQ = toGlobal(b, arg(0)), gK = toGlobal(b, arg(1)), gV = toGlobal(b, arg(2)),

@@ -138,6 +138,7 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.quantBiasK = options.quantBiasK;
   o.decodeLazyRescale = options.decodeLazyRescale;
   o.decodeTransposed = options.decodeTransposed;
+  o.decodeMinCtas = options.decodeMinCtas;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
