@@ -369,8 +369,9 @@ def main():
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--no-flex", action="store_true")
-    ap.add_argument("--nq-sweep", default="", help="--bench: only bf16 rows at these query "
-                    "counts (speculative decoding), default kernel and --variants")
+    ap.add_argument("--nq-sweep", default="", help="--bench: only rows at these query "
+                    "counts (speculative decoding): bf16, default kernel and --variants "
+                    "(and the quantized kernels with --nq-quant)")
     ap.add_argument("--nq-quant", action="store_true", help="--nq-sweep: the quantized "
                     "kernels too, each beside its --compare-dir twins")
     ap.add_argument("--split-sweep", default="", help="--bench: only bf16 rows at these "
