@@ -125,9 +125,15 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
       continue;
     }
     if (key == "decode_tile") {
-      if (values.size() != 2 || !parseInt(values[0], info.decodeTileQ) ||
-          !parseInt(values[1], info.decodeTileK) || info.decodeTileQ < 1 || info.decodeTileK < 1)
-        return bad("decode_tile: expected TILE_Q TILE_K");
+      DecodeTile t;
+      if ((values.size() != 2 && values.size() != 3) || !parseInt(values[0], t.tileQ) ||
+          !parseInt(values[1], t.tileK) ||
+          (values.size() == 3 && !parseInt(values[2], t.maxItems)) || t.tileQ < 1 || t.tileK < 1 ||
+          t.maxItems < 1)
+        return bad("decode_tile: expected TILE_Q TILE_K [ITEMS]");
+      if (!info.decodeTiles.empty() && t.tileQ <= info.decodeTiles.back().tileQ)
+        return bad("decode_tile: twins must come in ascending TILE_Q");
+      info.decodeTiles.push_back(t);
       continue;
     }
     if (key == "decode_wide") {

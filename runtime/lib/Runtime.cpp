@@ -172,12 +172,16 @@ Expected<std::shared_ptr<CpuKernel>> attnc::rt::CpuKernel::load(const std::strin
                          "'");
   kernel->kernelInfo = std::move(*info);
   kernel->itemFn = reinterpret_cast<void (*)(void **)>(item);
-  if (kernel->kernelInfo.decodeTileQ) {
-    void *twin = dlsym(handle, ("attnc_" + name + "_decode_item_packed").c_str());
+  for (const DecodeTile &t : kernel->kernelInfo.decodeTiles) {
+    // The twins' items as attn-to-cpu names them (cpuDecodeItemName): the
+    // 4-row twin's is `_decode_item`, others' `_decode_item_q<TQ>`.
+    std::string item = "attnc_" + name + "_decode_item" +
+                       (t.tileQ == 4 ? "" : "_q" + std::to_string(t.tileQ)) + "_packed";
+    void *twin = dlsym(handle, item.c_str());
     if (!twin)
-      return Status::error("'" + soPath + "' declares a decode twin of '" + name +
-                           "' but has no attnc_" + name + "_decode_item_packed");
-    kernel->decodeItemFn = reinterpret_cast<void (*)(void **)>(twin);
+      return Status::error("'" + soPath + "' declares a decode twin of " + std::to_string(t.tileQ) +
+                           " rows of '" + name + "' but has no " + item);
+    kernel->decodeItemFns.push_back(reinterpret_cast<void (*)(void **)>(twin));
   }
   if (kernel->kernelInfo.cache) {
     // The cache's own functions (absent from artifacts of older compilers:
@@ -339,11 +343,6 @@ Status attnc::rt::CpuKernel::launch(const LaunchArgs &a) const {
 }
 
 namespace {
-/// Cache launches run the decode twin (tiles of decodeTileQ packed rows)
-/// for up to this many tiles: the twin is compute-bound on the CPU, so two
-/// of its items over the same keys still cost less than one item of the
-/// default 32-row tile (bench/NOTES.md, session 9: speculative steps).
-constexpr int64_t kMaxDecodeTwinTiles = 2;
 
 bool samePolicy(const CachePolicyInfo &a, const CachePolicyInfo &b) {
   if (a.name != b.name || a.layout != b.layout || a.retention != b.retention || a.sink != b.sink ||
@@ -463,11 +462,16 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   ParamArgs params(plan->params);
   // Items are (sequence, KV head, tile of the packed rows: the Hq / Hkv
   // query heads of the KV head times Nq queries).
-  // A decode step's few packed rows take the decode twin (its small tiles),
-  // up to kMaxDecodeTwinTiles of them: speculative steps too.
+  // A decode step's few packed rows take the first decode twin (smaller
+  // tiles) whose items hold them: speculative steps too. The twins are
+  // compute-bound on the CPU, so e.g. two 4-row items over the same keys
+  // still cost less than one 32-row item (bench/NOTES.md, sessions 9, 11).
   int64_t packed = (plan->Hq / Hkv) * Nq;
-  const bool twin = decodeItemFn && packed <= kMaxDecodeTwinTiles * ki.decodeTileQ;
-  const int64_t tileQ = twin ? ki.decodeTileQ : ki.tileQ;
+  int twin = -1;
+  for (size_t i = 0; i < ki.decodeTiles.size() && twin < 0; ++i)
+    if (packed <= ki.decodeTiles[i].maxItems * ki.decodeTiles[i].tileQ)
+      twin = int(i);
+  const int64_t tileQ = twin >= 0 ? ki.decodeTiles[size_t(twin)].tileQ : ki.tileQ;
   int64_t tilesQ = (packed + tileQ - 1) / tileQ;
   void *io[5] = {dQ.ptr, dK.ptr, dV.ptr, dO.ptr, dL.ptr};
   int32_t qOffset = 0; // unused: q_pos gives each sequence's query positions
@@ -494,8 +498,8 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
     tables.push_back(dMass->ptr);
     scalars.push_back(&massRows);
   }
-  runItems(twin ? decodeItemFn : itemFn, io, qOffset, params.ptrs, tables, B, Hkv, tilesQ,
-           a.numThreads, scalars, cache.scoresSlots());
+  runItems(twin >= 0 ? decodeItemFns[size_t(twin)] : itemFn, io, qOffset, params.ptrs, tables, B,
+           Hkv, tilesQ, a.numThreads, scalars, cache.scoresSlots());
   if (cache.scoresSlots())
     return cache.updateScores(a.sequences, mass, maxSlots);
   return Status::ok();

@@ -20,6 +20,7 @@
 #include "attnc/Runtime/Cuda.h"
 #include "attnc/Runtime/Half.h"
 
+#include <array>
 #include <gtest/gtest.h>
 
 #include <dlfcn.h>
@@ -336,13 +337,25 @@ TEST(CudaMetadata, CpuDecodeTwinLine) {
   const std::string head = "attnc-cpu-kernel 1\nkernel k\nhead_dim 8\nhead_dim_v 8\ntile_q 32\n";
   auto none = parseKernelInfo(head);
   ASSERT_TRUE(bool(none)) << none.message();
-  EXPECT_EQ(none->decodeTileQ, 0); // an older artifact: no twin
-  auto twin = parseKernelInfo(head + "decode_tile 4 16\n");
-  ASSERT_TRUE(bool(twin)) << twin.message();
-  EXPECT_EQ(twin->decodeTileQ, 4);
-  EXPECT_EQ(twin->decodeTileK, 16);
-  for (const char *bad : {"decode_tile 4\n", "decode_tile 0 16\n", "decode_tile 4 x\n"})
-    expectError(parseKernelInfo(head + bad).error(), "decode_tile: expected TILE_Q TILE_K");
+  EXPECT_TRUE(none->decodeTiles.empty()); // an older artifact: no twin
+  // The twins as (tile_q, tile_k, items); one without ITEMS (older
+  // artifacts) takes two items.
+  auto tiles = [&](const std::string &lines) {
+    std::vector<std::array<int64_t, 3>> out;
+    auto info = parseKernelInfo(head + lines);
+    EXPECT_TRUE(bool(info)) << info.message();
+    for (const DecodeTile &t : info ? info->decodeTiles : std::vector<DecodeTile>())
+      out.push_back({t.tileQ, t.tileK, t.maxItems});
+    return out;
+  };
+  using Tiles = std::vector<std::array<int64_t, 3>>;
+  EXPECT_EQ(tiles("decode_tile 4 16\n"), (Tiles{{4, 16, 2}}));
+  EXPECT_EQ(tiles("decode_tile 4 16 2\ndecode_tile 16 8 1\n"), (Tiles{{4, 16, 2}, {16, 8, 1}}));
+  for (const char *bad : {"decode_tile 4\n", "decode_tile 0 16\n", "decode_tile 4 x\n",
+                          "decode_tile 4 16 0\n", "decode_tile 4 16 2 1\n"})
+    expectError(parseKernelInfo(head + bad).error(), "decode_tile: expected TILE_Q TILE_K [ITEMS]");
+  expectError(parseKernelInfo(head + "decode_tile 16 8 1\ndecode_tile 4 16 2\n").error(),
+              "decode_tile: twins must come in ascending TILE_Q");
 }
 
 TEST(CudaMetadata, CacheLinesKeepBudgets) {

@@ -934,26 +934,36 @@ TEST_F(KvCacheTest, DecodeFormAlongTheHeadDim) {
   }
 }
 
-/// Kernels over a cache with the default (prefill) tile carry a decode twin
-/// on tiles of 4 packed rows; launches of G x Nq <= 8 rows take it (here
-/// G = 2: Nq 1 and 2 one tile, Nq 3 two tiles), larger ones (Nq 5) the
-/// default item, and all match the reference step after step (H2O: the
-/// slots' mass too).
+/// Kernels over a cache with the default (prefill) tile carry decode twins
+/// on tiles of 4 and 16 packed rows; launches of G x Nq <= 8 rows take the
+/// first (here G = 2: Nq 1 and 2 one tile, Nq 3 two tiles), of 9-16 rows
+/// the second (Nq 5, 8), larger ones (Nq 9) the default item, and all match
+/// the reference step after step (H2O: the slots' mass too).
 TEST_F(KvCacheTest, DecodeTwinTakesDecodeSteps) {
   auto plain = kernel("over_all");
   ASSERT_TRUE(plain);
-  EXPECT_EQ(plain->info().decodeTileQ, 4);
-  EXPECT_EQ(plain->info().decodeTileK, 16);
+  ASSERT_EQ(plain->info().decodeTiles.size(), 2u);
+  EXPECT_EQ(plain->info().decodeTiles[0].tileQ, 4);
+  EXPECT_EQ(plain->info().decodeTiles[0].tileK, 16);
+  EXPECT_EQ(plain->info().decodeTiles[0].maxItems, 2);
+  EXPECT_EQ(plain->info().decodeTiles[1].tileQ, 16);
+  EXPECT_EQ(plain->info().decodeTiles[1].tileK, 8);
+  EXPECT_EQ(plain->info().decodeTiles[1].maxItems, 1);
+  tileQ = 16; // only the 4-row twin is smaller
+  auto mid = kernel("over_all");
+  ASSERT_TRUE(mid);
+  ASSERT_EQ(mid->info().decodeTiles.size(), 1u);
+  EXPECT_EQ(mid->info().decodeTiles[0].tileQ, 4);
   tileQ = 4; // already decode-sized: no twin
   auto small = kernel("over_all");
   ASSERT_TRUE(small);
-  EXPECT_EQ(small->info().decodeTileQ, 0);
+  EXPECT_TRUE(small->info().decodeTiles.empty());
   tileQ = 0;
   for (const char *name : {"over_all", "over_q4_group", "over_h2o"}) {
     SCOPED_TRACE(name);
     auto k = kernel(name);
     ASSERT_TRUE(k);
-    ASSERT_EQ(k->info().decodeTileQ, 4);
+    ASSERT_EQ(k->info().decodeTiles.size(), 2u);
     auto cc = makeCache(*k, 96);
     ASSERT_TRUE(cc);
     rt::KvCache &c = *cc;
@@ -964,7 +974,7 @@ TEST_F(KvCacheTest, DecodeTwinTakesDecodeSteps) {
     std::vector<History> hist(2);
     ASSERT_TRUE(append(c, seqs[0], 11, hist[0]));
     ASSERT_TRUE(append(c, seqs[1], 6, hist[1]));
-    for (int64_t n : {1, 2, 3, 1, 5, 1, 2}) {
+    for (int64_t n : {1, 2, 3, 1, 5, 8, 1, 9, 2}) {
       for (int i = 0; i < 2; ++i)
         ASSERT_TRUE(append(c, seqs[i], n, hist[i]));
       EXPECT_LT(runAndCompare(*k, c, seqs, stored(c, seqs, hist), n, causal), 1e-4) << "Nq " << n;

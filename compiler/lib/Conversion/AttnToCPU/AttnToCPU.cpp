@@ -96,11 +96,12 @@ public:
     // The cache's own writes (append, move) on the same target.
     if (cacheKernel)
       attn::cpu::buildCacheUpdateFunctions(kernel, D, Dv, elemType, storage, moduleBuilder);
-    // The decode twin (AttnToCPU.h): the same item on small tiles.
-    if (cacheKernel && Tq > attn::kCpuDecodeTileQ) {
-      KernelLowering twin(kernel, D, Dv, elemType, attn::kCpuDecodeTileQ, attn::kCpuDecodeTileK,
-                          kvCache);
-      twin.itemName = attn::cpuDecodeItemName(kernel.getSymName());
+    // The decode twins (AttnToCPU.h): the same item on smaller tiles.
+    for (const attn::CpuDecodeTwin &t : attn::kCpuDecodeTwins) {
+      if (!cacheKernel || Tq <= t.tileQ)
+        continue;
+      KernelLowering twin(kernel, D, Dv, elemType, t.tileQ, t.tileK, kvCache);
+      twin.itemName = attn::cpuDecodeItemName(kernel.getSymName(), t.tileQ);
       twin.itemOnly = true;
       if (failed(twin.run(moduleBuilder)))
         return failure();

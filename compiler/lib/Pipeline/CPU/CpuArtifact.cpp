@@ -187,15 +187,16 @@ llvm::Expected<CpuArtifact> attnc::pipeline::compileCpuArtifact(ModuleOp module,
   std::vector<std::string> cacheFunctions;
   if (options.kvCache)
     cacheFunctions = cacheUpdateFunctions(m, art.kernel);
-  // The decode twin's item (AttnToCPU.h), if attn-to-cpu emitted one.
-  std::string decodeItem = mlir::attn::cpuDecodeItemName(art.kernel);
-  if (m.getFunction("_mlir_ciface_" + decodeItem)) {
+  // The decode twins' items (AttnToCPU.h) attn-to-cpu emitted.
+  for (const mlir::attn::CpuDecodeTwin &t : mlir::attn::kCpuDecodeTwins) {
+    std::string decodeItem = mlir::attn::cpuDecodeItemName(art.kernel, t.tileQ);
+    if (!m.getFunction("_mlir_ciface_" + decodeItem))
+      continue;
     if (auto err = addPackedWrapper(m, decodeItem))
       return std::move(err);
-    art.metadata += "decode_tile " + std::to_string(mlir::attn::kCpuDecodeTileQ) + " " +
-                    std::to_string(mlir::attn::kCpuDecodeTileK) + "\n";
-    art.header += "/* The decode twin's work item (tiles of " +
-                  std::to_string(mlir::attn::kCpuDecodeTileQ) +
+    art.metadata += "decode_tile " + std::to_string(t.tileQ) + " " + std::to_string(t.tileK) + " " +
+                    std::to_string(t.maxItems) + "\n";
+    art.header += "/* A decode twin's work item (tiles of " + std::to_string(t.tileQ) +
                   " packed rows; metadata decode_tile). */\nvoid attnc_" + decodeItem +
                   "_packed(void **args);\n";
   }

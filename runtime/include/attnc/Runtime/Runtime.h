@@ -113,15 +113,23 @@ struct CachePolicyInfo {
   }
 };
 
+/// A decode twin of a CPU KV-cache kernel: its work item on tiles of tileQ
+/// packed rows and tileK keys, which cache launches of up to maxItems row
+/// tiles take.
+struct DecodeTile {
+  int64_t tileQ = 0, tileK = 0, maxItems = 2;
+};
+
 /// The specialization a CPU artifact was compiled for.
 struct KernelInfo {
   std::string name;
   std::string dtype = "f32"; // Q/K/V element type: f32, bf16, f16
   int64_t headDim = 0, headDimV = 0, tileQ = 0, tileK = 0;
-  /// KV-cache kernels: a decode twin, the work item on tiles of decodeTileQ
-  /// packed rows and decodeTileK keys (metadata `decode_tile TQ TK`; 0:
-  /// none). Cache launches whose G x Nq fits take it.
-  int64_t decodeTileQ = 0, decodeTileK = 0;
+  /// KV-cache kernels: decode twins (metadata `decode_tile TQ TK [ITEMS]`,
+  /// one line each, rows ascending; ITEMS 2 where absent, as the single
+  /// twin of older artifacts). A cache launch takes the first whose items
+  /// hold its G x Nq packed rows, else the kernel's own item.
+  std::vector<DecodeTile> decodeTiles;
   std::vector<ParamInfo> params;
   /// Set for kernels that read K/V through a KvCache.
   std::optional<CachePolicyInfo> cache;
@@ -230,8 +238,8 @@ private:
                       const DLTensor *rows) const;
   void *handle = nullptr;
   void (*itemFn)(void **) = nullptr;
-  /// The decode twin's item (KernelInfo::decodeTileQ), or null.
-  void (*decodeItemFn)(void **) = nullptr;
+  /// The decode twins' items, as KernelInfo::decodeTiles.
+  std::vector<void (*)(void **)> decodeItemFns;
   /// kvCache kernels: the append per input type (f32, bf16, f16; null where
   /// the storage does not take it) and the move.
   void (*appendFns[3])(void **) = {nullptr, nullptr, nullptr};
