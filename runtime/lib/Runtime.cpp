@@ -343,7 +343,6 @@ Status attnc::rt::CpuKernel::launch(const LaunchArgs &a) const {
 }
 
 namespace {
-
 bool samePolicy(const CachePolicyInfo &a, const CachePolicyInfo &b) {
   if (a.name != b.name || a.layout != b.layout || a.retention != b.retention || a.sink != b.sink ||
       a.window != b.window || a.budget != b.budget || a.evict != b.evict ||

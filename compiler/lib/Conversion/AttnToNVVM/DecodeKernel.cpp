@@ -43,6 +43,16 @@
 using namespace mlir;
 using namespace mlir::attn::nvvm;
 
+/// Whether a kernel of this storage and these head dims can take the
+/// transposed decode step (cfg.decodeTransposed): not budget retention (its
+/// mass twin scores on 16-row tiles), head dims multiples of 32, and int4
+/// only with V's fragments from the raw rows (quantDirectV).
+static bool takesTransposedDecode(const attn::CacheStorage &storage,
+                                  const attn::NvvmKernelConfig &cfg) {
+  return !storage.slotMass && cfg.headDim % 32 == 0 && cfg.headDimV % 32 == 0 &&
+         (!storage.nibbles || cfg.quantDirectV);
+}
+
 namespace {
 
 /// Kernel ABI arguments before the runtime parameters (see DecodeKernel.h).
@@ -337,7 +347,7 @@ private:
     // that many CTAs' shared memory fits the SM (227 KB, 1 KB reserved per
     // CTA). cfg.decodeMinCtas replaces the default on the decode entry.
     int64_t minCtas = !mass && storage.nibbles && kGroups > 1 && MT == 1 ? 3 : 0;
-    if (cfg.decodeMinCtas > 0 && !mass && suffix.empty())
+    if (cfg.decodeMinCtas > 0 && suffix.empty())
       minCtas = cfg.decodeMinCtas;
     if (minCtas > 0 && minCtas * (sharedBytes + 1024) <= 227 * 1024)
       fn->setAttr("nvvm.minctasm", b.getI32IntegerAttr(minCtas));
@@ -1206,12 +1216,6 @@ private:
 };
 
 } // namespace
-
-bool mlir::attn::nvvm::takesTransposedDecode(const attn::CacheStorage &storage,
-                                             const attn::NvvmKernelConfig &cfg) {
-  return !storage.slotMass && cfg.headDim % 32 == 0 && cfg.headDimV % 32 == 0 &&
-         (!storage.nibbles || cfg.quantDirectV);
-}
 
 FailureOr<mlir::attn::nvvm::DecodeLaunch>
 mlir::attn::nvvm::lowerDecodeKernel(attn::KernelOp kernel, const attn::NvvmKernelConfig &cfg,

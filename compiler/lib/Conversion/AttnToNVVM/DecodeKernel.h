@@ -41,15 +41,10 @@ namespace mlir::attn::nvvm {
 struct DecodeLaunch {
   int64_t threads = 0, sharedBytes = 0;
   /// Packed rows per CTA: cfg.blockQ, or 16 where the kernel cannot take
-  /// the transposed step cfg asked for (takesTransposedDecode).
+  /// the transposed step cfg asked for (budget retention, head dims not
+  /// multiples of 32, int4 without quantDirectV).
   int64_t blockQ = 0;
 };
-
-/// Whether a kernel of this storage and these head dims can take the
-/// transposed decode step (cfg.decodeTransposed): not budget retention (its
-/// mass twin scores on 16-row tiles), head dims multiples of 32, and int4
-/// only with V's fragments from the raw rows (quantDirectV).
-bool takesTransposedDecode(const attn::CacheStorage &storage, const attn::NvvmKernelConfig &cfg);
 
 /// Emits the decode kernel of `kernel`, its twins for more packed rows
 /// (attn::kDecodeTwinsAttr), its merge and cache-update kernels and (budget
