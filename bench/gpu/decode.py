@@ -293,18 +293,36 @@ def decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=True, stora
     return runs, facts
 
 
+# --graph: time replays of a CUDA graph of the calls instead of launches
+# (what a serving loop that captures its decode step sees: no launch
+# gaps; no L2 flush between calls, so only shapes past the 50 MB L2 mean
+# DRAM rates).
+GRAPH = False
+
+
+def median_ms(f):
+    """Median ms of one call of f (do_bench, or graph replays with --graph)."""
+    from triton.testing import do_bench, do_bench_cudagraph
+    if not GRAPH:
+        return do_bench(f, warmup=25, rep=200, return_mode="median")
+    try:
+        return do_bench_cudagraph(f, rep=200, return_mode="median")
+    except Exception as e:  # a call that cannot be captured
+        print("  graph capture failed: %s" % str(e).splitlines()[0][:120])
+        return float("nan")
+
+
 def bench(kern, B, Hq, Hkv, L, P, positions_fn, flex, label, gen, baselines=True, **kw):
     """Median ms of attnc decode over a paged cache holding positions_fn(L)
     per (b, g), SDPA and Flex decode over dense [B, Hkv, n, D] K/V of the
     same retained length n."""
-    from triton.testing import do_bench
     runs, facts = decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=baselines,
                               flex=flex, **kw)
     row = {"label": label, "B": B, "L": L, "n": facts["n"], "splits": facts["splits"]}
     for name, f in runs.items():
         f, ctx = f if isinstance(f, tuple) else (f, contextlib.nullcontext)
         with ctx():
-            row[name + "_ms"] = do_bench(f, warmup=25, rep=200, return_mode="median")
+            row[name + "_ms"] = median_ms(f)
     row["attnc_gbs"] = facts["kv_bytes"] / row["attnc_ms"] / 1e6
     row["kv_bytes"] = facts["kv_bytes"]
     row.update({k: v for k, v in facts.items() if k.startswith("splits[")})
@@ -376,6 +394,8 @@ def main():
                     "kernels too, each beside its --compare-dir twins")
     ap.add_argument("--split-sweep", default="", help="--bench: only bf16 rows at these "
                     "split counts (e.g. 1,2,4,8,16)")
+    ap.add_argument("--graph", action="store_true", help="--bench: time replays of a CUDA "
+                    "graph of the calls (no launch gaps), every contender alike")
     ap.add_argument("--quick", action="store_true", help="--check: two cases per kernel "
                     "(for compute-sanitizer)")
     ap.add_argument("--lengths", default="8192,65536")
@@ -390,6 +410,8 @@ def main():
     ap.add_argument("--variants", default="", help="e.g. _k128,_st2: paged_attention_bf16_d128_kv"
                     "<variant>.ptx timed beside the default at every length")
     a = ap.parse_args()
+    global GRAPH
+    GRAPH = a.graph
     gen = torch.Generator().manual_seed(0)
     failures = 0
     d = a.ptx_dir

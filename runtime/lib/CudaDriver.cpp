@@ -49,6 +49,10 @@ Expected<Driver *> loadDriver() {
   resolve(reinterpret_cast<void *&>(d->member), symbol, fallback);
   ATTNC_CUDA_DRIVER_FUNCTIONS(ATTNC_CUDA_RESOLVE)
 #undef ATTNC_CUDA_RESOLVE
+#define ATTNC_CUDA_RESOLVE_OPTIONAL(member, symbol, fallback, params)                              \
+  d->member = reinterpret_cast<decltype(d->member)>(dlsym(handle, symbol));
+  ATTNC_CUDA_OPTIONAL_DRIVER_FUNCTIONS(ATTNC_CUDA_RESOLVE_OPTIONAL)
+#undef ATTNC_CUDA_RESOLVE_OPTIONAL
   if (!missing.empty()) {
     delete d;
     dlclose(handle);

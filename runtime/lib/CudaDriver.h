@@ -59,6 +59,27 @@ enum : unsigned { CU_MEMORYTYPE_HOST = 1, CU_MEMORYTYPE_DEVICE = 2, CU_MEMORYTYP
 // CUjit_option
 enum : int { CU_JIT_ERROR_LOG_BUFFER = 5, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6 };
 
+// cuLaunchKernelEx's configuration (CUDA 12.0 on): attribute ids of
+// CUlaunchAttributeID, the value a 64-byte union.
+enum : int { CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
+struct CUlaunchAttribute {
+  int id;
+  char pad[4];
+  union {
+    char bytes[64];
+    int programmaticStreamSerializationAllowed;
+    void *alignAsPointer;
+  } value;
+};
+struct CUlaunchConfig {
+  unsigned gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes;
+  CUstream hStream;
+  CUlaunchAttribute *attrs;
+  unsigned numAttrs;
+};
+static_assert(sizeof(CUlaunchAttribute) == 72 && sizeof(CUlaunchConfig) == 56,
+              "the driver's layouts (cuda.h)");
+
 /// Largest dynamic shared memory a launch gets without opting in.
 constexpr int64_t kDefaultDynamicSharedBytes = 48 * 1024;
 
@@ -109,10 +130,16 @@ constexpr int64_t kDefaultDynamicSharedBytes = 48 * 1024;
   X(cuEventSynchronize, "cuEventSynchronize", nullptr, (CUevent))                                  \
   X(cuEventElapsedTime, "cuEventElapsedTime_v2", "cuEventElapsedTime", (float *, CUevent, CUevent))
 
+// Entry points the runtime uses where the driver has them (null otherwise).
+#define ATTNC_CUDA_OPTIONAL_DRIVER_FUNCTIONS(X)                                                    \
+  X(cuLaunchKernelEx, "cuLaunchKernelEx", nullptr,                                                 \
+    (const CUlaunchConfig *, CUfunction, void **, void **))
+
 /// The driver's entry points. Obtained through driver(); never unloaded.
 struct Driver {
 #define ATTNC_CUDA_DECLARE(member, symbol, fallback, params) CUresult(*member) params = nullptr;
   ATTNC_CUDA_DRIVER_FUNCTIONS(ATTNC_CUDA_DECLARE)
+  ATTNC_CUDA_OPTIONAL_DRIVER_FUNCTIONS(ATTNC_CUDA_DECLARE)
 #undef ATTNC_CUDA_DECLARE
 
   /// The library that was loaded (libcuda.so.1 or $ATTNC_LIBCUDA).

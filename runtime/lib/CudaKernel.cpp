@@ -770,10 +770,25 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
   push(int32_t(p.hasLse ? 1 : 0));
   auto mergeParams = abi.pointers();
-  if (Status s =
-          ATTNC_CU(drv, cuLaunchKernel, fns->merge, unsigned(Nq), unsigned(p.Hq), unsigned(B),
-                   unsigned(ki.headDimV), 1u, 1u, 0u, cuStream, mergeParams.data(), nullptr);
-      !s)
+  // A merge that waits on the decode grid itself launches while the decode
+  // still runs (programmatic dependent launch, sm_90+; drivers without
+  // cuLaunchKernelEx launch it after, as any kernel).
+  if (ki.mergeWaits && drv.cuLaunchKernelEx) {
+    CUlaunchAttribute early{};
+    early.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    early.value.programmaticStreamSerializationAllowed = 1;
+    CUlaunchConfig config{
+        unsigned(Nq), unsigned(p.Hq), unsigned(B), unsigned(ki.headDimV), 1u, 1u, 0u,
+        cuStream,     &early,         1u};
+    if (Status s =
+            ATTNC_CU(drv, cuLaunchKernelEx, &config, fns->merge, mergeParams.data(), nullptr);
+        !s)
+      return s;
+  } else if (Status s = ATTNC_CU(drv, cuLaunchKernel, fns->merge, unsigned(Nq), unsigned(p.Hq),
+                                 unsigned(B), unsigned(ki.headDimV), 1u, 1u, 0u, cuStream,
+                                 mergeParams.data(), nullptr);
+             !s) {
     return s;
+  }
   return launchMass();
 }

@@ -148,6 +148,14 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
       cuda.decodeTwins.push_back(twin);
       continue;
     }
+    if (key == "merge_pdl") {
+      int64_t on = 0;
+      if (values.size() != 1 || !parseInt(values[0], on) || (on != 0 && on != 1))
+        return bad("merge_pdl: expected 0 or 1");
+      CudaKernelInfo &cuda = info;
+      cuda.mergeWaits = on == 1;
+      continue;
+    }
     if (key == "param") {
       ParamInfo p;
       if (values.size() < 3)

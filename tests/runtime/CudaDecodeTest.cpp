@@ -206,6 +206,7 @@ TEST_F(CudaDecodeFake, SplitsLaunchTheMerge) {
   EXPECT_EQ(l.values[2], p.o.address());
   EXPECT_EQ(l.values[3], p.lse.address());
   EXPECT_EQ(l.values[7], uint64_t(plan->splits));
+  EXPECT_EQ(l.programmatic, 0) << "no merge_pdl: the merge waits for the decode as usual";
   // A given split count is fitted to the length; maxLength bounds it.
   auto three = kernel->decodePlan(1, 16, 4, 1, 8192, 0, 3);
   ASSERT_TRUE(bool(three));
@@ -214,6 +215,41 @@ TEST_F(CudaDecodeFake, SplitsLaunchTheMerge) {
   auto shortOne = kernel->decodePlan(1, 16, 4, 1, 100, 0);
   ASSERT_TRUE(bool(shortOne));
   EXPECT_EQ(shortOne->splits, 1) << "splits keep at least 256 slots";
+}
+
+TEST_F(CudaDecodeFake, AWaitingMergeLaunchesEarly) {
+  // `merge_pdl 1`: the merge kernel waits on the decode grid itself, so the
+  // runtime launches it with programmatic stream serialization; the decode
+  // is launched as usual.
+  auto info = parseCudaKernelInfo(std::string(kDecodeMeta) + "merge_pdl 1\n");
+  ASSERT_TRUE(bool(info)) << info.message();
+  EXPECT_TRUE(info->mergeWaits);
+  auto k = CudaKernel::load(decodePtx(), std::string(kDecodeMeta) + "merge_pdl 1\n");
+  ASSERT_TRUE(bool(k)) << k.message();
+  DecodeProblem p(1, 16, 4, 1, 8192, 600);
+  auto plan = (*k)->decodePlan(1, 16, 4, 1, 8192, 0, 4);
+  ASSERT_TRUE(bool(plan)) << plan.message();
+  DevTensor ws({int64_t(plan->workspaceBytes)}, DLDataType{kDLUInt, 8, 1});
+  auto a = p.args();
+  a.splits = 4, a.workspace = ws.buffer.data(), a.workspaceBytes = plan->workspaceBytes;
+  int before = fake.launches();
+  a.splits = 1;
+  ASSERT_TRUE((*k)->launch(a));
+  ASSERT_EQ(fake.launches(), before + 1);
+  EXPECT_STREQ(fake.last().entry, "attnc_dec");
+  EXPECT_EQ(fake.last().programmatic, 0) << "one split: the decode alone, launched as usual";
+  a.splits = 4;
+  ASSERT_TRUE((*k)->launch(a));
+  ASSERT_EQ(fake.launches(), before + 3);
+  attnc_fake_launch l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec_merge");
+  EXPECT_EQ(l.programmatic, 1);
+  EXPECT_EQ(l.grid[1], 16u);
+  EXPECT_EQ(l.block[0], 8u);
+  EXPECT_EQ(l.values[7], 4u);
+  for (const char *bad : {"merge_pdl 2\n", "merge_pdl\n", "merge_pdl yes\n"})
+    expectError(parseCudaKernelInfo(std::string(kDecodeMeta) + bad).error(),
+                "merge_pdl: expected 0 or 1");
 }
 
 TEST_F(CudaDecodeFake, BudgetPolicyLaunchesTheMassKernel) {

@@ -410,6 +410,44 @@ CUresult cuLaunchKernel(Function *fn, unsigned gx, unsigned gy, unsigned gz, uns
   return SUCCESS;
 }
 
+// cuda.h's CUlaunchConfig and CUlaunchAttribute (72 bytes: id, padding,
+// a 64-byte value).
+struct LaunchAttribute {
+  int id;
+  char pad[4];
+  union {
+    char bytes[64];
+    int flag;
+    void *alignAsPointer;
+  } value;
+};
+struct LaunchConfig {
+  unsigned gx, gy, gz, bx, by, bz, shared;
+  void *stream;
+  LaunchAttribute *attrs;
+  unsigned numAttrs;
+};
+
+// Programmatic stream serialization (id 6) is recorded; other attributes
+// are refused, so a test notices one it does not expect.
+CUresult cuLaunchKernelEx(const LaunchConfig *c, Function *fn, void **params, void **extra) {
+  if (!c || (c->numAttrs && !c->attrs))
+    return INVALID_VALUE;
+  int programmatic = 0;
+  for (unsigned i = 0; i < c->numAttrs; ++i) {
+    if (c->attrs[i].id != 6)
+      return INVALID_VALUE;
+    programmatic = c->attrs[i].value.flag != 0;
+  }
+  CUresult r = cuLaunchKernel(fn, c->gx, c->gy, c->gz, c->bx, c->by, c->bz, c->shared, c->stream,
+                              params, extra);
+  if (r == SUCCESS) {
+    std::lock_guard<std::mutex> lock(state().m);
+    state().last.programmatic = programmatic;
+  }
+  return r;
+}
+
 CUresult cuMemsetD16Async(uintptr_t dst, unsigned short v, size_t n, void *) {
   return memset2D(dst, 0, v, 2, n, 1);
 }

@@ -30,6 +30,7 @@ struct attnc_fake_launch {
   int numParams;
   unsigned sizes[96];  // bytes of each argument (from the PTX)
   uint64_t values[96]; // its bytes, zero-extended
+  int programmatic;    // cuLaunchKernelEx with programmatic stream serialization
 };
 
 /// Launches so far, and the last one (0 if there was one).

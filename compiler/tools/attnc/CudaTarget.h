@@ -31,6 +31,7 @@ struct CudaEmitOptions {
   bool decodeLazyRescale = false;
   bool decodeTransposed = true;
   int64_t decodeMinCtas = 0;
+  bool decodePdl = true;
   std::string outPath = "-";
 };
 

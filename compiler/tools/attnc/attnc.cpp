@@ -154,6 +154,12 @@ cl::opt<int64_t> cudaDecodeMinCtas(
              "(registers capped at 64K / (N x threads)) where N CTAs' shared memory fits the SM; "
              "0: the measured default (3 for int4 with scale groups, else none)"),
     cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<bool> cudaDecodePdl(
+    "cuda-decode-pdl",
+    cl::desc("CUDA target, --kv-cache, sm_90 or later: the split-KV merge kernel waits on the "
+             "decode grid (griddepcontrol), so that the runtime launches it before the decode "
+             "ends (programmatic dependent launch); on by default"),
+    cl::init(true), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> kvCache("kv-cache",
                       cl::desc("Compile the kernel over its cache policy (K/V through page "
                                "tables) with the cache's generated append/move code: on CUDA "
@@ -288,6 +294,7 @@ int main(int argc, char **argv) {
     o.decodeLazyRescale = cudaDecodeLazyRescale;
     o.decodeTransposed = cudaDecodeTransposed;
     o.decodeMinCtas = cudaDecodeMinCtas;
+    o.decodePdl = cudaDecodePdl;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

@@ -27,12 +27,20 @@ struct NvvmKernelConfig {
   bool decodeLazyRescale = false; // kv-cache: O *= alpha only when a maximum grew by > 2^8
   bool decodeTransposed = false;  // kv-cache: keys as the MMAs' M, 8 packed rows as N
   int64_t decodeMinCtas = 0;      // kv-cache: CTAs per SM the decode entry asks for (0: default)
+  bool decodePdl = false;         // kv-cache (sm_90+): merge launched early, waits (griddepcontrol)
 };
 
 /// gpu.module attribute of KV-cache decode modules: their twins with more
 /// packed rows per CTA, entries `<entry>_q<rows>`, as [rows, threads,
 /// shared bytes] each, rows ascending (the metadata's decode_wide lines).
 inline constexpr llvm::StringLiteral kDecodeTwinsAttr = "attn.decode_twins";
+
+/// gpu.module unit attribute of KV-cache decode modules whose merge kernel
+/// waits on the decode grid (griddepcontrol.wait) and whose decode entries
+/// let it launch early (griddepcontrol.launch_dependents): the runtime may
+/// launch the merge with programmatic stream serialization (the metadata's
+/// `merge_pdl 1`).
+inline constexpr llvm::StringLiteral kMergeWaitsAttr = "attn.merge_waits";
 
 /// Name of the gpu.module and of the kernel entry `attn-to-nvvm` emits for
 /// kernel `name` (also the PTX .entry).

@@ -152,6 +152,12 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "at 64K / (N x threads)) where N CTAs' shared memory fits the "
            "SM. 0: the measured default, 3 for int4 with scale groups on "
            "one m-tile, else none">,
+    Option<"decodePdl", "decode-pdl", "bool", /*default=*/"false",
+           "With kv-cache: the decode entries let dependent grids launch "
+           "(griddepcontrol.launch_dependents) and the merge kernel waits on "
+           "them (griddepcontrol.wait), so that the runtime can launch the "
+           "merge before the decode ends (programmatic dependent launch). "
+           "Needs sm_90 or later; the CUDA pipeline sets it there">,
     Option<"decodeTransposed", "decode-transposed", "bool",
            /*default=*/"true",
            "With kv-cache and block-q 8: the decode kernel's MMAs take the "

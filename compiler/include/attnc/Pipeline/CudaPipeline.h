@@ -75,6 +75,9 @@ struct CudaOptions {
   /// kv-cache: resident CTAs per SM the decode entry asks for (attn-to-nvvm's
   /// decode-min-ctas; 0: the measured default).
   int64_t decodeMinCtas = 0;
+  /// kv-cache on sm_90 or later: the merge launches before the decode ends
+  /// and waits on it (attn-to-nvvm's decode-pdl; the metadata's merge_pdl).
+  bool decodePdl = true;
   unsigned optLevel = 3;
 };
 

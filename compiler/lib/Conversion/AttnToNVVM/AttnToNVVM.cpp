@@ -1046,6 +1046,7 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.quantBiasK = quantBiasK;
     cfg.decodeLazyRescale = decodeLazyRescale;
     cfg.decodeMinCtas = decodeMinCtas;
+    cfg.decodePdl = decodePdl && cfg.kvCache;
     if (cfg.decodeMinCtas < 0 || cfg.decodeMinCtas > 32) {
       module.emitError("attn-to-nvvm: decode-min-ctas must be 0 to 32");
       return signalPassFailure();

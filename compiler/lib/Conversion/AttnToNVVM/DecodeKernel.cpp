@@ -80,6 +80,8 @@ public:
     if (failed(buildDecode(*mb, /*mass=*/false, "")))
       return failure();
     buildMergeKernel(kernel, cfg, elemType, *mb);
+    if (cfg.decodePdl)
+      mb->getBlock()->getParentOp()->setAttr(attn::kMergeWaitsAttr, UnitAttr::get(ctx));
     buildCacheUpdateKernels(kernel, cfg, elemType, storage, *mb);
     if (storage.slotMass && failed(buildDecode(*mb, /*mass=*/true, "_mass")))
       return failure();
@@ -367,6 +369,12 @@ private:
     Value writeLse = arg(30);
     Value gMass = mass ? toGlobal(b, arg(31)) : Value(), massRows = mass ? arg(32) : Value();
     bindParams(b, fn, kNumDecodeArgs + (mass ? 2 : 0));
+    // The merge (the next launch) may start as soon as every CTA has begun:
+    // its CTAs become resident while the decode streams K/V and wait in
+    // griddepcontrol.wait, so the launch latency between the two kernels
+    // leaves the step's critical path. The mass pass runs after the merge.
+    if (cfg.decodePdl && !mass)
+      NVVM::GriddepcontrolOp::create(b, l, NVVM::GridDepActionKind::launch_dependents);
 
     Value bx = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::x));
     Value hk = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::y));

@@ -39,6 +39,11 @@ public:
     Value B = arg(4), Hq = arg(5), Nq = arg(6), splits = arg(7);
     auto stride = [&](unsigned i) { return arg(8 + i); }; // o: 0-2, lse: 3-4
     Value writeLse = arg(13);
+    // Launched before the decode grid ends (programmatic dependent launch):
+    // nothing may read the parts until it has ended and its writes are
+    // visible. Without that launch the wait returns at once.
+    if (cfg.decodePdl)
+      NVVM::GriddepcontrolOp::create(b, l, NVVM::GridDepActionKind::wait);
     Value i = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::x));
     Value h = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::y));
     Value bIdx = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::z));

@@ -9,7 +9,9 @@
 //   i32 write_lse
 // Split s's part of row (b, h, i) is row s * B * Hq * Nq + (b * Hq + h) *
 // Nq + i of O_part (f32, Dv each) and LSE_part (f32). Rows no split saw a
-// key of get O = 0 and LSE = -inf.
+// key of get O = 0 and LSE = -inf. With cfg.decodePdl (sm_90+) it begins
+// with griddepcontrol.wait, so the runtime may launch it while the decode
+// grid still runs (metadata `merge_pdl 1`).
 //
 //===----------------------------------------------------------------------===//
 

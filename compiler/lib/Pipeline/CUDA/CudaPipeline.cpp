@@ -63,6 +63,12 @@ void attnc::pipeline::registerCudaDialects(DialectRegistry &registry) {
 /// wgmma exists only on sm_90a (the arch-specific Hopper target).
 static bool hasWgmma(llvm::StringRef arch) { return arch == "sm_90a"; }
 
+/// griddepcontrol (programmatic dependent launch) exists from sm_90 on.
+static bool hasGridDependencyControl(llvm::StringRef arch) {
+  unsigned version = 0;
+  return arch.consume_front("sm_") && !arch.consumeInteger(10, version) && version >= 90;
+}
+
 CudaOptions attnc::pipeline::tileDefaults(CudaOptions o) {
   int64_t dv = o.headDimV > 0 ? o.headDimV : o.headDim;
   if (o.kvCache) {
@@ -139,6 +145,7 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.decodeLazyRescale = options.decodeLazyRescale;
   o.decodeTransposed = options.decodeTransposed;
   o.decodeMinCtas = options.decodeMinCtas;
+  o.decodePdl = options.decodePdl && hasGridDependencyControl(options.arch);
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
@@ -208,6 +215,7 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
   if (auto list = gm->getAttrOfType<ArrayAttr>(attn::kDecodeTwinsAttr))
     for (Attribute twin : list)
       twins.emplace_back(cast<DenseI64ArrayAttr>(twin).asArrayRef());
+  const bool mergeWaits = gm->hasAttr(attn::kMergeWaitsAttr);
   if (failed(lowerToNVVM(module, options)))
     return makeError("lowering to NVVM failed");
 
@@ -245,6 +253,8 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
   os << "shared_bytes " << shared << "\n";
   for (ArrayRef<int64_t> twin : twins) // decode: entry _q<N> (BLOCK_Q THREADS SHARED_BYTES)
     os << "decode_wide " << twin[0] << " " << twin[1] << " " << twin[2] << "\n";
+  if (mergeWaits) // decode: the merge may launch before the decode grid ends
+    os << "merge_pdl 1\n";
   os << params;
   return art;
 }

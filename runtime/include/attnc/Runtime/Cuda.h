@@ -48,6 +48,10 @@ struct CudaKernelInfo : KernelInfo {
   /// rows ascending). A launch takes the first of blockQ and the twins'
   /// that holds its G x Nq packed rows, else the last twin.
   std::vector<DecodeTwin> decodeTwins;
+  /// KV-cache decode kernels: the merge kernel waits on the decode grid
+  /// (griddepcontrol.wait), so it may be launched while the decode still
+  /// runs (programmatic dependent launch; metadata `merge_pdl 1`).
+  bool mergeWaits = false;
   /// Dynamic shared memory of the largest entry (the decode and its twins).
   int64_t maxSharedBytes() const {
     int64_t most = sharedBytes;
