@@ -303,6 +303,11 @@ GRAPH = False
 def median_ms(f):
     """Median ms of one call of f (do_bench, or graph replays with --graph)."""
     from triton.testing import do_bench, do_bench_cudagraph
+    # One call first: a module's first launch compiles its PTX (hundreds of
+    # ms), which do_bench's estimate would take for the call's time and
+    # then time a single call.
+    f()
+    torch.cuda.synchronize()
     if not GRAPH:
         return do_bench(f, warmup=25, rep=200, return_mode="median")
     try:
