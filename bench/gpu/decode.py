@@ -557,6 +557,14 @@ def main():
             rows.append(bench(stream, 8, 32, 8, L, 16,
                               lambda n: sink_window_positions(n, 4, 1020), None,
                               "sink4+window1020", gen))
+        # The device's copy bandwidth (bytes read + written by a 1 GiB
+        # device-to-device copy), the yardstick for "% of bandwidth".
+        src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+        dst = torch.empty_like(src)
+        copy_ms = median_ms(lambda: dst.copy_(src))
+        print("device copy bandwidth: %.0f GB/s (%s)" % (2 * src.numel() / copy_ms / 1e6,
+                                                        torch.cuda.get_device_name()))
+        del src, dst
         print("| cache | B | KV length | slots | splits | attnc ms | attnc GB/s | SDPA FA2 ms | "
               "SDPA cuDNN ms | Flex ms | vs FA2 | vs cuDNN | vs Flex |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")

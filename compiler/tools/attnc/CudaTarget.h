@@ -32,6 +32,7 @@ struct CudaEmitOptions {
   bool decodeTransposed = true;
   int64_t decodeMinCtas = 0;
   bool decodePdl = true;
+  int64_t decodeL2Prefetch = 0;
   std::string outPath = "-";
 };
 

@@ -160,6 +160,11 @@ cl::opt<bool> cudaDecodePdl(
              "decode grid (griddepcontrol), so that the runtime launches it before the decode "
              "ends (programmatic dependent launch); on by default"),
     cl::init(true), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<int64_t> cudaDecodeL2Prefetch(
+    "cuda-decode-l2-prefetch",
+    cl::desc("CUDA target, --kv-cache: each K/V tile copy also prefetches to L2 the rows of the "
+             "tile N tiles after it (0: off)"),
+    cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> kvCache("kv-cache",
                       cl::desc("Compile the kernel over its cache policy (K/V through page "
                                "tables) with the cache's generated append/move code: on CUDA "
@@ -295,6 +300,7 @@ int main(int argc, char **argv) {
     o.decodeTransposed = cudaDecodeTransposed;
     o.decodeMinCtas = cudaDecodeMinCtas;
     o.decodePdl = cudaDecodePdl;
+    o.decodeL2Prefetch = cudaDecodeL2Prefetch;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

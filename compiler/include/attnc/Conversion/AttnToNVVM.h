@@ -28,6 +28,7 @@ struct NvvmKernelConfig {
   bool decodeTransposed = false;  // kv-cache: keys as the MMAs' M, 8 packed rows as N
   int64_t decodeMinCtas = 0;      // kv-cache: CTAs per SM the decode entry asks for (0: default)
   bool decodePdl = false;         // kv-cache (sm_90+): merge launched early, waits (griddepcontrol)
+  int64_t decodeL2Prefetch = 0;   // kv-cache: K/V rows prefetched to L2 this many tiles further
 };
 
 /// gpu.module attribute of KV-cache decode modules: their twins with more

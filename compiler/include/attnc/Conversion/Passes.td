@@ -152,6 +152,11 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "at 64K / (N x threads)) where N CTAs' shared memory fits the "
            "SM. 0: the measured default, 3 for int4 with scale groups on "
            "one m-tile, else none">,
+    Option<"decodeL2Prefetch", "decode-l2-prefetch", "int64_t", /*default=*/"0",
+           "With kv-cache: each K/V tile the pipeline copies also prefetches "
+           "(prefetch.global.L2) the rows of the tile this many tiles after "
+           "it, so that their page walks and DRAM reads start earlier (an "
+           "experiment on random page orders; 0: off)">,
     Option<"decodePdl", "decode-pdl", "bool", /*default=*/"false",
            "With kv-cache: the decode entries let dependent grids launch "
            "(griddepcontrol.launch_dependents) and the merge kernel waits on "

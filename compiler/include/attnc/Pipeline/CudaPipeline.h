@@ -78,6 +78,9 @@ struct CudaOptions {
   /// kv-cache on sm_90 or later: the merge launches before the decode ends
   /// and waits on it (attn-to-nvvm's decode-pdl; the metadata's merge_pdl).
   bool decodePdl = true;
+  /// kv-cache: K/V rows prefetched to L2 this many tiles ahead of the copies
+  /// (attn-to-nvvm's decode-l2-prefetch; 0: off).
+  int64_t decodeL2Prefetch = 0;
   unsigned optLevel = 3;
 };
 

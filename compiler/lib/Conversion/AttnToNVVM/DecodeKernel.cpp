@@ -554,6 +554,33 @@ private:
                                 cmpi(b, arith::CmpIPredicate::slt, slot, s1));
         });
       };
+      // The 128-byte lines of tile t's K and V rows -> L2 (prefetch.global.L2:
+      // no registers, no shared memory, nothing to wait for).
+      auto prefetchKV = [&](OpBuilder &b, Value t) {
+        Value first = add(b, s0, mul(b, t, ci32(b, BK)));
+        const int64_t bytes = quant ? 1 : elemType.getIntOrFloatBitWidth() / 8;
+        const int64_t kRow = D / perByte * bytes, vRow = Dv / perByte * bytes;
+        const int64_t kLines = (kRow + 127) / 128, lines = kLines + (mass ? 0 : (vRow + 127) / 128);
+        forEachIndex(b, BK * lines, [&](OpBuilder &b, Value j) {
+          Value r = divu(b, j, ci32(b, lines)), line = remu(b, j, ci32(b, lines));
+          Value slot = add(b, first, r);
+          ifThen(b, cmpi(b, arith::CmpIPredicate::slt, slot, s1), [&](OpBuilder &b) {
+            Value page = load(b, i32(), gPages, add(b, pagesRow, ext64(b, divu(b, slot, P))));
+            Value row = add(b, mul(b, ext64(b, page), ext64(b, P)), ext64(b, remu(b, slot, P)));
+            Value isK = cmpi(b, arith::CmpIPredicate::slt, line, ci32(b, kLines));
+            Value kAt = add(b, mul(b, row, ci64(b, kRow)), ext64(b, mul(b, line, ci32(b, 128))));
+            Value vAt = add(b, mul(b, row, ci64(b, vRow)),
+                            ext64(b, mul(b, sub(b, line, ci32(b, kLines)), ci32(b, 128))));
+            Value kPtr = LLVM::PtrToIntOp::create(b, l, i64(), gep(b, gK, kAt, b.getI8Type()));
+            Value vPtr = LLVM::PtrToIntOp::create(b, l, i64(), gep(b, gV, vAt, b.getI8Type()));
+            LLVM::InlineAsmOp::create(b, l, TypeRange{}, ValueRange{select(b, isK, kPtr, vPtr)},
+                                      "prefetch.global.L2 [$0];", "l", /*has_side_effects=*/true,
+                                      /*is_align_stack=*/false,
+                                      LLVM::tailcallkind::TailCallKind::None,
+                                      LLVM::AsmDialectAttr(), ArrayAttr());
+          });
+        });
+      };
       // Quantized: the raw rows of a stage -> the K/V tiles as f16 integers
       // (exact: |x| <= 127); the scales are applied in registers (K's to
       // Q.K^T per key and group, V's to P per key and group). Bytes become
@@ -757,6 +784,11 @@ private:
             Value ahead = add(b, t, ci32(b, stages - 1));
             ifThen(b, cmpi(b, arith::CmpIPredicate::slt, ahead, nTiles),
                    [&](OpBuilder &b) { loadKV(b, ahead); });
+            if (cfg.decodeL2Prefetch > 0) {
+              Value further = add(b, ahead, ci32(b, cfg.decodeL2Prefetch));
+              ifThen(b, cmpi(b, arith::CmpIPredicate::slt, further, nTiles),
+                     [&](OpBuilder &b) { prefetchKV(b, further); });
+            }
             NVVM::CpAsyncCommitGroupOp::create(b, l);
             NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
             gpu::BarrierOp::create(b, l);

@@ -146,6 +146,7 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.decodeTransposed = options.decodeTransposed;
   o.decodeMinCtas = options.decodeMinCtas;
   o.decodePdl = options.decodePdl && hasGridDependencyControl(options.arch);
+  o.decodeL2Prefetch = options.decodeL2Prefetch;
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
