@@ -1,14 +1,15 @@
 //===- decode_bench.cpp - decode over KV caches on the CPU -----------------===//
 //
 //   attnc-decode-bench [--lengths=8192,65536] [--batch=1] [--threads=N] [--steps=20]
-//                      [--tile-q=T] [--tile-k=T] [--nq=N]
+//                      [--tile-q=T] [--tile-k=T] [--nq=N] [--hkv=8] [--splits=N]
 //
 // One decode step (Nq = 1; --nq: a speculative step of Nq) of B sequences of L cached tokens,
-// Hq/Hkv = 32/8, D = 128, through a paged KvCache (16-token pages, retention all) with bf16, int8
-// (per-token scales), int4 (groups of 32) and fp8 e4m3 (per-token scales) storage, bf16 with H2O
-// scoring (a budget it does not reach: the attention-mass pass is the difference), and a sink(4) +
-// window(1020) cache. Prints ms per step and the bandwidth of the K/V bytes
-// the step reads (slots x Hkv x (D + Dv) x element bytes, plus scales).
+// Hq/Hkv = 32/8 (--hkv: 32/N), D = 128, split-KV as the runtime picks it (--splits: given), through
+// a paged KvCache (16-token pages, retention all) with bf16, int8 (per-token scales), int4 (groups
+// of 32) and fp8 e4m3 (per-token scales) storage, bf16 with H2O scoring (a budget it does not
+// reach: the attention-mass pass is the difference), and a sink(4) + window(1020) cache. Prints ms
+// per step and the bandwidth of the K/V bytes the step reads (slots x Hkv x (D + Dv) x element
+// bytes, plus scales).
 //
 //===----------------------------------------------------------------------===//
 
@@ -30,7 +31,7 @@
 using namespace attnc;
 
 namespace {
-const int64_t D = 128, Hq = 32, Hkv = 8;
+const int64_t D = 128, Hq = 32;
 
 const char *kSource = R"(
 import "causal.attn";
@@ -61,7 +62,7 @@ std::vector<int64_t> parseList(const std::string &s) {
 
 int main(int argc, char **argv) {
   std::vector<int64_t> lengths = {8192, 65536};
-  int64_t B = 1, steps = 20, tileQ = 0, tileK = 0, Nq = 1;
+  int64_t B = 1, steps = 20, tileQ = 0, tileK = 0, Nq = 1, Hkv = 8, splits = 0;
   int threads = 0;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -79,9 +80,14 @@ int main(int argc, char **argv) {
       tileK = std::stoll(a.substr(9));
     else if (a.rfind("--nq=", 0) == 0) // speculative steps: Nq new tokens each
       Nq = std::stoll(a.substr(5));
+    else if (a.rfind("--hkv=", 0) == 0 && 32 % std::stoll(a.substr(6)) == 0)
+      Hkv = std::stoll(a.substr(6));
+    else if (a.rfind("--splits=", 0) == 0) // CacheLaunchArgs::splits (0: automatic)
+      splits = std::stoll(a.substr(9));
     else {
       std::fprintf(stderr, "usage: attnc-decode-bench [--lengths=L,...] [--batch=B] "
-                           "[--threads=N] [--steps=S] [--tile-q=T] [--tile-k=T] [--nq=N]\n");
+                           "[--threads=N] [--steps=S] [--tile-q=T] [--tile-k=T] [--nq=N] "
+                           "[--hkv=N (divides 32)] [--splits=N]\n");
       return 2;
     }
   }
@@ -157,6 +163,7 @@ int main(int argc, char **argv) {
           }
         rt::CacheLaunchArgs a;
         a.q = &qt, a.o = &ot, a.cache = &c, a.sequences = seqs, a.numThreads = threads;
+        a.splits = splits;
         auto t0 = std::chrono::steady_clock::now();
         if (auto st = (*k)->launch(a); !st) {
           std::fprintf(stderr, "%s\n", st.message().c_str());

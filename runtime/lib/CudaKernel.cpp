@@ -777,9 +777,10 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
     CUlaunchAttribute early{};
     early.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
     early.value.programmaticStreamSerializationAllowed = 1;
-    CUlaunchConfig config{
-        unsigned(Nq), unsigned(p.Hq), unsigned(B), unsigned(ki.headDimV), 1u, 1u, 0u,
-        cuStream,     &early,         1u};
+    CUlaunchConfig config{};
+    config.gridDimX = unsigned(Nq), config.gridDimY = unsigned(p.Hq), config.gridDimZ = unsigned(B);
+    config.blockDimX = unsigned(ki.headDimV), config.blockDimY = config.blockDimZ = 1;
+    config.hStream = cuStream, config.attrs = &early, config.numAttrs = 1;
     if (Status s =
             ATTNC_CU(drv, cuLaunchKernelEx, &config, fns->merge, mergeParams.data(), nullptr);
         !s)

@@ -267,10 +267,9 @@ struct ParamArgs {
 /// mass_rows). `tilesInOrder`: one task runs all q-tiles of a (b, h) in
 /// order (items that add into the same outputs, the budget kernels'
 /// kv_mass).
-void runItems(void (*fn)(void **), void *(&io)[5], int32_t &qOffset,
-              const std::vector<void *> &paramPtrs, std::vector<void *> &extra, int64_t B,
-              int64_t Hq, int64_t tilesQ, int threads, const std::vector<int32_t *> &scalars = {},
-              bool tilesInOrder = false) {
+std::vector<void *> sharedArgs(void *(&io)[5], int32_t &qOffset,
+                               const std::vector<void *> &paramPtrs, std::vector<void *> &extra,
+                               const std::vector<int32_t *> &scalars) {
   std::vector<void *> shared;
   for (void *&p : io)
     shared.push_back(&p);
@@ -280,28 +279,40 @@ void runItems(void (*fn)(void **), void *(&io)[5], int32_t &qOffset,
     shared.push_back(&p);
   for (int32_t *x : scalars)
     shared.push_back(x);
-  if (tilesInOrder) {
-    parallelFor(B * Hq, threads, [&](int64_t bh) {
-      int64_t b = bh / Hq, h = bh % Hq;
-      for (int64_t qtile = 0; qtile < tilesQ; ++qtile) {
-        std::vector<void *> args(shared);
-        args.push_back(&b);
-        args.push_back(&h);
-        args.push_back(&qtile);
-        fn(args.data());
-      }
-    });
-    return;
-  }
-  parallelFor(B * Hq * tilesQ, threads, [&](int64_t item) {
-    int64_t bh = item / tilesQ;
-    int64_t qtile = tilesQ - 1 - item % tilesQ, h = bh % Hq, b = bh / Hq;
-    std::vector<void *> args(shared);
-    args.push_back(&b);
-    args.push_back(&h);
-    args.push_back(&qtile);
-    fn(args.data());
+  return shared;
+}
+
+/// runItems over several launches' arguments (`sets[s]`, as sharedArgs
+/// makes them) in one parallel loop: the splits of a decode step.
+void runItemSets(void (*fn)(void **), const std::vector<std::vector<void *>> &sets, int64_t B,
+                 int64_t Hq, int64_t tilesQ, int threads, bool tilesInOrder = false) {
+  const int64_t perSet = B * Hq * (tilesInOrder ? 1 : tilesQ);
+  parallelFor(int64_t(sets.size()) * perSet, threads, [&](int64_t task) {
+    const std::vector<void *> &shared = sets[size_t(task / perSet)];
+    const int64_t item = task % perSet;
+    auto run = [&](int64_t bh, int64_t qtile) {
+      int64_t h = bh % Hq, b = bh / Hq;
+      std::vector<void *> args(shared);
+      args.push_back(&b);
+      args.push_back(&h);
+      args.push_back(&qtile);
+      fn(args.data());
+    };
+    if (tilesInOrder) {
+      for (int64_t qtile = 0; qtile < tilesQ; ++qtile)
+        run(item, qtile);
+      return;
+    }
+    run(item / tilesQ, tilesQ - 1 - item % tilesQ);
   });
+}
+
+void runItems(void (*fn)(void **), void *(&io)[5], int32_t &qOffset,
+              const std::vector<void *> &paramPtrs, std::vector<void *> &extra, int64_t B,
+              int64_t Hq, int64_t tilesQ, int threads, const std::vector<int32_t *> &scalars = {},
+              bool tilesInOrder = false) {
+  runItemSets(fn, {sharedArgs(io, qOffset, paramPtrs, extra, scalars)}, B, Hq, tilesQ, threads,
+              tilesInOrder);
 }
 } // namespace
 
@@ -384,6 +395,115 @@ detail::TensorView denseView(void *data, std::vector<int64_t> shape) {
   return t;
 }
 } // namespace
+
+namespace {
+/// Split-KV on the CPU: the work units a decode step aims at (enough for
+/// the cores of a large host, chosen without looking at them so that
+/// results do not depend on the thread count) and the fewest slots a split
+/// keeps (its item's fixed cost stays small).
+constexpr int64_t kDecodeSplitUnits = 64, kMinSplitSlots = 4096;
+} // namespace
+
+std::pair<int64_t, int64_t> attnc::rt::cpuDecodeSplits(int64_t requested, int64_t items,
+                                                       int64_t maxLength, int64_t P) {
+  int64_t splits = requested;
+  if (splits <= 0) {
+    const int64_t minSlots = (kMinSplitSlots + P - 1) / P * P;
+    splits = std::min((kDecodeSplitUnits + items - 1) / std::max<int64_t>(items, 1),
+                      maxLength / minSlots);
+  }
+  const int64_t pages = std::max<int64_t>(1, (maxLength + P - 1) / P);
+  splits = std::clamp<int64_t>(splits, 1, pages);
+  const int64_t perSplit = (pages + splits - 1) / splits * P;
+  return {std::max<int64_t>(1, (maxLength + perSplit - 1) / perSplit), perSplit};
+}
+
+/// A decode step in `splits` slot ranges of `splitSlots` (whole pages):
+/// each range's tables are the step's, cut to it (pages and positions from
+/// its first slot, lengths clamped), its O and LSE go to f32 scratch, and
+/// the ranges merge by their LSEs into the plan's O and LSE.
+static Status runSplitDecode(void (*fn)(void **), const detail::LaunchPlan &plan,
+                             const KvCache::Tables &ct, int64_t splits, int64_t splitSlots,
+                             int64_t P, void *(&io)[5], const std::vector<void *> &paramPtrs,
+                             const std::vector<void *> &tables, int64_t Hkv, int64_t tilesQ,
+                             int numThreads) {
+  const int64_t B = plan.B, Hq = plan.Hq, Nq = plan.Nq, Dv = plan.Dv;
+  const int64_t rowsT = int64_t(ct.lengths.size()), splitPages = splitSlots / P;
+  const int64_t rows = B * Hq * Nq;
+  struct Split {
+    std::vector<int32_t> pages, positions, lengths;
+    std::vector<float> o, lse;
+    std::optional<Descriptor> dPages, dPos, dLen, dO, dL;
+    void *io[5];
+    std::vector<void *> tables;
+    int32_t qOffset = 0;
+  };
+  std::vector<Split> parts(static_cast<size_t>(splits));
+  std::vector<std::vector<void *>> sets;
+  for (int64_t s = 0; s < splits; ++s) {
+    Split &sp = parts[size_t(s)];
+    const int64_t s0 = s * splitSlots, p0 = s0 / P;
+    sp.pages.assign(size_t(rowsT * splitPages), 0);
+    sp.positions.assign(size_t(rowsT * splitSlots), -1);
+    sp.lengths.resize(size_t(rowsT));
+    for (int64_t r = 0; r < rowsT; ++r) {
+      for (int64_t j = 0; j < splitPages && p0 + j < ct.maxPages; ++j)
+        sp.pages[size_t(r * splitPages + j)] = ct.pages[size_t(r * ct.maxPages + p0 + j)];
+      for (int64_t j = 0; j < splitSlots && s0 + j < ct.maxSlots; ++j)
+        sp.positions[size_t(r * splitSlots + j)] = ct.positions[size_t(r * ct.maxSlots + s0 + j)];
+      sp.lengths[size_t(r)] =
+          int32_t(std::clamp<int64_t>(ct.lengths[size_t(r)] - s0, 0, splitSlots));
+    }
+    sp.o.assign(size_t(rows * Dv), 0.f);
+    sp.lse.assign(size_t(std::max<int64_t>(rows, 1)), 0.f);
+    sp.dPages.emplace(denseView(sp.pages.data(), {rowsT, splitPages}));
+    sp.dPos.emplace(denseView(sp.positions.data(), {rowsT, splitSlots}));
+    sp.dLen.emplace(denseView(sp.lengths.data(), {rowsT}));
+    sp.dO.emplace(denseView(sp.o.data(), {B, Hq, Nq, Dv}));
+    sp.dL.emplace(denseView(sp.lse.data(), {B, Hq, Nq}));
+    std::copy(std::begin(io), std::end(io), std::begin(sp.io));
+    sp.io[3] = sp.dO->ptr, sp.io[4] = sp.dL->ptr;
+    sp.tables = tables;
+    sp.tables[0] = sp.dPages->ptr, sp.tables[1] = sp.dPos->ptr, sp.tables[2] = sp.dLen->ptr;
+    sets.push_back(sharedArgs(sp.io, sp.qOffset, paramPtrs, sp.tables, {}));
+  }
+  runItemSets(fn, sets, B, Hkv, tilesQ, numThreads);
+
+  // O = sum_s w_s O_s / sum_s w_s with w_s = exp(LSE_s - max LSE): each
+  // split's O is normalized over its own slots (rows a split saw no key of
+  // have LSE -inf and weigh nothing; rows no split saw get O = 0, LSE -inf).
+  auto *o = reinterpret_cast<float *>(plan.o.data);
+  auto *lse = reinterpret_cast<float *>(plan.lse.data);
+  const std::vector<int64_t> &os = plan.o.strides, &ls = plan.lse.strides;
+  const float negInf = -std::numeric_limits<float>::infinity();
+  std::vector<float> weights(static_cast<size_t>(splits));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t i = 0; i < Nq; ++i) {
+        const int64_t row = (b * Hq + h) * Nq + i;
+        float m = negInf;
+        for (const Split &sp : parts)
+          m = std::max(m, sp.lse[size_t(row)]);
+        float *out = o + b * os[0] + h * os[1] + i * os[2];
+        if (m == negInf) {
+          for (int64_t d = 0; d < Dv; ++d)
+            out[d * os[3]] = 0.f;
+          lse[b * ls[0] + h * ls[1] + i * ls[2]] = negInf;
+          continue;
+        }
+        float sum = 0.f;
+        for (int64_t s = 0; s < splits; ++s)
+          sum += weights[size_t(s)] = std::exp(parts[size_t(s)].lse[size_t(row)] - m);
+        for (int64_t d = 0; d < Dv; ++d) {
+          float acc = 0.f;
+          for (int64_t s = 0; s < splits; ++s)
+            acc += weights[size_t(s)] * parts[size_t(s)].o[size_t(row * Dv + d)];
+          out[d * os[3]] = acc / sum;
+        }
+        lse[b * ls[0] + h * ls[1] + i * ls[2]] = m + std::log(sum);
+      }
+  return Status::ok();
+}
 
 Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   const KernelInfo &ki = kernelInfo;
@@ -497,8 +617,20 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
     tables.push_back(dMass->ptr);
     scalars.push_back(&massRows);
   }
-  runItems(twin >= 0 ? decodeItemFns[size_t(twin)] : itemFn, io, qOffset, params.ptrs, tables, B,
-           Hkv, tilesQ, a.numThreads, scalars, cache.scoresSlots());
+  void (*fn)(void **) = twin >= 0 ? decodeItemFns[size_t(twin)] : itemFn;
+  if (a.splits < 0)
+    return Status::error("splits must be >= 0 (0: automatic), got " + std::to_string(a.splits));
+  if (cache.scoresSlots() && a.splits > 1)
+    return Status::error("a budget cache's eviction scores need each row's whole softmax: launch "
+                         "it with splits 0 or 1");
+  if (!cache.scoresSlots()) {
+    auto [splits, splitSlots] = cpuDecodeSplits(a.splits, B * Hkv * tilesQ, ct.maxLength, P);
+    if (splits > 1)
+      return runSplitDecode(fn, *plan, ct, splits, splitSlots, P, io, params.ptrs, tables, Hkv,
+                            tilesQ, a.numThreads);
+  }
+  runItems(fn, io, qOffset, params.ptrs, tables, B, Hkv, tilesQ, a.numThreads, scalars,
+           cache.scoresSlots());
   if (cache.scoresSlots())
     return cache.updateScores(a.sequences, mass, maxSlots);
   return Status::ok();

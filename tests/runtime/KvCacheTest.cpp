@@ -118,6 +118,8 @@ protected:
   int64_t tileQ = 0;
   /// Threads of each launch (0: the pool's).
   int threads = 0;
+  /// CacheLaunchArgs::splits of each launch (0: automatic).
+  int64_t splits = 0;
   /// When refMassRows >= 0, runAndCompare adds to refMass[{sequence, KV
   /// head}][position] the float64 attention mass the last refMassRows
   /// queries of each query head put on each retained position.
@@ -209,6 +211,7 @@ protected:
     rt::CacheLaunchArgs a;
     a.q = &q.t, a.o = &o.t, a.lse = &lse.t, a.cache = &c, a.sequences = seqs;
     a.numThreads = threads;
+    a.splits = splits;
     rt::Status s = k.launch(a);
     EXPECT_TRUE(s) << s.message();
     double worst = 0, otherDiff = 0, otherNorm = 0;
@@ -469,6 +472,93 @@ TEST_F(KvCacheTest, QuantizedStorageIsDequantizedInTheKernel) {
     EXPECT_LT(worstQ, int4 ? 1e-1 : fp8 ? 5e-2 : 1e-2);
     EXPECT_GT(worstQ, 0.0); // it is quantized
   }
+}
+
+/// Split-KV on the CPU: a step's slots in ranges of whole pages, each its
+/// own work items, merged by their LSEs, equal the reference over the
+/// retained positions: all retention, sink + window (ring slots, released
+/// pages), a data-dependent mask, quantized pages; Nq 1 and 3; sequences
+/// shorter than a split (empty ranges) and more splits than pages.
+TEST_F(KvCacheTest, SplitKvMatchesReference) {
+  auto even = [](int64_t, int64_t q, int64_t kk) { return kk <= q && (kk % 2 == 0 || kk == q); };
+  for (const char *name :
+       {"over_all", "over_stream", "even_keys", "over_q8_group", "over_q4_group", "over_f8_token"}) {
+    SCOPED_TRACE(name);
+    auto k = kernel(name);
+    ASSERT_TRUE(k);
+    auto cc = makeCache(*k, 256);
+    ASSERT_TRUE(cc);
+    rt::KvCache &c = *cc;
+    std::vector<int64_t> seqs = {*c.addSequence(), *c.addSequence(), *c.addSequence()};
+    std::vector<History> hist(3);
+    const int64_t prompts[3] = {150, 5, 61};
+    for (int i = 0; i < 3; ++i)
+      ASSERT_TRUE(append(c, seqs[i], prompts[i], hist[i]));
+    std::function<bool(int64_t, int64_t, int64_t)> mask = causal;
+    if (std::string(name) == "even_keys")
+      mask = even;
+    for (int64_t s : {2, 3, 7, 1000}) {
+      splits = s;
+      for (int64_t nq : {1, 3}) {
+        SCOPED_TRACE(s * 10 + nq);
+        for (int i = 0; i < 3; ++i)
+          ASSERT_TRUE(append(c, seqs[i], nq, hist[i]));
+        double err = runAndCompare(*k, c, seqs, stored(c, seqs, hist), nq, mask);
+        EXPECT_LT(err, 1e-4);
+      }
+    }
+    splits = 0;
+  }
+}
+
+/// The automatic split (CacheLaunchArgs::splits 0) depends on the step's
+/// work items and length only, keeps whole pages and at least 4096 slots a
+/// split, and never makes an empty one; a long sequence at B = 1 takes it
+/// and matches the reference; budget caches refuse splits.
+TEST_F(KvCacheTest, AutomaticSplitKv) {
+  using rt::cpuDecodeSplits;
+  EXPECT_EQ(cpuDecodeSplits(0, 8, 65536, 16), std::make_pair(int64_t(8), int64_t(8192)));
+  EXPECT_EQ(cpuDecodeSplits(0, 64, 65536, 16).first, 1) << "64 items fill 64 units";
+  EXPECT_EQ(cpuDecodeSplits(0, 2, 9000, 4), std::make_pair(int64_t(2), int64_t(4500)));
+  EXPECT_EQ(cpuDecodeSplits(0, 1, 8191, 16).first, 1) << "two splits need 2 x 4096 slots";
+  EXPECT_EQ(cpuDecodeSplits(0, 1, 1 << 20, 16).first, 64);
+  EXPECT_EQ(cpuDecodeSplits(5, 1, 100, 16), std::make_pair(int64_t(4), int64_t(32)))
+      << "7 pages in splits of 2 pages: 4 splits";
+  EXPECT_EQ(cpuDecodeSplits(1000, 1, 10, 4).first, 3) << "at most one split per page";
+  EXPECT_EQ(cpuDecodeSplits(3, 1, 0, 4).first, 1);
+
+  auto k = kernel("over_all");
+  ASSERT_TRUE(k);
+  auto cc = makeCache(*k, 4600); // pages hold one KV head's 4 slots
+  ASSERT_TRUE(cc);
+  std::vector<int64_t> seqs = {*cc->addSequence()};
+  std::vector<History> hist(1);
+  ASSERT_TRUE(append(*cc, seqs[0], 9000, hist[0]));
+  ASSERT_EQ(cpuDecodeSplits(0, Hkv, cc->length(seqs[0]), cc->pageSize()).first, 2);
+  EXPECT_LT(runAndCompare(*k, *cc, seqs, hist, 1, causal), 1e-2);
+  ASSERT_TRUE(append(*cc, seqs[0], 2, hist[0]));
+  EXPECT_LT(runAndCompare(*k, *cc, seqs, hist, 2, causal), 1e-2);
+
+  auto h = kernel("over_h2o");
+  ASSERT_TRUE(h);
+  auto hc = makeCache(*h, 64);
+  ASSERT_TRUE(hc);
+  std::vector<int64_t> one = {*hc->addSequence()};
+  std::vector<History> hh(1);
+  ASSERT_TRUE(append(*hc, one[0], 20, hh[0]));
+  BfTensor q({1, Hq, 1, D});
+  F32Tensor o({1, Hq, 1, D});
+  rt::CacheLaunchArgs a;
+  a.q = &q.t, a.o = &o.t, a.cache = hc.get(), a.sequences = one, a.splits = 2;
+  rt::Status s = h->launch(a);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("eviction scores need each row's whole softmax"), std::string::npos)
+      << s.message();
+  a.splits = -1;
+  s = k->launch(a);
+  ASSERT_FALSE(s);
+  a.splits = 1;
+  EXPECT_TRUE(h->launch(a));
 }
 
 /// The host's fp8 e4m3 conversions (the bytes an fp8 cache stores; the GPU's

@@ -202,6 +202,13 @@ struct CacheLaunchArgs {
   std::vector<int64_t> sequences;
   std::map<std::string, Arg> params;
   int numThreads = 0;
+  /// Split-KV: each sequence's slots in `splits` ranges of whole pages, run
+  /// as separate work items and merged by their LSEs (flash-decoding), so
+  /// that a step of few sequences and heads fills the cores. 0: chosen from
+  /// the step's work items and length, never from the thread count (results
+  /// do not depend on it); 1: none. Budget caches take 1 (their eviction
+  /// scores need each row's whole softmax).
+  int64_t splits = 0;
 };
 
 /// A loaded CPU kernel. Thread safe: launches may run concurrently.
@@ -249,6 +256,15 @@ private:
 
 /// Threads the pool uses: $ATTNC_NUM_THREADS if set, else the hardware's.
 int defaultNumThreads();
+
+/// Split-KV of a CPU decode step (CacheLaunchArgs::splits): {splits, slots
+/// per split (whole pages of P)} for `items` work items (sequences x KV
+/// heads x row tiles) over at most `maxLength` slots. `requested` 0 picks
+/// enough splits for 64 work units, each of at least 4096 slots, from
+/// these numbers alone (not the thread count); the count is then fitted to
+/// whole pages and the length (never an empty split).
+std::pair<int64_t, int64_t> cpuDecodeSplits(int64_t requested, int64_t items, int64_t maxLength,
+                                            int64_t P);
 
 /// Runs fn(i) for i in [0, n) on up to `threads` threads (0: default) of
 /// a process-wide pool; returns when all are done.
