@@ -477,16 +477,19 @@ TEST_F(KvCacheTest, QuantizedStorageIsDequantizedInTheKernel) {
 /// Split-KV on the CPU: a step's slots in ranges of whole pages, each its
 /// own work items, merged by their LSEs, equal the reference over the
 /// retained positions: all retention, sink + window (ring slots, released
-/// pages), a data-dependent mask, quantized pages; Nq 1 and 3; sequences
-/// shorter than a split (empty ranges) and more splits than pages.
+/// pages), a contiguous cache (one page: never split), a data-dependent
+/// mask, quantized pages; Nq 1 and 3; sequences shorter than a split
+/// (empty ranges) and more splits than pages.
 TEST_F(KvCacheTest, SplitKvMatchesReference) {
   auto even = [](int64_t, int64_t q, int64_t kk) { return kk <= q && (kk % 2 == 0 || kk == q); };
-  for (const char *name :
-       {"over_all", "over_stream", "even_keys", "over_q8_group", "over_q4_group", "over_f8_token"}) {
+  for (const char *name : {"over_all", "over_stream", "over_flat", "even_keys", "over_q8_group",
+                           "over_q4_group", "over_f8_token"}) {
     SCOPED_TRACE(name);
     auto k = kernel(name);
     ASSERT_TRUE(k);
-    auto cc = makeCache(*k, 256);
+    // The contiguous cache is one page of 16 slots a sequence: no split.
+    const bool flat = std::string(name) == "over_flat";
+    auto cc = makeCache(*k, 256, flat ? 16 : 0);
     ASSERT_TRUE(cc);
     rt::KvCache &c = *cc;
     std::vector<int64_t> seqs = {*c.addSequence(), *c.addSequence(), *c.addSequence()};
