@@ -564,6 +564,52 @@ TEST_F(KvCacheTest, AutomaticSplitKv) {
   EXPECT_TRUE(h->launch(a));
 }
 
+/// fp8 e4m3 subnormals (exponent bits 0: m 2^-9 of the scale) reach the
+/// kernel exactly: tokens whose elements lie from 2^-12 to 2^-17 of their
+/// largest (which stores 448), against the values the cache stores (read
+/// back through the host's conversions).
+TEST_F(KvCacheTest, Fp8SubnormalsDecodeExactly) {
+  auto k = kernel("over_f8_token");
+  ASSERT_TRUE(k);
+  auto cc = makeCache(*k, 64);
+  ASSERT_TRUE(cc);
+  rt::KvCache &c = *cc;
+  std::vector<int64_t> seqs = {*c.addSequence()};
+  std::vector<History> hist(1);
+  const int64_t n = 12;
+  BfTensor kt({Hkv, n, D}), vt({Hkv, n, D});
+  for (int64_t h = 0; h < Hkv; ++h)
+    for (int64_t t = 0; t < n; ++t) {
+      std::vector<float> kr(D), vr(D);
+      for (int64_t d = 0; d < D; ++d) {
+        // The first element sets the scale (it stores 448); the others lie
+        // 2^-12 .. 2^-17 below it, where e4m3 turns subnormal (2^-15).
+        float mag =
+            d == 0 ? 1.0f : std::ldexp(1.0f + 0.125f * float((t + d) % 8), -12 - int(d % 6));
+        float sign = (t + d + h) % 3 ? 1.0f : -1.0f;
+        uint16_t kb = rt::floatToBf16(sign * mag), vb = rt::floatToBf16(-sign * mag);
+        kt.data[size_t((h * n + t) * D + d)] = kb, vt.data[size_t((h * n + t) * D + d)] = vb;
+        kr[size_t(d)] = rt::bf16ToFloat(kb), vr[size_t(d)] = rt::bf16ToFloat(vb);
+      }
+      hist[0].k[size_t(h)].push_back(kr);
+      hist[0].v[size_t(h)].push_back(vr);
+    }
+  ASSERT_TRUE(c.append(seqs[0], &kt.t, &vt.t));
+  // Some stored elements are subnormal e4m3 (|x| / scale < 2^-6).
+  std::vector<History> st = stored(c, seqs, hist);
+  int subnormals = 0;
+  for (int64_t h = 0; h < Hkv; ++h)
+    for (int64_t t = 0; t < n; ++t) {
+      float scale = 0;
+      for (float x : st[0].v[size_t(h)][size_t(t)])
+        scale = std::max(scale, std::abs(x) / 448.0f);
+      for (float x : st[0].v[size_t(h)][size_t(t)])
+        subnormals += x != 0 && std::abs(x) < scale * 0.015625f;
+    }
+  EXPECT_GT(subnormals, 20);
+  EXPECT_LT(runAndCompare(*k, c, seqs, st, 4, causal), 1e-4);
+}
+
 /// The host's fp8 e4m3 conversions (the bytes an fp8 cache stores; the GPU's
 /// append kernel must produce the same): every finite code round-trips,
 /// ties go to the even code, values saturate at 448, subnormals are
