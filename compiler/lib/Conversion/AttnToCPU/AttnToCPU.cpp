@@ -707,6 +707,30 @@ private:
                                                  arith::ConstantIntOp::create(b, l, 0, 32));
           kValid[j] = arith::AndIOp::create(b, l, kValid[j], retained);
         }
+      // Software prefetch of the K/V rows kPrefetchSlots slots ahead (every
+      // 64-byte line): a pool page holds one head's rows, pages come in
+      // table order (scattered in the pool), so the hardware prefetchers
+      // restart at each page and a core's few outstanding misses bounded
+      // the step (bench/NOTES.md, CPU session 12).
+      if (cacheKernel && prefetchSlots > 0)
+        for (int64_t j = 0; j < Tk; ++j) {
+          Value ahead = arith::MinSIOp::create(
+              b, l, arith::AddIOp::create(b, l, kRow[j], cIdx(b, prefetchSlots)), nkm1);
+          Value page = arith::IndexCastOp::create(
+              b, l, b.getIndexType(),
+              memref::LoadOp::create(
+                  b, l, kvPages,
+                  ValueRange{tableRow, arith::DivUIOp::create(b, l, ahead, pageSize)}));
+          Value line = arith::RemUIOp::create(b, l, ahead, pageSize);
+          const int64_t bytes = kvElementType().getIntOrFloatBitWidth() / 8;
+          for (auto [mem, cols] :
+               {std::make_pair(K, nibbles ? D / 2 : D), std::make_pair(V, nibbles ? Dv / 2 : Dv)})
+            for (int64_t o = 0; o < cols * bytes; o += 64)
+              memref::PrefetchOp::create(b, l, mem,
+                                         ValueRange{page, poolHead, line, cIdx(b, o / bytes)},
+                                         /*isWrite=*/false, /*localityHint=*/3,
+                                         /*isDataCache=*/true);
+        }
       // Mask of every key first: a tile the mask rejects for every row
       // is skipped (data-dependent masks such as documents, where the KV
       // range cannot be bounded statically).
@@ -1197,6 +1221,9 @@ private:
   }
   /// Tiles per run-time class group (data-dependent masks).
   static constexpr int64_t kClassTiles = 8;
+  /// KV-cache kernels: K/V rows are prefetched this many slots ahead (0:
+  /// none).
+  int64_t prefetchSlots = 16;
 };
 
 struct AttnToCPUPass : public attn::impl::AttnToCPUBase<AttnToCPUPass> {
