@@ -707,15 +707,15 @@ private:
                                                  arith::ConstantIntOp::create(b, l, 0, 32));
           kValid[j] = arith::AndIOp::create(b, l, kValid[j], retained);
         }
-      // Software prefetch of the K/V rows kPrefetchSlots slots ahead (every
+      // Software prefetch of the K/V rows kPrefetchSlots ahead (every
       // 64-byte line): a pool page holds one head's rows, pages come in
       // table order (scattered in the pool), so the hardware prefetchers
       // restart at each page and a core's few outstanding misses bounded
       // the step (bench/NOTES.md, CPU session 12).
-      if (cacheKernel && prefetchSlots > 0)
+      if (cacheKernel)
         for (int64_t j = 0; j < Tk; ++j) {
           Value ahead = arith::MinSIOp::create(
-              b, l, arith::AddIOp::create(b, l, kRow[j], cIdx(b, prefetchSlots)), nkm1);
+              b, l, arith::AddIOp::create(b, l, kRow[j], cIdx(b, kPrefetchSlots)), nkm1);
           Value page = arith::IndexCastOp::create(
               b, l, b.getIndexType(),
               memref::LoadOp::create(
@@ -1221,9 +1221,9 @@ private:
   }
   /// Tiles per run-time class group (data-dependent masks).
   static constexpr int64_t kClassTiles = 8;
-  /// KV-cache kernels: K/V rows are prefetched this many slots ahead (0:
-  /// none).
-  int64_t prefetchSlots = 16;
+  /// KV-cache kernels prefetch the K/V rows this many slots ahead (16 and
+  /// 32 measured alike, bench/NOTES.md CPU session 12).
+  static constexpr int64_t kPrefetchSlots = 16;
 };
 
 struct AttnToCPUPass : public attn::impl::AttnToCPUBase<AttnToCPUPass> {
