@@ -669,6 +669,12 @@ private:
     // lanes whose mass counts. Tiles then add each slot's attention mass
     // to kv_mass instead of updating the softmax state.
     Value massRef, massInv, massLanes;
+    // Budget retention, softmax: the first pass keeps each slot's scores
+    // (t, lanes = rows) in scoreBuf[slot], and the second pass reads them
+    // instead of computing Q.K^T again (the tiles and masks of the two
+    // passes are the same, so every tile the second pass computes, the first
+    // stored).
+    Value scoreBuf;
     // One KV tile [kt, kt + Tk). `partial`: the tile may run past Nk (keys
     // are clamped and masked); otherwise all Tk keys exist, so rows need no
     // clamp and share one base address.
@@ -677,10 +683,11 @@ private:
     auto emitTile = [&](OpBuilder &b, Location l, Value kt, ValueRange iter, bool partial,
                         bool keepAll) {
       Value m = iter[0], sum = iter[1];
-      SmallVector<Value> kRow, kValid, kPos;
+      SmallVector<Value> kRow, kValid, kPos, kSlot;
       Value allValid = arith::ConstantIntOp::create(b, l, 1, 1);
       for (int64_t j = 0; j < Tk; ++j) {
         Value k = arith::AddIOp::create(b, l, kt, cIdx(b, j));
+        kSlot.push_back(k); // unclamped: scoreBuf has Tk rows past the last slot
         if (partial) {
           kValid.push_back(arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, k, nk));
           // Keys past Nk read the last key (always in bounds); they are
@@ -758,83 +765,92 @@ private:
         return;
       }
       auto compute = [&](OpBuilder &b) -> SmallVector<Value> {
+        // The second pass of a budget kernel reads the scores the first kept.
+        const bool reuse = massRef && scoreBuf;
         SmallVector<Value> dots;
-        if (dotAlongD) {
-          // s_ij = sum over D-chunks of Q_i . K_j (dotVW lanes), reduced per
-          // row; the rows' scores then form the usual vector<Tq>.
-          auto chunkTy = VectorType::get({dotVW}, f32());
-          Value zeroChunk = arith::ConstantOp::create(b, l, DenseElementsAttr::get(chunkTy, 0.0f));
-          for (int64_t j = 0; j < Tk; ++j) {
-            auto cLoop = scf::ForOp::create(
-                b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, dotVW), SmallVector<Value>(Tq, zeroChunk),
-                [&](OpBuilder &b, Location l, Value c, ValueRange acc) {
-                  Value kv =
-                      kvToF32(b, loadKVVector(b, l, K, kBatch[j], poolHead, kLine[j], c, dotVW));
-                  if (quantGroup)
-                    kv = arith::MulFOp::create(
-                        b, l, kv,
-                        vector::BroadcastOp::create(
-                            b, l, chunkTy,
-                            memref::LoadOp::create(
-                                b, l, kScale,
-                                ValueRange{kBatch[j], poolHead, kLine[j],
-                                           arith::DivUIOp::create(b, l, c, cIdx(b, quantGroup))})));
-                  SmallVector<Value> next;
-                  for (int64_t i = 0; i < Tq; ++i) {
-                    Value qv =
-                        vector::LoadOp::create(b, l, chunkTy, qRows, ValueRange{cIdx(b, i), c});
-                    next.push_back(vector::FMAOp::create(b, l, qv, kv, acc[i]));
-                  }
-                  scf::YieldOp::create(b, l, next);
-                });
-            Value sv = zero;
-            for (int64_t i = 0; i < Tq; ++i) {
-              Value sum =
-                  vector::ReductionOp::create(b, l, vector::CombiningKind::ADD, cLoop.getResult(i));
-              sv = vector::InsertOp::create(b, l, sum, sv, ArrayRef<int64_t>{i});
+        if (!reuse) {
+          if (dotAlongD) {
+            // s_ij = sum over D-chunks of Q_i . K_j (dotVW lanes), reduced per
+            // row; the rows' scores then form the usual vector<Tq>.
+            auto chunkTy = VectorType::get({dotVW}, f32());
+            Value zeroChunk =
+                arith::ConstantOp::create(b, l, DenseElementsAttr::get(chunkTy, 0.0f));
+            for (int64_t j = 0; j < Tk; ++j) {
+              auto cLoop = scf::ForOp::create(
+                  b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, dotVW), SmallVector<Value>(Tq, zeroChunk),
+                  [&](OpBuilder &b, Location l, Value c, ValueRange acc) {
+                    Value kv =
+                        kvToF32(b, loadKVVector(b, l, K, kBatch[j], poolHead, kLine[j], c, dotVW));
+                    if (quantGroup)
+                      kv = arith::MulFOp::create(
+                          b, l, kv,
+                          vector::BroadcastOp::create(
+                              b, l, chunkTy,
+                              memref::LoadOp::create(
+                                  b, l, kScale,
+                                  ValueRange{
+                                      kBatch[j], poolHead, kLine[j],
+                                      arith::DivUIOp::create(b, l, c, cIdx(b, quantGroup))})));
+                    SmallVector<Value> next;
+                    for (int64_t i = 0; i < Tq; ++i) {
+                      Value qv =
+                          vector::LoadOp::create(b, l, chunkTy, qRows, ValueRange{cIdx(b, i), c});
+                      next.push_back(vector::FMAOp::create(b, l, qv, kv, acc[i]));
+                    }
+                    scf::YieldOp::create(b, l, next);
+                  });
+              Value sv = zero;
+              for (int64_t i = 0; i < Tq; ++i) {
+                Value sum = vector::ReductionOp::create(b, l, vector::CombiningKind::ADD,
+                                                        cLoop.getResult(i));
+                sv = vector::InsertOp::create(b, l, sum, sv, ArrayRef<int64_t>{i});
+              }
+              dots.push_back(sv);
             }
-            dots.push_back(sv);
           }
+          // s_j = Qt^T K_j, lanes = rows.
+          SmallVector<Value> init(Tk, zero);
+          auto dLoop =
+              dotAlongD
+                  ? scf::ForOp()
+                  : scf::ForOp::create(
+                        b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), init,
+                        [&](OpBuilder &b, Location l, Value d, ValueRange s) {
+                          Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt,
+                                                            ValueRange{d, cIdx(b, 0)});
+                          SmallVector<Value> next;
+                          for (int64_t j = 0; j < Tk; ++j) {
+                            Value kv = kvToF32(
+                                b, loadKVElement(b, l, K, kBatch[j], poolHead, kLine[j], d));
+                            if (quantGroup) // int8, a scale per group of the head dim
+                              kv = arith::MulFOp::create(
+                                  b, l, kv,
+                                  memref::LoadOp::create(
+                                      b, l, kScale,
+                                      ValueRange{
+                                          kBatch[j], poolHead, kLine[j],
+                                          arith::DivUIOp::create(b, l, d, cIdx(b, quantGroup))}));
+                            next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
+                          }
+                          scf::YieldOp::create(b, l, next);
+                        });
+          // int8 with one scale per token: it factors out of the dot product.
+          if (!dotAlongD)
+            dots.assign(dLoop.getResults().begin(), dLoop.getResults().end());
+          if (quantized && !quantGroup)
+            for (int64_t j = 0; j < Tk; ++j)
+              dots[j] = arith::MulFOp::create(
+                  b, l, dots[j],
+                  bcast(b,
+                        memref::LoadOp::create(
+                            b, l, kScale, ValueRange{kBatch[j], poolHead, kLine[j], cIdx(b, 0)})));
         }
-        // s_j = Qt^T K_j, lanes = rows.
-        SmallVector<Value> init(Tk, zero);
-        auto dLoop =
-            dotAlongD
-                ? scf::ForOp()
-                : scf::ForOp::create(
-                      b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), init,
-                      [&](OpBuilder &b, Location l, Value d, ValueRange s) {
-                        Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt,
-                                                          ValueRange{d, cIdx(b, 0)});
-                        SmallVector<Value> next;
-                        for (int64_t j = 0; j < Tk; ++j) {
-                          Value kv =
-                              kvToF32(b, loadKVElement(b, l, K, kBatch[j], poolHead, kLine[j], d));
-                          if (quantGroup) // int8, a scale per group of the head dim
-                            kv = arith::MulFOp::create(
-                                b, l, kv,
-                                memref::LoadOp::create(
-                                    b, l, kScale,
-                                    ValueRange{
-                                        kBatch[j], poolHead, kLine[j],
-                                        arith::DivUIOp::create(b, l, d, cIdx(b, quantGroup))}));
-                          next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
-                        }
-                        scf::YieldOp::create(b, l, next);
-                      });
-        // int8 with one scale per token: it factors out of the dot product.
-        if (!dotAlongD)
-          dots.assign(dLoop.getResults().begin(), dLoop.getResults().end());
-        if (quantized && !quantGroup)
-          for (int64_t j = 0; j < Tk; ++j)
-            dots[j] = arith::MulFOp::create(
-                b, l, dots[j],
-                bcast(b, memref::LoadOp::create(
-                             b, l, kScale, ValueRange{kBatch[j], poolHead, kLine[j], cIdx(b, 0)})));
         // Mask and score per key, on vectors of rows.
         SmallVector<Value> t(Tk), w(Tk);
         Value tileMax = negInf;
-        for (int64_t j = 0; j < Tk && !hadError; ++j) {
+        for (int64_t j = 0; j < Tk && reuse; ++j)
+          t[j] = vector::LoadOp::create(b, l, vecOf(f32()), scoreBuf, ValueRange{kSlot[j], c0});
+        for (int64_t j = 0; j < Tk && !reuse && !hadError; ++j) {
           Value kVec = kVecs[j], valid = valids[j], keepJ = keep[j];
           RegionCtx rc;
           rc.hoisted = &hoistScore;
@@ -847,6 +863,8 @@ private:
             break;
           }
           t[j] = arith::SelectOp::create(b, l, keepJ, *sv, negInf);
+          if (scoreBuf)
+            vector::StoreOp::create(b, l, t[j], scoreBuf, ValueRange{kSlot[j], c0});
           tileMax = arith::MaximumFOp::create(b, l, tileMax, t[j]);
           if (!softmax) {
             // sigmoid(s') = 1 / (1 + exp(-s')); masked keys weigh 0.
@@ -973,6 +991,9 @@ private:
     };
     // Full tiles [lo, fullHi), then at most one partial tile [fullHi, hi).
     Value hiC = arith::MaxSIOp::create(b, l, hiIdx, loIdx);
+    if (slotMass && softmax) // slots [0, hi) and a partial tile's Tk past it
+      scoreBuf = memref::AllocOp::create(b, l, MemRefType::get({ShapedType::kDynamic, Tq}, f32()),
+                                         ValueRange{arith::AddIOp::create(b, l, hiC, cIdx(b, Tk))});
     Value span = arith::SubIOp::create(b, l, hiC, loIdx);
     Value fullHi = arith::AddIOp::create(
         b, l, loIdx,
@@ -1113,6 +1134,8 @@ private:
         fn.erase();
         return nullptr;
       }
+      if (scoreBuf)
+        memref::DeallocOp::create(b, l, scoreBuf);
     }
     scf::ForOp::create(
         b, l, c0, rows, c1, ValueRange{}, [&](OpBuilder &b, Location l, Value i, ValueRange) {
