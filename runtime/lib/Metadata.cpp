@@ -142,18 +142,16 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
           !parseInt(values[1], twin.threads) || !parseInt(values[2], twin.sharedBytes) ||
           twin.blockQ < 1 || twin.threads < 1 || twin.threads > 1024 || twin.sharedBytes < 0)
         return bad("decode_wide: expected BLOCK_Q THREADS SHARED_BYTES");
-      CudaKernelInfo &cuda = info;
-      if (!cuda.decodeTwins.empty() && twin.blockQ <= cuda.decodeTwins.back().blockQ)
+      if (!info.decodeTwins.empty() && twin.blockQ <= info.decodeTwins.back().blockQ)
         return bad("decode_wide: twins must come in ascending BLOCK_Q");
-      cuda.decodeTwins.push_back(twin);
+      info.decodeTwins.push_back(twin);
       continue;
     }
     if (key == "merge_pdl") {
       int64_t on = 0;
       if (values.size() != 1 || !parseInt(values[0], on) || (on != 0 && on != 1))
         return bad("merge_pdl: expected 0 or 1");
-      CudaKernelInfo &cuda = info;
-      cuda.mergeWaits = on == 1;
+      info.mergeWaits = on == 1;
       continue;
     }
     if (key == "param") {

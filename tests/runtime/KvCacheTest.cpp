@@ -558,8 +558,9 @@ TEST_F(KvCacheTest, AutomaticSplitKv) {
   EXPECT_NE(s.message().find("eviction scores need each row's whole softmax"), std::string::npos)
       << s.message();
   a.splits = -1;
-  s = k->launch(a);
+  s = h->launch(a);
   ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("splits must be >= 0"), std::string::npos) << s.message();
   a.splits = 1;
   EXPECT_TRUE(h->launch(a));
 }

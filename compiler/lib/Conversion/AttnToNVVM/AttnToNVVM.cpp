@@ -1047,13 +1047,13 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.decodeLazyRescale = decodeLazyRescale;
     cfg.decodeMinCtas = decodeMinCtas;
     cfg.decodeL2Prefetch = decodeL2Prefetch;
-    if (cfg.decodeL2Prefetch < 0 || cfg.decodeL2Prefetch > 64) {
-      module.emitError("attn-to-nvvm: decode-l2-prefetch must be 0 to 64");
-      return signalPassFailure();
-    }
     cfg.decodePdl = decodePdl && cfg.kvCache;
     if (cfg.decodeMinCtas < 0 || cfg.decodeMinCtas > 32) {
       module.emitError("attn-to-nvvm: decode-min-ctas must be 0 to 32");
+      return signalPassFailure();
+    }
+    if (cfg.decodeL2Prefetch < 0 || cfg.decodeL2Prefetch > 64) {
+      module.emitError("attn-to-nvvm: decode-l2-prefetch must be 0 to 64");
       return signalPassFailure();
     }
     // The transposed step is the decode of 8-row tiles; other tiles ignore

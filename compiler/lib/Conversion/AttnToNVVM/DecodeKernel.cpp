@@ -507,6 +507,12 @@ private:
                   select(b, valid, ci32(b, 4), ci32(b, 0)));
             });
           };
+      // The pool row (i64) of slot `slot` of this table row: page
+      // kv_pages[.., slot / P], row slot % P.
+      auto poolRow = [&](OpBuilder &b, Value slot) {
+        Value page = load(b, i32(), gPages, add(b, pagesRow, ext64(b, divu(b, slot, P))));
+        return add(b, mul(b, ext64(b, page), ext64(b, P)), ext64(b, remu(b, slot, P)));
+      };
       // Slot rows of tile t -> stage t % stages, through the page table (one
       // read per slot row, shared by its K and V copies), with their scales
       // and logical positions.
@@ -519,9 +525,7 @@ private:
           Value slot = add(b, first, r);
           Value valid = cmpi(b, arith::CmpIPredicate::slt, slot, s1);
           Value sc = mini(b, slot, sub(b, s1, ci32(b, 1)));
-          Value page = load(b, i32(), gPages, add(b, pagesRow, ext64(b, divu(b, sc, P))));
-          Value row = add(b, mul(b, ext64(b, page), ext64(b, P)), ext64(b, remu(b, sc, P)));
-          return std::make_pair(row, valid);
+          return std::make_pair(poolRow(b, sc), valid);
         };
         auto source = [&](int64_t width) {
           return [&, width](OpBuilder &b, Value r) {
@@ -565,8 +569,7 @@ private:
           Value r = divu(b, j, ci32(b, lines)), line = remu(b, j, ci32(b, lines));
           Value slot = add(b, first, r);
           ifThen(b, cmpi(b, arith::CmpIPredicate::slt, slot, s1), [&](OpBuilder &b) {
-            Value page = load(b, i32(), gPages, add(b, pagesRow, ext64(b, divu(b, slot, P))));
-            Value row = add(b, mul(b, ext64(b, page), ext64(b, P)), ext64(b, remu(b, slot, P)));
+            Value row = poolRow(b, slot);
             Value isK = cmpi(b, arith::CmpIPredicate::slt, line, ci32(b, kLines));
             Value kAt = add(b, mul(b, row, ci64(b, kRow)), ext64(b, mul(b, line, ci32(b, 128))));
             Value vAt = add(b, mul(b, row, ci64(b, vRow)),
