@@ -133,8 +133,7 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
       }
     }
   }
-  std::vector<std::pair<CUfunction, int64_t>> sized = {{l.function, info.sharedBytes},
-                                                       {l.mass, info.sharedBytes}};
+  std::vector<std::pair<CUfunction, int64_t>> sized = {{l.function, info.sharedBytes}};
   for (size_t i = 0; i < l.twins.size(); ++i)
     sized.emplace_back(l.twins[i], info.decodeTwins[i].sharedBytes);
   for (auto [fn, bytes] : sized) {
@@ -578,9 +577,14 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
   const int64_t perSplit = (tiles + splits - 1) / splits;
   plan.splitSlots = perSplit * tile;
   plan.splits = (tiles + perSplit - 1) / perSplit;
-  if (plan.splits > 1)
-    plan.workspaceBytes =
-        size_t(plan.splits) * size_t(B * Hq * Nq) * size_t(ki.headDimV + 1) * sizeof(float);
+  // The splits' parts of O and LSE (f32 rows of Dv and 1); budget policies
+  // also keep their scores there for the mass kernel, f32 [B * Hkv, G * Nq,
+  // splits * split_slots] after the parts (MassKernel.h in the compiler),
+  // so they need a workspace even with one split.
+  const bool scores = ki.cache->scoresSlots();
+  if (plan.splits > 1 || scores)
+    plan.workspaceBytes = size_t(plan.splits) * size_t(B * Hq * Nq) *
+                          size_t(ki.headDimV + 1 + (scores ? plan.splitSlots : 0)) * sizeof(float);
   return plan;
 }
 
@@ -665,10 +669,11 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
     return Status::error("a mass table was given, but policy '" + policy.name +
                          "' keeps no budget");
   }
-  if (split->splits > 1 && (!a.workspace || a.workspaceBytes < split->workspaceBytes))
-    return Status::error("decode over " + std::to_string(split->splits) + " splits needs a " +
+  if (split->workspaceBytes && (!a.workspace || a.workspaceBytes < split->workspaceBytes))
+    return Status::error("decode over " + std::to_string(split->splits) + " split(s)" +
+                         (mass ? " with a mass pass" : "") + " needs a " +
                          std::to_string(split->workspaceBytes) + "-byte workspace, got " +
-                         std::to_string(a.workspace ? a.workspaceBytes : 0));
+                         std::to_string(a.workspace ? a.workspaceBytes : 0) + " (see decodePlan)");
 
   auto d = driver();
   if (!d)
@@ -733,15 +738,19 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
     }
     abi.pushParams(p.params);
   };
-  // After the decode (and merge): attnc_<K>_mass, grid (splits, Hkv, B).
+  // After the decode (and merge): attnc_<K>_mass, a thread per slot, grid
+  // (slots / threads, Hkv, B), no shared memory (it reads the scores the
+  // decode stored).
   auto launchMass = [&]() -> Status {
     if (!mass)
       return Status::ok();
     pushDecodeAbi(true);
     auto massParams = abi.pointers();
-    return ATTNC_CU(drv, cuLaunchKernel, fns->mass, unsigned(split->splits), unsigned(Hkv),
-                    unsigned(B), unsigned(ki.threads), 1u, 1u, unsigned(ki.sharedBytes), cuStream,
-                    massParams.data(), nullptr);
+    const int64_t slotBlocks =
+        (split->splits * split->splitSlots + ki.threads - 1) / std::max<int64_t>(1, ki.threads);
+    return ATTNC_CU(drv, cuLaunchKernel, fns->mass, unsigned(slotBlocks), unsigned(Hkv),
+                    unsigned(B), unsigned(ki.threads), 1u, 1u, 0u, cuStream, massParams.data(),
+                    nullptr);
   };
   pushDecodeAbi(false);
   // The decode entry the plan chose (a twin for many packed rows).

@@ -254,8 +254,8 @@ TEST_F(CudaDecodeFake, AWaitingMergeLaunchesEarly) {
 
 TEST_F(CudaDecodeFake, BudgetPolicyLaunchesTheMassKernel) {
   // The same kernel over an H2O budget(256) policy: after the decode and
-  // merge, attnc_dec_mass (grid (splits, Hkv, B)) with the decode ABI plus
-  // the mass table and mass_rows.
+  // merge, attnc_dec_mass (grid (slots / threads, Hkv, B)) with the decode
+  // ABI plus the mass table and mass_rows.
   std::string meta = kDecodeMeta;
   meta.replace(meta.find("pkv paged 16 all 0 0 bf16 none 0 0 none"), 39,
                "h2o paged 16 budget 0 0 bf16 none 0 256 h2o");
@@ -286,7 +286,8 @@ TEST_F(CudaDecodeFake, BudgetPolicyLaunchesTheMassKernel) {
   ASSERT_EQ(fake.launches(), before + 3) << "decode, merge, mass";
   attnc_fake_launch l = fake.last();
   EXPECT_STREQ(l.entry, "attnc_dec_mass");
-  EXPECT_EQ(l.grid[0], 2u) << "splits (the row tiles run inside)";
+  EXPECT_EQ(l.grid[0], unsigned(plan->splits * plan->splitSlots / 128))
+      << "a thread per slot of the splits, 128 a block";
   EXPECT_EQ(l.grid[1], 2u);
   EXPECT_EQ(l.grid[2], 2u);
   ASSERT_EQ(l.numParams, 33);
@@ -294,8 +295,21 @@ TEST_F(CudaDecodeFake, BudgetPolicyLaunchesTheMassKernel) {
   EXPECT_EQ(l.values[14], 2u) << "splits";
   EXPECT_EQ(l.values[31], mass.address());
   EXPECT_EQ(l.values[32], 2u) << "mass_rows";
+  EXPECT_EQ(l.sharedBytes, 0u) << "it reads the stored scores, no tiles";
+  // The workspace holds the parts and the scores, f32 [B * Hkv, G * Nq,
+  // splits * split_slots], so a budget decode needs one even unsplit.
+  EXPECT_EQ(plan->workspaceBytes,
+            size_t(plan->splits) * (2 * 8 * 3) * size_t(8 + 1 + plan->splitSlots) * sizeof(float));
+  auto one = (*k)->decodePlan(2, 8, 2, 3, 1000, 0, 1);
+  ASSERT_TRUE(bool(one));
+  EXPECT_EQ(one->workspaceBytes, size_t(2 * 8 * 3) * size_t(8 + 1 + 1024) * sizeof(float))
+      << "1000 slots in tiles of 64: one split of 1024";
   a.massRows = 0;
   a.splits = 1;
+  a.workspace = nullptr;
+  expectError((*k)->launch(a), "split(s) with a mass pass needs a " +
+                                   std::to_string(one->workspaceBytes) + "-byte workspace");
+  a.workspace = ws.buffer.data();
   ASSERT_TRUE((*k)->launch(a));
   EXPECT_EQ(fake.last().values[32], 3u) << "0: all Nq queries";
   // A policy without a budget takes no mass table.

@@ -144,8 +144,8 @@ cl::opt<bool> cudaDecodeLazyRescale(
 cl::opt<bool> cudaDecodeTransposed(
     "cuda-decode-transposed",
     cl::desc("CUDA target, --kv-cache: the decode kernel on 8-row tiles with the keys as the "
-             "MMAs' M (S^T = K Q^T, O^T = V^T P^T), where the kernel takes it (not budget "
-             "retention, head dims multiples of 32; on: int4 7-11% faster on the H100); "
+             "MMAs' M (S^T = K Q^T, O^T = V^T P^T), where the kernel takes it (head dims "
+             "multiples of 32, int4 with direct V; on: int4 7-11% faster on the H100); "
              "--cuda-block-q other than 8 turns it off"),
     cl::init(true), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<int64_t> cudaDecodeMinCtas(

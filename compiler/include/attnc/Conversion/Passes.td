@@ -170,8 +170,8 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "K Q^T, O^T = V^T P^T, P^T moved into B fragments by movmatrix): "
            "half the MMAs and O registers of the 16-row tile (H100: int4 "
            "7-11% faster, int8/bf16 0-2%). Kernels that cannot take it "
-           "(budget retention, head dims not multiples of 32, int4 without "
-           "quant-direct-v) get 16-row tiles; twins of 16 and 32 rows serve "
+           "(head dims not multiples of 32, int4 without quant-direct-v) "
+           "get 16-row tiles; twins of 16 and 32 rows serve "
            "G x Nq above 8. Off, block-q 8 is an error">
   ];
 }

@@ -34,6 +34,7 @@
 
 #include "DecodeKernel.h"
 #include "CacheUpdateKernels.h"
+#include "MassKernel.h"
 #include "MergeKernel.h"
 #include "NvvmBuilder.h"
 
@@ -44,19 +45,14 @@ using namespace mlir;
 using namespace mlir::attn::nvvm;
 
 /// Whether a kernel of this storage and these head dims can take the
-/// transposed decode step (cfg.decodeTransposed): not budget retention (its
-/// mass twin scores on 16-row tiles), head dims multiples of 32, and int4
-/// only with V's fragments from the raw rows (quantDirectV).
+/// transposed decode step (cfg.decodeTransposed): head dims multiples of 32,
+/// and int4 only with V's fragments from the raw rows (quantDirectV).
 static bool takesTransposedDecode(const attn::CacheStorage &storage,
                                   const attn::NvvmKernelConfig &cfg) {
-  return !storage.slotMass && cfg.headDim % 32 == 0 && cfg.headDimV % 32 == 0 &&
-         (!storage.nibbles || cfg.quantDirectV);
+  return cfg.headDim % 32 == 0 && cfg.headDimV % 32 == 0 && (!storage.nibbles || cfg.quantDirectV);
 }
 
 namespace {
-
-/// Kernel ABI arguments before the runtime parameters (see DecodeKernel.h).
-constexpr unsigned kNumDecodeArgs = 7 + 9 + 8 + 6 + 1;
 
 class DecodeLowering : public NvvmBuilder {
 public:
@@ -77,14 +73,14 @@ public:
     FailureOr<OpBuilder> mb = createModule(moduleBuilder);
     if (failed(mb))
       return failure();
-    if (failed(buildDecode(*mb, /*mass=*/false, "")))
+    if (failed(buildDecode(*mb, "")))
       return failure();
     buildMergeKernel(kernel, cfg, elemType, *mb);
     if (cfg.decodePdl)
       mb->getBlock()->getParentOp()->setAttr(attn::kMergeWaitsAttr, UnitAttr::get(ctx));
     buildCacheUpdateKernels(kernel, cfg, elemType, storage, *mb);
-    if (storage.slotMass && failed(buildDecode(*mb, /*mass=*/true, "_mass")))
-      return failure();
+    if (storage.slotMass)
+      buildMassKernel(kernel, cfg, elemType, numThreads, *mb);
     // Twins `attnc_<K>_q16` and `_q32` for more packed rows (speculative
     // decoding, G x Nq above the tile's 8 or 16 rows): K/V are read once
     // per row tile, with 32 rows once up to 32, at 1.5% more time than 16
@@ -99,7 +95,7 @@ public:
       twinCfg.blockQ = rows;
       twinCfg.decodeTransposed = false;
       DecodeLowering twin(kernel, twinCfg, elemType, storage);
-      if (failed(twin.buildDecode(*mb, /*mass=*/false, "_q" + std::to_string(rows))))
+      if (failed(twin.buildDecode(*mb, "_q" + std::to_string(rows))))
         return failure();
       twins.push_back(DenseI64ArrayAttr::get(ctx, {rows, twin.numThreads, twin.sharedBytes}));
     }
@@ -238,17 +234,10 @@ private:
                add(b, mul(b, remu(b, m, c(2)), c(8)), add(b, mul(b, t, c(2)), h)));
   }
 
-  /// The query head of packed row `pr` of KV head `hk` (g = pr / Nq).
-  Value queryHead(OpBuilder &b, Value hk, Value g, Value Hkv, Value G) {
-    return attention.getHeads() == attn::HeadMapping::Interleaved ? add(b, hk, mul(b, g, Hkv))
-                                                                  : add(b, mul(b, hk, G), g);
-  }
-
-  /// The decode kernel, or with `mass` its budget-retention twin
-  /// `attnc_<K>_mass` (DecodeKernel.h): the same tiles and scores, then
-  /// each slot's attention mass exp(s - LSE) from the final LSE instead of
-  /// the softmax and P.V.
-  LogicalResult buildDecode(OpBuilder &mb, bool mass, StringRef suffix) {
+  /// The decode kernel `attnc_<K><suffix>` (DecodeKernel.h). Budget
+  /// policies' kernels also store each (packed row, slot) score in the
+  /// workspace for their mass kernel (MassKernel.h).
+  LogicalResult buildDecode(OpBuilder &mb, StringRef suffix) {
     const int64_t D = cfg.headDim, Dv = cfg.headDimV, BQ = cfg.blockQ, BK = cfg.blockK;
     // tr: the transposed step (cfg.decodeTransposed, block-q 8): the warp's
     // 16 keys are the MMAs' M and the tile's 8 packed rows their N, S^T =
@@ -259,7 +248,7 @@ private:
     // fragments are the A fragments here, reordered), Q^T's B fragments
     // come from ldmatrix, and P^T's from S^T's C fragments by movmatrix
     // (bench/gpu/decode_fragments.py check_transposed).
-    const bool tr = cfg.decodeTransposed && !mass;
+    const bool tr = cfg.decodeTransposed;
     const int64_t MT = tr ? 1 : BQ / 16, warps = BK / 16, threads = warps * kWarp,
                   stages = cfg.stages;
     // Quantized pages (int8, or int4 two per byte) arrive raw with their f32
@@ -330,13 +319,7 @@ private:
     sharedBytes = std::max(stagesBase + stages * stageBytes, qBytes + combineBytes);
     numThreads = threads;
 
-    SmallVector<Type> types(7, ptrT());
-    types.append(9, i32());
-    types.append(8, i64());
-    types.append(6, ptrT());
-    types.push_back(i32());
-    if (mass)
-      types.append({ptrT(), i32()}); // kv_mass, mass_rows
+    SmallVector<Type> types = decodeAbiTypes();
     appendParamTypes(types);
     auto [fn, b] = createKernelFunc(mb, attn::cudaEntryName(kernel.getSymName()) + suffix.str(),
                                     types, threads);
@@ -348,7 +331,7 @@ private:
     // per token ran 1.5% slower and int8 1.2% (fp8 within 0.4%). Only where
     // that many CTAs' shared memory fits the SM (227 KB, 1 KB reserved per
     // CTA). cfg.decodeMinCtas replaces the default on the decode entry.
-    int64_t minCtas = !mass && storage.nibbles && kGroups > 1 && MT == 1 ? 3 : 0;
+    int64_t minCtas = storage.nibbles && kGroups > 1 && MT == 1 ? 3 : 0;
     if (cfg.decodeMinCtas > 0 && suffix.empty())
       minCtas = cfg.decodeMinCtas;
     if (minCtas > 0 && minCtas * (sharedBytes + 1024) <= 227 * 1024)
@@ -367,23 +350,19 @@ private:
     Value gPages = toGlobal(b, arg(24)), gPos = toGlobal(b, arg(25)), gLen = toGlobal(b, arg(26)),
           gQpos = toGlobal(b, arg(27));
     Value writeLse = arg(30);
-    Value gMass = mass ? toGlobal(b, arg(31)) : Value(), massRows = mass ? arg(32) : Value();
-    bindParams(b, fn, kNumDecodeArgs + (mass ? 2 : 0));
+    bindParams(b, fn, kNumDecodeArgs);
     // The merge (the next launch) may start as soon as every CTA has begun:
     // its CTAs become resident while the decode streams K/V and wait in
     // griddepcontrol.wait, so the launch latency between the two kernels
     // leaves the step's critical path. The mass pass runs after the merge.
-    if (cfg.decodePdl && !mass)
+    if (cfg.decodePdl)
       NVVM::GriddepcontrolOp::create(b, l, NVVM::GridDepActionKind::launch_dependents);
 
     Value bx = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::x));
     Value hk = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::y));
     Value bIdx = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::z));
     Value tid = idx32(b, gpu::ThreadIdOp::create(b, l, gpu::Dimension::x));
-    // The mass kernel's grid is (splits, Hkv, B): a CTA runs the row tiles
-    // of its slots in order, so each slot's mass is summed by one thread in
-    // a fixed order (deterministic eviction).
-    Value split = mass ? bx : remu(b, bx, splits), rowTile = divu(b, bx, splits);
+    Value split = remu(b, bx, splits), rowTile = divu(b, bx, splits);
     Value warp = divu(b, tid, ci32(b, kWarp)), lane = remu(b, tid, ci32(b, kWarp));
     Value grp = divu(b, lane, ci32(b, 4)), tig = remu(b, lane, ci32(b, 4));
     Value G = divu(b, Hq, Hkv), R = mul(b, G, Nq);
@@ -405,6 +384,19 @@ private:
       Value g = divu(b, prc, Nq);
       return std::make_pair(queryHead(b, hk, g, Hkv, G), remu(b, prc, Nq));
     };
+    // The tile row of this thread's fragment slot rs: slot 2 * mt + half is
+    // row 16 * mt + lane / 4 + 8 * half; tr's slot rs is row 2 * tig + rs.
+    auto rowInTile = [&](OpBuilder &b, int64_t rs) {
+      return tr ? add(b, mul(b, tig, ci32(b, 2)), ci32(b, rs))
+                : add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2)));
+    };
+    // Budget policies: the scores after the split parts in the workspace,
+    // f32 [B * Hkv, G * Nq, splits * split_slots] (MassKernel.h).
+    Value gScores, scoreStride;
+    if (storage.slotMass) {
+      gScores = gep(b, gLp, ext64(b, mul(b, splits, mul(b, B, mul(b, Hq, Nq)))), f32());
+      scoreStride = ext64(b, mul(b, splits, splitSlots));
+    }
 
     Value smem = LLVM::AddressOfOp::create(b, l, ptrT(3), "attnc_smem");
     auto smemAt = [&](OpBuilder &b, Value byteOffset) {
@@ -537,17 +529,13 @@ private:
         int64_t kCols = D / perByte, vCols = Dv / perByte;
         int64_t kPitch = quant ? kRaw : kStride, vPitch = quant ? vRaw : vStride;
         const bool swK = quant ? swizzleRawK : swizzleK, swV = quant ? swizzleRawV : swizzleV;
-        if (mass) { // Q.K^T only
-          copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, swK, source(kCols));
-          if (quant)
-            copyWords(b, gKs, stageAt(b, stage, stKs), kGroups, source(kGroups));
-        } else if (kCols == vCols && kPitch == vPitch) {
+        if (kCols == vCols && kPitch == vPitch) {
           copyRows(b, {{gK, kOff}, {gV, vOff}}, in, BK, kCols, kPitch, swK, source(kCols));
         } else {
           copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, swK, source(kCols));
           copyRows(b, {{gV, vOff}}, in, BK, vCols, vPitch, swV, source(vCols));
         }
-        if (quant && !mass) {
+        if (quant) {
           copyWords(b, gKs, stageAt(b, stage, stKs), kGroups, source(kGroups));
           copyWords(b, gVs, stageAt(b, stage, stVs), vGroups, source(vGroups));
         }
@@ -564,7 +552,7 @@ private:
         Value first = add(b, s0, mul(b, t, ci32(b, BK)));
         const int64_t bytes = quant ? 1 : elemType.getIntOrFloatBitWidth() / 8;
         const int64_t kRow = D / perByte * bytes, vRow = Dv / perByte * bytes;
-        const int64_t kLines = (kRow + 127) / 128, lines = kLines + (mass ? 0 : (vRow + 127) / 128);
+        const int64_t kLines = (kRow + 127) / 128, lines = kLines + (vRow + 127) / 128;
         forEachIndex(b, BK * lines, [&](OpBuilder &b, Value j) {
           Value r = divu(b, j, ci32(b, lines)), line = remu(b, j, ci32(b, lines));
           Value slot = add(b, first, r);
@@ -716,14 +704,10 @@ private:
         }
       }
 
-      // This thread's fragment rows: slot rs = 2*mt + half is row
-      // 16*mt + lane/4 + 8*half of the tile.
+      // This thread's fragment rows (rowInTile).
       SmallVector<Value> rowHead, rowPos;
-      // tr: slot rs is row 2 * tig + rs.
       for (int64_t rs = 0; rs < RS; ++rs) {
-        Value row = tr ? add(b, mul(b, tig, ci32(b, 2)), ci32(b, rs))
-                       : add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2)));
-        auto [h, i] = rowCoords(b, add(b, r0, row));
+        auto [h, i] = rowCoords(b, add(b, r0, rowInTile(b, rs)));
         rowHead.push_back(h);
         rowPos.push_back(add(b, qPos0, i));
       }
@@ -754,32 +738,11 @@ private:
       }
 
       // Loop state: m (RS rows, log2 domain), l (RS rows, thread-partial), O
-      // (MT x Dv/8 n-blocks x 4); none for the mass kernel.
+      // (MT x Dv/8 n-blocks x 4).
       SmallVector<Value> init;
-      if (!mass) {
-        init.append(RS, negInf);
-        init.append(RS, zero);
-        init.append(oTiles * 4, zero);
-      }
-      // The mass kernel: per fragment row, its final LSE in the log2 domain
-      // and whether its mass counts (a real row, among the last mass_rows
-      // queries, with keys).
-      SmallVector<Value> rowLse2, rowCounts;
-      if (mass)
-        for (int64_t rs = 0; rs < RS; ++rs) {
-          Value pr = add(b, r0, add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2))));
-          auto [h, i] = rowCoords(b, pr);
-          Value lse = load(
-              b, f32(), gL,
-              add(b, mul(b, b64, stride(6)), add(b, mul(b, ext64(b, h), stride(7)), ext64(b, i))));
-          Value counts =
-              arith::AndIOp::create(b, l, cmpi(b, arith::CmpIPredicate::slt, pr, R),
-                                    cmpi(b, arith::CmpIPredicate::sge, i, sub(b, Nq, massRows)));
-          counts = arith::AndIOp::create(
-              b, l, counts, arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, lse, negInf));
-          rowCounts.push_back(counts);
-          rowLse2.push_back(select(b, counts, fmul(b, lse, cf32(b, kLog2e)), zero));
-        }
+      init.append(RS, negInf);
+      init.append(RS, zero);
+      init.append(oTiles * 4, zero);
 
       auto loop = scf::ForOp::create(
           b, l, ci32(b, 0), nTiles, ci32(b, 1), init,
@@ -799,7 +762,7 @@ private:
             Value kOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stK);
             Value vOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stV);
             Value posBase = smemAt(b, stageAt(b, stage, stPos));
-            if (quant && !mass && !directV)
+            if (quant && !directV)
               dequantize(b, stage);
 
             // S = Q K^T over the warp's 16 keys: one ldmatrix.x4 of K per
@@ -943,41 +906,20 @@ private:
               scf::YieldOp::create(b, l, iter);
               return;
             }
-            if (mass) {
-              // mass[slot] += sum over counted rows of 2^(t - LSE2): per key,
-              // the thread's rows, then the 8 lanes of its column (xor 4, 8,
-              // 16); lanes 0-3 add to the slot (one thread per slot).
-              SmallVector<Value> colSum(4, zero);
-              for (int64_t mt = 0; mt < MT; ++mt)
-                for (int64_t nb = 0; nb < 2; ++nb)
-                  for (int i = 0; i < 4; ++i) {
-                    int64_t rs = slotOf(mt, i);
-                    Value p = ex2(b, fsub(b, tv[mt * 8 + nb * 4 + i], rowLse2[rs]));
-                    colSum[nb * 2 + (i & 1)] =
-                        fadd(b, colSum[nb * 2 + (i & 1)], select(b, rowCounts[rs], p, zero));
-                  }
-              for (Value &c : colSum)
-                for (int64_t x : {4, 8, 16})
-                  c = fadd(b, c, shflXor(b, c, x));
-              ifThen(b, cmpi(b, arith::CmpIPredicate::eq, grp, ci32(b, 0)), [&](OpBuilder &b) {
-                for (int64_t nb = 0; nb < 2; ++nb)
-                  for (int j = 0; j < 2; ++j) {
-                    Value slot = add(b, tileSlot, keyLocal(b, nb * 2 + j));
-                    ifThen(b, cmpi(b, arith::CmpIPredicate::slt, slot, s1), [&](OpBuilder &b) {
-                      // A reduction (red.global.add): no round trip to wait
-                      // for before the next tile. One thread owns the slot,
-                      // and its adds to one address apply in program order.
-                      Value at = add(b, posRow, ext64(b, slot));
-                      LLVM::AtomicRMWOp::create(b, l, LLVM::AtomicBinOp::fadd,
-                                                gep(b, gMass, at, f32()), colSum[nb * 2 + j],
-                                                LLVM::AtomicOrdering::monotonic);
-                    });
-                  }
-              });
-              gpu::BarrierOp::create(b, l);
-              scf::YieldOp::create(b, l, iter);
-              return;
-            }
+            // Budget policies: the scores (log2 domain, masked -inf) of
+            // the tile's rows and slots, for the mass kernel after the
+            // merge (MassKernel.h), which needs the final LSE.
+            if (storage.slotMass)
+              for (int64_t e = 0; e < numElems; ++e) {
+                Value pr = add(b, r0, rowInTile(b, elemSlot(e)));
+                Value slot = add(b, tileSlot, keyLocal(b, elemKey(e)));
+                Value valid = arith::AndIOp::create(b, l, cmpi(b, arith::CmpIPredicate::slt, pr, R),
+                                                    cmpi(b, arith::CmpIPredicate::slt, slot, s1));
+                ifThen(b, valid, [&](OpBuilder &b) {
+                  Value row = add(b, mul(b, ext64(b, tableRow), ext64(b, R)), ext64(b, pr));
+                  store(b, tv[e], gScores, add(b, mul(b, row, scoreStride), ext64(b, slot)));
+                });
+              }
             // A row's other keys: in the lanes of its quad (xor 1, 2), tr's
             // in the lanes of its column (xor 4, 8, 16).
             for (int64_t x : rowLanes)
@@ -1133,16 +1075,6 @@ private:
       return loop;
     };
 
-    if (mass) {
-      Value rowTiles = arith::CeilDivSIOp::create(b, l, R, ci32(b, BQ));
-      scf::ForOp::create(b, l, ci32(b, 0), rowTiles, ci32(b, 1), ValueRange{},
-                         [&](OpBuilder &b, Location l, Value t, ValueRange) {
-                           rowTileBody(b, mul(b, t, ci32(b, BQ)));
-                           scf::YieldOp::create(b, l);
-                         });
-      gpu::ReturnOp::create(b, l);
-      return failure(hadError);
-    }
     Value r0 = mul(b, rowTile, ci32(b, BQ));
     scf::ForOp loop = rowTileBody(b, r0);
     Value negInf = cf32(b, -std::numeric_limits<float>::infinity()), zero = cf32(b, 0.0);
@@ -1160,9 +1092,7 @@ private:
       Value lsum = res[RS + rs];
       for (int64_t x : rowLanes)
         lsum = fadd(b, lsum, shflXor(b, lsum, x));
-      Value row = tr ? add(b, mul(b, tig, ci32(b, 2)), ci32(b, rs))
-                     : add(b, grp, ci32(b, 16 * (rs / 2) + 8 * (rs % 2)));
-      Value at = add(b, mul(b, warp, ci32(b, BQ)), row);
+      Value at = add(b, mul(b, warp, ci32(b, BQ)), rowInTile(b, rs));
       ifThen(b, cmpi(b, arith::CmpIPredicate::eq, tr ? grp : tig, ci32(b, 0)), [&](OpBuilder &b) {
         store(b, res[rs], mBase, at);
         store(b, lsum, lBase, at);

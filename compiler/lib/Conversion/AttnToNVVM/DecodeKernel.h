@@ -16,13 +16,10 @@
 // more, split s writes rows s * B * Hq * Nq + (b * Hq + h) * Nq + i of
 // O_part (f32, Dv each) and LSE_part (f32), and `attnc_<K>_merge`
 // combines them (ABI in MergeKernel.h).
-// Budget policies (H2O, SnapKV) add `attnc_<K>_mass` (grid (splits, Hkv,
-// B), the decode's threads and shared memory): the decode ABI with, before
-// the runtime parameters,
-//   u64 kv_mass (f32 [B * Hkv, max_slots], added to), i32 mass_rows
-// It reads the final LSE (the LSE argument) and adds, per slot, the
-// attention mass exp(s - LSE) of the rows whose query is among the last
-// mass_rows.
+// Budget policies (H2O, SnapKV) also store their scores after LSE_part
+// (f32 [B * Hkv, G * Nq, splits * split_slots], also with one split) and
+// add `attnc_<K>_mass`, which turns them into each slot's attention mass
+// once the LSE is final (ABI in MassKernel.h).
 //
 //===----------------------------------------------------------------------===//
 
@@ -41,8 +38,8 @@ namespace mlir::attn::nvvm {
 struct DecodeLaunch {
   int64_t threads = 0, sharedBytes = 0;
   /// Packed rows per CTA: cfg.blockQ, or 16 where the kernel cannot take
-  /// the transposed step cfg asked for (budget retention, head dims not
-  /// multiples of 32, int4 without quantDirectV).
+  /// the transposed step cfg asked for (head dims not multiples of 32, int4
+  /// without quantDirectV).
   int64_t blockQ = 0;
 };
 

@@ -87,6 +87,25 @@ protected:
     return {fn, OpBuilder::atBlockBegin(&fn.getBody().front())};
   }
 
+  /// The KV-cache decode ABI before the runtime parameters (DecodeKernel.h):
+  /// the decode kernel's arguments, which the mass kernel's extend.
+  static constexpr unsigned kNumDecodeArgs = 7 + 9 + 8 + 6 + 1;
+  SmallVector<Type> decodeAbiTypes() {
+    SmallVector<Type> types(7, ptrT());
+    types.append(9, i32());
+    types.append(8, i64());
+    types.append(6, ptrT());
+    types.push_back(i32());
+    assert(types.size() == kNumDecodeArgs);
+    return types;
+  }
+  /// The query head of packed row `pr` of KV head `hk` in a decode step
+  /// (g = pr / Nq, G = Hq / Hkv).
+  Value queryHead(OpBuilder &b, Value hk, Value g, Value Hkv, Value G) {
+    return attention.getHeads() == attn::HeadMapping::Interleaved ? add(b, hk, mul(b, g, Hkv))
+                                                                  : add(b, mul(b, hk, G), g);
+  }
+
   /// ABI types of the kernel's runtime parameters: a scalar as itself, a
   /// tensor as a pointer and one i32 extent per dimension.
   void appendParamTypes(SmallVectorImpl<Type> &types) {

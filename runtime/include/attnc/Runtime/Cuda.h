@@ -109,8 +109,9 @@ struct CudaCacheLaunchArgs {
   std::map<std::string, Arg> params;
   /// KV splits per (sequence, KV head, row tile); 0: decodePlan's choice.
   int64_t splits = 0;
-  /// Device scratch for the splits' partial results (decodePlan's
-  /// workspaceBytes); unused with one split.
+  /// Device scratch of decodePlan's workspaceBytes: the splits' partial
+  /// results and, for budget policies, the scores their mass kernel reads
+  /// (needed then even with one split); none otherwise.
   void *workspace = nullptr;
   size_t workspaceBytes = 0;
   /// Budget policies (H2O, SnapKV): f32 [B * Hkv, max_slots] on the device,
@@ -118,7 +119,7 @@ struct CudaCacheLaunchArgs {
   /// queries (0: all Nq) put on each slot, after the decode (it reads the
   /// final LSE, so `lse` is required). Zero it first; the host cache takes
   /// it through KvCache::updateScores. Deterministic: one thread sums each
-  /// slot, over the row tiles in order.
+  /// slot, over the packed rows in order.
   DLTensor *mass = nullptr;
   int64_t massRows = 0;
 };
