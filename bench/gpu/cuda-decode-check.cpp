@@ -30,6 +30,7 @@
 #include "attnc/Runtime/KvCache.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -384,11 +385,99 @@ bool checkKernel(const std::string &ptxPath) {
   return ok;
 }
 
+/// --time-store: the time of CudaKvStore::decode steps (append a token to
+/// each sequence, then decode; the decode waits for its kernels) at B = 8,
+/// Hq/Hkv = 32/8, `length` tokens, the device tables kept (the same
+/// sequences each step) against uploaded whole (the order alternating,
+/// which is what every step cost before they were kept). A benchmark, not
+/// a check: it compares nothing.
+int timeStore(const std::string &ptxPath, int64_t length) {
+  auto kernel = CudaKernel::load(readFile(ptxPath), readFile(ptxPath + ".meta"));
+  if (!kernel) {
+    std::printf("%s: %s\n", ptxPath.c_str(), kernel.message().c_str());
+    return 1;
+  }
+  const CudaKernelInfo &ki = (*kernel)->info();
+  const int64_t B = 8, Hkv = 8, Hq = 32, D = ki.headDim, Dv = ki.headDimV, steps = 20;
+  const int64_t chunk = 4096;
+  KvCacheOptions o;
+  o.policy = *ki.cache;
+  o.numKvHeads = Hkv, o.headDim = D, o.headDimV = Dv, o.inputDtype = "bf16";
+  o.numPages = B * Hkv * ((length + 2 * steps) / 16 + 2);
+  auto store = CudaKvStore::create(*kernel, o.numPages, 0);
+  if (!store) {
+    std::printf("%s\n", store.message().c_str());
+    return 1;
+  }
+  o.store = *store;
+  auto cache = KvCache::create(o);
+  if (!cache) {
+    std::printf("%s\n", cache.message().c_str());
+    return 1;
+  }
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  std::vector<uint16_t> host(size_t(Hkv * chunk * std::max(D, Dv)));
+  for (auto &x : host)
+    x = floatToBf16(normal(rng));
+  Device kc, vc, q, out;
+  Status s = kc.set(host.data(), size_t(Hkv * chunk * D) * 2, {Hkv, chunk, D}, kBF16);
+  if (s)
+    s = vc.set(host.data(), size_t(Hkv * chunk * Dv) * 2, {Hkv, chunk, Dv}, kBF16);
+  if (s)
+    s = q.set(host.data(), size_t(B * Hq * D) * 2, {B, Hq, 1, D}, kBF16);
+  if (s)
+    s = out.set(nullptr, size_t(B * Hq * Dv) * 2, {B, Hq, 1, Dv}, kBF16);
+  std::vector<int64_t> seqs;
+  for (int64_t b = 0; b < B && s; ++b) {
+    seqs.push_back(*(*cache)->addSequence());
+    for (int64_t at = 0; at + chunk <= length && s; at += chunk)
+      s = (*cache)->append(seqs.back(), &kc.t, &vc.t);
+  }
+  Device k1, v1;
+  if (s)
+    s = k1.set(host.data(), size_t(Hkv * D) * 2, {Hkv, 1, D}, kBF16);
+  if (s)
+    s = v1.set(host.data(), size_t(Hkv * Dv) * 2, {Hkv, 1, Dv}, kBF16);
+  if (!s) {
+    std::printf("%s\n", s.message().c_str());
+    return 1;
+  }
+  std::vector<int64_t> reversed(seqs.rbegin(), seqs.rend());
+  for (bool kept : {true, false}) {
+    std::vector<double> ms;
+    size_t bytes = 0;
+    for (int64_t step = 0; step < steps; ++step) {
+      for (int64_t seq : seqs)
+        if (Status a = (*cache)->append(seq, &k1.t, &v1.t); !a) {
+          std::printf("%s\n", a.message().c_str());
+          return 1;
+        }
+      const std::vector<int64_t> &order = kept || step % 2 ? seqs : reversed;
+      auto t0 = std::chrono::steady_clock::now();
+      if (Status d = (*store)->decode(**cache, order, &q.t, &out.t); !d) {
+        std::printf("%s\n", d.message().c_str());
+        return 1;
+      }
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      bytes = (*store)->lastTableUploadBytes();
+    }
+    std::sort(ms.begin(), ms.end());
+    std::printf("%s B=%lld L=%lld, tables %s: decode %.3f ms a step (median of %lld), "
+                "tables uploaded %.2f MB in the last step\n",
+                ki.name.c_str(), (long long)B, (long long)length,
+                kept ? "kept on the device" : "uploaded whole", ms[ms.size() / 2], (long long)steps,
+                double(bytes) / 1e6);
+  }
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s KERNEL.ptx...\n", argv[0]);
+    std::fprintf(stderr, "usage: %s KERNEL.ptx... | --time-store KERNEL.ptx [LENGTH]\n", argv[0]);
     return 2;
   }
   std::string why;
@@ -396,6 +485,8 @@ int main(int argc, char **argv) {
     std::printf("no GPU: %s\n", why.c_str());
     return 77; // skipped
   }
+  if (std::string(argv[1]) == "--time-store" && argc >= 3)
+    return timeStore(argv[2], argc > 3 ? std::stoll(argv[3]) : 65536);
   int passed = 0, failed = 0;
   for (int i = 1; i < argc; ++i)
     (checkKernel(argv[i]) ? passed : failed)++;

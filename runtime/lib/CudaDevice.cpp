@@ -116,6 +116,22 @@ Status CudaBuffer::upload(const void *src, size_t n, size_t offset) {
   });
 }
 
+Status CudaBuffer::uploadRect(const void *src, size_t srcPitch, size_t width, size_t height,
+                              size_t offset, size_t dstPitch) {
+  if (!width || !height)
+    return Status::ok();
+  if (width > srcPitch || width > dstPitch)
+    return Status::error("upload: rows of " + std::to_string(width) + " bytes, pitches " +
+                         std::to_string(srcPitch) + " / " + std::to_string(dstPitch));
+  if (Status s = checkRange("upload", offset, (height - 1) * dstPitch + width, bytes); !s)
+    return s;
+  CUDA_MEMCPY2D c{};
+  c.srcMemoryType = CU_MEMORYTYPE_HOST, c.srcHost = src, c.srcPitch = srcPitch;
+  c.dstMemoryType = CU_MEMORYTYPE_DEVICE, c.dstDevice = ptr + offset, c.dstPitch = dstPitch;
+  c.WidthInBytes = width, c.Height = height;
+  return inDevice(dev, [&](const Driver &d) { return ATTNC_CU(d, cuMemcpy2D, &c); });
+}
+
 Status CudaBuffer::download(void *dst, size_t n, size_t offset) const {
   if (Status s = checkRange("download", offset, n, bytes); !s)
     return s;

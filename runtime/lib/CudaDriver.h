@@ -80,6 +80,26 @@ struct CUlaunchConfig {
 static_assert(sizeof(CUlaunchAttribute) == 72 && sizeof(CUlaunchConfig) == 56,
               "the driver's layouts (cuda.h)");
 
+// cuMemcpy2D's description (CUDA_MEMCPY2D_v2 of cuda.h): a rectangle of
+// WidthInBytes x Height between pitched host or device memory (memory
+// types CU_MEMORYTYPE_*, above).
+struct CUDA_MEMCPY2D {
+  size_t srcXInBytes, srcY;
+  unsigned srcMemoryType;
+  const void *srcHost;
+  CUdeviceptr srcDevice;
+  void *srcArray;
+  size_t srcPitch;
+  size_t dstXInBytes, dstY;
+  unsigned dstMemoryType;
+  void *dstHost;
+  CUdeviceptr dstDevice;
+  void *dstArray;
+  size_t dstPitch;
+  size_t WidthInBytes, Height;
+};
+static_assert(sizeof(CUDA_MEMCPY2D) == 128, "the driver's layout (cuda.h)");
+
 /// Largest dynamic shared memory a launch gets without opting in.
 constexpr int64_t kDefaultDynamicSharedBytes = 48 * 1024;
 
@@ -123,6 +143,7 @@ constexpr int64_t kDefaultDynamicSharedBytes = 48 * 1024;
   X(cuMemFree, "cuMemFree_v2", nullptr, (CUdeviceptr))                                             \
   X(cuMemcpyHtoD, "cuMemcpyHtoD_v2", nullptr, (CUdeviceptr, const void *, size_t))                 \
   X(cuMemcpyDtoH, "cuMemcpyDtoH_v2", nullptr, (void *, CUdeviceptr, size_t))                       \
+  X(cuMemcpy2D, "cuMemcpy2D_v2", nullptr, (const CUDA_MEMCPY2D *))                                 \
   X(cuStreamSynchronize, "cuStreamSynchronize", nullptr, (CUstream))                               \
   X(cuEventCreate, "cuEventCreate", nullptr, (CUevent *, unsigned))                                \
   X(cuEventDestroy, "cuEventDestroy_v2", "cuEventDestroy", (CUevent))                              \

@@ -48,6 +48,18 @@ struct CudaKvStore::Buffers {
   CudaBuffer rows, pages, positions, lengths, queryPositions, workspace, mass, lse;
   std::vector<int64_t> kShape, vShape, ksShape, vsShape;
   DLTensor k{}, v{}, ks{}, vs{}; // over the pools (which never move)
+
+  // The tables of the last decode on the device, mirrored here with the
+  // same row pitches: a row per (sequence, KV head) of `sequences`.
+  struct TableRow {
+    uint64_t stamp = 0;           // KvCache::SequenceView::layoutStamp seen
+    int64_t slots = 0, pages = 0; // uploaded
+  };
+  std::vector<int64_t> sequences;
+  int64_t pagesPitch = 0, slotsPitch = 0;
+  std::vector<TableRow> tableRows;
+  std::vector<int32_t> hostPages, hostPositions, hostLengths, hostQueryPositions;
+  int64_t maxLength = 0;
 };
 
 CudaKvStore::~CudaKvStore() = default;
@@ -168,6 +180,131 @@ Status CudaKvStore::read(int32_t row, void *k, void *v, float *kScales, float *v
   return bufs->vScales.download(vScales, size_t(gV) * 4, size_t(row) * gV * 4);
 }
 
+Status CudaKvStore::syncTables(KvCache &cache, const std::vector<int64_t> &sequences, int64_t Nq) {
+  Buffers &b = *bufs;
+  const int64_t Hkv = cache.options().numKvHeads, B = int64_t(sequences.size());
+  const int64_t rowsT = B * Hkv;
+  std::vector<KvCache::SequenceView> views;
+  int64_t maxPages = 1;
+  b.maxLength = 0;
+  for (int64_t seq : sequences) {
+    for (int64_t h = 0; h < Hkv; ++h) {
+      auto v = cache.view(seq, h);
+      if (!v)
+        return v.error();
+      if (v->length < Nq)
+        return Status::error("sequence " + std::to_string(seq) + " has " +
+                             std::to_string(v->length) + " tokens, fewer than the " +
+                             std::to_string(Nq) + " queries (append them first)");
+      maxPages = std::max<int64_t>(maxPages, int64_t(v->pages->size()));
+      b.maxLength = std::max(b.maxLength, v->slots);
+      views.push_back(*v);
+    }
+  }
+  tableUploadBytes = 0;
+  // Other sequences, or rows past the pitch: every row again, with room
+  // for a quarter more pages, so that decode steps append in place.
+  if (sequences != b.sequences || maxPages > b.pagesPitch) {
+    b.sequences = sequences;
+    b.pagesPitch = maxPages + maxPages / 4 + 1;
+    b.slotsPitch = b.pagesPitch * P;
+    b.hostPages.assign(size_t(rowsT * b.pagesPitch), 0);
+    b.hostPositions.assign(size_t(rowsT * b.slotsPitch), -1);
+    b.tableRows.assign(size_t(rowsT), Buffers::TableRow{});
+    if (Status s = ensure(b.pages, b.hostPages.size() * 4, dev); !s)
+      return s;
+    if (Status s = ensure(b.positions, b.hostPositions.size() * 4, dev); !s)
+      return s;
+    for (int64_t r = 0; r < rowsT; ++r) {
+      const KvCache::SequenceView &v = views[r];
+      std::copy(v.pages->begin(), v.pages->end(), b.hostPages.begin() + r * b.pagesPitch);
+      std::copy(v.pos->begin(), v.pos->begin() + v.slots,
+                b.hostPositions.begin() + r * b.slotsPitch);
+      b.tableRows[r] = {v.layoutStamp, v.slots, int64_t(v.pages->size())};
+    }
+    if (Status s = b.pages.upload(b.hostPages.data(), b.hostPages.size() * 4); !s)
+      return s;
+    if (Status s = b.positions.upload(b.hostPositions.data(), b.hostPositions.size() * 4); !s)
+      return s;
+    tableUploadBytes = (b.hostPages.size() + b.hostPositions.size()) * 4;
+  } else {
+    // Per row, the range [from, to) of its pages and positions that
+    // changed: past the uploaded ones while the layout stamp stays, else
+    // the whole row (dropped and moved slots; the old tail back to -1).
+    // Rows with equal ranges (a sequence's heads, as a rule) go up in one
+    // rectangle.
+    struct Range {
+      int64_t from = 0, to = 0;
+    };
+    std::vector<Range> pageRanges(static_cast<size_t>(rowsT)),
+        posRanges(static_cast<size_t>(rowsT));
+    for (int64_t r = 0; r < rowsT; ++r) {
+      const KvCache::SequenceView &v = views[r];
+      Buffers::TableRow &row = b.tableRows[r];
+      const int64_t pages = int64_t(v.pages->size());
+      int32_t *hp = b.hostPages.data() + r * b.pagesPitch;
+      int32_t *hs = b.hostPositions.data() + r * b.slotsPitch;
+      const bool appended =
+          v.layoutStamp == row.stamp && v.slots >= row.slots && pages >= row.pages;
+      Range pr{appended ? row.pages : 0, std::max(pages, row.pages)};
+      Range sr{appended ? row.slots : 0, std::max(v.slots, row.slots)};
+      std::fill(hp + pr.from, hp + pr.to, 0);
+      std::copy(v.pages->begin() + pr.from, v.pages->end(), hp + pr.from);
+      std::fill(hs + sr.from, hs + sr.to, -1);
+      std::copy(v.pos->begin() + sr.from, v.pos->begin() + v.slots, hs + sr.from);
+      pageRanges[r] = pr, posRanges[r] = sr;
+      row = {v.layoutStamp, v.slots, pages};
+    }
+    auto upload = [&](CudaBuffer &buffer, const std::vector<int32_t> &host, int64_t pitch,
+                      const std::vector<Range> &ranges) -> Status {
+      // Most of the table changed (rows of a sliding window drop a slot
+      // each step): one copy of all of it beats a rectangle per sequence.
+      size_t changed = 0;
+      for (const Range &g : ranges)
+        changed += size_t(g.to - g.from);
+      if (2 * changed > host.size()) {
+        tableUploadBytes += host.size() * 4;
+        return buffer.upload(host.data(), host.size() * 4);
+      }
+      for (int64_t r = 0; r < rowsT;) {
+        int64_t end = r + 1;
+        while (end < rowsT && ranges[end].from == ranges[r].from && ranges[end].to == ranges[r].to)
+          ++end;
+        const Range &g = ranges[r];
+        if (g.to > g.from) {
+          const size_t offset = size_t(r * pitch + g.from) * 4, width = size_t(g.to - g.from) * 4;
+          if (Status s = buffer.uploadRect(host.data() + r * pitch + g.from, size_t(pitch) * 4,
+                                           width, size_t(end - r), offset, size_t(pitch) * 4);
+              !s)
+            return s;
+          tableUploadBytes += width * size_t(end - r);
+        }
+        r = end;
+      }
+      return Status::ok();
+    };
+    if (Status s = upload(b.pages, b.hostPages, b.pagesPitch, pageRanges); !s)
+      return s;
+    if (Status s = upload(b.positions, b.hostPositions, b.slotsPitch, posRanges); !s)
+      return s;
+  }
+  // Lengths and query positions: a few words, every call.
+  b.hostLengths.assign(size_t(rowsT), 0);
+  b.hostQueryPositions.assign(size_t(B), 0);
+  for (int64_t r = 0; r < rowsT; ++r) {
+    b.hostLengths[r] = int32_t(views[r].slots);
+    b.hostQueryPositions[r / Hkv] = int32_t(views[r].length - Nq);
+  }
+  for (auto [buffer, host] :
+       {std::pair{&b.lengths, &b.hostLengths}, {&b.queryPositions, &b.hostQueryPositions}}) {
+    if (Status s = ensure(*buffer, host->size() * 4, dev); !s)
+      return s;
+    if (Status s = buffer->upload(host->data(), host->size() * 4); !s)
+      return s;
+  }
+  return Status::ok();
+}
+
 Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences, const DLTensor *q,
                            DLTensor *o, DLTensor *lse, const std::map<std::string, Arg> &params) {
   if (cache.poolStore() != this)
@@ -176,24 +313,16 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
     return Status::error("q: expected a [B, Hq, Nq, D] tensor");
   const int64_t B = int64_t(sequences.size()), Hq = q->shape[1], Nq = q->shape[2];
   const int64_t Hkv = cache.options().numKvHeads;
-  auto t = cache.tables(sequences, Nq);
-  if (!t)
-    return t.error();
-  Buffers &b = *bufs;
-  const int64_t rowsT = B * Hkv;
-  std::vector<int64_t> pagesShape{rowsT, t->maxPages}, posShape{rowsT, t->maxSlots},
-      lenShape{rowsT}, qposShape{B};
-  for (auto [buffer, data, n] :
-       {std::tuple{&b.pages, t->pages.data(), t->pages.size()},
-        {&b.positions, t->positions.data(), t->positions.size()},
-        {&b.lengths, t->lengths.data(), t->lengths.size()},
-        {&b.queryPositions, t->queryPositions.data(), t->queryPositions.size()}}) {
-    if (Status s = ensure(*buffer, n * 4, dev); !s)
-      return s;
-    if (n)
-      if (Status s = buffer->upload(data, n * 4); !s)
-        return s;
+  if (B == 0)
+    return Status::error("CudaKvStore::decode: no sequences");
+  if (Status s = syncTables(cache, sequences, Nq); !s) {
+    bufs->sequences.clear(); // the device tables may be half updated
+    return s;
   }
+  Buffers &b = *bufs;
+  const int64_t rowsT = B * Hkv, maxSlots = b.slotsPitch;
+  std::vector<int64_t> pagesShape{rowsT, b.pagesPitch}, posShape{rowsT, maxSlots}, lenShape{rowsT},
+      qposShape{B};
   DLTensor pages = tensorOf(b.pages, pagesShape, kI32), pos = tensorOf(b.positions, posShape, kI32),
            len = tensorOf(b.lengths, lenShape, kI32),
            qpos = tensorOf(b.queryPositions, qposShape, kI32);
@@ -202,7 +331,7 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
   a.cache = pools();
   a.cache.pages = &pages, a.cache.positions = &pos, a.cache.lengths = &len;
   a.cache.queryPositions = &qpos;
-  a.cache.maxLength = std::max<int64_t>(t->maxLength, 1);
+  a.cache.maxLength = std::max<int64_t>(b.maxLength, 1);
   a.params = params;
   auto plan = kernel->decodePlan(B, Hq, Hkv, Nq, a.cache.maxLength, dev);
   if (!plan)
@@ -213,11 +342,11 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
     a.workspace = b.workspace.data(), a.workspaceBytes = b.workspace.size();
   }
   // Budget policies: the mass table (zeroed) and an LSE if none is wanted.
-  std::vector<int64_t> massShape{rowsT, t->maxSlots}, lseShape{B, Hq, Nq};
+  std::vector<int64_t> massShape{rowsT, maxSlots}, lseShape{B, Hq, Nq};
   DLTensor massT, lseT;
   const bool budget = cache.scoresSlots();
   if (budget) {
-    if (Status s = ensure(b.mass, size_t(rowsT * t->maxSlots) * 4, dev); !s)
+    if (Status s = ensure(b.mass, size_t(rowsT * maxSlots) * 4, dev); !s)
       return s;
     if (Status s = b.mass.fill32(0); !s)
       return s;
@@ -237,8 +366,8 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
     return s;
   if (!budget)
     return Status::ok();
-  std::vector<float> mass(size_t(rowsT * t->maxSlots));
+  std::vector<float> mass(size_t(rowsT * maxSlots));
   if (Status s = b.mass.download(mass.data(), mass.size() * 4); !s)
     return s;
-  return cache.updateScores(sequences, mass, t->maxSlots);
+  return cache.updateScores(sequences, mass, maxSlots);
 }

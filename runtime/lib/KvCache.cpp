@@ -220,6 +220,8 @@ Expected<int64_t> KvCache::addSequence() {
     sequences.emplace_back();
   sequences[i] = Sequence();
   sequences[i].heads.resize(size_t(opts.numKvHeads));
+  for (Head &h : sequences[i].heads)
+    h.layoutStamp = ++layoutClock;
   sequences[i].live = true;
   return int64_t(i);
 }
@@ -349,7 +351,7 @@ Expected<KvCache::SequenceView> KvCache::view(int64_t seq, int64_t head) const {
   const Head *h = headOf(seq, head);
   if (!h)
     return Status::error("KV cache: no sequence " + std::to_string(seq));
-  return SequenceView{&h->pages, &h->pos, h->slots, sequences[seq].length};
+  return SequenceView{&h->pages, &h->pos, h->slots, sequences[seq].length, h->layoutStamp};
 }
 
 /// Element d of a token row of the input type.
@@ -671,17 +673,26 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
                          std::to_string(opts.numPages) + " (pages of " + std::to_string(P) +
                          " tokens)");
 
-  // Drop, release, allocate, write.
+  // Drop, release, allocate, write. A head whose existing slots or pages
+  // change takes a new layout stamp (appends alone keep it).
   for (int64_t hd = 0; hd < Hkv; ++hd) {
     Head &h = s.heads[hd];
     Plan &pl = plans[hd];
+    bool rewritten =
+        !pl.freeable.empty() || (pl.keepPages >= 0 && pl.keepPages < int64_t(h.pages.size()));
     for (int64_t i = 0; i < h.slots; ++i)
       if (pl.dead[i]) {
         h.pos[i] = -1;
         h.score[i] = 0;
+        rewritten = true;
       }
+    if (rewritten)
+      h.layoutStamp = ++layoutClock;
     if (pl.keepPages >= 0) {
+      size_t moved = moves.size();
       fillHoles(h);
+      if (moves.size() != moved)
+        h.layoutStamp = ++layoutClock;
       while (int64_t(h.pages.size()) > pl.keepPages) {
         freeList.push_back(h.pages.back());
         h.pages.pop_back();
@@ -701,8 +712,10 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
   }
   for (int64_t hd = 0; hd < Hkv; ++hd) {
     Head &h = s.heads[hd];
-    if (contiguous && !h.pages.empty() && h.slots + plans[hd].store > P)
+    if (contiguous && !h.pages.empty() && h.slots + plans[hd].store > P) {
       compact(h);
+      h.layoutStamp = ++layoutClock;
+    }
     for (int64_t i = 0; i < plans[hd].needPages; ++i) {
       h.pages.push_back(freeList.back());
       freeList.pop_back();

@@ -383,6 +383,105 @@ TEST_F(CudaDecodeFake, KvStoreWritesThroughTheCacheKernels) {
   expectError(KvCache::create(o).error(), "the store holds 128 pool rows");
 }
 
+/// The tables a CudaKvStore decode left on the (fake) device, read through
+/// the decode launch's arguments (kv_pages, kv_pos, kv_len, q_pos, their
+/// pitches), against what the cache holds: every row's pages and retained
+/// slots, lengths and query positions.
+static void expectDeviceTablesMatch(const attnc_fake_launch &l, const KvCache &cache,
+                                    const std::vector<int64_t> &seqs, int64_t Nq) {
+  auto t = cache.tables(seqs, Nq);
+  ASSERT_TRUE(bool(t)) << t.message();
+  const int64_t rows = int64_t(t->lengths.size()), pitchP = int64_t(l.values[12]),
+                pitchS = int64_t(l.values[13]);
+  ASSERT_GE(pitchP, t->maxPages);
+  ASSERT_GE(pitchS, t->maxSlots);
+  const auto *pages = reinterpret_cast<const int32_t *>(uintptr_t(l.values[24]));
+  const auto *pos = reinterpret_cast<const int32_t *>(uintptr_t(l.values[25]));
+  const auto *len = reinterpret_cast<const int32_t *>(uintptr_t(l.values[26]));
+  const auto *qpos = reinterpret_cast<const int32_t *>(uintptr_t(l.values[27]));
+  for (int64_t r = 0; r < rows; ++r) {
+    SCOPED_TRACE("row " + std::to_string(r));
+    ASSERT_EQ(len[r], t->lengths[r]);
+    const int64_t used = (len[r] + 15) / 16;
+    for (int64_t i = 0; i < used; ++i)
+      EXPECT_EQ(pages[r * pitchP + i], t->pages[r * t->maxPages + i]) << "page " << i;
+    for (int64_t i = 0; i < len[r]; ++i)
+      EXPECT_EQ(pos[r * pitchS + i], t->positions[r * t->maxSlots + i]) << "slot " << i;
+  }
+  for (size_t b = 0; b < t->queryPositions.size(); ++b)
+    EXPECT_EQ(qpos[b], t->queryPositions[b]);
+}
+
+TEST_F(CudaDecodeFake, KvStoreKeepsTablesOnTheDevice) {
+  // Decode steps over the same sequences upload the positions (and pages)
+  // appended since the last, in one rectangle per run of rows with the same
+  // range; a head that dropped slots (sink + window) goes up whole; other
+  // sequences, or more pages than the row pitch, upload everything again.
+  std::string meta = kDecodeMeta;
+  meta.replace(meta.find("pkv paged 16 all 0 0 bf16 none 0 0 none"), 39,
+               "psw paged 16 sink_window 2 30 bf16 none 0 0 none");
+  for (const std::string &policyMeta : {std::string(kDecodeMeta), meta}) {
+    const bool window = policyMeta != kDecodeMeta;
+    SCOPED_TRACE(window ? "sink 2 + window 30" : "all");
+    auto k = CudaKernel::load(decodePtx(), policyMeta);
+    ASSERT_TRUE(bool(k)) << k.message();
+    auto store = CudaKvStore::create(*k, 64, 0);
+    ASSERT_TRUE(bool(store)) << store.message();
+    KvCacheOptions o;
+    o.policy = *(*k)->info().cache;
+    o.numKvHeads = 2, o.headDim = 8, o.numPages = 64, o.store = *store;
+    auto created = KvCache::create(o);
+    ASSERT_TRUE(bool(created)) << created.message();
+    KvCache &cache = **created;
+    std::vector<int64_t> seqs = {*cache.addSequence(), *cache.addSequence()};
+    auto append = [&](int64_t seq, int64_t n) {
+      DevTensor kn({2, n, 8}, kBF16), vn({2, n, 8}, kBF16);
+      ASSERT_TRUE(cache.append(seq, &kn.t, &vn.t));
+    };
+    append(seqs[0], 20);
+    append(seqs[1], 5);
+    DevTensor q({2, 4, 1, 8}, kBF16), out({2, 4, 1, 8}, kBF16);
+    auto step = [&](const std::vector<int64_t> &order) {
+      ASSERT_TRUE((*store)->decode(cache, order, &q.t, &out.t));
+      ASSERT_STREQ(fake.last().entry, "attnc_dec");
+      expectDeviceTablesMatch(fake.last(), cache, order, 1);
+    };
+    step(seqs);
+    const attnc_fake_launch first = fake.last();
+    const size_t full = size_t(4 * (first.values[12] + first.values[13])) * 4;
+    EXPECT_EQ((*store)->lastTableUploadBytes(), full) << "the first decode uploads every row";
+    // One token each: 4 bytes per (sequence, head) row, 16 in all.
+    append(seqs[0], 1);
+    append(seqs[1], 1);
+    step(seqs);
+    EXPECT_EQ((*store)->lastTableUploadBytes(), 16u);
+    EXPECT_EQ(fake.last().values[25], first.values[25]) << "the same device table, in place";
+    // Past a page boundary (21 -> 33 tokens): a page and 12 positions per
+    // row of sequence 0; under the window, slots dropped: its rows whole.
+    append(seqs[0], 12);
+    step(seqs);
+    if (!window)
+      EXPECT_EQ((*store)->lastTableUploadBytes(), size_t(2 * (1 + 12)) * 4);
+    else
+      EXPECT_LT((*store)->lastTableUploadBytes(), full);
+    // Many more steps, the tables still right.
+    for (int i = 0; i < 40; ++i) {
+      append(seqs[i % 2], 1 + i % 3);
+      step(seqs);
+    }
+    // Another order of the sequences: every row again.
+    step({seqs[1], seqs[0]});
+    EXPECT_EQ((*store)->lastTableUploadBytes(),
+              size_t(4 * (fake.last().values[12] + fake.last().values[13])) * 4);
+    // A sequence removed and another, longer, added in its place (the same
+    // id, other pages): a new layout, not an append.
+    ASSERT_TRUE(cache.removeSequence(seqs[1]));
+    seqs[1] = *cache.addSequence();
+    append(seqs[1], 80);
+    step({seqs[1], seqs[0]});
+  }
+}
+
 TEST_F(CudaDecodeFake, ManyPackedRowsTakeTheWideTwin) {
   // With `decode_wide 32 256 4096`, G x Nq above 16 rows runs attnc_dec_q32
   // (its threads and shared memory), fewer the default kernel.

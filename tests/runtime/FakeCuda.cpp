@@ -504,6 +504,37 @@ CUresult cuMemcpyHtoD_v2(uintptr_t dst, const void *src, size_t n) {
   std::memcpy(reinterpret_cast<void *>(dst), src, n);
   return SUCCESS;
 }
+// Host to device rectangles only (what the runtime copies).
+struct Memcpy2D {
+  size_t srcXInBytes, srcY;
+  int srcMemoryType;
+  const void *srcHost;
+  uintptr_t srcDevice;
+  void *srcArray;
+  size_t srcPitch;
+  size_t dstXInBytes, dstY;
+  int dstMemoryType;
+  void *dstHost;
+  uintptr_t dstDevice;
+  void *dstArray;
+  size_t dstPitch;
+  size_t WidthInBytes, Height;
+};
+CUresult cuMemcpy2D_v2(const Memcpy2D *c) {
+  std::lock_guard<std::mutex> lock(state().m);
+  if (!current || !c || c->srcMemoryType != 1 || c->dstMemoryType != 2 || !c->Height ||
+      c->WidthInBytes > c->dstPitch || c->WidthInBytes > c->srcPitch)
+    return INVALID_VALUE;
+  uintptr_t first = c->dstDevice + c->dstY * c->dstPitch + c->dstXInBytes;
+  if (!inside(first, (c->Height - 1) * c->dstPitch + c->WidthInBytes))
+    return INVALID_VALUE;
+  for (size_t row = 0; row < c->Height; ++row)
+    std::memcpy(reinterpret_cast<void *>(first + row * c->dstPitch),
+                static_cast<const char *>(c->srcHost) + (c->srcY + row) * c->srcPitch +
+                    c->srcXInBytes,
+                c->WidthInBytes);
+  return SUCCESS;
+}
 CUresult cuMemcpyDtoH_v2(void *dst, uintptr_t src, size_t n) {
   std::lock_guard<std::mutex> lock(state().m);
   if (!current || !inside(src, n))

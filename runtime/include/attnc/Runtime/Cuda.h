@@ -211,21 +211,29 @@ public:
   CudaCacheView pools() const;
   /// Attention over `cache` (created with this store) for the last Nq
   /// tokens of each of `sequences` (q [B, Hq, Nq, D], o, lse on the
-  /// device): uploads cache.tables(), plans the splits, launches the decode
-  /// (and merge) and, for budget policies, the mass kernel, whose table
-  /// goes to cache.updateScores. Waits for the kernels.
+  /// device): brings the cache's tables up to date on the device, plans
+  /// the splits, launches the decode (and merge) and, for budget policies,
+  /// the mass kernel, whose table goes to cache.updateScores. Waits for the
+  /// kernels. The tables stay on the device between calls: a call over the
+  /// same sequences uploads, per (sequence, KV head), only the pages and
+  /// positions appended since (KvCache::SequenceView::layoutStamp), and the
+  /// whole row where slots were dropped or moved.
   Status decode(KvCache &cache, const std::vector<int64_t> &sequences, const DLTensor *q,
                 DLTensor *o, DLTensor *lse = nullptr,
                 const std::map<std::string, Arg> &params = {});
+  /// Bytes of page and position tables the last decode uploaded.
+  size_t lastTableUploadBytes() const { return tableUploadBytes; }
 
 private:
   CudaKvStore() = default;
+  Status syncTables(KvCache &cache, const std::vector<int64_t> &sequences, int64_t Nq);
   struct Buffers;
   std::shared_ptr<const CudaKernel> kernel;
   std::unique_ptr<Buffers> bufs;
   int dev = 0;
   int64_t numPages = 0, P = 0, kRowBytes = 0, vRowBytes = 0, gK = 1, gV = 1;
   bool quant = false;
+  size_t tableUploadBytes = 0;
 };
 
 /// Device memory for tests and tools (kernels take the caller's memory; this
@@ -248,6 +256,10 @@ public:
   int device() const { return dev; }
 
   Status upload(const void *src, size_t n, size_t offset = 0);
+  /// `height` rows of `width` bytes, `srcPitch` apart from `src`, to
+  /// `offset + row * dstPitch` (one cuMemcpy2D).
+  Status uploadRect(const void *src, size_t srcPitch, size_t width, size_t height, size_t offset,
+                    size_t dstPitch);
   Status download(void *dst, size_t n, size_t offset = 0) const;
   /// Sets every 32-bit word (size() must be a multiple of 4) to `word`.
   Status fill32(uint32_t word);

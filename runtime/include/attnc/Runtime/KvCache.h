@@ -170,6 +170,12 @@ public:
     const std::vector<int32_t> *pages; // page of slot s: pages[s / P]
     const std::vector<int32_t> *pos;   // logical position of slot s, -1 if dropped
     int64_t slots = 0, length = 0;
+    /// Changes whenever the head's slots or pages change other than by
+    /// appending (evictions, dropped slots, released pages, compaction, a
+    /// new sequence), and never repeats: while it stays, the pages and
+    /// positions a reader saw are a prefix of the current ones, so it
+    /// needs only those past it (CudaKvStore's incremental tables).
+    uint64_t layoutStamp = 0;
   };
   Expected<SequenceView> view(int64_t seq, int64_t head) const;
 
@@ -214,6 +220,7 @@ private:
     std::vector<int32_t> pages, pos;
     std::vector<float> score; // budget: eviction score per slot (as pos)
     int64_t slots = 0;
+    uint64_t layoutStamp = 0; // SequenceView::layoutStamp
   };
   struct Sequence {
     std::vector<Head> heads;
@@ -243,6 +250,7 @@ private:
   std::vector<float> kScales, vScales;
   std::vector<int32_t> freeList;
   std::vector<Sequence> sequences;
+  uint64_t layoutClock = 0; // the last layoutStamp given
   std::shared_ptr<KvStore> store;
   /// Pool rows an update moves (from, to), in order.
   std::vector<std::pair<int32_t, int32_t>> moves;
