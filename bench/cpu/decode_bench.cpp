@@ -98,8 +98,11 @@ int main(int argc, char **argv) {
   }
   // tables ms: KvCache::tables alone, the host part of every cache launch
   // (CPU and CudaKvStore::decode, which then uploads them).
-  std::printf("%-14s %3s %8s | %9s %9s | %8s | %9s\n", "cache", "B", "L", "ms/step", "KV MB",
-              "GB/s", "tables ms");
+  // append ms: the prompt's appends (KvCache::append, quantizing for
+  // int8 / int4 / fp8), all sequences; step app.: a step's appends of Nq
+  // tokens to each sequence (host work every decode step pays).
+  std::printf("%-14s %3s %8s | %9s %9s | %8s | %9s | %9s | %9s\n", "cache", "B", "L", "ms/step",
+              "KV MB", "GB/s", "tables ms", "append ms", "step app.");
   std::mt19937 rng(3);
   std::normal_distribution<float> normal;
   const int64_t chunk = 1024;
@@ -135,6 +138,7 @@ int main(int argc, char **argv) {
       }
       rt::KvCache &c = **cache;
       std::vector<int64_t> seqs;
+      auto fill0 = std::chrono::steady_clock::now();
       for (int64_t b = 0; b < B; ++b) {
         int64_t s = *c.addSequence();
         seqs.push_back(s);
@@ -146,6 +150,9 @@ int main(int argc, char **argv) {
             return 1;
           }
       }
+      const double fillMs =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - fill0)
+              .count();
       std::vector<uint16_t> q(B * Hq * Nq * D), kn(Hkv * Nq * D), vn(Hkv * Nq * D);
       for (auto *v : {&q, &kn, &vn})
         for (auto &x : *v)
@@ -154,16 +161,20 @@ int main(int argc, char **argv) {
       std::vector<int64_t> qShape = {B, Hq, Nq, D};
       DLTensor qt = driver::dlView(q.data(), {kDLBfloat, 16, 1}, qShape),
                ot = driver::dlView(out.data(), {kDLFloat, 32, 1}, qShape);
-      std::vector<double> times, tableTimes;
+      std::vector<double> times, tableTimes, appendTimes;
       int64_t slots = 0;
       for (int64_t step = 0; step < steps; ++step) {
         DLTensor kt = driver::dlView(kn.data(), {kDLBfloat, 16, 1}, stepShape),
                  vt = driver::dlView(vn.data(), {kDLBfloat, 16, 1}, stepShape);
+        auto a0 = std::chrono::steady_clock::now();
         for (int64_t s : seqs)
           if (auto st = c.append(s, &kt, &vt); !st) {
             std::fprintf(stderr, "%s\n", st.message().c_str());
             return 1;
           }
+        appendTimes.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a0)
+                .count());
         rt::CacheLaunchArgs a;
         a.q = &qt, a.o = &ot, a.cache = &c, a.sequences = seqs, a.numThreads = threads;
         a.splits = splits;
@@ -186,10 +197,12 @@ int main(int argc, char **argv) {
         slots += int64_t(c.retainedPositions(s).size());
       std::sort(times.begin(), times.end());
       std::sort(tableTimes.begin(), tableTimes.end());
+      std::sort(appendTimes.begin(), appendTimes.end());
       double ms = times[times.size() / 2];
       double mb = double(slots) * Hkv * c.bytesPerTokenPerHead() / 1e6;
-      std::printf("%-14s %3lld %8lld | %9.3f %9.1f | %8.2f | %9.3f\n", name + 7, (long long)B,
-                  (long long)c.length(seqs[0]), ms, mb, mb / ms, tableTimes[tableTimes.size() / 2]);
+      std::printf("%-14s %3lld %8lld | %9.3f %9.1f | %8.2f | %9.3f | %9.1f | %9.3f\n", name + 7,
+                  (long long)B, (long long)c.length(seqs[0]), ms, mb, mb / ms,
+                  tableTimes[tableTimes.size() / 2], fillMs, appendTimes[appendTimes.size() / 2]);
       std::fflush(stdout);
     }
   }

@@ -7,6 +7,7 @@
 #include "attnc/Runtime/Half.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -122,6 +123,13 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   c->quant = quant;
   c->fp8 = storage == "f8e4m3";
   c->snapkv = evict == "snapkv";
+  for (int64_t h = 0; h < o.numKvHeads; ++h) {
+    const CachePolicyInfo &hp = c->headPolicy(h);
+    c->retention.push_back({hp.retention == "sink_window" ? HeadRetention::SinkWindow
+                            : hp.retention == "budget"    ? HeadRetention::Budget
+                                                          : HeadRetention::All,
+                            hp.sink, hp.window});
+  }
   if (c->snapkv && o.observationWindow < 1)
     return Status::error("KV cache: observationWindow must be positive");
   if (c->snapkv && (o.snapkvPooling < 1 || o.snapkvPooling % 2 == 0))
@@ -251,10 +259,9 @@ Status KvCache::removeSequence(int64_t seq) {
 }
 
 bool KvCache::retains(int64_t head, int64_t position, int64_t newLength) const {
-  const CachePolicyInfo &p = headPolicy(head);
-  if (p.retention != "sink_window")
-    return true;
-  return position < p.sink || position >= newLength - p.window;
+  const HeadRetention &r = retention[size_t(head)];
+  return r.kind != HeadRetention::SinkWindow || position < r.sink ||
+         position >= newLength - r.window;
 }
 
 int64_t KvCache::bytesPerTokenPerHead() const {
@@ -362,6 +369,23 @@ static float inputAt(const char *row, const std::string &dtype, int64_t d) {
   return dtype == "bf16" ? bf16ToFloat(bits) : f16ToFloat(bits);
 }
 
+/// `dim` values of a token row of the input type as f32 (the type resolved
+/// once a row: comparing the dtype's name per element made quantizing
+/// appends 2x slower).
+static void inputRow(const char *row, const std::string &dtype, int64_t dim, float *out) {
+  if (dtype == "f32") {
+    std::memcpy(out, row, size_t(dim) * sizeof(float));
+    return;
+  }
+  const auto *bits = reinterpret_cast<const uint16_t *>(row);
+  if (dtype == "bf16")
+    for (int64_t d = 0; d < dim; ++d)
+      out[d] = bf16ToFloat(bits[d]);
+  else
+    for (int64_t d = 0; d < dim; ++d)
+      out[d] = f16ToFloat(bits[d]);
+}
+
 /// Token t, head h of `src` ([Hkv, n, dim], input type) into the storage
 /// row `dst` (and its scales).
 void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int64_t dim,
@@ -372,16 +396,24 @@ void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int
     std::memcpy(dst, row, dim * elemBytes);
     return;
   }
+  std::array<float, 512> onStack;
+  std::vector<float> onHeap;
+  float *values = onStack.data();
+  if (dim > int64_t(onStack.size())) {
+    onHeap.resize(size_t(dim));
+    values = onHeap.data();
+  }
+  inputRow(row, opts.inputDtype, dim, values);
   int64_t g = dim / groups;
   for (int64_t k = 0; k < groups; ++k) {
     float amax = 0;
     for (int64_t d = k * g; d < (k + 1) * g; ++d)
-      amax = std::max(amax, std::fabs(inputAt(row, opts.inputDtype, d)));
+      amax = std::max(amax, std::fabs(values[d]));
     const int qmax = nibbles ? 7 : fp8 ? 448 : 127;
     float scale = amax / float(qmax);
     scales[k] = scale;
     for (int64_t d = k * g; d < (k + 1) * g; ++d) {
-      float x = inputAt(row, opts.inputDtype, d);
+      float x = values[d];
       if (fp8) { // e4m3 of x / scale, nearest even
         reinterpret_cast<uint8_t *>(dst)[d] = scale > 0 ? floatToE4M3(x / scale) : 0;
         continue;
@@ -627,11 +659,15 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
   for (int64_t hd = 0; hd < Hkv; ++hd) {
     Head &h = s.heads[hd];
     Plan &pl = plans[hd];
-    const bool budget = headPolicy(hd).retention == "budget";
+    const bool budget = retention[size_t(hd)].kind == HeadRetention::Budget;
     for (int64_t p = s.length; p < newLength; ++p)
       pl.store += retains(hd, p, newLength);
     if (budget) {
       pl.dead = budgetVictims(hd, h, s.length);
+    } else if (retention[size_t(hd)].kind == HeadRetention::All) {
+      // Retention all drops nothing and leaves no holes: no scan of the
+      // head's slots per append.
+      pl.dead.assign(size_t(h.slots), 0);
     } else {
       pl.dead.assign(size_t(h.slots), 0);
       for (int64_t i = 0; i < h.slots; ++i)

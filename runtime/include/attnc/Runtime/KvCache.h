@@ -230,6 +230,13 @@ private:
   Expected<Sequence *> find(int64_t seq);
   const Head *headOf(int64_t seq, int64_t head) const;
   bool retains(int64_t head, int64_t position, int64_t newLength) const;
+  /// Each KV head's retention, resolved once (appends consult it per
+  /// token and slot).
+  struct HeadRetention {
+    enum Kind { All, SinkWindow, Budget } kind = All;
+    int64_t sink = 0, window = 0;
+  };
+  std::vector<HeadRetention> retention;
   void compact(Head &h);
   void fillHoles(Head &h);
   void moveSlot(Head &h, int64_t from, int64_t to);
