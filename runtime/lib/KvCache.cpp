@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 using namespace attnc::rt;
 
@@ -630,26 +631,27 @@ Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
 Status KvCache::evict(int64_t seq) { return update(seq, nullptr, nullptr, 0); }
 
 /// Retention, eviction and storage of n new tokens (n = 0: eviction only).
-/// The tables change on copies, queuing the pool rows to move and write;
-/// the rows move (host pools, or the store), then the copies are kept, so
-/// a failure at any point leaves the cache as it was.
+/// The tables change on copies (or, for a plain append, in place with an
+/// undo), queuing the pool rows to move and write; the rows move (host
+/// pools, or the store), then the copies are kept, so a failure at any
+/// point leaves the cache as it was.
 Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_t n) {
   auto found = find(seq);
   if (!found)
     return found.error();
-  Sequence s = **found;
-  std::vector<int32_t> freeList = this->freeList;
+  Sequence &current = **found;
   moves.clear();
   std::vector<std::pair<int32_t, int32_t>> writes; // (row of k / v, pool row)
   const int64_t Hkv = opts.numKvHeads;
-  const int64_t newLength = s.length + n;
+  const int64_t newLength = current.length + n;
   if (newLength > INT32_MAX)
     return Status::error("append: positions past INT32_MAX");
 
   // Per head, what retention drops and what is stored, before anything
   // changes; then one capacity check for the whole append.
   struct Plan {
-    std::vector<char> dead;
+    std::vector<char> dead; // per slot; empty when none dies (anyDead)
+    bool anyDead = false;
     std::vector<size_t> freeable; // paged: whole pages of dropped slots, not the last
     int64_t store = 0, needPages = 0;
     int64_t keepPages = -1; // paged budget heads: pages left once compacted
@@ -657,25 +659,24 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
   std::vector<Plan> plans(static_cast<size_t>(Hkv));
   int64_t need = 0, released = 0;
   for (int64_t hd = 0; hd < Hkv; ++hd) {
-    Head &h = s.heads[hd];
+    const Head &h = current.heads[hd];
     Plan &pl = plans[hd];
     const bool budget = retention[size_t(hd)].kind == HeadRetention::Budget;
-    for (int64_t p = s.length; p < newLength; ++p)
+    for (int64_t p = current.length; p < newLength; ++p)
       pl.store += retains(hd, p, newLength);
     if (budget) {
-      pl.dead = budgetVictims(hd, h, s.length);
-    } else if (retention[size_t(hd)].kind == HeadRetention::All) {
-      // Retention all drops nothing and leaves no holes: no scan of the
-      // head's slots per append.
-      pl.dead.assign(size_t(h.slots), 0);
-    } else {
+      pl.dead = budgetVictims(hd, h, current.length);
+    } else if (retention[size_t(hd)].kind == HeadRetention::SinkWindow) {
       pl.dead.assign(size_t(h.slots), 0);
       for (int64_t i = 0; i < h.slots; ++i)
         pl.dead[i] = h.pos[i] < 0 || !retains(hd, h.pos[i], newLength);
     }
-    int64_t live = 0;
-    for (int64_t i = 0; i < h.slots; ++i)
-      live += !pl.dead[i];
+    // (Retention all drops nothing and leaves no holes: no pass over the
+    // head's slots per append, which a decode step at 64k paid 8 times.)
+    int64_t live = h.slots - int64_t(std::count(pl.dead.begin(), pl.dead.end(), char(1)));
+    pl.anyDead = live < h.slots;
+    if (!pl.anyDead)
+      pl.dead.clear();
     if (contiguous) {
       if (live + pl.store > P)
         return Status::error("KV cache '" + opts.policy.name + "': sequence " +
@@ -689,7 +690,7 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
       pl.needPages = (live + pl.store + P - 1) / P - pl.keepPages;
       released += int64_t(h.pages.size()) - pl.keepPages;
     } else {
-      for (size_t pg = 0; pg + 1 < h.pages.size(); ++pg) {
+      for (size_t pg = 0; pl.anyDead && pg + 1 < h.pages.size(); ++pg) {
         bool all = true;
         for (int64_t i = int64_t(pg) * P; i < int64_t(pg + 1) * P && all; ++i)
           all = pl.dead[i];
@@ -702,12 +703,58 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
     }
     need += pl.needPages;
   }
-  if (need > int64_t(freeList.size()) + released)
+  if (need > int64_t(this->freeList.size()) + released)
     return Status::error("KV cache '" + opts.policy.name + "' exhausted: sequence " +
                          std::to_string(seq) + " needs " + std::to_string(need) + " more pages, " +
-                         std::to_string(int64_t(freeList.size()) + released) + " free of " +
+                         std::to_string(int64_t(this->freeList.size()) + released) + " free of " +
                          std::to_string(opts.numPages) + " (pages of " + std::to_string(P) +
                          " tokens)");
+
+  // A plain append (nothing dropped, released or moved: retention all, a
+  // window not yet full, a budget not yet reached) changes the sequence
+  // and the free list in place and undoes itself if the store fails;
+  // anything else works on copies. Copying a 64k-token sequence's tables
+  // and the free list took ~0.5 ms a decode step (bench/NOTES.md).
+  bool inPlace = true;
+  for (int64_t hd = 0; hd < Hkv && inPlace; ++hd) {
+    const Head &h = current.heads[hd];
+    const Plan &pl = plans[hd];
+    inPlace = pl.freeable.empty() &&
+              (pl.keepPages < 0 || pl.keepPages == int64_t(h.pages.size())) &&
+              !(contiguous && !h.pages.empty() && h.slots + pl.store > P) && !pl.anyDead;
+  }
+  std::optional<Sequence> sequenceCopy;
+  std::optional<std::vector<int32_t>> freeListCopy;
+  if (!inPlace) {
+    sequenceCopy = current;
+    freeListCopy = this->freeList;
+  }
+  Sequence &s = inPlace ? current : *sequenceCopy;
+  std::vector<int32_t> &freeList = inPlace ? this->freeList : *freeListCopy;
+  std::vector<std::pair<int64_t, size_t>> before; // in place: (slots, pages) per head
+  for (const Head &h : s.heads)
+    before.emplace_back(h.slots, h.pages.size());
+  const int64_t lengthBefore = s.length;
+  // Undoes an in-place append: new slots cleared, new pages back to the
+  // free list in the order they left it (the last head's last page first).
+  auto undo = [&]() {
+    if (!inPlace)
+      return;
+    for (size_t hd = s.heads.size(); hd-- > 0;) {
+      Head &h = s.heads[hd];
+      auto [slots, pages] = before[hd];
+      for (int64_t i = slots; i < h.slots; ++i)
+        h.pos[i] = -1, h.score[i] = 0;
+      h.slots = slots;
+      while (h.pages.size() > pages) {
+        freeList.push_back(h.pages.back());
+        h.pages.pop_back();
+      }
+      h.pos.resize(h.pages.size() * P, -1);
+      h.score.resize(h.pos.size(), 0.f);
+    }
+    s.length = lengthBefore;
+  };
 
   // Drop, release, allocate, write. A head whose existing slots or pages
   // change takes a new layout stamp (appends alone keep it).
@@ -716,7 +763,7 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
     Plan &pl = plans[hd];
     bool rewritten =
         !pl.freeable.empty() || (pl.keepPages >= 0 && pl.keepPages < int64_t(h.pages.size()));
-    for (int64_t i = 0; i < h.slots; ++i)
+    for (int64_t i = 0; pl.anyDead && i < h.slots; ++i)
       if (pl.dead[i]) {
         h.pos[i] = -1;
         h.score[i] = 0;
@@ -772,11 +819,15 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
   s.length = newLength;
   if (store) {
     if (!moves.empty())
-      if (Status st = store->move(moves); !st)
+      if (Status st = store->move(moves); !st) {
+        undo();
         return st;
+      }
     if (!writes.empty())
-      if (Status st = store->write(k, v, writes); !st)
+      if (Status st = store->write(k, v, writes); !st) {
+        undo();
         return st;
+      }
   } else {
     // In order: a contiguous head's compaction may move into a row an
     // earlier move read.
@@ -794,7 +845,9 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
       storeRow(v, n, t, hd, Dv, gV, vPool.data() + at * vRow, quant ? &vScales[at * gV] : nullptr);
     }
   }
-  **found = std::move(s);
-  this->freeList = std::move(freeList);
+  if (!inPlace) {
+    current = std::move(*sequenceCopy);
+    this->freeList = std::move(*freeListCopy);
+  }
   return Status::ok();
 }

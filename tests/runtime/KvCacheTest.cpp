@@ -1314,6 +1314,58 @@ TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
             std::string::npos);
 }
 
+/// A plain append (retention all: nothing dropped or moved) changes the
+/// tables in place; when the store fails it undoes itself: positions,
+/// length, tables, pages in use and the layout stamps as before, and the
+/// next append takes the pages the failed one took, in the same order.
+TEST_F(KvCacheTest, AFailedPlainAppendUndoesItself) {
+  auto k = kernel("over_all");
+  ASSERT_TRUE(k);
+  auto host = makeCache(*k, 40);
+  auto store = std::make_shared<RecordingStore>(40 * 4, D * 2, D * 2, 1);
+  rt::KvCacheOptions o = host->options();
+  o.store = store;
+  auto made = rt::KvCache::create(o);
+  ASSERT_TRUE(bool(made)) << made.message();
+  rt::KvCache &dev = **made;
+  std::vector<int64_t> seqs = {*dev.addSequence(), *dev.addSequence()};
+  History hist;
+  ASSERT_TRUE(append(dev, seqs[0], 3, hist)); // 3 of a page's 4 slots
+  ASSERT_TRUE(append(dev, seqs[1], 2, hist));
+  auto tablesBefore = dev.tables(seqs, 1);
+  ASSERT_TRUE(bool(tablesBefore));
+  std::vector<uint64_t> stamps;
+  for (int64_t h = 0; h < Hkv; ++h)
+    stamps.push_back(dev.view(seqs[0], h)->layoutStamp);
+  const int64_t free = dev.freePages();
+  // 6 tokens: the page's last slot and two new pages per head.
+  store->failNext = true;
+  rt::Status failed = append(dev, seqs[0], 6, hist);
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.message(), "store failed");
+  EXPECT_EQ(dev.length(seqs[0]), 3);
+  EXPECT_EQ(dev.freePages(), free);
+  auto tablesAfter = dev.tables(seqs, 1);
+  ASSERT_TRUE(bool(tablesAfter));
+  EXPECT_EQ(tablesAfter->pages, tablesBefore->pages);
+  EXPECT_EQ(tablesAfter->positions, tablesBefore->positions);
+  EXPECT_EQ(tablesAfter->lengths, tablesBefore->lengths);
+  for (int64_t h = 0; h < Hkv; ++h) {
+    EXPECT_EQ(dev.view(seqs[0], h)->layoutStamp, stamps[size_t(h)]) << "appends keep the stamp";
+    EXPECT_EQ(dev.view(seqs[0], h)->pos->size(), size_t(4)) << "one page of slots again";
+  }
+  // The same append on the host twin and on the cache again: the same
+  // pages, so the free list came back in order.
+  ASSERT_TRUE(append(*host, *host->addSequence(), 3, hist));
+  ASSERT_TRUE(append(*host, *host->addSequence(), 2, hist));
+  ASSERT_TRUE(append(*host, 0, 6, hist));
+  ASSERT_TRUE(append(dev, seqs[0], 6, hist));
+  for (int64_t h = 0; h < Hkv; ++h) {
+    EXPECT_EQ(*dev.view(seqs[0], h)->pages, *host->view(0, h)->pages) << "head " << h;
+    EXPECT_EQ(dev.retainedPositions(seqs[0], h), host->retainedPositions(0, h));
+  }
+}
+
 /// Token rows [Hkv, n, dim] of an input type (f32, or bf16 bits), for the
 /// CpuKvStore tests. Random normal values, but every fourth token sits on
 /// the quantizers' edges: each scale group of `group` values starts with
