@@ -1226,6 +1226,16 @@ public:
   bool failNext = false;
 };
 
+/// A cache of `host`'s options whose pools live in `store`.
+static std::unique_ptr<rt::KvCache> storeBacked(const rt::KvCache &host,
+                                                std::shared_ptr<rt::KvStore> store) {
+  rt::KvCacheOptions o = host.options();
+  o.store = std::move(store);
+  auto made = rt::KvCache::create(o);
+  EXPECT_TRUE(bool(made)) << made.message();
+  return made ? std::move(*made) : nullptr;
+}
+
 /// A cache whose pools live in a KvStore takes the same decisions as a
 /// host cache: driven side by side through budget evictions (moves) and
 /// appends, both retain the same positions and the store receives every
@@ -1238,11 +1248,9 @@ TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
   ASSERT_TRUE(k);
   auto host = makeCache(*k, 40);
   auto store = std::make_shared<RecordingStore>(40 * 4, D * 2, D * 2, 1);
-  rt::KvCacheOptions o = host->options();
-  o.store = store;
-  auto made = rt::KvCache::create(o);
-  ASSERT_TRUE(bool(made)) << made.message();
-  rt::KvCache &dev = **made;
+  auto made = storeBacked(*host, store);
+  ASSERT_TRUE(made);
+  rt::KvCache &dev = *made;
   EXPECT_EQ(dev.keyPool(), nullptr);
   std::vector<int64_t> hs = {*host->addSequence(), *host->addSequence()};
   std::vector<int64_t> ds = {*dev.addSequence(), *dev.addSequence()};
@@ -1309,6 +1317,7 @@ TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
   rt::CacheLaunchArgs a;
   a.q = &q.t, a.o = &out.t, a.cache = &dev, a.sequences = {ds[0]};
   EXPECT_NE(k->launch(a).message().find("live in a KvStore"), std::string::npos);
+  rt::KvCacheOptions o = host->options();
   o.store = std::make_shared<RecordingStore>(10, D * 2, D * 2, 1);
   EXPECT_NE(rt::KvCache::create(o).message().find("the store holds 10 pool rows"),
             std::string::npos);
@@ -1323,11 +1332,9 @@ TEST_F(KvCacheTest, AFailedPlainAppendUndoesItself) {
   ASSERT_TRUE(k);
   auto host = makeCache(*k, 40);
   auto store = std::make_shared<RecordingStore>(40 * 4, D * 2, D * 2, 1);
-  rt::KvCacheOptions o = host->options();
-  o.store = store;
-  auto made = rt::KvCache::create(o);
-  ASSERT_TRUE(bool(made)) << made.message();
-  rt::KvCache &dev = **made;
+  auto made = storeBacked(*host, store);
+  ASSERT_TRUE(made);
+  rt::KvCache &dev = *made;
   std::vector<int64_t> seqs = {*dev.addSequence(), *dev.addSequence()};
   History hist;
   ASSERT_TRUE(append(dev, seqs[0], 3, hist)); // 3 of a page's 4 slots
