@@ -482,10 +482,18 @@ private:
     Value hkv = memref::DimOp::create(b, l, K, 1), nk = memref::DimOp::create(b, l, K, 2);
     // Over a KV cache the pools are [pages, 1, P, D] (a page is one KV
     // head's), the tables have a row per (sequence, KV head) and q_pos one
-    // per sequence: Hkv = rows / B; P is the pools' third extent.
-    Value pageSize;
+    // per sequence: Hkv = rows / B; P is the pools' third extent (the
+    // launch checks it against the policy's page size). The keys' page
+    // lookups use the policy's size where it has one: a constant, so slot /
+    // P and slot % P are a shift and a mask, not a 64-bit division per key
+    // (decode steps 1.1-1.2x faster on one core). The prefetch's lookups
+    // keep the runtime extent: with the constant there too, bf16 steps were
+    // 15% slower than with neither (measured, bench/NOTES.md session 13;
+    // not understood: the divisions' latency may space the prefetches out).
+    Value pageSize, prefetchPageSize;
     if (cacheKernel) {
-      pageSize = nk;
+      pageSize = storage.pageSize ? cIdx(b, storage.pageSize) : nk;
+      prefetchPageSize = nk;
       hkv = arith::DivUIOp::create(b, l, memref::DimOp::create(b, l, kvLen, 0),
                                    memref::DimOp::create(b, l, qPosOf, 0));
       qOffset = memref::LoadOp::create(b, l, qPosOf, ValueRange{bIdx});
@@ -727,8 +735,8 @@ private:
               b, l, b.getIndexType(),
               memref::LoadOp::create(
                   b, l, kvPages,
-                  ValueRange{tableRow, arith::DivUIOp::create(b, l, ahead, pageSize)}));
-          Value line = arith::RemUIOp::create(b, l, ahead, pageSize);
+                  ValueRange{tableRow, arith::DivUIOp::create(b, l, ahead, prefetchPageSize)}));
+          Value line = arith::RemUIOp::create(b, l, ahead, prefetchPageSize);
           const int64_t bytes = kvElementType().getIntOrFloatBitWidth() / 8;
           for (auto [mem, cols] :
                {std::make_pair(K, nibbles ? D / 2 : D), std::make_pair(V, nibbles ? Dv / 2 : Dv)})
