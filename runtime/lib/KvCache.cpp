@@ -566,6 +566,10 @@ void KvCache::fillHoles(Head &h) {
 /// highest score (ties: the later position), a deterministic choice.
 std::vector<char> KvCache::budgetVictims(int64_t head, const Head &h, int64_t length) const {
   const CachePolicyInfo &p = headPolicy(head);
+  // Within the budget nothing goes (slots hold no holes between updates:
+  // an update that drops slots fills them), and no pass over the slots.
+  if (h.slots <= p.budget)
+    return {};
   std::vector<char> dead(size_t(h.slots), 0);
   std::vector<int64_t> older;
   int64_t live = 0;
@@ -578,13 +582,17 @@ std::vector<char> KvCache::budgetVictims(int64_t head, const Head &h, int64_t le
   }
   if (live <= p.budget)
     return dead;
-  // Keep the best of the older slots, as many as the budget leaves.
-  int64_t keepOlder = std::max<int64_t>(0, p.budget - (live - int64_t(older.size())));
-  std::sort(older.begin(), older.end(), [&](int64_t a, int64_t b) {
-    if (h.score[a] != h.score[b])
-      return h.score[a] > h.score[b];
-    return h.pos[a] > h.pos[b];
-  });
+  // Keep the best of the older slots, as many as the budget leaves: the
+  // first keepOlder in a total order (score, then the later position), so
+  // a partition finds the same set a sort would, in linear time.
+  int64_t keepOlder = std::min<int64_t>(
+      int64_t(older.size()), std::max<int64_t>(0, p.budget - (live - int64_t(older.size()))));
+  std::nth_element(older.begin(), older.begin() + keepOlder, older.end(),
+                   [&](int64_t a, int64_t b) {
+                     if (h.score[a] != h.score[b])
+                       return h.score[a] > h.score[b];
+                     return h.pos[a] > h.pos[b];
+                   });
   for (size_t i = size_t(keepOlder); i < older.size(); ++i)
     dead[older[i]] = 1;
   return dead;
@@ -773,7 +781,8 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
       h.layoutStamp = ++layoutClock;
     if (pl.keepPages >= 0) {
       size_t moved = moves.size();
-      fillHoles(h);
+      if (pl.anyDead) // no holes otherwise
+        fillHoles(h);
       if (moves.size() != moved)
         h.layoutStamp = ++layoutClock;
       while (int64_t(h.pages.size()) > pl.keepPages) {
