@@ -741,7 +741,8 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
   std::vector<int32_t> &freeList = inPlace ? this->freeList : *freeListCopy;
   std::vector<std::pair<int64_t, size_t>> before; // in place: (slots, pages) per head
   for (const Head &h : s.heads)
-    before.emplace_back(h.slots, h.pages.size());
+    if (inPlace)
+      before.emplace_back(h.slots, h.pages.size());
   const int64_t lengthBefore = s.length;
   // Undoes an in-place append: new slots cleared, new pages back to the
   // free list in the order they left it (the last head's last page first).

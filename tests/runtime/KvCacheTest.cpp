@@ -1226,14 +1226,17 @@ public:
   bool failNext = false;
 };
 
-/// A cache of `host`'s options whose pools live in `store`.
-static std::unique_ptr<rt::KvCache> storeBacked(const rt::KvCache &host,
-                                                std::shared_ptr<rt::KvStore> store) {
+/// A RecordingStore of `host`'s pool (bf16 rows, one scale) and a cache of
+/// host's options whose pools live in it (null if it cannot be made).
+static std::pair<std::shared_ptr<RecordingStore>, std::unique_ptr<rt::KvCache>>
+storeTwin(const rt::KvCache &host) {
   rt::KvCacheOptions o = host.options();
-  o.store = std::move(store);
+  auto store = std::make_shared<RecordingStore>(o.numPages * host.pageSize(), o.headDim * 2,
+                                                o.headDim * 2, 1);
+  o.store = store;
   auto made = rt::KvCache::create(o);
   EXPECT_TRUE(bool(made)) << made.message();
-  return made ? std::move(*made) : nullptr;
+  return {store, made ? std::move(*made) : nullptr};
 }
 
 /// A cache whose pools live in a KvStore takes the same decisions as a
@@ -1247,8 +1250,7 @@ TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
   auto k = kernel("over_h2o");
   ASSERT_TRUE(k);
   auto host = makeCache(*k, 40);
-  auto store = std::make_shared<RecordingStore>(40 * 4, D * 2, D * 2, 1);
-  auto made = storeBacked(*host, store);
+  auto [store, made] = storeTwin(*host);
   ASSERT_TRUE(made);
   rt::KvCache &dev = *made;
   EXPECT_EQ(dev.keyPool(), nullptr);
@@ -1331,8 +1333,7 @@ TEST_F(KvCacheTest, AFailedPlainAppendUndoesItself) {
   auto k = kernel("over_all");
   ASSERT_TRUE(k);
   auto host = makeCache(*k, 40);
-  auto store = std::make_shared<RecordingStore>(40 * 4, D * 2, D * 2, 1);
-  auto made = storeBacked(*host, store);
+  auto [store, made] = storeTwin(*host);
   ASSERT_TRUE(made);
   rt::KvCache &dev = *made;
   std::vector<int64_t> seqs = {*dev.addSequence(), *dev.addSequence()};

@@ -163,7 +163,7 @@ cl::opt<bool> cudaDecodePdl(
 cl::opt<int64_t> cudaDecodeL2Prefetch(
     "cuda-decode-l2-prefetch",
     cl::desc("CUDA target, --kv-cache: each K/V tile copy also prefetches to L2 the rows of the "
-             "tile N tiles after it (0: off)"),
+             "tile N tiles after it (0: off; an experiment, slower on the H100)"),
     cl::init(0), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> kvCache("kv-cache",
                       cl::desc("Compile the kernel over its cache policy (K/V through page "
