@@ -185,12 +185,17 @@ class Kernel:
             raise RuntimeError(err.value.decode())
         return s.value, w.value
 
+    @staticmethod
+    def _max_slots(kv_pos, kv_pages, k_pool):
+        return kv_pos.shape[1] if kv_pos is not None else kv_pages.shape[1] * k_pool.shape[1]
+
     def decode(self, q, o, k_pool, v_pool, kv_pages, kv_pos, kv_len, q_pos, lse=None,
                max_length=0, splits=0, workspace=None, stream=None, k_scale=None, v_scale=None,
                mass=None, mass_rows=0, **params):
         """Decode over a device KV cache (a kernel compiled with --kv-cache):
         pools [pages, P, D] / [pages, P, Dv]; int32 tables kv_pages [B*Hkv,
-        max_pages], kv_pos [B*Hkv, max_slots] (-1 dropped), kv_len [B*Hkv],
+        max_pages], kv_pos [B*Hkv, max_slots] (-1 dropped; None: slot j holds
+        position j, for policies that retain all), kv_len [B*Hkv],
         q_pos [B]; int8/int4 pools (int4: two values per byte, low nibble
         first) with float32 k_scale / v_scale [pages, P, groups]. `workspace`: a uint8 CUDA
         tensor of at least decode_plan's bytes (allocated here when None). Budget
@@ -201,7 +206,8 @@ class Kernel:
         if workspace is None:
             Hkv = kv_len.shape[0] // q.shape[0]
             splits, need = self.decode_plan(q.shape[0], q.shape[1], Hkv, q.shape[2],
-                                            max_length or kv_pos.shape[1], dev, splits)
+                                            max_length or self._max_slots(kv_pos, kv_pages,
+                                                                          k_pool), dev, splits)
             workspace = torch.empty(max(need, 1), dtype=torch.uint8, device=q.device)
         desc = CacheLaunchDesc()
         desc.q, desc.o, desc.lse = _tensor(q), _tensor(o), _tensor(lse)

@@ -89,12 +89,17 @@ class PagedCache:
         page = self.pages[r].long()[j // self.P]
         return k[page, j % self.P], v[page, j % self.P]
 
-    def decode_args(self):
+    def decode_args(self, with_positions=True):
+        """The cache's part of a decode call. with_positions=False: no kv_pos
+        (the kernel takes slot j for position j; every row must hold 0, 1,
+        ... in order, as a cache that retains all does)."""
         extra = {}
         if self.storage is not None:
             extra = {"k_scale": self.k_scale, "v_scale": self.v_scale}
+        if not with_positions:
+            assert all(p == list(range(len(p))) for p in self.positions), "positions not slots"
         return dict(k_pool=self.k_pool, v_pool=self.v_pool, kv_pages=self.pages,
-                    kv_pos=self.pos, kv_len=self.len, **extra)
+                    kv_pos=self.pos if with_positions else None, kv_len=self.len, **extra)
 
     def bytes_per_slot(self):
         """Bytes a decode reads per slot of one KV head: K and V rows and
@@ -165,6 +170,13 @@ def streaming(sink, window):
     return lambda qp, kp: (kp <= qp) & ((kp < sink) | (qp - kp < window))
 
 
+def retains_all(kern):
+    """Whether the kernel's policy keeps every position (this harness's
+    kernels: all but the H2O and streaming ones), so that a cache of all
+    positions may be read without kv_pos."""
+    return not any(t in kern.name for t in ("h2o", "streaming"))
+
+
 def all_positions(length):
     return list(range(length))
 
@@ -193,11 +205,14 @@ def check(kern, args, gen):
         positions = [args["positions"](n) for n in lengths]
         # One list per (b, g): the same length for every KV head of a sequence,
         # and one dropped slot in the middle of the second head (if any).
+        # args["slot_positions"]: no dropped slot, and the call gives no
+        # kv_pos (the kernel takes each slot's index for its position).
+        slot_positions = args.get("slot_positions", False)
         rows = []
         for b in range(B):
             for g in range(Hkv):
                 p = list(positions[b])
-                if g == 1 and len(p) > 10:
+                if g == 1 and len(p) > 10 and not slot_positions:
                     p[len(p) // 2] = -1
                 rows.append(p)
         cache = PagedCache(B, Hkv, D, Dv, P, rows, dtype, gen, storage=storage)
@@ -208,7 +223,7 @@ def check(kern, args, gen):
         lse = torch.full((B, Hq, Nq), float("nan"), device="cuda")
         qp = torch.tensor(q_pos, dtype=torch.int32, device="cuda")
         kern.decode(q, o, q_pos=qp, lse=lse, max_length=cache.max_length, splits=splits,
-                    **cache.decode_args(), **args["params"])
+                    **cache.decode_args(not slot_positions), **args["params"])
         torch.cuda.synchronize()
         ro, rl = reference(q, cache, q_pos, args["mask"])
         err_o = ((o.double() - ro).abs().max() / ro.abs().max().clamp_min(1e-6)).item()
@@ -225,6 +240,8 @@ def check(kern, args, gen):
             # values before quantization (relative Frobenius error).
             uo, _ = reference(q, cache, q_pos, args["mask"], original=True)
             quant = " vs unquantized: %.2e" % ((o.double() - uo).norm() / uo.norm()).item()
+        if slot_positions:
+            label += ", no kv_pos"
         print("%s %s %s B=%d Hq=%d Hkv=%d Nq=%d lens=%s P=%d splits=%d: max|dO|/max|O|=%.2e "
               "max|dLSE|=%.2e empty rows=%d%s" % ("PASS" if ok else "FAIL", kern.name, label, B,
                                                    Hq, Hkv, Nq, lengths, P, s_used, err_o, err_l,
@@ -239,7 +256,9 @@ def decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=True, stora
     K/V of the retained length n), and the shape's facts (n, splits, K/V
     bytes read). `twins`: (tag, kernel) pairs of the same ABI (another
     build) timed as "attnc<tag>" over the same cache, each with its own
-    plan."""
+    plan; kernel None: this kernel with kv_pos given. Caches of all
+    positions (slot j holds position j) are read without kv_pos, as
+    CudaKvStore launches them, unless the kernel scores slots (H2O)."""
     dtype = DT[kern.dtype]
     D, Dv = kern.head_dim, kern.head_dim_v
     pos = positions_fn(L)
@@ -254,11 +273,13 @@ def decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=True, stora
     # mass: with the LSE and a mass table (budget kernels add to it; the
     # growing sums do not change the time).
     lse = torch.empty(B, Hq, Nq, device="cuda", dtype=torch.float32) if mass else None
-    args = cache.decode_args()
-    mtab = (torch.zeros(B * Hkv, args["kv_pos"].shape[1], device="cuda", dtype=torch.float32)
+    given = cache.decode_args()
+    slot_positions = pos == list(range(n)) and retains_all(kern)
+    args = cache.decode_args(with_positions=not slot_positions)
+    mtab = (torch.zeros(B * Hkv, given["kv_pos"].shape[1], device="cuda", dtype=torch.float32)
             if mass and "h2o" in kern.name else None)
 
-    def caller(kern, splits):
+    def caller(kern, splits, args=args):
         splits, need = kern.decode_plan(B, Hq, Hkv, Nq, n, 0, splits)
         ws = torch.empty(max(need, 1), dtype=torch.uint8, device="cuda")
         return splits, lambda: kern.decode(q, o, q_pos=qp, max_length=n, workspace=ws,
@@ -269,7 +290,8 @@ def decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=True, stora
     runs = {"attnc": caller(kern, planned)[1]}
     facts = {"n": n, "splits": splits, "kv_bytes": B * Hkv * n * cache.bytes_per_slot()}
     for tag, twin in twins:
-        facts["splits" + tag], runs["attnc" + tag] = caller(twin, planned)
+        facts["splits" + tag], runs["attnc" + tag] = (caller(twin, planned) if twin else
+                                                      caller(kern, planned, given))
     if not baselines:
         return runs, facts
     # Baselines over dense K/V of the retained length (they have no paging).
@@ -412,6 +434,8 @@ def main():
     ap.add_argument("--compare-dir", default="", help="--bench: the kernels of this PTX "
                     "directory (e.g. a build of the previous commit) timed beside each "
                     "quantized and bf16 row, same inputs, same run")
+    ap.add_argument("--pos-compare", action="store_true", help="--bench: the caches of all "
+                    "positions also read with kv_pos given (rows [kv_pos])")
     ap.add_argument("--variants", default="", help="e.g. _k128,_st2: paged_attention_bf16_d128_kv"
                     "<variant>.ptx timed beside the default at every length")
     a = ap.parse_args()
@@ -444,6 +468,7 @@ def main():
             awkward = awkward[:2]
         args = {"cases": awkward, "positions": all_positions, "mask": causal, "params": {}}
         failures += check(causal_kern, args, gen)
+        failures += check(causal_kern, dict(args, slot_positions=True), gen)
         for name in ["paged_attention_bf16_d64_kv"]:
             k2 = Kernel(os.path.join(d, name + ".ptx"))
             failures += check(k2, {"cases": awkward[:3], "positions": all_positions,
@@ -455,9 +480,11 @@ def main():
                                    "positions": sw, "mask": streaming(4, 1020), "params": {}}, gen)
         for name, storage in QUANTIZED:
             kq = Kernel(os.path.join(d, name + ".ptx"))
-            failures += check(kq, {"cases": awkward[:4] + ([] if a.quick else awkward[-2:]),
-                                   "positions": all_positions,
-                                   "mask": causal, "params": {}, "storage": storage}, gen)
+            qargs = {"cases": awkward[:4] + ([] if a.quick else awkward[-2:]),
+                     "positions": all_positions, "mask": causal, "params": {},
+                     "storage": storage}
+            failures += check(kq, qargs, gen)
+            failures += check(kq, dict(qargs, cases=qargs["cases"][:3], slot_positions=True), gen)
         # Errors surface as exceptions with the runtime's message.
         cache = PagedCache(1, 2, 128, 128, 16, [[0, 1], [0, 1]], torch.bfloat16, gen)
         q = torch.randn(1, 8, 1, 128, device="cuda", dtype=torch.bfloat16)
@@ -476,6 +503,12 @@ def main():
                 failures += 1
             except RuntimeError as e:
                 print("PASS %s refused: %s" % (what, e))
+        try:  # a sink + window policy's slots need not follow positions
+            stream.decode(q, o, **dict(cache.decode_args(with_positions=False), q_pos=qp))
+            print("FAIL sink + window without kv_pos accepted")
+            failures += 1
+        except RuntimeError as e:
+            print("PASS sink + window without kv_pos refused: %s" % e)
         print("check: %d failed" % failures, flush=True)
     if a.bench:
         flex = None
@@ -539,9 +572,11 @@ def main():
             for B, L in shapes:
                 rows.append(bench(vk, B, 32, 8, L, 16, all_positions, None, "bf16 all " + var,
                                   gen, baselines=False))
-        if others and not only:
+        # --pos-compare: each kernel again with kv_pos given ("[kv_pos]").
+        pos_twin = [("[kv_pos]", None)] if a.pos_compare else []
+        if (others or pos_twin) and not only:
             twins = [(tag, Kernel(os.path.join(x, "paged_attention_bf16_d128_kv.ptx")))
-                     for tag, x in others]
+                     for tag, x in others] + pos_twin
             for B, L in shapes:
                 r = bench(causal_kern, B, 32, 8, L, 16, all_positions, None, "bf16 all", gen,
                           baselines=False, twins=twins)
@@ -549,6 +584,7 @@ def main():
         for name, storage in [] if only else QUANTIZED:
             kq = Kernel(os.path.join(d, name + ".ptx"))
             twins = [(tag, Kernel(os.path.join(x, name + ".ptx"))) for tag, x in others]
+            twins += pos_twin
             for B, L in shapes:
                 r = bench(kq, B, 32, 8, L, 16, all_positions, None, QUANT_LABEL[name], gen,
                           baselines=False, storage=storage, twins=twins)

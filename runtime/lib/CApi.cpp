@@ -113,7 +113,6 @@ Status cacheLaunch(const Handle &h, const attnc_cache_launch_desc &desc) {
       {"k_pool", {&desc.k_pool, &kPool}},
       {"v_pool", {&desc.v_pool, &vPool}},
       {"kv_pages", {&desc.kv_pages, &pages}},
-      {"kv_pos", {&desc.kv_pos, &pos}},
       {"kv_len", {&desc.kv_len, &len}},
       {"q_pos", {&desc.q_pos, &qpos}}};
   for (auto &[what, io] : views)
@@ -127,7 +126,12 @@ Status cacheLaunch(const Handle &h, const attnc_cache_launch_desc &desc) {
     args.lse = &lse;
   }
   args.cache.keyPool = &kPool, args.cache.valuePool = &vPool;
-  args.cache.pages = &pages, args.cache.positions = &pos, args.cache.lengths = &len;
+  args.cache.pages = &pages, args.cache.lengths = &len;
+  if (desc.kv_pos.rank != 0) { // rank 0: slot j holds position j
+    if (Status s = view("kv_pos", desc.kv_pos, desc.device, pos); !s)
+      return s;
+    args.cache.positions = &pos;
+  }
   args.cache.queryPositions = &qpos;
   DLTensor kScale, vScale;
   if (desc.k_scale.rank != 0) {

@@ -613,12 +613,24 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   const int64_t Hkv = c.lengths->shape[0] / B;
   auto len = denseDeviceTensor("cache lengths", c.lengths, "i32", {B * Hkv}, device);
   auto pages = denseDeviceTensor("cache pages", c.pages, "i32", {B * Hkv, -1}, device);
-  auto pos = denseDeviceTensor("cache positions", c.positions, "i32", {B * Hkv, -1}, device);
   auto qpos = denseDeviceTensor("query positions", c.queryPositions, "i32", {B}, device);
-  for (auto *e : {&len, &pages, &pos, &qpos})
+  for (auto *e : {&len, &pages, &qpos})
     if (!*e)
       return e->error();
-  const int64_t maxPages = pages->shape[1], maxSlots = pos->shape[1];
+  // No positions table: slot j holds position j, and a row's slots are
+  // its pages' (the kernel reads kv_pos = null that way).
+  std::optional<detail::TensorView> pos;
+  if (!c.positions && !policy.retainsAll())
+    return Status::error("policy '" + policy.name + "' retains " + policy.retention +
+                         (policy.headPolicies.empty() ? "" : " or per-head policies") +
+                         ": slots do not follow positions, give the cache positions");
+  if (c.positions) {
+    auto given = denseDeviceTensor("cache positions", c.positions, "i32", {B * Hkv, -1}, device);
+    if (!given)
+      return given.error();
+    pos = *given;
+  }
+  const int64_t maxPages = pages->shape[1], maxSlots = pos ? pos->shape[1] : maxPages * P;
   if (maxSlots > maxPages * P)
     return Status::error("cache positions have " + std::to_string(maxSlots) + " slots per row, " +
                          "more than the " + std::to_string(maxPages) + " pages of " +
@@ -626,7 +638,8 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   const int64_t maxLength = c.maxLength > 0 ? c.maxLength : maxSlots;
   if (maxLength > maxSlots)
     return Status::error("maxLength " + std::to_string(maxLength) + " exceeds the " +
-                         std::to_string(maxSlots) + " slots of the positions table");
+                         std::to_string(maxSlots) + " slots of the " +
+                         (pos ? "positions table" : "page table"));
 
   // Q, O, LSE and parameters as for a plain launch, with K/V stand-ins of a
   // page's shape (the pools' dtype is checked above).
@@ -686,12 +699,14 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
                                 {"key pool", &*kPool},
                                 {"value pool", &*vPool},
                                 {"cache pages", &*pages},
-                                {"cache positions", &*pos},
                                 {"cache lengths", &*len},
                                 {"query positions", &*qpos}},
                                device);
       !s)
     return s;
+  if (pos)
+    if (Status s = checkPointer(drv, "cache positions", *pos, device); !s)
+      return s;
   if (quant)
     for (auto [what, view] : {std::pair{"key scales", &*kScales}, {"value scales", &*vScales}})
       if (Status s = checkPointer(drv, what, *view, device); !s)
@@ -727,7 +742,8 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
         push(int64_t(t->strides[i]));
     push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
     push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
-    for (uint64_t ptr : {address(*pages), address(*pos), address(*len), address(*qpos)})
+    for (uint64_t ptr :
+         {address(*pages), pos ? address(*pos) : uint64_t(0), address(*len), address(*qpos)})
       push(ptr);
     push(quant ? address(*kScales) : uint64_t(0));
     push(quant ? address(*vScales) : uint64_t(0));

@@ -202,6 +202,9 @@ Status CudaKvStore::syncTables(KvCache &cache, const std::vector<int64_t> &seque
     }
   }
   tableUploadBytes = 0;
+  // Caches whose slots are their positions launch without a positions
+  // table (the kernel reads none): none is kept here either.
+  const bool withPositions = !cache.slotsArePositions();
   // Other sequences, or rows past the pitch: every row again, with room
   // for a quarter more pages, so that decode steps append in place.
   if (sequences != b.sequences || maxPages > b.pagesPitch) {
@@ -209,23 +212,26 @@ Status CudaKvStore::syncTables(KvCache &cache, const std::vector<int64_t> &seque
     b.pagesPitch = maxPages + maxPages / 4 + 1;
     b.slotsPitch = b.pagesPitch * P;
     b.hostPages.assign(size_t(rowsT * b.pagesPitch), 0);
-    b.hostPositions.assign(size_t(rowsT * b.slotsPitch), -1);
+    b.hostPositions.assign(withPositions ? size_t(rowsT * b.slotsPitch) : 0, -1);
     b.tableRows.assign(size_t(rowsT), Buffers::TableRow{});
     if (Status s = ensure(b.pages, b.hostPages.size() * 4, dev); !s)
       return s;
-    if (Status s = ensure(b.positions, b.hostPositions.size() * 4, dev); !s)
-      return s;
+    if (withPositions)
+      if (Status s = ensure(b.positions, b.hostPositions.size() * 4, dev); !s)
+        return s;
     for (int64_t r = 0; r < rowsT; ++r) {
       const KvCache::SequenceView &v = views[r];
       std::copy(v.pages->begin(), v.pages->end(), b.hostPages.begin() + r * b.pagesPitch);
-      std::copy(v.pos->begin(), v.pos->begin() + v.slots,
-                b.hostPositions.begin() + r * b.slotsPitch);
+      if (withPositions)
+        std::copy(v.pos->begin(), v.pos->begin() + v.slots,
+                  b.hostPositions.begin() + r * b.slotsPitch);
       b.tableRows[r] = {v.layoutStamp, v.slots, int64_t(v.pages->size())};
     }
     if (Status s = b.pages.upload(b.hostPages.data(), b.hostPages.size() * 4); !s)
       return s;
-    if (Status s = b.positions.upload(b.hostPositions.data(), b.hostPositions.size() * 4); !s)
-      return s;
+    if (withPositions)
+      if (Status s = b.positions.upload(b.hostPositions.data(), b.hostPositions.size() * 4); !s)
+        return s;
     tableUploadBytes = (b.hostPages.size() + b.hostPositions.size()) * 4;
   } else {
     // Per row, the range [from, to) of its pages and positions that
@@ -243,15 +249,17 @@ Status CudaKvStore::syncTables(KvCache &cache, const std::vector<int64_t> &seque
       Buffers::TableRow &row = b.tableRows[r];
       const int64_t pages = int64_t(v.pages->size());
       int32_t *hp = b.hostPages.data() + r * b.pagesPitch;
-      int32_t *hs = b.hostPositions.data() + r * b.slotsPitch;
+      int32_t *hs = withPositions ? b.hostPositions.data() + r * b.slotsPitch : nullptr;
       const bool appended =
           v.layoutStamp == row.stamp && v.slots >= row.slots && pages >= row.pages;
       Range pr{appended ? row.pages : 0, std::max(pages, row.pages)};
       Range sr{appended ? row.slots : 0, std::max(v.slots, row.slots)};
       std::fill(hp + pr.from, hp + pr.to, 0);
       std::copy(v.pages->begin() + pr.from, v.pages->end(), hp + pr.from);
-      std::fill(hs + sr.from, hs + sr.to, -1);
-      std::copy(v.pos->begin() + sr.from, v.pos->begin() + v.slots, hs + sr.from);
+      if (hs) {
+        std::fill(hs + sr.from, hs + sr.to, -1);
+        std::copy(v.pos->begin() + sr.from, v.pos->begin() + v.slots, hs + sr.from);
+      }
       pageRanges[r] = pr, posRanges[r] = sr;
       row = {v.layoutStamp, v.slots, pages};
     }
@@ -285,8 +293,9 @@ Status CudaKvStore::syncTables(KvCache &cache, const std::vector<int64_t> &seque
     };
     if (Status s = upload(b.pages, b.hostPages, b.pagesPitch, pageRanges); !s)
       return s;
-    if (Status s = upload(b.positions, b.hostPositions, b.slotsPitch, posRanges); !s)
-      return s;
+    if (withPositions)
+      if (Status s = upload(b.positions, b.hostPositions, b.slotsPitch, posRanges); !s)
+        return s;
   }
   // Lengths and query positions: a few words, every call.
   b.hostLengths.assign(size_t(rowsT), 0);
@@ -329,7 +338,9 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
   CudaCacheLaunchArgs a;
   a.q = q, a.o = o, a.lse = lse;
   a.cache = pools();
-  a.cache.pages = &pages, a.cache.positions = &pos, a.cache.lengths = &len;
+  a.cache.pages = &pages, a.cache.lengths = &len;
+  // Positions the kernel would read as its slots' indices stay here.
+  a.cache.positions = cache.slotsArePositions() ? nullptr : &pos;
   a.cache.queryPositions = &qpos;
   a.cache.maxLength = std::max<int64_t>(b.maxLength, 1);
   a.params = params;

@@ -174,6 +174,35 @@ TEST_F(CudaDecodeFake, OneSplitPacksTheAbi) {
   EXPECT_EQ(fake.last().values[30], 0u);
 }
 
+TEST_F(CudaDecodeFake, NoPositionsTableMeansSlotsArePositions) {
+  // A policy that retains all may leave the positions out: kv_pos is null,
+  // max_slots the page table's max_pages * P, and max_length is checked
+  // against it.
+  DecodeProblem p(2, 8, 2, 1, 100);
+  auto a = p.args();
+  a.splits = 1;
+  a.cache.positions = nullptr;
+  ASSERT_TRUE(kernel->launch(a));
+  attnc_fake_launch l = fake.last();
+  EXPECT_EQ(l.values[13], uint64_t(7 * 16)) << "max_slots: 7 pages of 16";
+  EXPECT_EQ(l.values[25], 0u) << "kv_pos";
+  EXPECT_EQ(l.values[24], p.pages.address());
+  a.cache.maxLength = 113;
+  expectRejected(a, "maxLength 113 exceeds the 112 slots of the page table");
+  // Other retentions move or drop slots: they must give the positions.
+  std::string meta = kDecodeMeta;
+  meta.replace(meta.find("pkv paged 16 all 0 0"), 20, "pkv paged 16 sink_window 4 60");
+  auto stream = CudaKernel::load(decodePtx(), meta);
+  ASSERT_TRUE(bool(stream)) << stream.message();
+  a.cache.maxLength = 0;
+  int before = fake.launches();
+  expectError((*stream)->launch(a), "policy 'pkv' retains sink_window: slots do not follow "
+                                    "positions, give the cache positions");
+  EXPECT_EQ(fake.launches(), before);
+  a.cache.positions = &p.pos;
+  EXPECT_TRUE((*stream)->launch(a));
+}
+
 TEST_F(CudaDecodeFake, SplitsLaunchTheMerge) {
   // 1 sequence, 4 KV heads: 4 CTAs without splits on a GPU of many SMs, so
   // the plan splits the 8192 slots.
@@ -396,7 +425,9 @@ static void expectDeviceTablesMatch(const attnc_fake_launch &l, const KvCache &c
   ASSERT_GE(pitchP, t->maxPages);
   ASSERT_GE(pitchS, t->maxSlots);
   const auto *pages = reinterpret_cast<const int32_t *>(uintptr_t(l.values[24]));
+  // No positions table where the cache's slots are its positions.
   const auto *pos = reinterpret_cast<const int32_t *>(uintptr_t(l.values[25]));
+  EXPECT_EQ(pos == nullptr, cache.slotsArePositions());
   const auto *len = reinterpret_cast<const int32_t *>(uintptr_t(l.values[26]));
   const auto *qpos = reinterpret_cast<const int32_t *>(uintptr_t(l.values[27]));
   for (int64_t r = 0; r < rows; ++r) {
@@ -406,7 +437,8 @@ static void expectDeviceTablesMatch(const attnc_fake_launch &l, const KvCache &c
     for (int64_t i = 0; i < used; ++i)
       EXPECT_EQ(pages[r * pitchP + i], t->pages[r * t->maxPages + i]) << "page " << i;
     for (int64_t i = 0; i < len[r]; ++i)
-      EXPECT_EQ(pos[r * pitchS + i], t->positions[r * t->maxSlots + i]) << "slot " << i;
+      EXPECT_EQ(pos ? pos[r * pitchS + i] : int32_t(i), t->positions[r * t->maxSlots + i])
+          << "slot " << i;
   }
   for (size_t b = 0; b < t->queryPositions.size(); ++b)
     EXPECT_EQ(qpos[b], t->queryPositions[b]);
@@ -417,6 +449,8 @@ TEST_F(CudaDecodeFake, KvStoreKeepsTablesOnTheDevice) {
   // appended since the last, in one rectangle per run of rows with the same
   // range; a head that dropped slots (sink + window) goes up whole; other
   // sequences, or more pages than the row pitch, upload everything again.
+  // A cache that retains all keeps no positions table (slots are
+  // positions): its pages alone go up.
   std::string meta = kDecodeMeta;
   meta.replace(meta.find("pkv paged 16 all 0 0 bf16 none 0 0 none"), 39,
                "psw paged 16 sink_window 2 30 bf16 none 0 0 none");
@@ -448,20 +482,21 @@ TEST_F(CudaDecodeFake, KvStoreKeepsTablesOnTheDevice) {
     };
     step(seqs);
     const attnc_fake_launch first = fake.last();
-    const size_t full = size_t(4 * (first.values[12] + first.values[13])) * 4;
+    const size_t full = size_t(4 * (first.values[12] + (window ? first.values[13] : 0))) * 4;
     EXPECT_EQ((*store)->lastTableUploadBytes(), full) << "the first decode uploads every row";
-    // One token each: 4 bytes per (sequence, head) row, 16 in all.
+    // One token each: 4 bytes of positions per (sequence, head) row, 16 in
+    // all (none without positions: the pages hold it).
     append(seqs[0], 1);
     append(seqs[1], 1);
     step(seqs);
-    EXPECT_EQ((*store)->lastTableUploadBytes(), 16u);
+    EXPECT_EQ((*store)->lastTableUploadBytes(), window ? 16u : 0u);
     EXPECT_EQ(fake.last().values[25], first.values[25]) << "the same device table, in place";
     // Past a page boundary (21 -> 33 tokens): a page and 12 positions per
     // row of sequence 0; under the window, slots dropped: its rows whole.
     append(seqs[0], 12);
     step(seqs);
     if (!window)
-      EXPECT_EQ((*store)->lastTableUploadBytes(), size_t(2 * (1 + 12)) * 4);
+      EXPECT_EQ((*store)->lastTableUploadBytes(), size_t(2 * 1) * 4) << "a page per row";
     else
       EXPECT_LT((*store)->lastTableUploadBytes(), full);
     // Many more steps, the tables still right.
@@ -472,7 +507,7 @@ TEST_F(CudaDecodeFake, KvStoreKeepsTablesOnTheDevice) {
     // Another order of the sequences: every row again.
     step({seqs[1], seqs[0]});
     EXPECT_EQ((*store)->lastTableUploadBytes(),
-              size_t(4 * (fake.last().values[12] + fake.last().values[13])) * 4);
+              size_t(4 * (fake.last().values[12] + (window ? fake.last().values[13] : 0))) * 4);
     // A sequence removed and another, longer, added in its place (the same
     // id, other pages): a new layout, not an append.
     ASSERT_TRUE(cache.removeSequence(seqs[1]));

@@ -980,6 +980,7 @@ TEST_F(KvCacheTest, RandomOperationsKeepTheInvariants) {
     auto cc = rt::KvCache::create(o);
     ASSERT_TRUE(bool(cc)) << cc.message();
     rt::KvCache &c = **cc;
+    EXPECT_EQ(c.slotsArePositions(), std::string(st.kernel) == "over_all");
     std::map<int64_t, History> live;
     int refused = 0;
     for (int op = 0; op < 400; ++op) {
@@ -1025,6 +1026,14 @@ TEST_F(KvCacheTest, RandomOperationsKeepTheInvariants) {
             if (p.retention != "sink_window" || pos < p.sink || pos >= L - p.window)
               want.push_back(int32_t(pos));
           ASSERT_EQ(c.retainedPositions(seq, hd), want) << "op " << op;
+          // What a CUDA launch without positions assumes.
+          if (c.slotsArePositions()) {
+            auto v = c.view(seq, hd);
+            ASSERT_TRUE(bool(v));
+            ASSERT_EQ(v->slots, L);
+            for (int64_t j = 0; j < L; ++j)
+              ASSERT_EQ((*v->pos)[size_t(j)], j) << "op " << op;
+          }
           owned += c.pagesOf(seq, hd);
         }
       }

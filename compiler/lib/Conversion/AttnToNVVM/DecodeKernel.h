@@ -11,8 +11,9 @@
 //   then the runtime parameters (as the prefill kernel's).
 // Pools are [pages, P, D] / [pages, P, Dv] (a page holds one KV head's P
 // slots); tables are i32: kv_pages [B * Hkv, max_pages], kv_pos [B * Hkv,
-// max_slots] (-1: not retained), kv_len [B * Hkv], q_pos [B] (the first
-// query's position). With splits = 1 the kernel writes O and LSE; with
+// max_slots] (-1: not retained) or null (slot j holds position j: no
+// positions are read), kv_len [B * Hkv], q_pos [B] (the first query's
+// position). With splits = 1 the kernel writes O and LSE; with
 // more, split s writes rows s * B * Hq * Nq + (b * Hq + h) * Nq + i of
 // O_part (f32, Dv each) and LSE_part (f32), and `attnc_<K>_merge`
 // combines them (ABI in MergeKernel.h).

@@ -16,8 +16,9 @@ using namespace mlir::attn::nvvm;
 
 namespace {
 
-/// Splits the merge kernel loads per round trip.
-constexpr int64_t kMergeUnroll = 8;
+/// Splits the merge kernel loads per round trip: kMergeWide while a whole
+/// chunk of them remains, then kMergeUnroll (the last chunk masked).
+constexpr int64_t kMergeWide = 16, kMergeUnroll = 8;
 
 class MergeLowering : public NvvmBuilder {
 public:
@@ -51,43 +52,51 @@ public:
     Value rows = ext64(b, mul(b, B, mul(b, Hq, Nq)));
     Value row = ext64(b, add(b, mul(b, add(b, mul(b, bIdx, Hq), h), Nq), i));
     Value negInf = cf32(b, -std::numeric_limits<float>::infinity()), zero = cf32(b, 0.0);
-    // One pass over the splits, kMergeUnroll at a time: their loads are
+    // One pass over the splits, a chunk at a time: their loads are
     // independent, so a chunk costs one memory round trip (a split per
     // round trip made the merge of 33 splits 11 us, 5% of a B=1 128k
-    // decode; bench/NOTES.md). The running maximum M rescales the sums.
+    // decode; bench/NOTES.md). Chunks of kMergeWide while whole ones
+    // remain (33 splits: 3 round trips instead of 5), then of kMergeUnroll
+    // with the splits past the end masked. The running maximum M rescales
+    // the sums.
     Value lastSplit = sub(b, splits, ci32(b, 1));
     auto isNegInf = [&](OpBuilder &b, Value x) {
       return arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, x, negInf);
     };
-    auto sumLoop = scf::ForOp::create(
-        b, l, ci32(b, 0), splits, ci32(b, kMergeUnroll), ValueRange{negInf, zero, zero},
-        [&](OpBuilder &b, Location l, Value s0, ValueRange it) {
-          SmallVector<Value> lses, parts;
-          Value M = it[0];
-          for (int64_t u = 0; u < kMergeUnroll; ++u) {
-            Value s = add(b, s0, ci32(b, u));
-            Value at = add(b, mul(b, ext64(b, mini(b, s, lastSplit)), rows), row);
-            Value lse = load(b, f32(), gLp, at);
-            lses.push_back(select(b, cmpi(b, arith::CmpIPredicate::slt, s, splits), lse, negInf));
-            parts.push_back(load(b, f32(), gOp, add(b, mul(b, at, ci64(b, Dv)), ext64(b, col))));
-            M = fmax(b, M, lses.back());
-          }
-          // Weights relative to ref (0 while every LSE is -inf); the old sums
-          // scale by 2^(M_old - ref), 0 while they are empty.
-          Value ref = select(b, isNegInf(b, M), zero, M);
-          Value f = select(b, isNegInf(b, it[0]), zero,
-                           ex2(b, fmul(b, fsub(b, it[0], ref), cf32(b, kLog2e))));
-          Value lsum = fmul(b, it[1], f), acc = fmul(b, it[2], f);
-          for (int64_t u = 0; u < kMergeUnroll; ++u) {
-            Value w = ex2(b, fmul(b, fsub(b, lses[u], ref), cf32(b, kLog2e)));
-            lsum = fadd(b, lsum, w);
-            acc = fadd(b, acc, fmul(b, w, parts[u]));
-          }
-          scf::YieldOp::create(b, l, ValueRange{M, lsum, acc});
-        });
-    Value M = sumLoop.getResult(0);
+    auto sumLoop = [&](Value from, Value to, int64_t unroll, ValueRange init) {
+      return scf::ForOp::create(
+          b, l, from, to, ci32(b, unroll), init,
+          [&](OpBuilder &b, Location l, Value s0, ValueRange it) {
+            SmallVector<Value> lses, parts;
+            Value M = it[0];
+            for (int64_t u = 0; u < unroll; ++u) {
+              Value s = add(b, s0, ci32(b, u));
+              Value at = add(b, mul(b, ext64(b, mini(b, s, lastSplit)), rows), row);
+              Value lse = load(b, f32(), gLp, at);
+              lses.push_back(select(b, cmpi(b, arith::CmpIPredicate::slt, s, splits), lse, negInf));
+              parts.push_back(load(b, f32(), gOp, add(b, mul(b, at, ci64(b, Dv)), ext64(b, col))));
+              M = fmax(b, M, lses.back());
+            }
+            // Weights relative to ref (0 while every LSE is -inf); the old sums
+            // scale by 2^(M_old - ref), 0 while they are empty.
+            Value ref = select(b, isNegInf(b, M), zero, M);
+            Value f = select(b, isNegInf(b, it[0]), zero,
+                             ex2(b, fmul(b, fsub(b, it[0], ref), cf32(b, kLog2e))));
+            Value lsum = fmul(b, it[1], f), acc = fmul(b, it[2], f);
+            for (int64_t u = 0; u < unroll; ++u) {
+              Value w = ex2(b, fmul(b, fsub(b, lses[u], ref), cf32(b, kLog2e)));
+              lsum = fadd(b, lsum, w);
+              acc = fadd(b, acc, fmul(b, w, parts[u]));
+            }
+            scf::YieldOp::create(b, l, ValueRange{M, lsum, acc});
+          });
+    };
+    Value wideEnd = sub(b, splits, remu(b, splits, ci32(b, kMergeWide)));
+    auto wide = sumLoop(ci32(b, 0), wideEnd, kMergeWide, ValueRange{negInf, zero, zero});
+    auto rest = sumLoop(wideEnd, splits, kMergeUnroll, wide.getResults());
+    Value M = rest.getResult(0);
     Value ref = select(b, isNegInf(b, M), zero, M);
-    Value lsum = sumLoop.getResult(1), acc = sumLoop.getResult(2);
+    Value lsum = rest.getResult(1), acc = rest.getResult(2);
     Value hasKeys = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, lsum, zero);
     Value out = select(b, hasKeys, arith::DivFOp::create(b, l, acc, lsum), zero);
     Value lse = select(b, hasKeys, fadd(b, ref, fmul(b, lg2(b, lsum), cf32(b, kLn2))), negInf);

@@ -68,15 +68,16 @@ typedef struct attnc_launch_desc {
    kv-cache; docs/kv-cache.md): pools [pages, P, D] / [pages, P, Dv] of the
    policy's storage; i32 tables with a row per (sequence b, KV head g) =
    b * Hkv + g: kv_pages [B*Hkv, max_pages], kv_pos [B*Hkv, max_slots]
-   (-1: not retained), kv_len [B*Hkv]; q_pos [B] (first query position). */
+   (-1: not retained) or rank 0 (slot j holds position j: policies that
+   retain all), kv_len [B*Hkv]; q_pos [B] (first query position). */
 typedef struct attnc_cache_launch_desc {
   attnc_tensor q, o, lse; /* as in attnc_launch_desc (lse rank 0: not wanted) */
   attnc_tensor k_pool, v_pool;
   attnc_tensor kv_pages, kv_pos, kv_len, q_pos;
   attnc_tensor k_scale, v_scale; /* int8/int4 storage: f32 [pages, P, groups]; else rank 0 */
-  int64_t max_length;            /* longest kv_len entry; 0: kv_pos's second extent */
-  int64_t splits;                /* KV splits; 0: attnc_cuda_decode_plan's choice */
-  uint64_t workspace;            /* device scratch of attnc_cuda_decode_plan's size */
+  int64_t max_length; /* longest kv_len entry; 0: kv_pos's second extent (max_pages * P) */
+  int64_t splits;     /* KV splits; 0: attnc_cuda_decode_plan's choice */
+  uint64_t workspace; /* device scratch of attnc_cuda_decode_plan's size */
   uint64_t workspace_bytes;
   int32_t device;
   int32_t num_params;

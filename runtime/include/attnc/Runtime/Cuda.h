@@ -90,8 +90,11 @@ bool archRunsOn(const std::string &kernelArch, int cc);
 /// i32 tables with one row per (sequence b, KV head g), row b * Hkv + g.
 /// The pools (CachePools in Runtime.h) on the device, then the tables.
 struct CudaCacheView : CachePools {
-  const DLTensor *pages = nullptr;          // [B * Hkv, max_pages]: pool page of each page slot
-  const DLTensor *positions = nullptr;      // [B * Hkv, max_slots]: logical position, -1 dropped
+  const DLTensor *pages = nullptr; // [B * Hkv, max_pages]: pool page of each page slot
+  /// [B * Hkv, max_slots]: logical position of each slot, -1 dropped. Null:
+  /// slot j holds position j (KvCache::slotsArePositions), max_slots is
+  /// the page table's max_pages * P, and the kernel reads no positions.
+  const DLTensor *positions = nullptr;
   const DLTensor *lengths = nullptr;        // [B * Hkv]: slots in use
   const DLTensor *queryPositions = nullptr; // [B]: position of each sequence's first query
   /// The longest `lengths` entry (the host knows it; it sizes the splits).

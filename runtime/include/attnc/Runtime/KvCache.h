@@ -142,6 +142,11 @@ public:
   /// how many last queries of a launch with Nq queries score its slots.
   bool scoresSlots() const { return opts.policy.scoresSlots(); }
   int64_t scoringQueries(int64_t Nq) const;
+  /// Whether slot j of every sequence and KV head holds position j: the
+  /// policy retains every position in every head (appends fill the slots
+  /// in order and nothing is dropped or moved). Kernels may then take a
+  /// key's position from its slot (a CUDA launch without kv_pos).
+  bool slotsArePositions() const { return opts.policy.retainsAll(); }
 
   /// Tokens appended so far (the next logical position); -1 if no such
   /// sequence.

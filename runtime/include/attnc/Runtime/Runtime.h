@@ -101,6 +101,14 @@ struct CachePolicyInfo {
   int64_t scaleGroups(int64_t dim) const {
     return scale == "per_group" && groupSize > 0 ? dim / groupSize : 1;
   }
+  /// Whether every position stays, in every head this policy may give: then
+  /// a sequence's slot j holds position j (KvCache::slotsArePositions).
+  bool retainsAll() const {
+    for (const CachePolicyInfo &h : headPolicies)
+      if (!h.retainsAll())
+        return false;
+    return retention == "all";
+  }
   /// Whether this policy, or one a head may follow, keeps a budget: its
   /// kernels then also produce the slots' attention mass (eviction scores).
   bool scoresSlots() const {
