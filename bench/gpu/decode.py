@@ -36,7 +36,7 @@ class PagedCache:
     row j % P. Pool pages are assigned in a random order."""
 
     def __init__(self, B, Hkv, D, Dv, P, positions, dtype, gen, spare_pages=3, storage=None,
-                 sequential=False):
+                 sequential=False, page_runs=1):
         rows = B * Hkv
         assert len(positions) == rows
         lens = [len(p) for p in positions]
@@ -44,8 +44,12 @@ class PagedCache:
         max_pages = max(1, (max_slots + P - 1) // P)
         need = sum((n + P - 1) // P for n in lens)
         num_pages = need + spare_pages
+        # Pool pages in order, or runs of page_runs consecutive pages in
+        # random order (1: every page anywhere).
+        runs = [list(range(s, min(s + page_runs, num_pages)))
+                for s in range(0, num_pages, page_runs)]
         order = list(range(num_pages)) if sequential else \
-            torch.randperm(num_pages, generator=gen).tolist()
+            [p for i in torch.randperm(len(runs), generator=gen).tolist() for p in runs[i]]
         k = torch.randn(num_pages, P, D, generator=gen).cuda()
         v = torch.randn(num_pages, P, Dv, generator=gen).cuda()
         # storage: None (dtype pages), ("i8", group or 0) or ("i4", group):
@@ -250,7 +254,8 @@ def check(kern, args, gen):
 
 
 def decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=True, storage=None,
-                sequential=False, splits=0, Nq=1, mass=False, flex=None, twins=()):
+                sequential=False, splits=0, Nq=1, mass=False, flex=None, twins=(),
+                page_runs=1):
     """The calls to time for one shape: {"attnc": ..., "sdpa_fa2": ...,
     "sdpa_cudnn": ..., "flex": ...} (baselines over dense [B, Hkv, n, D]
     K/V of the retained length n), and the shape's facts (n, splits, K/V
@@ -264,7 +269,7 @@ def decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=True, stora
     pos = positions_fn(L)
     n = len(pos)
     cache = PagedCache(B, Hkv, D, Dv, P, [pos] * (B * Hkv), dtype, gen, storage=storage,
-                       sequential=sequential)
+                       sequential=sequential, page_runs=page_runs)
     q = torch.randn(B, Hq, Nq, D, generator=gen).to("cuda", dtype)
     o = torch.empty(B, Hq, Nq, Dv, device="cuda", dtype=dtype)
     qp = torch.full((B,), L - Nq, dtype=torch.int32, device="cuda")
@@ -434,6 +439,8 @@ def main():
     ap.add_argument("--compare-dir", default="", help="--bench: the kernels of this PTX "
                     "directory (e.g. a build of the previous commit) timed beside each "
                     "quantized and bf16 row, same inputs, same run")
+    ap.add_argument("--page-runs", default="", help="--bench: e.g. 16,512: bf16 rows with "
+                    "pages in random runs of that many consecutive pool pages")
     ap.add_argument("--pos-compare", action="store_true", help="--bench: the caches of all "
                     "positions also read with kv_pos given (rows [kv_pos])")
     ap.add_argument("--variants", default="", help="e.g. _k128,_st2: paged_attention_bf16_d128_kv"
@@ -567,6 +574,13 @@ def main():
         for B, L in shapes if not only else []:
             rows.append(bench(causal_kern, B, 32, 8, L, 16, all_positions, None,
                               "bf16 all, pages in order", gen, baselines=False, sequential=True))
+        # Pages in random runs of R consecutive pool pages: where the cost
+        # of the random order lies (a 2 MB GPU page holds 512 pages of 4 KB).
+        for R in [int(x) for x in a.page_runs.split(",") if x]:
+            for B, L in shapes:
+                rows.append(bench(causal_kern, B, 32, 8, L, 16, all_positions, None,
+                                  "bf16 all, runs of %d pages" % R, gen, baselines=False,
+                                  page_runs=R))
         for var in [v for v in a.variants.split(",") if v and not only]:
             vk = Kernel(os.path.join(d, "paged_attention_bf16_d128_kv%s.ptx" % var))
             for B, L in shapes:

@@ -18,7 +18,7 @@ namespace {
 
 /// Splits the merge kernel loads per round trip: kMergeWide while a whole
 /// chunk of them remains, then kMergeUnroll (the last chunk masked).
-constexpr int64_t kMergeWide = 16, kMergeUnroll = 8;
+constexpr int64_t kMergeWide = 32, kMergeUnroll = 8;
 
 class MergeLowering : public NvvmBuilder {
 public:
@@ -56,7 +56,7 @@ public:
     // independent, so a chunk costs one memory round trip (a split per
     // round trip made the merge of 33 splits 11 us, 5% of a B=1 128k
     // decode; bench/NOTES.md). Chunks of kMergeWide while whole ones
-    // remain (33 splits: 3 round trips instead of 5), then of kMergeUnroll
+    // remain (33 splits: 2 round trips instead of 5), then of kMergeUnroll
     // with the splits past the end masked. The running maximum M rescales
     // the sums.
     Value lastSplit = sub(b, splits, ci32(b, 1));
