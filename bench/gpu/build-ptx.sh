@@ -90,6 +90,7 @@ VARIANT=_kv emit cache_policies.attn paged_attention 64 bf16 --kv-cache
 VARIANT=_kv emit streaming.attn streaming_llm 128 bf16 --kv-cache
 VARIANT=_kv emit cache_policies.attn int8_kv_attention 128 bf16 --kv-cache
 VARIANT=_kv emit cache_policies.attn int4_kv_attention 128 bf16 --kv-cache
+VARIANT=_kv emit cache_policies.attn int4_f16s_kv_attention 128 bf16 --kv-cache
 VARIANT=_kv emit cache_policies.attn fp8_kv_attention 128 bf16 --kv-cache
 # int4 with one scale per token (decode.py times it beside int4 per group).
 "$ATTNC" bench/gpu/int4_token.attn -I lib --kernel=int4_token_attention --target=cuda \

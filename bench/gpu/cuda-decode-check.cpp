@@ -183,6 +183,7 @@ bool checkKernel(const std::string &ptxPath) {
       return false;
     }
     const size_t elem = quant ? 1 : 2;
+    const DLDataType scaleType{kDLFloat, uint8_t(8 * c.scaleBytes()), 1};
     const int64_t rows = B * Hkv;
     std::vector<uint16_t> hq(size_t(B * Hq * Nq * D));
     for (auto &x : hq)
@@ -193,11 +194,11 @@ bool checkKernel(const std::string &ptxPath) {
       s = vPool.set(c.valuePool(), size_t(o.numPages * P * Dv / per) * elem,
                     {o.numPages, P, Dv / per}, quant ? kI8 : kBF16);
     if (s && quant)
-      s = kScales.set(c.keyScales(), size_t(o.numPages * P * c.keyGroups()) * 4,
-                      {o.numPages, P, c.keyGroups()}, kF32);
+      s = kScales.set(c.keyScales(), size_t(o.numPages * P * c.keyGroups() * c.scaleBytes()),
+                      {o.numPages, P, c.keyGroups()}, scaleType);
     if (s && quant)
-      s = vScales.set(c.valueScales(), size_t(o.numPages * P * c.valueGroups()) * 4,
-                      {o.numPages, P, c.valueGroups()}, kF32);
+      s = vScales.set(c.valueScales(), size_t(o.numPages * P * c.valueGroups() * c.scaleBytes()),
+                      {o.numPages, P, c.valueGroups()}, scaleType);
     if (s)
       s = pages.set(t->pages.data(), t->pages.size() * 4, {rows, t->maxPages}, kI32);
     if (s)

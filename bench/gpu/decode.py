@@ -52,7 +52,8 @@ class PagedCache:
             [p for i in torch.randperm(len(runs), generator=gen).tolist() for p in runs[i]]
         k = torch.randn(num_pages, P, D, generator=gen).cuda()
         v = torch.randn(num_pages, P, Dv, generator=gen).cuda()
-        # storage: None (dtype pages), ("i8", group or 0) or ("i4", group):
+        # storage: None (dtype pages), ("i8", group or 0), ("i4", group) or
+        # ("i4", group, "f16") (f16 scales):
         # symmetric quantization like KvCache's on append (scale = max|x| /
         # qmax per token or per group of the head dim; torch.round takes
         # halves to even, KvCache away from zero: the kernel reads whichever
@@ -110,23 +111,30 @@ class PagedCache:
         their scales."""
         b = (self.k_pool.shape[2] + self.v_pool.shape[2]) * self.k_pool.element_size()
         if self.k_scale is not None:
-            b += (self.k_scale.shape[2] + self.v_scale.shape[2]) * 4
+            b += (self.k_scale.shape[2] + self.v_scale.shape[2]) * self.k_scale.element_size()
         return b
 
 
-def quantize(x, kind, group):
+def quantize(x, kind, group, scale_type="f32"):
     """x [pages, P, D] float32 -> (pool, scales [pages, P, groups], exact
-    dequantized values); int4 packs two values per byte, low nibble first."""
+    dequantized values); int4 packs two values per byte, low nibble first.
+    scale_type f16: the scales stored as f16 (at most 65504), and the
+    values quantized by the stored scale, as the runtime's appends do."""
     D = x.shape[2]
     g = group or D
     qmax = {"i8": 127, "i4": 7, "f8": 448}[kind]
     xg = x.view(x.shape[0], x.shape[1], D // g, g)
     scale = xg.abs().amax(-1) / qmax
+    stored = None
+    if scale_type == "f16":
+        stored = scale.clamp(max=65504.0).half()
+        scale = stored.float()
     if kind == "f8":  # e4m3 bytes of x / scale (torch rounds to nearest even)
         f8 = torch.where(scale[..., None] > 0, xg / scale[..., None].clamp_min(1e-30),
                          torch.zeros_like(xg)).to(torch.float8_e4m3fn)
         exact = (f8.float() * scale[..., None]).view_as(x)
-        return f8.view(torch.int8).view_as(x).contiguous(), scale.contiguous(), exact
+        return (f8.view(torch.int8).view_as(x).contiguous(),
+                (stored if stored is not None else scale).contiguous(), exact)
     q = torch.where(scale[..., None] > 0, torch.round(xg / scale[..., None].clamp_min(1e-30)),
                     torch.zeros_like(xg)).clamp(-qmax, qmax)
     exact = (q * scale[..., None]).view_as(x)
@@ -136,7 +144,7 @@ def quantize(x, kind, group):
     else:
         lo, hi = q[..., 0::2] & 0xF, q[..., 1::2] & 0xF
         pool = (lo | (hi << 4)).to(torch.uint8).view(torch.int8)
-    return pool.contiguous(), scale.contiguous(), exact
+    return pool.contiguous(), (stored if stored is not None else scale).contiguous(), exact
 
 
 def reference(q, cache, q_pos, mask, heads="grouped", original=False):
@@ -405,10 +413,12 @@ def profile(kern, B, L, gen, label, iters=100, sequential=False, baselines=True)
 # (kind, scale group; 0: per token).
 QUANTIZED = [("int8_kv_attention_bf16_d128_kv", ("i8", 0)),
              ("int4_kv_attention_bf16_d128_kv", ("i4", 32)),
+             ("int4_f16s_kv_attention_bf16_d128_kv", ("i4", 32, "f16")),
              ("int4_token_attention_bf16_d128_kv", ("i4", 0)),
              ("fp8_kv_attention_bf16_d128_kv", ("f8", 0))]
 QUANT_LABEL = {"int8_kv_attention_bf16_d128_kv": "int8/token",
                "int4_kv_attention_bf16_d128_kv": "int4/group32",
+               "int4_f16s_kv_attention_bf16_d128_kv": "int4/group32, f16 scales",
                "int4_token_attention_bf16_d128_kv": "int4/token",
                "fp8_kv_attention_bf16_d128_kv": "fp8 e4m3/token"}
 

@@ -290,7 +290,8 @@ public:
       o << "Name " << n.name << " ";
       switch (n.ref.kind) {
       case NameRef::Kind::IndexVar:
-        o << "<index " << "bhqk"[n.ref.indexVar] << ">";
+        o << "<index "
+          << "bhqk"[n.ref.indexVar] << ">";
         break;
       case NameRef::Kind::ScoreVar:
         o << "<score>";
@@ -460,6 +461,8 @@ public:
       os << " per_token";
     else if (c.storage.scale == CacheStorage::PerGroup)
       os << " per_group " << c.storage.groupSize;
+    if (c.storage.f16Scales)
+      os << " f16_scales";
     os << "\n";
   }
 

@@ -76,12 +76,14 @@ Expected<std::shared_ptr<CpuKvStore>> CpuKvStore::create(std::shared_ptr<const C
     h.valueGroups = sp.scaleGroups(Dv);
     s->ksShape = {numPages, P, h.keyGroups};
     s->vsShape = {numPages, P, h.valueGroups};
-    s->kScales.assign(rows * size_t(h.keyGroups), 0.f);
-    s->vScales.assign(rows * size_t(h.valueGroups), 0.f);
+    h.scaleBytes = sp.scaleBytes();
+    s->kScales.assign(rows * size_t(h.keyGroups * h.scaleBytes), 0);
+    s->vScales.assign(rows * size_t(h.valueGroups * h.scaleBytes), 0);
     h.keyScales = s->kScales.data();
     h.valueScales = s->vScales.data();
-    s->ksView = hostTensor(h.keyScales, s->ksShape, {kDLFloat, 32, 1});
-    s->vsView = hostTensor(h.valueScales, s->vsShape, {kDLFloat, 32, 1});
+    const DLDataType scaleType{kDLFloat, uint8_t(8 * h.scaleBytes), 1};
+    s->ksView = hostTensor(h.keyScales, s->ksShape, scaleType);
+    s->vsView = hostTensor(h.valueScales, s->vsShape, scaleType);
   }
   // Views over the pools, which never move.
   s->kView = hostTensor(h.keyPool, s->kShape, poolType);
@@ -112,7 +114,7 @@ Status CpuKvStore::write(const DLTensor *k, const DLTensor *v,
   return kernel->writeCacheRows(pools(), k, v, &table);
 }
 
-Status CpuKvStore::read(int32_t row, void *k, void *v, float *kScales, float *vScales) const {
+Status CpuKvStore::read(int32_t row, void *k, void *v, void *kScales, void *vScales) const {
   if (row < 0 || row >= rows())
     return Status::error("CpuKvStore: no pool row " + std::to_string(row));
   const size_t kBytes = size_t(host.keyRowBytes), vBytes = size_t(host.valueRowBytes);
@@ -120,9 +122,9 @@ Status CpuKvStore::read(int32_t row, void *k, void *v, float *kScales, float *vS
   std::memcpy(v, vPool.data() + size_t(row) * vBytes, vBytes);
   if (!host.keyScales)
     return Status::ok();
-  std::memcpy(kScales, &this->kScales[size_t(row * host.keyGroups)],
-              size_t(host.keyGroups) * sizeof(float));
-  std::memcpy(vScales, &this->vScales[size_t(row * host.valueGroups)],
-              size_t(host.valueGroups) * sizeof(float));
+  const size_t kS = size_t(host.keyGroups * host.scaleBytes),
+               vS = size_t(host.valueGroups * host.scaleBytes);
+  std::memcpy(kScales, &this->kScales[size_t(row) * kS], kS);
+  std::memcpy(vScales, &this->vScales[size_t(row) * vS], vS);
   return Status::ok();
 }

@@ -89,6 +89,7 @@ Expected<std::shared_ptr<CudaKvStore>> CudaKvStore::create(std::shared_ptr<const
   if (s->quant) {
     s->gK = sp.scaleGroups(D);
     s->gV = sp.scaleGroups(Dv);
+    s->scaleBytes = sp.scaleBytes();
   }
   Buffers &b = *s->bufs;
   const DLDataType poolType = s->quant              ? DLDataType{kDLInt, 8, 1}
@@ -101,8 +102,8 @@ Expected<std::shared_ptr<CudaKvStore>> CudaKvStore::create(std::shared_ptr<const
   const size_t rows = size_t(numPages * P);
   for (auto [buffer, bytes] : {std::pair{&b.kPool, rows * size_t(s->kRowBytes)},
                                {&b.vPool, rows * size_t(s->vRowBytes)},
-                               {&b.kScales, s->quant ? rows * s->gK * 4 : 0},
-                               {&b.vScales, s->quant ? rows * s->gV * 4 : 0}}) {
+                               {&b.kScales, s->quant ? rows * s->gK * s->scaleBytes : 0},
+                               {&b.vScales, s->quant ? rows * s->gV * s->scaleBytes : 0}}) {
     if (!bytes)
       continue;
     // Whole 32-bit words, zeroed: empty slots read as zeros.
@@ -114,8 +115,9 @@ Expected<std::shared_ptr<CudaKvStore>> CudaKvStore::create(std::shared_ptr<const
   b.k = tensorOf(b.kPool, b.kShape, poolType);
   b.v = tensorOf(b.vPool, b.vShape, poolType);
   if (s->quant) {
-    b.ks = tensorOf(b.kScales, b.ksShape, kF32);
-    b.vs = tensorOf(b.vScales, b.vsShape, kF32);
+    const DLDataType scaleType{kDLFloat, uint8_t(8 * s->scaleBytes), 1};
+    b.ks = tensorOf(b.kScales, b.ksShape, scaleType);
+    b.vs = tensorOf(b.vScales, b.vsShape, scaleType);
   }
   return s;
 }
@@ -166,7 +168,7 @@ Status CudaKvStore::write(const DLTensor *k, const DLTensor *v,
   return cudaSynchronize(dev);
 }
 
-Status CudaKvStore::read(int32_t row, void *k, void *v, float *kScales, float *vScales) const {
+Status CudaKvStore::read(int32_t row, void *k, void *v, void *kScales, void *vScales) const {
   if (row < 0 || row >= rows())
     return Status::error("CudaKvStore: no pool row " + std::to_string(row));
   if (Status s = bufs->kPool.download(k, size_t(kRowBytes), size_t(row) * kRowBytes); !s)
@@ -175,9 +177,10 @@ Status CudaKvStore::read(int32_t row, void *k, void *v, float *kScales, float *v
     return s;
   if (!quant)
     return Status::ok();
-  if (Status s = bufs->kScales.download(kScales, size_t(gK) * 4, size_t(row) * gK * 4); !s)
+  const size_t kS = size_t(gK * scaleBytes), vS = size_t(gV * scaleBytes);
+  if (Status s = bufs->kScales.download(kScales, kS, size_t(row) * kS); !s)
     return s;
-  return bufs->vScales.download(vScales, size_t(gV) * 4, size_t(row) * gV * 4);
+  return bufs->vScales.download(vScales, vS, size_t(row) * vS);
 }
 
 Status CudaKvStore::syncTables(KvCache &cache, const std::vector<int64_t> &sequences, int64_t Nq) {

@@ -138,6 +138,7 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   if (quant) {
     c->gK = first.scaleGroups(c->D);
     c->gV = first.scaleGroups(Dv);
+    c->sB = first.scaleBytes();
   }
   // Pages of the paged policy's size; only contiguous heads: one page of
   // maxTokens per sequence and head (a per-head cache keeps contiguous
@@ -170,14 +171,19 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
     if (const KvStore::HostPools *hp = o.store->hostPools()) {
       const int64_t groupsK = quant ? c->gK : 0, groupsV = quant ? c->gV : 0;
       if (hp->storage != storage || hp->keyRowBytes != c->kRow || hp->valueRowBytes != c->vRow ||
-          hp->keyGroups != groupsK || hp->valueGroups != groupsV)
+          hp->keyGroups != groupsK || hp->valueGroups != groupsV ||
+          (quant && hp->scaleBytes != c->sB))
         return Status::error(
             "KV cache: the store's host pools hold " + hp->storage + " rows of " +
             std::to_string(hp->keyRowBytes) + "/" + std::to_string(hp->valueRowBytes) +
             " bytes with " + std::to_string(hp->keyGroups) + "/" + std::to_string(hp->valueGroups) +
             " scales, policy '" + p.name + "' stores " + storage + " rows of " +
             std::to_string(c->kRow) + "/" + std::to_string(c->vRow) + " bytes with " +
-            std::to_string(groupsK) + "/" + std::to_string(groupsV) + " scales");
+            std::to_string(groupsK) + "/" + std::to_string(groupsV) + " scales" +
+            (quant && hp->scaleBytes != c->sB
+                 ? " (of " + std::to_string(c->sB) + " bytes, the store's " +
+                       std::to_string(hp->scaleBytes) + ")"
+                 : ""));
     }
     c->store = o.store;
     for (int64_t i = o.numPages - 1; i >= 0; --i)
@@ -187,8 +193,8 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   c->kPool.assign(size_t(o.numPages * pageK), 0);
   c->vPool.assign(size_t(o.numPages * pageV), 0);
   if (quant) {
-    c->kScales.assign(size_t(o.numPages * c->P * c->gK), 0.f);
-    c->vScales.assign(size_t(o.numPages * c->P * c->gV), 0.f);
+    c->kScales.assign(size_t(o.numPages * c->P * c->gK * c->sB), 0);
+    c->vScales.assign(size_t(o.numPages * c->P * c->gV * c->sB), 0);
   }
   // Pages are handed out lowest first.
   for (int64_t i = o.numPages - 1; i >= 0; --i)
@@ -208,10 +214,10 @@ const void *KvCache::keyPool() const {
 const void *KvCache::valuePool() const {
   return store ? hostPool(*store, &KvStore::HostPools::valuePool) : vPool.data();
 }
-const float *KvCache::keyScales() const {
+const void *KvCache::keyScales() const {
   return store ? hostPool(*store, &KvStore::HostPools::keyScales) : kScales.data();
 }
-const float *KvCache::valueScales() const {
+const void *KvCache::valueScales() const {
   return store ? hostPool(*store, &KvStore::HostPools::valueScales) : vScales.data();
 }
 
@@ -265,9 +271,7 @@ bool KvCache::retains(int64_t head, int64_t position, int64_t newLength) const {
          position >= newLength - r.window;
 }
 
-int64_t KvCache::bytesPerTokenPerHead() const {
-  return kRow + vRow + (quant ? int64_t(sizeof(float)) * (gK + gV) : 0);
-}
+int64_t KvCache::bytesPerTokenPerHead() const { return kRow + vRow + (quant ? sB * (gK + gV) : 0); }
 
 int64_t KvCache::bytesInUse() const { return pagesInUse() * P * bytesPerTokenPerHead(); }
 
@@ -390,7 +394,7 @@ static void inputRow(const char *row, const std::string &dtype, int64_t dim, flo
 /// Token t, head h of `src` ([Hkv, n, dim], input type) into the storage
 /// row `dst` (and its scales).
 void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int64_t dim,
-                       int64_t groups, char *dst, float *scales) const {
+                       int64_t groups, char *dst, char *scales) const {
   const char *row =
       static_cast<const char *>(src->data) + src->byte_offset + ((h * n + t) * dim) * inBytes;
   if (!quant) {
@@ -412,7 +416,13 @@ void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int
       amax = std::max(amax, std::fabs(values[d]));
     const int qmax = nibbles ? 7 : fp8 ? 448 : 127;
     float scale = amax / float(qmax);
-    scales[k] = scale;
+    if (sB == 2) { // the stored f16 (at most the largest finite one) quantizes
+      uint16_t half = floatToF16(std::min(scale, 65504.0f));
+      std::memcpy(scales + 2 * k, &half, 2);
+      scale = f16ToFloat(half);
+    } else {
+      std::memcpy(scales + 4 * k, &scale, 4);
+    }
     for (int64_t d = k * g; d < (k + 1) * g; ++d) {
       float x = values[d];
       if (fp8) { // e4m3 of x / scale, nearest even
@@ -431,17 +441,29 @@ void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int
   }
 }
 
-float KvCache::loadElement(const char *src, const float *scales, int64_t d, int64_t dim,
+float KvCache::scaleAt(const char *scales, int64_t i) const {
+  if (sB == 2) {
+    uint16_t half;
+    std::memcpy(&half, scales + 2 * i, 2);
+    return f16ToFloat(half);
+  }
+  float f;
+  std::memcpy(&f, scales + 4 * i, 4);
+  return f;
+}
+
+float KvCache::loadElement(const char *src, const char *scales, int64_t d, int64_t dim,
                            int64_t groups) const {
   if (nibbles) {
     int8_t byte = reinterpret_cast<const int8_t *>(src)[d / 2];
     int v = d % 2 == 0 ? int8_t(byte << 4) >> 4 : byte >> 4;
-    return float(v) * scales[d / (dim / groups)];
+    return float(v) * scaleAt(scales, d / (dim / groups));
   }
   if (fp8)
-    return e4m3ToFloat(reinterpret_cast<const uint8_t *>(src)[d]) * scales[d / (dim / groups)];
+    return e4m3ToFloat(reinterpret_cast<const uint8_t *>(src)[d]) *
+           scaleAt(scales, d / (dim / groups));
   if (quant)
-    return float(reinterpret_cast<const int8_t *>(src)[d]) * scales[d / (dim / groups)];
+    return float(reinterpret_cast<const int8_t *>(src)[d]) * scaleAt(scales, d / (dim / groups));
   return inputAt(src, headPolicy(0).storage, d);
 }
 
@@ -493,11 +515,10 @@ Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k,
       continue;
     int64_t at = int64_t(h->pages[i / P]) * P + i % P;
     const char *kr = kPool.data() + at * kRow, *vr = vPool.data() + at * vRow;
-    const float *ks = quant ? &kScales[at * gK] : nullptr,
-                *vs = quant ? &vScales[at * gV] : nullptr;
+    const char *ks = quant ? &kScales[size_t(at * gK * sB)] : nullptr,
+               *vs = quant ? &vScales[size_t(at * gV * sB)] : nullptr;
     // A store's row comes back first.
-    std::vector<char> kb, vb;
-    std::vector<float> ksb(static_cast<size_t>(gK)), vsb(static_cast<size_t>(gV));
+    std::vector<char> kb, vb, ksb(size_t(gK * sB)), vsb(size_t(gV * sB));
     if (store) {
       kb.resize(size_t(kRow)), vb.resize(size_t(vRow));
       if (Status s = store->read(int32_t(at), kb.data(), vb.data(), ksb.data(), vsb.data()); !s)
@@ -845,14 +866,16 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
       std::memmove(kPool.data() + to * kRow, kPool.data() + from * kRow, kRow);
       std::memmove(vPool.data() + to * vRow, vPool.data() + from * vRow, vRow);
       if (quant) {
-        std::memmove(&kScales[to * gK], &kScales[from * gK], gK * sizeof(float));
-        std::memmove(&vScales[to * gV], &vScales[from * gV], gV * sizeof(float));
+        std::memmove(&kScales[size_t(to * gK * sB)], &kScales[size_t(from * gK * sB)], gK * sB);
+        std::memmove(&vScales[size_t(to * gV * sB)], &vScales[size_t(from * gV * sB)], gV * sB);
       }
     }
     for (auto [src, at] : writes) {
       int64_t hd = src / n, t = src % n;
-      storeRow(k, n, t, hd, D, gK, kPool.data() + at * kRow, quant ? &kScales[at * gK] : nullptr);
-      storeRow(v, n, t, hd, Dv, gV, vPool.data() + at * vRow, quant ? &vScales[at * gV] : nullptr);
+      storeRow(k, n, t, hd, D, gK, kPool.data() + at * kRow,
+               quant ? &kScales[size_t(at * gK * sB)] : nullptr);
+      storeRow(v, n, t, hd, Dv, gV, vPool.data() + at * vRow,
+               quant ? &vScales[size_t(at * gV * sB)] : nullptr);
     }
   }
   if (!inPlace) {

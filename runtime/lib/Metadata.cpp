@@ -73,7 +73,8 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
       values.push_back(tok);
     if (key == "kv_cache" || key == "kv_head_policy") {
       // kv_cache NAME contiguous|paged P all|sink_window|budget SINK WINDOW STORAGE
-      //          none|per_token|per_group GROUP [BUDGET none|h2o|snapkv]
+      //          none|per_token|per_group GROUP [BUDGET none|h2o|snapkv [f32|f16|-]]
+      //          (the last: the scales' type; f32 when absent)
       // kv_head_policy INDEX NAME ...: a policy of the per_head kv_cache above.
       size_t index = 0;
       if (key == "kv_head_policy") {
@@ -84,8 +85,8 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
         values.erase(values.begin());
         index = size_t(i) + 1;
       }
-      if (values.size() != 9 && values.size() != 11)
-        return bad("kv_cache: expected 9 or 11 values");
+      if (values.size() != 9 && values.size() != 11 && values.size() != 12)
+        return bad("kv_cache: expected 9, 11 or 12 values");
       CachePolicyInfo c;
       c.name = values[0];
       c.layout = values[1];
@@ -96,11 +97,18 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
         return bad("kv_cache: scale");
       if (!parseInt(values[8], c.groupSize) || c.groupSize < 0)
         return bad("kv_cache: group size");
-      if (values.size() == 11) {
+      if (values.size() >= 11) {
         c.evict = values[10];
         if (!parseInt(values[9], c.budget) || c.budget < 0 ||
             (c.evict != "none" && c.evict != "h2o" && c.evict != "snapkv"))
           return bad("kv_cache: budget");
+      }
+      if (values.size() == 12 && values[11] != "-") {
+        c.scaleType = values[11];
+        if (c.scaleType != "f32" && c.scaleType != "f16")
+          return bad("kv_cache: scale type");
+        if (c.scaleType == "f16" && c.scale != "per_group")
+          return bad("kv_cache: f16 scales need per_group scales");
       }
       if ((c.retention == "budget") != (c.evict != "none") ||
           (c.retention == "budget" && c.budget < 1))

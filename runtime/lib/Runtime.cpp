@@ -358,7 +358,7 @@ bool samePolicy(const CachePolicyInfo &a, const CachePolicyInfo &b) {
   if (a.name != b.name || a.layout != b.layout || a.retention != b.retention || a.sink != b.sink ||
       a.window != b.window || a.budget != b.budget || a.evict != b.evict ||
       a.storage != b.storage || a.scale != b.scale || a.groupSize != b.groupSize ||
-      (a.layout == "paged" && a.pageSize != b.pageSize) ||
+      a.scaleType != b.scaleType || (a.layout == "paged" && a.pageSize != b.pageSize) ||
       a.headPolicies.size() != b.headPolicies.size())
     return false;
   for (size_t i = 0; i < a.headPolicies.size(); ++i)
@@ -382,7 +382,7 @@ std::string describePolicy(const CachePolicyInfo &p) {
     s += " " + std::to_string(p.sink) + "+" + std::to_string(p.window);
   if (p.retention == "budget")
     s += " " + std::to_string(p.budget) + " " + p.evict;
-  return s + ", " + p.storage + ")";
+  return s + ", " + p.storage + (p.scaleType == "f16" ? " with f16 scales" : "") + ")";
 }
 
 detail::TensorView denseView(void *data, std::vector<int64_t> shape) {
@@ -598,9 +598,9 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
   std::optional<Descriptor> dKs, dVs;
   if (cache.quantized()) {
     dKs.emplace(
-        denseView(const_cast<float *>(cache.keyScales()), {numPages, 1, P, cache.keyGroups()}));
+        denseView(const_cast<void *>(cache.keyScales()), {numPages, 1, P, cache.keyGroups()}));
     dVs.emplace(
-        denseView(const_cast<float *>(cache.valueScales()), {numPages, 1, P, cache.valueGroups()}));
+        denseView(const_cast<void *>(cache.valueScales()), {numPages, 1, P, cache.valueGroups()}));
     tables.push_back(dKs->ptr);
     tables.push_back(dVs->ptr);
   }

@@ -437,10 +437,11 @@ Expected<PoolViews> attnc::rt::detail::cachePoolViews(const KernelInfo &ki, cons
   v.kPool = *kPool, v.vPool = *vPool;
   if (v.quant) {
     const int64_t kGroups = sp.scaleGroups(ki.headDim), vGroups = sp.scaleGroups(ki.headDimV);
-    auto ks = denseTensor("key scales", c.keyScales, "f32", {pagesN, v.P, kGroups}, device);
+    auto ks = denseTensor("key scales", c.keyScales, sp.scaleType, {pagesN, v.P, kGroups}, device);
     if (!ks)
       return ks.error();
-    auto vs = denseTensor("value scales", c.valueScales, "f32", {pagesN, v.P, vGroups}, device);
+    auto vs =
+        denseTensor("value scales", c.valueScales, sp.scaleType, {pagesN, v.P, vGroups}, device);
     if (!vs)
       return vs.error();
     v.kScales = *ks, v.vScales = *vs;

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <random>
 #include <set>
@@ -80,6 +81,14 @@ cache h2o_f8_kv { layout = paged(4); retention = budget(12, h2o); storage = fp8(
 kernel over_h2o_q8 { mask = causal; cache = h2o_q8_kv; }
 kernel over_h2o_q4 { mask = causal; cache = h2o_q4_kv; }
 kernel over_h2o_f8 { mask = causal; cache = h2o_f8_kv; }
+// f16 scales (per group): stored rounded, quantizing by the stored value;
+// moved with their rows by windows and evictions.
+cache q4_group_h_kv { layout = paged(4); retention = all; storage = int4(per_group(8), f16); }
+cache q8_group_h_kv { layout = paged(4); retention = sink(2) + window(7); storage = int8(per_group(8), f16); }
+cache h2o_q4h_kv { layout = paged(4); retention = budget(12, h2o); storage = int4(per_group(8), f16); }
+kernel over_q4_group_h { mask = causal; cache = q4_group_h_kv; }
+kernel over_q8_group_h { mask = causal; cache = q8_group_h_kv; }
+kernel over_h2o_q4h { mask = causal; cache = h2o_q4h_kv; }
 )";
 
 /// A dense host tensor of T (uint16_t: bf16 bits, float: f32).
@@ -432,13 +441,18 @@ TEST_F(KvCacheTest, SinkWindowDecodeIsExactAndBounded) {
 /// kernel dequantizes while it reads. Against the stored (dequantized)
 /// values the kernel is exact up to f32 rounding; against the unquantized
 /// K/V the error is the quantization's (printed), bounded by 1e-2 for int8
-/// and 1e-1 for int4: symmetric 4-bit rounding (max|x| / 7 per group of 8)
-/// leaves about 9% on random normal data, above the issue's 5e-2 target
-/// (stated in docs/kv-cache.md).
+/// and 1.25e-1 for int4: symmetric 4-bit rounding (max|x| / 7 per group of
+/// 8) leaves 9-11% on random normal data (8.8e-2 and 1.1e-1 with two
+/// seeds), above the issue's 5e-2 target (stated in docs/kv-cache.md).
+/// Every storage sees the same K/V, so f16 scales are compared with f32
+/// ones on the same data: their rounding (2^-11 relative) is lost in the
+/// int4 / int8 steps.
 TEST_F(KvCacheTest, QuantizedStorageIsDequantizedInTheKernel) {
-  for (const char *name :
-       {"over_q8_token", "over_q8_group", "over_q4_group", "over_f8_token", "over_f8_group"}) {
+  std::map<std::string, double> worst;
+  for (const char *name : {"over_q8_token", "over_q8_group", "over_q4_group", "over_f8_token",
+                           "over_f8_group", "over_q4_group_h", "over_q8_group_h"}) {
     SCOPED_TRACE(name);
+    rng.seed(7); // the same K/V for every storage: errors side by side
     auto k = kernel(name);
     ASSERT_TRUE(k);
     auto cc = makeCache(*k, 64);
@@ -446,13 +460,15 @@ TEST_F(KvCacheTest, QuantizedStorageIsDequantizedInTheKernel) {
     rt::KvCache &c = *cc;
     EXPECT_TRUE(c.quantized());
     // int8 values (int4: half a byte) plus f32 scales (1 per token and
-    // head, or D / 8).
-    bool int4 = std::string(name) == "over_q4_group";
+    // head, or D / 8; f16 scales: 2 bytes each).
+    bool int4 = std::string(name).find("q4") != std::string::npos;
+    bool f16Scales = std::string(name).back() == 'h';
+    EXPECT_EQ(c.scaleBytes(), f16Scales ? 2 : 4);
     bool fp8 = std::string(name).find("f8") != std::string::npos;
     EXPECT_EQ(c.storesFp8(), fp8);
     int64_t groups =
         std::string(name) == "over_q8_token" || std::string(name) == "over_f8_token" ? 1 : D / 8;
-    EXPECT_EQ(c.bytesPerTokenPerHead(), (int4 ? D : 2 * D) + 2 * 4 * groups);
+    EXPECT_EQ(c.bytesPerTokenPerHead(), (int4 ? D : 2 * D) + 2 * c.scaleBytes() * groups);
     std::vector<int64_t> seqs = {*c.addSequence(), *c.addSequence()};
     std::vector<History> hist(2);
     double worstQ = 0;
@@ -469,9 +485,13 @@ TEST_F(KvCacheTest, QuantizedStorageIsDequantizedInTheKernel) {
     std::printf("[quantization] %s: O rel. error vs unquantized bf16 K/V %.2e\n", name, worstQ);
     // fp8 e4m3 keeps 3 mantissa bits (a relative step of 1/8 .. 1/16):
     // a few percent, between int8 and int4.
-    EXPECT_LT(worstQ, int4 ? 1e-1 : fp8 ? 5e-2 : 1e-2);
+    EXPECT_LT(worstQ, int4 ? 1.25e-1 : fp8 ? 5e-2 : 1e-2);
     EXPECT_GT(worstQ, 0.0); // it is quantized
+    worst[name] = worstQ;
   }
+  for (const char *name : {"over_q4_group", "over_q8_group"})
+    EXPECT_LT(worst[std::string(name) + "_h"], 1.1 * worst[name])
+        << name << ": f16 scales against f32 ones";
 }
 
 /// Split-KV on the CPU: a step's slots in ranges of whole pages, each its
@@ -483,7 +503,7 @@ TEST_F(KvCacheTest, QuantizedStorageIsDequantizedInTheKernel) {
 TEST_F(KvCacheTest, SplitKvMatchesReference) {
   auto even = [](int64_t, int64_t q, int64_t kk) { return kk <= q && (kk % 2 == 0 || kk == q); };
   for (const char *name : {"over_all", "over_stream", "over_flat", "even_keys", "over_q8_group",
-                           "over_q4_group", "over_f8_token"}) {
+                           "over_q4_group", "over_f8_token", "over_q4_group_h"}) {
     SCOPED_TRACE(name);
     auto k = kernel(name);
     ASSERT_TRUE(k);
@@ -1215,13 +1235,13 @@ public:
     pendingK = kn, pendingV = vn;
     return rt::Status::ok();
   }
-  rt::Status read(int32_t row, void *kd, void *vd, float *kS, float *vS) const override {
+  rt::Status read(int32_t row, void *kd, void *vd, void *kS, void *vS) const override {
     std::copy_n(&k[row * kRow], kRow, static_cast<char *>(kd));
     std::copy_n(&v[row * vRow], vRow, static_cast<char *>(vd));
-    if (kS)
-      std::copy_n(&ks[row * groups], groups, kS);
+    if (kS) // f32 scales
+      std::memcpy(kS, &ks[row * groups], size_t(groups) * sizeof(float));
     if (vS)
-      std::copy_n(&vs[row * groups], groups, vS);
+      std::memcpy(vS, &vs[row * groups], size_t(groups) * sizeof(float));
     return rt::Status::ok();
   }
   struct Write {
@@ -1454,7 +1474,7 @@ public:
     written += int64_t(rows.size());
     return inner->write(k, v, rows);
   }
-  rt::Status read(int32_t row, void *k, void *v, float *kS, float *vS) const override {
+  rt::Status read(int32_t row, void *k, void *v, void *kS, void *vS) const override {
     return inner->read(row, k, v, kS, vS);
   }
   const HostPools *hostPools() const override { return inner->hostPools(); }
@@ -1486,7 +1506,7 @@ TEST_F(KvCacheTest, CpuKvStoreMatchesTheHostCacheByteForByte) {
   for (auto [name, input] :
        {Case{"over_h2o", "bf16"}, Case{"over_h2o_q8", "f32"}, Case{"over_h2o_q8", "bf16"},
         Case{"over_h2o_q4", "f32"}, Case{"over_h2o_q4", "bf16"}, Case{"over_h2o_f8", "f32"},
-        Case{"over_h2o_f8", "bf16"}}) {
+        Case{"over_h2o_f8", "bf16"}, Case{"over_h2o_q4h", "f32"}, Case{"over_h2o_q4h", "bf16"}}) {
     SCOPED_TRACE(std::string(name) + " from " + input);
     auto k = kernel(name);
     ASSERT_TRUE(k);
@@ -1529,10 +1549,11 @@ TEST_F(KvCacheTest, CpuKvStoreMatchesTheHostCacheByteForByte) {
           {"K", host.keyPool(), dev.keyPool(), rows * host.keyRowBytes()},
           {"V", host.valuePool(), dev.valuePool(), rows * host.valueRowBytes()}};
       if (host.quantized()) {
+        const int64_t sB = host.scaleBytes();
         pools.push_back(
-            {"K scales", host.keyScales(), dev.keyScales(), rows * host.keyGroups() * 4});
+            {"K scales", host.keyScales(), dev.keyScales(), rows * host.keyGroups() * sB});
         pools.push_back(
-            {"V scales", host.valueScales(), dev.valueScales(), rows * host.valueGroups() * 4});
+            {"V scales", host.valueScales(), dev.valueScales(), rows * host.valueGroups() * sB});
       }
       for (const Pool &p : pools) {
         int64_t at = firstDifference(p.a, p.b, p.bytes);

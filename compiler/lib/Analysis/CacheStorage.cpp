@@ -78,5 +78,12 @@ FailureOr<attn::CacheStorage> attn::analyzeCacheStorage(KernelOp kernel, StringR
     return error() << "scale groups of " << cs.group << " do not divide the head dims " << D
                    << " / " << Dv,
            failure();
+  // f16 scales: a token's K (V) scales are D / G (Dv / G) halves, copied
+  // and addressed as 4-byte words, so the groups per row must be even.
+  cs.scaleBytes = storage.scaleBytes();
+  if (cs.scaleBytes == 2 && ((D / cs.group) % 2 || (Dv / cs.group) % 2))
+    return error() << "f16 scales need an even number of scale groups per head (head dims " << D
+                   << " / " << Dv << ", groups of " << cs.group << ")",
+           failure();
   return cs;
 }

@@ -30,8 +30,9 @@ std::string attnc::pipeline::metadataTypeName(Type t) {
 }
 
 /// One policy's fields after its name: LAYOUT P RETENTION SINK WINDOW
-/// STORAGE SCALE GROUP BUDGET EVICT (budget retention: the slots it keeps
-/// and its score, h2o | snapkv; otherwise 0 none).
+/// STORAGE SCALE GROUP BUDGET EVICT SCALE_TYPE (budget retention: the slots
+/// it keeps and its score, h2o | snapkv; otherwise 0 none; SCALE_TYPE f32
+/// or f16, the stored scales' type).
 static void writePolicyFields(attn::CachePolicyOp policy, llvm::raw_ostream &os) {
   attn::LayoutAttr layout = policy.getLayout();
   attn::RetentionAttr retention = policy.getRetention();
@@ -47,7 +48,8 @@ static void writePolicyFields(attn::CachePolicyOp policy, llvm::raw_ostream &os)
          : storage.getScale() == attn::ScaleGranularity::PerGroup ? "per_group"
                                                                   : "none")
      << " " << storage.getGroupSize() << " " << retention.getBudget() << " "
-     << attn::stringifyEvictionScore(retention.getEvict());
+     << attn::stringifyEvictionScore(retention.getEvict()) << " "
+     << (storage.scaleBytes() == 2 ? "f16" : "f32");
 }
 
 void attnc::pipeline::writeCacheMetadata(attn::KernelOp kernel, llvm::raw_ostream &os) {
@@ -62,9 +64,9 @@ void attnc::pipeline::writeCacheMetadata(attn::KernelOp kernel, llvm::raw_ostrea
   auto hp = dyn_cast_or_null<attn::HeadPolicyOp>(policy);
   if (!hp)
     return;
-  // kv_cache NAME per_head 0 per_head 0 0 - none 0 0 none, then one line
+  // kv_cache NAME per_head 0 per_head 0 0 - none 0 0 none -, then one line
   // per policy a head may follow.
-  os << "kv_cache " << hp.getSymName() << " per_head 0 per_head 0 0 - none 0 0 none\n";
+  os << "kv_cache " << hp.getSymName() << " per_head 0 per_head 0 0 - none 0 0 none -\n";
   for (auto [i, a] : llvm::enumerate(hp.getPolicies())) {
     auto cp = dyn_cast_or_null<attn::CachePolicyOp>(
         SymbolTable::lookupNearestSymbolFrom(kernel, cast<FlatSymbolRefAttr>(a)));

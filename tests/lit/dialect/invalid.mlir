@@ -631,6 +631,18 @@ attn.cache_policy @p layout = #attn.layout<contiguous>
 
 // -----
 
+// expected-error @+2 {{scale type must be f16 (f32 is the default), got 'bf16'}}
+attn.cache_policy @p layout = #attn.layout<contiguous>
+    retention = #attn.retention<all> storage = #attn.storage<i4 per_group 32 scale bf16>
+
+// -----
+
+// expected-error @+2 {{f16 scales need per_group scales}}
+attn.cache_policy @p layout = #attn.layout<contiguous>
+    retention = #attn.retention<all> storage = #attn.storage<i8 per_token scale f16>
+
+// -----
+
 // expected-error @+2 {{unknown scale granularity 'per_tensor'}}
 attn.cache_policy @p layout = #attn.layout<contiguous>
     retention = #attn.retention<all> storage = #attn.storage<i8 per_tensor>

@@ -122,6 +122,13 @@ attn.cache_policy @heavy_hitters layout = #attn.layout<paged 64>
     retention = #attn.retention<budget 2048 evict h2o>
     storage = #attn.storage<i4 per_group 32>
 
+// f16 scales (per group): printed after the group size.
+// CHECK-LABEL: attn.cache_policy @kv4_f16_scales
+// CHECK-SAME: storage = #attn.storage<i4 per_group 32 scale f16>
+attn.cache_policy @kv4_f16_scales layout = #attn.layout<paged 16>
+    retention = #attn.retention<all>
+    storage = #attn.storage<i4 per_group 32 scale f16>
+
 // CHECK-LABEL: attn.cache_policy @snap
 // CHECK-SAME: retention = #attn.retention<budget 512 evict snapkv>
 // CHECK-SAME: storage = #attn.storage<f8E4M3FN per_token>

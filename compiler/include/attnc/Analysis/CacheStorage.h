@@ -19,7 +19,7 @@ namespace mlir::attn {
 struct CacheStorage {
   /// The policies KV heads may follow: one, or a per_head policy's choices.
   SmallVector<CachePolicyOp> policies;
-  /// int8 / int4 / fp8 pages with f32 scales, dequantized in the kernel.
+  /// int8 / int4 / fp8 pages with f32 (or f16) scales, dequantized in the kernel.
   bool quantized = false;
   /// int4: two values per byte, low nibble first (pages of D / 2 bytes).
   bool nibbles = false;
@@ -27,6 +27,8 @@ struct CacheStorage {
   bool fp8 = false;
   /// Elements of the head dim per scale (0: one scale per token).
   int64_t group = 0;
+  /// Bytes of a stored scale: 4 (f32), or 2 (f16 scales, per group).
+  int64_t scaleBytes = 4;
   /// Element type of a page entry (i8 for int8, int4 and fp8 bytes).
   Type pageElement;
   /// Slots per page when every policy is paged(P) with the same P (a power
@@ -40,9 +42,9 @@ struct CacheStorage {
 
 /// The storage of `kernel`'s cache policy, for Q/K/V of `elemType` and head
 /// dims D / Dv. Emits an error on the kernel, prefixed `passName: kv-cache: `,
-/// when there is no policy or it is not supported yet (other storage types, per-head policies storing differently,
-/// scale groups not dividing the head dims, odd head dims for int4, unquantized storage other than
-/// `elemType`).
+/// when there is no policy or it is not supported yet (other storage types, per-head policies
+/// storing differently, scale groups not dividing the head dims, odd head dims for int4,
+/// unquantized storage other than `elemType`).
 FailureOr<CacheStorage> analyzeCacheStorage(KernelOp kernel, StringRef passName, Type elemType,
                                             int64_t D, int64_t Dv);
 

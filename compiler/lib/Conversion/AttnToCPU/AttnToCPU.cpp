@@ -145,8 +145,10 @@ private:
       auto m2 = MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, i32);
       auto m1 = MemRefType::get({ShapedType::kDynamic}, i32);
       types.append({m2, m2, m1, m1});
-      if (quantized) // K and V scales [pages, Hkv, P, groups]
-        types.append(2, MemRefType::get(SmallVector<int64_t>(4, ShapedType::kDynamic), f32()));
+      if (quantized) // K and V scales [pages, Hkv, P, groups], f32 or f16
+        types.append(
+            2, MemRefType::get(SmallVector<int64_t>(4, ShapedType::kDynamic),
+                               storage.scaleBytes == 2 ? Type(Float16Type::get(ctx)) : f32()));
       if (slotMass)
         types.append({MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32()), i32});
     }
@@ -794,11 +796,10 @@ private:
                           b, l, kv,
                           vector::BroadcastOp::create(
                               b, l, chunkTy,
-                              memref::LoadOp::create(
-                                  b, l, kScale,
-                                  ValueRange{
-                                      kBatch[j], poolHead, kLine[j],
-                                      arith::DivUIOp::create(b, l, c, cIdx(b, quantGroup))})));
+                              loadScale(b, l, kScale,
+                                        ValueRange{kBatch[j], poolHead, kLine[j],
+                                                   arith::DivUIOp::create(b, l, c,
+                                                                          cIdx(b, quantGroup))})));
                     SmallVector<Value> next;
                     for (int64_t i = 0; i < Tq; ++i) {
                       Value qv =
@@ -833,11 +834,10 @@ private:
                             if (quantGroup) // int8, a scale per group of the head dim
                               kv = arith::MulFOp::create(
                                   b, l, kv,
-                                  memref::LoadOp::create(
-                                      b, l, kScale,
-                                      ValueRange{
-                                          kBatch[j], poolHead, kLine[j],
-                                          arith::DivUIOp::create(b, l, d, cIdx(b, quantGroup))}));
+                                  loadScale(b, l, kScale,
+                                            ValueRange{kBatch[j], poolHead, kLine[j],
+                                                       arith::DivUIOp::create(
+                                                           b, l, d, cIdx(b, quantGroup))}));
                             next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
                           }
                           scf::YieldOp::create(b, l, next);
@@ -849,9 +849,8 @@ private:
             for (int64_t j = 0; j < Tk; ++j)
               dots[j] = arith::MulFOp::create(
                   b, l, dots[j],
-                  bcast(b,
-                        memref::LoadOp::create(
-                            b, l, kScale, ValueRange{kBatch[j], poolHead, kLine[j], cIdx(b, 0)})));
+                  bcast(b, loadScale(b, l, kScale,
+                                     ValueRange{kBatch[j], poolHead, kLine[j], cIdx(b, 0)})));
         }
         // Mask and score per key, on vectors of rows.
         SmallVector<Value> t(Tk), w(Tk);
@@ -955,8 +954,8 @@ private:
                                                                         cIdx(b, quantGroup))
                                                      .getResult()
                                                : cIdx(b, 0);
-                          Value sc = memref::LoadOp::create(
-                              b, l, vScale, ValueRange{kBatch[j], poolHead, kLine[j], g});
+                          Value sc =
+                              loadScale(b, l, vScale, ValueRange{kBatch[j], poolHead, kLine[j], g});
                           v[c] = arith::MulFOp::create(
                               b, l, v[c], vector::BroadcastOp::create(b, l, pvVec, sc));
                         }
@@ -1217,6 +1216,11 @@ private:
   bool nibbles = false;
   /// fp8 e4m3 bytes (decoded by kvToF32).
   bool fp8 = false;
+  /// A stored scale as f32 (f16 scales are widened exactly).
+  Value loadScale(OpBuilder &b, Location l, Value scales, ValueRange indices) {
+    Value x = memref::LoadOp::create(b, l, scales, indices);
+    return x.getType().isF32() ? x : arith::ExtFOp::create(b, l, f32(), x).getResult();
+  }
   /// What the K/V memrefs hold: i8 when quantized, else Q's element type.
   Type kvElementType() const { return kvElem ? kvElem : elemType; }
 

@@ -73,6 +73,7 @@ private:
     return MemRefType::get({ShapedType::kDynamic, width}, elem);
   }
   Type poolElement() const { return storage.quantized ? storage.pageElement : elemType; }
+  Type scaleType() { return storage.scaleBytes == 2 ? Type(Float16Type::get(ctx)) : Type(f32()); }
 
   /// Pools (and, quantized, scales), the argument types both functions
   /// share after their own leading ones.
@@ -80,7 +81,7 @@ private:
     SmallVector<Type> types = {rowsOf(storedWidth(D), poolElement()),
                                rowsOf(storedWidth(Dv), poolElement())};
     if (storage.quantized)
-      types.append({rowsOf(groupsOf(D), f32()), rowsOf(groupsOf(Dv), f32())});
+      types.append({rowsOf(groupsOf(D), scaleType()), rowsOf(groupsOf(Dv), scaleType())});
     return types;
   }
   SmallVector<StringRef> poolNames() {
@@ -199,7 +200,18 @@ private:
                                       arith::ConstantOp::create(b, l, b.getF32FloatAttr(0.0f)));
       Value scale = arith::DivFOp::create(b, l, amax,
                                           arith::ConstantOp::create(b, l, b.getF32FloatAttr(qmax)));
-      memref::StoreOp::create(b, l, scale, scales, ValueRange{dst, cIdx(b, g)});
+      if (storage.scaleBytes == 2) {
+        // f16 scales: the stored (rounded) scale quantizes, so that codes
+        // times it are the values read back; clamped to the largest f16
+        // so that it never becomes infinite.
+        scale = arith::MinNumFOp::create(
+            b, l, scale, arith::ConstantOp::create(b, l, b.getF32FloatAttr(65504.0f)));
+        Value half = arith::TruncFOp::create(b, l, Float16Type::get(ctx), scale);
+        memref::StoreOp::create(b, l, half, scales, ValueRange{dst, cIdx(b, g)});
+        scale = arith::ExtFOp::create(b, l, f32(), half);
+      } else {
+        memref::StoreOp::create(b, l, scale, scales, ValueRange{dst, cIdx(b, g)});
+      }
       Value spread = vector::BroadcastOp::create(b, l, VectorType::get({size}, f32()), scale);
       laneScales = groups == 1 ? spread
                                : vector::InsertStridedSliceOp::create(b, l, spread, laneScales,

@@ -103,9 +103,17 @@ private:
       for (int64_t x : {16, 8, 4, 2, 1})
         amax = fmax(b, amax, shflXor(b, amax, x));
       Value scale = arith::DivFOp::create(b, l, amax, cf32(b, qmax));
+      Value stored = scale;
+      if (storage.scaleBytes == 2) {
+        // f16 scales: the stored (rounded) scale quantizes, so that codes
+        // times it are the values read back; at most the largest f16.
+        stored = arith::TruncFOp::create(b, l, Float16Type::get(ctx),
+                                         arith::MinimumFOp::create(b, l, scale, cf32(b, 65504.0)));
+        scale = arith::ExtFOp::create(b, l, f32(), stored);
+      }
       ifThen(b, arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, lane, ci32(b, 0)),
              [&](OpBuilder &b) {
-               store(b, scale, scales, add(b, mul(b, dst64, ci64(b, groups)), ci64(b, g)));
+               store(b, stored, scales, add(b, mul(b, dst64, ci64(b, groups)), ci64(b, g)));
              });
       Value positive = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, scale, zero);
       // round(x / scale) half away from zero, clamped; 0 when the group is 0.
@@ -194,9 +202,9 @@ private:
       };
       copy(kPool, D * elemBytes / per / 4);
       copy(vPool, Dv * elemBytes / per / 4);
-      if (storage.quantized) {
-        copy(kScale, storage.group ? D / storage.group : 1);
-        copy(vScale, storage.group ? Dv / storage.group : 1);
+      if (storage.quantized) { // f16 scales: an even number per row
+        copy(kScale, (storage.group ? D / storage.group : 1) * storage.scaleBytes / 4);
+        copy(vScale, (storage.group ? Dv / storage.group : 1) * storage.scaleBytes / 4);
       }
     });
     gpu::ReturnOp::create(b, loc());

@@ -303,7 +303,10 @@ private:
     const int64_t kRaw = D / perByte + (swizzleRawK ? 0 : 16),
                   vRaw = Dv / perByte + (swizzleRawV ? 0 : 16);
     const int64_t kIn = quant ? BK * kRaw : kBytes, vIn = quant ? BK * vRaw : vBytes;
-    const int64_t kScaleIn = quant ? BK * kGroups * 4 : 0, vScaleIn = quant ? BK * vGroups * 4 : 0;
+    // Scales: f32, or f16 (storage.scaleBytes 2, an even number per row).
+    const int64_t sB = storage.scaleBytes;
+    const int64_t kScaleIn = quant ? BK * kGroups * sB : 0,
+                  vScaleIn = quant ? BK * vGroups * sB : 0;
     // Swizzled rows need their 128-byte lines aligned in shared memory.
     const int64_t lineAlign = swizzleK || swizzleV || swizzleRawK || swizzleRawV ? 128 : 16;
     const int64_t stK = 0, stV = kIn, stKs = kIn + vIn, stVs = stKs + kScaleIn,
@@ -541,8 +544,10 @@ private:
           copyRows(b, {{gV, vOff}}, in, BK, vCols, vPitch, swV, source(vCols));
         }
         if (quant) {
-          copyWords(b, gKs, stageAt(b, stage, stKs), kGroups, source(kGroups));
-          copyWords(b, gVs, stageAt(b, stage, stVs), vGroups, source(vGroups));
+          // A slot's scales as 4-byte words (f16: two a word).
+          const int64_t kWords = kGroups * sB / 4, vWords = vGroups * sB / 4;
+          copyWords(b, gKs, stageAt(b, stage, stKs), kWords, source(kWords));
+          copyWords(b, gVs, stageAt(b, stage, stVs), vWords, source(vWords));
         }
         ifThen(b, posGiven, [&](OpBuilder &b) {
           copyWords(b, gPos, stageAt(b, stage, stPos), 1, [&](OpBuilder &b, Value r) {
@@ -843,11 +848,14 @@ private:
             auto keyScales = [&](int64_t part, int64_t groups) {
               SmallVector<SmallVector<Value>> out(numKeys); // [key][group]
               Value base = smemAt(b, stageAt(b, stage, part));
+              Type stored = sB == 2 ? Type(Float16Type::get(ctx)) : f32();
               for (int64_t key = 0; key < numKeys; ++key)
-                for (int64_t g = 0; g < groups; ++g)
-                  out[key].push_back(
-                      load(b, f32(), base,
-                           add(b, mul(b, keyInTile(b, key), ci32(b, groups)), ci32(b, g))));
+                for (int64_t g = 0; g < groups; ++g) {
+                  Value x = load(b, stored, base,
+                                 add(b, mul(b, keyInTile(b, key), ci32(b, groups)), ci32(b, g)));
+                  out[key].push_back(sB == 2 ? arith::ExtFOp::create(b, l, f32(), x).getResult()
+                                             : x);
+                }
               return out;
             };
             // A thread's score element e: (mt, nb, i) = (e / 8, e % 8 / 4, e

@@ -208,7 +208,7 @@ public:
   Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) override;
   Status write(const DLTensor *k, const DLTensor *v,
                const std::vector<std::pair<int32_t, int32_t>> &rows) override;
-  Status read(int32_t row, void *k, void *v, float *kScales, float *vScales) const override;
+  Status read(int32_t row, void *k, void *v, void *kScales, void *vScales) const override;
 
   /// The pools as CudaCacheLaunchArgs takes them (no tables).
   CudaCacheView pools() const;
@@ -235,6 +235,7 @@ private:
   std::unique_ptr<Buffers> bufs;
   int dev = 0;
   int64_t numPages = 0, P = 0, kRowBytes = 0, vRowBytes = 0, gK = 1, gV = 1;
+  int64_t scaleBytes = 4; // of a stored scale (f16 scales: 2)
   bool quant = false;
   size_t tableUploadBytes = 0;
 };

@@ -60,17 +60,18 @@ public:
   virtual Status write(const DLTensor *k, const DLTensor *v,
                        const std::vector<std::pair<int32_t, int32_t>> &rows) = 0;
   /// Pool row `row` as stored: K and V bytes (kRowBytes / vRowBytes of the
-  /// cache) and, quantized, their scales.
-  virtual Status read(int32_t row, void *k, void *v, float *kScales, float *vScales) const = 0;
+  /// cache) and, quantized, their scales' bytes (f32 or f16 each).
+  virtual Status read(int32_t row, void *k, void *v, void *kScales, void *vScales) const = 0;
 
   /// Pools a store keeps in host memory, which CPU kernels read in place
   /// (KvCache::keyPool() and friends return them), with the row layout
   /// they hold (KvCache::create checks it against the policy's).
   struct HostPools {
     void *keyPool = nullptr, *valuePool = nullptr;
-    float *keyScales = nullptr, *valueScales = nullptr; // quantized storage
+    void *keyScales = nullptr, *valueScales = nullptr; // quantized storage
     int64_t keyRowBytes = 0, valueRowBytes = 0;
     int64_t keyGroups = 0, valueGroups = 0; // scales per row (0: none)
+    int64_t scaleBytes = 4;                 // f32 scales, or 2: f16
     std::string storage;                    // the policy's storage type
   };
   /// The pools in host memory, or null when they are elsewhere (a GPU).
@@ -197,15 +198,17 @@ public:
   };
   Expected<Tables> tables(const std::vector<int64_t> &sequences, int64_t Nq) const;
   /// Pools, row-major, of the storage type: K [numPages, P, D], V
-  /// [numPages, P, Dv] (a page is one head's); int8: f32 scales K
-  /// [numPages, P, groupsK] and V [numPages, P, groupsV] (one group per
-  /// token unless per_group).
+  /// [numPages, P, Dv] (a page is one head's); quantized: scales (f32, or
+  /// f16 where the policy says so) K [numPages, P, groupsK] and V
+  /// [numPages, P, groupsV] (one group per token unless per_group).
   /// (A store's pools when it keeps them in host memory, else null when
   /// the pools live in a KvStore.)
   const void *keyPool() const;
   const void *valuePool() const;
-  const float *keyScales() const;
-  const float *valueScales() const;
+  const void *keyScales() const;
+  const void *valueScales() const;
+  /// Bytes of one stored scale: 4 (f32), or 2 (the policy's f16 scales).
+  int64_t scaleBytes() const { return sB; }
   bool quantized() const { return quant; }
   /// Quantized to fp8 e4m3 bytes (else int8 / int4 integers).
   bool storesFp8() const { return fp8; }
@@ -248,18 +251,21 @@ private:
   std::vector<char> budgetVictims(int64_t head, const Head &h, int64_t length) const;
   Status update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_t n);
   void storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int64_t dim, int64_t groups,
-                char *dst, float *scales) const;
-  float loadElement(const char *src, const float *scales, int64_t d, int64_t dim,
+                char *dst, char *scales) const;
+  float loadElement(const char *src, const char *scales, int64_t d, int64_t dim,
                     int64_t groups) const;
+  /// Scale i of a row of stored scales (f32, or f16 with sB = 2).
+  float scaleAt(const char *scales, int64_t i) const;
 
   KvCacheOptions opts;
   int64_t P = 0, D = 0, Dv = 0, elemBytes = 0, inBytes = 0, gK = 1, gV = 1;
   int64_t kRow = 0, vRow = 0; // bytes of a stored K / V row
+  int64_t sB = 4;             // bytes of a stored scale (f16 scales: 2)
   bool quant = false, nibbles = false, contiguous = false;
   bool snapkv = false;
   bool fp8 = false; // quantized to e4m3 (scale = max|x| / 448)
   std::vector<char> kPool, vPool;
-  std::vector<float> kScales, vScales;
+  std::vector<char> kScales, vScales; // sB bytes a scale
   std::vector<int32_t> freeList;
   std::vector<Sequence> sequences;
   uint64_t layoutClock = 0; // the last layoutStamp given
@@ -285,7 +291,7 @@ public:
   Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) override;
   Status write(const DLTensor *k, const DLTensor *v,
                const std::vector<std::pair<int32_t, int32_t>> &rows) override;
-  Status read(int32_t row, void *k, void *v, float *kScales, float *vScales) const override;
+  Status read(int32_t row, void *k, void *v, void *kScales, void *vScales) const override;
   const HostPools *hostPools() const override { return &host; }
 
   /// The pools as the cache functions take them.
@@ -295,8 +301,7 @@ private:
   CpuKvStore() = default;
   std::shared_ptr<const CpuKernel> kernel;
   int64_t numPages = 0, P = 0;
-  std::vector<char> kPool, vPool;
-  std::vector<float> kScales, vScales;
+  std::vector<char> kPool, vPool, kScales, vScales;
   HostPools host;
   std::vector<int64_t> kShape, vShape, ksShape, vsShape;
   DLTensor kView{}, vView{}, ksView{}, vsView{}; // over the pools

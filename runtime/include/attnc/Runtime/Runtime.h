@@ -84,6 +84,7 @@ struct CachePolicyInfo {
   std::string storage = "bf16";  // element type of the pages (f32, bf16, f16, i8)
   std::string scale = "none";    // i8: per_token | per_group
   int64_t groupSize = 0;         // per_group: elements of the head dim per scale
+  std::string scaleType = "f32"; // quantized: the stored scales' type (f32 | f16)
   /// layout "per_head": the policies KV heads choose from (a runtime table,
   /// KvCacheOptions::headKinds, picks one per head).
   std::vector<CachePolicyInfo> headPolicies;
@@ -92,8 +93,10 @@ struct CachePolicyInfo {
   const CachePolicyInfo &storagePolicy() const {
     return headPolicies.empty() ? *this : headPolicies.front();
   }
-  /// int8, int4 or fp8 e4m3 pages with f32 scales.
+  /// int8, int4 or fp8 e4m3 pages with f32 (or f16) scales.
   bool quantized() const { return storage == "i8" || storage == "i4" || storage == "f8e4m3"; }
+  /// Bytes of a stored scale.
+  int64_t scaleBytes() const { return scaleType == "f16" ? 2 : 4; }
   /// Values per byte of a stored row (int4: two).
   int64_t valuesPerByte() const { return storage == "i4" ? 2 : 1; }
   /// Scales per stored row of `dim` values (quantized storage: one per

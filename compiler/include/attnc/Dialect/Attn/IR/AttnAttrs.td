@@ -136,19 +136,23 @@ def Attn_StorageAttr : Attn_Attr<"Storage", "storage"> {
   let summary = "KV element type and dequantization scale granularity";
   let description = [{
     `#attn.storage<bf16>`, `#attn.storage<i8 per_token>`,
-    `#attn.storage<i4 per_group G>`. Element types: bf16, f16 (stored as is,
-    no scale) and f8E4M3FN, i8, i4 (quantized, a scale is required).
+    `#attn.storage<i4 per_group G>`, `#attn.storage<i4 per_group G scale f16>`.
+    Element types: bf16, f16 (stored as is, no scale) and f8E4M3FN, i8, i4
+    (quantized, a scale is required). Scales are f32 unless `scale f16`
+    (per_group scales only: 2 bytes a group instead of 4).
   }];
   let parameters = (ins
     "::mlir::Type":$elementType,
     DefaultValuedParameter<"ScaleGranularity", "ScaleGranularity::None">:$scale,
-    DefaultValuedParameter<"uint64_t", "0">:$groupSize);
+    DefaultValuedParameter<"uint64_t", "0">:$groupSize,
+    OptionalParameter<"::mlir::Type">:$scaleType);
   // StorageAttr::get(bf16) / get(i8, ScaleGranularity::PerToken).
   let builders = [AttrBuilderWithInferredContext<(ins
       "::mlir::Type":$elementType,
       CArg<"ScaleGranularity", "ScaleGranularity::None">:$scale,
-      CArg<"uint64_t", "0">:$groupSize), [{
-    return $_get(elementType.getContext(), elementType, scale, groupSize);
+      CArg<"uint64_t", "0">:$groupSize,
+      CArg<"::mlir::Type", "{}">:$scaleType), [{
+    return $_get(elementType.getContext(), elementType, scale, groupSize, scaleType);
   }]>];
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
@@ -156,6 +160,10 @@ def Attn_StorageAttr : Attn_Attr<"Storage", "storage"> {
     /// True for element types that need a dequantization scale.
     static bool isQuantizedType(::mlir::Type type);
     bool isQuantized() const { return isQuantizedType(getElementType()); }
+    /// Bytes of one stored scale: 2 with `scale f16`, else 4 (f32).
+    int64_t scaleBytes() const {
+      return getScaleType() && getScaleType().isF16() ? 2 : 4;
+    }
   }];
 }
 
