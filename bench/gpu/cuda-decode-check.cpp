@@ -386,6 +386,26 @@ bool checkKernel(const std::string &ptxPath) {
   return ok;
 }
 
+/// Random bf16 (normal) on the GPU: K/V rows k, v [Hkv, n, D / Dv] to
+/// append and queries q [B, Hq, 1, D], with out [B, Hq, 1, Dv]; `host`
+/// keeps the values (k, v and q share them).
+Status stepTensors(int64_t B, int64_t Hq, int64_t Hkv, int64_t n, int64_t D, int64_t Dv,
+                   std::vector<uint16_t> &host, Device &k, Device &v, Device &q, Device &out) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  host.resize(size_t(std::max(Hkv * n, B * Hq) * std::max(D, Dv)));
+  for (auto &x : host)
+    x = floatToBf16(normal(rng));
+  Status s = k.set(host.data(), size_t(Hkv * n * D) * 2, {Hkv, n, D}, kBF16);
+  if (s)
+    s = v.set(host.data(), size_t(Hkv * n * Dv) * 2, {Hkv, n, Dv}, kBF16);
+  if (s)
+    s = q.set(host.data(), size_t(B * Hq * D) * 2, {B, Hq, 1, D}, kBF16);
+  if (s)
+    s = out.set(nullptr, size_t(B * Hq * Dv) * 2, {B, Hq, 1, Dv}, kBF16);
+  return s;
+}
+
 /// --time-store: the time of CudaKvStore::decode steps (append a token to
 /// each sequence, then decode; the decode waits for its kernels) at B = 8,
 /// Hq/Hkv = 32/8, `length` tokens, the device tables kept (the same
@@ -416,19 +436,9 @@ int timeStore(const std::string &ptxPath, int64_t length) {
     std::printf("%s\n", cache.message().c_str());
     return 1;
   }
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal;
-  std::vector<uint16_t> host(size_t(Hkv * chunk * std::max(D, Dv)));
-  for (auto &x : host)
-    x = floatToBf16(normal(rng));
+  std::vector<uint16_t> host;
   Device kc, vc, q, out;
-  Status s = kc.set(host.data(), size_t(Hkv * chunk * D) * 2, {Hkv, chunk, D}, kBF16);
-  if (s)
-    s = vc.set(host.data(), size_t(Hkv * chunk * Dv) * 2, {Hkv, chunk, Dv}, kBF16);
-  if (s)
-    s = q.set(host.data(), size_t(B * Hq * D) * 2, {B, Hq, 1, D}, kBF16);
-  if (s)
-    s = out.set(nullptr, size_t(B * Hq * Dv) * 2, {B, Hq, 1, Dv}, kBF16);
+  Status s = stepTensors(B, Hq, Hkv, chunk, D, Dv, host, kc, vc, q, out);
   std::vector<int64_t> seqs;
   for (int64_t b = 0; b < B && s; ++b) {
     seqs.push_back(*(*cache)->addSequence());
@@ -474,11 +484,98 @@ int timeStore(const std::string &ptxPath, int64_t length) {
   return 0;
 }
 
+/// --time-pages: what the page allocator's runs (KvCacheOptions::pageRun)
+/// are worth. B = 8 sequences grow together a page (16 tokens) at a time,
+/// as decode steps of a batch do, to `length` tokens, in a cache of
+/// pageRun 16 (each head's pages in runs of 16) and one of pageRun 1 (the
+/// heads' pages interleaved); then CudaKvStore::decode of the same step,
+/// timed 50 times each, alternating between the caches. A benchmark.
+int timePageRuns(const std::string &ptxPath, int64_t length) {
+  auto kernel = CudaKernel::load(readFile(ptxPath), readFile(ptxPath + ".meta"));
+  if (!kernel) {
+    std::printf("%s: %s\n", ptxPath.c_str(), kernel.message().c_str());
+    return 1;
+  }
+  const CudaKernelInfo &ki = (*kernel)->info();
+  const int64_t B = 8, Hkv = 8, Hq = 32, D = ki.headDim, Dv = ki.headDimV, page = 16;
+  std::vector<uint16_t> host;
+  Device kc, vc, q, out;
+  Status s = stepTensors(B, Hq, Hkv, page, D, Dv, host, kc, vc, q, out);
+  struct Setup {
+    int64_t run;
+    std::shared_ptr<CudaKvStore> store;
+    std::unique_ptr<KvCache> cache;
+    std::vector<int64_t> seqs;
+    std::vector<double> ms;
+  };
+  std::vector<Setup> setups(2);
+  setups[0].run = 16, setups[1].run = 1;
+  for (Setup &u : setups) {
+    KvCacheOptions o;
+    o.policy = *ki.cache;
+    o.numKvHeads = Hkv, o.headDim = D, o.headDimV = Dv, o.inputDtype = "bf16";
+    o.numPages = B * Hkv * (length / page + 2);
+    o.pageRun = u.run;
+    auto store = CudaKvStore::create(*kernel, o.numPages, 0);
+    if (!store) {
+      std::printf("%s\n", store.message().c_str());
+      return 1;
+    }
+    u.store = *store;
+    o.store = u.store;
+    auto cache = KvCache::create(o);
+    if (!cache) {
+      std::printf("%s\n", cache.message().c_str());
+      return 1;
+    }
+    u.cache = std::move(*cache);
+    for (int64_t b = 0; b < B; ++b)
+      u.seqs.push_back(*u.cache->addSequence());
+    for (int64_t at = 0; at + page <= length && s; at += page)
+      for (int64_t seq : u.seqs)
+        if (s)
+          s = u.cache->append(seq, &kc.t, &vc.t);
+  }
+  if (!s) {
+    std::printf("%s\n", s.message().c_str());
+    return 1;
+  }
+  for (int i = 0; i < 100; ++i) {
+    Setup &u = setups[size_t(i % 2)];
+    auto t0 = std::chrono::steady_clock::now();
+    if (Status d = u.store->decode(*u.cache, u.seqs, &q.t, &out.t); !d) {
+      std::printf("%s\n", d.message().c_str());
+      return 1;
+    }
+    u.ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  for (Setup &u : setups) {
+    // How many of each head's pages follow the previous one.
+    int64_t consecutive = 0, pairs = 0;
+    for (int64_t seq : u.seqs)
+      for (int64_t h = 0; h < Hkv; ++h) {
+        const std::vector<int32_t> &pages = *u.cache->view(seq, h)->pages;
+        for (size_t i = 1; i < pages.size(); ++i, ++pairs)
+          consecutive += pages[i] == pages[i - 1] + 1;
+      }
+    std::sort(u.ms.begin() + 1, u.ms.end()); // the first call loads the module
+    std::printf("%s B=%lld L=%lld, pageRun %lld (%.1f%% of pages after their head's last): "
+                "decode %.4f ms a step (median of %zu)\n",
+                ki.name.c_str(), (long long)B, (long long)length, (long long)u.run,
+                100.0 * double(consecutive) / double(std::max<int64_t>(pairs, 1)),
+                u.ms[u.ms.size() / 2 + 1], u.ms.size() - 1);
+  }
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s KERNEL.ptx... | --time-store KERNEL.ptx [LENGTH]\n", argv[0]);
+    std::fprintf(stderr,
+                 "usage: %s KERNEL.ptx... | --time-store|--time-pages KERNEL.ptx [LENGTH]\n",
+                 argv[0]);
     return 2;
   }
   std::string why;
@@ -488,6 +585,8 @@ int main(int argc, char **argv) {
   }
   if (std::string(argv[1]) == "--time-store" && argc >= 3)
     return timeStore(argv[2], argc > 3 ? std::stoll(argv[3]) : 65536);
+  if (std::string(argv[1]) == "--time-pages" && argc >= 3)
+    return timePageRuns(argv[2], argc > 3 ? std::stoll(argv[3]) : 65536);
   int passed = 0, failed = 0;
   for (int i = 1; i < argc; ++i)
     (checkKernel(argv[i]) ? passed : failed)++;

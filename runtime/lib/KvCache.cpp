@@ -131,6 +131,8 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
                                                           : HeadRetention::All,
                             hp.sink, hp.window});
   }
+  if (o.pageRun < 1)
+    return Status::error("KV cache: pageRun must be positive");
   if (c->snapkv && o.observationWindow < 1)
     return Status::error("KV cache: observationWindow must be positive");
   if (c->snapkv && (o.snapkvPooling < 1 || o.snapkvPooling % 2 == 0))
@@ -186,8 +188,7 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
                  : ""));
     }
     c->store = o.store;
-    for (int64_t i = o.numPages - 1; i >= 0; --i)
-      c->freeList.push_back(int32_t(i));
+    c->pool = PagePool(o.numPages, o.pageRun);
     return c;
   }
   c->kPool.assign(size_t(o.numPages * pageK), 0);
@@ -196,9 +197,7 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
     c->kScales.assign(size_t(o.numPages * c->P * c->gK * c->sB), 0);
     c->vScales.assign(size_t(o.numPages * c->P * c->gV * c->sB), 0);
   }
-  // Pages are handed out lowest first.
-  for (int64_t i = o.numPages - 1; i >= 0; --i)
-    c->freeList.push_back(int32_t(i));
+  c->pool = PagePool(o.numPages, o.pageRun);
   return c;
 }
 
@@ -260,7 +259,7 @@ Status KvCache::removeSequence(int64_t seq) {
     return s.error();
   for (Head &h : (*s)->heads)
     for (int32_t page : h.pages)
-      freeList.push_back(page);
+      pool.give(page);
   **s = Sequence();
   return Status::ok();
 }
@@ -732,10 +731,10 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
     }
     need += pl.needPages;
   }
-  if (need > int64_t(this->freeList.size()) + released)
+  if (need > this->pool.freeCount() + released)
     return Status::error("KV cache '" + opts.policy.name + "' exhausted: sequence " +
                          std::to_string(seq) + " needs " + std::to_string(need) + " more pages, " +
-                         std::to_string(int64_t(this->freeList.size()) + released) + " free of " +
+                         std::to_string(this->pool.freeCount() + released) + " free of " +
                          std::to_string(opts.numPages) + " (pages of " + std::to_string(P) +
                          " tokens)");
 
@@ -753,33 +752,33 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
               !(contiguous && !h.pages.empty() && h.slots + pl.store > P) && !pl.anyDead;
   }
   std::optional<Sequence> sequenceCopy;
-  std::optional<std::vector<int32_t>> freeListCopy;
+  std::optional<PagePool> poolCopy;
   if (!inPlace) {
     sequenceCopy = current;
-    freeListCopy = this->freeList;
+    poolCopy = this->pool;
   }
   Sequence &s = inPlace ? current : *sequenceCopy;
-  std::vector<int32_t> &freeList = inPlace ? this->freeList : *freeListCopy;
+  PagePool &pool = inPlace ? this->pool : *poolCopy;
+  pool.mark();
   std::vector<std::pair<int64_t, size_t>> before; // in place: (slots, pages) per head
   for (const Head &h : s.heads)
     if (inPlace)
       before.emplace_back(h.slots, h.pages.size());
   const int64_t lengthBefore = s.length;
   // Undoes an in-place append: new slots cleared, new pages back to the
-  // free list in the order they left it (the last head's last page first).
+  // pool as they were (PagePool::rollback: the same pages, in the same
+  // order, go to the next append).
   auto undo = [&]() {
     if (!inPlace)
       return;
+    pool.rollback();
     for (size_t hd = s.heads.size(); hd-- > 0;) {
       Head &h = s.heads[hd];
       auto [slots, pages] = before[hd];
       for (int64_t i = slots; i < h.slots; ++i)
         h.pos[i] = -1, h.score[i] = 0;
       h.slots = slots;
-      while (h.pages.size() > pages) {
-        freeList.push_back(h.pages.back());
-        h.pages.pop_back();
-      }
+      h.pages.resize(pages);
       h.pos.resize(h.pages.size() * P, -1);
       h.score.resize(h.pos.size(), 0.f);
     }
@@ -808,7 +807,7 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
       if (moves.size() != moved)
         h.layoutStamp = ++layoutClock;
       while (int64_t(h.pages.size()) > pl.keepPages) {
-        freeList.push_back(h.pages.back());
+        pool.give(h.pages.back());
         h.pages.pop_back();
       }
       h.pos.resize(h.pages.size() * P, -1);
@@ -817,7 +816,7 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
     }
     for (auto it = pl.freeable.rbegin(); it != pl.freeable.rend(); ++it) {
       size_t pg = *it;
-      freeList.push_back(h.pages[pg]);
+      pool.give(h.pages[pg]);
       h.pages.erase(h.pages.begin() + pg);
       h.pos.erase(h.pos.begin() + pg * P, h.pos.begin() + (pg + 1) * P);
       h.score.erase(h.score.begin() + pg * P, h.score.begin() + (pg + 1) * P);
@@ -831,8 +830,8 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
       h.layoutStamp = ++layoutClock;
     }
     for (int64_t i = 0; i < plans[hd].needPages; ++i) {
-      h.pages.push_back(freeList.back());
-      freeList.pop_back();
+      // The page after the head's last when free (PagePool.h).
+      h.pages.push_back(pool.take(h.pages.empty() ? -1 : h.pages.back()));
       h.pos.resize(h.pages.size() * P, -1);
       h.score.resize(h.pos.size(), 0.f);
     }
@@ -880,7 +879,7 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
   }
   if (!inPlace) {
     current = std::move(*sequenceCopy);
-    this->freeList = std::move(*freeListCopy);
+    this->pool = std::move(*poolCopy);
   }
   return Status::ok();
 }

@@ -1354,6 +1354,54 @@ TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
             std::string::npos);
 }
 
+/// Decode steps of several sequences allocate pages together; each KV head
+/// still gets consecutive pages, in runs of KvCacheOptions::pageRun
+/// (PagePool.h), while runs last; pageRun 1 interleaves the heads. The
+/// pool runs out only when no page at all is free, and the attention is
+/// the same either way.
+TEST_F(KvCacheTest, DecodeStepsGetRunsOfPagesPerHead) {
+  auto k = kernel("over_all");
+  ASSERT_TRUE(k);
+  for (int64_t run : {16, 1}) {
+    SCOPED_TRACE("pageRun " + std::to_string(run));
+    rt::KvCacheOptions o;
+    o.policy = *k->info().cache;
+    o.numKvHeads = Hkv, o.headDim = D, o.numPages = 70, o.pageRun = run;
+    o.inputDtype = "bf16";
+    auto made = rt::KvCache::create(o);
+    ASSERT_TRUE(bool(made)) << made.message();
+    rt::KvCache &c = **made;
+    std::vector<int64_t> seqs = {*c.addSequence(), *c.addSequence()};
+    std::vector<History> hist(2);
+    // 4 rows (2 sequences x 2 heads) a page every 4 tokens: 16 pages each
+    // after 64 steps (the pool's 4 whole runs of 16 cover them).
+    for (int step = 0; step < 64; ++step)
+      for (int i = 0; i < 2; ++i)
+        ASSERT_TRUE(append(c, seqs[size_t(i)], 1, hist[size_t(i)]));
+    for (int64_t seq : seqs)
+      for (int64_t h = 0; h < Hkv; ++h) {
+        const std::vector<int32_t> &pages = *c.view(seq, h)->pages;
+        ASSERT_EQ(pages.size(), 16u);
+        int consecutive = 0;
+        for (size_t i = 1; i < pages.size(); ++i)
+          consecutive += pages[i] == pages[i - 1] + 1;
+        EXPECT_EQ(consecutive, run == 16 ? 15 : 0) << "sequence " << seq << " head " << h;
+      }
+    EXPECT_LT(runAndCompare(*k, c, seqs, hist, 1, causal), 1e-4);
+    // The last 6 pages: taken one by one, then the pool is exhausted.
+    std::vector<int64_t> more;
+    for (int i = 0; i < 3; ++i) {
+      more.push_back(*c.addSequence());
+      History hm;
+      ASSERT_TRUE(append(c, more.back(), 1, hm)) << "a page per head, " << c.freePages() << " free";
+    }
+    EXPECT_EQ(c.freePages(), 0);
+    History hm;
+    rt::Status full = append(c, *c.addSequence(), 1, hm);
+    EXPECT_NE(full.message().find("exhausted"), std::string::npos) << full.message();
+  }
+}
+
 /// A plain append (retention all: nothing dropped or moved) changes the
 /// tables in place; when the store fails it undoes itself: positions,
 /// length, tables, pages in use and the layout stamps as before, and the

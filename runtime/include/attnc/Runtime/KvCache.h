@@ -30,6 +30,7 @@
 #ifndef ATTNC_RUNTIME_KVCACHE_H
 #define ATTNC_RUNTIME_KVCACHE_H
 
+#include "attnc/Runtime/PagePool.h"
 #include "attnc/Runtime/Runtime.h"
 
 #include <cstdint>
@@ -87,6 +88,11 @@ struct KvCacheOptions {
   /// slots per sequence and head.
   int64_t numPages = 0;
   int64_t maxTokens = 0; // contiguous layout only
+  /// Pages the allocator keeps together for a KV head (PagePool.h): a head
+  /// fills an aligned run of this many before another; 1: none. Runs of 16
+  /// (64 KB of a bf16 D = 128 head) decode at the speed of one contiguous
+  /// stream on the H100, single scattered pages 1.2% slower.
+  int64_t pageRun = 16;
   /// Element type of the K/V that append() takes: f32, bf16 or f16. Empty:
   /// the storage type (required for int8 storage, which append quantizes:
   /// one scale max|x| / 127 per token and head, or per group of the head
@@ -162,7 +168,7 @@ public:
   /// The policy KV head `head` follows.
   const CachePolicyInfo &headPolicy(int64_t head) const;
   int64_t pageSize() const { return P; }
-  int64_t freePages() const { return int64_t(freeList.size()); }
+  int64_t freePages() const { return pool.freeCount(); }
   int64_t pagesInUse() const { return opts.numPages - freePages(); }
   /// Pages `seq` holds for KV head `head`.
   int64_t pagesOf(int64_t seq, int64_t head) const;
@@ -266,7 +272,7 @@ private:
   bool fp8 = false; // quantized to e4m3 (scale = max|x| / 448)
   std::vector<char> kPool, vPool;
   std::vector<char> kScales, vScales; // sB bytes a scale
-  std::vector<int32_t> freeList;
+  PagePool pool;                      // the free pages
   std::vector<Sequence> sequences;
   uint64_t layoutClock = 0; // the last layoutStamp given
   std::shared_ptr<KvStore> store;
