@@ -488,8 +488,11 @@ int timeStore(const std::string &ptxPath, int64_t length) {
 /// are worth. B = 8 sequences grow together a page (16 tokens) at a time,
 /// as decode steps of a batch do, to `length` tokens, in a cache of
 /// pageRun 16 (each head's pages in runs of 16) and one of pageRun 1 (the
-/// heads' pages interleaved); then CudaKvStore::decode of the same step,
-/// timed 50 times each, alternating between the caches. A benchmark.
+/// heads' pages interleaved); and the same while other sequences come and
+/// go beside them (churn: each step may remove one and add one of 256 or
+/// 1024 tokens, the same operations for both allocators), which scatters
+/// a plain free list's pages. Then CudaKvStore::decode of the B sequences,
+/// timed 50 times in each cache, the caches in turn. A benchmark.
 int timePageRuns(const std::string &ptxPath, int64_t length) {
   auto kernel = CudaKernel::load(readFile(ptxPath), readFile(ptxPath + ".meta"));
   if (!kernel) {
@@ -501,20 +504,35 @@ int timePageRuns(const std::string &ptxPath, int64_t length) {
   std::vector<uint16_t> host;
   Device kc, vc, q, out;
   Status s = stepTensors(B, Hq, Hkv, page, D, Dv, host, kc, vc, q, out);
+  // Churn: sequences of these lengths (dense [Hkv, n, D] K/V each).
+  const int64_t churnLengths[2] = {256, 1024};
+  Device churnK[2], churnV[2];
+  for (int i = 0; i < 2 && s; ++i) {
+    const int64_t n = churnLengths[i];
+    s = churnK[i].set(nullptr, size_t(Hkv * n * D) * 2, {Hkv, n, D}, kBF16);
+    if (s)
+      s = churnV[i].set(nullptr, size_t(Hkv * n * Dv) * 2, {Hkv, n, Dv}, kBF16);
+    for (Device *d : {&churnK[i], &churnV[i]}) // zeros: their values do not matter
+      if (s)
+        s = d->buffer.fill32(0);
+  }
   struct Setup {
     int64_t run;
+    bool churn;
     std::shared_ptr<CudaKvStore> store;
     std::unique_ptr<KvCache> cache;
     std::vector<int64_t> seqs;
     std::vector<double> ms;
   };
-  std::vector<Setup> setups(2);
-  setups[0].run = 16, setups[1].run = 1;
+  std::vector<Setup> setups(4);
+  for (int i = 0; i < 4; ++i)
+    setups[size_t(i)].run = i % 2 ? 1 : 16, setups[size_t(i)].churn = i >= 2;
+  const int64_t longPages = B * Hkv * (length / page + 2);
   for (Setup &u : setups) {
     KvCacheOptions o;
     o.policy = *ki.cache;
     o.numKvHeads = Hkv, o.headDim = D, o.headDimV = Dv, o.inputDtype = "bf16";
-    o.numPages = B * Hkv * (length / page + 2);
+    o.numPages = u.churn ? longPages * 3 / 2 : longPages;
     o.pageRun = u.run;
     auto store = CudaKvStore::create(*kernel, o.numPages, 0);
     if (!store) {
@@ -531,17 +549,34 @@ int timePageRuns(const std::string &ptxPath, int64_t length) {
     u.cache = std::move(*cache);
     for (int64_t b = 0; b < B; ++b)
       u.seqs.push_back(*u.cache->addSequence());
-    for (int64_t at = 0; at + page <= length && s; at += page)
+    std::mt19937 churnRng(11);
+    std::vector<int64_t> others;
+    for (int64_t at = 0; at + page <= length && s; at += page) {
       for (int64_t seq : u.seqs)
         if (s)
           s = u.cache->append(seq, &kc.t, &vc.t);
+      if (!u.churn || !s)
+        continue;
+      if (!others.empty() && churnRng() % 2) {
+        size_t victim = churnRng() % others.size();
+        s = u.cache->removeSequence(others[victim]);
+        others.erase(others.begin() + long(victim));
+      }
+      const int which = int(churnRng() % 2);
+      const int64_t need = Hkv * (churnLengths[which] / page);
+      const int64_t longsLeft = B * Hkv * ((length - at) / page + 1);
+      if (s && u.cache->freePages() - need > longsLeft) {
+        others.push_back(*u.cache->addSequence());
+        s = u.cache->append(others.back(), &churnK[which].t, &churnV[which].t);
+      }
+    }
   }
   if (!s) {
     std::printf("%s\n", s.message().c_str());
     return 1;
   }
-  for (int i = 0; i < 100; ++i) {
-    Setup &u = setups[size_t(i % 2)];
+  for (int i = 0; i < 200; ++i) {
+    Setup &u = setups[size_t(i % 4)];
     auto t0 = std::chrono::steady_clock::now();
     if (Status d = u.store->decode(*u.cache, u.seqs, &q.t, &out.t); !d) {
       std::printf("%s\n", d.message().c_str());
@@ -560,9 +595,10 @@ int timePageRuns(const std::string &ptxPath, int64_t length) {
           consecutive += pages[i] == pages[i - 1] + 1;
       }
     std::sort(u.ms.begin() + 1, u.ms.end()); // the first call loads the module
-    std::printf("%s B=%lld L=%lld, pageRun %lld (%.1f%% of pages after their head's last): "
+    std::printf("%s B=%lld L=%lld%s, pageRun %lld (%.1f%% of pages after their head's last): "
                 "decode %.4f ms a step (median of %zu)\n",
-                ki.name.c_str(), (long long)B, (long long)length, (long long)u.run,
+                ki.name.c_str(), (long long)B, (long long)length,
+                u.churn ? " among other sequences" : "", (long long)u.run,
                 100.0 * double(consecutive) / double(std::max<int64_t>(pairs, 1)),
                 u.ms[u.ms.size() / 2 + 1], u.ms.size() - 1);
   }
