@@ -2,6 +2,7 @@
 //
 //   attnc-decode-bench [--lengths=8192,65536] [--batch=1] [--threads=N] [--steps=20]
 //                      [--tile-q=T] [--tile-k=T] [--nq=N] [--hkv=8] [--splits=N]
+//                      [--grow=N] [--page-run=N] [--caches=decode_bf16,...]
 //
 // One decode step (Nq = 1; --nq: a speculative step of Nq) of B sequences of L cached tokens,
 // Hq/Hkv = 32/8 (--hkv: 32/N), D = 128, split-KV as the runtime picks it (--splits: given), through
@@ -9,7 +10,8 @@
 // of 32) and fp8 e4m3 (per-token scales) storage, bf16 with H2O scoring (a budget it does not
 // reach: the attention-mass pass is the difference), and a sink(4) + window(1020) cache. Prints ms
 // per step and the bandwidth of the K/V bytes the step reads (slots x Hkv x (D + Dv) x element
-// bytes, plus scales).
+// bytes, plus scales). --grow=N fills the sequences together, N tokens a turn (a batch's decode
+// steps), --page-run the pool's runs of pages per head (KvCacheOptions::pageRun).
 //
 //===----------------------------------------------------------------------===//
 
@@ -63,6 +65,8 @@ std::vector<int64_t> parseList(const std::string &s) {
 int main(int argc, char **argv) {
   std::vector<int64_t> lengths = {8192, 65536};
   int64_t B = 1, steps = 20, tileQ = 0, tileK = 0, Nq = 1, Hkv = 8, splits = 0;
+  int64_t grow = 0, pageRun = rt::KvCacheOptions().pageRun;
+  std::string only;
   int threads = 0;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -84,10 +88,18 @@ int main(int argc, char **argv) {
       Hkv = std::stoll(a.substr(6));
     else if (a.rfind("--splits=", 0) == 0) // CacheLaunchArgs::splits (0: automatic)
       splits = std::stoll(a.substr(9));
+    else if (a.rfind("--grow=", 0) == 0 && std::stoll(a.substr(7)) > 0 &&
+             std::stoll(a.substr(7)) <= 1024) // the sequences grow together, N tokens a turn
+      grow = std::stoll(a.substr(7));
+    else if (a.rfind("--page-run=", 0) == 0) // KvCacheOptions::pageRun
+      pageRun = std::stoll(a.substr(11));
+    else if (a.rfind("--caches=", 0) == 0) // e.g. decode_bf16,decode_int4
+      only = "," + a.substr(9) + ",";
     else {
       std::fprintf(stderr, "usage: attnc-decode-bench [--lengths=L,...] [--batch=B] "
                            "[--threads=N] [--steps=S] [--tile-q=T] [--tile-k=T] [--nq=N] "
-                           "[--hkv=N (divides 32)] [--splits=N]\n");
+                           "[--hkv=N (divides 32)] [--splits=N] [--grow=N (<= 1024)] "
+                           "[--page-run=N] [--caches=NAME,...]\n");
       return 2;
     }
   }
@@ -113,6 +125,8 @@ int main(int argc, char **argv) {
   std::vector<int64_t> chunkShape = {Hkv, chunk, D}, stepShape = {Hkv, Nq, D};
   for (const char *name :
        {"decode_bf16", "decode_h2o", "decode_int8", "decode_int4", "decode_fp8", "decode_stream"}) {
+    if (!only.empty() && only.find("," + std::string(name) + ",") == std::string::npos)
+      continue;
     KernelSpec spec;
     spec.dtype = "bf16";
     spec.headDim = D;
@@ -131,6 +145,7 @@ int main(int argc, char **argv) {
       o.headDim = D;
       o.inputDtype = "bf16";
       o.numPages = B * Hkv * ((L + steps * Nq) / 16 + 2);
+      o.pageRun = pageRun;
       auto cache = rt::KvCache::create(o);
       if (!cache) {
         std::fprintf(stderr, "%s\n", cache.message().c_str());
@@ -139,17 +154,22 @@ int main(int argc, char **argv) {
       rt::KvCache &c = **cache;
       std::vector<int64_t> seqs;
       auto fill0 = std::chrono::steady_clock::now();
-      for (int64_t b = 0; b < B; ++b) {
-        int64_t s = *c.addSequence();
-        seqs.push_back(s);
-        DLTensor kt = driver::dlView(kc.data(), {kDLBfloat, 16, 1}, chunkShape),
-                 vt = driver::dlView(vc.data(), {kDLBfloat, 16, 1}, chunkShape);
-        for (int64_t at = 0; at + chunk <= L; at += chunk)
-          if (auto st = c.append(s, &kt, &vt); !st) {
-            std::fprintf(stderr, "%s\n", st.message().c_str());
-            return 1;
-          }
-      }
+      // One sequence after another in chunks of 1024 tokens, or (--grow=N)
+      // all together, N tokens a turn, as decode steps of a batch grow
+      // them (their heads' pages interleave unless the pool keeps runs).
+      const int64_t piece = grow ? grow : chunk;
+      std::vector<int64_t> pieceShape = {Hkv, piece, D};
+      DLTensor kt = driver::dlView(kc.data(), {kDLBfloat, 16, 1}, pieceShape),
+               vt = driver::dlView(vc.data(), {kDLBfloat, 16, 1}, pieceShape);
+      for (int64_t b = 0; b < B; ++b)
+        seqs.push_back(*c.addSequence());
+      for (int64_t b = 0; b < (grow ? 1 : B); ++b)
+        for (int64_t at = 0; at + piece <= L; at += piece)
+          for (int64_t s : grow ? seqs : std::vector<int64_t>{seqs[size_t(b)]})
+            if (auto st = c.append(s, &kt, &vt); !st) {
+              std::fprintf(stderr, "%s\n", st.message().c_str());
+              return 1;
+            }
       const double fillMs =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - fill0)
               .count();
