@@ -385,6 +385,8 @@ KernelCache::get(mlir::MLIRContext &ctx, const dsl::Program &prog, const std::st
   if (spec.tileK)
     cpu.tileK = spec.tileK;
   cpu.kvCache = spec.kvCache;
+  // Code for this host (the cache key holds its features).
+  cpu.bf16Dot = pipeline::hostHasAvx512Bf16();
   Build build(ctx, diagnostics);
   std::string specText = "target=cpu dtype=" + spec.dtype + " D=" + std::to_string(cpu.headDim) +
                          " Dv=" + std::to_string(cpu.headDimV) +

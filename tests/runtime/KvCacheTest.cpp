@@ -13,6 +13,7 @@
 #include "TempDir.h"
 
 #include "attnc/JIT.h"
+#include "attnc/Pipeline/CpuPipeline.h"
 #include "attnc/Runtime/Half.h"
 #include "attnc/Runtime/KvCache.h"
 
@@ -119,6 +120,9 @@ struct History {
 
 class KvCacheTest : public ::testing::Test {
 protected:
+  /// The head dim of the kernels and caches a test makes (the file's 16
+  /// unless a test sets another first).
+  int64_t D = ::D;
   TempDir dir;
   std::unique_ptr<Compiler> compiler;
   std::mt19937 rng{7};
@@ -1352,6 +1356,36 @@ TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
   o.store = std::make_shared<RecordingStore>(10, D * 2, D * 2, 1);
   EXPECT_NE(rt::KvCache::create(o).message().find("the store holds 10 pool rows"),
             std::string::npos);
+}
+
+/// The decode form over bf16 pages at head dims of whole 32-element
+/// chunks, where hosts with AVX-512 BF16 take Q.K^T from bf16 pairs
+/// (vdpbf16ps, attn-to-cpu's bf16-dot; the JIT asks for it on such hosts):
+/// decode and speculative steps equal the reference over the cache, with
+/// and without a sink + window, at D = 64 and 128.
+TEST_F(KvCacheTest, Bf16DecodeAtWideHeadDims) {
+  std::printf("[bf16 dot] host has AVX-512 BF16: %s\n",
+              attnc::pipeline::hostHasAvx512Bf16() ? "yes" : "no");
+  for (int64_t dim : {64, 128}) {
+    D = dim;
+    tileQ = 8; // the decode form
+    for (const char *name : {"over_all", "over_stream"}) {
+      SCOPED_TRACE(std::string(name) + " D=" + std::to_string(D));
+      auto k = kernel(name);
+      ASSERT_TRUE(k);
+      auto c = makeCache(*k, 64);
+      ASSERT_TRUE(c);
+      std::vector<int64_t> seqs = {*c->addSequence(), *c->addSequence()};
+      std::vector<History> hist(2);
+      for (int step = 0; step < 6; ++step) {
+        int64_t n = step == 0 ? 11 : 1 + step % 2;
+        for (int i = 0; i < 2; ++i)
+          ASSERT_TRUE(append(*c, seqs[size_t(i)], n + (step == 0 ? 5 * i : 0), hist[size_t(i)]));
+        EXPECT_LT(runAndCompare(*k, *c, seqs, stored(*c, seqs, hist), n, causal), 1e-4)
+            << "step " << step;
+      }
+    }
+  }
 }
 
 /// Decode steps of several sequences allocate pages together; each KV head

@@ -111,6 +111,7 @@ bool attnc::driver::emitCpu(mlir::MLIRContext &ctx, const dsl::Program &prog,
   options.headDim =
       headDimFlag() ? headDimFlag() : (k->headDims.empty() ? 128 : k->headDims.front());
   options.kvCache = kvCache;
+  options.bf16Dot = pipeline::hostHasAvx512Bf16(); // code for this host, as the JIT's
   if (!applyTileFlags(options) || mlir::failed(pipeline::lowerToTiled(*module, options)))
     return false;
   if (stage == CpuStage::Tiled) {
@@ -163,6 +164,7 @@ bool attnc::driver::emitCpuObject(mlir::MLIRContext &ctx, const dsl::Program &pr
       headDimFlag() ? headDimFlag() : (k->headDims.empty() ? 128 : k->headDims.front());
   options.dtype = dtype;
   options.kvCache = kvCache;
+  options.bf16Dot = pipeline::hostHasAvx512Bf16(); // code for this host, as the JIT's
   if (!applyTileFlags(options))
     return false;
   auto art = pipeline::compileCpuArtifact(*module, options);

@@ -38,6 +38,9 @@ class NVVMDialect;
 namespace scf {
 class SCFDialect;
 } // namespace scf
+namespace x86vector {
+class X86VectorDialect;
+} // namespace x86vector
 namespace vector {
 class VectorDialect;
 } // namespace vector

@@ -38,7 +38,8 @@ def AttnToCPU : Pass<"attn-to-cpu", "ModuleOp"> {
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
     "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
-    "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect"
+    "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect",
+    "::mlir::x86vector::X86VectorDialect"
   ];
   let options = [
     Option<"headDim", "head-dim", "int64_t", /*default=*/"128",
@@ -54,7 +55,11 @@ def AttnToCPU : Pass<"attn-to-cpu", "ModuleOp"> {
     Option<"kvCache", "kv-cache", "bool", /*default=*/"false",
            "Read K and V through the kernel's cache policy: page pools, "
            "per-sequence page tables, slot positions and lengths (the "
-           "runtime's KvCache); without it K and V are plain tensors">
+           "runtime's KvCache); without it K and V are plain tensors">,
+    Option<"bf16Dot", "bf16-dot", "bool", /*default=*/"false",
+           "Decode over a bf16 cache: Q.K^T by AVX-512 BF16 dot products "
+           "(x86vector.avx512.dot, vdpbf16ps: bf16 pairs into f32) instead "
+           "of converting K to f32; for hosts with avx512bf16">
   ];
 }
 

@@ -46,7 +46,13 @@ struct CpuOptions {
   /// K/V through the kernel's cache policy (the runtime's KvCache), see
   /// attn-to-cpu's kv-cache option.
   bool kvCache = false;
+  /// attn-to-cpu's bf16-dot: AVX-512 BF16 dot products for a bf16 cache's
+  /// decode (hostHasAvx512Bf16()).
+  bool bf16Dot = false;
 };
+
+/// Whether this host has AVX-512 BF16 (vdpbf16ps).
+bool hostHasAvx512Bf16();
 
 /// Dialects and LLVM IR translations the CPU pipeline needs in the context.
 void registerCpuDialects(mlir::DialectRegistry &registry);

@@ -37,6 +37,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/OpDefinition.h"
 
@@ -62,9 +63,9 @@ namespace {
 class KernelLowering {
 public:
   KernelLowering(attn::KernelOp kernel, int64_t D, int64_t Dv, Type elemType, int64_t Tq,
-                 int64_t Tk, bool kvCache)
+                 int64_t Tk, bool kvCache, bool bf16Dot)
       : kernel(kernel), attention(kernel.getAttention()), ctx(kernel.getContext()), D(D), Dv(Dv),
-        elemType(elemType), Tq(Tq), Tk(Tk), kvCache(kvCache),
+        elemType(elemType), Tq(Tq), Tk(Tk), kvCache(kvCache), bf16Dot(bf16Dot),
         itemName(attn::cpuItemName(kernel.getSymName())) {}
 
   LogicalResult run(OpBuilder &moduleBuilder) {
@@ -100,7 +101,7 @@ public:
     for (const attn::CpuDecodeTwin &t : attn::kCpuDecodeTwins) {
       if (!cacheKernel || Tq <= t.tileQ)
         continue;
-      KernelLowering twin(kernel, D, Dv, elemType, t.tileQ, t.tileK, kvCache);
+      KernelLowering twin(kernel, D, Dv, elemType, t.tileQ, t.tileK, kvCache, bf16Dot);
       twin.itemName = attn::cpuDecodeItemName(kernel.getSymName(), t.tileQ);
       twin.itemOnly = true;
       if (failed(twin.run(moduleBuilder)))
@@ -549,9 +550,13 @@ private:
                                         : D % 8 == 0 ? 8
                                                      : 0);
     const bool dotAlongD = cacheKernel && Tq <= 8 && dotVW > 0 && D % dotVW == 0;
+    // bf16 pages on a host with AVX-512 BF16: Q.K^T from bf16 pairs
+    // (vdpbf16ps: 32 products into 16 f32 lanes a step), K not converted;
+    // Q rows stay bf16 and unscaled, the scale applies to each dot.
+    const bool dotBf16 = bf16Dot && dotAlongD && !quantized && elemType.isBF16() && D % 32 == 0;
     Value qRows;
     if (dotAlongD)
-      qRows = memref::AllocaOp::create(b, l, MemRefType::get({Tq, D}, f32()));
+      qRows = memref::AllocaOp::create(b, l, MemRefType::get({Tq, D}, dotBf16 ? elemType : f32()));
     scf::ForOp::create(
         b, l, c0, cIdx(b, Tq), c1, ValueRange{},
         [&](OpBuilder &b, Location l, Value i, ValueRange) {
@@ -560,11 +565,11 @@ private:
           scf::ForOp::create(
               b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), ValueRange{},
               [&](OpBuilder &b, Location l, Value d, ValueRange) {
-                Value x = toF32(b, memref::LoadOp::create(b, l, Q, ValueRange{bIdx, head, row, d}));
-                x = arith::MulFOp::create(b, l, x, scale);
+                Value raw = memref::LoadOp::create(b, l, Q, ValueRange{bIdx, head, row, d});
+                Value x = arith::MulFOp::create(b, l, toF32(b, raw), scale);
                 memref::StoreOp::create(b, l, x, qt, ValueRange{d, i});
                 if (dotAlongD)
-                  memref::StoreOp::create(b, l, x, qRows, ValueRange{i, d});
+                  memref::StoreOp::create(b, l, dotBf16 ? raw : x, qRows, ValueRange{i, d});
                 scf::YieldOp::create(b, l);
               });
           scf::YieldOp::create(b, l);
@@ -779,7 +784,34 @@ private:
         const bool reuse = massRef && scoreBuf;
         SmallVector<Value> dots;
         if (!reuse) {
-          if (dotAlongD) {
+          if (dotBf16) {
+            // s_ij = scale * (sum over 32-element chunks of bf16 pair dots of
+            // Q_i and K_j, 16 f32 lanes), reduced per row.
+            auto accTy = VectorType::get({16}, f32()), pairTy = VectorType::get({32}, elemType);
+            Value zeroAcc = arith::ConstantOp::create(b, l, DenseElementsAttr::get(accTy, 0.0f));
+            for (int64_t j = 0; j < Tk; ++j) {
+              auto cLoop = scf::ForOp::create(
+                  b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 32), SmallVector<Value>(Tq, zeroAcc),
+                  [&](OpBuilder &b, Location l, Value c, ValueRange acc) {
+                    Value kv = loadKVVector(b, l, K, kBatch[j], poolHead, kLine[j], c, 32);
+                    SmallVector<Value> next;
+                    for (int64_t i = 0; i < Tq; ++i) {
+                      Value qv =
+                          vector::LoadOp::create(b, l, pairTy, qRows, ValueRange{cIdx(b, i), c});
+                      next.push_back(x86vector::DotBF16Op::create(b, l, accTy, acc[i], qv, kv));
+                    }
+                    scf::YieldOp::create(b, l, next);
+                  });
+              Value sv = zero;
+              for (int64_t i = 0; i < Tq; ++i) {
+                Value sum = vector::ReductionOp::create(b, l, vector::CombiningKind::ADD,
+                                                        cLoop.getResult(i));
+                sv = vector::InsertOp::create(b, l, arith::MulFOp::create(b, l, sum, scale), sv,
+                                              ArrayRef<int64_t>{i});
+              }
+              dots.push_back(sv);
+            }
+          } else if (dotAlongD) {
             // s_ij = sum over D-chunks of Q_i . K_j (dotVW lanes), reduced per
             // row; the rows' scores then form the usual vector<Tq>.
             auto chunkTy = VectorType::get({dotVW}, f32());
@@ -1200,6 +1232,8 @@ private:
   int64_t Tq, Tk;
   /// Lower with the KV-cache ABI (pass option), and whether it applies.
   bool kvCache = false, cacheKernel = false;
+  /// The option bf16-dot: Q.K^T of a bf16 cache's decode by vdpbf16ps.
+  bool bf16Dot = false;
   /// The work item's name; only it (a decode twin's lowering).
   std::string itemName;
   bool itemOnly = false;
@@ -1284,7 +1318,7 @@ struct AttnToCPUPass : public attn::impl::AttnToCPUBase<AttnToCPUPass> {
     SmallVector<attn::KernelOp> kernels(module.getOps<attn::KernelOp>());
     for (attn::KernelOp kernel : kernels) {
       OpBuilder mb(kernel);
-      KernelLowering lowering(kernel, headDim, dv, elem, tileQ, tileK, kvCache);
+      KernelLowering lowering(kernel, headDim, dv, elem, tileQ, tileK, kvCache, bf16Dot);
       if (failed(lowering.run(mb)))
         return signalPassFailure();
       kernel.erase();

@@ -17,6 +17,7 @@
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/DialectRegistry.h"
@@ -31,14 +32,15 @@
 #include "llvm/IR/Module.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Target/TargetMachine.h"
+#include "llvm/TargetParser/Host.h"
 
 #include <cstring>
 
 using namespace mlir;
 
 void attnc::pipeline::registerCpuDialects(DialectRegistry &registry) {
-  registry.insert<arith::ArithDialect, func::FuncDialect, math::MathDialect,
-                  memref::MemRefDialect, scf::SCFDialect, vector::VectorDialect,
+  registry.insert<arith::ArithDialect, func::FuncDialect, math::MathDialect, memref::MemRefDialect,
+                  scf::SCFDialect, vector::VectorDialect, x86vector::X86VectorDialect,
                   LLVM::LLVMDialect>();
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
@@ -53,14 +55,20 @@ LogicalResult attnc::pipeline::lowerToTiled(ModuleOp module, const CpuOptions &o
   o.tileQ = options.tileQ;
   o.tileK = options.tileK;
   o.kvCache = options.kvCache;
+  o.bf16Dot = options.bf16Dot;
   pm.addPass(attn::createAttnToCPU(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   return pm.run(module);
 }
 
+bool attnc::pipeline::hostHasAvx512Bf16() {
+  llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
+  auto it = features.find("avx512bf16");
+  return it != features.end() && it->second;
+}
+
 LogicalResult attnc::pipeline::lowerToLLVM(ModuleOp module, const CpuOptions &options) {
-  (void)options;
   for (Operation &op : llvm::make_early_inc_range(module.getBody()->getOperations()))
     if (isa<attn::AttnDialect>(op.getDialect()))
       op.erase();
@@ -77,8 +85,8 @@ LogicalResult attnc::pipeline::lowerToLLVM(ModuleOp module, const CpuOptions &op
   // The predicate sees full op names ("math.exp").
   populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
     name.consume_front("math.");
-    return name == "exp" || name == "log" || name == "tanh" || name == "log2" ||
-           name == "expm1" || name == "log1p" || name == "erf";
+    return name == "exp" || name == "log" || name == "tanh" || name == "log2" || name == "expm1" ||
+           name == "log1p" || name == "erf";
   });
   if (failed(applyPatternsGreedily(module, std::move(patterns))))
     return failure();
@@ -90,6 +98,7 @@ LogicalResult attnc::pipeline::lowerToLLVM(ModuleOp module, const CpuOptions &op
   pm.addPass(createSCFToControlFlowPass());
   ConvertVectorToLLVMPassOptions vo;
   vo.reassociateFPReductions = true;
+  vo.x86Vector = options.bf16Dot; // x86vector.avx512.dot -> llvm.x86.avx512bf16.dpbf16ps
   pm.addPass(createConvertVectorToLLVMPass(vo));
   pm.addPass(createConvertMathToLLVMPass());
   pm.addPass(createArithToLLVMConversionPass());
@@ -235,8 +244,8 @@ llvm::Error attnc::pipeline::invokeCpuKernel(ExecutionEngine &engine, llvm::Stri
   Descriptor dV(call.V, {call.B, call.Hkv, call.Nk, call.Dv});
   Descriptor dO(call.O, {call.B, call.Hq, call.Nq, call.Dv});
   Descriptor dL(call.LSE, {call.B, call.Hq, call.Nq});
-  void *pQ = dQ.words.data(), *pK = dK.words.data(), *pV = dV.words.data(),
-       *pO = dO.words.data(), *pL = dL.words.data();
+  void *pQ = dQ.words.data(), *pK = dK.words.data(), *pV = dV.words.data(), *pO = dO.words.data(),
+       *pL = dL.words.data();
   int32_t qOffset = call.qOffset;
   llvm::SmallVector<void *> args = {&pQ, &pK, &pV, &pO, &pL, &qOffset};
   for (ArgStorage &s : storage)
