@@ -621,8 +621,10 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   // its pages' (the kernel reads kv_pos = null that way).
   std::optional<detail::TensorView> pos;
   if (!c.positions && !policy.retainsAll())
-    return Status::error("policy '" + policy.name + "' retains " + policy.retention +
-                         (policy.headPolicies.empty() ? "" : " or per-head policies") +
+    return Status::error("policy '" + policy.name + "' " +
+                         (policy.headPolicies.empty() ? "retains " + policy.retention
+                                                      : std::string("has heads that drop "
+                                                                    "positions")) +
                          ": slots do not follow positions, give the cache positions");
   if (c.positions) {
     auto given = denseDeviceTensor("cache positions", c.positions, "i32", {B * Hkv, -1}, device);

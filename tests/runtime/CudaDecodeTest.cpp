@@ -201,6 +201,16 @@ TEST_F(CudaDecodeFake, NoPositionsTableMeansSlotsArePositions) {
   EXPECT_EQ(fake.launches(), before);
   a.cache.positions = &p.pos;
   EXPECT_TRUE((*stream)->launch(a));
+  // Per-head policies where some head drops positions: the same.
+  meta = kDecodeMeta;
+  meta.replace(meta.find("kv_cache pkv paged 16 all 0 0 bf16 none 0 0 none"), 48,
+               "kv_cache duo per_head 0 per_head 0 0 - none 0 0 none -\n"
+               "kv_head_policy 0 full paged 16 all 0 0 bf16 none 0 0 none f32\n"
+               "kv_head_policy 1 stream paged 16 sink_window 4 60 bf16 none 0 0 none f32");
+  auto duo = CudaKernel::load(decodePtx(), meta);
+  ASSERT_TRUE(bool(duo)) << duo.message();
+  a.cache.positions = nullptr;
+  expectError((*duo)->launch(a), "policy 'duo' has heads that drop positions");
 }
 
 TEST_F(CudaDecodeFake, SplitsLaunchTheMerge) {
