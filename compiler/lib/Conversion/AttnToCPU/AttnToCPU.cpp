@@ -230,13 +230,17 @@ private:
     return arith::MulFOp::create(b, l, arith::ExtFOp::create(b, l, f32T, half), scale);
   }
 
-  /// exp(x) on vector<Tq x f32> as an inline polynomial (Cephes expf: n =
+  /// exp(x) on a vector of f32 (any width) as an inline polynomial (Cephes expf: n =
   /// round(x log2 e), r = x - n ln 2 in two parts, degree-6 polynomial,
   /// times 2^n built in the exponent bits). LLVM would otherwise scalarize
   /// math.exp into one libm call per lane. Error: about 1 ulp. Inputs below
   /// -87 give exactly 0 (so exp(-inf) = 0), above 88 are clamped to 88.
   Value vexp(OpBuilder &b, Value x) {
     Location l = loc();
+    auto vf32 = cast<VectorType>(x.getType());
+    auto splatF32 = [&](OpBuilder &b, float v) -> Value {
+      return arith::ConstantOp::create(b, l, DenseElementsAttr::get(vf32, v));
+    };
     auto fma = [&](Value a, Value c, Value d) { return vector::FMAOp::create(b, l, a, c, d); };
     Value xc = arith::MinimumFOp::create(b, l, x, splatF32(b, 88.0f));
     xc = arith::MaximumFOp::create(b, l, xc, splatF32(b, -87.0f));
@@ -250,17 +254,57 @@ private:
       y = fma(y, r, splatF32(b, c));
     Value r2 = arith::MulFOp::create(b, l, r, r);
     y = fma(y, r2, arith::AddFOp::create(b, l, r, splatF32(b, 1.0f)));
-    Type vi32 = vecOf(b.getI32Type());
+    Type vi32 = vf32.clone(b.getI32Type());
     Value n = arith::FPToSIOp::create(b, l, vi32, fx);
     Value c127 = arith::ConstantOp::create(
         b, l, DenseElementsAttr::get(cast<ShapedType>(vi32), b.getI32IntegerAttr(127)));
     Value c23 = arith::ConstantOp::create(
         b, l, DenseElementsAttr::get(cast<ShapedType>(vi32), b.getI32IntegerAttr(23)));
     Value bits = arith::ShLIOp::create(b, l, arith::AddIOp::create(b, l, n, c127), c23);
-    Value pow2 = arith::BitcastOp::create(b, l, vecOf(f32()), bits);
+    Value pow2 = arith::BitcastOp::create(b, l, vf32, bits);
     Value res = arith::MulFOp::create(b, l, y, pow2);
     Value tiny = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OLT, x, splatF32(b, -87.0f));
     return arith::SelectOp::create(b, l, tiny, splatF32(b, 0.0f), res);
+  }
+
+  /// Slots in a vector of the mass pass.
+  static constexpr int64_t kMassLanes = 16;
+  /// The mass pass of a budget kernel (softmax): kv_mass[row, slot] += the
+  /// attention mass its counted rows put on each slot of [lo, hi), from the
+  /// scores the first pass kept (`scores[i, slot]`, row i), with the rows'
+  /// final max `ref` and 1 / sum `inv` (vectors over rows; `counted`: the
+  /// rows that count). kMassLanes slots at a time, a row's exponentials as
+  /// one vector (the tiles' vectors hold the rows: Tq lanes of 16 at a
+  /// decode step's 4 rows).
+  void emitMassPass(OpBuilder &b, Location l, Value scores, Value mass, Value row, Value lo,
+                    Value hi, Value ref, Value inv, Value counted) {
+    auto vt = VectorType::get({kMassLanes}, f32());
+    Value zeros = arith::ConstantOp::create(b, l, DenseElementsAttr::get(vt, 0.0f));
+    scf::ForOp::create(
+        b, l, lo, hi, cIdx(b, kMassLanes), ValueRange{},
+        [&](OpBuilder &b, Location l, Value c, ValueRange) {
+          Value acc = zeros;
+          for (int64_t i = 0; i < Tq; ++i) {
+            auto lane = [&](Value v) { return vector::ExtractOp::create(b, l, v, i).getResult(); };
+            Value t = vector::LoadOp::create(b, l, vt, scores, ValueRange{cIdx(b, i), c});
+            Value p = arith::MulFOp::create(
+                b, l,
+                vexp(b, arith::SubFOp::create(b, l, t,
+                                              vector::BroadcastOp::create(b, l, vt, lane(ref)))),
+                vector::BroadcastOp::create(b, l, vt, lane(inv)));
+            acc = arith::SelectOp::create(b, l, lane(counted), arith::AddFOp::create(b, l, acc, p),
+                                          acc);
+          }
+          // The last chunk stops at hi.
+          Value n =
+              arith::MinSIOp::create(b, l, cIdx(b, kMassLanes), arith::SubIOp::create(b, l, hi, c));
+          Value in = vector::CreateMaskOp::create(
+              b, l, VectorType::get({kMassLanes}, b.getI1Type()), ValueRange{n});
+          Value old = vector::MaskedLoadOp::create(b, l, vt, mass, ValueRange{row, c}, in, zeros);
+          vector::MaskedStoreOp::create(b, l, mass, ValueRange{row, c}, in,
+                                        arith::AddFOp::create(b, l, old, acc));
+          scf::YieldOp::create(b, l);
+        });
   }
 
   /// How a region is cloned: `hoisted` holds values already vectorized once
@@ -780,10 +824,8 @@ private:
         return;
       }
       auto compute = [&](OpBuilder &b) -> SmallVector<Value> {
-        // The second pass of a budget kernel reads the scores the first kept.
-        const bool reuse = massRef && scoreBuf;
         SmallVector<Value> dots;
-        if (!reuse) {
+        {
           if (dotBf16) {
             // s_ij = scale * (sum over 32-element chunks of bf16 pair dots of
             // Q_i and K_j, 16 f32 lanes), reduced per row.
@@ -887,9 +929,7 @@ private:
         // Mask and score per key, on vectors of rows.
         SmallVector<Value> t(Tk), w(Tk);
         Value tileMax = negInf;
-        for (int64_t j = 0; j < Tk && reuse; ++j)
-          t[j] = vector::LoadOp::create(b, l, vecOf(f32()), scoreBuf, ValueRange{kSlot[j], c0});
-        for (int64_t j = 0; j < Tk && !reuse && !hadError; ++j) {
+        for (int64_t j = 0; j < Tk && !hadError; ++j) {
           Value kVec = kVecs[j], valid = valids[j], keepJ = keep[j];
           RegionCtx rc;
           rc.hoisted = &hoistScore;
@@ -902,8 +942,10 @@ private:
             break;
           }
           t[j] = arith::SelectOp::create(b, l, keepJ, *sv, negInf);
-          if (scoreBuf)
-            vector::StoreOp::create(b, l, t[j], scoreBuf, ValueRange{kSlot[j], c0});
+          if (scoreBuf) // row i's score of this slot at scoreBuf[i, slot]
+            for (int64_t i = 0; i < Tq; ++i)
+              memref::StoreOp::create(b, l, vector::ExtractOp::create(b, l, t[j], i), scoreBuf,
+                                      ValueRange{cIdx(b, i), kSlot[j]});
           tileMax = arith::MaximumFOp::create(b, l, tileMax, t[j]);
           if (!softmax) {
             // sigmoid(s') = 1 / (1 + exp(-s')); masked keys weigh 0.
@@ -1030,9 +1072,12 @@ private:
     };
     // Full tiles [lo, fullHi), then at most one partial tile [fullHi, hi).
     Value hiC = arith::MaxSIOp::create(b, l, hiIdx, loIdx);
-    if (slotMass && softmax) // slots [0, hi) and a partial tile's Tk past it
-      scoreBuf = memref::AllocOp::create(b, l, MemRefType::get({ShapedType::kDynamic, Tq}, f32()),
-                                         ValueRange{arith::AddIOp::create(b, l, hiC, cIdx(b, Tk))});
+    // Rows of scores by slot: slots [0, hi) and a partial tile's (or the
+    // mass pass's last chunk's) slots past it.
+    if (slotMass && softmax)
+      scoreBuf = memref::AllocOp::create(
+          b, l, MemRefType::get({Tq, ShapedType::kDynamic}, f32()),
+          ValueRange{arith::AddIOp::create(b, l, hiC, cIdx(b, std::max<int64_t>(Tk, kMassLanes)))});
     Value span = arith::SubIOp::create(b, l, hiC, loIdx);
     Value fullHi = arith::AddIOp::create(
         b, l, loIdx,
@@ -1160,21 +1205,25 @@ private:
           b, l, arith::AddIOp::create(b, l, qOffset, arith::IndexCastOp::create(b, l, i32, nq)),
           massRows);
       massLanes = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, qPos, bcast(b, first));
-      auto full = scf::ForOp::create(b, l, loIdx, fullHi, cIdx(b, Tk), ValueRange{m, sum},
-                                     [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
-                                       emitTile(b, l, kt, iter, /*partial=*/false,
-                                                /*keepAll=*/false);
-                                     });
-      scf::ForOp::create(b, l, fullHi, hiC, cIdx(b, Tk), full.getResults(),
-                         [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
-                           emitTile(b, l, kt, iter, /*partial=*/true, /*keepAll=*/false);
-                         });
+      if (scoreBuf) {
+        emitMassPass(b, l, scoreBuf, kvMass, tableRow, loIdx, arith::MinSIOp::create(b, l, hiC, nk),
+                     massRef, massInv, massLanes);
+        memref::DeallocOp::create(b, l, scoreBuf);
+      } else { // sigmoid: the tiles again, each weight its own mass
+        auto full = scf::ForOp::create(b, l, loIdx, fullHi, cIdx(b, Tk), ValueRange{m, sum},
+                                       [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
+                                         emitTile(b, l, kt, iter, /*partial=*/false,
+                                                  /*keepAll=*/false);
+                                       });
+        scf::ForOp::create(b, l, fullHi, hiC, cIdx(b, Tk), full.getResults(),
+                           [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
+                             emitTile(b, l, kt, iter, /*partial=*/true, /*keepAll=*/false);
+                           });
+      }
       if (hadError) {
         fn.erase();
         return nullptr;
       }
-      if (scoreBuf)
-        memref::DeallocOp::create(b, l, scoreBuf);
     }
     scf::ForOp::create(
         b, l, c0, rows, c1, ValueRange{}, [&](OpBuilder &b, Location l, Value i, ValueRange) {
