@@ -825,107 +825,104 @@ private:
       }
       auto compute = [&](OpBuilder &b) -> SmallVector<Value> {
         SmallVector<Value> dots;
-        {
-          if (dotBf16) {
-            // s_ij = scale * (sum over 32-element chunks of bf16 pair dots of
-            // Q_i and K_j, 16 f32 lanes), reduced per row.
-            auto accTy = VectorType::get({16}, f32()), pairTy = VectorType::get({32}, elemType);
-            Value zeroAcc = arith::ConstantOp::create(b, l, DenseElementsAttr::get(accTy, 0.0f));
-            for (int64_t j = 0; j < Tk; ++j) {
-              auto cLoop = scf::ForOp::create(
-                  b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 32), SmallVector<Value>(Tq, zeroAcc),
-                  [&](OpBuilder &b, Location l, Value c, ValueRange acc) {
-                    Value kv = loadKVVector(b, l, K, kBatch[j], poolHead, kLine[j], c, 32);
-                    SmallVector<Value> next;
-                    for (int64_t i = 0; i < Tq; ++i) {
-                      Value qv =
-                          vector::LoadOp::create(b, l, pairTy, qRows, ValueRange{cIdx(b, i), c});
-                      next.push_back(x86vector::DotBF16Op::create(b, l, accTy, acc[i], qv, kv));
-                    }
-                    scf::YieldOp::create(b, l, next);
-                  });
-              Value sv = zero;
-              for (int64_t i = 0; i < Tq; ++i) {
-                Value sum = vector::ReductionOp::create(b, l, vector::CombiningKind::ADD,
-                                                        cLoop.getResult(i));
-                sv = vector::InsertOp::create(b, l, arith::MulFOp::create(b, l, sum, scale), sv,
-                                              ArrayRef<int64_t>{i});
-              }
-              dots.push_back(sv);
+        if (dotBf16) {
+          // s_ij = scale * (sum over 32-element chunks of bf16 pair dots of
+          // Q_i and K_j, 16 f32 lanes), reduced per row.
+          auto accTy = VectorType::get({16}, f32()), pairTy = VectorType::get({32}, elemType);
+          Value zeroAcc = arith::ConstantOp::create(b, l, DenseElementsAttr::get(accTy, 0.0f));
+          for (int64_t j = 0; j < Tk; ++j) {
+            auto cLoop = scf::ForOp::create(
+                b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 32), SmallVector<Value>(Tq, zeroAcc),
+                [&](OpBuilder &b, Location l, Value c, ValueRange acc) {
+                  Value kv = loadKVVector(b, l, K, kBatch[j], poolHead, kLine[j], c, 32);
+                  SmallVector<Value> next;
+                  for (int64_t i = 0; i < Tq; ++i) {
+                    Value qv =
+                        vector::LoadOp::create(b, l, pairTy, qRows, ValueRange{cIdx(b, i), c});
+                    next.push_back(x86vector::DotBF16Op::create(b, l, accTy, acc[i], qv, kv));
+                  }
+                  scf::YieldOp::create(b, l, next);
+                });
+            Value sv = zero;
+            for (int64_t i = 0; i < Tq; ++i) {
+              Value sum =
+                  vector::ReductionOp::create(b, l, vector::CombiningKind::ADD, cLoop.getResult(i));
+              sv = vector::InsertOp::create(b, l, arith::MulFOp::create(b, l, sum, scale), sv,
+                                            ArrayRef<int64_t>{i});
             }
-          } else if (dotAlongD) {
-            // s_ij = sum over D-chunks of Q_i . K_j (dotVW lanes), reduced per
-            // row; the rows' scores then form the usual vector<Tq>.
-            auto chunkTy = VectorType::get({dotVW}, f32());
-            Value zeroChunk =
-                arith::ConstantOp::create(b, l, DenseElementsAttr::get(chunkTy, 0.0f));
-            for (int64_t j = 0; j < Tk; ++j) {
-              auto cLoop = scf::ForOp::create(
-                  b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, dotVW), SmallVector<Value>(Tq, zeroChunk),
-                  [&](OpBuilder &b, Location l, Value c, ValueRange acc) {
-                    Value kv =
-                        kvToF32(b, loadKVVector(b, l, K, kBatch[j], poolHead, kLine[j], c, dotVW));
-                    if (quantGroup)
-                      kv = arith::MulFOp::create(
-                          b, l, kv,
-                          vector::BroadcastOp::create(
-                              b, l, chunkTy,
-                              loadScale(b, l, kScale,
-                                        ValueRange{kBatch[j], poolHead, kLine[j],
-                                                   arith::DivUIOp::create(b, l, c,
-                                                                          cIdx(b, quantGroup))})));
-                    SmallVector<Value> next;
-                    for (int64_t i = 0; i < Tq; ++i) {
-                      Value qv =
-                          vector::LoadOp::create(b, l, chunkTy, qRows, ValueRange{cIdx(b, i), c});
-                      next.push_back(vector::FMAOp::create(b, l, qv, kv, acc[i]));
-                    }
-                    scf::YieldOp::create(b, l, next);
-                  });
-              Value sv = zero;
-              for (int64_t i = 0; i < Tq; ++i) {
-                Value sum = vector::ReductionOp::create(b, l, vector::CombiningKind::ADD,
-                                                        cLoop.getResult(i));
-                sv = vector::InsertOp::create(b, l, sum, sv, ArrayRef<int64_t>{i});
-              }
-              dots.push_back(sv);
-            }
+            dots.push_back(sv);
           }
-          // s_j = Qt^T K_j, lanes = rows.
-          SmallVector<Value> init(Tk, zero);
-          auto dLoop =
-              dotAlongD
-                  ? scf::ForOp()
-                  : scf::ForOp::create(
-                        b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), init,
-                        [&](OpBuilder &b, Location l, Value d, ValueRange s) {
-                          Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt,
-                                                            ValueRange{d, cIdx(b, 0)});
-                          SmallVector<Value> next;
-                          for (int64_t j = 0; j < Tk; ++j) {
-                            Value kv = kvToF32(
-                                b, loadKVElement(b, l, K, kBatch[j], poolHead, kLine[j], d));
-                            if (quantGroup) // int8, a scale per group of the head dim
-                              kv = arith::MulFOp::create(
-                                  b, l, kv,
-                                  loadScale(b, l, kScale,
-                                            ValueRange{kBatch[j], poolHead, kLine[j],
-                                                       arith::DivUIOp::create(
-                                                           b, l, d, cIdx(b, quantGroup))}));
-                            next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
-                          }
-                          scf::YieldOp::create(b, l, next);
-                        });
-          // int8 with one scale per token: it factors out of the dot product.
-          if (!dotAlongD)
-            dots.assign(dLoop.getResults().begin(), dLoop.getResults().end());
-          if (quantized && !quantGroup)
-            for (int64_t j = 0; j < Tk; ++j)
-              dots[j] = arith::MulFOp::create(
-                  b, l, dots[j],
-                  bcast(b, loadScale(b, l, kScale,
-                                     ValueRange{kBatch[j], poolHead, kLine[j], cIdx(b, 0)})));
+        } else if (dotAlongD) {
+          // s_ij = sum over D-chunks of Q_i . K_j (dotVW lanes), reduced per
+          // row; the rows' scores then form the usual vector<Tq>.
+          auto chunkTy = VectorType::get({dotVW}, f32());
+          Value zeroChunk = arith::ConstantOp::create(b, l, DenseElementsAttr::get(chunkTy, 0.0f));
+          for (int64_t j = 0; j < Tk; ++j) {
+            auto cLoop = scf::ForOp::create(
+                b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, dotVW), SmallVector<Value>(Tq, zeroChunk),
+                [&](OpBuilder &b, Location l, Value c, ValueRange acc) {
+                  Value kv =
+                      kvToF32(b, loadKVVector(b, l, K, kBatch[j], poolHead, kLine[j], c, dotVW));
+                  if (quantGroup)
+                    kv = arith::MulFOp::create(
+                        b, l, kv,
+                        vector::BroadcastOp::create(
+                            b, l, chunkTy,
+                            loadScale(
+                                b, l, kScale,
+                                ValueRange{kBatch[j], poolHead, kLine[j],
+                                           arith::DivUIOp::create(b, l, c, cIdx(b, quantGroup))})));
+                  SmallVector<Value> next;
+                  for (int64_t i = 0; i < Tq; ++i) {
+                    Value qv =
+                        vector::LoadOp::create(b, l, chunkTy, qRows, ValueRange{cIdx(b, i), c});
+                    next.push_back(vector::FMAOp::create(b, l, qv, kv, acc[i]));
+                  }
+                  scf::YieldOp::create(b, l, next);
+                });
+            Value sv = zero;
+            for (int64_t i = 0; i < Tq; ++i) {
+              Value sum =
+                  vector::ReductionOp::create(b, l, vector::CombiningKind::ADD, cLoop.getResult(i));
+              sv = vector::InsertOp::create(b, l, sum, sv, ArrayRef<int64_t>{i});
+            }
+            dots.push_back(sv);
+          }
         }
+        // s_j = Qt^T K_j, lanes = rows.
+        SmallVector<Value> init(Tk, zero);
+        auto dLoop =
+            dotAlongD
+                ? scf::ForOp()
+                : scf::ForOp::create(
+                      b, l, cIdx(b, 0), cIdx(b, D), cIdx(b, 1), init,
+                      [&](OpBuilder &b, Location l, Value d, ValueRange s) {
+                        Value qd = vector::LoadOp::create(b, l, vecOf(f32()), qt,
+                                                          ValueRange{d, cIdx(b, 0)});
+                        SmallVector<Value> next;
+                        for (int64_t j = 0; j < Tk; ++j) {
+                          Value kv =
+                              kvToF32(b, loadKVElement(b, l, K, kBatch[j], poolHead, kLine[j], d));
+                          if (quantGroup) // int8, a scale per group of the head dim
+                            kv = arith::MulFOp::create(
+                                b, l, kv,
+                                loadScale(b, l, kScale,
+                                          ValueRange{kBatch[j], poolHead, kLine[j],
+                                                     arith::DivUIOp::create(b, l, d,
+                                                                            cIdx(b, quantGroup))}));
+                          next.push_back(vector::FMAOp::create(b, l, bcast(b, kv), qd, s[j]));
+                        }
+                        scf::YieldOp::create(b, l, next);
+                      });
+        // int8 with one scale per token: it factors out of the dot product.
+        if (!dotAlongD)
+          dots.assign(dLoop.getResults().begin(), dLoop.getResults().end());
+        if (quantized && !quantGroup)
+          for (int64_t j = 0; j < Tk; ++j)
+            dots[j] = arith::MulFOp::create(
+                b, l, dots[j],
+                bcast(b, loadScale(b, l, kScale,
+                                   ValueRange{kBatch[j], poolHead, kLine[j], cIdx(b, 0)})));
         // Mask and score per key, on vectors of rows.
         SmallVector<Value> t(Tk), w(Tk);
         Value tileMax = negInf;
