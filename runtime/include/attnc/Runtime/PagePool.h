@@ -1,12 +1,14 @@
 //===- PagePool.h - The free pages of a KV cache's pool ---------*- C++ -*-===//
 //
 // Which pool page a KV head gets when it needs one. Decode kernels read a
-// head's pages in order; on the H100 pages of 4 KB scattered over the pool
-// decode 1.2% slower than the same pages in runs of 16 or more consecutive
-// ones (bench/NOTES.md, session 14), and a plain free list scatters them:
-// when many sequences step together, each head's next page lies after the
-// pages every other head just took. So the pool is cut into aligned runs
-// of `run` pages, and a head that needs a page takes, in this order:
+// head's pages in order. With a plain free list, sequences that grow
+// together interleave their heads' pages, and sequences that come and go
+// scatter them; on the CPU the interleaved pages decode 1.1-1.15x slower
+// (int8, int4; bf16 1.03-1.07x) than runs of 16 (the prefetchers restart
+// at every page), and on the H100 single 4 KB pages in random order 1.2%
+// slower than runs of 16 or more (bench/NOTES.md, session 14; interleaved
+// in lockstep they cost the GPU nothing). So the pool is cut into aligned
+// runs of `run` pages, and a head that needs a page takes, in this order:
 //   1. the page after its last one, if free (its run goes on);
 //   2. the first page of a wholly free run (a new run of its own, whose
 //      other pages then stay free for it while other runs are whole);
