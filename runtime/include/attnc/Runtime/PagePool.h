@@ -3,10 +3,10 @@
 // Which pool page a KV head gets when it needs one. Decode kernels read a
 // head's pages in order. With a plain free list, sequences that grow
 // together interleave their heads' pages, and sequences that come and go
-// scatter them; on the CPU the interleaved pages decode 1.1-1.15x slower
-// (int8, int4; bf16 1.03-1.07x) than runs of 16 (the prefetchers restart
-// at every page), and on the H100 single 4 KB pages in random order 1.2%
-// slower than runs of 16 or more (bench/NOTES.md, session 14; interleaved
+// scatter them; on the CPU runs of 16 decode int8 and int4 pages 11-13%
+// faster than interleaved ones, bf16 3-7% (the prefetchers restart at
+// every page), and on the H100 single 4 KB pages in random order take 1.2%
+// longer than runs of 16 or more (bench/NOTES.md, session 14; interleaved
 // in lockstep they cost the GPU nothing). So the pool is cut into aligned
 // runs of `run` pages, and a head that needs a page takes, in this order:
 //   1. the page after its last one, if free (its run goes on);
