@@ -197,7 +197,7 @@ class Kernel:
         max_pages], kv_pos [B*Hkv, max_slots] (-1 dropped; None: slot j holds
         position j, for policies that retain all), kv_len [B*Hkv],
         q_pos [B]; int8/int4 pools (int4: two values per byte, low nibble
-        first) with float32 k_scale / v_scale [pages, P, groups]. `workspace`: a uint8 CUDA
+        first) with float32 (or the policy's float16) k_scale / v_scale [pages, P, groups]. `workspace`: a uint8 CUDA
         tensor of at least decode_plan's bytes (allocated here when None). Budget
         policies: `mass`, float32 [B*Hkv, max_slots], gets each slot's attention mass
         from the last `mass_rows` queries (0: all) added (needs `lse`)."""

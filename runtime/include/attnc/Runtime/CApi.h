@@ -74,7 +74,8 @@ typedef struct attnc_cache_launch_desc {
   attnc_tensor q, o, lse; /* as in attnc_launch_desc (lse rank 0: not wanted) */
   attnc_tensor k_pool, v_pool;
   attnc_tensor kv_pages, kv_pos, kv_len, q_pos;
-  attnc_tensor k_scale, v_scale; /* int8/int4 storage: f32 [pages, P, groups]; else rank 0 */
+  attnc_tensor k_scale, v_scale; /* quantized storage: f32 (or the policy's f16)
+                                    [pages, P, groups]; else rank 0 */
   int64_t max_length; /* longest kv_len entry; 0: kv_pos's second extent (max_pages * P) */
   int64_t splits;     /* KV splits; 0: attnc_cuda_decode_plan's choice */
   uint64_t workspace; /* device scratch of attnc_cuda_decode_plan's size */

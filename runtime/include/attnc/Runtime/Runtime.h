@@ -191,8 +191,8 @@ class KvCache;
 /// functions write them (KvCache.h's layout; a pool row is page * P +
 /// slot): K [pages, P, D] and V [pages, P, Dv] of the policy's storage
 /// (int8 / fp8: i8; int4: i8 holding two values each, [pages, P, D / 2]);
-/// quantized storage: f32 scales [pages, P, groups] (groups = 1 per token,
-/// or D / group size).
+/// quantized storage: scales [pages, P, groups] (groups = 1 per token, or
+/// D / group size) of f32, or f16 where the policy says so.
 struct CachePools {
   const DLTensor *keyPool = nullptr, *valuePool = nullptr;
   const DLTensor *keyScales = nullptr, *valueScales = nullptr;
