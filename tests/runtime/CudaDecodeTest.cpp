@@ -357,6 +357,46 @@ TEST_F(CudaDecodeFake, BudgetPolicyLaunchesTheMassKernel) {
   expectRejected(plain, "keeps no budget");
 }
 
+TEST_F(CudaDecodeFake, KvStoreKeepsF16Scales) {
+  // int4 per group of 4 with f16 scales (head dim 8: two groups): the
+  // store's scale pools are f16 [pages, 16, 2], two bytes a scale, and a
+  // launch takes them; a cache of the policy counts, per token and head,
+  // 4 + 4 bytes of values and 2 x 2 x 2 of scales.
+  std::string meta = kDecodeMeta;
+  meta.replace(meta.find("pkv paged 16 all 0 0 bf16 none 0 0 none"), 39,
+               "q4h paged 16 all 0 0 i4 per_group 4 0 none f16");
+  auto k = CudaKernel::load(decodePtx(), meta);
+  ASSERT_TRUE(bool(k)) << k.message();
+  EXPECT_EQ((*k)->info().cache->scaleBytes(), 2);
+  auto store = CudaKvStore::create(*k, 8, 0);
+  ASSERT_TRUE(bool(store)) << store.message();
+  CudaCacheView pools = (*store)->pools();
+  ASSERT_TRUE(pools.keyScales && pools.valueScales);
+  EXPECT_EQ(pools.keyScales->dtype.code, kDLFloat);
+  EXPECT_EQ(pools.keyScales->dtype.bits, 16);
+  EXPECT_EQ(pools.keyScales->shape[2], 2);
+  KvCacheOptions o;
+  o.policy = *(*k)->info().cache;
+  o.numKvHeads = 2, o.headDim = 8, o.numPages = 8, o.store = *store;
+  o.inputDtype = "bf16"; // quantized on append
+  auto cache = KvCache::create(o);
+  ASSERT_TRUE(bool(cache)) << cache.message();
+  EXPECT_EQ((*cache)->scaleBytes(), 2);
+  EXPECT_EQ((*cache)->bytesPerTokenPerHead(), 4 + 4 + 2 * 2 * 2);
+  // A launch with f32 scale tensors is refused: the policy's are f16.
+  DecodeProblem p(1, 8, 2, 1, 32, 8);
+  DevTensor kq({8, 16, 4}, DLDataType{kDLInt, 8, 1}), vq({8, 16, 4}, DLDataType{kDLInt, 8, 1});
+  DevTensor f32Scales({8, 16, 2}, kF32);
+  auto a = p.args();
+  a.cache.keyPool = &kq, a.cache.valuePool = &vq;
+  a.cache.keyScales = &f32Scales, a.cache.valueScales = &f32Scales;
+  int before = fake.launches();
+  expectError((*k)->launch(a), "key scales: expected f16 elements");
+  EXPECT_EQ(fake.launches(), before);
+  a.cache.keyScales = pools.keyScales, a.cache.valueScales = pools.valueScales;
+  EXPECT_TRUE((*k)->launch(a));
+}
+
 TEST_F(CudaDecodeFake, KvStoreWritesThroughTheCacheKernels) {
   // A KvCache whose pools live in a CudaKvStore: appends of device K/V run
   // attnc_dec_append with (row of k/v, pool row) pairs, decode() uploads
