@@ -984,7 +984,15 @@ private:
           newSum = arith::AddFOp::create(b, l, newSum, p);
           if (softmax)
             w[j] = p;
-          vector::StoreOp::create(b, l, w[j], pt, ValueRange{cIdx(b, j), cIdx(b, 0)});
+          // One V scale per token: it multiplies the key's weights once
+          // (not each V vector of P.V).
+          Value wj = w[j];
+          if (quantized && !quantGroup)
+            wj = arith::MulFOp::create(
+                b, l, wj,
+                bcast(b, loadScale(b, l, vScale,
+                                   ValueRange{kBatch[j], poolHead, kLine[j], cIdx(b, 0)})));
+          vector::StoreOp::create(b, l, wj, pt, ValueRange{cIdx(b, j), cIdx(b, 0)});
         }
         vector::StoreOp::create(b, l, alpha, rowBuf, ValueRange{cIdx(b, 0)});
         // acc[i] = alpha[i] * acc[i] + sum_j w_j[i] * V[kt + j], register
@@ -1020,11 +1028,10 @@ private:
                       for (int64_t c = 0; c < pvNC; ++c) {
                         v[c] = kvToF32(b, loadKVVector(b, l, V, kBatch[j], poolHead, kLine[j],
                                                        colIdx[c], pvVW));
-                        if (quantized) { // one scale per token, or per group (pvVW divides it)
-                          Value g = quantGroup ? arith::DivUIOp::create(b, l, colIdx[c],
-                                                                        cIdx(b, quantGroup))
-                                                     .getResult()
-                                               : cIdx(b, 0);
+                        // A V scale per group (pvVW divides it); one per
+                        // token is in the weights already.
+                        if (quantGroup) {
+                          Value g = arith::DivUIOp::create(b, l, colIdx[c], cIdx(b, quantGroup));
                           Value sc =
                               loadScale(b, l, vScale, ValueRange{kBatch[j], poolHead, kLine[j], g});
                           v[c] = arith::MulFOp::create(
