@@ -130,6 +130,20 @@ def _tensor(t):
     return c
 
 
+def cache_retentions(meta):
+    """The retention of each policy a KV-cache kernel's heads may follow, from
+    its metadata text (`kv_cache` / `kv_head_policy` lines: NAME LAYOUT P
+    RETENTION ...); empty for a kernel without a cache."""
+    out = []
+    for line in meta.splitlines():
+        tok = line.split()
+        if tok and tok[0] == "kv_cache" and len(tok) > 4 and tok[4] != "per_head":
+            out.append(tok[4])
+        elif tok and tok[0] == "kv_head_policy" and len(tok) > 5:
+            out.append(tok[5])
+    return out
+
+
 class Kernel:
     """A CUDA kernel made by attnc (PTX or cubin plus its metadata)."""
 
@@ -147,6 +161,10 @@ class Kernel:
         info = KernelInfo()
         self.lib.attnc_cuda_kernel_info(self.handle, ctypes.byref(info))
         self.name = info.name.decode()
+        # Whether every head keeps all positions (slot j = position j), so
+        # that a cache of all positions may be launched without kv_pos.
+        retentions = cache_retentions(meta.decode())
+        self.retains_all = bool(retentions) and all(r == "all" for r in retentions)
         self.dtype = info.dtype.decode()
         self.head_dim, self.head_dim_v = info.head_dim, info.head_dim_v
         self.block_q, self.threads, self.shared_bytes = info.block_q, info.threads, info.shared_bytes

@@ -183,10 +183,9 @@ def streaming(sink, window):
 
 
 def retains_all(kern):
-    """Whether the kernel's policy keeps every position (this harness's
-    kernels: all but the H2O and streaming ones), so that a cache of all
-    positions may be read without kv_pos."""
-    return not any(t in kern.name for t in ("h2o", "streaming"))
+    """Whether the kernel's policy keeps every position (its metadata says),
+    so that a cache of all positions may be read without kv_pos."""
+    return kern.retains_all
 
 
 def all_positions(length):
