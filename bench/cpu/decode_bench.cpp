@@ -163,13 +163,21 @@ int main(int argc, char **argv) {
                vt = driver::dlView(vc.data(), {kDLBfloat, 16, 1}, pieceShape);
       for (int64_t b = 0; b < B; ++b)
         seqs.push_back(*c.addSequence());
-      for (int64_t b = 0; b < (grow ? 1 : B); ++b)
+      // Sequences that take their pieces in turn, to L tokens each.
+      auto fill = [&](const std::vector<int64_t> &together) {
         for (int64_t at = 0; at + piece <= L; at += piece)
-          for (int64_t s : grow ? seqs : std::vector<int64_t>{seqs[size_t(b)]})
+          for (int64_t s : together)
             if (auto st = c.append(s, &kt, &vt); !st) {
               std::fprintf(stderr, "%s\n", st.message().c_str());
-              return 1;
+              return false;
             }
+        return true;
+      };
+      bool filled = grow ? fill(seqs) : true;
+      for (size_t b = 0; !grow && filled && b < seqs.size(); ++b)
+        filled = fill({seqs[b]});
+      if (!filled)
+        return 1;
       const double fillMs =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - fill0)
               .count();

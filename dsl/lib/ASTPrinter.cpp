@@ -290,8 +290,7 @@ public:
       o << "Name " << n.name << " ";
       switch (n.ref.kind) {
       case NameRef::Kind::IndexVar:
-        o << "<index "
-          << "bhqk"[n.ref.indexVar] << ">";
+        o << "<index " << "bhqk"[n.ref.indexVar] << ">";
         break;
       case NameRef::Kind::ScoreVar:
         o << "<score>";

@@ -54,7 +54,7 @@ public:
       if (!k) {
         // The name comes from the command line, not from a line of the file.
         auto diag = emitError(FileLineColLoc::get(&ctx, prog.main->file, 0, 0))
-                    << "no kernel named '" << options.kernel << "'";
+                     << "no kernel named '" << options.kernel << "'";
         std::vector<std::string> names;
         for (auto &[name, _] : prog.kernels)
           names.push_back(name);
@@ -334,8 +334,7 @@ private:
     auto attention = attn::AttentionOp::create(
         builder, loc(k.loc),
         k.normalizer == Normalizer::Softmax ? attn::Normalizer::Softmax : attn::Normalizer::Sigmoid,
-        k.heads == HeadMapping::Grouped ? attn::HeadMapping::Grouped
-                                        : attn::HeadMapping::Interleaved,
+        k.heads == HeadMapping::Grouped ? attn::HeadMapping::Grouped : attn::HeadMapping::Interleaved,
         scale);
 
     {
@@ -368,17 +367,16 @@ private:
       if (it != options.constValues.end()) {
         Attribute attr = parseConstant(it->second, p.decl->elemType);
         if (!attr) {
-          emitError(loc(p.decl->loc))
-              << "invalid value '" << it->second << "' for const parameter '" << p.name
-              << "' of type " << toString(p.decl->elemType);
+          emitError(loc(p.decl->loc)) << "invalid value '" << it->second << "' for const parameter '"
+                                      << p.name << "' of type " << toString(p.decl->elemType);
           failed = true;
           // A placeholder, so uses of the parameter report nothing more.
-          env.params[p.name] =
-              arith::ConstantOp::create(builder, loc(p.decl->loc), type, builder.getZeroAttr(type));
+          env.params[p.name] = arith::ConstantOp::create(builder, loc(p.decl->loc), type,
+                                                         builder.getZeroAttr(type));
           continue;
         }
-        env.params[p.name] =
-            arith::ConstantOp::create(builder, loc(p.decl->loc), type, cast<TypedAttr>(attr));
+        env.params[p.name] = arith::ConstantOp::create(builder, loc(p.decl->loc), type,
+                                                       cast<TypedAttr>(attr));
         continue;
       }
       if (!p.decl->init) {
@@ -386,8 +384,8 @@ private:
                                     << "' has no value; pass --param " << p.name << "=VALUE";
         failed = true;
         // Keep going with a placeholder so later errors still surface.
-        env.params[p.name] =
-            arith::ConstantOp::create(builder, loc(p.decl->loc), type, builder.getZeroAttr(type));
+        env.params[p.name] = arith::ConstantOp::create(builder, loc(p.decl->loc), type,
+                                                       builder.getZeroAttr(type));
         continue;
       }
       env.params[p.name] = genExpr(*p.decl->init, env);
@@ -488,10 +486,10 @@ private:
       retention = attn::RetentionAttr::getSinkWindow(&ctx, c.retention.sink, c.retention.window);
       break;
     case CacheRetention::Budget:
-      retention = attn::RetentionAttr::getBudget(&ctx, c.retention.budget,
-                                                 c.retention.eviction == CacheRetention::H2O
-                                                     ? attn::EvictionScore::H2O
-                                                     : attn::EvictionScore::SnapKV);
+      retention = attn::RetentionAttr::getBudget(
+          &ctx, c.retention.budget,
+          c.retention.eviction == CacheRetention::H2O ? attn::EvictionScore::H2O
+                                                      : attn::EvictionScore::SnapKV);
       break;
     }
     Type elem;
@@ -512,10 +510,11 @@ private:
       elem = builder.getIntegerType(4);
       break;
     }
-    attn::ScaleGranularity scale =
-        c.storage.scale == CacheStorage::PerToken   ? attn::ScaleGranularity::PerToken
-        : c.storage.scale == CacheStorage::PerGroup ? attn::ScaleGranularity::PerGroup
-                                                    : attn::ScaleGranularity::None;
+    attn::ScaleGranularity scale = c.storage.scale == CacheStorage::PerToken
+                                       ? attn::ScaleGranularity::PerToken
+                                   : c.storage.scale == CacheStorage::PerGroup
+                                       ? attn::ScaleGranularity::PerGroup
+                                       : attn::ScaleGranularity::None;
     auto storage = attn::StorageAttr::get(&ctx, elem, scale, c.storage.groupSize,
                                           c.storage.f16Scales ? builder.getF16Type() : Type());
     attn::CachePolicyOp::create(builder, loc(c.loc), c.name, layout, retention, storage);
@@ -581,9 +580,9 @@ private:
       auto &u = llvm::cast<UnaryExpr>(e);
       Value v = genExpr(*u.operand, env);
       if (u.op == UnaryOp::Not)
-        return arith::XOrIOp::create(
-            builder, l, v,
-            arith::ConstantOp::create(builder, l, builder.getI1Type(), builder.getBoolAttr(true)));
+        return arith::XOrIOp::create(builder, l, v,
+                                     arith::ConstantOp::create(builder, l, builder.getI1Type(),
+                                                               builder.getBoolAttr(true)));
       if (e.type == ScalarType::F32)
         return arith::NegFOp::create(builder, l, v);
       return arith::SubIOp::create(builder, l, constInt(l, v.getType(), 0), v);
@@ -609,8 +608,7 @@ private:
       return it->second;
     emitError(l) << "internal error: parameter '" << name << "' is not available here";
     failed = true;
-    return arith::ConstantOp::create(builder, l, builder.getI32Type(),
-                                     builder.getI32IntegerAttr(0));
+    return arith::ConstantOp::create(builder, l, builder.getI32Type(), builder.getI32IntegerAttr(0));
   }
 
   Value toI32(Value v, mlir::Location l) {
@@ -628,8 +626,7 @@ private:
       const Expr *bound = c.paramValues[i];
       args.push_back(bound ? genExpr(*bound, env) : lookupParam(p.name, l, env));
     }
-    Type result =
-        c.callee->kind == DefKind::Mask ? Type(builder.getI1Type()) : Type(builder.getF32Type());
+    Type result = c.callee->kind == DefKind::Mask ? Type(builder.getI1Type()) : Type(builder.getF32Type());
     return attn::CallOp::create(builder, l, c.callee->name, result, args).getResult();
   }
 
@@ -675,8 +672,8 @@ private:
       return math::FloorOp::create(builder, l, a[0]);
     case Builtin::Sigmoid: {
       // 1 / (1 + exp(-x))
-      Value one =
-          arith::ConstantOp::create(builder, l, builder.getF32Type(), builder.getF32FloatAttr(1.0));
+      Value one = arith::ConstantOp::create(builder, l, builder.getF32Type(),
+                                            builder.getF32FloatAttr(1.0));
       Value e = math::ExpOp::create(builder, l, arith::NegFOp::create(builder, l, a[0]));
       return arith::DivFOp::create(builder, l, one, arith::AddFOp::create(builder, l, one, e));
     }
@@ -699,9 +696,9 @@ private:
       return v;
     if (to.isInteger(1)) {
       if (isa<FloatType>(from))
-        return arith::CmpFOp::create(
-            builder, l, arith::CmpFPredicate::UNE, v,
-            arith::ConstantOp::create(builder, l, from, builder.getFloatAttr(from, 0.0)));
+        return arith::CmpFOp::create(builder, l, arith::CmpFPredicate::UNE, v,
+                                     arith::ConstantOp::create(builder, l, from,
+                                                               builder.getFloatAttr(from, 0.0)));
       return arith::CmpIOp::create(builder, l, arith::CmpIPredicate::ne, v, constInt(l, from, 0));
     }
     if (isa<FloatType>(to)) {
@@ -753,8 +750,7 @@ private:
       Value yNeg = arith::CmpIOp::create(builder, l, IP::slt, y, zero);
       Value signsDiffer = arith::XOrIOp::create(builder, l, rNeg, yNeg);
       Value adjust = arith::AndIOp::create(builder, l, nonzero, signsDiffer);
-      return arith::SelectOp::create(builder, l, adjust, arith::AddIOp::create(builder, l, r, y),
-                                     r);
+      return arith::SelectOp::create(builder, l, adjust, arith::AddIOp::create(builder, l, r, y), r);
     }
     case BinaryOp::Lt:
       return cmp(IP::slt, FP::OLT);

@@ -227,8 +227,8 @@ private:
         if (p->isConst)
           error(p->loc) << "tensor parameter '" << p->name << "' cannot be const";
         if (p->init)
-          error(p->init->getLoc())
-              << "tensor parameter '" << p->name << "' cannot have a default value";
+          error(p->init->getLoc()) << "tensor parameter '" << p->name
+                                   << "' cannot have a default value";
         for (auto &dim : p->dims)
           checkDim(def, *dim);
       } else if (p->init) {
@@ -245,8 +245,8 @@ private:
           error(p->init->getLoc()) << "default value of '" << p->name << "' has type "
                                    << toString(t) << ", expected " << toString(p->elemType);
         else if (info.usesRuntime || info.usesIndices)
-          error(p->init->getLoc())
-              << "default value of '" << p->name << "' must be a constant expression";
+          error(p->init->getLoc()) << "default value of '" << p->name
+                                   << "' must be a constant expression";
       }
     }
   }
@@ -256,9 +256,9 @@ private:
   void checkDim(DefDecl &def, Expr &e) {
     if (auto *n = llvm::dyn_cast<NameExpr>(&e)) {
       static const std::pair<const char *, DimSymbol> dims[] = {
-          {"B", DimSymbol::B},     {"H", DimSymbol::Hq},  {"Hq", DimSymbol::Hq},
+          {"B", DimSymbol::B},   {"H", DimSymbol::Hq}, {"Hq", DimSymbol::Hq},
           {"Hkv", DimSymbol::Hkv}, {"Nq", DimSymbol::Nq}, {"Nk", DimSymbol::Nk},
-          {"N", DimSymbol::N},     {"D", DimSymbol::D}};
+          {"N", DimSymbol::N},   {"D", DimSymbol::D}};
       for (auto &[text, sym] : dims) {
         if (n->name == text) {
           n->ref.kind = NameRef::Kind::Dim;
@@ -311,8 +311,8 @@ private:
     if (badIndexArgs) {
       error(def.loc) << (def.kind == DefKind::Mask ? "mask" : "score") << " '" << def.name
                      << "' must take " << want << " index arguments "
-                     << (def.kind == DefKind::Mask ? "(b, h, q, k)" : "(s, b, h, q, k)") << ", got "
-                     << def.indexArgs.size();
+                     << (def.kind == DefKind::Mask ? "(b, h, q, k)" : "(s, b, h, q, k)")
+                     << ", got " << def.indexArgs.size();
     }
     std::vector<const ParamDecl *> params = def.declaredParams();
     checkParams(def, params);
@@ -356,8 +356,7 @@ private:
     if (target != ScalarType::F32 && target != ScalarType::I64)
       return;
     if (auto *lit = llvm::dyn_cast<IntLitExpr>(&e)) {
-      if (lit->type == ScalarType::I32 ||
-          (lit->type == ScalarType::I64 && target == ScalarType::F32))
+      if (lit->type == ScalarType::I32 || (lit->type == ScalarType::I64 && target == ScalarType::F32))
         lit->type = target;
       return;
     }
@@ -543,7 +542,8 @@ private:
       if (def.indexArgs[i].name != n.name)
         continue;
       if (!scope.allowIndices) {
-        error(n.getLoc()) << "'" << n.name << "' cannot be used here: " << scope.noIndicesReason;
+        error(n.getLoc()) << "'" << n.name << "' cannot be used here: "
+                          << scope.noIndicesReason;
         return ScalarType::Invalid;
       }
       info.usesIndices = true;
@@ -558,8 +558,8 @@ private:
     }
     if (const ParamDecl *p = lookupParam(scope, n.name)) {
       if (p->isTensor()) {
-        error(n.getLoc()) << "tensor parameter '" << n.name << "' must be indexed, e.g. " << n.name
-                          << "[...]";
+        error(n.getLoc()) << "tensor parameter '" << n.name << "' must be indexed, e.g. "
+                          << n.name << "[...]";
         return ScalarType::Invalid;
       }
       if (!p->isConst)
@@ -598,7 +598,7 @@ private:
       checkExpr(*i, scope, info);
     if (!p) {
       error(ix.getLoc()) << (prog.defs.count(ix.tensor) ? "cannot index definition '"
-                                                        : "unknown tensor parameter '")
+                                                         : "unknown tensor parameter '")
                          << ix.tensor << "'";
       return ScalarType::Invalid;
     }
@@ -608,8 +608,8 @@ private:
     }
     if (ix.indices.size() != p->dims.size()) {
       error(ix.getLoc()) << "tensor '" << ix.tensor << "' has rank " << p->dims.size() << " but "
-                         << ix.indices.size()
-                         << (ix.indices.size() == 1 ? " index was" : " indices were") << " given";
+                         << ix.indices.size() << (ix.indices.size() == 1 ? " index was" : " indices were")
+                         << " given";
       return ScalarType::Invalid;
     }
     for (auto &i : ix.indices) {
@@ -665,9 +665,8 @@ private:
     switch (b) {
     case Builtin::Min:
     case Builtin::Max:
-      if (!arity(2) ||
-          !unify(*call.args[0].value, *call.args[1].value, call.getLoc(),
-                 "'" + call.calleeName + "'") ||
+      if (!arity(2) || !unify(*call.args[0].value, *call.args[1].value, call.getLoc(),
+                              "'" + call.calleeName + "'") ||
           !numeric(*call.args[0].value))
         return ScalarType::Invalid;
       return call.args[0].value->type;
@@ -713,8 +712,8 @@ private:
       coerce(*call.args[0].value, ScalarType::F32);
       if (call.args[0].value->type != ScalarType::F32) {
         error(call.args[0].value->getLoc())
-            << "'" << call.calleeName << "' expects f32, got " << toString(call.args[0].value->type)
-            << castHint(call.args[0].value->type, ScalarType::F32);
+            << "'" << call.calleeName << "' expects f32, got "
+            << toString(call.args[0].value->type) << castHint(call.args[0].value->type, ScalarType::F32);
         return ScalarType::Invalid;
       }
       return ScalarType::F32;
@@ -764,8 +763,7 @@ private:
       return ScalarType::Invalid;
     }
     if (implicitFrom < full && !scope.allowIndices) {
-      error(node.getLoc()) << "'" << name
-                           << "' needs index arguments, which a kernel scale has not";
+      error(node.getLoc()) << "'" << name << "' needs index arguments, which a kernel scale has not";
       return ScalarType::Invalid;
     }
     if (implicitFrom == 0 && calleeIsScore && caller.kind != DefKind::Score) {
@@ -833,8 +831,8 @@ private:
         auto *n = llvm::dyn_cast<NameExpr>(a->value.get());
         const ParamDecl *src = n ? lookupParam(scope, n->name) : nullptr;
         if (!src || !src->isTensor()) {
-          error(a->value->getLoc())
-              << "tensor parameter '" << a->name << "' must be bound to a tensor parameter";
+          error(a->value->getLoc()) << "tensor parameter '" << a->name
+                                    << "' must be bound to a tensor parameter";
           ok = false;
           continue;
         }
@@ -852,15 +850,15 @@ private:
         checkExpr(*a->value, scope, argInfo);
         coerce(*a->value, p->elemType);
         if (a->value->type != ScalarType::Invalid && a->value->type != p->elemType) {
-          error(a->value->getLoc())
-              << "parameter '" << a->name << "' has type " << toString(p->elemType) << ", got "
-              << toString(a->value->type);
+          error(a->value->getLoc()) << "parameter '" << a->name << "' has type "
+                                    << toString(p->elemType) << ", got "
+                                    << toString(a->value->type);
           ok = false;
           continue;
         }
         if (p->isConst && (argInfo.usesRuntime || argInfo.usesIndices)) {
-          error(a->value->getLoc())
-              << "const parameter '" << a->name << "' must be bound to a constant expression";
+          error(a->value->getLoc()) << "const parameter '" << a->name
+                                    << "' must be bound to a constant expression";
           ok = false;
           continue;
         }
@@ -890,8 +888,8 @@ private:
     } else {
       // A bare name becomes a call node owned by the NameExpr's parent; keep
       // the resolution on a synthesized CallExpr stored in the name's slot.
-      pendingBare.push_back(
-          {static_cast<NameExpr *>(&node), callee, std::move(resolved), std::move(values)});
+      pendingBare.push_back({static_cast<NameExpr *>(&node), callee, std::move(resolved),
+                             std::move(values)});
     }
     return result;
   }
@@ -914,10 +912,9 @@ private:
       if (a->elemType != b->elemType || a->isConst != b->isConst ||
           a->dims.size() != b->dims.size()) {
         // The caller's parameter may be its own or come from another call.
-        std::string owner =
-            caller.isKernelField
-                ? "kernel '" + llvm::StringRef(caller.name).rsplit('.').first.str() + "'"
-                : "'" + caller.name + "'";
+        std::string owner = caller.isKernelField
+                                ? "kernel '" + llvm::StringRef(caller.name).rsplit('.').first.str() + "'"
+                                : "'" + caller.name + "'";
         auto diag = error(at);
         diag << "parameter '" << p.name << "' of '" << callee << "' (" << describe(*b)
              << ") conflicts with the '" << p.name << "' that " << owner << " already has ("
@@ -964,8 +961,8 @@ private:
 
   void checkKernel(KernelDecl &k) {
     std::map<std::string, const Field *> fields;
-    static const char *const known[] = {"mask",  "score", "scale",    "normalizer",
-                                        "heads", "dtype", "head_dim", "cache"};
+    static const char *const known[] = {"mask",  "score",   "scale",    "normalizer",
+                                        "heads", "dtype",   "head_dim", "cache"};
     for (auto &f : k.fields) {
       if (!llvm::is_contained(llvm::ArrayRef<const char *>(known), llvm::StringRef(f.name))) {
         error(f.loc) << "unknown kernel field '" << f.name
@@ -1077,15 +1074,15 @@ private:
         auto found = llvm::find_if(all, [&](const EffectiveParam &e) { return e.name == p.name; });
         if (found == all.end()) {
           all.push_back(p);
-        } else if (found->decl != p.decl && (found->decl->elemType != p.decl->elemType ||
-                                             found->decl->isConst != p.decl->isConst ||
-                                             found->decl->dims.size() != p.decl->dims.size())) {
+        } else if (found->decl != p.decl &&
+                   (found->decl->elemType != p.decl->elemType ||
+                    found->decl->isConst != p.decl->isConst ||
+                    found->decl->dims.size() != p.decl->dims.size())) {
           auto diag = error(k.loc);
           diag << "kernel '" << k.name << "': parameter '" << p.name
                << "' is declared with different types by its fields (" << describe(*found->decl)
                << " and " << describe(*p.decl) << "); bind it explicitly in one of them";
-          note(diag, found->decl->loc,
-               "'" + p.name + "' (" + describe(*found->decl) + ") declared here");
+          note(diag, found->decl->loc, "'" + p.name + "' (" + describe(*found->decl) + ") declared here");
           note(diag, p.decl->loc, "'" + p.name + "' (" + describe(*p.decl) + ") declared here");
         }
       }
@@ -1262,11 +1259,8 @@ private:
       return;
     }
     static const std::pair<const char *, CacheStorage::Elem> elems[] = {
-        {"bf16", CacheStorage::BF16},
-        {"f16", CacheStorage::F16},
-        {"fp8", CacheStorage::FP8},
-        {"int8", CacheStorage::Int8},
-        {"int4", CacheStorage::Int4}};
+        {"bf16", CacheStorage::BF16}, {"f16", CacheStorage::F16}, {"fp8", CacheStorage::FP8},
+        {"int8", CacheStorage::Int8}, {"int4", CacheStorage::Int4}};
     auto it = llvm::find_if(elems, [&](auto &e) { return name == e.first; });
     if (it == std::end(elems)) {
       error(v.getLoc()) << "unknown storage '" << name
@@ -1340,8 +1334,8 @@ bool attnc::dsl::runSema(Program &prog, mlir::MLIRContext &ctx) {
   bool ok = sema.run();
   for (auto &bare : sema.pendingBare) {
     bare.name->ref.kind = NameRef::Kind::Definition;
-    bare.name->resolvedCall =
-        std::make_unique<CallExpr>(bare.name->getLoc(), bare.name->name, std::vector<CallArg>{});
+    bare.name->resolvedCall = std::make_unique<CallExpr>(bare.name->getLoc(), bare.name->name,
+                                                         std::vector<CallArg>{});
     CallExpr &call = *bare.name->resolvedCall;
     call.callee = bare.callee;
     call.positional = std::move(bare.positional);

@@ -42,9 +42,9 @@ struct CacheStorage {
 
 /// The storage of `kernel`'s cache policy, for Q/K/V of `elemType` and head
 /// dims D / Dv. Emits an error on the kernel, prefixed `passName: kv-cache: `,
-/// when there is no policy or it is not supported yet (other storage types, per-head policies
-/// storing differently, scale groups not dividing the head dims, odd head dims for int4,
-/// unquantized storage other than `elemType`).
+/// when there is no policy or it is not supported yet (other storage types, per-head policies storing differently,
+/// scale groups not dividing the head dims, odd head dims for int4, unquantized storage other than
+/// `elemType`).
 FailureOr<CacheStorage> analyzeCacheStorage(KernelOp kernel, StringRef passName, Type elemType,
                                             int64_t D, int64_t Dv);
 

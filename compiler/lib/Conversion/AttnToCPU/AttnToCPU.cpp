@@ -723,11 +723,11 @@ private:
     Value hS = cacheKernel ? Value() : arith::IndexCastOp::create(b, l, i32, hIdx).getResult();
 
     bool hadError = false;
-    // Set for the second pass of budget kernels (after the KV loop): the
-    // final row max (with -inf as 0, as in the loop) and 1 / sum, and the
-    // lanes whose mass counts. Tiles then add each slot's attention mass
-    // to kv_mass instead of updating the softmax state.
-    Value massRef, massInv, massLanes;
+    // Set for the second pass of sigmoid budget kernels (after the KV loop):
+    // the lanes whose mass counts. Tiles then add each slot's weights to
+    // kv_mass instead of updating the state (softmax kernels take
+    // emitMassPass over the scores they kept).
+    Value massLanes;
     // Budget retention, softmax: the first pass keeps each slot's scores
     // (t, lanes = rows) in scoreBuf[slot], and the second pass reads them
     // instead of computing Q.K^T again (the tiles and masks of the two
@@ -825,6 +825,19 @@ private:
       }
       auto compute = [&](OpBuilder &b) -> SmallVector<Value> {
         SmallVector<Value> dots;
+        // Key j of the tile: each row's partial dots reduced, times `factor`
+        // (if any), as one vector over the rows.
+        auto rowDots = [&](scf::ForOp rowPartials, Value factor) {
+          Value sv = zero;
+          for (int64_t i = 0; i < Tq; ++i) {
+            Value sum = vector::ReductionOp::create(b, l, vector::CombiningKind::ADD,
+                                                    rowPartials.getResult(i));
+            if (factor)
+              sum = arith::MulFOp::create(b, l, sum, factor);
+            sv = vector::InsertOp::create(b, l, sum, sv, ArrayRef<int64_t>{i});
+          }
+          return sv;
+        };
         if (dotBf16) {
           // s_ij = scale * (sum over 32-element chunks of bf16 pair dots of
           // Q_i and K_j, 16 f32 lanes), reduced per row.
@@ -843,14 +856,7 @@ private:
                   }
                   scf::YieldOp::create(b, l, next);
                 });
-            Value sv = zero;
-            for (int64_t i = 0; i < Tq; ++i) {
-              Value sum =
-                  vector::ReductionOp::create(b, l, vector::CombiningKind::ADD, cLoop.getResult(i));
-              sv = vector::InsertOp::create(b, l, arith::MulFOp::create(b, l, sum, scale), sv,
-                                            ArrayRef<int64_t>{i});
-            }
-            dots.push_back(sv);
+            dots.push_back(rowDots(cLoop, scale));
           }
         } else if (dotAlongD) {
           // s_ij = sum over D-chunks of Q_i . K_j (dotVW lanes), reduced per
@@ -880,13 +886,7 @@ private:
                   }
                   scf::YieldOp::create(b, l, next);
                 });
-            Value sv = zero;
-            for (int64_t i = 0; i < Tq; ++i) {
-              Value sum =
-                  vector::ReductionOp::create(b, l, vector::CombiningKind::ADD, cLoop.getResult(i));
-              sv = vector::InsertOp::create(b, l, sum, sv, ArrayRef<int64_t>{i});
-            }
-            dots.push_back(sv);
+            dots.push_back(rowDots(cLoop, Value()));
           }
         }
         // s_j = Qt^T K_j, lanes = rows.
@@ -953,17 +953,11 @@ private:
         }
         if (hadError)
           return {m, sum};
-        if (massRef) {
-          // mass[slot] += sum over counted rows of p_ij (softmax: exp(t -
-          // m) / l with the final m and l; sigmoid: the weight itself).
-          // Slots past Nk (clamped to the last one) add 0.
+        if (massLanes) {
+          // mass[slot] += sum over counted rows of the weights. Slots past
+          // Nk (clamped to the last one) add 0.
           for (int64_t j = 0; j < Tk; ++j) {
-            Value p = softmax
-                          ? arith::MulFOp::create(
-                                b, l, vexp(b, arith::SubFOp::create(b, l, t[j], massRef)), massInv)
-                                .getResult()
-                          : w[j];
-            p = arith::SelectOp::create(b, l, massLanes, p, zero);
+            Value p = arith::SelectOp::create(b, l, massLanes, w[j], zero);
             Value total = vector::ReductionOp::create(b, l, vector::CombiningKind::ADD, p);
             total = arith::SelectOp::create(b, l, kValid[j], total, cF32(b, 0.0f));
             Value old = memref::LoadOp::create(b, l, kvMass, ValueRange{tableRow, kRow[j]});
@@ -1202,18 +1196,19 @@ private:
       // Budget retention: a second pass over the slots, now that each row's
       // max and sum are final, adds the attention mass of the rows of the
       // last mass_rows queries to each slot's eviction score.
-      massRef = arith::SelectOp::create(
-          b, l, arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, m, negInf), zero, m);
-      massInv = inv;
       Value first = arith::SubIOp::create(
           b, l, arith::AddIOp::create(b, l, qOffset, arith::IndexCastOp::create(b, l, i32, nq)),
           massRows);
-      massLanes = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, qPos, bcast(b, first));
+      Value counted = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, qPos, bcast(b, first));
       if (scoreBuf) {
+        // The final row max (-inf as 0, as in the loop) and 1 / sum.
+        Value ref = arith::SelectOp::create(
+            b, l, arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, m, negInf), zero, m);
         emitMassPass(b, l, scoreBuf, kvMass, tableRow, loIdx, arith::MinSIOp::create(b, l, hiC, nk),
-                     massRef, massInv, massLanes);
+                     ref, inv, counted);
         memref::DeallocOp::create(b, l, scoreBuf);
       } else { // sigmoid: the tiles again, each weight its own mass
+        massLanes = counted;
         auto full = scf::ForOp::create(b, l, loIdx, fullHi, cIdx(b, Tk), ValueRange{m, sum},
                                        [&](OpBuilder &b, Location l, Value kt, ValueRange iter) {
                                          emitTile(b, l, kt, iter, /*partial=*/false,

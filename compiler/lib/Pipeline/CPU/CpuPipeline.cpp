@@ -39,9 +39,9 @@
 using namespace mlir;
 
 void attnc::pipeline::registerCpuDialects(DialectRegistry &registry) {
-  registry.insert<arith::ArithDialect, func::FuncDialect, math::MathDialect, memref::MemRefDialect,
-                  scf::SCFDialect, vector::VectorDialect, x86vector::X86VectorDialect,
-                  LLVM::LLVMDialect>();
+  registry.insert<arith::ArithDialect, func::FuncDialect, math::MathDialect,
+                  memref::MemRefDialect, scf::SCFDialect, vector::VectorDialect,
+                  x86vector::X86VectorDialect, LLVM::LLVMDialect>();
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
 }
@@ -85,8 +85,8 @@ LogicalResult attnc::pipeline::lowerToLLVM(ModuleOp module, const CpuOptions &op
   // The predicate sees full op names ("math.exp").
   populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
     name.consume_front("math.");
-    return name == "exp" || name == "log" || name == "tanh" || name == "log2" || name == "expm1" ||
-           name == "log1p" || name == "erf";
+    return name == "exp" || name == "log" || name == "tanh" || name == "log2" ||
+           name == "expm1" || name == "log1p" || name == "erf";
   });
   if (failed(applyPatternsGreedily(module, std::move(patterns))))
     return failure();
@@ -244,8 +244,8 @@ llvm::Error attnc::pipeline::invokeCpuKernel(ExecutionEngine &engine, llvm::Stri
   Descriptor dV(call.V, {call.B, call.Hkv, call.Nk, call.Dv});
   Descriptor dO(call.O, {call.B, call.Hq, call.Nq, call.Dv});
   Descriptor dL(call.LSE, {call.B, call.Hq, call.Nq});
-  void *pQ = dQ.words.data(), *pK = dK.words.data(), *pV = dV.words.data(), *pO = dO.words.data(),
-       *pL = dL.words.data();
+  void *pQ = dQ.words.data(), *pK = dK.words.data(), *pV = dV.words.data(),
+       *pO = dO.words.data(), *pL = dL.words.data();
   int32_t qOffset = call.qOffset;
   llvm::SmallVector<void *> args = {&pQ, &pK, &pV, &pO, &pL, &qOffset};
   for (ArgStorage &s : storage)

@@ -35,7 +35,9 @@ enum class ScalarType { Invalid, Bool, I32, I64, F32 };
 llvm::StringRef toString(ScalarType type);
 /// Parses "bool", "i32", "i64", "f32"; Invalid otherwise.
 ScalarType parseScalarType(llvm::StringRef name);
-inline bool isInteger(ScalarType t) { return t == ScalarType::I32 || t == ScalarType::I64; }
+inline bool isInteger(ScalarType t) {
+  return t == ScalarType::I32 || t == ScalarType::I64;
+}
 
 class DefDecl;
 class ParamDecl;
@@ -93,24 +95,8 @@ llvm::StringRef toString(DimSymbol sym);
 
 /// Built-in functions and casts.
 enum class Builtin {
-  None,
-  Min,
-  Max,
-  Abs,
-  Clamp,
-  Select,
-  Exp,
-  Exp2,
-  Log,
-  Log2,
-  Tanh,
-  Sqrt,
-  Sigmoid,
-  Floor,
-  CastI32,
-  CastI64,
-  CastF32,
-  CastBool
+  None, Min, Max, Abs, Clamp, Select, Exp, Exp2, Log, Log2, Tanh, Sqrt, Sigmoid,
+  Floor, CastI32, CastI64, CastF32, CastBool
 };
 Builtin lookupBuiltin(llvm::StringRef name);
 llvm::StringRef toString(Builtin b);
@@ -156,8 +142,7 @@ struct NameRef {
 
 class NameExpr : public Expr {
 public:
-  NameExpr(Location loc, std::string name)
-      : Expr(Kind::Name, std::move(loc)), name(std::move(name)) {}
+  NameExpr(Location loc, std::string name) : Expr(Kind::Name, std::move(loc)), name(std::move(name)) {}
   std::string name;
   NameRef ref; // Sema
   /// Sema: a bare definition name (`causal`) is an implicit call; this is
@@ -344,9 +329,9 @@ struct CacheStorage {
 class CacheDecl {
 public:
   std::string name;
-  std::vector<Field> fields;  // record form
-  std::vector<Ident> perHead; // per-head form: the policies to choose from
-  Ident table;                // per-head form: runtime i32[Hkv] table
+  std::vector<Field> fields;     // record form
+  std::vector<Ident> perHead;    // per-head form: the policies to choose from
+  Ident table;                   // per-head form: runtime i32[Hkv] table
   Location loc;
   bool isPerHead() const { return !perHead.empty(); }
 

@@ -39,7 +39,8 @@ static FailureOr<EnumT> parseEnumKeyword(AsmParser &parser, StringRef what) {
     return failure();
   std::optional<EnumT> value = symbolizeEnum<EnumT>(keyword);
   if (!value)
-    return parser.emitError(loc) << "unknown " << what << " '" << keyword << "'";
+    return parser.emitError(loc)
+           << "unknown " << what << " '" << keyword << "'";
   return *value;
 }
 
@@ -68,7 +69,8 @@ Attribute LayoutAttr::parse(AsmParser &parser, Type) {
     return {};
   if (parser.parseGreater())
     return {};
-  return getChecked([&] { return parser.emitError(loc); }, ctx, *kind, pageSize);
+  return getChecked([&] { return parser.emitError(loc); }, ctx, *kind,
+                    pageSize);
 }
 
 void LayoutAttr::print(AsmPrinter &printer) const {
@@ -78,13 +80,14 @@ void LayoutAttr::print(AsmPrinter &printer) const {
   printer << '>';
 }
 
-LogicalResult LayoutAttr::verify(function_ref<InFlightDiagnostic()> emitError, LayoutKind kind,
-                                 uint64_t pageSize) {
+LogicalResult LayoutAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                 LayoutKind kind, uint64_t pageSize) {
   if (kind == LayoutKind::Contiguous && pageSize != 0)
     return emitError() << "contiguous layout has no page size";
   // Pages are indexed by shifting a position, and KV tiles are sized to
   // divide pages evenly.
-  if (kind == LayoutKind::Paged && (pageSize == 0 || !llvm::isPowerOf2_64(pageSize)))
+  if (kind == LayoutKind::Paged &&
+      (pageSize == 0 || !llvm::isPowerOf2_64(pageSize)))
     return emitError() << "page size must be a power of two greater than 0, "
                           "got "
                        << pageSize;
@@ -99,11 +102,14 @@ RetentionAttr RetentionAttr::getAll(MLIRContext *ctx) {
   return get(ctx, RetentionKind::All, 0, 0, 0, EvictionScore::None);
 }
 
-RetentionAttr RetentionAttr::getSinkWindow(MLIRContext *ctx, uint64_t sink, uint64_t window) {
-  return get(ctx, RetentionKind::SinkWindow, sink, window, 0, EvictionScore::None);
+RetentionAttr RetentionAttr::getSinkWindow(MLIRContext *ctx, uint64_t sink,
+                                           uint64_t window) {
+  return get(ctx, RetentionKind::SinkWindow, sink, window, 0,
+             EvictionScore::None);
 }
 
-RetentionAttr RetentionAttr::getBudget(MLIRContext *ctx, uint64_t budget, EvictionScore evict) {
+RetentionAttr RetentionAttr::getBudget(MLIRContext *ctx, uint64_t budget,
+                                       EvictionScore evict) {
   return get(ctx, RetentionKind::Budget, 0, 0, budget, evict);
 }
 
@@ -112,7 +118,8 @@ Attribute RetentionAttr::parse(AsmParser &parser, Type) {
   SMLoc loc = parser.getCurrentLocation();
   if (parser.parseLess())
     return {};
-  FailureOr<RetentionKind> kind = parseEnumKeyword<RetentionKind>(parser, "retention");
+  FailureOr<RetentionKind> kind =
+      parseEnumKeyword<RetentionKind>(parser, "retention");
   if (failed(kind))
     return {};
   uint64_t sink = 0, window = 0, budget = 0;
@@ -121,14 +128,15 @@ Attribute RetentionAttr::parse(AsmParser &parser, Type) {
   case RetentionKind::All:
     break;
   case RetentionKind::SinkWindow:
-    if (parser.parseKeyword("sink") || parser.parseInteger(sink) || parser.parseKeyword("window") ||
-        parser.parseInteger(window))
+    if (parser.parseKeyword("sink") || parser.parseInteger(sink) ||
+        parser.parseKeyword("window") || parser.parseInteger(window))
       return {};
     break;
   case RetentionKind::Budget: {
     if (parser.parseInteger(budget) || parser.parseKeyword("evict"))
       return {};
-    FailureOr<EvictionScore> score = parseEnumKeyword<EvictionScore>(parser, "eviction score");
+    FailureOr<EvictionScore> score =
+        parseEnumKeyword<EvictionScore>(parser, "eviction score");
     if (failed(score))
       return {};
     evict = *score;
@@ -137,7 +145,8 @@ Attribute RetentionAttr::parse(AsmParser &parser, Type) {
   }
   if (parser.parseGreater())
     return {};
-  return getChecked([&] { return parser.emitError(loc); }, ctx, *kind, sink, window, budget, evict);
+  return getChecked([&] { return parser.emitError(loc); }, ctx, *kind, sink,
+                    window, budget, evict);
 }
 
 void RetentionAttr::print(AsmPrinter &printer) const {
@@ -155,9 +164,10 @@ void RetentionAttr::print(AsmPrinter &printer) const {
   printer << '>';
 }
 
-LogicalResult RetentionAttr::verify(function_ref<InFlightDiagnostic()> emitError,
-                                    RetentionKind kind, uint64_t sink, uint64_t window,
-                                    uint64_t budget, EvictionScore evict) {
+LogicalResult
+RetentionAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                      RetentionKind kind, uint64_t sink, uint64_t window,
+                      uint64_t budget, EvictionScore evict) {
   bool sinkWindow = kind == RetentionKind::SinkWindow;
   bool isBudget = kind == RetentionKind::Budget;
   if (!sinkWindow && (sink != 0 || window != 0))
@@ -204,13 +214,14 @@ Attribute StorageAttr::parse(AsmParser &parser, Type) {
     scale = *parsed;
     if (scale == ScaleGranularity::PerGroup && parser.parseInteger(groupSize))
       return {};
-    if (succeeded(parser.parseOptionalKeyword("scale")) && parser.parseType(scaleType))
+    if (succeeded(parser.parseOptionalKeyword("scale")) &&
+        parser.parseType(scaleType))
       return {};
     if (parser.parseGreater())
       return {};
   }
-  return getChecked([&] { return parser.emitError(loc); }, ctx, elementType, scale, groupSize,
-                    scaleType);
+  return getChecked([&] { return parser.emitError(loc); }, ctx, elementType,
+                    scale, groupSize, scaleType);
 }
 
 void StorageAttr::print(AsmPrinter &printer) const {
@@ -224,8 +235,9 @@ void StorageAttr::print(AsmPrinter &printer) const {
   printer << '>';
 }
 
-LogicalResult StorageAttr::verify(function_ref<InFlightDiagnostic()> emitError, Type elementType,
-                                  ScaleGranularity scale, uint64_t groupSize, Type scaleType) {
+LogicalResult StorageAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                  Type elementType, ScaleGranularity scale,
+                                  uint64_t groupSize, Type scaleType) {
   if (!elementType || !isStorageType(elementType))
     return emitError() << "storage element type must be bf16, f16, f8E4M3FN, "
                           "i8 or i4, got "
@@ -245,7 +257,8 @@ LogicalResult StorageAttr::verify(function_ref<InFlightDiagnostic()> emitError, 
   // number of 4-byte words wherever the groups per row are even; see
   // analyzeCacheStorage). f32 is the default and is not spelled.
   if (scaleType && !scaleType.isF16())
-    return emitError() << "scale type must be f16 (f32 is the default), got " << scaleType;
+    return emitError() << "scale type must be f16 (f32 is the default), got "
+                       << scaleType;
   if (scaleType && scale != ScaleGranularity::PerGroup)
     return emitError() << "f16 scales need per_group scales";
   return success();
