@@ -151,10 +151,24 @@ constexpr int64_t kDefaultDynamicSharedBytes = 48 * 1024;
   X(cuEventSynchronize, "cuEventSynchronize", nullptr, (CUevent))                                  \
   X(cuEventElapsedTime, "cuEventElapsedTime_v2", "cuEventElapsedTime", (float *, CUevent, CUevent))
 
+// A tensor map of the bulk tensor copy engine (CUtensorMap of cuda.h, an
+// opaque 128 bytes) and the enum values cuTensorMapEncodeTiled takes here.
+struct CUtensorMap {
+  alignas(128) uint64_t opaque[16];
+};
+enum : int { CU_TENSOR_MAP_DATA_TYPE_FLOAT16 = 6, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 = 9 };
+enum : int { CU_TENSOR_MAP_INTERLEAVE_NONE = 0 };
+enum : int { CU_TENSOR_MAP_SWIZZLE_128B = 3 };
+enum : int { CU_TENSOR_MAP_L2_PROMOTION_L2_128B = 2 };
+enum : int { CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE = 0 };
+
 // Entry points the runtime uses where the driver has them (null otherwise).
 #define ATTNC_CUDA_OPTIONAL_DRIVER_FUNCTIONS(X)                                                    \
   X(cuLaunchKernelEx, "cuLaunchKernelEx", nullptr,                                                 \
-    (const CUlaunchConfig *, CUfunction, void **, void **))
+    (const CUlaunchConfig *, CUfunction, void **, void **))                                        \
+  X(cuTensorMapEncodeTiled, "cuTensorMapEncodeTiled", nullptr,                                     \
+    (CUtensorMap *, int, uint32_t, void *, const uint64_t *, const uint64_t *, const uint32_t *,   \
+     const uint32_t *, int, int, int, int))
 
 /// The driver's entry points. Obtained through driver(); never unloaded.
 struct Driver {

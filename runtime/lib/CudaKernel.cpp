@@ -776,6 +776,35 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   const DecodeTwin shape = decodeLaunchShape(ki, entry);
   const int64_t rowTiles = ((p.Hq / Hkv) * Nq + shape.blockQ - 1) / shape.blockQ;
   auto decodeParams = abi.pointers();
+  // Bulk tensor copies (metadata decode_tma): the decode entries end with
+  // tensor maps over the pools as [pages * P, D] matrices, boxes of
+  // tmaBoxRows slot rows x 64 elements swizzled by 128 bytes, as the
+  // kernel's shared tiles are (DecodeKernel.cpp in the compiler).
+  CUtensorMap kMap{}, vMap{};
+  if (ki.tmaBoxRows) {
+    if (!drv.cuTensorMapEncodeTiled)
+      return Status::error("kernel '" + ki.name +
+                           "' copies pages with bulk tensor copies, but the CUDA driver has no "
+                           "cuTensorMapEncodeTiled (CUDA 12 or later)");
+    const int type = policy.storagePolicy().storage == "bf16" ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                              : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    // The pools' 16-byte alignment, which the copy engine needs, is the
+    // kernel's (checked with K/V above).
+    for (auto [map, pool, cols] :
+         {std::tuple{&kMap, &*kPool, ki.headDim}, std::tuple{&vMap, &*vPool, ki.headDimV}}) {
+      const uint64_t dims[2] = {uint64_t(cols), uint64_t(pools->rows)};
+      const uint64_t strides[1] = {uint64_t(cols) * 2};
+      const uint32_t box[2] = {64, uint32_t(ki.tmaBoxRows)}, unit[2] = {1, 1};
+      if (Status s =
+              ATTNC_CU(drv, cuTensorMapEncodeTiled, map, type, 2u, pool->data, dims, strides, box,
+                       unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                       CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+          !s)
+        return s;
+    }
+    decodeParams.push_back(&kMap);
+    decodeParams.push_back(&vMap);
+  }
   if (Status s = ATTNC_CU(
           drv, cuLaunchKernel, entry < 0 ? fns->function : fns->twins[size_t(entry)],
           unsigned(rowTiles * split->splits), unsigned(Hkv), unsigned(B), unsigned(shape.threads),

@@ -155,6 +155,13 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
       info.decodeTwins.push_back(twin);
       continue;
     }
+    if (key == "decode_tma") {
+      int64_t rows = 0;
+      if (values.size() != 1 || !parseInt(values[0], rows) || rows < 1 || rows > 256)
+        return bad("decode_tma: expected the box rows (1 to 256)");
+      info.tmaBoxRows = rows;
+      continue;
+    }
     if (key == "merge_pdl") {
       int64_t on = 0;
       if (values.size() != 1 || !parseInt(values[0], on) || (on != 0 && on != 1))

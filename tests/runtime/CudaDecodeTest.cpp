@@ -35,7 +35,9 @@ shared_bytes 0
 kv_cache pkv paged 16 all 0 0 bf16 none 0 0 none
 )";
 
-std::string decodePtx(bool withMass = false) {
+/// With `tensorMaps` the decode entries end with two 128-byte tensor maps
+/// (a kernel of metadata decode_tma).
+std::string decodePtx(bool withMass = false, bool tensorMaps = false) {
   std::string p = ".version 7.0\n.target sm_80\n.address_size 64\n.visible .entry attnc_dec(";
   auto params = [&](std::initializer_list<std::pair<const char *, int>> groups) {
     int i = 0;
@@ -45,14 +47,18 @@ std::string decodePtx(bool withMass = false) {
         out += std::string(i ? ",\n" : "\n") + "  .param ." + type + " p" + std::to_string(i);
     return out;
   };
-  p += params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
+  const std::string maps =
+      tensorMaps ? ",\n  .param .align 64 .b8 km[128],\n  .param .align 64 .b8 vm[128]" : "";
+  p += params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + maps +
+       ")\n{\n  ret;\n}\n";
   p += ".visible .entry attnc_dec_merge(" +
        params({{"u64", 4}, {"u32", 4}, {"u64", 5}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
   p += ".visible .entry attnc_dec_append(" + params({{"u64", 7}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
   p += ".visible .entry attnc_dec_move(" + params({{"u64", 5}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
   for (const char *twin : {"attnc_dec_q16", "attnc_dec_q32"})
     p += ".visible .entry " + std::string(twin) + "(" +
-         params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
+         params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + maps +
+         ")\n{\n  ret;\n}\n";
   if (withMass)
     p += ".visible .entry attnc_dec_mass(" +
          params(
@@ -61,16 +67,16 @@ std::string decodePtx(bool withMass = false) {
   return p;
 }
 
-/// Q/O [B, Hq, Nq, 8], pools [pages, 16, 8], tables for B sequences of Hkv
-/// heads (contents do not matter to the fake driver).
+/// Q/O [B, Hq, Nq, D], pools [pages, 16, D] (D = 8 unless given), tables
+/// for B sequences of Hkv heads (contents do not matter to the fake driver).
 struct DecodeProblem {
   int64_t B, Hq, Hkv, Nq, maxSlots;
   DevTensor q, o, lse, kPool, vPool, pages, pos, len, qpos;
   DecodeProblem(int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq, int64_t maxSlots,
-                int64_t numPages = 64, int64_t P = 16)
-      : B(B), Hq(Hq), Hkv(Hkv), Nq(Nq), maxSlots(maxSlots), q({B, Hq, Nq, 8}, kBF16),
-        o({B, Hq, Nq, 8}, kBF16), lse({B, Hq, Nq}, kF32), kPool({numPages, P, 8}, kBF16),
-        vPool({numPages, P, 8}, kBF16), pages({B * Hkv, (maxSlots + P - 1) / P}, kI32),
+                int64_t numPages = 64, int64_t P = 16, int64_t D = 8)
+      : B(B), Hq(Hq), Hkv(Hkv), Nq(Nq), maxSlots(maxSlots), q({B, Hq, Nq, D}, kBF16),
+        o({B, Hq, Nq, D}, kBF16), lse({B, Hq, Nq}, kF32), kPool({numPages, P, D}, kBF16),
+        vPool({numPages, P, D}, kBF16), pages({B * Hkv, (maxSlots + P - 1) / P}, kI32),
         pos({B * Hkv, maxSlots}, kI32), len({B * Hkv}, kI32), qpos({B}, kI32) {}
   static constexpr DLDataType kI32{kDLInt, 32, 1};
   CudaCacheLaunchArgs args() {
@@ -289,6 +295,63 @@ TEST_F(CudaDecodeFake, AWaitingMergeLaunchesEarly) {
   for (const char *bad : {"merge_pdl 2\n", "merge_pdl\n", "merge_pdl yes\n"})
     expectError(parseCudaKernelInfo(std::string(kDecodeMeta) + bad).error(),
                 "merge_pdl: expected 0 or 1");
+}
+
+TEST_F(CudaDecodeFake, BulkCopyKernelsTakeTensorMapsOfThePools) {
+  // `decode_tma 16`: the decode entries end with tensor maps over the key
+  // and value pools as [pages * P, D] matrices, boxes of 16 slot rows x 64
+  // elements swizzled by 128 bytes (the kernel's shared tiles), encoded
+  // per launch; the merge takes none.
+  std::string meta = kDecodeMeta;
+  const std::string dims = "head_dim 8\nhead_dim_v 8";
+  meta.replace(meta.find(dims), dims.size(), "head_dim 64\nhead_dim_v 64");
+  meta += "decode_tma 16\n";
+  auto info = parseCudaKernelInfo(meta);
+  ASSERT_TRUE(bool(info)) << info.message();
+  EXPECT_EQ(info->tmaBoxRows, 16);
+  auto k = CudaKernel::load(decodePtx(false, true), meta);
+  ASSERT_TRUE(bool(k)) << k.message();
+  DecodeProblem p(2, 8, 2, 1, 100, 40, 16, 64);
+  auto plan = (*k)->decodePlan(2, 8, 2, 1, 100, 0, 2);
+  ASSERT_TRUE(bool(plan)) << plan.message();
+  DevTensor ws({int64_t(plan->workspaceBytes)}, DLDataType{kDLUInt, 8, 1});
+  auto a = p.args();
+  a.splits = 2, a.workspace = ws.buffer.data(), a.workspaceBytes = plan->workspaceBytes;
+  const int maps = fake.tensorMapCount(), launches = fake.launches();
+  Status launched = (*k)->launch(a);
+  ASSERT_TRUE(launched) << launched.message();
+  ASSERT_EQ(fake.launches(), launches + 2);
+  ASSERT_EQ(fake.tensorMapCount(), maps + 2);
+  for (int i = 0; i < 2; ++i) {
+    attnc_fake_tensor_map t = fake.tensorMap(maps + i);
+    EXPECT_EQ(t.address, (i ? p.vPool : p.kPool).t.data);
+    EXPECT_EQ(t.dims[0], 64u);
+    EXPECT_EQ(t.dims[1], 40u * 16u) << "every pool row";
+    EXPECT_EQ(t.rowBytes, 128u);
+    EXPECT_EQ(t.box[0], 64u);
+    EXPECT_EQ(t.box[1], 16u);
+    EXPECT_EQ(t.type, 9) << "bf16";
+    EXPECT_EQ(t.swizzle, 3) << "128-byte swizzle";
+  }
+  attnc_fake_launch merge = fake.last();
+  EXPECT_STREQ(merge.entry, "attnc_dec_merge");
+  a.splits = 1;
+  ASSERT_TRUE((*k)->launch(a));
+  attnc_fake_launch l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec");
+  ASSERT_EQ(l.numParams, 31 + 2);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(l.sizes[31 + i], 128u);
+    EXPECT_EQ(l.values[31 + i], uint64_t(uintptr_t((i ? p.vPool : p.kPool).t.data)))
+        << "the map itself, by value";
+  }
+  // A pool the copy engine cannot address (16-byte aligned) is refused
+  // before the driver.
+  p.kPool.t.byte_offset = 8;
+  expectError((*k)->launch(a), "is not 16-byte aligned");
+  for (const char *bad : {"decode_tma 0\n", "decode_tma\n", "decode_tma 512\n"})
+    expectError(parseCudaKernelInfo(std::string(kDecodeMeta) + bad).error(),
+                "decode_tma: expected the box rows");
 }
 
 TEST_F(CudaDecodeFake, BudgetPolicyLaunchesTheMassKernel) {

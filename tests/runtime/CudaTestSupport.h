@@ -65,6 +65,12 @@ struct FakeHooks {
   void registerHost(void *p, size_t n) {
     get<void (*)(void *, size_t)>("attnc_fake_cuda_register_host")(p, n);
   }
+  int tensorMapCount() { return get<int (*)()>("attnc_fake_cuda_tensor_map_count")(); }
+  attnc_fake_tensor_map tensorMap(int i) {
+    attnc_fake_tensor_map t{};
+    EXPECT_EQ(0, get<int (*)(int, attnc_fake_tensor_map *)>("attnc_fake_cuda_tensor_map")(i, &t));
+    return t;
+  }
   attnc_fake_launch last() {
     attnc_fake_launch l{};
     EXPECT_EQ(0, get<int (*)(attnc_fake_launch *)>("attnc_fake_cuda_last_launch")(&l));

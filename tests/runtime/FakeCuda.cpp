@@ -66,6 +66,7 @@ struct State {
   int capability = 90;
   int launches = 0, moduleLoads = 0, moduleUnloads = 0, memsets = 0, sharedAttribute = 0;
   attnc_fake_launch last{};
+  std::vector<attnc_fake_tensor_map> tensorMaps; // encoded so far
 };
 State &state() {
   static auto *s = new State();
@@ -107,6 +108,14 @@ bool entryParams(const std::string &ptx, const std::string &name, std::vector<un
       continue;
     std::string type;
     in >> type;
+    if (type == ".align") { // .param .align A .b8 name[N]: N bytes (a tensor map)
+      std::string align, name;
+      in >> align >> type >> name;
+      size_t open = name.find('[');
+      int count = open == std::string::npos ? 1 : std::atoi(name.c_str() + open + 1);
+      sizes.push_back(unsigned(std::max(std::atoi(type.c_str() + 2) / 8, 1) * count));
+      continue;
+    }
     int bits = std::atoi(type.c_str() + 2);
     sizes.push_back(unsigned(std::max(bits / 8, 1)));
   }
@@ -604,6 +613,46 @@ void attnc_fake_cuda_set_capability(int cc) {
 void attnc_fake_cuda_register_host(void *p, size_t n) {
   std::lock_guard<std::mutex> lock(state().m);
   state().allocations[uintptr_t(p)] = {n, 0, true};
+}
+int attnc_fake_cuda_tensor_map_count(void) {
+  std::lock_guard<std::mutex> lock(state().m);
+  return int(state().tensorMaps.size());
+}
+int attnc_fake_cuda_tensor_map(int i, attnc_fake_tensor_map *out) {
+  std::lock_guard<std::mutex> lock(state().m);
+  if (i < 0 || size_t(i) >= state().tensorMaps.size())
+    return 1;
+  *out = state().tensorMaps[size_t(i)];
+  return 0;
+}
+
+// The driver's checks of a 2-D tiled map that attnc encodes (cuda.h's
+// cuTensorMapEncodeTiled): a 16-byte aligned device address, strides of
+// 16-byte multiples, boxes of at most 256 rows and, with the 128-byte
+// swizzle (3), inner boxes of at most 128 bytes. The map holds the address
+// in its first 8 bytes (what a launch records) and the encode is kept.
+CUresult cuTensorMapEncodeTiled(void *map, int type, uint32_t rank, void *address,
+                                const uint64_t *dims, const uint64_t *strides, const uint32_t *box,
+                                const uint32_t *unit, int interleave, int swizzle, int l2,
+                                int oobFill) {
+  const int bytes = type == 6 || type == 9 ? 2 : 0; // f16, bf16
+  if (!map || rank != 2 || !bytes || uintptr_t(address) % 16 || strides[0] % 16 || box[0] > 256 ||
+      box[1] > 256 || (swizzle == 3 && box[0] * bytes > 128) || unit[0] != 1 || unit[1] != 1 ||
+      interleave != 0)
+    return INVALID_VALUE;
+  std::lock_guard<std::mutex> lock(state().m);
+  if (!inside(uintptr_t(address), dims[1] * strides[0]))
+    return INVALID_VALUE;
+  attnc_fake_tensor_map t{};
+  t.address = address;
+  t.type = type, t.swizzle = swizzle, t.l2Promotion = l2, t.oobFill = oobFill;
+  for (int i = 0; i < 2; ++i)
+    t.dims[i] = dims[i], t.box[i] = box[i];
+  t.rowBytes = strides[0];
+  state().tensorMaps.push_back(t);
+  std::memset(map, 0, 128);
+  std::memcpy(map, &address, sizeof(address));
+  return SUCCESS;
 }
 
 } // extern "C"

@@ -11,6 +11,8 @@
 //     launched grid are left alone, and every access outside an allocation
 //     fails the launch (CUDA_ERROR_ILLEGAL_ADDRESS).
 //   attnc_fake_noop                  writes nothing.
+// Tensor maps (cuTensorMapEncodeTiled) are checked as the driver does and
+// recorded; a map's first 8 bytes are its address.
 // Tests reach the hooks below with dlopen on the same path (same handle).
 //
 //===----------------------------------------------------------------------===//
@@ -32,6 +34,18 @@ struct attnc_fake_launch {
   uint64_t values[96]; // its bytes, zero-extended
   int programmatic;    // cuLaunchKernelEx with programmatic stream serialization
 };
+
+/// A tensor map cuTensorMapEncodeTiled encoded (a 2-D tiled map).
+struct attnc_fake_tensor_map {
+  void *address;
+  uint64_t dims[2], rowBytes;
+  uint32_t box[2];
+  int type, swizzle, l2Promotion, oobFill;
+};
+
+/// Tensor maps encoded so far, and the i-th of them (0 if there was one).
+int attnc_fake_cuda_tensor_map_count(void);
+int attnc_fake_cuda_tensor_map(int i, attnc_fake_tensor_map *out);
 
 /// Launches so far, and the last one (0 if there was one).
 int attnc_fake_cuda_launch_count(void);

@@ -98,6 +98,7 @@ bool attnc::driver::emitCuda(mlir::MLIRContext &ctx, const dsl::Program &prog,
   o.decodeMinCtas = options.decodeMinCtas;
   o.decodePdl = options.decodePdl;
   o.decodeL2Prefetch = options.decodeL2Prefetch;
+  o.decodeTma = options.decodeTma;
   if (o.dtype != "bf16" && o.dtype != "f16") {
     llvm::errs() << "attnc: error: --target=cuda takes --dtype=bf16 or f16, not " << o.dtype
                  << "\n";

@@ -33,6 +33,7 @@ struct CudaEmitOptions {
   int64_t decodeMinCtas = 0;
   bool decodePdl = true;
   int64_t decodeL2Prefetch = 0;
+  bool decodeTma = false;
   std::string outPath = "-";
 };
 

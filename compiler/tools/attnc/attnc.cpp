@@ -160,6 +160,12 @@ cl::opt<bool> cudaDecodePdl(
              "decode grid (griddepcontrol), so that the runtime launches it before the decode "
              "ends (programmatic dependent launch); on by default"),
     cl::init(true), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<bool> cudaDecodeTma(
+    "cuda-decode-tma",
+    cl::desc("CUDA target, --kv-cache, sm_90 or later, bf16/f16 pages: K/V pages copied by bulk "
+             "tensor copies (one thread, an mbarrier per stage) instead of 16-byte cp.asyncs; "
+             "the decode entries take tensor maps over the pools"),
+    cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<int64_t> cudaDecodeL2Prefetch(
     "cuda-decode-l2-prefetch",
     cl::desc("CUDA target, --kv-cache: each K/V tile copy also prefetches to L2 the rows of the "
@@ -301,6 +307,7 @@ int main(int argc, char **argv) {
     o.decodeMinCtas = cudaDecodeMinCtas;
     o.decodePdl = cudaDecodePdl;
     o.decodeL2Prefetch = cudaDecodeL2Prefetch;
+    o.decodeTma = cudaDecodeTma;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

@@ -162,6 +162,14 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "(prefetch.global.L2) the rows of the tile this many tiles after "
            "it, so that their page walks and DRAM reads start earlier (an "
            "experiment on random page orders; 0: off)">,
+    Option<"decodeTma", "decode-tma", "bool", /*default=*/"false",
+           "With kv-cache, bf16/f16 pages of a constant page size and rows "
+           "of whole 128-byte lines: the decode copies each page's K and V "
+           "rows with bulk tensor copies (cp.async.bulk.tensor, one per page "
+           "and 128-byte column block, 128-byte swizzle) completing on a "
+           "per-stage mbarrier, issued by one thread, instead of 16-byte "
+           "cp.asyncs by every thread; the entries take tensor maps over the "
+           "pools (the metadata's decode_tma). Needs sm_90 or later">,
     Option<"decodePdl", "decode-pdl", "bool", /*default=*/"false",
            "With kv-cache: the decode entries let dependent grids launch "
            "(griddepcontrol.launch_dependents) and the merge kernel waits on "

@@ -1048,6 +1048,7 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     cfg.decodeMinCtas = decodeMinCtas;
     cfg.decodeL2Prefetch = decodeL2Prefetch;
     cfg.decodePdl = decodePdl && cfg.kvCache;
+    cfg.decodeTma = decodeTma && cfg.kvCache;
     if (cfg.decodeMinCtas < 0 || cfg.decodeMinCtas > 32) {
       module.emitError("attn-to-nvvm: decode-min-ctas must be 0 to 32");
       return signalPassFailure();

@@ -76,6 +76,9 @@ public:
     if (failed(buildDecode(*mb, "")))
       return failure();
     buildMergeKernel(kernel, cfg, elemType, *mb);
+    if (int64_t rows = tmaBoxRows())
+      mb->getBlock()->getParentOp()->setAttr(attn::kDecodeTmaAttr,
+                                             IntegerAttr::get(IntegerType::get(ctx, 64), rows));
     if (cfg.decodePdl)
       mb->getBlock()->getParentOp()->setAttr(attn::kMergeWaitsAttr, UnitAttr::get(ctx));
     buildCacheUpdateKernels(kernel, cfg, elemType, storage, *mb);
@@ -106,6 +109,19 @@ public:
 
 private:
   attn::CacheStorage storage;
+
+  /// Rows of a bulk tensor copy's box where the decode copies K/V pages by
+  /// the copy engine (cfg.decodeTma), else 0: bf16/f16 pages of a constant
+  /// page size whose K and V rows are whole 128-byte lines (the box is 64
+  /// columns, one line, swizzled by 128 bytes as the cp.async tiles are),
+  /// and tiles of whole pages or pages of whole tiles.
+  int64_t tmaBoxRows() const {
+    const int64_t P = storage.pageSize, BK = cfg.blockK;
+    if (!cfg.decodeTma || storage.quantized || P <= 0 || (cfg.headDim * 2) % 128 ||
+        (cfg.headDimV * 2) % 128 || (BK % P && P % BK))
+      return 0;
+    return std::min(P, BK);
+  }
 
   Value pureAsm(OpBuilder &b, Type result, ValueRange operands, const std::string &text,
                 StringRef constraints) {
@@ -265,6 +281,16 @@ private:
     // 1.5x the sectors (ncu, bench/NOTES.md "Swizzled K/V tiles").
     const bool swizzleK = !quant && (D * 2) % 128 == 0, swizzleV = !quant && (Dv * 2) % 128 == 0;
     const int64_t qStride = D + 8, kStride = swizzleK ? D : D + 8, vStride = swizzleV ? Dv : Dv + 8;
+    // Bulk tensor copies (tmaBoxRows): one thread copies each page's rows
+    // as boxes of 64 columns (128 bytes, swizzled by 128 bytes: the same
+    // chunk order as swizzleK), completing on the stage's mbarrier. A
+    // tile is then stored as 128-byte column blocks, [D / 64][BK][128
+    // bytes], where the cp.async tiles keep whole rows ([BK][D * 2 bytes]):
+    // rowPitch and blockPitch give a row's and a column block's bytes.
+    const int64_t boxRows = tmaBoxRows();
+    const bool tma = boxRows > 0;
+    const int64_t kRowPitch = tma ? 128 : kStride * 2, vRowPitch = tma ? 128 : vStride * 2;
+    const int64_t blockPitch = tma ? BK * 128 : 128;
     const int64_t qBytes = BQ * qStride * 2, kBytes = BK * kStride * 2, vBytes = BK * vStride * 2;
     const int64_t perByte = storage.nibbles ? 2 : 1;
     const int64_t kGroups = storage.group ? D / storage.group : 1;
@@ -308,7 +334,11 @@ private:
     const int64_t kScaleIn = quant ? BK * kGroups * sB : 0,
                   vScaleIn = quant ? BK * vGroups * sB : 0;
     // Swizzled rows need their 128-byte lines aligned in shared memory.
-    const int64_t lineAlign = swizzleK || swizzleV || swizzleRawK || swizzleRawV ? 128 : 16;
+    // The copy engine's 128-byte swizzle follows address bits 7-9: its
+    // boxes start 1024-byte aligned.
+    const int64_t lineAlign = tma                                                  ? 1024
+                              : swizzleK || swizzleV || swizzleRawK || swizzleRawV ? 128
+                                                                                   : 16;
     const int64_t stK = 0, stV = kIn, stKs = kIn + vIn, stVs = stKs + kScaleIn,
                   stPos = stVs + vScaleIn, stageBytes = llvm::alignTo(stPos + BK * 4, lineAlign);
     // Quantized: an f16 copy of Q (columns permuted, see kColumn) and one
@@ -320,12 +350,25 @@ private:
     // combine.
     const int64_t combineBytes = warps * BQ * (Dv + 2) * 4;
     sharedBytes = std::max(stagesBase + stages * stageBytes, qBytes + combineBytes);
+    // The stages' mbarriers (tma) after everything else: the combine reuses
+    // the stages' bytes.
+    const int64_t barriersBase = llvm::alignTo(sharedBytes, 8);
+    if (tma)
+      sharedBytes = barriersBase + stages * 8;
     numThreads = threads;
 
     SmallVector<Type> types = decodeAbiTypes();
     appendParamTypes(types);
+    // tma: the key and value pools' tensor maps, by value (lowerToNVVM
+    // makes them byval grid constants).
+    const unsigned kMapArg = types.size(), vMapArg = kMapArg + 1;
+    if (tma)
+      types.append(2, ptrT());
     auto [fn, b] = createKernelFunc(mb, attn::cudaEntryName(kernel.getSymName()) + suffix.str(),
                                     types, threads);
+    if (tma)
+      fn->setAttr(attn::kTensorMapArgsAttr,
+                  b.getDenseI32ArrayAttr({int32_t(kMapArg), int32_t(vMapArg)}));
     // The decode is latency-bound at two CTAs (8 warps) per SM (ncu,
     // bench/NOTES.md session 10): int4 with scale groups (a Q.K^T chain per
     // group, more registers than per-token scales) asks for three, which
@@ -410,6 +453,33 @@ private:
     auto smemAt = [&](OpBuilder &b, Value byteOffset) {
       return gep(b, smem, byteOffset, b.getI8Type());
     };
+    auto sideAsm = [&](OpBuilder &b, ValueRange operands, StringRef text, StringRef constraints) {
+      LLVM::InlineAsmOp::create(b, l, TypeRange{}, operands, text, constraints,
+                                /*has_side_effects=*/true, /*is_align_stack=*/false,
+                                LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
+                                ArrayAttr());
+    };
+    // tma: the shared address of stage `stage`'s mbarrier, and the generic
+    // address of a tensor map (a grid-constant kernel parameter).
+    auto barrierAt = [&](OpBuilder &b, Value stage) -> Value {
+      return LLVM::PtrToIntOp::create(
+          b, l, i64(), smemAt(b, add(b, ci32(b, barriersBase), mul(b, stage, ci32(b, 8)))));
+    };
+    auto mapAt = [&](OpBuilder &b, unsigned argIndex) -> Value {
+      return LLVM::PtrToIntOp::create(b, l, i64(), arg(argIndex));
+    };
+    Value isLeader = cmpi(b, arith::CmpIPredicate::eq, tid, ci32(b, 0));
+    if (tma) {
+      // One arrival (the leader's expect_tx) per phase; the bytes complete it.
+      ifThen(b, isLeader, [&](OpBuilder &b) {
+        for (int64_t s = 0; s < stages; ++s)
+          sideAsm(b, {barrierAt(b, ci32(b, s))}, "mbarrier.init.shared::cta.b64 [$0], 1;", "l");
+        sideAsm(b, {}, "fence.mbarrier_init.release.cluster;", "");
+        for (unsigned m : {kMapArg, vMapArg})
+          sideAsm(b, {mapAt(b, m)}, "prefetch.tensormap [$0];", "l");
+      });
+      gpu::BarrierOp::create(b, l);
+    }
     // body(index) for index = tid, tid + threads, ... below `count`.
     auto forEachIndex = [&](OpBuilder &b, int64_t count,
                             llvm::function_ref<void(OpBuilder &, Value)> body) {
@@ -537,7 +607,38 @@ private:
         int64_t kCols = D / perByte, vCols = Dv / perByte;
         int64_t kPitch = quant ? kRaw : kStride, vPitch = quant ? vRaw : vStride;
         const bool swK = quant ? swizzleRawK : swizzleK, swV = quant ? swizzleRawV : swizzleV;
-        if (kCols == vCols && kPitch == vPitch) {
+        if (tma) {
+          // The leader copies the boxes of the tile's valid slots (a box
+          // past the split is not copied: the KV loop zero-fills its rows)
+          // and tells the stage's mbarrier how many bytes to expect.
+          ifThen(b, isLeader, [&](OpBuilder &b) {
+            Value bar = barrierAt(b, stage);
+            Value boxes =
+                mini(b, divu(b, add(b, sub(b, s1, first), ci32(b, boxRows - 1)), ci32(b, boxRows)),
+                     ci32(b, BK / boxRows));
+            sideAsm(b, {bar, mul(b, boxes, ci32(b, boxRows * (D + Dv) * 2))},
+                    "mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], $1;", "l,r");
+            for (int64_t box = 0; box < BK / boxRows; ++box) {
+              Value slot = add(b, first, ci32(b, box * boxRows));
+              ifThen(b, cmpi(b, arith::CmpIPredicate::slt, slot, s1), [&](OpBuilder &b) {
+                Value row = arith::TruncIOp::create(b, l, i32(), poolRow(b, slot));
+                auto copy = [&](unsigned map, Value base, int64_t cols) {
+                  for (int64_t blk = 0; blk < cols / 64; ++blk) {
+                    Value dst = LLVM::PtrToIntOp::create(
+                        b, l, i64(),
+                        smemAt(b, add(b, base, ci32(b, blk * blockPitch + box * boxRows * 128))));
+                    sideAsm(b, {dst, mapAt(b, map), ci32(b, blk * 64), row, bar},
+                            "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx"
+                            "::bytes [$0], [$1, {$2, $3}], [$4];",
+                            "l,l,r,r,l");
+                  }
+                };
+                copy(kMapArg, kOff, D);
+                copy(vMapArg, vOff, Dv);
+              });
+            }
+          });
+        } else if (kCols == vCols && kPitch == vPitch) {
           copyRows(b, {{gK, kOff}, {gV, vOff}}, in, BK, kCols, kPitch, swK, source(kCols));
         } else {
           copyRows(b, {{gK, kOff}}, in, BK, kCols, kPitch, swK, source(kCols));
@@ -620,6 +721,40 @@ private:
         tile(Dv, stV, tilesBase, vStride);
         gpu::BarrierOp::create(b, l);
       };
+      // tma: waits for tile t's bytes (phase t / stages of its stage's
+      // mbarrier), then zero-fills its rows past the split, as cp.async's
+      // src-size 0 does (stale slots of a page must not reach P.V); the
+      // copy engine writes those bytes again later, so the zeros are
+      // ordered before it (fence.proxy.async).
+      auto awaitTmaTile = [&](OpBuilder &b, Value t) {
+        Value stage = remu(b, t, ci32(b, stages));
+        Value parity = remu(b, divu(b, t, ci32(b, stages)), ci32(b, 2));
+        sideAsm(b, {barrierAt(b, stage), parity},
+                "{\n.reg .pred done;\nwait:\nmbarrier.try_wait.parity.shared::cta.b64 done, [$0], "
+                "$1;\n@!done bra wait;\n}",
+                "l,r");
+        Value valid = sub(b, s1, add(b, s0, mul(b, t, ci32(b, BK))));
+        ifThen(b, cmpi(b, arith::CmpIPredicate::slt, valid, ci32(b, BK)), [&](OpBuilder &b) {
+          const int64_t kBlocks = D / 64, blocks = kBlocks + Dv / 64;
+          Value kBase = stageAt(b, stage, stK), vBase = stageAt(b, stage, stV);
+          Value zeros = LLVM::ZeroOp::create(b, l, VectorType::get({4}, i32()));
+          forEachIndex(b, blocks * BK * 8, [&](OpBuilder &b, Value c) {
+            Value r = remu(b, divu(b, c, ci32(b, 8)), ci32(b, BK));
+            Value blk = divu(b, c, ci32(b, 8 * BK));
+            ifThen(b, cmpi(b, arith::CmpIPredicate::sge, r, valid), [&](OpBuilder &b) {
+              Value isK = cmpi(b, arith::CmpIPredicate::slt, blk, ci32(b, kBlocks));
+              Value base =
+                  select(b, isK, add(b, kBase, mul(b, blk, ci32(b, blockPitch))),
+                         add(b, vBase, mul(b, sub(b, blk, ci32(b, kBlocks)), ci32(b, blockPitch))));
+              Value at =
+                  add(b, base,
+                      add(b, mul(b, r, ci32(b, 128)), mul(b, remu(b, c, ci32(b, 8)), ci32(b, 16))));
+              LLVM::StoreOp::create(b, l, zeros, smemAt(b, at), /*alignment=*/16);
+            });
+          });
+          sideAsm(b, {}, "fence.proxy.async.shared::cta;", "");
+        });
+      };
       // Tiles 0 .. stages-2 in flight before the loop (a group each, committed
       // even when empty so that group counts stay uniform).
       for (int64_t st = 0; st + 1 < stages; ++st) {
@@ -664,23 +799,23 @@ private:
       // rows its 16-byte chunk 2 * kk + laneMid (K, k16 chunk kk) sits at
       // 2 * kk ^ (laneMid ^ lane8), and V's 2 * np + laneHi at
       // 2 * np ^ (laneHi ^ lane8).
-      Value laneK = mul(
-          b,
-          add(b,
-              mul(b, add(b, warpKey, add(b, mul(b, laneHi, ci32(b, 8)), lane8)), ci32(b, kStride)),
-              swizzleK ? ci32(b, 0) : mul(b, laneMid, ci32(b, 8))),
-          ci32(b, 2));
-      Value laneV = mul(b,
-                        add(b, mul(b, add(b, warpKey, lane16), ci32(b, vStride)),
-                            swizzleV ? ci32(b, 0) : mul(b, laneHi, ci32(b, 8))),
-                        ci32(b, 2));
+      Value laneK = add(
+          b, mul(b, add(b, warpKey, add(b, mul(b, laneHi, ci32(b, 8)), lane8)), ci32(b, kRowPitch)),
+          swizzleK ? ci32(b, 0) : mul(b, laneMid, ci32(b, 16)));
+      Value laneV = add(b, mul(b, add(b, warpKey, lane16), ci32(b, vRowPitch)),
+                        swizzleV ? ci32(b, 0) : mul(b, laneHi, ci32(b, 16)));
       Value kChunkXor = arith::XOrIOp::create(b, l, laneMid, lane8),
             vChunkXor = arith::XOrIOp::create(b, l, laneHi, lane8);
       // Byte offset of k16 chunk kk (K) or n16 pair np (V) from the lane's
       // row address.
+      // tma's column blocks: chunk 2k's block (2k / 8) is a constant.
       auto chunkPair = [&](OpBuilder &b, bool swizzled, Value chunkXor, int64_t k) -> Value {
         if (!swizzled)
           return ci32(b, k * 32);
+        if (tma)
+          return add(
+              b, ci32(b, (2 * k / 8) * blockPitch),
+              mul(b, arith::XOrIOp::create(b, l, ci32(b, 2 * k % 8), chunkXor), ci32(b, 16)));
         return mul(b, arith::XOrIOp::create(b, l, ci32(b, 2 * k), chunkXor), ci32(b, 16));
       };
       auto loadQ = [&](OpBuilder &b, int64_t mt, int64_t kk) {
@@ -769,6 +904,8 @@ private:
             }
             NVVM::CpAsyncCommitGroupOp::create(b, l);
             NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(stages - 1));
+            if (tma)
+              awaitTmaTile(b, t);
             gpu::BarrierOp::create(b, l);
             Value stage = remu(b, t, ci32(b, stages));
             Value kOff = quant ? ci32(b, tilesBase) : stageAt(b, stage, stK);

@@ -63,8 +63,9 @@ void attnc::pipeline::registerCudaDialects(DialectRegistry &registry) {
 /// wgmma exists only on sm_90a (the arch-specific Hopper target).
 static bool hasWgmma(llvm::StringRef arch) { return arch == "sm_90a"; }
 
-/// griddepcontrol (programmatic dependent launch) exists from sm_90 on.
-static bool hasGridDependencyControl(llvm::StringRef arch) {
+/// griddepcontrol (programmatic dependent launch) and the bulk tensor copy
+/// engine (cp.async.bulk.tensor) exist from sm_90 on.
+static bool isSm90OrLater(llvm::StringRef arch) {
   unsigned version = 0;
   return arch.consume_front("sm_") && !arch.consumeInteger(10, version) && version >= 90;
 }
@@ -145,8 +146,9 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.decodeLazyRescale = options.decodeLazyRescale;
   o.decodeTransposed = options.decodeTransposed;
   o.decodeMinCtas = options.decodeMinCtas;
-  o.decodePdl = options.decodePdl && hasGridDependencyControl(options.arch);
+  o.decodePdl = options.decodePdl && isSm90OrLater(options.arch);
   o.decodeL2Prefetch = options.decodeL2Prefetch;
+  o.decodeTma = options.decodeTma && isSm90OrLater(options.arch);
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
@@ -180,7 +182,26 @@ LogicalResult attnc::pipeline::lowerToNVVM(ModuleOp module, const CudaOptions &o
   t.optLevel = options.optLevel;
   pm.addPass(createGpuNVVMAttachTarget(t));
   pm.addPass(createReconcileUnrealizedCastsPass());
-  return pm.run(module);
+  if (failed(pm.run(module)))
+    return failure();
+  // Tensor maps passed by value (attn::kTensorMapArgsAttr): gpu.func's
+  // lowering drops byval, so the kernel's arguments get it here, as
+  // 128-byte, 64-byte aligned grid constants (.param .align 64 .b8 [128],
+  // whose generic address cvta.param gives the bulk tensor copies).
+  Builder b(module->getContext());
+  module.walk([&](LLVM::LLVMFuncOp fn) {
+    auto args = fn->getAttrOfType<DenseI32ArrayAttr>(attn::kTensorMapArgsAttr);
+    if (!args)
+      return;
+    for (int32_t i : args.asArrayRef()) {
+      fn.setArgAttr(i, LLVM::LLVMDialect::getByValAttrName(),
+                    TypeAttr::get(LLVM::LLVMArrayType::get(b.getI8Type(), 128)));
+      fn.setArgAttr(i, LLVM::LLVMDialect::getAlignAttrName(), b.getI64IntegerAttr(64));
+      fn.setArgAttr(i, NVVM::NVVMDialect::getGridConstantAttrName(), b.getUnitAttr());
+    }
+    fn->removeAttr(attn::kTensorMapArgsAttr);
+  });
+  return success();
 }
 
 llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp module,
@@ -217,6 +238,7 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
     for (Attribute twin : list)
       twins.emplace_back(cast<DenseI64ArrayAttr>(twin).asArrayRef());
   const bool mergeWaits = gm->hasAttr(attn::kMergeWaitsAttr);
+  const int64_t tmaBoxRows = attrInt(attn::kDecodeTmaAttr);
   if (failed(lowerToNVVM(module, options)))
     return makeError("lowering to NVVM failed");
 
@@ -256,6 +278,8 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
     os << "decode_wide " << twin[0] << " " << twin[1] << " " << twin[2] << "\n";
   if (mergeWaits) // decode: the merge may launch before the decode grid ends
     os << "merge_pdl 1\n";
+  if (tmaBoxRows) // decode: tensor maps over the pools (boxes of ROWS x 64)
+    os << "decode_tma " << tmaBoxRows << "\n";
   os << params;
   return art;
 }
