@@ -70,10 +70,12 @@ protected:
         gpu::GPUModuleOp::create(moduleBuilder, loc(), attn::cudaEntryName(kernel.getSymName()));
     OpBuilder mb = OpBuilder::atBlockBegin(gpuModule.getBody());
     // Dynamic shared memory: one extern array, carved up by offsets
-    // (wgmma's swizzle atoms need 1024-byte alignment).
+    // (wgmma's swizzle atoms and the copy engine's 128-byte swizzled boxes
+    // need 1024-byte alignment).
     LLVM::GlobalOp::create(mb, loc(), LLVM::LLVMArrayType::get(mb.getI8Type(), 0),
                            /*isConstant=*/false, LLVM::Linkage::External, "attnc_smem", Attribute(),
-                           /*alignment=*/cfg.wgmma ? 1024 : 16, /*addrSpace=*/3);
+                           /*alignment=*/cfg.wgmma || cfg.decodeTma ? 1024 : 16,
+                           /*addrSpace=*/3);
     return mb;
   }
 
