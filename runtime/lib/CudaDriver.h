@@ -156,7 +156,11 @@ constexpr int64_t kDefaultDynamicSharedBytes = 48 * 1024;
 struct CUtensorMap {
   alignas(128) uint64_t opaque[16];
 };
-enum : int { CU_TENSOR_MAP_DATA_TYPE_FLOAT16 = 6, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 = 9 };
+enum : int {
+  CU_TENSOR_MAP_DATA_TYPE_UINT8 = 0,
+  CU_TENSOR_MAP_DATA_TYPE_FLOAT16 = 6,
+  CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 = 9
+};
 enum : int { CU_TENSOR_MAP_INTERLEAVE_NONE = 0 };
 enum : int { CU_TENSOR_MAP_SWIZZLE_128B = 3 };
 enum : int { CU_TENSOR_MAP_L2_PROMOTION_L2_128B = 2 };

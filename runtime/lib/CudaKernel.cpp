@@ -777,24 +777,28 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   const int64_t rowTiles = ((p.Hq / Hkv) * Nq + shape.blockQ - 1) / shape.blockQ;
   auto decodeParams = abi.pointers();
   // Bulk tensor copies (metadata decode_tma): the decode entries end with
-  // tensor maps over the pools as [pages * P, D] matrices, boxes of
-  // tmaBoxRows slot rows x 64 elements swizzled by 128 bytes, as the
-  // kernel's shared tiles are (DecodeKernel.cpp in the compiler).
+  // tensor maps over the pools as [pages * P, row] matrices (bf16 / f16
+  // values, or a quantized row's bytes), boxes of tmaBoxRows slot rows x
+  // one 128-byte line swizzled by 128 bytes, as the kernel's shared tiles
+  // are (DecodeKernel.cpp in the compiler).
   CUtensorMap kMap{}, vMap{};
   if (ki.tmaBoxRows) {
     if (!drv.cuTensorMapEncodeTiled)
       return Status::error("kernel '" + ki.name +
                            "' copies pages with bulk tensor copies, but the CUDA driver has no "
                            "cuTensorMapEncodeTiled (CUDA 12 or later)");
-    const int type = policy.storagePolicy().storage == "bf16" ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                                              : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    const CachePolicyInfo &sp = policy.storagePolicy();
+    const int type = quant                  ? CU_TENSOR_MAP_DATA_TYPE_UINT8
+                     : sp.storage == "bf16" ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                            : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    const int64_t bytes = quant ? 1 : 2, perByte = sp.valuesPerByte();
     // The pools' 16-byte alignment, which the copy engine needs, is the
     // kernel's (checked with K/V above).
-    for (auto [map, pool, cols] :
-         {std::tuple{&kMap, &*kPool, ki.headDim}, std::tuple{&vMap, &*vPool, ki.headDimV}}) {
+    for (auto [map, pool, cols] : {std::tuple{&kMap, &*kPool, ki.headDim / perByte},
+                                   std::tuple{&vMap, &*vPool, ki.headDimV / perByte}}) {
       const uint64_t dims[2] = {uint64_t(cols), uint64_t(pools->rows)};
-      const uint64_t strides[1] = {uint64_t(cols) * 2};
-      const uint32_t box[2] = {64, uint32_t(ki.tmaBoxRows)}, unit[2] = {1, 1};
+      const uint64_t strides[1] = {uint64_t(cols * bytes)};
+      const uint32_t box[2] = {uint32_t(128 / bytes), uint32_t(ki.tmaBoxRows)}, unit[2] = {1, 1};
       if (Status s =
               ATTNC_CU(drv, cuTensorMapEncodeTiled, map, type, 2u, pool->data, dims, strides, box,
                        unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,

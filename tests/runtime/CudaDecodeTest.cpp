@@ -349,6 +349,38 @@ TEST_F(CudaDecodeFake, BulkCopyKernelsTakeTensorMapsOfThePools) {
   // before the driver.
   p.kPool.t.byte_offset = 8;
   expectError((*k)->launch(a), "is not 16-byte aligned");
+
+  // int8 per token at D = 128: the maps are over the rows' bytes (u8), a
+  // box one 128-byte line of 128 columns.
+  std::string q8 = meta;
+  const std::string d64 = "head_dim 64\nhead_dim_v 64";
+  q8.replace(q8.find(d64), d64.size(), "head_dim 128\nhead_dim_v 128");
+  q8.replace(q8.find("pkv paged 16 all 0 0 bf16 none 0 0 none"), 39,
+             "q8 paged 16 all 0 0 i8 per_token 0 0 none f32");
+  auto kq = CudaKernel::load(decodePtx(false, true), q8);
+  ASSERT_TRUE(bool(kq)) << kq.message();
+  DecodeProblem pq(1, 8, 2, 1, 32, 8, 16, 128);
+  DevTensor kRaw({8, 16, 128}, DLDataType{kDLInt, 8, 1}),
+      vRaw({8, 16, 128}, DLDataType{kDLInt, 8, 1});
+  DevTensor kScales({8, 16, 1}, kF32), vScales({8, 16, 1}, kF32);
+  auto aq = pq.args();
+  aq.splits = 1;
+  aq.cache.keyPool = &kRaw, aq.cache.valuePool = &vRaw;
+  aq.cache.keyScales = &kScales, aq.cache.valueScales = &vScales;
+  const int before = fake.tensorMapCount();
+  Status ran = (*kq)->launch(aq);
+  ASSERT_TRUE(ran) << ran.message();
+  ASSERT_EQ(fake.tensorMapCount(), before + 2);
+  for (int i = 0; i < 2; ++i) {
+    attnc_fake_tensor_map t = fake.tensorMap(before + i);
+    EXPECT_EQ(t.address, (i ? vRaw : kRaw).t.data);
+    EXPECT_EQ(t.type, 0) << "u8";
+    EXPECT_EQ(t.dims[0], 128u);
+    EXPECT_EQ(t.dims[1], 8u * 16u);
+    EXPECT_EQ(t.rowBytes, 128u);
+    EXPECT_EQ(t.box[0], 128u);
+    EXPECT_EQ(t.box[1], 16u);
+  }
   for (const char *bad : {"decode_tma 0\n", "decode_tma\n", "decode_tma 512\n"})
     expectError(parseCudaKernelInfo(std::string(kDecodeMeta) + bad).error(),
                 "decode_tma: expected the box rows");

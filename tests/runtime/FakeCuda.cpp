@@ -627,7 +627,8 @@ int attnc_fake_cuda_tensor_map(int i, attnc_fake_tensor_map *out) {
 }
 
 // The driver's checks of a 2-D tiled map that attnc encodes (cuda.h's
-// cuTensorMapEncodeTiled): a 16-byte aligned device address, strides of
+// cuTensorMapEncodeTiled; u8, f16 or bf16): a 16-byte aligned device
+// address, strides of
 // 16-byte multiples, boxes of at most 256 rows and, with the 128-byte
 // swizzle (3), inner boxes of at most 128 bytes. The map holds the address
 // in its first 8 bytes (what a launch records) and the encode is kept.
@@ -635,7 +636,7 @@ CUresult cuTensorMapEncodeTiled(void *map, int type, uint32_t rank, void *addres
                                 const uint64_t *dims, const uint64_t *strides, const uint32_t *box,
                                 const uint32_t *unit, int interleave, int swizzle, int l2,
                                 int oobFill) {
-  const int bytes = type == 6 || type == 9 ? 2 : 0; // f16, bf16
+  const int bytes = type == 6 || type == 9 ? 2 : type == 0 ? 1 : 0; // f16, bf16; u8
   if (!map || rank != 2 || !bytes || uintptr_t(address) % 16 || strides[0] % 16 || box[0] > 256 ||
       box[1] > 256 || (swizzle == 3 && box[0] * bytes > 128) || unit[0] != 1 || unit[1] != 1 ||
       interleave != 0)

@@ -110,15 +110,23 @@ public:
 private:
   attn::CacheStorage storage;
 
+  /// Bytes of a stored K (or V) row of head dim `d`: bf16 / f16 values,
+  /// or the raw bytes of a quantized row (int4: two values a byte).
+  int64_t storedRowBytes(int64_t d) const {
+    return storage.quantized ? d / (storage.nibbles ? 2 : 1) : d * 2;
+  }
   /// Rows of a bulk tensor copy's box where the decode copies K/V pages by
-  /// the copy engine (cfg.decodeTma), else 0: bf16/f16 pages of a constant
-  /// page size whose K and V rows are whole 128-byte lines (the box is 64
-  /// columns, one line, swizzled by 128 bytes as the cp.async tiles are),
-  /// and tiles of whole pages or pages of whole tiles.
+  /// the copy engine (cfg.decodeTma), else 0: pages of a constant page
+  /// size, tiles of whole pages or pages of whole tiles, and rows the
+  /// shared tiles already lay out as the engine's 128-byte swizzle does
+  /// (a box is one 128-byte line of columns): bf16 / f16 rows of whole
+  /// lines, quantized raw rows of exactly one line (int8 / fp8 at D = 128).
   int64_t tmaBoxRows() const {
     const int64_t P = storage.pageSize, BK = cfg.blockK;
-    if (!cfg.decodeTma || storage.quantized || P <= 0 || (cfg.headDim * 2) % 128 ||
-        (cfg.headDimV * 2) % 128 || (BK % P && P % BK))
+    const int64_t kRow = storedRowBytes(cfg.headDim), vRow = storedRowBytes(cfg.headDimV);
+    const bool lines =
+        storage.quantized ? kRow == 128 && vRow == 128 : kRow % 128 == 0 && vRow % 128 == 0;
+    if (!cfg.decodeTma || !lines || P <= 0 || (BK % P && P % BK))
       return 0;
     return std::min(P, BK);
   }
@@ -282,13 +290,16 @@ private:
     const bool swizzleK = !quant && (D * 2) % 128 == 0, swizzleV = !quant && (Dv * 2) % 128 == 0;
     const int64_t qStride = D + 8, kStride = swizzleK ? D : D + 8, vStride = swizzleV ? Dv : Dv + 8;
     // Bulk tensor copies (tmaBoxRows): one thread copies each page's rows
-    // as boxes of 64 columns (128 bytes, swizzled by 128 bytes: the same
-    // chunk order as swizzleK), completing on the stage's mbarrier. A
-    // tile is then stored as 128-byte column blocks, [D / 64][BK][128
-    // bytes], where the cp.async tiles keep whole rows ([BK][D * 2 bytes]):
-    // rowPitch and blockPitch give a row's and a column block's bytes.
+    // as boxes of one 128-byte line of columns (swizzled by 128 bytes: the
+    // same chunk order as swizzleK and swizzleRawK), completing on the
+    // stage's mbarrier. A bf16 tile is then stored as 128-byte column
+    // blocks, [D / 64][BK][128 bytes], where the cp.async tiles keep whole
+    // rows ([BK][D * 2 bytes]): rowPitch and blockPitch give a row's and a
+    // column block's bytes. (Quantized raw rows are one line: no change.)
     const int64_t boxRows = tmaBoxRows();
     const bool tma = boxRows > 0;
+    const int64_t kLines = storedRowBytes(D) / 128, vLines = storedRowBytes(Dv) / 128;
+    const int64_t lineColumns = quant ? 128 : 64; // a line's elements in the tensor maps
     const int64_t kRowPitch = tma ? 128 : kStride * 2, vRowPitch = tma ? 128 : vStride * 2;
     const int64_t blockPitch = tma ? BK * 128 : 128;
     const int64_t qBytes = BQ * qStride * 2, kBytes = BK * kStride * 2, vBytes = BK * vStride * 2;
@@ -616,25 +627,25 @@ private:
             Value boxes =
                 mini(b, divu(b, add(b, sub(b, s1, first), ci32(b, boxRows - 1)), ci32(b, boxRows)),
                      ci32(b, BK / boxRows));
-            sideAsm(b, {bar, mul(b, boxes, ci32(b, boxRows * (D + Dv) * 2))},
+            sideAsm(b, {bar, mul(b, boxes, ci32(b, boxRows * (kLines + vLines) * 128))},
                     "mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], $1;", "l,r");
             for (int64_t box = 0; box < BK / boxRows; ++box) {
               Value slot = add(b, first, ci32(b, box * boxRows));
               ifThen(b, cmpi(b, arith::CmpIPredicate::slt, slot, s1), [&](OpBuilder &b) {
                 Value row = arith::TruncIOp::create(b, l, i32(), poolRow(b, slot));
-                auto copy = [&](unsigned map, Value base, int64_t cols) {
-                  for (int64_t blk = 0; blk < cols / 64; ++blk) {
+                auto copy = [&](unsigned map, Value base, int64_t lines) {
+                  for (int64_t blk = 0; blk < lines; ++blk) {
                     Value dst = LLVM::PtrToIntOp::create(
                         b, l, i64(),
                         smemAt(b, add(b, base, ci32(b, blk * blockPitch + box * boxRows * 128))));
-                    sideAsm(b, {dst, mapAt(b, map), ci32(b, blk * 64), row, bar},
+                    sideAsm(b, {dst, mapAt(b, map), ci32(b, blk * lineColumns), row, bar},
                             "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx"
                             "::bytes [$0], [$1, {$2, $3}], [$4];",
                             "l,l,r,r,l");
                   }
                 };
-                copy(kMapArg, kOff, D);
-                copy(vMapArg, vOff, Dv);
+                copy(kMapArg, kOff, kLines);
+                copy(vMapArg, vOff, vLines);
               });
             }
           });
@@ -735,7 +746,7 @@ private:
                 "l,r");
         Value valid = sub(b, s1, add(b, s0, mul(b, t, ci32(b, BK))));
         ifThen(b, cmpi(b, arith::CmpIPredicate::slt, valid, ci32(b, BK)), [&](OpBuilder &b) {
-          const int64_t kBlocks = D / 64, blocks = kBlocks + Dv / 64;
+          const int64_t kBlocks = kLines, blocks = kLines + vLines;
           Value kBase = stageAt(b, stage, stK), vBase = stageAt(b, stage, stV);
           Value zeros = LLVM::ZeroOp::create(b, l, VectorType::get({4}, i32()));
           forEachIndex(b, blocks * BK * 8, [&](OpBuilder &b, Value c) {
