@@ -623,6 +623,14 @@ private:
           // past the split is not copied: the KV loop zero-fills its rows)
           // and tells the stage's mbarrier how many bytes to expect.
           ifThen(b, isLeader, [&](OpBuilder &b) {
+            // The boxes' pool rows first (slots clamped into the split):
+            // independent page-table loads in flight together, not one
+            // round trip per box on the leader's path.
+            SmallVector<Value> rows;
+            for (int64_t box = 0; box < BK / boxRows; ++box) {
+              Value slot = mini(b, add(b, first, ci32(b, box * boxRows)), sub(b, s1, ci32(b, 1)));
+              rows.push_back(arith::TruncIOp::create(b, l, i32(), poolRow(b, slot)));
+            }
             Value bar = barrierAt(b, stage);
             Value boxes =
                 mini(b, divu(b, add(b, sub(b, s1, first), ci32(b, boxRows - 1)), ci32(b, boxRows)),
@@ -632,7 +640,7 @@ private:
             for (int64_t box = 0; box < BK / boxRows; ++box) {
               Value slot = add(b, first, ci32(b, box * boxRows));
               ifThen(b, cmpi(b, arith::CmpIPredicate::slt, slot, s1), [&](OpBuilder &b) {
-                Value row = arith::TruncIOp::create(b, l, i32(), poolRow(b, slot));
+                Value row = rows[box];
                 auto copy = [&](unsigned map, Value base, int64_t lines) {
                   for (int64_t blk = 0; blk < lines; ++blk) {
                     Value dst = LLVM::PtrToIntOp::create(
