@@ -8,7 +8,11 @@
 //   i64 q_sb, q_sh, q_sn, o_sb, o_sh, o_sn, lse_sb, lse_sh
 //   u64 kv_pages, kv_pos, kv_len, q_pos, k_scale, v_scale
 //   i32 write_lse
-//   then the runtime parameters (as the prefill kernel's).
+//   then the runtime parameters (as the prefill kernel's), and with
+//   cfg.decodeTma where the pages take bulk tensor copies (the module's
+//   attn::kDecodeTmaAttr) two tensor maps by value (CUtensorMap, 128
+//   bytes): over the key and the value pool as [pages * P, row] matrices.
+//   (The merge and mass kernels take none.)
 // Pools are [pages, P, D] / [pages, P, Dv] (a page holds one KV head's P
 // slots); tables are i32: kv_pages [B * Hkv, max_pages], kv_pos [B * Hkv,
 // max_slots] (-1: not retained) or null (slot j holds position j: no
