@@ -37,9 +37,9 @@
 namespace {
 
 constexpr int D = 128, P = 16, BK = 64, STAGES = 3, THREADS = 128;
-constexpr int ROW = D * 2;       // bytes of a bf16 K or V row
-constexpr int TILE = BK * ROW;   // bytes of a tile's K (or V)
-constexpr int STAGE = 2 * TILE;  // K and V
+constexpr int ROW = D * 2;      // bytes of a bf16 K or V row
+constexpr int TILE = BK * ROW;  // bytes of a tile's K (or V)
+constexpr int STAGE = 2 * TILE; // K and V
 constexpr int SMEM = STAGES * STAGE;
 
 #define CHECK(x)                                                                                   \
@@ -93,9 +93,9 @@ __global__ void __launch_bounds__(THREADS) streamCpAsync(Job j) {
       const int at = r * ROW + ((ch ^ (r & 7)) << 4);
       asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;" ::"r"(smemAddr(st + at)),
                    "l"(j.k + row * ROW + ch * 16));
-      asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;" ::"r"(
-                       smemAddr(st + TILE + at)),
-                   "l"(j.v + row * ROW + ch * 16));
+      asm volatile(
+          "cp.async.cg.shared.global.L2::128B [%0], [%1], 16;" ::"r"(smemAddr(st + TILE + at)),
+          "l"(j.v + row * ROW + ch * 16));
     }
   };
   for (int s = 0; s + 1 < STAGES; ++s) {
@@ -117,7 +117,8 @@ __global__ void __launch_bounds__(THREADS) streamCpAsync(Job j) {
 }
 
 __global__ void __launch_bounds__(THREADS)
-    streamTma(const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv, Job j) {
+    streamTma(const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv,
+              Job j) {
   extern __shared__ __align__(1024) char smem[];
   __shared__ alignas(8) unsigned long long bars[STAGES];
   const int *table = j.pages + size_t(blockIdx.y) * j.pagesPerHead;
@@ -207,10 +208,10 @@ CUtensorMap poolMap(void *base, size_t rows) {
   CUtensorMap m;
   cuuint64_t dims[2] = {D, rows}, strides[1] = {ROW};
   cuuint32_t box[2] = {64, P}, elem[2] = {1, 1};
-  CUresult r = cuTensorMapEncodeTiled(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, base, dims,
-                                      strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-                                      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  CUresult r =
+      cuTensorMapEncodeTiled(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, base, dims, strides, box,
+                             elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                             CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) {
     std::fprintf(stderr, "cuTensorMapEncodeTiled failed: %d\n", int(r));
     std::exit(1);
@@ -287,10 +288,10 @@ int main(int argc, char **argv) {
   const double bytes = 2.0 * poolBytes;
   for (int round = 0; round < rounds; ++round) {
     for (size_t o = 0; o < orders.size(); ++o) {
-      CHECK(cudaMemcpy(pages, orders[o].second.data(), size_t(numPages) * 4,
-                       cudaMemcpyHostToDevice));
+      CHECK(
+          cudaMemcpy(pages, orders[o].second.data(), size_t(numPages) * 4, cudaMemcpyHostToDevice));
       for (size_t kd = 0; kd < kinds.size(); ++kd) {
-        Job j{k,    v,     pages, pagesPerHead, (tiles + kinds[kd].splits - 1) / kinds[kd].splits,
+        Job j{k,     v,    pages, pagesPerHead, (tiles + kinds[kd].splits - 1) / kinds[kd].splits,
               tiles, work, sink};
         dim3 grid((tiles + j.tilesPerSplit - 1) / j.tilesPerSplit, heads);
         auto launch = [&] {
