@@ -452,6 +452,9 @@ def main():
                     "pages in random runs of that many consecutive pool pages")
     ap.add_argument("--pos-compare", action="store_true", help="--bench: the caches of all "
                     "positions also read with kv_pos given (rows [kv_pos])")
+    ap.add_argument("--bf16-only", action="store_true", help="--bench: the bf16 rows (and their "
+                    "--compare-dir twins) without the quantized and sink + window rows, to spend "
+                    "less device time")
     ap.add_argument("--variants", default="", help="e.g. _k128,_st2: paged_attention_bf16_d128_kv"
                     "<variant>.ptx timed beside the default at every length")
     a = ap.parse_args()
@@ -604,7 +607,7 @@ def main():
                 r = bench(causal_kern, B, 32, 8, L, 16, all_positions, None, "bf16 all", gen,
                           baselines=False, twins=twins)
                 rows += [r] + twin_rows(r)
-        for name, storage in [] if only else QUANTIZED:
+        for name, storage in [] if only or a.bf16_only else QUANTIZED:
             kq = Kernel(os.path.join(d, name + ".ptx"))
             twins = [(tag, Kernel(os.path.join(x, name + ".ptx"))) for tag, x in others]
             twins += pos_twin
@@ -612,7 +615,7 @@ def main():
                 r = bench(kq, B, 32, 8, L, 16, all_positions, None, QUANT_LABEL[name], gen,
                           baselines=False, storage=storage, twins=twins)
                 rows += [r] + twin_rows(r)
-        for L in [] if only else [8192, 65536, 524288]:
+        for L in [] if only or a.bf16_only else [8192, 65536, 524288]:
             rows.append(bench(stream, 8, 32, 8, L, 16,
                               lambda n: sink_window_positions(n, 4, 1020), None,
                               "sink4+window1020", gen))
