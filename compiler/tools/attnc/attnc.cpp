@@ -162,9 +162,10 @@ cl::opt<bool> cudaDecodePdl(
     cl::init(true), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<bool> cudaDecodeTma(
     "cuda-decode-tma",
-    cl::desc("CUDA target, --kv-cache, sm_90 or later, bf16/f16 pages: K/V pages copied by bulk "
-             "tensor copies (one thread, an mbarrier per stage) instead of 16-byte cp.asyncs; "
-             "the decode entries take tensor maps over the pools"),
+    cl::desc("CUDA target, --kv-cache, sm_90 or later: K/V pages whose rows are whole 128-byte "
+             "lines (bf16/f16; int8/fp8 of one line) copied by bulk tensor copies (one thread, an "
+             "mbarrier per stage) instead of 16-byte cp.asyncs; the decode entries take tensor "
+             "maps over the pools. Off: slower on an H200 (bench/NOTES.md session 15)"),
     cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<int64_t> cudaDecodeL2Prefetch(
     "cuda-decode-l2-prefetch",

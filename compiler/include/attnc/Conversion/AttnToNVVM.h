@@ -29,7 +29,7 @@ struct NvvmKernelConfig {
   int64_t decodeMinCtas = 0;      // kv-cache: CTAs per SM the decode entry asks for (0: default)
   bool decodePdl = false;         // kv-cache (sm_90+): merge launched early, waits (griddepcontrol)
   int64_t decodeL2Prefetch = 0;   // kv-cache: K/V rows prefetched to L2 this many tiles further
-  bool decodeTma = false;         // kv-cache (sm_90+): bf16/f16 pages by bulk tensor copies
+  bool decodeTma = false;         // kv-cache (sm_90+): pages by bulk tensor copies where they fit
 };
 
 /// gpu.module attribute of KV-cache decode modules: their twins with more
@@ -46,9 +46,10 @@ inline constexpr llvm::StringLiteral kMergeWaitsAttr = "attn.merge_waits";
 
 /// gpu.module attribute of KV-cache decode modules whose decode entries
 /// copy K/V pages with bulk tensor copies: the rows of one copy's box (its
-/// columns are 64 elements, 128 bytes, swizzled by 128 bytes). The entries
-/// then end with two tensor maps (CUtensorMap, 128 bytes each, passed by
-/// value) over the key and value pools; the metadata's `decode_tma ROWS`.
+/// columns one 128-byte line, 64 bf16 / f16 values or 128 raw bytes,
+/// swizzled by 128 bytes). The entries then end with two tensor maps
+/// (CUtensorMap, 128 bytes each, passed by value) over the key and value
+/// pools; the metadata's `decode_tma ROWS`.
 inline constexpr llvm::StringLiteral kDecodeTmaAttr = "attn.decode_tma";
 
 /// Function attribute (array<i32>) of the kernel arguments that are tensor

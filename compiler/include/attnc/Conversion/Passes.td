@@ -163,13 +163,15 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "it, so that their page walks and DRAM reads start earlier (an "
            "experiment on random page orders; 0: off)">,
     Option<"decodeTma", "decode-tma", "bool", /*default=*/"false",
-           "With kv-cache, bf16/f16 pages of a constant page size and rows "
-           "of whole 128-byte lines: the decode copies each page's K and V "
-           "rows with bulk tensor copies (cp.async.bulk.tensor, one per page "
-           "and 128-byte column block, 128-byte swizzle) completing on a "
-           "per-stage mbarrier, issued by one thread, instead of 16-byte "
-           "cp.asyncs by every thread; the entries take tensor maps over the "
-           "pools (the metadata's decode_tma). Needs sm_90 or later">,
+           "With kv-cache, pages of a constant page size whose bf16/f16 rows "
+           "are whole 128-byte lines (or whose int8/fp8 rows are one line): "
+           "the decode copies each page's K and V rows with bulk tensor "
+           "copies (cp.async.bulk.tensor, one per page and 128-byte column "
+           "block, 128-byte swizzle) completing on a per-stage mbarrier, "
+           "issued by one thread, instead of 16-byte cp.asyncs by every "
+           "thread; the entries take tensor maps over the pools (the "
+           "metadata's decode_tma). Needs sm_90 or later; off by default "
+           "(slower on an H200, bench/NOTES.md session 15)">,
     Option<"decodePdl", "decode-pdl", "bool", /*default=*/"false",
            "With kv-cache: the decode entries let dependent grids launch "
            "(griddepcontrol.launch_dependents) and the merge kernel waits on "

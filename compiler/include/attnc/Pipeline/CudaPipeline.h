@@ -81,8 +81,8 @@ struct CudaOptions {
   /// kv-cache: K/V rows prefetched to L2 this many tiles ahead of the copies
   /// (attn-to-nvvm's decode-l2-prefetch; 0: off).
   int64_t decodeL2Prefetch = 0;
-  /// kv-cache on sm_90 or later: bf16/f16 pages by bulk tensor copies
-  /// (attn-to-nvvm's decode-tma; the metadata's decode_tma).
+  /// kv-cache on sm_90 or later: pages by bulk tensor copies where their
+  /// rows fit (attn-to-nvvm's decode-tma; the metadata's decode_tma).
   bool decodeTma = false;
   unsigned optLevel = 3;
 };

@@ -278,7 +278,7 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
     os << "decode_wide " << twin[0] << " " << twin[1] << " " << twin[2] << "\n";
   if (mergeWaits) // decode: the merge may launch before the decode grid ends
     os << "merge_pdl 1\n";
-  if (tmaBoxRows) // decode: tensor maps over the pools (boxes of ROWS x 64)
+  if (tmaBoxRows) // decode: tensor maps over the pools (boxes of ROWS x a line)
     os << "decode_tma " << tmaBoxRows << "\n";
   os << params;
   return art;

@@ -53,10 +53,11 @@ struct CudaKernelInfo : KernelInfo {
   /// runs (programmatic dependent launch; metadata `merge_pdl 1`).
   bool mergeWaits = false;
   /// KV-cache decode kernels that copy K/V pages with bulk tensor copies:
-  /// the rows of a copy's box (its columns: 64 elements, 128-byte swizzle),
-  /// else 0. Their decode entries (and twins) end with two tensor maps,
-  /// over the key and the value pool as [pages * P, D] matrices, which the
-  /// launch encodes (metadata `decode_tma ROWS`).
+  /// the rows of a copy's box (its columns: one 128-byte line, 128-byte
+  /// swizzle), else 0. Their decode entries (and twins) end with two
+  /// tensor maps, over the key and the value pool as [pages * P, row]
+  /// matrices (values, or a quantized row's bytes), which the launch
+  /// encodes (metadata `decode_tma ROWS`).
   int64_t tmaBoxRows = 0;
   /// Dynamic shared memory of the largest entry (the decode and its twins).
   int64_t maxSharedBytes() const {
