@@ -350,8 +350,13 @@ private:
     const int64_t lineAlign = tma                                                  ? 1024
                               : swizzleK || swizzleV || swizzleRawK || swizzleRawV ? 128
                                                                                    : 16;
+    // tma: each stage's mbarrier after its positions, in the padding the
+    // 1024-byte alignment leaves (8 bytes more only where there is none),
+    // so that it costs no CTA per SM (int8 at D = 128: 57344 bytes, four
+    // CTAs; 24 bytes of barriers after everything made it three).
     const int64_t stK = 0, stV = kIn, stKs = kIn + vIn, stVs = stKs + kScaleIn,
-                  stPos = stVs + vScaleIn, stageBytes = llvm::alignTo(stPos + BK * 4, lineAlign);
+                  stPos = stVs + vScaleIn, stBar = stPos + BK * 4,
+                  stageBytes = llvm::alignTo(stBar + (tma ? 8 : 0), lineAlign);
     // Quantized: an f16 copy of Q (columns permuted, see kColumn) and one
     // f16 V tile precede the stages.
     const int64_t qF16Base = qBytes, tilesBase = qBytes + (quant ? qBytes : 0);
@@ -361,11 +366,6 @@ private:
     // combine.
     const int64_t combineBytes = warps * BQ * (Dv + 2) * 4;
     sharedBytes = std::max(stagesBase + stages * stageBytes, qBytes + combineBytes);
-    // The stages' mbarriers (tma) after everything else: the combine reuses
-    // the stages' bytes.
-    const int64_t barriersBase = llvm::alignTo(sharedBytes, 8);
-    if (tma)
-      sharedBytes = barriersBase + stages * 8;
     numThreads = threads;
 
     SmallVector<Type> types = decodeAbiTypes();
@@ -470,11 +470,12 @@ private:
                                 LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
                                 ArrayAttr());
     };
-    // tma: the shared address of stage `stage`'s mbarrier, and the generic
-    // address of a tensor map (a grid-constant kernel parameter).
+    // tma: the shared address of stage `stage`'s mbarrier (stBar), and the
+    // generic address of a tensor map (a grid-constant kernel parameter).
     auto barrierAt = [&](OpBuilder &b, Value stage) -> Value {
       return LLVM::PtrToIntOp::create(
-          b, l, i64(), smemAt(b, add(b, ci32(b, barriersBase), mul(b, stage, ci32(b, 8)))));
+          b, l, i64(),
+          smemAt(b, add(b, ci32(b, stagesBase + stBar), mul(b, stage, ci32(b, stageBytes)))));
     };
     auto mapAt = [&](OpBuilder &b, unsigned argIndex) -> Value {
       return LLVM::PtrToIntOp::create(b, l, i64(), arg(argIndex));
@@ -1248,6 +1249,13 @@ private:
             scf::YieldOp::create(b, l, next);
           });
       NVVM::CpAsyncWaitGroupOp::create(b, l, uint32_t(0));
+      // tma: every thread is past its last wait (the loop's final barrier)
+      // and the combine reuses the stages' bytes: the mbarriers end here.
+      if (tma)
+        ifThen(b, isLeader, [&](OpBuilder &b) {
+          for (int64_t s = 0; s < stages; ++s)
+            sideAsm(b, {barrierAt(b, ci32(b, s))}, "mbarrier.inval.shared::cta.b64 [$0];", "l");
+        });
       gpu::BarrierOp::create(b, l);
       return loop;
     };
