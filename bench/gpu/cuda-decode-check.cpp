@@ -52,6 +52,17 @@ std::string readFile(const std::string &path) {
   return ss.str();
 }
 
+/// The kernel of `ptxPath` (and its .meta), or null after printing why,
+/// `failPrefix` first.
+std::shared_ptr<CudaKernel> loadKernel(const std::string &ptxPath, const char *failPrefix = "") {
+  auto kernel = CudaKernel::load(readFile(ptxPath), readFile(ptxPath + ".meta"));
+  if (!kernel) {
+    std::printf("%s%s: %s\n", failPrefix, ptxPath.c_str(), kernel.message().c_str());
+    return nullptr;
+  }
+  return *kernel;
+}
+
 /// A device copy of host bytes (re-uploaded each step; `data` null: only
 /// the allocation) and its DLTensor.
 struct Device {
@@ -84,12 +95,10 @@ const DLDataType kBF16{kDLBfloat, 16, 1}, kF32{kDLFloat, 32, 1}, kI32{kDLInt, 32
 
 /// Decode steps of one kernel; returns whether every step matched.
 bool checkKernel(const std::string &ptxPath) {
-  auto kernel = CudaKernel::load(readFile(ptxPath), readFile(ptxPath + ".meta"));
-  if (!kernel) {
-    std::printf("FAIL %s: %s\n", ptxPath.c_str(), kernel.message().c_str());
+  std::shared_ptr<CudaKernel> kernel = loadKernel(ptxPath, "FAIL ");
+  if (!kernel)
     return false;
-  }
-  const CudaKernelInfo &ki = (*kernel)->info();
+  const CudaKernelInfo &ki = kernel->info();
   if (!ki.cache || ki.dtype != "bf16") {
     std::printf("FAIL %s: not a bf16 KV-cache kernel\n", ki.name.c_str());
     return false;
@@ -111,7 +120,7 @@ bool checkKernel(const std::string &ptxPath) {
     return false;
   }
   KvCache &c = **cache;
-  auto store = CudaKvStore::create(*kernel, o.numPages, 0);
+  auto store = CudaKvStore::create(kernel, o.numPages, 0);
   if (!store) {
     std::printf("FAIL %s: %s\n", ki.name.c_str(), store.message().c_str());
     return false;
@@ -230,7 +239,7 @@ bool checkKernel(const std::string &ptxPath) {
       a.massRows = massRows;
     }
     Device workspace;
-    auto plan = (*kernel)->decodePlan(B, Hq, Hkv, Nq, t->maxLength, 0);
+    auto plan = kernel->decodePlan(B, Hq, Hkv, Nq, t->maxLength, 0);
     if (s && !plan)
       s = plan.error();
     if (s && plan->workspaceBytes) {
@@ -238,7 +247,7 @@ bool checkKernel(const std::string &ptxPath) {
       a.workspace = workspace.buffer.data(), a.workspaceBytes = plan->workspaceBytes;
     }
     if (s)
-      s = (*kernel)->launch(a);
+      s = kernel->launch(a);
     if (s)
       s = cudaSynchronize(0);
     std::vector<uint16_t> ho(size_t(B * Hq * Nq * Dv));
@@ -413,19 +422,17 @@ Status stepTensors(int64_t B, int64_t Hq, int64_t Hkv, int64_t n, int64_t D, int
 /// which is what every step cost before they were kept). A benchmark, not
 /// a check: it compares nothing.
 int timeStore(const std::string &ptxPath, int64_t length) {
-  auto kernel = CudaKernel::load(readFile(ptxPath), readFile(ptxPath + ".meta"));
-  if (!kernel) {
-    std::printf("%s: %s\n", ptxPath.c_str(), kernel.message().c_str());
+  std::shared_ptr<CudaKernel> kernel = loadKernel(ptxPath);
+  if (!kernel)
     return 1;
-  }
-  const CudaKernelInfo &ki = (*kernel)->info();
+  const CudaKernelInfo &ki = kernel->info();
   const int64_t B = 8, Hkv = 8, Hq = 32, D = ki.headDim, Dv = ki.headDimV, steps = 20;
   const int64_t chunk = 4096;
   KvCacheOptions o;
   o.policy = *ki.cache;
   o.numKvHeads = Hkv, o.headDim = D, o.headDimV = Dv, o.inputDtype = "bf16";
   o.numPages = B * Hkv * ((length + 2 * steps) / 16 + 2);
-  auto store = CudaKvStore::create(*kernel, o.numPages, 0);
+  auto store = CudaKvStore::create(kernel, o.numPages, 0);
   if (!store) {
     std::printf("%s\n", store.message().c_str());
     return 1;
@@ -494,12 +501,10 @@ int timeStore(const std::string &ptxPath, int64_t length) {
 /// a plain free list's pages. Then CudaKvStore::decode of the B sequences,
 /// timed 50 times in each cache, the caches in turn. A benchmark.
 int timePageRuns(const std::string &ptxPath, int64_t length) {
-  auto kernel = CudaKernel::load(readFile(ptxPath), readFile(ptxPath + ".meta"));
-  if (!kernel) {
-    std::printf("%s: %s\n", ptxPath.c_str(), kernel.message().c_str());
+  std::shared_ptr<CudaKernel> kernel = loadKernel(ptxPath);
+  if (!kernel)
     return 1;
-  }
-  const CudaKernelInfo &ki = (*kernel)->info();
+  const CudaKernelInfo &ki = kernel->info();
   const int64_t B = 8, Hkv = 8, Hq = 32, D = ki.headDim, Dv = ki.headDimV, page = 16;
   std::vector<uint16_t> host;
   Device kc, vc, q, out;
@@ -534,7 +539,7 @@ int timePageRuns(const std::string &ptxPath, int64_t length) {
     o.numKvHeads = Hkv, o.headDim = D, o.headDimV = Dv, o.inputDtype = "bf16";
     o.numPages = u.churn ? longPages * 3 / 2 : longPages;
     o.pageRun = u.run;
-    auto store = CudaKvStore::create(*kernel, o.numPages, 0);
+    auto store = CudaKvStore::create(kernel, o.numPages, 0);
     if (!store) {
       std::printf("%s\n", store.message().c_str());
       return 1;

@@ -453,17 +453,17 @@ float KvCache::scaleAt(const char *scales, int64_t i) const {
 
 float KvCache::loadElement(const char *src, const char *scales, int64_t d, int64_t dim,
                            int64_t groups) const {
+  if (!quant)
+    return inputAt(src, headPolicy(0).storage, d);
+  const float scale = scaleAt(scales, d / (dim / groups));
   if (nibbles) {
     int8_t byte = reinterpret_cast<const int8_t *>(src)[d / 2];
     int v = d % 2 == 0 ? int8_t(byte << 4) >> 4 : byte >> 4;
-    return float(v) * scaleAt(scales, d / (dim / groups));
+    return float(v) * scale;
   }
   if (fp8)
-    return e4m3ToFloat(reinterpret_cast<const uint8_t *>(src)[d]) *
-           scaleAt(scales, d / (dim / groups));
-  if (quant)
-    return float(reinterpret_cast<const int8_t *>(src)[d]) * scaleAt(scales, d / (dim / groups));
-  return inputAt(src, headPolicy(0).storage, d);
+    return e4m3ToFloat(reinterpret_cast<const uint8_t *>(src)[d]) * scale;
+  return float(reinterpret_cast<const int8_t *>(src)[d]) * scale;
 }
 
 Expected<KvCache::Tables> KvCache::tables(const std::vector<int64_t> &sequences, int64_t Nq) const {
