@@ -176,7 +176,7 @@ bool checkKernel(const std::string &ptxPath) {
   Device kPool, vPool, kScales, vScales, pages, pos, len, qpos, q, out, lse, massT;
   double worstO = 0, worstL = 0, worstMass = 0;
   bool twinSame = true;
-  int64_t rowsCompared = 0;
+  int64_t rowsCompared = 0, scoresCompared = 0;
   int64_t mostSlots = 0;
   for (int step = 0; step < 24; ++step) {
     // Nq 6 packs 24 rows: the wide (32-row) twin of the decode kernel.
@@ -278,6 +278,14 @@ bool checkKernel(const std::string &ptxPath) {
         for (int64_t g = 0; g < Hkv; ++g) {
           std::vector<int32_t> kept = c.retainedPositions(seqs[b], g);
           twinSame = twinSame && kept == dc.retainedPositions(dseqs[b], g);
+          // H2O: the twin's scores live on the GPU (added there by the mass
+          // kernel, victims chosen there); they must be the host's, bit for bit.
+          if (budget && (*store)->keepsScores()) {
+            std::vector<float> hs = c.scores(seqs[b], g), ds = dc.scores(dseqs[b], g);
+            twinSame = twinSame && hs.size() == ds.size() &&
+                       std::memcmp(hs.data(), ds.data(), hs.size() * 4) == 0;
+            ++scoresCompared;
+          }
           if (step % 8 != 0 && step != 23)
             continue;
           // The stored bytes, read back from the GPU, as the host stored them.
@@ -377,8 +385,13 @@ bool checkKernel(const std::string &ptxPath) {
     }
   }
   bool ok = worstO < 2e-2 && worstL < 1e-2 && twinSame;
-  std::string extra = std::string(", GPU-resident twin ") + (twinSame ? "identical" : "DIFFERS") +
-                      " (" + std::to_string(rowsCompared) + " stored rows compared)";
+  std::string extra =
+      std::string(", GPU-resident twin ") + (twinSame ? "identical" : "DIFFERS") + " (" +
+      std::to_string(rowsCompared) + " stored rows compared" +
+      (scoresCompared ? ", scores kept and victims chosen on the GPU, " +
+                            std::to_string(scoresCompared) + " heads' scores compared"
+                      : std::string()) +
+      ")";
   if (c.scoresSlots()) {
     // The budget held: at most N + Nq slots per head after the prompts.
     ok = ok && worstMass < 2e-2 && mostSlots <= ki.cache->budget + 6; // N + the largest Nq
@@ -420,7 +433,8 @@ Status stepTensors(int64_t B, int64_t Hq, int64_t Hkv, int64_t n, int64_t D, int
 /// Hq/Hkv = 32/8, `length` tokens, the device tables kept (the same
 /// sequences each step) against uploaded whole (the order alternating,
 /// which is what every step cost before they were kept). A benchmark, not
-/// a check: it compares nothing.
+/// a check: it compares nothing. Also the time of each step's appends (for
+/// budget policies: the eviction, chosen where the store keeps the scores).
 int timeStore(const std::string &ptxPath, int64_t length) {
   std::shared_ptr<CudaKernel> kernel = loadKernel(ptxPath);
   if (!kernel)
@@ -463,14 +477,17 @@ int timeStore(const std::string &ptxPath, int64_t length) {
   }
   std::vector<int64_t> reversed(seqs.rbegin(), seqs.rend());
   for (bool kept : {true, false}) {
-    std::vector<double> ms;
+    std::vector<double> ms, appendMs;
     size_t bytes = 0;
     for (int64_t step = 0; step < steps; ++step) {
+      auto a0 = std::chrono::steady_clock::now();
       for (int64_t seq : seqs)
         if (Status a = (*cache)->append(seq, &k1.t, &v1.t); !a) {
           std::printf("%s\n", a.message().c_str());
           return 1;
         }
+      appendMs.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a0).count());
       const std::vector<int64_t> &order = kept || step % 2 ? seqs : reversed;
       auto t0 = std::chrono::steady_clock::now();
       if (Status d = (*store)->decode(**cache, order, &q.t, &out.t); !d) {
@@ -482,11 +499,13 @@ int timeStore(const std::string &ptxPath, int64_t length) {
       bytes = (*store)->lastTableUploadBytes();
     }
     std::sort(ms.begin(), ms.end());
+    std::sort(appendMs.begin(), appendMs.end());
     std::printf("%s B=%lld L=%lld, tables %s: decode %.3f ms a step (median of %lld), "
-                "tables uploaded %.2f MB in the last step\n",
+                "tables uploaded %.2f MB in the last step; the step's appends (budget "
+                "policies: with their evictions) %.3f ms\n",
                 ki.name.c_str(), (long long)B, (long long)length,
                 kept ? "kept on the device" : "uploaded whole", ms[ms.size() / 2], (long long)steps,
-                double(bytes) / 1e6);
+                double(bytes) / 1e6, appendMs[appendMs.size() / 2]);
   }
   return 0;
 }

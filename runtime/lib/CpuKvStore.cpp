@@ -107,7 +107,8 @@ Status CpuKvStore::move(const std::vector<std::pair<int32_t, int32_t>> &moves) {
 }
 
 Status CpuKvStore::write(const DLTensor *k, const DLTensor *v,
-                         const std::vector<std::pair<int32_t, int32_t>> &rows) {
+                         const std::vector<std::pair<int32_t, int32_t>> &rows,
+                         const std::vector<int32_t> &) {
   std::vector<int32_t> flat;
   std::vector<int64_t> shape;
   DLTensor table = pairTable(rows, flat, shape);

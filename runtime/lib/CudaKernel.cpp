@@ -50,6 +50,7 @@ struct CudaKernel::Impl {
     CUfunction function = nullptr;
     CUfunction merge = nullptr;                  // KV-cache kernels: attnc_<K>_merge
     CUfunction mass = nullptr;                   // budget policies: attnc_<K>_mass
+    CUfunction victims = nullptr;                // budget policies: attnc_<K>_victims
     CUfunction append = nullptr, move = nullptr; // KV-cache kernels: cache updates
     std::vector<CUfunction> twins;               // decode twins, as info.decodeTwins
   };
@@ -119,8 +120,10 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
   if (info.cache) {
     std::vector<std::pair<CUfunction *, std::string>> extra = {
         {&l.merge, "_merge"}, {&l.append, "_append"}, {&l.move, "_move"}};
-    if (info.cache->scoresSlots())
+    if (info.cache->scoresSlots()) {
       extra.emplace_back(&l.mass, "_mass");
+      extra.emplace_back(&l.victims, "_victims");
+    }
     l.twins.resize(info.decodeTwins.size());
     for (size_t i = 0; i < info.decodeTwins.size(); ++i)
       extra.emplace_back(&l.twins[i], "_q" + std::to_string(info.decodeTwins[i].blockQ));
@@ -427,6 +430,32 @@ Expected<detail::TensorView> denseDeviceTensor(const char *what, const DLTensor 
 }
 } // namespace
 
+namespace {
+/// The slot metadata of `c` (CudaCacheView::slotScores / slotPositions):
+/// none, or both, f32 / i32 [pages, P] like the pools, on `device`.
+struct SlotMetadata {
+  std::optional<detail::TensorView> scores, positions;
+};
+Expected<SlotMetadata> slotMetadataViews(const CudaCacheView &c, const detail::PoolViews &pools,
+                                         int device) {
+  SlotMetadata m;
+  if (!c.slotScores && !c.slotPositions)
+    return m;
+  if (!c.slotScores || !c.slotPositions)
+    return Status::error("slot scores and slot positions go together (give both or neither)");
+  const int64_t pages = pools.rows / std::max<int64_t>(pools.P, 1);
+  auto scores = denseDeviceTensor("slot scores", c.slotScores, "f32", {pages, pools.P}, device);
+  if (!scores)
+    return scores.error();
+  auto positions =
+      denseDeviceTensor("slot positions", c.slotPositions, "i32", {pages, pools.P}, device);
+  if (!positions)
+    return positions.error();
+  m.scores = *scores, m.positions = *positions;
+  return m;
+}
+} // namespace
+
 Status CudaKernel::writeCacheRows(const CudaCacheView &pools, const DLTensor *k, const DLTensor *v,
                                   const DLTensor *rows, void *stream) const {
   return launchCacheRows(true, pools, k, v, rows, stream);
@@ -442,15 +471,21 @@ Status CudaKernel::launchCacheRows(bool append, const CudaCacheView &c, const DL
   const CudaKernelInfo &ki = impl->info;
   if (!ki.cache)
     return Status::error("kernel '" + ki.name + "' was not compiled for a KV cache");
+  // Appends: (row, pool row, position); moves: (from, to).
+  const int64_t width = append ? 3 : 2;
   if (!rows || rows->ndim != 2)
-    return Status::error("cache rows: expected an i32 [count, 2] tensor");
+    return Status::error("cache rows: expected an i32 [count, " + std::to_string(width) +
+                         "] tensor");
   const int device = rows->device.device_id;
-  auto pairs = denseDeviceTensor("cache rows", rows, "i32", {-1, 2}, device);
+  auto pairs = denseDeviceTensor("cache rows", rows, "i32", {-1, width}, device);
   if (!pairs)
     return pairs.error();
   auto pools = detail::cachePoolViews(ki, c, {kDLCUDA, device});
   if (!pools)
     return pools.error();
+  auto meta = slotMetadataViews(c, *pools, device);
+  if (!meta)
+    return meta.error();
   // New rows: dense, innermost D / Dv, the kernel's dtype.
   std::optional<detail::TensorView> kNew, vNew;
   if (append) {
@@ -478,6 +513,11 @@ Status CudaKernel::launchCacheRows(bool append, const CudaCacheView &c, const DL
                             {"value pool", &*pools->vPool}})
     if (Status s = checkPointer(drv, what, *view, device); !s)
       return s;
+  for (auto [what, view] :
+       {std::pair{"slot scores", &meta->scores}, {"slot positions", &meta->positions}})
+    if (*view)
+      if (Status s = checkPointer(drv, what, **view, device); !s)
+        return s;
   ScopedDeviceContext scope;
   auto fns = impl->enter(drv, scope, device);
   if (!fns)
@@ -493,13 +533,81 @@ Status CudaKernel::launchCacheRows(bool append, const CudaCacheView &c, const DL
     abi.push(address(*vNew));
   }
   for (uint64_t ptr : {address(*pools->kPool), address(*pools->vPool), scale(pools->kScales),
-                       scale(pools->vScales), address(*pairs)})
+                       scale(pools->vScales)})
     abi.push(ptr);
+  auto pushMetadata = [&]() {
+    abi.push(scale(meta->scores));
+    abi.push(scale(meta->positions));
+  };
+  // Appends take the rows before the metadata, moves after.
+  if (append) {
+    abi.push(address(*pairs));
+    pushMetadata();
+  } else {
+    pushMetadata();
+    abi.push(address(*pairs));
+  }
   abi.push(int32_t(count));
   auto params = abi.pointers();
   const unsigned blocks = unsigned((count + 3) / 4);
   return ATTNC_CU(drv, cuLaunchKernel, append ? fns->append : fns->move, blocks, 1u, 1u, 128u, 1u,
                   1u, 0u, static_cast<CUstream>(stream), params.data(), nullptr);
+}
+
+Status CudaKernel::chooseVictims(const CudaCacheView &c, const DLTensor *pages, DLTensor *requests,
+                                 DLTensor *victims, void *stream) const {
+  const CudaKernelInfo &ki = impl->info;
+  if (!ki.cache || !ki.cache->scoresSlots())
+    return Status::error("kernel '" + ki.name + "' keeps no budget: no victims to choose");
+  if (!requests || requests->ndim != 2)
+    return Status::error("victim requests: expected an i32 [count, 5] tensor");
+  const int device = requests->device.device_id;
+  auto req = denseDeviceTensor("victim requests", requests, "i32", {-1, 5}, device);
+  if (!req)
+    return req.error();
+  auto pageList = denseDeviceTensor("victim pages", pages, "i32", {-1}, device);
+  if (!pageList)
+    return pageList.error();
+  auto out = denseDeviceTensor("victims", victims, "i32", {-1}, device);
+  if (!out)
+    return out.error();
+  auto pools = detail::cachePoolViews(ki, c, {kDLCUDA, device});
+  if (!pools)
+    return pools.error();
+  auto meta = slotMetadataViews(c, *pools, device);
+  if (!meta)
+    return meta.error();
+  if (!meta->scores)
+    return Status::error("chooseVictims: the pools carry no slot scores and positions");
+  const int64_t count = requests->shape[0];
+  if (count == 0)
+    return Status::ok();
+  if (count > INT32_MAX)
+    return Status::error("chooseVictims: too many requests");
+  auto d = driver();
+  if (!d)
+    return d.error();
+  const Driver &drv = **d;
+  for (auto [what, view] : {std::pair{"victim requests", &*req},
+                            {"victim pages", &*pageList},
+                            {"victims", &*out},
+                            {"slot scores", &*meta->scores},
+                            {"slot positions", &*meta->positions}})
+    if (Status s = checkPointer(drv, what, *view, device); !s)
+      return s;
+  ScopedDeviceContext scope;
+  auto fns = impl->enter(drv, scope, device);
+  if (!fns)
+    return fns.error();
+  // VictimsKernel.h in the compiler.
+  KernelArgs abi;
+  for (const detail::TensorView *t : {&*meta->scores, &*meta->positions, &*pageList, &*req, &*out})
+    abi.push(KernelArgs::address(*t));
+  abi.push(int32_t(count));
+  abi.push(int32_t(pools->P));
+  auto params = abi.pointers();
+  return ATTNC_CU(drv, cuLaunchKernel, fns->victims, unsigned(count), 1u, 1u, 128u, 1u, 1u, 0u,
+                  static_cast<CUstream>(stream), params.data(), nullptr);
 }
 
 /// The decode entry for `rows` packed rows (G x Nq): -1 for the kernel's
@@ -664,29 +772,38 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   auto split = decodePlan(B, p.Hq, Hkv, Nq, maxLength, device, a.splits);
   if (!split)
     return split.error();
-  // Budget policies: the mass table the _mass kernel adds to.
+  // Budget policies: the mass table the _mass kernel adds to, or the
+  // pool rows' scores.
+  auto meta = slotMetadataViews(c, *pools, device);
+  if (!meta)
+    return meta.error();
   std::optional<detail::TensorView> mass;
-  if (policy.scoresSlots()) {
-    if (!a.mass)
+  const bool massPass = policy.scoresSlots();
+  if (massPass) {
+    if (!a.mass && !meta->scores)
       return Status::error("policy '" + policy.name +
                            "' keeps a budget: give the mass table (f32 [B * Hkv, max_slots]) "
-                           "its eviction scores are added to");
-    auto m = denseDeviceTensor("mass", a.mass, "f32", {B * Hkv, maxSlots}, device);
-    if (!m)
-      return m.error();
+                           "its eviction scores are added to, or the pools' slot scores");
+    if (a.mass && meta->scores)
+      return Status::error("give the mass table or the slot scores, not both");
+    if (a.mass) {
+      auto m = denseDeviceTensor("mass", a.mass, "f32", {B * Hkv, maxSlots}, device);
+      if (!m)
+        return m.error();
+      mass = *m;
+    }
     if (!a.lse)
       return Status::error("policy '" + policy.name +
                            "' keeps a budget: its mass kernel reads the LSE, give lse");
     if (a.massRows < 0)
       return Status::error("massRows must be 0 (all queries) or positive");
-    mass = *m;
-  } else if (a.mass) {
-    return Status::error("a mass table was given, but policy '" + policy.name +
-                         "' keeps no budget");
+  } else if (a.mass || meta->scores) {
+    return Status::error(std::string(a.mass ? "a mass table was" : "slot scores were") +
+                         " given, but policy '" + policy.name + "' keeps no budget");
   }
   if (split->workspaceBytes && (!a.workspace || a.workspaceBytes < split->workspaceBytes))
     return Status::error("decode over " + std::to_string(split->splits) + " split(s)" +
-                         (mass ? " with a mass pass" : "") + " needs a " +
+                         (massPass ? " with a mass pass" : "") + " needs a " +
                          std::to_string(split->workspaceBytes) + "-byte workspace, got " +
                          std::to_string(a.workspace ? a.workspaceBytes : 0) + " (see decodePlan)");
 
@@ -713,9 +830,12 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
     for (auto [what, view] : {std::pair{"key scales", &*kScales}, {"value scales", &*vScales}})
       if (Status s = checkPointer(drv, what, *view, device); !s)
         return s;
-  if (mass)
-    if (Status s = checkPointer(drv, "mass", *mass, device); !s)
-      return s;
+  for (auto [what, view] : {std::pair{"mass", &mass},
+                            {"slot scores", &meta->scores},
+                            {"slot positions", &meta->positions}})
+    if (*view)
+      if (Status s = checkPointer(drv, what, **view, device); !s)
+        return s;
   ScopedDeviceContext scope;
   auto fns = impl->enter(drv, scope, device);
   if (!fns)
@@ -751,8 +871,9 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
     push(quant ? address(*vScales) : uint64_t(0));
     push(int32_t(p.hasLse ? 1 : 0));
     if (withMass) {
-      push(address(*mass));
+      push(mass ? address(*mass) : uint64_t(0));
       push(int32_t(a.massRows > 0 ? std::min(a.massRows, Nq) : Nq));
+      push(meta->scores ? address(*meta->scores) : uint64_t(0));
     }
     abi.pushParams(p.params);
   };
@@ -760,7 +881,7 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   // (slots / threads, Hkv, B), no shared memory (it reads the scores the
   // decode stored).
   auto launchMass = [&]() -> Status {
-    if (!mass)
+    if (!massPass)
       return Status::ok();
     pushDecodeAbi(true);
     auto massParams = abi.pointers();

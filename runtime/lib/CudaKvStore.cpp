@@ -44,6 +44,12 @@ Status ensure(CudaBuffer &buffer, size_t bytes, int device) {
 
 struct CudaKvStore::Buffers {
   CudaBuffer kPool, vPool, kScales, vScales;
+  // H2O: each pool row's eviction score and logical position.
+  CudaBuffer slotScores, slotPositions;
+  std::vector<int64_t> slotShape;
+  DLTensor scoresView{}, positionsView{};
+  // chooseVictims' requests, page lists and victims.
+  CudaBuffer victimRequests, victimPages, victims;
   // Scratch reused across calls: row pairs, tables, workspace, mass, LSE.
   CudaBuffer rows, pages, positions, lengths, queryPositions, workspace, mass, lse;
   std::vector<int64_t> kShape, vShape, ksShape, vsShape;
@@ -112,6 +118,27 @@ Expected<std::shared_ptr<CudaKvStore>> CudaKvStore::create(std::shared_ptr<const
     if (Status st = buffer->fill32(0); !st)
       return st;
   }
+  // H2O scores live here, by pool row; SnapKV's are pooled over
+  // neighbouring positions by the host cache (KvCache::updateScores).
+  auto h2oOnly = [](const CachePolicyInfo &p) {
+    auto one = [](const CachePolicyInfo &h) { return h.retention != "budget" || h.evict == "h2o"; };
+    bool all = one(p);
+    for (const CachePolicyInfo &h : p.headPolicies)
+      all = all && one(h);
+    return all;
+  };
+  s->slotMetadata = ki.cache->scoresSlots() && h2oOnly(*ki.cache);
+  if (s->slotMetadata) {
+    b.slotShape = {numPages, P};
+    for (CudaBuffer *buffer : {&b.slotScores, &b.slotPositions}) {
+      if (Status st = ensure(*buffer, rows * 4, device); !st)
+        return st;
+      if (Status st = buffer->fill32(0); !st)
+        return st;
+    }
+    b.scoresView = tensorOf(b.slotScores, b.slotShape, kF32);
+    b.positionsView = tensorOf(b.slotPositions, b.slotShape, kI32);
+  }
   b.k = tensorOf(b.kPool, b.kShape, poolType);
   b.v = tensorOf(b.vPool, b.vShape, poolType);
   if (s->quant) {
@@ -127,30 +154,33 @@ CudaCacheView CudaKvStore::pools() const {
   c.keyPool = &bufs->k, c.valuePool = &bufs->v;
   if (quant)
     c.keyScales = &bufs->ks, c.valueScales = &bufs->vs;
+  if (slotMetadata)
+    c.slotScores = &bufs->scoresView, c.slotPositions = &bufs->positionsView;
   return c;
 }
 
 namespace {
-/// `pairs` uploaded into `buffer` as an i32 [count, 2] tensor.
-Status uploadPairs(CudaBuffer &buffer, const std::vector<std::pair<int32_t, int32_t>> &pairs,
-                   int device, std::vector<int64_t> &shape, DLTensor &out) {
-  std::vector<int32_t> flat;
-  for (auto [a, b] : pairs)
-    flat.push_back(a), flat.push_back(b);
+/// `flat` (rows of `width` i32) uploaded into `buffer` as an i32 [count,
+/// width] tensor.
+Status uploadTable(CudaBuffer &buffer, const std::vector<int32_t> &flat, int64_t width, int device,
+                   std::vector<int64_t> &shape, DLTensor &out) {
   if (Status s = ensure(buffer, flat.size() * 4, device); !s)
     return s;
   if (Status s = buffer.upload(flat.data(), flat.size() * 4); !s)
     return s;
-  shape = {int64_t(pairs.size()), 2};
+  shape = {int64_t(flat.size()) / width, width};
   out = tensorOf(buffer, shape, kI32);
   return Status::ok();
 }
 } // namespace
 
 Status CudaKvStore::move(const std::vector<std::pair<int32_t, int32_t>> &moves) {
+  std::vector<int32_t> flat;
+  for (auto [from, to] : moves)
+    flat.push_back(from), flat.push_back(to);
   std::vector<int64_t> shape;
   DLTensor rows;
-  if (Status s = uploadPairs(bufs->rows, moves, dev, shape, rows); !s)
+  if (Status s = uploadTable(bufs->rows, flat, 2, dev, shape, rows); !s)
     return s;
   if (Status s = kernel->moveCacheRows(pools(), &rows); !s)
     return s;
@@ -158,10 +188,16 @@ Status CudaKvStore::move(const std::vector<std::pair<int32_t, int32_t>> &moves) 
 }
 
 Status CudaKvStore::write(const DLTensor *k, const DLTensor *v,
-                          const std::vector<std::pair<int32_t, int32_t>> &pairs) {
+                          const std::vector<std::pair<int32_t, int32_t>> &pairs,
+                          const std::vector<int32_t> &positions) {
+  if (positions.size() != pairs.size())
+    return Status::error("CudaKvStore::write: a position per row");
+  std::vector<int32_t> flat;
+  for (size_t i = 0; i < pairs.size(); ++i)
+    flat.insert(flat.end(), {pairs[i].first, pairs[i].second, positions[i]});
   std::vector<int64_t> shape;
   DLTensor rows;
-  if (Status s = uploadPairs(bufs->rows, pairs, dev, shape, rows); !s)
+  if (Status s = uploadTable(bufs->rows, flat, 3, dev, shape, rows); !s)
     return s;
   if (Status s = kernel->writeCacheRows(pools(), k, v, &rows); !s)
     return s;
@@ -181,6 +217,82 @@ Status CudaKvStore::read(int32_t row, void *k, void *v, void *kScales, void *vSc
   if (Status s = bufs->kScales.download(kScales, kS, size_t(row) * kS); !s)
     return s;
   return bufs->vScales.download(vScales, vS, size_t(row) * vS);
+}
+
+Status CudaKvStore::chooseVictims(const std::vector<VictimRequest> &requests,
+                                  std::vector<std::vector<int32_t>> &victims) {
+  if (!slotMetadata)
+    return KvStore::chooseVictims(requests, victims);
+  victims.assign(requests.size(), {});
+  if (requests.empty())
+    return Status::ok();
+  Buffers &b = *bufs;
+  // (first page, slots, recent_from, keep, cursor) per request.
+  std::vector<int32_t> table, pages;
+  int64_t total = 0;
+  for (const VictimRequest &r : requests) {
+    table.insert(table.end(), {int32_t(pages.size()), int32_t(r.slots), int32_t(r.recentFrom),
+                               int32_t(r.keep), int32_t(total)});
+    pages.insert(pages.end(), r.pages.begin(), r.pages.end());
+    total += r.drop;
+  }
+  std::vector<int64_t> tableShape, pagesShape{int64_t(pages.size())}, victimsShape{total};
+  DLTensor requestsT, pagesT, victimsT;
+  if (Status s = uploadTable(b.victimRequests, table, 5, dev, tableShape, requestsT); !s)
+    return s;
+  for (auto [buffer, host, shape, out] :
+       {std::tuple{&b.victimPages, &pages, &pagesShape, &pagesT}}) {
+    if (Status s = ensure(*buffer, host->size() * 4, dev); !s)
+      return s;
+    if (Status s = buffer->upload(host->data(), host->size() * 4); !s)
+      return s;
+    *out = tensorOf(*buffer, *shape, kI32);
+  }
+  // -1 everywhere: a slot the kernel did not write shows.
+  std::vector<int32_t> out(size_t(total), -1);
+  if (Status s = ensure(b.victims, out.size() * 4, dev); !s)
+    return s;
+  if (Status s = b.victims.upload(out.data(), out.size() * 4); !s)
+    return s;
+  victimsT = tensorOf(b.victims, victimsShape, kI32);
+  if (Status s = kernel->chooseVictims(pools(), &pagesT, &requestsT, &victimsT); !s)
+    return s;
+  if (Status s = cudaSynchronize(dev); !s)
+    return s;
+  if (Status s = b.victims.download(out.data(), out.size() * 4); !s)
+    return s;
+  std::vector<int32_t> cursors(table.size());
+  if (Status s = b.victimRequests.download(cursors.data(), cursors.size() * 4); !s)
+    return s;
+  int64_t at = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const VictimRequest &r = requests[i];
+    std::vector<int32_t> &v = victims[i];
+    v.assign(out.begin() + at, out.begin() + at + r.drop);
+    std::sort(v.begin(), v.end());
+    const bool counted = cursors[i * 5 + 4] == at + r.drop;
+    at += r.drop;
+    if (!counted || std::adjacent_find(v.begin(), v.end()) != v.end() ||
+        (!v.empty() && (v.front() < 0 || v.back() >= r.slots)))
+      return Status::error("CudaKvStore: the victims kernel chose " +
+                           std::to_string(cursors[i * 5 + 4] - (at - r.drop)) + " slots of " +
+                           std::to_string(r.slots) + " where " + std::to_string(r.drop) +
+                           " were to go");
+  }
+  return Status::ok();
+}
+
+Status CudaKvStore::readScores(const std::vector<int32_t> &rows, std::vector<float> &scores) const {
+  if (!slotMetadata)
+    return KvStore::readScores(rows, scores);
+  scores.assign(rows.size(), 0.f);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i] < 0 || rows[i] >= this->rows())
+      return Status::error("CudaKvStore: no pool row " + std::to_string(rows[i]));
+    if (Status s = bufs->slotScores.download(&scores[i], 4, size_t(rows[i]) * 4); !s)
+      return s;
+  }
+  return Status::ok();
 }
 
 Status CudaKvStore::syncTables(KvCache &cache, const std::vector<int64_t> &sequences, int64_t Nq) {
@@ -359,13 +471,17 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
   std::vector<int64_t> massShape{rowsT, maxSlots}, lseShape{B, Hq, Nq};
   DLTensor massT, lseT;
   const bool budget = cache.scoresSlots();
-  if (budget) {
+  // H2O: the mass goes to the pool rows' scores here (a.cache has them).
+  const bool massTable = budget && !slotMetadata;
+  if (massTable) {
     if (Status s = ensure(b.mass, size_t(rowsT * maxSlots) * 4, dev); !s)
       return s;
     if (Status s = b.mass.fill32(0); !s)
       return s;
     massT = tensorOf(b.mass, massShape, kF32);
     a.mass = &massT;
+  }
+  if (budget) {
     a.massRows = cache.scoringQueries(Nq);
     if (!lse) {
       if (Status s = ensure(b.lse, size_t(B * Hq * Nq) * 4, dev); !s)
@@ -378,7 +494,7 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
     return s;
   if (Status s = cudaSynchronize(dev); !s)
     return s;
-  if (!budget)
+  if (!massTable)
     return Status::ok();
   std::vector<float> mass(size_t(rowsT * maxSlots));
   if (Status s = b.mass.download(mass.data(), mass.size() * 4); !s)

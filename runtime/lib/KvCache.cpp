@@ -307,9 +307,19 @@ std::vector<int32_t> KvCache::retainedPositions(int64_t seq, int64_t head) const
 
 std::vector<float> KvCache::scores(int64_t seq, int64_t head) const {
   std::vector<float> out;
-  if (const Head *h = headOf(seq, head))
+  const Head *h = headOf(seq, head);
+  if (!h)
+    return out;
+  if (store && store->keepsScores()) {
+    std::vector<int32_t> rows;
     for (auto [p, slot] : retainedSlots(h->pos, h->slots))
-      out.push_back(h->score[slot]);
+      rows.push_back(h->pages[size_t(slot / P)] * int32_t(P) + int32_t(slot % P));
+    if (!store->readScores(rows, out))
+      out.clear();
+    return out;
+  }
+  for (auto [p, slot] : retainedSlots(h->pos, h->slots))
+    out.push_back(h->score[slot]);
   return out;
 }
 
@@ -320,6 +330,9 @@ int64_t KvCache::scoringQueries(int64_t Nq) const {
 Status KvCache::updateScores(const std::vector<int64_t> &seqs, const std::vector<float> &mass,
                              int64_t maxSlots) {
   const int64_t Hkv = opts.numKvHeads;
+  if (store && store->keepsScores())
+    return Status::error("updateScores: the cache's store keeps its eviction scores (its "
+                         "launches update them there)");
   if (int64_t(mass.size()) != int64_t(seqs.size()) * Hkv * maxSlots)
     return Status::error("updateScores: mass must be [sequences * Hkv, maxSlots]");
   for (size_t b = 0; b < seqs.size(); ++b) {
@@ -581,41 +594,47 @@ void KvCache::fillHoles(Head &h) {
   h.slots = live;
 }
 
-/// The slots a budget head drops to keep its budget: none while it holds
-/// no more; else all but the `recent` newest positions and the others of
-/// highest score (ties: the later position), a deterministic choice.
-std::vector<char> KvCache::budgetVictims(int64_t head, const Head &h, int64_t length) const {
+/// What a budget head may drop to keep its budget: nothing while it holds
+/// no more (dead empty); else its holes (dead), the candidates (all but
+/// the `recent` newest positions) and how many of them stay.
+KvCache::BudgetChoice KvCache::budgetChoice(int64_t head, const Head &h, int64_t length) const {
   const CachePolicyInfo &p = headPolicy(head);
+  BudgetChoice c;
   // Within the budget nothing goes (slots hold no holes between updates:
   // an update that drops slots fills them), and no pass over the slots.
   if (h.slots <= p.budget)
-    return {};
-  std::vector<char> dead(size_t(h.slots), 0);
-  std::vector<int64_t> older;
+    return c;
+  c.dead.assign(size_t(h.slots), 0);
   int64_t live = 0;
   const int64_t recent = opts.recentTokens < 0 ? p.budget / 2 : opts.recentTokens;
+  c.recentFrom = length - recent;
   for (int64_t i = 0; i < h.slots; ++i) {
-    dead[i] = h.pos[i] < 0;
-    live += !dead[i];
-    if (!dead[i] && h.pos[i] < length - recent)
-      older.push_back(i);
+    c.dead[i] = h.pos[i] < 0;
+    live += !c.dead[i];
+    if (!c.dead[i] && h.pos[i] < c.recentFrom)
+      c.older.push_back(i);
   }
   if (live <= p.budget)
-    return dead;
-  // Keep the best of the older slots, as many as the budget leaves: the
-  // first keepOlder in a total order (score, then the later position), so
-  // a partition finds the same set a sort would, in linear time.
-  int64_t keepOlder = std::min<int64_t>(
-      int64_t(older.size()), std::max<int64_t>(0, p.budget - (live - int64_t(older.size()))));
-  std::nth_element(older.begin(), older.begin() + keepOlder, older.end(),
+    return c;
+  c.keepOlder = std::min<int64_t>(
+      int64_t(c.older.size()), std::max<int64_t>(0, p.budget - (live - int64_t(c.older.size()))));
+  c.evicts = c.keepOlder < int64_t(c.older.size());
+  return c;
+}
+
+/// Marks the candidates of `c` that a budget head drops by its own scores:
+/// all but the first keepOlder in a total order (score, then the later
+/// position), so a partition finds the same set a sort would, in linear
+/// time. (A store that keeps the scores chooses them instead.)
+void KvCache::dropLowestScores(const Head &h, BudgetChoice &c) const {
+  std::nth_element(c.older.begin(), c.older.begin() + c.keepOlder, c.older.end(),
                    [&](int64_t a, int64_t b) {
                      if (h.score[a] != h.score[b])
                        return h.score[a] > h.score[b];
                      return h.pos[a] > h.pos[b];
                    });
-  for (size_t i = size_t(keepOlder); i < older.size(); ++i)
-    dead[older[i]] = 1;
-  return dead;
+  for (size_t i = size_t(c.keepOlder); i < c.older.size(); ++i)
+    c.dead[c.older[i]] = 1;
 }
 
 Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
@@ -670,6 +689,7 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
   Sequence &current = **found;
   moves.clear();
   std::vector<std::pair<int32_t, int32_t>> writes; // (row of k / v, pool row)
+  std::vector<int32_t> writePositions;             // of each write's token
   const int64_t Hkv = opts.numKvHeads;
   const int64_t newLength = current.length + n;
   if (newLength > INT32_MAX)
@@ -685,6 +705,36 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
     int64_t keepPages = -1; // paged budget heads: pages left once compacted
   };
   std::vector<Plan> plans(static_cast<size_t>(Hkv));
+  // Budget heads over their budget: victims by the cache's scores, or, when
+  // the store keeps them, by the store, all heads in one request.
+  const bool storeScores = store && store->keepsScores();
+  std::vector<KvStore::VictimRequest> requests;
+  std::vector<int64_t> requestHeads;
+  for (int64_t hd = 0; hd < Hkv; ++hd) {
+    if (retention[size_t(hd)].kind != HeadRetention::Budget)
+      continue;
+    const Head &h = current.heads[hd];
+    BudgetChoice c = budgetChoice(hd, h, current.length);
+    if (c.evicts && storeScores) {
+      KvStore::VictimRequest r;
+      r.pages = h.pages;
+      r.slots = h.slots, r.recentFrom = c.recentFrom, r.keep = c.keepOlder;
+      r.drop = int64_t(c.older.size()) - c.keepOlder;
+      requests.push_back(std::move(r));
+      requestHeads.push_back(hd);
+    } else if (c.evicts) {
+      dropLowestScores(h, c);
+    }
+    plans[hd].dead = std::move(c.dead);
+  }
+  if (!requests.empty()) {
+    std::vector<std::vector<int32_t>> victims;
+    if (Status st = store->chooseVictims(requests, victims); !st)
+      return st;
+    for (size_t i = 0; i < requests.size(); ++i)
+      for (int32_t slot : victims[i])
+        plans[requestHeads[i]].dead[size_t(slot)] = 1;
+  }
   int64_t need = 0, released = 0;
   for (int64_t hd = 0; hd < Hkv; ++hd) {
     const Head &h = current.heads[hd];
@@ -693,7 +743,7 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
     for (int64_t p = current.length; p < newLength; ++p)
       pl.store += retains(hd, p, newLength);
     if (budget) {
-      pl.dead = budgetVictims(hd, h, current.length);
+      // (chosen above)
     } else if (retention[size_t(hd)].kind == HeadRetention::SinkWindow) {
       pl.dead.assign(size_t(h.slots), 0);
       for (int64_t i = 0; i < h.slots; ++i)
@@ -842,6 +892,7 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
       int64_t slot = h.slots++;
       int64_t at = int64_t(h.pages[slot / P]) * P + slot % P;
       writes.emplace_back(int32_t(hd * n + t), int32_t(at));
+      writePositions.push_back(int32_t(p));
       h.pos[slot] = int32_t(p);
       h.score[slot] = 0;
     }
@@ -854,7 +905,7 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
         return st;
       }
     if (!writes.empty())
-      if (Status st = store->write(k, v, writes); !st) {
+      if (Status st = store->write(k, v, writes, writePositions); !st) {
         undo();
         return st;
       }

@@ -53,17 +53,26 @@ std::string decodePtx(bool withMass = false, bool tensorMaps = false) {
        ")\n{\n  ret;\n}\n";
   p += ".visible .entry attnc_dec_merge(" +
        params({{"u64", 4}, {"u32", 4}, {"u64", 5}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
-  p += ".visible .entry attnc_dec_append(" + params({{"u64", 7}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
-  p += ".visible .entry attnc_dec_move(" + params({{"u64", 5}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
+  p += ".visible .entry attnc_dec_append(" + params({{"u64", 9}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
+  p += ".visible .entry attnc_dec_move(" + params({{"u64", 7}, {"u32", 1}}) + ")\n{\n  ret;\n}\n";
   for (const char *twin : {"attnc_dec_q16", "attnc_dec_q32"})
     p += ".visible .entry " + std::string(twin) + "(" +
          params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + maps +
          ")\n{\n  ret;\n}\n";
-  if (withMass)
+  if (withMass) {
     p += ".visible .entry attnc_dec_mass(" +
-         params(
-             {{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}, {"u64", 1}, {"u32", 1}}) +
+         params({{"u64", 7},
+                 {"u32", 9},
+                 {"u64", 8},
+                 {"u64", 6},
+                 {"u32", 1},
+                 {"u64", 1},
+                 {"u32", 1},
+                 {"u64", 1}}) +
          ")\n{\n  ret;\n}\n";
+    p += ".visible .entry attnc_dec_victims(" + params({{"u64", 5}, {"u32", 2}}) +
+         ")\n{\n  ret;\n}\n";
+  }
   return p;
 }
 
@@ -424,11 +433,12 @@ TEST_F(CudaDecodeFake, BudgetPolicyLaunchesTheMassKernel) {
       << "a thread per slot of the splits, 128 a block";
   EXPECT_EQ(l.grid[1], 2u);
   EXPECT_EQ(l.grid[2], 2u);
-  ASSERT_EQ(l.numParams, 33);
+  ASSERT_EQ(l.numParams, 34);
   EXPECT_EQ(l.values[4], p.lse.address()) << "reads the final LSE";
   EXPECT_EQ(l.values[14], 2u) << "splits";
   EXPECT_EQ(l.values[31], mass.address());
   EXPECT_EQ(l.values[32], 2u) << "mass_rows";
+  EXPECT_EQ(l.values[33], 0u) << "no slot scores: the mass table";
   EXPECT_EQ(l.sharedBytes, 0u) << "it reads the stored scores, no tiles";
   // The workspace holds the parts and the scores, f32 [B * Hkv, G * Nq,
   // splits * split_slots], so a budget decode needs one even unsplit.
@@ -450,6 +460,86 @@ TEST_F(CudaDecodeFake, BudgetPolicyLaunchesTheMassKernel) {
   auto plain = p.args();
   plain.mass = &mass;
   expectRejected(plain, "keeps no budget");
+}
+
+TEST_F(CudaDecodeFake, H2oStoreKeepsScoresAndChoosesVictimsOnTheDevice) {
+  // An H2O budget(256) policy: the store keeps a score and a position per
+  // pool row (f32 / i32 [pages, 16]); appends write the positions
+  // (attnc_dec_append with (row, pool row, position) and the metadata),
+  // decode's mass kernel adds to the scores (no mass table, no download),
+  // and an append past the budget asks attnc_dec_victims (a CTA of 128
+  // per head) with (first page, slots, recent_from, keep, cursor). The
+  // fake driver runs no kernel, so no victim comes back: the store says
+  // so and the append changes nothing. SnapKV keeps its scores on the host.
+  std::string meta = kDecodeMeta;
+  const std::string plain = "pkv paged 16 all 0 0 bf16 none 0 0 none";
+  meta.replace(meta.find(plain), plain.size(), "h2o paged 16 budget 0 0 bf16 none 0 256 h2o");
+  auto k = CudaKernel::load(decodePtx(true), meta);
+  ASSERT_TRUE(bool(k)) << k.message();
+  auto store = CudaKvStore::create(*k, 64, 0);
+  ASSERT_TRUE(bool(store)) << store.message();
+  EXPECT_TRUE((*store)->keepsScores());
+  CudaCacheView pools = (*store)->pools();
+  ASSERT_TRUE(pools.slotScores && pools.slotPositions);
+  EXPECT_EQ(pools.slotScores->shape[0], 64);
+  EXPECT_EQ(pools.slotScores->shape[1], 16);
+  EXPECT_EQ(pools.slotPositions->dtype.code, kDLInt);
+  KvCacheOptions o;
+  o.policy = *(*k)->info().cache;
+  o.numKvHeads = 2, o.headDim = 8, o.numPages = 64, o.store = *store;
+  auto cache = KvCache::create(o);
+  ASSERT_TRUE(bool(cache)) << cache.message();
+  int64_t seq = *(*cache)->addSequence();
+  DevTensor kt({2, 300, 8}, kBF16), vt({2, 300, 8}, kBF16);
+  ASSERT_TRUE((*cache)->append(seq, &kt.t, &vt.t));
+  attnc_fake_launch l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec_append");
+  EXPECT_EQ(l.values[7], uint64_t(uintptr_t(pools.slotScores->data)));
+  EXPECT_EQ(l.values[8], uint64_t(uintptr_t(pools.slotPositions->data)));
+  const auto *triples = reinterpret_cast<const int32_t *>(uintptr_t(l.values[6]));
+  EXPECT_EQ(triples[3 * 299 + 2], 299) << "the position of head 0's last token";
+  EXPECT_EQ(triples[3 * 300 + 2], 0) << "head 1's first";
+  // Decode: the mass kernel adds to the store's scores.
+  DevTensor q({1, 4, 1, 8}, kBF16), out({1, 4, 1, 8}, kBF16);
+  ASSERT_TRUE((*store)->decode(**cache, {seq}, &q.t, &out.t));
+  l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec_mass");
+  EXPECT_EQ(l.values[31], 0u) << "no mass table";
+  EXPECT_EQ(l.values[33], uint64_t(uintptr_t(pools.slotScores->data)));
+  // Past the budget: the victims kernel, a CTA per head.
+  DevTensor k1({2, 1, 8}, kBF16), v1({2, 1, 8}, kBF16);
+  int before = fake.launches();
+  std::vector<int32_t> kept = (*cache)->retainedPositions(seq, 0);
+  expectError((*cache)->append(seq, &k1.t, &v1.t),
+              "the victims kernel chose 0 slots of 300 where 44 were to go");
+  ASSERT_EQ(fake.launches(), before + 1) << "the victims kernel, then nothing";
+  l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec_victims");
+  EXPECT_EQ(l.grid[0], 2u);
+  EXPECT_EQ(l.block[0], 128u);
+  ASSERT_EQ(l.numParams, 7);
+  EXPECT_EQ(l.values[0], uint64_t(uintptr_t(pools.slotScores->data)));
+  EXPECT_EQ(l.values[1], uint64_t(uintptr_t(pools.slotPositions->data)));
+  EXPECT_EQ(l.values[5], 2u) << "requests";
+  EXPECT_EQ(l.values[6], 16u) << "page size";
+  // 300 slots, the 128 newest kept (half the budget), 128 of the 172 older.
+  const auto *req = reinterpret_cast<const int32_t *>(uintptr_t(l.values[3]));
+  const int32_t wantReq[10] = {0, 300, 172, 128, 0, 19, 300, 172, 128, 44};
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(req[i], wantReq[i]) << i;
+  const auto *pageList = reinterpret_cast<const int32_t *>(uintptr_t(l.values[2]));
+  EXPECT_EQ(pageList[0], 0) << "head 0's first page";
+  EXPECT_EQ((*cache)->length(seq), 300);
+  EXPECT_EQ((*cache)->retainedPositions(seq, 0), kept);
+  // SnapKV: pooled over neighbouring positions on the host.
+  std::string snap = kDecodeMeta;
+  snap.replace(snap.find(plain), plain.size(), "snap paged 16 budget 0 0 bf16 none 0 256 snapkv");
+  auto ks = CudaKernel::load(decodePtx(true), snap);
+  ASSERT_TRUE(bool(ks)) << ks.message();
+  auto snapStore = CudaKvStore::create(*ks, 64, 0);
+  ASSERT_TRUE(bool(snapStore));
+  EXPECT_FALSE((*snapStore)->keepsScores());
+  EXPECT_EQ((*snapStore)->pools().slotScores, nullptr);
 }
 
 TEST_F(CudaDecodeFake, KvStoreKeepsF16Scales) {
@@ -514,20 +604,22 @@ TEST_F(CudaDecodeFake, KvStoreWritesThroughTheCacheKernels) {
   EXPECT_STREQ(l.entry, "attnc_dec_append");
   EXPECT_EQ(l.grid[0], 2u) << "a warp per row, 4 per CTA: 6 rows";
   EXPECT_EQ(l.block[0], 128u);
-  ASSERT_EQ(l.numParams, 8);
+  ASSERT_EQ(l.numParams, 10);
   EXPECT_EQ(l.values[0], k.address());
   EXPECT_EQ(l.values[1], v.address());
   CudaCacheView pools = (*store)->pools();
   EXPECT_EQ(l.values[2], uint64_t(uintptr_t(pools.keyPool->data)));
   EXPECT_EQ(l.values[3], uint64_t(uintptr_t(pools.valuePool->data)));
   EXPECT_EQ(l.values[4], 0u) << "no scales for bf16";
-  EXPECT_EQ(l.values[7], 6u);
-  // (row of k/v = head * n + token, pool row): head 0 in page 0, head 1 in
-  // page 1 (pages handed out lowest first).
-  const auto *pairs = reinterpret_cast<const int32_t *>(uintptr_t(l.values[6]));
-  const int32_t want[12] = {0, 0, 1, 1, 2, 2, 3, 16, 4, 17, 5, 18};
-  for (int i = 0; i < 12; ++i)
-    EXPECT_EQ(pairs[i], want[i]) << i;
+  EXPECT_EQ(l.values[7], 0u) << "no slot scores: the policy keeps no budget";
+  EXPECT_EQ(l.values[8], 0u);
+  EXPECT_EQ(l.values[9], 6u);
+  // (row of k/v = head * n + token, pool row, position): head 0 in page 0,
+  // head 1 in page 1 (pages handed out lowest first).
+  const auto *triples = reinterpret_cast<const int32_t *>(uintptr_t(l.values[6]));
+  const int32_t want[18] = {0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 16, 0, 4, 17, 1, 5, 18, 2};
+  for (int i = 0; i < 18; ++i)
+    EXPECT_EQ(triples[i], want[i]) << i;
   // Host K/V are refused before anything changes.
   std::vector<uint16_t> hostBits(2 * 1 * 8);
   int64_t hostShape[3] = {2, 1, 8};
@@ -550,8 +642,9 @@ TEST_F(CudaDecodeFake, KvStoreWritesThroughTheCacheKernels) {
   ASSERT_TRUE((*store)->move({{1, 5}, {2, 6}}));
   l = fake.last();
   EXPECT_STREQ(l.entry, "attnc_dec_move");
-  ASSERT_EQ(l.numParams, 6);
-  EXPECT_EQ(l.values[5], 2u);
+  ASSERT_EQ(l.numParams, 8);
+  EXPECT_EQ(l.values[4], 0u) << "no slot scores";
+  EXPECT_EQ(l.values[7], 2u);
   // A cache of another pool size than the store holds is refused.
   o.numPages = 4;
   expectError(KvCache::create(o).error(), "the store holds 128 pool rows");

@@ -1227,14 +1227,17 @@ public:
     return rt::Status::ok();
   }
   rt::Status write(const DLTensor *kn, const DLTensor *vn,
-                   const std::vector<std::pair<int32_t, int32_t>> &rows) override {
+                   const std::vector<std::pair<int32_t, int32_t>> &rows,
+                   const std::vector<int32_t> &positions) override {
     if (failNext)
       return failNext = false, rt::Status::error("store failed");
     // The bytes a host cache of the same policy stores for these rows.
     const int64_t n = kn->shape[1];
-    for (auto [src, dst] : rows) {
+    EXPECT_EQ(positions.size(), rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      auto [src, dst] = rows[i];
       int64_t h = src / n, t = src % n;
-      writes.push_back({h, t, dst});
+      writes.push_back({h, t, dst, i < positions.size() ? positions[i] : -1});
     }
     pendingK = kn, pendingV = vn;
     return rt::Status::ok();
@@ -1249,7 +1252,7 @@ public:
     return rt::Status::ok();
   }
   struct Write {
-    int64_t head, token, row;
+    int64_t head, token, row, position;
   };
   std::vector<Write> writes;
   const DLTensor *pendingK = nullptr, *pendingV = nullptr;
@@ -1355,6 +1358,146 @@ TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
   rt::KvCacheOptions o = host->options();
   o.store = std::make_shared<RecordingStore>(10, D * 2, D * 2, 1);
   EXPECT_NE(rt::KvCache::create(o).message().find("the store holds 10 pool rows"),
+            std::string::npos);
+}
+
+/// A RecordingStore that keeps the eviction scores (KvStore::keepsScores),
+/// as CudaKvStore does on the GPU: a score and a position per pool row,
+/// set by writes (0, the token's), carried by moves; victims chosen here
+/// by sorting each request's candidates (an implementation apart from the
+/// cache's partition).
+class ScoringStore : public RecordingStore {
+public:
+  ScoringStore(int64_t rows, int64_t kRow, int64_t vRow, int64_t P)
+      : RecordingStore(rows, kRow, vRow, 1), score(size_t(rows), 0.f), pos(size_t(rows), -7), P(P) {
+  }
+  bool keepsScores() const override { return true; }
+  rt::Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) override {
+    if (rt::Status s = RecordingStore::move(moves); !s)
+      return s;
+    for (auto [from, to] : moves)
+      score[to] = score[from], pos[to] = pos[from];
+    return rt::Status::ok();
+  }
+  rt::Status write(const DLTensor *kn, const DLTensor *vn,
+                   const std::vector<std::pair<int32_t, int32_t>> &rows,
+                   const std::vector<int32_t> &positions) override {
+    if (rt::Status s = RecordingStore::write(kn, vn, rows, positions); !s)
+      return s;
+    for (size_t i = 0; i < rows.size(); ++i)
+      score[rows[i].second] = 0.f, pos[rows[i].second] = positions[i];
+    return rt::Status::ok();
+  }
+  rt::Status chooseVictims(const std::vector<VictimRequest> &requests,
+                           std::vector<std::vector<int32_t>> &victims) override {
+    victims.clear();
+    for (const VictimRequest &r : requests) {
+      requested.push_back(r);
+      std::vector<std::pair<std::pair<float, int32_t>, int32_t>> cand; // ((score, pos), slot)
+      for (int64_t sl = 0; sl < r.slots; ++sl) {
+        int64_t row = int64_t(r.pages[size_t(sl / P)]) * P + sl % P;
+        if (pos[row] >= 0 && pos[row] < r.recentFrom)
+          cand.push_back({{score[row], pos[row]}, int32_t(sl)});
+      }
+      std::sort(cand.begin(), cand.end(), [](auto &a, auto &b) { return a.first > b.first; });
+      EXPECT_EQ(int64_t(cand.size()) - r.keep, r.drop);
+      std::vector<int32_t> v;
+      for (size_t i = size_t(r.keep); i < cand.size(); ++i)
+        v.push_back(cand[i].second);
+      std::sort(v.begin(), v.end());
+      victims.push_back(v);
+    }
+    return rt::Status::ok();
+  }
+  rt::Status readScores(const std::vector<int32_t> &rows, std::vector<float> &out) const override {
+    out.clear();
+    for (int32_t r : rows)
+      out.push_back(score[r]);
+    return rt::Status::ok();
+  }
+  std::vector<float> score;
+  std::vector<int32_t> pos;
+  std::vector<VictimRequest> requested;
+  int64_t P;
+};
+
+/// An H2O cache whose store keeps the scores evicts as a host cache does:
+/// the same mass added to the host's scores (updateScores) and to the
+/// store's pool rows (by the tables, as the GPU's mass kernel does), the
+/// same positions retained step by step, through compactions that move
+/// the scores with the rows; scores() reads them from the store, and
+/// updateScores is refused there (they are the store's).
+TEST_F(KvCacheTest, StoreKeptScoresChooseTheHostsVictims) {
+  auto k = kernel("over_h2o");
+  ASSERT_TRUE(k);
+  auto host = makeCache(*k, 40);
+  rt::KvCacheOptions o = host->options();
+  const int64_t P = host->pageSize();
+  auto store = std::make_shared<ScoringStore>(o.numPages * P, D * 2, D * 2, P);
+  o.store = store;
+  auto made = rt::KvCache::create(o);
+  ASSERT_TRUE(bool(made)) << made.message();
+  rt::KvCache &dev = **made;
+  std::vector<int64_t> hs = {*host->addSequence(), *host->addSequence()};
+  std::vector<int64_t> ds = {*dev.addSequence(), *dev.addSequence()};
+  std::vector<History> hist(2), twin(2);
+  std::uniform_real_distribution<float> score(0.f, 1.f);
+  int64_t evicting = 0;
+  auto step = [&](int64_t n) {
+    std::mt19937 saved = rng;
+    for (int i = 0; i < 2; ++i)
+      ASSERT_TRUE(append(*host, hs[i], n, hist[i]));
+    rng = saved;
+    size_t asked = store->requested.size();
+    for (int i = 0; i < 2; ++i)
+      ASSERT_TRUE(append(dev, ds[i], n, twin[i]));
+    evicting += int64_t(store->requested.size() - asked);
+    auto t = host->tables(hs, 1);
+    auto dt = dev.tables(ds, 1);
+    ASSERT_TRUE(t && dt);
+    std::vector<float> mass(t->positions.size());
+    for (float &m : mass)
+      m = score(rng);
+    // Some ties, so that the later position decides.
+    for (size_t i = 0; i < mass.size(); i += 5)
+      mass[i] = 0.5f;
+    ASSERT_TRUE(host->updateScores(hs, mass, t->maxSlots));
+    // The same mass by position into the store's pool rows.
+    for (int64_t r = 0; r < int64_t(ds.size()) * Hkv; ++r)
+      for (int64_t sl = 0; sl < t->maxSlots; ++sl) {
+        int32_t p = t->positions[size_t(r * t->maxSlots + sl)];
+        if (p < 0)
+          continue;
+        int64_t dsl = -1;
+        for (int64_t j = 0; j < dt->maxSlots; ++j)
+          if (dt->positions[size_t(r * dt->maxSlots + j)] == p)
+            dsl = j;
+        ASSERT_GE(dsl, 0);
+        int64_t row = int64_t(dt->pages[size_t(r * dt->maxPages + dsl / P)]) * P + dsl % P;
+        ASSERT_EQ(store->pos[row], p) << "the store's position of pool row " << row;
+        store->score[row] += mass[size_t(r * t->maxSlots + sl)];
+      }
+  };
+  step(20);
+  for (int s = 0; s < 30; ++s) {
+    step(1 + s % 3);
+    for (int i = 0; i < 2; ++i)
+      for (int64_t h = 0; h < Hkv; ++h) {
+        ASSERT_EQ(dev.retainedPositions(ds[i], h), host->retainedPositions(hs[i], h))
+            << "step " << s << " head " << h;
+        ASSERT_EQ(dev.scores(ds[i], h), host->scores(hs[i], h));
+      }
+  }
+  EXPECT_GT(evicting, 0) << "evictions chosen by the store";
+  EXPECT_GT(store->moved, 0) << "compactions moved scored rows";
+  for (const rt::KvStore::VictimRequest &r : store->requested) {
+    EXPECT_GT(r.drop, 0);
+    EXPECT_EQ(int64_t(r.pages.size()), (r.slots + P - 1) / P);
+  }
+  auto t = dev.tables(ds, 1);
+  ASSERT_TRUE(bool(t));
+  std::vector<float> mass(t->positions.size(), 1.f);
+  EXPECT_NE(dev.updateScores(ds, mass, t->maxSlots).message().find("store keeps"),
             std::string::npos);
 }
 
@@ -1552,9 +1695,10 @@ public:
     return inner->move(moves);
   }
   rt::Status write(const DLTensor *k, const DLTensor *v,
-                   const std::vector<std::pair<int32_t, int32_t>> &rows) override {
+                   const std::vector<std::pair<int32_t, int32_t>> &rows,
+                   const std::vector<int32_t> &positions) override {
     written += int64_t(rows.size());
-    return inner->write(k, v, rows);
+    return inner->write(k, v, rows, positions);
   }
   rt::Status read(int32_t row, void *k, void *v, void *kS, void *vS) const override {
     return inner->read(row, k, v, kS, vS);

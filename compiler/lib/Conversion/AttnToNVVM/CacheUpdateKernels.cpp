@@ -159,7 +159,7 @@ private:
   }
 
   void buildAppend(OpBuilder &mb) {
-    SmallVector<Type> types(7, ptrT());
+    SmallVector<Type> types(9, ptrT());
     types.push_back(i32());
     auto [fn, b] = createKernelFunc(mb, attn::cudaEntryName(kernel.getSymName()) + "_append", types,
                                     kRowsPerBlock * kWarp);
@@ -168,28 +168,49 @@ private:
           vPool = toGlobal(b, arg(3)), kScale = toGlobal(b, arg(4)), vScale = toGlobal(b, arg(5)),
           rows = toGlobal(b, arg(6));
     const int64_t D = cfg.headDim, Dv = cfg.headDimV;
-    forWarpRow(b, arg(7), [&](OpBuilder &b, Value row, Value lane) {
-      Value pair = mul(b, ext64(b, row), ci64(b, 2));
-      Value r64 = ext64(b, load(b, i32(), rows, pair));
-      Value to = load(b, i32(), rows, add(b, pair, ci64(b, 1)));
+    forWarpRow(b, arg(9), [&](OpBuilder &b, Value row, Value lane) {
+      Value triple = mul(b, ext64(b, row), ci64(b, 3));
+      Value r64 = ext64(b, load(b, i32(), rows, triple));
+      Value to = load(b, i32(), rows, add(b, triple, ci64(b, 1)));
       writeRow(b, lane, gep(b, kNew, mul(b, r64, ci64(b, D)), elemType), kPool, kScale, to, D);
       writeRow(b, lane, gep(b, vNew, mul(b, r64, ci64(b, Dv)), elemType), vPool, vScale, to, Dv);
+      // A new row's score starts at 0 and its position is the token's.
+      Value position = load(b, i32(), rows, add(b, triple, ci64(b, 2)));
+      forSlotMetadata(b, lane, arg(7), arg(8), [&](OpBuilder &b, Value scores, Value positions) {
+        store(b, cf32(b, 0.0), scores, ext64(b, to));
+        store(b, position, positions, ext64(b, to));
+      });
     });
     gpu::ReturnOp::create(b, loc());
   }
 
+  /// body(scores, positions) in lane 0 when the slot-metadata pools (f32
+  /// scores and i32 positions per pool row: budget heads scored on the GPU)
+  /// are given (not null).
+  void forSlotMetadata(OpBuilder &b, Value lane, Value scores, Value positions,
+                       llvm::function_ref<void(OpBuilder &, Value, Value)> body) {
+    Location l = loc();
+    Value none = LLVM::ZeroOp::create(b, l, ptrT());
+    Value given = arith::AndIOp::create(
+        b, l, LLVM::ICmpOp::create(b, l, LLVM::ICmpPredicate::ne, scores, none),
+        LLVM::ICmpOp::create(b, l, LLVM::ICmpPredicate::ne, positions, none));
+    Value first = arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, lane, ci32(b, 0));
+    ifThen(b, arith::AndIOp::create(b, l, given, first),
+           [&](OpBuilder &b) { body(b, toGlobal(b, scores), toGlobal(b, positions)); });
+  }
+
   void buildMove(OpBuilder &mb) {
-    SmallVector<Type> types(5, ptrT());
+    SmallVector<Type> types(7, ptrT());
     types.push_back(i32());
     auto [fn, b] = createKernelFunc(mb, attn::cudaEntryName(kernel.getSymName()) + "_move", types,
                                     kRowsPerBlock * kWarp);
     auto arg = [&](unsigned i) { return fn.getArgument(i); };
     Value kPool = toGlobal(b, arg(0)), vPool = toGlobal(b, arg(1)), kScale = toGlobal(b, arg(2)),
-          vScale = toGlobal(b, arg(3)), moves = toGlobal(b, arg(4));
+          vScale = toGlobal(b, arg(3)), moves = toGlobal(b, arg(6));
     const int64_t D = cfg.headDim, Dv = cfg.headDimV;
     const int64_t elemBytes = storage.quantized ? 1 : elemType.getIntOrFloatBitWidth() / 8;
     const int64_t per = storage.nibbles ? 2 : 1;
-    forWarpRow(b, arg(5), [&](OpBuilder &b, Value row, Value lane) {
+    forWarpRow(b, arg(7), [&](OpBuilder &b, Value row, Value lane) {
       Value from = ext64(b, load(b, i32(), moves, mul(b, ext64(b, row), ci64(b, 2))));
       Value to =
           ext64(b, load(b, i32(), moves, add(b, mul(b, ext64(b, row), ci64(b, 2)), ci64(b, 1))));
@@ -206,6 +227,10 @@ private:
         copy(kScale, (storage.group ? D / storage.group : 1) * storage.scaleBytes / 4);
         copy(vScale, (storage.group ? Dv / storage.group : 1) * storage.scaleBytes / 4);
       }
+      forSlotMetadata(b, lane, arg(4), arg(5), [&](OpBuilder &b, Value scores, Value positions) {
+        store(b, load(b, f32(), scores, from), scores, to);
+        store(b, load(b, i32(), positions, from), positions, to);
+      });
     });
     gpu::ReturnOp::create(b, loc());
   }

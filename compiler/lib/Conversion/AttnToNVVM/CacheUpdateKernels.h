@@ -13,13 +13,19 @@
 // zero, clamped; int4 packs element 2i in the low nibble):
 //   u64 k_new, v_new     [rows, D] / [rows, Dv] of the kernel's dtype, dense
 //   u64 k_pool, v_pool, k_scale, v_scale
-//   u64 rows             i32 [count, 2]: (row of k_new / v_new, pool row)
+//   u64 rows             i32 [count, 3]: (row of k_new / v_new, pool row,
+//                        the token's logical position)
+//   u64 slot_scores, slot_positions   f32 / i32 per pool row, or null
 //   i32 count
+// With the slot-metadata pools (a budget cache whose H2O scores live on
+// the GPU: MassKernel.h, VictimsKernel.h), a new row's score is set to 0
+// and its position stored.
 //
 // `attnc_<K>_move` (grid ceil(count / 4), 128 threads) copies pool rows
 // (K, V and their scales), for compaction after an eviction; the moves of
 // one launch must not read a row another writes:
 //   u64 k_pool, v_pool, k_scale, v_scale
+//   u64 slot_scores, slot_positions   moved too when not null
 //   u64 moves            i32 [count, 2]: (from row, to row)
 //   i32 count
 //

@@ -37,6 +37,7 @@
 #include "MassKernel.h"
 #include "MergeKernel.h"
 #include "NvvmBuilder.h"
+#include "VictimsKernel.h"
 
 #include <cmath>
 #include <limits>
@@ -82,8 +83,10 @@ public:
     if (cfg.decodePdl)
       mb->getBlock()->getParentOp()->setAttr(attn::kMergeWaitsAttr, UnitAttr::get(ctx));
     buildCacheUpdateKernels(kernel, cfg, elemType, storage, *mb);
-    if (storage.slotMass)
+    if (storage.slotMass) {
       buildMassKernel(kernel, cfg, elemType, numThreads, *mb);
+      buildVictimsKernel(kernel, cfg, elemType, *mb);
+    }
     // Twins `attnc_<K>_q16` and `_q32` for more packed rows (speculative
     // decoding, G x Nq above the tile's 8 or 16 rows): K/V are read once
     // per row tile, with 32 rows once up to 32, at 1.5% more time than 16

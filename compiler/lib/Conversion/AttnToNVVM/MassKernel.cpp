@@ -22,7 +22,7 @@ public:
 
   void build(OpBuilder &mb, int64_t threads) {
     SmallVector<Type> types = decodeAbiTypes();
-    types.append({ptrT(), i32()}); // kv_mass, mass_rows
+    types.append({ptrT(), i32(), ptrT()}); // kv_mass, mass_rows, slot_scores
     appendParamTypes(types);
     auto [fn, b] =
         createKernelFunc(mb, attn::cudaEntryName(kernel.getSymName()) + "_mass", types, threads);
@@ -36,6 +36,8 @@ public:
     Value gLen = toGlobal(b, arg(26));
     Value maxSlots = arg(13);
     Value gMass = toGlobal(b, arg(kNumDecodeArgs)), massRows = arg(kNumDecodeArgs + 1);
+    Value slotScores = arg(kNumDecodeArgs + 2);
+    Value P = arg(11), maxPages = arg(12), gPages = toGlobal(b, arg(24));
 
     Value block = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::x));
     Value hk = idx32(b, gpu::BlockIdOp::create(b, l, gpu::Dimension::y));
@@ -68,8 +70,25 @@ public:
             Value p = ex2(b, fsub(b, t, fmul(b, lse, cf32(b, kLog2e))));
             scf::YieldOp::create(b, l, ValueRange{fadd(b, sum[0], select(b, counts, p, zero))});
           });
-      Value at = add(b, mul(b, ext64(b, tableRow), ext64(b, maxSlots)), slot64);
-      store(b, fadd(b, load(b, f32(), gMass, at), rows.getResult(0)), gMass, at);
+      // Into the pool row's score when the scores live on the GPU (H2O:
+      // accumulated, moved with the rows), else into the mass table.
+      Value none = LLVM::ZeroOp::create(b, l, ptrT());
+      Value toPool = LLVM::ICmpOp::create(b, l, LLVM::ICmpPredicate::ne, slotScores, none);
+      auto branch = scf::IfOp::create(b, l, toPool, /*withElseRegion=*/true);
+      {
+        OpBuilder tb = branch.getThenBodyBuilder();
+        Value page = load(tb, i32(), gPages,
+                          add(tb, mul(tb, ext64(tb, tableRow), ext64(tb, maxPages)),
+                              ext64(tb, divu(tb, slot, P))));
+        Value at = add(tb, mul(tb, ext64(tb, page), ext64(tb, P)), ext64(tb, remu(tb, slot, P)));
+        Value gScores = toGlobal(tb, slotScores);
+        store(tb, fadd(tb, load(tb, f32(), gScores, at), rows.getResult(0)), gScores, at);
+      }
+      {
+        OpBuilder eb = branch.getElseBodyBuilder();
+        Value at = add(eb, mul(eb, ext64(eb, tableRow), ext64(eb, maxSlots)), slot64);
+        store(eb, fadd(eb, load(eb, f32(), gMass, at), rows.getResult(0)), gMass, at);
+      }
     });
     gpu::ReturnOp::create(b, l);
   }

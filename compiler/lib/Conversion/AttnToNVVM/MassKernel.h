@@ -9,7 +9,11 @@
 // (row (b * Hkv + g) * G * Nq + packed row, column the slot), and
 // `attnc_<K>_mass` runs after the merge with the decode ABI plus, before the
 // runtime parameters,
-//   u64 kv_mass (f32 [B * Hkv, max_slots], added to), i32 mass_rows
+//   u64 kv_mass (f32 [B * Hkv, max_slots], added to), i32 mass_rows,
+//   u64 slot_scores (f32 per pool row, or null)
+// With slot_scores, each slot's sum goes to its pool row's score instead
+// (the page table's row page * P + slot % P; kv_mass is not read): H2O
+// scores kept on the GPU, which VictimsKernel.h evicts by.
 // Grid (ceil(splits * split_slots / threads), Hkv, B), the decode's
 // threads (a CTA per split looping over its slots left too few warps to
 // hide the loads' latency; bench/NOTES.md, session 13): one thread per

@@ -107,6 +107,12 @@ struct CudaCacheView : CachePools {
   /// The longest `lengths` entry (the host knows it; it sizes the splits).
   /// 0: max_slots.
   int64_t maxLength = 0;
+  /// Budget caches whose eviction scores live on the GPU (CudaKvStore for
+  /// H2O policies): per pool row [numPages, P], its score (f32) and logical
+  /// position (i32). The append kernel sets a new row's score to 0 and its
+  /// position, the move kernel moves both, the mass kernel adds each
+  /// slot's mass to its row's score, and chooseVictims evicts by them.
+  const DLTensor *slotScores = nullptr, *slotPositions = nullptr;
 };
 
 /// Decode over a device KV cache (a kernel compiled with kvCache).
@@ -129,7 +135,8 @@ struct CudaCacheLaunchArgs {
   /// queries (0: all Nq) put on each slot, after the decode (it reads the
   /// final LSE, so `lse` is required). Zero it first; the host cache takes
   /// it through KvCache::updateScores. Deterministic: one thread sums each
-  /// slot, over the packed rows in order.
+  /// slot, over the packed rows in order. Null when cache.slotScores is
+  /// given: the mass goes to each slot's pool-row score there instead.
   DLTensor *mass = nullptr;
   int64_t massRows = 0;
 };
@@ -178,15 +185,28 @@ public:
 
   /// The cache kernels of a kvCache kernel (generated for its policy's
   /// storage; CudaKvStore runs them). writeCacheRows: for each (row, pool
-  /// row) of `rows` (i32 [count, 2] on the device), row `row` of k / v
-  /// (dense, innermost D / Dv, the kernel's dtype) into that pool row,
-  /// quantized as the host KvCache would. moveCacheRows: each (from, to)
-  /// pool row copied (no row both read and written). Pools and scales as
-  /// in CudaCacheView; enqueued on `stream`.
+  /// row, position) of `rows` (i32 [count, 3] on the device), row `row` of
+  /// k / v (dense, innermost D / Dv, the kernel's dtype) into that pool
+  /// row, quantized as the host KvCache would (and, with the pools' slot
+  /// metadata, the row's score 0 and its position). moveCacheRows: each
+  /// (from, to) pool row of `rows` (i32 [count, 2]) copied, with its
+  /// scales and metadata (no row both read and written). Pools and scales
+  /// as in CudaCacheView; enqueued on `stream`.
   Status writeCacheRows(const CudaCacheView &pools, const DLTensor *k, const DLTensor *v,
                         const DLTensor *rows, void *stream = nullptr) const;
   Status moveCacheRows(const CudaCacheView &pools, const DLTensor *rows,
                        void *stream = nullptr) const;
+  /// Budget policies: eviction victims chosen on the GPU from the pools'
+  /// slot metadata (`pools.slotScores` / `slotPositions`, required), a CTA
+  /// per request (`attnc_<K>_victims`, VictimsKernel.h in the compiler):
+  /// `requests` i32 [count, 5] (first page in `pages`, slots, recent_from,
+  /// keep, victim cursor), `pages` i32 [n] the requests' page lists,
+  /// `victims` i32 [m] (the cursors index it). Each request's candidate
+  /// slots are those below `slots` whose position is in [0, recent_from);
+  /// all but the `keep` of highest (score, position) are written at its
+  /// cursor, which advances. Enqueued on `stream`.
+  Status chooseVictims(const CudaCacheView &pools, const DLTensor *pages, DLTensor *requests,
+                       DLTensor *victims, void *stream = nullptr) const;
 
 private:
   CudaKernel();
@@ -214,8 +234,14 @@ public:
   int64_t rows() const override { return numPages * P; }
   Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) override;
   Status write(const DLTensor *k, const DLTensor *v,
-               const std::vector<std::pair<int32_t, int32_t>> &rows) override;
+               const std::vector<std::pair<int32_t, int32_t>> &rows,
+               const std::vector<int32_t> &positions) override;
   Status read(int32_t row, void *k, void *v, void *kScales, void *vScales) const override;
+  /// H2O budget policies keep their scores here (KvStore::keepsScores).
+  bool keepsScores() const override { return slotMetadata; }
+  Status chooseVictims(const std::vector<VictimRequest> &requests,
+                       std::vector<std::vector<int32_t>> &victims) override;
+  Status readScores(const std::vector<int32_t> &rows, std::vector<float> &scores) const override;
 
   /// The pools as CudaCacheLaunchArgs takes them (no tables).
   CudaCacheView pools() const;
@@ -223,7 +249,8 @@ public:
   /// tokens of each of `sequences` (q [B, Hq, Nq, D], o, lse on the
   /// device): brings the cache's tables up to date on the device, plans
   /// the splits, launches the decode (and merge) and, for budget policies,
-  /// the mass kernel, whose table goes to cache.updateScores. Waits for the
+  /// the mass kernel, which adds to the pool rows' scores here (H2O), or
+  /// whose table goes to cache.updateScores (SnapKV). Waits for the
   /// kernels. The tables stay on the device between calls: a call over the
   /// same sequences uploads, per (sequence, KV head), only the pages and
   /// positions appended since (KvCache::SequenceView::layoutStamp), and the
@@ -244,6 +271,7 @@ private:
   int64_t numPages = 0, P = 0, kRowBytes = 0, vRowBytes = 0, gK = 1, gV = 1;
   int64_t scaleBytes = 4; // of a stored scale (f16 scales: 2)
   bool quant = false;
+  bool slotMetadata = false; // scores and positions per pool row (H2O)
   size_t tableUploadBytes = 0;
 };
 

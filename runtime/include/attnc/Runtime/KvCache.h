@@ -57,9 +57,11 @@ public:
   virtual Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) = 0;
   /// Writes row `src` of k [Hkv, n, D] / v [Hkv, n, Dv] (src = head * n +
   /// token, the input type) into pool row `dst` for each (src, dst),
-  /// quantizing as the policy stores.
+  /// quantizing as the policy stores; positions[i] is the logical position
+  /// of rows[i]'s token (a store that keeps scores keeps it with the row).
   virtual Status write(const DLTensor *k, const DLTensor *v,
-                       const std::vector<std::pair<int32_t, int32_t>> &rows) = 0;
+                       const std::vector<std::pair<int32_t, int32_t>> &rows,
+                       const std::vector<int32_t> &positions) = 0;
   /// Pool row `row` as stored: K and V bytes (kRowBytes / vRowBytes of the
   /// cache) and, quantized, their scales' bytes (f32 or f16 each).
   virtual Status read(int32_t row, void *k, void *v, void *kScales, void *vScales) const = 0;
@@ -77,6 +79,29 @@ public:
   };
   /// The pools in host memory, or null when they are elsewhere (a GPU).
   virtual const HostPools *hostPools() const { return nullptr; }
+
+  /// Whether the store keeps the eviction scores of budget heads, a score
+  /// per pool row (with the row's position), which its launches update and
+  /// its moves carry: then the cache keeps none and the store chooses the
+  /// victims, where the scores are (CudaKvStore for H2O: on the GPU).
+  virtual bool keepsScores() const { return false; }
+  /// What one budget head drops: of its slots [0, slots) (slot s is pool
+  /// row pages[s / P] * P + s % P), the candidates are those whose position
+  /// is in [0, recentFrom); all but the `keep` of highest score (ties: the
+  /// later position) die, `drop` of them.
+  struct VictimRequest {
+    std::vector<int32_t> pages;
+    int64_t slots = 0, recentFrom = 0, keep = 0, drop = 0;
+  };
+  /// victims[i]: the slots request i drops, ascending (keepsScores only).
+  virtual Status chooseVictims(const std::vector<VictimRequest> &requests,
+                               std::vector<std::vector<int32_t>> &victims) {
+    return Status::error("this KV store keeps no eviction scores");
+  }
+  /// The scores of pool rows `rows` (keepsScores only).
+  virtual Status readScores(const std::vector<int32_t> &rows, std::vector<float> &scores) const {
+    return Status::error("this KV store keeps no eviction scores");
+  }
 };
 
 struct KvCacheOptions {
@@ -254,7 +279,14 @@ private:
   void compact(Head &h);
   void fillHoles(Head &h);
   void moveSlot(Head &h, int64_t from, int64_t to);
-  std::vector<char> budgetVictims(int64_t head, const Head &h, int64_t length) const;
+  struct BudgetChoice {
+    std::vector<char> dead;     // per slot; empty: the head keeps its budget
+    std::vector<int64_t> older; // live slots an eviction may drop
+    int64_t keepOlder = 0, recentFrom = 0;
+    bool evicts = false; // some of `older` must go
+  };
+  BudgetChoice budgetChoice(int64_t head, const Head &h, int64_t length) const;
+  void dropLowestScores(const Head &h, BudgetChoice &c) const;
   Status update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_t n);
   void storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int64_t dim, int64_t groups,
                 char *dst, char *scales) const;
@@ -296,7 +328,8 @@ public:
   int64_t rows() const override { return numPages * P; }
   Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) override;
   Status write(const DLTensor *k, const DLTensor *v,
-               const std::vector<std::pair<int32_t, int32_t>> &rows) override;
+               const std::vector<std::pair<int32_t, int32_t>> &rows,
+               const std::vector<int32_t> &positions) override;
   Status read(int32_t row, void *k, void *v, void *kScales, void *vScales) const override;
   const HostPools *hostPools() const override { return &host; }
 
