@@ -273,19 +273,18 @@ bool checkKernel(const std::string &ptxPath) {
     if (s)
       s = lse2.buffer.download(hl2.data(), hl2.size() * 4);
     if (s) {
-      twinSame = twinSame && ho2 == ho && std::memcmp(hl2.data(), hl.data(), hl.size() * 4) == 0;
+      const bool sameOut = ho2 == ho && std::memcmp(hl2.data(), hl.data(), hl.size() * 4) == 0;
+      if (!sameOut && twinSame)
+        std::printf("  step %d: the twin's O or LSE differ\n", step);
+      twinSame = twinSame && sameOut;
       for (int64_t b = 0; b < B; ++b)
         for (int64_t g = 0; g < Hkv; ++g) {
           std::vector<int32_t> kept = c.retainedPositions(seqs[b], g);
+          if (twinSame && kept != dc.retainedPositions(dseqs[b], g))
+            std::printf("  step %d sequence %lld head %lld: the twin retains other positions\n",
+                        step, (long long)b, (long long)g);
           twinSame = twinSame && kept == dc.retainedPositions(dseqs[b], g);
-          // H2O: the twin's scores live on the GPU (added there by the mass
-          // kernel, victims chosen there); they must be the host's, bit for bit.
-          if (budget && (*store)->keepsScores()) {
-            std::vector<float> hs = c.scores(seqs[b], g), ds = dc.scores(dseqs[b], g);
-            twinSame = twinSame && hs.size() == ds.size() &&
-                       std::memcmp(hs.data(), ds.data(), hs.size() * 4) == 0;
-            ++scoresCompared;
-          }
+
           if (step % 8 != 0 && step != 23)
             continue;
           // The stored bytes, read back from the GPU, as the host stored them.
@@ -382,6 +381,21 @@ bool checkKernel(const std::string &ptxPath) {
         std::printf("FAIL %s: %s\n", ki.name.c_str(), us.message().c_str());
         return false;
       }
+      // H2O: the twin's scores live on the GPU (the mass kernel of its
+      // decode added this step's there; victims are chosen there): with
+      // this step's mass added here too, they must be the host's, bit for bit.
+      if ((*store)->keepsScores())
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t g = 0; g < Hkv; ++g) {
+            std::vector<float> hs = c.scores(seqs[b], g), ds = dc.scores(dseqs[b], g);
+            bool same =
+                hs.size() == ds.size() && std::memcmp(hs.data(), ds.data(), hs.size() * 4) == 0;
+            if (!same && twinSame)
+              std::printf("  step %d sequence %lld head %lld: %zu scores here, %zu on the GPU\n",
+                          step, (long long)b, (long long)g, hs.size(), ds.size());
+            twinSame = twinSame && same;
+            ++scoresCompared;
+          }
     }
   }
   bool ok = worstO < 2e-2 && worstL < 1e-2 && twinSame;
