@@ -48,8 +48,8 @@ struct CudaKvStore::Buffers {
   CudaBuffer slotScores, slotPositions;
   std::vector<int64_t> slotShape;
   DLTensor scoresView{}, positionsView{};
-  // chooseVictims' requests, page lists and victims.
-  CudaBuffer victimRequests, victimPages, victims;
+  // chooseVictims' requests, victims and page lists.
+  CudaBuffer victims;
   // Scratch reused across calls: row pairs, tables, workspace, mass, LSE.
   CudaBuffer rows, pages, positions, lengths, queryPositions, workspace, mass, lse;
   std::vector<int64_t> kShape, vShape, ksShape, vsShape;
@@ -227,43 +227,48 @@ Status CudaKvStore::chooseVictims(const std::vector<VictimRequest> &requests,
   if (requests.empty())
     return Status::ok();
   Buffers &b = *bufs;
-  // (first page, slots, recent_from, keep, cursor) per request.
-  std::vector<int32_t> table, pages;
+  // One upload and one download (each a round trip, per append): the
+  // buffer holds the requests (first page, slots, recent_from, keep,
+  // cursor), then the victims (-1: a slot the kernel did not write shows),
+  // then the page lists.
+  const size_t count = requests.size();
+  std::vector<int32_t> flat(count * 5);
   int64_t total = 0;
-  for (const VictimRequest &r : requests) {
-    table.insert(table.end(), {int32_t(pages.size()), int32_t(r.slots), int32_t(r.recentFrom),
-                               int32_t(r.keep), int32_t(total)});
-    pages.insert(pages.end(), r.pages.begin(), r.pages.end());
+  for (const VictimRequest &r : requests)
     total += r.drop;
+  flat.resize(flat.size() + size_t(total), -1);
+  int64_t cursor = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const VictimRequest &r = requests[i];
+    int32_t *row = &flat[i * 5];
+    row[0] = int32_t(flat.size() - count * 5 - size_t(total)); // in the page lists
+    row[1] = int32_t(r.slots), row[2] = int32_t(r.recentFrom), row[3] = int32_t(r.keep);
+    row[4] = int32_t(cursor);
+    flat.insert(flat.end(), r.pages.begin(), r.pages.end());
+    cursor += r.drop;
   }
-  std::vector<int64_t> tableShape, pagesShape{int64_t(pages.size())}, victimsShape{total};
-  DLTensor requestsT, pagesT, victimsT;
-  if (Status s = uploadTable(b.victimRequests, table, 5, dev, tableShape, requestsT); !s)
+  if (Status s = ensure(b.victims, flat.size() * 4, dev); !s)
     return s;
-  for (auto [buffer, host, shape, out] :
-       {std::tuple{&b.victimPages, &pages, &pagesShape, &pagesT}}) {
-    if (Status s = ensure(*buffer, host->size() * 4, dev); !s)
-      return s;
-    if (Status s = buffer->upload(host->data(), host->size() * 4); !s)
-      return s;
-    *out = tensorOf(*buffer, *shape, kI32);
-  }
-  // -1 everywhere: a slot the kernel did not write shows.
-  std::vector<int32_t> out(size_t(total), -1);
-  if (Status s = ensure(b.victims, out.size() * 4, dev); !s)
+  if (Status s = b.victims.upload(flat.data(), flat.size() * 4); !s)
     return s;
-  if (Status s = b.victims.upload(out.data(), out.size() * 4); !s)
-    return s;
-  victimsT = tensorOf(b.victims, victimsShape, kI32);
+  const size_t pagesAt = count * 5 + size_t(total);
+  std::vector<int64_t> requestsShape{int64_t(count), 5}, victimsShape{total},
+      pagesShape{int64_t(flat.size() - pagesAt)};
+  auto view = [&](size_t at, std::vector<int64_t> &shape) {
+    DLTensor t = tensorOf(b.victims, shape, kI32);
+    t.data = static_cast<int32_t *>(t.data) + at;
+    return t;
+  };
+  DLTensor requestsT = view(0, requestsShape), victimsT = view(count * 5, victimsShape),
+           pagesT = view(pagesAt, pagesShape);
   if (Status s = kernel->chooseVictims(pools(), &pagesT, &requestsT, &victimsT); !s)
     return s;
   if (Status s = cudaSynchronize(dev); !s)
     return s;
-  if (Status s = b.victims.download(out.data(), out.size() * 4); !s)
+  if (Status s = b.victims.download(flat.data(), pagesAt * 4); !s)
     return s;
-  std::vector<int32_t> cursors(table.size());
-  if (Status s = b.victimRequests.download(cursors.data(), cursors.size() * 4); !s)
-    return s;
+  const std::vector<int32_t> cursors(flat.begin(), flat.begin() + count * 5);
+  const std::vector<int32_t> out(flat.begin() + count * 5, flat.begin() + pagesAt);
   int64_t at = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     const VictimRequest &r = requests[i];

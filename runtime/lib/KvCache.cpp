@@ -790,9 +790,12 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
 
   // A plain append (nothing dropped, released or moved: retention all, a
   // window not yet full, a budget not yet reached) changes the sequence
-  // and the free list in place and undoes itself if the store fails;
-  // anything else works on copies. Copying a 64k-token sequence's tables
-  // and the free list took ~0.5 ms a decode step (bench/NOTES.md).
+  // in place and undoes itself if the store fails; anything else works on
+  // a copy of the sequence. Copying a 64k-token sequence's tables took
+  // ~0.5 ms a decode step (bench/NOTES.md). The free list always changes
+  // in place and rolls back on failure (PagePool::rollback): a copy of it
+  // is as large as the pool (2.2 MB at 262k pages) and was most of an H2O
+  // step's eviction cost (session 16).
   bool inPlace = true;
   for (int64_t hd = 0; hd < Hkv && inPlace; ++hd) {
     const Head &h = current.heads[hd];
@@ -802,26 +805,23 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
               !(contiguous && !h.pages.empty() && h.slots + pl.store > P) && !pl.anyDead;
   }
   std::optional<Sequence> sequenceCopy;
-  std::optional<PagePool> poolCopy;
-  if (!inPlace) {
+  if (!inPlace)
     sequenceCopy = current;
-    poolCopy = this->pool;
-  }
   Sequence &s = inPlace ? current : *sequenceCopy;
-  PagePool &pool = inPlace ? this->pool : *poolCopy;
+  PagePool &pool = this->pool;
   pool.mark();
   std::vector<std::pair<int64_t, size_t>> before; // in place: (slots, pages) per head
   for (const Head &h : s.heads)
     if (inPlace)
       before.emplace_back(h.slots, h.pages.size());
   const int64_t lengthBefore = s.length;
-  // Undoes an in-place append: new slots cleared, new pages back to the
-  // pool as they were (PagePool::rollback: the same pages, in the same
-  // order, go to the next append).
+  // Undoes an append: the pages taken and given back to the pool as they
+  // were (PagePool::rollback: the same pages, in the same order, go to the
+  // next append); in place, new slots cleared (a copy is dropped).
   auto undo = [&]() {
+    pool.rollback();
     if (!inPlace)
       return;
-    pool.rollback();
     for (size_t hd = s.heads.size(); hd-- > 0;) {
       Head &h = s.heads[hd];
       auto [slots, pages] = before[hd];
@@ -928,9 +928,7 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
                quant ? &vScales[size_t(at * gV * sB)] : nullptr);
     }
   }
-  if (!inPlace) {
+  if (!inPlace)
     current = std::move(*sequenceCopy);
-    this->pool = std::move(*poolCopy);
-  }
   return Status::ok();
 }
