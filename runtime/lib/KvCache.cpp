@@ -731,9 +731,25 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
     std::vector<std::vector<int32_t>> victims;
     if (Status st = store->chooseVictims(requests, victims); !st)
       return st;
-    for (size_t i = 0; i < requests.size(); ++i)
-      for (int32_t slot : victims[i])
-        plans[requestHeads[i]].dead[size_t(slot)] = 1;
+    // The tables here stay the truth: a victim must be a candidate.
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const Head &h = current.heads[requestHeads[i]];
+      std::vector<char> &dead = plans[requestHeads[i]].dead;
+      bool valid =
+          victims.size() == requests.size() && int64_t(victims[i].size()) == requests[i].drop;
+      for (size_t j = 0; valid && j < victims[i].size(); ++j) {
+        const int32_t slot = victims[i][j];
+        valid = slot >= 0 && slot < h.slots && !dead[size_t(slot)] && h.pos[slot] >= 0 &&
+                h.pos[slot] < requests[i].recentFrom;
+        if (valid)
+          dead[size_t(slot)] = 1;
+      }
+      if (!valid)
+        return Status::error("KV cache '" + opts.policy.name +
+                             "': the store chose victims of head " +
+                             std::to_string(requestHeads[i]) + " that are not " +
+                             std::to_string(requests[i].drop) + " of its candidates");
+    }
   }
   int64_t need = 0, released = 0;
   for (int64_t hd = 0; hd < Hkv; ++hd) {
@@ -742,9 +758,8 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
     const bool budget = retention[size_t(hd)].kind == HeadRetention::Budget;
     for (int64_t p = current.length; p < newLength; ++p)
       pl.store += retains(hd, p, newLength);
-    if (budget) {
-      // (chosen above)
-    } else if (retention[size_t(hd)].kind == HeadRetention::SinkWindow) {
+    // (Budget heads' dead slots are chosen above.)
+    if (retention[size_t(hd)].kind == HeadRetention::SinkWindow) {
       pl.dead.assign(size_t(h.slots), 0);
       for (int64_t i = 0; i < h.slots; ++i)
         pl.dead[i] = h.pos[i] < 0 || !retains(hd, h.pos[i], newLength);

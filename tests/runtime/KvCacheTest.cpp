@@ -1405,6 +1405,8 @@ public:
       for (size_t i = size_t(r.keep); i < cand.size(); ++i)
         v.push_back(cand[i].second);
       std::sort(v.begin(), v.end());
+      if (chooseRecent && !v.empty())
+        v.back() = int32_t(r.slots - 1); // the newest slot: never a candidate
       victims.push_back(v);
     }
     return rt::Status::ok();
@@ -1419,6 +1421,7 @@ public:
   std::vector<int32_t> pos;
   std::vector<VictimRequest> requested;
   int64_t P;
+  bool chooseRecent = false; // a wrong answer, which the cache refuses
 };
 
 /// An H2O cache whose store keeps the scores evicts as a host cache does:
@@ -1499,6 +1502,19 @@ TEST_F(KvCacheTest, StoreKeptScoresChooseTheHostsVictims) {
   std::vector<float> mass(t->positions.size(), 1.f);
   EXPECT_NE(dev.updateScores(ds, mass, t->maxSlots).message().find("store keeps"),
             std::string::npos);
+  // A store whose victims are not the candidates is refused, and the
+  // append changes nothing.
+  store->chooseRecent = true;
+  std::vector<int32_t> before = dev.retainedPositions(ds[0], 0);
+  const int64_t len = dev.length(ds[0]), free = dev.freePages();
+  History scratch;
+  rt::Status wrong = append(dev, ds[0], 1, scratch);
+  EXPECT_NE(wrong.message().find("the store chose victims of head 0 that are not"),
+            std::string::npos)
+      << wrong.message();
+  EXPECT_EQ(dev.retainedPositions(ds[0], 0), before);
+  EXPECT_EQ(dev.length(ds[0]), len);
+  EXPECT_EQ(dev.freePages(), free);
 }
 
 /// The decode form over bf16 pages at head dims of whole 32-element
