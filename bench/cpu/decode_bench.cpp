@@ -51,6 +51,9 @@ kernel decode_h2o { mask = causal; cache = h2o_kv; }
 kernel decode_int8 { mask = causal; cache = int8_kv; }
 kernel decode_int4 { mask = causal; cache = int4_kv; }
 kernel decode_stream { mask = causal; cache = stream_kv; }
+// DuoAttention: half the KV heads keep everything, half a sink + window.
+cache duo_kv = per_head(bf16_kv, stream_kv) by head_kind;
+kernel decode_duo { mask = causal; cache = duo_kv; }
 )";
 
 std::vector<int64_t> parseList(const std::string &s) {
@@ -123,8 +126,8 @@ int main(int argc, char **argv) {
     for (auto &x : *v)
       x = rt::floatToBf16(normal(rng));
   std::vector<int64_t> chunkShape = {Hkv, chunk, D}, stepShape = {Hkv, Nq, D};
-  for (const char *name :
-       {"decode_bf16", "decode_h2o", "decode_int8", "decode_int4", "decode_fp8", "decode_stream"}) {
+  for (const char *name : {"decode_bf16", "decode_h2o", "decode_int8", "decode_int4", "decode_fp8",
+                           "decode_stream", "decode_duo"}) {
     if (!only.empty() && only.find("," + std::string(name) + ",") == std::string::npos)
       continue;
     KernelSpec spec;
@@ -146,6 +149,9 @@ int main(int argc, char **argv) {
       o.inputDtype = "bf16";
       o.numPages = B * Hkv * ((L + steps * Nq) / 16 + 2);
       o.pageRun = pageRun;
+      if (!o.policy.headPolicies.empty()) // per_head: even heads full, odd heads streaming
+        for (int64_t h = 0; h < Hkv; ++h)
+          o.headKinds.push_back(int32_t(h % 2));
       auto cache = rt::KvCache::create(o);
       if (!cache) {
         std::fprintf(stderr, "%s\n", cache.message().c_str());
@@ -222,12 +228,13 @@ int main(int argc, char **argv) {
         tableTimes.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
       }
       for (int64_t s : seqs)
-        slots += int64_t(c.retainedPositions(s).size());
+        for (int64_t h = 0; h < Hkv; ++h)
+          slots += int64_t(c.retainedPositions(s, h).size());
       std::sort(times.begin(), times.end());
       std::sort(tableTimes.begin(), tableTimes.end());
       std::sort(appendTimes.begin(), appendTimes.end());
       double ms = times[times.size() / 2];
-      double mb = double(slots) * Hkv * c.bytesPerTokenPerHead() / 1e6;
+      double mb = double(slots) * c.bytesPerTokenPerHead() / 1e6;
       std::printf("%-14s %3lld %8lld | %9.3f %9.1f | %8.2f | %9.3f | %9.1f | %9.3f\n", name + 7,
                   (long long)B, (long long)c.length(seqs[0]), ms, mb, mb / ms,
                   tableTimes[tableTimes.size() / 2], fillMs, appendTimes[appendTimes.size() / 2]);

@@ -803,42 +803,43 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
                          std::to_string(opts.numPages) + " (pages of " + std::to_string(P) +
                          " tokens)");
 
-  // A plain append (nothing dropped, released or moved: retention all, a
-  // window not yet full, a budget not yet reached) changes the sequence
-  // in place and undoes itself if the store fails; anything else works on
-  // a copy of the sequence. Copying a 64k-token sequence's tables took
-  // ~0.5 ms a decode step (bench/NOTES.md). The free list always changes
-  // in place and rolls back on failure (PagePool::rollback): a copy of it
-  // is as large as the pool (2.2 MB at 262k pages) and was most of an H2O
-  // step's eviction cost (session 16).
-  bool inPlace = true;
-  for (int64_t hd = 0; hd < Hkv && inPlace; ++hd) {
-    const Head &h = current.heads[hd];
+  // A head that only appends (nothing dropped, released or moved: retention
+  // all, a window not yet full, a budget not yet reached) changes in place
+  // and is cut back if the store fails; a head that drops or moves slots
+  // is saved first (a copy of that head only: a DuoAttention cache's full
+  // heads keep appending in place while its streaming heads drop a slot
+  // each step; copying the whole sequence, 64k-slot heads included, took
+  // ~0.2 ms a step, session 16). The free list always changes in place and
+  // rolls back on failure (PagePool::rollback): a copy of it is as large
+  // as the pool (2.2 MB at 262k pages) and was most of an H2O step's
+  // eviction cost (session 16).
+  Sequence &s = current;
+  std::vector<std::optional<Head>> saved(static_cast<size_t>(Hkv));
+  std::vector<std::pair<int64_t, size_t>> before; // (slots, pages) per head
+  for (int64_t hd = 0; hd < Hkv; ++hd) {
+    const Head &h = s.heads[hd];
     const Plan &pl = plans[hd];
-    inPlace = pl.freeable.empty() &&
-              (pl.keepPages < 0 || pl.keepPages == int64_t(h.pages.size())) &&
-              !(contiguous && !h.pages.empty() && h.slots + pl.store > P) && !pl.anyDead;
+    const bool appendsOnly =
+        pl.freeable.empty() && (pl.keepPages < 0 || pl.keepPages == int64_t(h.pages.size())) &&
+        !(contiguous && !h.pages.empty() && h.slots + pl.store > P) && !pl.anyDead;
+    if (!appendsOnly)
+      saved[hd] = h;
+    before.emplace_back(h.slots, h.pages.size());
   }
-  std::optional<Sequence> sequenceCopy;
-  if (!inPlace)
-    sequenceCopy = current;
-  Sequence &s = inPlace ? current : *sequenceCopy;
   PagePool &pool = this->pool;
   pool.mark();
-  std::vector<std::pair<int64_t, size_t>> before; // in place: (slots, pages) per head
-  for (const Head &h : s.heads)
-    if (inPlace)
-      before.emplace_back(h.slots, h.pages.size());
   const int64_t lengthBefore = s.length;
   // Undoes an append: the pages taken and given back to the pool as they
   // were (PagePool::rollback: the same pages, in the same order, go to the
-  // next append); in place, new slots cleared (a copy is dropped).
+  // next append); saved heads back, the others' new slots cleared.
   auto undo = [&]() {
     pool.rollback();
-    if (!inPlace)
-      return;
     for (size_t hd = s.heads.size(); hd-- > 0;) {
       Head &h = s.heads[hd];
+      if (saved[hd]) {
+        h = std::move(*saved[hd]);
+        continue;
+      }
       auto [slots, pages] = before[hd];
       for (int64_t i = slots; i < h.slots; ++i)
         h.pos[i] = -1, h.score[i] = 0;
@@ -943,7 +944,5 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
                quant ? &vScales[size_t(at * gV * sB)] : nullptr);
     }
   }
-  if (!inPlace)
-    current = std::move(*sequenceCopy);
   return Status::ok();
 }
