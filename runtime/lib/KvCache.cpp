@@ -480,10 +480,17 @@ float KvCache::loadElement(const char *src, const char *scales, int64_t d, int64
 }
 
 Expected<KvCache::Tables> KvCache::tables(const std::vector<int64_t> &sequences, int64_t Nq) const {
+  Tables t;
+  if (Status s = tables(sequences, Nq, t); !s)
+    return s;
+  return t;
+}
+
+Status KvCache::tables(const std::vector<int64_t> &sequences, int64_t Nq, Tables &t) const {
   const int64_t Hkv = opts.numKvHeads, B = int64_t(sequences.size());
   // Per (sequence, KV head): its page table, slot positions and count.
   std::vector<SequenceView> views;
-  Tables t;
+  t.maxPages = 1, t.maxSlots = 1, t.maxLength = 0;
   for (int64_t seq : sequences) {
     if (length(seq) < 0)
       return Status::error("KV cache: no sequence " + std::to_string(seq));
@@ -501,19 +508,23 @@ Expected<KvCache::Tables> KvCache::tables(const std::vector<int64_t> &sequences,
       views.push_back(*v);
     }
   }
+  // Every element written once (resize keeps a reused table's memory: a
+  // fresh 4 MB table cost its page faults at every launch).
   const int64_t rows = B * Hkv;
-  t.pages.assign(size_t(rows * t.maxPages), 0);
-  t.positions.assign(size_t(rows * t.maxSlots), -1);
-  t.lengths.assign(size_t(rows), 0);
-  t.queryPositions.assign(size_t(B), 0);
+  t.pages.resize(size_t(rows * t.maxPages));
+  t.positions.resize(size_t(rows * t.maxSlots));
+  t.lengths.resize(size_t(rows));
+  t.queryPositions.resize(size_t(B));
   for (int64_t r = 0; r < rows; ++r) {
     const SequenceView &v = views[r];
-    std::copy(v.pages->begin(), v.pages->end(), t.pages.begin() + r * t.maxPages);
-    std::copy(v.pos->begin(), v.pos->begin() + v.slots, t.positions.begin() + r * t.maxSlots);
+    auto pages = t.pages.begin() + r * t.maxPages;
+    std::fill(std::copy(v.pages->begin(), v.pages->end(), pages), pages + t.maxPages, 0);
+    auto pos = t.positions.begin() + r * t.maxSlots;
+    std::fill(std::copy(v.pos->begin(), v.pos->begin() + v.slots, pos), pos + t.maxSlots, -1);
     t.lengths[r] = int32_t(v.slots);
     t.queryPositions[r / Hkv] = int32_t(v.length - Nq);
   }
-  return t;
+  return Status::ok();
 }
 
 Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k, float *v) const {

@@ -538,11 +538,12 @@ Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
     return Status::error("q has batch " + std::to_string(a.q->shape[0]) + " but " +
                          std::to_string(B) + " sequences are given");
 
-  // The tables the kernel reads (kv_pages, kv_pos, kv_len, q_pos).
-  auto cacheTables = cache.tables(a.sequences, Nq);
-  if (!cacheTables)
-    return cacheTables.error();
-  KvCache::Tables &ct = *cacheTables;
+  // The tables the kernel reads (kv_pages, kv_pos, kv_len, q_pos), in this
+  // thread's table of its last launch: rebuilt, but in memory already
+  // faulted in (a DuoAttention step at 64k built 4 MB of positions).
+  static thread_local KvCache::Tables ct;
+  if (Status s = cache.tables(a.sequences, Nq, ct); !s)
+    return s;
   const int64_t rowsT = B * Hkv, maxPages = ct.maxPages, maxSlots = ct.maxSlots;
   int64_t maxQ = 0;
   for (int32_t q : ct.queryPositions)

@@ -228,6 +228,9 @@ public:
     std::vector<int32_t> queryPositions; // [B]: position of the first query
   };
   Expected<Tables> tables(const std::vector<int64_t> &sequences, int64_t Nq) const;
+  /// The same into `out`, whose vectors keep their memory (a launch that
+  /// reuses one table avoids reallocating, and faulting in, its pages).
+  Status tables(const std::vector<int64_t> &sequences, int64_t Nq, Tables &out) const;
   /// Pools, row-major, of the storage type: K [numPages, P, D], V
   /// [numPages, P, Dv] (a page is one head's); quantized: scales (f32, or
   /// f16 where the policy says so) K [numPages, P, groupsK] and V
