@@ -421,6 +421,14 @@ void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int
     values = onHeap.data();
   }
   inputRow(row, opts.inputDtype, dim, values);
+  // Each group's integer codes before they are stored (int8 / int4).
+  std::array<int8_t, 512> codesOnStack;
+  std::vector<int8_t> codesOnHeap;
+  int8_t *codes = codesOnStack.data();
+  if (dim > int64_t(codesOnStack.size())) {
+    codesOnHeap.resize(size_t(dim));
+    codes = codesOnHeap.data();
+  }
   int64_t g = dim / groups;
   for (int64_t k = 0; k < groups; ++k) {
     float amax = 0;
@@ -435,21 +443,31 @@ void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int
     } else {
       std::memcpy(scales + 4 * k, &scale, 4);
     }
-    for (int64_t d = k * g; d < (k + 1) * g; ++d) {
-      float x = values[d];
-      if (fp8) { // e4m3 of x / scale, nearest even
-        reinterpret_cast<uint8_t *>(dst)[d] = scale > 0 ? floatToE4M3(x / scale) : 0;
-        continue;
-      }
-      int q = std::clamp(scale > 0 ? int(std::lround(x / scale)) : 0, -qmax, qmax);
-      auto *bytes = reinterpret_cast<uint8_t *>(dst);
-      if (!nibbles)
-        bytes[d] = uint8_t(int8_t(q));
-      else if (d % 2 == 0)
-        bytes[d / 2] = uint8_t((bytes[d / 2] & 0xF0) | (q & 0x0F));
-      else
-        bytes[d / 2] = uint8_t((bytes[d / 2] & 0x0F) | ((q & 0x0F) << 4));
+    auto *bytes = reinterpret_cast<uint8_t *>(dst);
+    if (fp8) { // e4m3 of x / scale, nearest even
+      for (int64_t d = k * g; d < (k + 1) * g; ++d)
+        bytes[d] = scale > 0 ? floatToE4M3(values[d] / scale) : 0;
+      continue;
     }
+    // q = x / scale (IEEE division, as the GPU's append kernel) rounded half
+    // away from zero by truncation plus a correction, clamped: the bytes of
+    // std::lround, in a loop the
+    // compiler vectorizes (lround is a call per element: an int4 prompt of
+    // 64k tokens took 0.9 s a sequence to append; session 16).
+    for (int64_t d = 0; d < g; ++d) {
+      float y = scale > 0 ? values[k * g + d] / scale : 0.f;
+      y = std::min(std::max(y, -256.f), 256.f); // within int range past a capped f16 scale
+      int t = int(y);
+      float rest = y - float(t);
+      t += int(rest >= 0.5f) - int(rest <= -0.5f);
+      codes[d] = int8_t(std::clamp(t, -qmax, qmax));
+    }
+    if (!nibbles) {
+      std::memcpy(bytes + k * g, codes, size_t(g));
+      continue;
+    }
+    for (int64_t i = 0; i < g; i += 2) // element 2i in the low nibble (groups start even)
+      bytes[(k * g + i) / 2] = uint8_t((codes[i] & 0x0F) | ((codes[i + 1] & 0x0F) << 4));
   }
 }
 
