@@ -83,24 +83,28 @@ inline float e4m3ToFloat(uint8_t x) {
 }
 
 /// Nearest even, saturating to +-448 (as PTX cvt.rn.satfinite.e4m3x2.f32).
+/// On the f32 bits (no libm calls: fp8 appends quantize every element).
 inline uint8_t floatToE4M3(float f) {
-  uint8_t sign = std::signbit(f) ? 0x80 : 0;
-  if (std::isnan(f))
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint8_t sign = uint8_t((bits >> 24) & 0x80);
+  const uint32_t abs = bits & 0x7fffffffu;
+  if (abs > 0x7f800000u) // NaN
     return sign | 0x7f;
-  float a = std::fabs(f);
-  if (a >= 448.f)
+  if (abs >= 0x43e00000u) // >= 448 (and infinity): the largest finite
     return sign | 0x7e;
-  if (a < std::ldexp(1.f, -6)) // subnormal (or zero): multiples of 2^-9
-    return sign | uint8_t(std::nearbyint(std::ldexp(a, 9)));
-  int exp;
-  float m = std::frexp(a, &exp); // a = m * 2^exp, m in [0.5, 1)
-  // 4 significant bits: mantissa in [8, 16), nearest even.
-  auto mant = uint32_t(std::nearbyint(std::ldexp(m, 4)));
-  if (mant == 16) {
-    mant = 8;
-    ++exp;
+  if (abs < 0x3c800000u) { // below 2^-6: subnormal (or zero), multiples of 2^-9
+    float a;
+    std::memcpy(&a, &abs, 4);
+    // a * 2^9 < 8 is exact; adding 2^23 rounds it to an integer, nearest even.
+    float q = (a * 512.f + 8388608.f) - 8388608.f;
+    return sign | uint8_t(q);
   }
-  return sign | uint8_t((exp + 6) << 3) | uint8_t(mant & 7);
+  // Keep 3 of the 23 mantissa bits, nearest even (a carry moves the
+  // exponent up); below 448 the result stays at most 448.
+  const uint32_t rounded = abs + 0x7ffffu + ((abs >> 20) & 1);
+  const uint32_t exp = (rounded >> 23) - 127 + 7, mant = (rounded >> 20) & 7;
+  return sign | uint8_t(exp << 3) | uint8_t(mant);
 }
 
 /// Rounds `f` to the nearest value of `dtype` ("bf16", "f16"; else f32).
