@@ -1517,6 +1517,58 @@ TEST_F(KvCacheTest, StoreKeptScoresChooseTheHostsVictims) {
   EXPECT_EQ(dev.freePages(), free);
 }
 
+/// A failed append of a DuoAttention cache undoes both kinds of head: the
+/// streaming head, which drops and releases (saved and restored whole),
+/// and the full head, which only appends (cut back in place); the pages
+/// go back to the pool as they were, so the next append lands where a
+/// twin that never failed puts it.
+TEST_F(KvCacheTest, FailedDuoAppendRestoresEveryHead) {
+  auto k = kernel("duo");
+  ASSERT_TRUE(k);
+  rt::KvCacheOptions o;
+  o.policy = *k->info().cache;
+  o.numKvHeads = Hkv, o.headDim = D, o.numPages = 64, o.inputDtype = "bf16";
+  o.headKinds = {0, 1};
+  auto host = rt::KvCache::create(o);
+  ASSERT_TRUE(bool(host)) << host.message();
+  auto store = std::make_shared<RecordingStore>(o.numPages * 4, D * 2, D * 2, 1);
+  o.store = store;
+  auto made = rt::KvCache::create(o);
+  ASSERT_TRUE(bool(made)) << made.message();
+  rt::KvCache &dev = **made;
+  int64_t hs = *(*host)->addSequence(), ds = *dev.addSequence();
+  History a, b;
+  for (int step = 0; step < 12; ++step) {
+    std::mt19937 saved = rng;
+    ASSERT_TRUE(append(**host, hs, 3, a));
+    rng = saved;
+    if (step == 7) { // the window is full: this append drops and releases
+      store->failNext = true;
+      std::vector<int32_t> full = dev.retainedPositions(ds, 0),
+                           stream = dev.retainedPositions(ds, 1);
+      const int64_t len = dev.length(ds), free = dev.freePages();
+      const int64_t pages0 = dev.pagesOf(ds, 0), pages1 = dev.pagesOf(ds, 1);
+      History scratch;
+      ASSERT_FALSE(append(dev, ds, 3, scratch));
+      EXPECT_EQ(dev.retainedPositions(ds, 0), full);
+      EXPECT_EQ(dev.retainedPositions(ds, 1), stream);
+      EXPECT_EQ(dev.length(ds), len);
+      EXPECT_EQ(dev.freePages(), free);
+      EXPECT_EQ(dev.pagesOf(ds, 0), pages0);
+      EXPECT_EQ(dev.pagesOf(ds, 1), pages1);
+      rng = saved;
+    }
+    ASSERT_TRUE(append(dev, ds, 3, b));
+    for (int64_t h = 0; h < Hkv; ++h) {
+      ASSERT_EQ(dev.retainedPositions(ds, h), (*host)->retainedPositions(hs, h)) << step;
+      auto hv = (*host)->view(hs, h), dv = dev.view(ds, h);
+      ASSERT_TRUE(hv && dv);
+      EXPECT_EQ(*dv->pages, *hv->pages) << "the same pages, step " << step << " head " << h;
+    }
+  }
+  EXPECT_LT(dev.retainedPositions(ds, 1).size(), dev.retainedPositions(ds, 0).size());
+}
+
 /// The decode form over bf16 pages at head dims of whole 32-element
 /// chunks, where hosts with AVX-512 BF16 take Q.K^T from bf16 pairs
 /// (vdpbf16ps, attn-to-cpu's bf16-dot; the JIT asks for it on such hosts):
