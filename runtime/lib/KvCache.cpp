@@ -880,6 +880,32 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
     s.length = lengthBefore;
   };
 
+  // After a store failure past its moves: everything undone, then each
+  // budget head that evicted set to its state after the eviction (its
+  // slots compacted, its released pages free again), without new tokens.
+  auto keepEvictionsOnly = [&]() {
+    std::vector<Head> evicted(static_cast<size_t>(Hkv));
+    for (int64_t hd = 0; hd < Hkv; ++hd)
+      if (plans[hd].keepPages >= 0 && plans[hd].anyDead)
+        evicted[hd] = s.heads[hd];
+    undo();
+    for (int64_t hd = 0; hd < Hkv; ++hd) {
+      const Plan &pl = plans[hd];
+      if (!(pl.keepPages >= 0 && pl.anyDead))
+        continue;
+      Head &h = s.heads[hd];
+      for (size_t pg = size_t(pl.keepPages); pg < h.pages.size(); ++pg)
+        pool.give(h.pages[pg]); // released by the eviction
+      h = std::move(evicted[hd]);
+      for (int64_t i = h.slots - pl.store; i < h.slots; ++i)
+        h.pos[i] = -1, h.score[i] = 0;
+      h.slots -= pl.store;
+      h.pages.resize(size_t(pl.keepPages));
+      h.pos.resize(h.pages.size() * P, -1);
+      h.score.resize(h.pos.size(), 0.f);
+    }
+  };
+
   // Drop, release, allocate, write. A head whose existing slots or pages
   // change takes a new layout stamp (appends alone keep it).
   for (int64_t hd = 0; hd < Hkv; ++hd) {
@@ -951,8 +977,16 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
       }
     if (!writes.empty())
       if (Status st = store->write(k, v, writes, writePositions); !st) {
-        undo();
-        return st;
+        if (moves.empty()) {
+          undo();
+          return st;
+        }
+        // The moves ran, over rows of slots this update dropped: the
+        // tables cannot go back to them. The budget heads' evictions stay
+        // (as evict() would leave them), the new tokens and every other
+        // change go.
+        keepEvictionsOnly();
+        return Status::error(st.message() + " (the eviction before the append stays)");
       }
   } else {
     // In order: a contiguous head's compaction may move into a row an

@@ -1229,8 +1229,8 @@ public:
   rt::Status write(const DLTensor *kn, const DLTensor *vn,
                    const std::vector<std::pair<int32_t, int32_t>> &rows,
                    const std::vector<int32_t> &positions) override {
-    if (failNext)
-      return failNext = false, rt::Status::error("store failed");
+    if (failNext || failNextWrite)
+      return failNext = failNextWrite = false, rt::Status::error("store failed");
     // The bytes a host cache of the same policy stores for these rows.
     const int64_t n = kn->shape[1];
     EXPECT_EQ(positions.size(), rows.size());
@@ -1259,7 +1259,8 @@ public:
   std::vector<char> k, v;
   std::vector<float> ks, vs;
   int64_t numRows, kRow, vRow, groups, moved = 0;
-  bool failNext = false;
+  bool failNext = false;      // the next call fails
+  bool failNextWrite = false; // the next write fails (after its moves)
 };
 
 /// A RecordingStore of `host`'s pool (bf16 rows, one scale) and a cache of
@@ -1359,6 +1360,70 @@ TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
   o.store = std::make_shared<RecordingStore>(10, D * 2, D * 2, 1);
   EXPECT_NE(rt::KvCache::create(o).message().find("the store holds 10 pool rows"),
             std::string::npos);
+}
+
+/// A store whose write fails after its moves ran (the rows of dropped
+/// slots overwritten by compaction) cannot have the append undone; the
+/// cache keeps the eviction, as evict() leaves it, and drops the new
+/// tokens: it then holds what a host twin holds after evict(), with the
+/// same stored values, and goes on appending as the twin does.
+TEST_F(KvCacheTest, WriteFailingAfterMovesKeepsTheEviction) {
+  auto k = kernel("over_h2o");
+  ASSERT_TRUE(k);
+  auto host = makeCache(*k, 40);
+  auto [store, made] = storeTwin(*host);
+  ASSERT_TRUE(made);
+  rt::KvCache &dev = *made;
+  int64_t hs = *host->addSequence(), ds = *dev.addSequence();
+  History a, b;
+  std::uniform_real_distribution<float> score(0.f, 1.f);
+  auto step = [&](int64_t n, bool fail) {
+    std::mt19937 saved = rng;
+    if (!fail)
+      ASSERT_TRUE(append(*host, hs, n, a));
+    rng = saved;
+    store->writes.clear();
+    store->failNextWrite = fail;
+    int64_t movedBefore = store->moved;
+    rt::Status st = append(dev, ds, n, b);
+    if (fail) {
+      ASSERT_FALSE(st);
+      ASSERT_GT(store->moved, movedBefore) << "the failing append compacted first";
+      EXPECT_NE(st.message().find("the eviction before the append stays"), std::string::npos);
+      ASSERT_TRUE(host->evict(hs));
+    } else {
+      ASSERT_TRUE(st) << st.message();
+    }
+    for (auto &w : store->writes) { // the device would write the host's bytes
+      std::copy_n(static_cast<const char *>(host->keyPool()) + w.row * D * 2, D * 2,
+                  &store->k[w.row * D * 2]);
+      std::copy_n(static_cast<const char *>(host->valuePool()) + w.row * D * 2, D * 2,
+                  &store->v[w.row * D * 2]);
+    }
+    auto t = host->tables({hs}, 1);
+    ASSERT_TRUE(bool(t));
+    std::vector<float> mass(t->positions.size());
+    for (float &m : mass)
+      m = score(rng);
+    ASSERT_TRUE(host->updateScores({hs}, mass, t->maxSlots));
+    ASSERT_TRUE(dev.updateScores({ds}, mass, t->maxSlots));
+    ASSERT_EQ(dev.length(ds), host->length(hs));
+    ASSERT_EQ(dev.freePages(), host->freePages());
+    for (int64_t h = 0; h < Hkv; ++h) {
+      ASSERT_EQ(dev.retainedPositions(ds, h), host->retainedPositions(hs, h));
+      ASSERT_EQ(dev.scores(ds, h), host->scores(hs, h));
+      for (int32_t p : host->retainedPositions(hs, h)) {
+        std::vector<float> x(D), y(D), z(D), w(D);
+        ASSERT_TRUE(host->readToken(hs, p, h, x.data(), y.data()));
+        ASSERT_TRUE(dev.readToken(ds, p, h, z.data(), w.data()));
+        ASSERT_EQ(x, z) << "position " << p;
+        ASSERT_EQ(y, w) << "position " << p;
+      }
+    }
+  };
+  step(20, false);
+  for (int s = 0; s < 12; ++s)
+    step(1 + s % 3, s == 5 || s == 9);
 }
 
 /// A RecordingStore that keeps the eviction scores (KvStore::keepsScores),

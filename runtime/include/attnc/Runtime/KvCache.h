@@ -23,7 +23,9 @@
 // (CpuKernel::launch(CacheLaunchArgs)).
 //
 // Errors are Status values; a failed append changes nothing (the pool is
-// never silently overwritten).
+// never silently overwritten), except when a store fails to write after its
+// compaction moved rows: then the eviction stays, as evict() leaves it,
+// and the new tokens go (the moved-over rows held dropped slots).
 //
 //===----------------------------------------------------------------------===//
 
