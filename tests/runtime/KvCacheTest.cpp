@@ -1379,8 +1379,9 @@ TEST_F(KvCacheTest, WriteFailingAfterMovesKeepsTheEviction) {
   std::uniform_real_distribution<float> score(0.f, 1.f);
   auto step = [&](int64_t n, bool fail) {
     std::mt19937 saved = rng;
-    if (!fail)
+    if (!fail) {
       ASSERT_TRUE(append(*host, hs, n, a));
+    }
     rng = saved;
     store->writes.clear();
     store->failNextWrite = fail;
