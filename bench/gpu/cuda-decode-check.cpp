@@ -524,6 +524,87 @@ int timeStore(const std::string &ptxPath, int64_t length) {
   return 0;
 }
 
+/// --time-victims: the time of CudaKvStore::chooseVictims (one upload, the
+/// generated victims kernel, one download) for an H2O kernel whose store
+/// keeps the scores: B = 8 sequences of `slots` tokens, Hkv = 8, every head
+/// asked at once for the victims its budget needs (the recent half of the
+/// budget kept, the rest of the budget from the older slots), and one head
+/// alone. Scores are zero (ties: positions decide), which costs the kernel
+/// what any scores cost. A benchmark: it checks only that each call gives
+/// as many victims as asked.
+int timeVictims(const std::string &ptxPath, int64_t slots) {
+  std::shared_ptr<CudaKernel> kernel = loadKernel(ptxPath);
+  if (!kernel)
+    return 1;
+  const CudaKernelInfo &ki = kernel->info();
+  const int64_t B = 8, Hkv = 8, Hq = 32, D = ki.headDim, Dv = ki.headDimV, reps = 20;
+  KvCacheOptions o;
+  o.policy = *ki.cache;
+  o.numKvHeads = Hkv, o.headDim = D, o.headDimV = Dv, o.inputDtype = "bf16";
+  o.numPages = B * Hkv * (slots / 16 + 2);
+  auto store = CudaKvStore::create(kernel, o.numPages, 0);
+  if (!store || !(*store)->keepsScores()) {
+    std::printf("%s: %s\n", ptxPath.c_str(),
+                store ? "its store keeps no scores (an H2O kernel is needed)"
+                      : store.message().c_str());
+    return 1;
+  }
+  o.store = *store;
+  auto cache = KvCache::create(o);
+  if (!cache) {
+    std::printf("%s\n", cache.message().c_str());
+    return 1;
+  }
+  std::vector<uint16_t> host;
+  Device kc, vc, q, out;
+  Status s = stepTensors(B, Hq, Hkv, slots, D, Dv, host, kc, vc, q, out);
+  std::vector<KvStore::VictimRequest> requests;
+  const int64_t budget = o.policy.storagePolicy().budget, recent = budget / 2;
+  for (int64_t b = 0; b < B && s; ++b) {
+    int64_t seq = *(*cache)->addSequence();
+    s = (*cache)->append(seq, &kc.t, &vc.t);
+    for (int64_t h = 0; h < Hkv && s; ++h) {
+      auto v = (*cache)->view(seq, h);
+      if (!v) {
+        s = v.error();
+        break;
+      }
+      KvStore::VictimRequest r;
+      r.pages = *v->pages;
+      r.slots = v->slots;
+      r.recentFrom = v->length - recent;
+      const int64_t older = std::max<int64_t>(0, r.recentFrom);
+      r.keep = std::min(older, std::max<int64_t>(0, budget - (v->slots - older)));
+      r.drop = older - r.keep;
+      requests.push_back(r);
+    }
+  }
+  if (!s || requests.front().drop <= 0) {
+    std::printf("%s\n", s ? "no victims to choose at this length" : s.message().c_str());
+    return 1;
+  }
+  for (size_t heads : {requests.size(), size_t(1)}) {
+    std::vector<KvStore::VictimRequest> asked(requests.begin(), requests.begin() + heads);
+    std::vector<double> ms;
+    std::vector<std::vector<int32_t>> victims;
+    for (int64_t rep = 0; rep < reps; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      if (Status c = (*store)->chooseVictims(asked, victims); !c) {
+        std::printf("%s\n", c.message().c_str());
+        return 1;
+      }
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(ms.begin(), ms.end());
+    std::printf("%s victims: %zu head(s) of %lld slots, keep %lld and drop %lld older slots "
+                "each: %.3f ms a call (median of %lld)\n",
+                ki.name.c_str(), heads, (long long)slots, (long long)asked.front().keep,
+                (long long)asked.front().drop, ms[ms.size() / 2], (long long)reps);
+  }
+  return 0;
+}
+
 /// --time-pages: what the page allocator's runs (KvCacheOptions::pageRun)
 /// are worth. B = 8 sequences grow together a page (16 tokens) at a time,
 /// as decode steps of a batch do, to `length` tokens, in a cache of
@@ -648,7 +729,8 @@ int timePageRuns(const std::string &ptxPath, int64_t length) {
 int main(int argc, char **argv) {
   if (argc < 2) {
     std::fprintf(stderr,
-                 "usage: %s KERNEL.ptx... | --time-store|--time-pages KERNEL.ptx [LENGTH]\n",
+                 "usage: %s KERNEL.ptx... | --time-store|--time-pages|--time-victims KERNEL.ptx "
+                 "[LENGTH]\n",
                  argv[0]);
     return 2;
   }
@@ -661,6 +743,8 @@ int main(int argc, char **argv) {
     return timeStore(argv[2], argc > 3 ? std::stoll(argv[3]) : 65536);
   if (std::string(argv[1]) == "--time-pages" && argc >= 3)
     return timePageRuns(argv[2], argc > 3 ? std::stoll(argv[3]) : 65536);
+  if (std::string(argv[1]) == "--time-victims" && argc >= 3)
+    return timeVictims(argv[2], argc > 3 ? std::stoll(argv[3]) : 257);
   int passed = 0, failed = 0;
   for (int i = 1; i < argc; ++i)
     (checkKernel(argv[i]) ? passed : failed)++;
