@@ -442,6 +442,29 @@ Status stepTensors(int64_t B, int64_t Hq, int64_t Hkv, int64_t n, int64_t D, int
   return s;
 }
 
+/// A cache of `kernel`'s policy (Hkv KV heads, bf16 input) whose pools
+/// live in a new CudaKvStore of `numPages` pages; null after printing why.
+std::pair<std::shared_ptr<CudaKvStore>, std::unique_ptr<KvCache>>
+storeBackedCache(std::shared_ptr<CudaKernel> kernel, int64_t Hkv, int64_t numPages) {
+  const CudaKernelInfo &ki = kernel->info();
+  KvCacheOptions o;
+  o.policy = *ki.cache;
+  o.numKvHeads = Hkv, o.headDim = ki.headDim, o.headDimV = ki.headDimV, o.inputDtype = "bf16";
+  o.numPages = numPages;
+  auto store = CudaKvStore::create(kernel, numPages, 0);
+  if (!store) {
+    std::printf("%s\n", store.message().c_str());
+    return {};
+  }
+  o.store = *store;
+  auto cache = KvCache::create(o);
+  if (!cache) {
+    std::printf("%s\n", cache.message().c_str());
+    return {};
+  }
+  return {*store, std::move(*cache)};
+}
+
 /// --time-store: the time of CudaKvStore::decode steps (append a token to
 /// each sequence, then decode; the decode waits for its kernels) at B = 8,
 /// Hq/Hkv = 32/8, `length` tokens, the device tables kept (the same
@@ -456,29 +479,17 @@ int timeStore(const std::string &ptxPath, int64_t length) {
   const CudaKernelInfo &ki = kernel->info();
   const int64_t B = 8, Hkv = 8, Hq = 32, D = ki.headDim, Dv = ki.headDimV, steps = 20;
   const int64_t chunk = 4096;
-  KvCacheOptions o;
-  o.policy = *ki.cache;
-  o.numKvHeads = Hkv, o.headDim = D, o.headDimV = Dv, o.inputDtype = "bf16";
-  o.numPages = B * Hkv * ((length + 2 * steps) / 16 + 2);
-  auto store = CudaKvStore::create(kernel, o.numPages, 0);
-  if (!store) {
-    std::printf("%s\n", store.message().c_str());
+  auto [store, cache] = storeBackedCache(kernel, Hkv, B * Hkv * ((length + 2 * steps) / 16 + 2));
+  if (!cache)
     return 1;
-  }
-  o.store = *store;
-  auto cache = KvCache::create(o);
-  if (!cache) {
-    std::printf("%s\n", cache.message().c_str());
-    return 1;
-  }
   std::vector<uint16_t> host;
   Device kc, vc, q, out;
   Status s = stepTensors(B, Hq, Hkv, chunk, D, Dv, host, kc, vc, q, out);
   std::vector<int64_t> seqs;
   for (int64_t b = 0; b < B && s; ++b) {
-    seqs.push_back(*(*cache)->addSequence());
+    seqs.push_back(*cache->addSequence());
     for (int64_t at = 0; at + chunk <= length && s; at += chunk)
-      s = (*cache)->append(seqs.back(), &kc.t, &vc.t);
+      s = cache->append(seqs.back(), &kc.t, &vc.t);
   }
   Device k1, v1;
   if (s)
@@ -496,7 +507,7 @@ int timeStore(const std::string &ptxPath, int64_t length) {
     for (int64_t step = 0; step < steps; ++step) {
       auto a0 = std::chrono::steady_clock::now();
       for (int64_t seq : seqs)
-        if (Status a = (*cache)->append(seq, &k1.t, &v1.t); !a) {
+        if (Status a = cache->append(seq, &k1.t, &v1.t); !a) {
           std::printf("%s\n", a.message().c_str());
           return 1;
         }
@@ -504,13 +515,13 @@ int timeStore(const std::string &ptxPath, int64_t length) {
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a0).count());
       const std::vector<int64_t> &order = kept || step % 2 ? seqs : reversed;
       auto t0 = std::chrono::steady_clock::now();
-      if (Status d = (*store)->decode(**cache, order, &q.t, &out.t); !d) {
+      if (Status d = store->decode(*cache, order, &q.t, &out.t); !d) {
         std::printf("%s\n", d.message().c_str());
         return 1;
       }
       ms.push_back(
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-      bytes = (*store)->lastTableUploadBytes();
+      bytes = store->lastTableUploadBytes();
     }
     std::sort(ms.begin(), ms.end());
     std::sort(appendMs.begin(), appendMs.end());
@@ -538,33 +549,23 @@ int timeVictims(const std::string &ptxPath, int64_t slots) {
     return 1;
   const CudaKernelInfo &ki = kernel->info();
   const int64_t B = 8, Hkv = 8, Hq = 32, D = ki.headDim, Dv = ki.headDimV, reps = 20;
-  KvCacheOptions o;
-  o.policy = *ki.cache;
-  o.numKvHeads = Hkv, o.headDim = D, o.headDimV = Dv, o.inputDtype = "bf16";
-  o.numPages = B * Hkv * (slots / 16 + 2);
-  auto store = CudaKvStore::create(kernel, o.numPages, 0);
-  if (!store || !(*store)->keepsScores()) {
-    std::printf("%s: %s\n", ptxPath.c_str(),
-                store ? "its store keeps no scores (an H2O kernel is needed)"
-                      : store.message().c_str());
+  auto [store, cache] = storeBackedCache(kernel, Hkv, B * Hkv * (slots / 16 + 2));
+  if (!cache)
     return 1;
-  }
-  o.store = *store;
-  auto cache = KvCache::create(o);
-  if (!cache) {
-    std::printf("%s\n", cache.message().c_str());
+  if (!store->keepsScores()) {
+    std::printf("%s: its store keeps no scores (an H2O kernel is needed)\n", ptxPath.c_str());
     return 1;
   }
   std::vector<uint16_t> host;
   Device kc, vc, q, out;
   Status s = stepTensors(B, Hq, Hkv, slots, D, Dv, host, kc, vc, q, out);
   std::vector<KvStore::VictimRequest> requests;
-  const int64_t budget = o.policy.storagePolicy().budget, recent = budget / 2;
+  const int64_t budget = ki.cache->storagePolicy().budget, recent = budget / 2;
   for (int64_t b = 0; b < B && s; ++b) {
-    int64_t seq = *(*cache)->addSequence();
-    s = (*cache)->append(seq, &kc.t, &vc.t);
+    int64_t seq = *cache->addSequence();
+    s = cache->append(seq, &kc.t, &vc.t);
     for (int64_t h = 0; h < Hkv && s; ++h) {
-      auto v = (*cache)->view(seq, h);
+      auto v = cache->view(seq, h);
       if (!v) {
         s = v.error();
         break;
@@ -589,7 +590,7 @@ int timeVictims(const std::string &ptxPath, int64_t slots) {
     std::vector<std::vector<int32_t>> victims;
     for (int64_t rep = 0; rep < reps; ++rep) {
       auto t0 = std::chrono::steady_clock::now();
-      if (Status c = (*store)->chooseVictims(asked, victims); !c) {
+      if (Status c = store->chooseVictims(asked, victims); !c) {
         std::printf("%s\n", c.message().c_str());
         return 1;
       }

@@ -431,28 +431,47 @@ Expected<detail::TensorView> denseDeviceTensor(const char *what, const DLTensor 
 } // namespace
 
 namespace {
-/// The slot metadata of `c` (CudaCacheView::slotScores / slotPositions):
-/// none, or both, f32 / i32 [pages, P] like the pools, on `device`.
+/// A cache launch's pools and scales (detail::cachePoolViews) and their
+/// slot metadata (CudaCacheView::slotScores / slotPositions: none, or
+/// both, f32 / i32 [pages, P] like the pools), on `device`.
 struct SlotMetadata {
   std::optional<detail::TensorView> scores, positions;
 };
-Expected<SlotMetadata> slotMetadataViews(const CudaCacheView &c, const detail::PoolViews &pools,
-                                         int device) {
-  SlotMetadata m;
+struct CacheViews {
+  detail::PoolViews pools;
+  SlotMetadata meta;
+};
+Expected<CacheViews> cacheViews(const CudaKernelInfo &ki, const CudaCacheView &c, int device) {
+  auto pools = detail::cachePoolViews(ki, c, {kDLCUDA, device});
+  if (!pools)
+    return pools.error();
+  CacheViews v{*pools, {}};
   if (!c.slotScores && !c.slotPositions)
-    return m;
+    return v;
   if (!c.slotScores || !c.slotPositions)
     return Status::error("slot scores and slot positions go together (give both or neither)");
-  const int64_t pages = pools.rows / std::max<int64_t>(pools.P, 1);
-  auto scores = denseDeviceTensor("slot scores", c.slotScores, "f32", {pages, pools.P}, device);
+  const int64_t pages = v.pools.rows / std::max<int64_t>(v.pools.P, 1);
+  auto scores = denseDeviceTensor("slot scores", c.slotScores, "f32", {pages, v.pools.P}, device);
   if (!scores)
     return scores.error();
   auto positions =
-      denseDeviceTensor("slot positions", c.slotPositions, "i32", {pages, pools.P}, device);
+      denseDeviceTensor("slot positions", c.slotPositions, "i32", {pages, v.pools.P}, device);
   if (!positions)
     return positions.error();
-  m.scores = *scores, m.positions = *positions;
-  return m;
+  v.meta.scores = *scores, v.meta.positions = *positions;
+  return v;
+}
+
+/// checkPointer on each view that is given (absent ones skipped).
+Status checkGivenPointers(
+    const Driver &d,
+    std::initializer_list<std::pair<const char *, const std::optional<detail::TensorView> *>> views,
+    int device) {
+  for (auto [what, view] : views)
+    if (*view)
+      if (Status s = checkPointer(d, what, **view, device); !s)
+        return s;
+  return Status::ok();
 }
 } // namespace
 
@@ -480,12 +499,11 @@ Status CudaKernel::launchCacheRows(bool append, const CudaCacheView &c, const DL
   auto pairs = denseDeviceTensor("cache rows", rows, "i32", {-1, width}, device);
   if (!pairs)
     return pairs.error();
-  auto pools = detail::cachePoolViews(ki, c, {kDLCUDA, device});
-  if (!pools)
-    return pools.error();
-  auto meta = slotMetadataViews(c, *pools, device);
-  if (!meta)
-    return meta.error();
+  auto views = cacheViews(ki, c, device);
+  if (!views)
+    return views.error();
+  detail::PoolViews *pools = &views->pools;
+  const SlotMetadata *meta = &views->meta;
   // New rows: dense, innermost D / Dv, the kernel's dtype.
   std::optional<detail::TensorView> kNew, vNew;
   if (append) {
@@ -513,11 +531,10 @@ Status CudaKernel::launchCacheRows(bool append, const CudaCacheView &c, const DL
                             {"value pool", &*pools->vPool}})
     if (Status s = checkPointer(drv, what, *view, device); !s)
       return s;
-  for (auto [what, view] :
-       {std::pair{"slot scores", &meta->scores}, {"slot positions", &meta->positions}})
-    if (*view)
-      if (Status s = checkPointer(drv, what, **view, device); !s)
-        return s;
+  if (Status s = checkGivenPointers(
+          drv, {{"slot scores", &meta->scores}, {"slot positions", &meta->positions}}, device);
+      !s)
+    return s;
   ScopedDeviceContext scope;
   auto fns = impl->enter(drv, scope, device);
   if (!fns)
@@ -571,12 +588,11 @@ Status CudaKernel::chooseVictims(const CudaCacheView &c, const DLTensor *pages, 
   auto out = denseDeviceTensor("victims", victims, "i32", {-1}, device);
   if (!out)
     return out.error();
-  auto pools = detail::cachePoolViews(ki, c, {kDLCUDA, device});
-  if (!pools)
-    return pools.error();
-  auto meta = slotMetadataViews(c, *pools, device);
-  if (!meta)
-    return meta.error();
+  auto views = cacheViews(ki, c, device);
+  if (!views)
+    return views.error();
+  detail::PoolViews *pools = &views->pools;
+  const SlotMetadata *meta = &views->meta;
   if (!meta->scores)
     return Status::error("chooseVictims: the pools carry no slot scores and positions");
   const int64_t count = requests->shape[0];
@@ -588,11 +604,12 @@ Status CudaKernel::chooseVictims(const CudaCacheView &c, const DLTensor *pages, 
   if (!d)
     return d.error();
   const Driver &drv = **d;
-  for (auto [what, view] : {std::pair{"victim requests", &*req},
-                            {"victim pages", &*pageList},
-                            {"victims", &*out},
-                            {"slot scores", &*meta->scores},
-                            {"slot positions", &*meta->positions}})
+  for (auto [what, view] :
+       {std::pair<const char *, const detail::TensorView *>{"victim requests", &*req},
+        {"victim pages", &*pageList},
+        {"victims", &*out},
+        {"slot scores", &*meta->scores},
+        {"slot positions", &*meta->positions}})
     if (Status s = checkPointer(drv, what, *view, device); !s)
       return s;
   ScopedDeviceContext scope;
@@ -601,7 +618,8 @@ Status CudaKernel::chooseVictims(const CudaCacheView &c, const DLTensor *pages, 
     return fns.error();
   // VictimsKernel.h in the compiler.
   KernelArgs abi;
-  for (const detail::TensorView *t : {&*meta->scores, &*meta->positions, &*pageList, &*req, &*out})
+  for (const detail::TensorView *t : std::initializer_list<const detail::TensorView *>{
+           &*meta->scores, &*meta->positions, &*pageList, &*req, &*out})
     abi.push(KernelArgs::address(*t));
   abi.push(int32_t(count));
   abi.push(int32_t(pools->P));
@@ -707,9 +725,11 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
     return Status::error("q: expected a [B, Hq, Nq, D] tensor");
   const int device = a.q->device.device_id;
   const int64_t B = a.q->shape[0], Nq = a.q->shape[2];
-  auto pools = detail::cachePoolViews(ki, c, {kDLCUDA, device});
-  if (!pools)
-    return pools.error();
+  auto views = cacheViews(ki, c, device);
+  if (!views)
+    return views.error();
+  detail::PoolViews *pools = &views->pools;
+  const SlotMetadata *meta = &views->meta;
   const bool quant = pools->quant;
   const int64_t P = pools->P;
   std::optional<detail::TensorView> &kPool = pools->kPool, &vPool = pools->vPool,
@@ -774,9 +794,6 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
     return split.error();
   // Budget policies: the mass table the _mass kernel adds to, or the
   // pool rows' scores.
-  auto meta = slotMetadataViews(c, *pools, device);
-  if (!meta)
-    return meta.error();
   std::optional<detail::TensorView> mass;
   const bool massPass = policy.scoresSlots();
   if (massPass) {
@@ -823,19 +840,16 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
                                device);
       !s)
     return s;
-  if (pos)
-    if (Status s = checkPointer(drv, "cache positions", *pos, device); !s)
-      return s;
-  if (quant)
-    for (auto [what, view] : {std::pair{"key scales", &*kScales}, {"value scales", &*vScales}})
-      if (Status s = checkPointer(drv, what, *view, device); !s)
-        return s;
-  for (auto [what, view] : {std::pair{"mass", &mass},
-                            {"slot scores", &meta->scores},
-                            {"slot positions", &meta->positions}})
-    if (*view)
-      if (Status s = checkPointer(drv, what, **view, device); !s)
-        return s;
+  if (Status s = checkGivenPointers(drv,
+                                    {{"cache positions", &pos},
+                                     {"key scales", &kScales},
+                                     {"value scales", &vScales},
+                                     {"mass", &mass},
+                                     {"slot scores", &meta->scores},
+                                     {"slot positions", &meta->positions}},
+                                    device);
+      !s)
+    return s;
   ScopedDeviceContext scope;
   auto fns = impl->enter(drv, scope, device);
   if (!fns)

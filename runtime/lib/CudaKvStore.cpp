@@ -232,16 +232,16 @@ Status CudaKvStore::chooseVictims(const std::vector<VictimRequest> &requests,
   // cursor), then the victims (-1: a slot the kernel did not write shows),
   // then the page lists.
   const size_t count = requests.size();
-  std::vector<int32_t> flat(count * 5);
   int64_t total = 0;
   for (const VictimRequest &r : requests)
     total += r.drop;
-  flat.resize(flat.size() + size_t(total), -1);
+  const size_t pagesAt = count * 5 + size_t(total);
+  std::vector<int32_t> flat(pagesAt, -1);
   int64_t cursor = 0;
   for (size_t i = 0; i < count; ++i) {
     const VictimRequest &r = requests[i];
     int32_t *row = &flat[i * 5];
-    row[0] = int32_t(flat.size() - count * 5 - size_t(total)); // in the page lists
+    row[0] = int32_t(flat.size() - pagesAt); // its first page in the page lists
     row[1] = int32_t(r.slots), row[2] = int32_t(r.recentFrom), row[3] = int32_t(r.keep);
     row[4] = int32_t(cursor);
     flat.insert(flat.end(), r.pages.begin(), r.pages.end());
@@ -251,7 +251,6 @@ Status CudaKvStore::chooseVictims(const std::vector<VictimRequest> &requests,
     return s;
   if (Status s = b.victims.upload(flat.data(), flat.size() * 4); !s)
     return s;
-  const size_t pagesAt = count * 5 + size_t(total);
   std::vector<int64_t> requestsShape{int64_t(count), 5}, victimsShape{total},
       pagesShape{int64_t(flat.size() - pagesAt)};
   auto view = [&](size_t at, std::vector<int64_t> &shape) {

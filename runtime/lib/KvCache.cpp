@@ -313,7 +313,7 @@ std::vector<float> KvCache::scores(int64_t seq, int64_t head) const {
   if (store && store->keepsScores()) {
     std::vector<int32_t> rows;
     for (auto [p, slot] : retainedSlots(h->pos, h->slots))
-      rows.push_back(h->pages[size_t(slot / P)] * int32_t(P) + int32_t(slot % P));
+      rows.push_back(int32_t(poolRow(*h, slot)));
     if (!store->readScores(rows, out))
       out.clear();
     return out;
@@ -403,6 +403,21 @@ static void inputRow(const char *row, const std::string &dtype, int64_t dim, flo
       out[d] = f16ToFloat(bits[d]);
 }
 
+/// `n` elements of scratch for one row: on the stack up to 512 (any head
+/// dim so far), else on the heap.
+template <typename T> class RowScratch {
+public:
+  explicit RowScratch(int64_t n) {
+    if (n > int64_t(stack.size()))
+      heap.resize(size_t(n));
+  }
+  T *data() { return heap.empty() ? stack.data() : heap.data(); }
+
+private:
+  std::array<T, 512> stack;
+  std::vector<T> heap;
+};
+
 /// Token t, head h of `src` ([Hkv, n, dim], input type) into the storage
 /// row `dst` (and its scales).
 void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int64_t dim,
@@ -413,22 +428,12 @@ void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int
     std::memcpy(dst, row, dim * elemBytes);
     return;
   }
-  std::array<float, 512> onStack;
-  std::vector<float> onHeap;
-  float *values = onStack.data();
-  if (dim > int64_t(onStack.size())) {
-    onHeap.resize(size_t(dim));
-    values = onHeap.data();
-  }
+  RowScratch<float> valueRow(dim);
+  float *values = valueRow.data();
   inputRow(row, opts.inputDtype, dim, values);
   // Each group's integer codes before they are stored (int8 / int4).
-  std::array<int8_t, 512> codesOnStack;
-  std::vector<int8_t> codesOnHeap;
-  int8_t *codes = codesOnStack.data();
-  if (dim > int64_t(codesOnStack.size())) {
-    codesOnHeap.resize(size_t(dim));
-    codes = codesOnHeap.data();
-  }
+  RowScratch<int8_t> codeRow(dim);
+  int8_t *codes = codeRow.data();
   int64_t g = dim / groups;
   for (int64_t k = 0; k < groups; ++k) {
     float amax = 0;
@@ -451,9 +456,9 @@ void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int
     }
     // q = x / scale (IEEE division, as the GPU's append kernel) rounded half
     // away from zero by truncation plus a correction, clamped: the bytes of
-    // std::lround, in a loop the
-    // compiler vectorizes (lround is a call per element: an int4 prompt of
-    // 64k tokens took 0.9 s a sequence to append; session 16).
+    // std::lround, in a loop the compiler vectorizes (lround is a call per
+    // element: an int4 prompt of 64k tokens took 0.9 s a sequence to
+    // append; session 16).
     for (int64_t d = 0; d < g; ++d) {
       float y = scale > 0 ? values[k * g + d] / scale : 0.f;
       y = std::min(std::max(y, -256.f), 256.f); // within int range past a capped f16 scale
@@ -554,7 +559,7 @@ Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k,
   for (int64_t i = 0; i < h->slots; ++i) {
     if (h->pos[i] != position)
       continue;
-    int64_t at = int64_t(h->pages[i / P]) * P + i % P;
+    int64_t at = poolRow(*h, i);
     const char *kr = kPool.data() + at * kRow, *vr = vPool.data() + at * vRow;
     const char *ks = quant ? &kScales[size_t(at * gK * sB)] : nullptr,
                *vs = quant ? &vScales[size_t(at * gV * sB)] : nullptr;
@@ -581,8 +586,7 @@ Status KvCache::readToken(int64_t seq, int64_t position, int64_t head, float *k,
 /// Moves slot `from` of a head (position, score; its pool row's K, V and
 /// scales are queued in `moves`) to slot `to`.
 void KvCache::moveSlot(Head &h, int64_t from, int64_t to) {
-  moves.emplace_back(int32_t(int64_t(h.pages[from / P]) * P + from % P),
-                     int32_t(int64_t(h.pages[to / P]) * P + to % P));
+  moves.emplace_back(int32_t(poolRow(h, from)), int32_t(poolRow(h, to)));
   h.pos[to] = h.pos[from];
   h.score[to] = h.score[from];
   h.pos[from] = -1;
@@ -839,9 +843,9 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
   // heads keep appending in place while its streaming heads drop a slot
   // each step; copying the whole sequence, 64k-slot heads included, took
   // ~0.2 ms a step, session 16). The free list always changes in place and
-  // rolls back on failure (PagePool::rollback): a copy of it is as large
-  // as the pool (2.2 MB at 262k pages) and was most of an H2O step's
-  // eviction cost (session 16).
+  // rolls back on failure (PagePool::rollback): a copy of it grows with
+  // the pool (index vectors of ~2.2 MB at 262k pages), the likely bulk of
+  // an H2O step's 3.2 ms of appends at 64k on the H100 (session 16).
   Sequence &s = current;
   std::vector<std::optional<Head>> saved(static_cast<size_t>(Hkv));
   std::vector<std::pair<int64_t, size_t>> before; // (slots, pages) per head
@@ -961,7 +965,7 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
       if (!retains(hd, p, newLength))
         continue;
       int64_t slot = h.slots++;
-      int64_t at = int64_t(h.pages[slot / P]) * P + slot % P;
+      int64_t at = poolRow(h, slot);
       writes.emplace_back(int32_t(hd * n + t), int32_t(at));
       writePositions.push_back(int32_t(p));
       h.pos[slot] = int32_t(p);

@@ -1254,6 +1254,16 @@ public:
   struct Write {
     int64_t head, token, row, position;
   };
+  /// The rows of `writes` get the bytes `host` (a twin that stored the
+  /// same tokens at the same rows) holds there, as the device's append
+  /// kernel would write them (bf16 rows).
+  void copyWrittenRows(const rt::KvCache &host) {
+    for (const Write &w : writes) {
+      std::copy_n(static_cast<const char *>(host.keyPool()) + w.row * kRow, kRow, &k[w.row * kRow]);
+      std::copy_n(static_cast<const char *>(host.valuePool()) + w.row * vRow, vRow,
+                  &v[w.row * vRow]);
+    }
+  }
   std::vector<Write> writes;
   const DLTensor *pendingK = nullptr, *pendingV = nullptr;
   std::vector<char> k, v;
@@ -1306,12 +1316,7 @@ TEST_F(KvCacheTest, StoreBackedCacheMirrorsTheHostCache) {
       ASSERT_TRUE(append(dev, ds[i], n, twin[i]));
       // The store got each retained token at the row the host wrote it to:
       // copy the host's bytes there (as the device kernels would write).
-      for (auto &w : store->writes) {
-        std::copy_n(static_cast<const char *>(host->keyPool()) + w.row * D * 2, D * 2,
-                    &store->k[w.row * D * 2]);
-        std::copy_n(static_cast<const char *>(host->valuePool()) + w.row * D * 2, D * 2,
-                    &store->v[w.row * D * 2]);
-      }
+      store->copyWrittenRows(*host);
       store->writes.clear();
     }
     auto t = host->tables(hs, 1);
@@ -1395,12 +1400,7 @@ TEST_F(KvCacheTest, WriteFailingAfterMovesKeepsTheEviction) {
     } else {
       ASSERT_TRUE(st) << st.message();
     }
-    for (auto &w : store->writes) { // the device would write the host's bytes
-      std::copy_n(static_cast<const char *>(host->keyPool()) + w.row * D * 2, D * 2,
-                  &store->k[w.row * D * 2]);
-      std::copy_n(static_cast<const char *>(host->valuePool()) + w.row * D * 2, D * 2,
-                  &store->v[w.row * D * 2]);
-    }
+    store->copyWrittenRows(*host); // the device would write the host's bytes
     auto t = host->tables({hs}, 1);
     ASSERT_TRUE(bool(t));
     std::vector<float> mass(t->positions.size());

@@ -272,6 +272,10 @@ private:
     bool live = false;
   };
   Expected<Sequence *> find(int64_t seq);
+  /// The pool row of slot `slot` of a head: page * P + slot % P.
+  int64_t poolRow(const Head &h, int64_t slot) const {
+    return int64_t(h.pages[size_t(slot / P)]) * P + slot % P;
+  }
   const Head *headOf(int64_t seq, int64_t head) const;
   bool retains(int64_t head, int64_t position, int64_t newLength) const;
   /// Each KV head's retention, resolved once (appends consult it per
