@@ -469,7 +469,10 @@ storeBackedCache(std::shared_ptr<CudaKernel> kernel, int64_t Hkv, int64_t numPag
 /// each sequence, then decode; the decode waits for its kernels) at B = 8,
 /// Hq/Hkv = 32/8, `length` tokens, the device tables kept (the same
 /// sequences each step) against uploaded whole (the order alternating,
-/// which is what every step cost before they were kept). A benchmark, not
+/// which is what every step cost before they were kept), and kept with the
+/// step's tokens appended as one batch (KvCache::append(seqs, ...): one
+/// eviction request, one move and one write for the 8 sequences, against
+/// 8 of each one sequence at a time). A benchmark, not
 /// a check: it compares nothing. Also the time of each step's appends (for
 /// budget policies: the eviction, chosen where the store keeps the scores).
 int timeStore(const std::string &ptxPath, int64_t length) {
@@ -491,23 +494,31 @@ int timeStore(const std::string &ptxPath, int64_t length) {
     for (int64_t at = 0; at + chunk <= length && s; at += chunk)
       s = cache->append(seqs.back(), &kc.t, &vc.t);
   }
-  Device k1, v1;
+  Device k1, v1, kb, vb; // a token of one sequence; of each of the batch's
   if (s)
     s = k1.set(host.data(), size_t(Hkv * D) * 2, {Hkv, 1, D}, kBF16);
   if (s)
     s = v1.set(host.data(), size_t(Hkv * Dv) * 2, {Hkv, 1, Dv}, kBF16);
+  if (s)
+    s = kb.set(host.data(), size_t(B * Hkv * D) * 2, {B, Hkv, 1, D}, kBF16);
+  if (s)
+    s = vb.set(host.data(), size_t(B * Hkv * Dv) * 2, {B, Hkv, 1, Dv}, kBF16);
   if (!s) {
     std::printf("%s\n", s.message().c_str());
     return 1;
   }
   std::vector<int64_t> reversed(seqs.rbegin(), seqs.rend());
-  for (bool kept : {true, false}) {
+  // Tables kept or uploaded whole; the step's tokens appended one sequence
+  // at a time or as one batch (KvCache::append(seqs, ...)).
+  for (auto [kept, batched] : {std::pair{true, false}, {false, false}, {true, true}}) {
     std::vector<double> ms, appendMs;
     size_t bytes = 0;
     for (int64_t step = 0; step < steps; ++step) {
       auto a0 = std::chrono::steady_clock::now();
-      for (int64_t seq : seqs)
-        if (Status a = cache->append(seq, &k1.t, &v1.t); !a) {
+      for (size_t i = 0; i < (batched ? 1 : seqs.size()); ++i)
+        if (Status a =
+                batched ? cache->append(seqs, &kb.t, &vb.t) : cache->append(seqs[i], &k1.t, &v1.t);
+            !a) {
           std::printf("%s\n", a.message().c_str());
           return 1;
         }
@@ -527,10 +538,11 @@ int timeStore(const std::string &ptxPath, int64_t length) {
     std::sort(appendMs.begin(), appendMs.end());
     std::printf("%s B=%lld L=%lld, tables %s: decode %.3f ms a step (median of %lld), "
                 "tables uploaded %.2f MB in the last step; the step's appends (budget "
-                "policies: with their evictions) %.3f ms\n",
+                "policies: with their evictions), %s, %.3f ms\n",
                 ki.name.c_str(), (long long)B, (long long)length,
                 kept ? "kept on the device" : "uploaded whole", ms[ms.size() / 2], (long long)steps,
-                double(bytes) / 1e6, appendMs[appendMs.size() / 2]);
+                double(bytes) / 1e6, batched ? "one batch" : "one sequence at a time",
+                appendMs[appendMs.size() / 2]);
   }
   return 0;
 }

@@ -420,10 +420,10 @@ private:
 
 /// Token t, head h of `src` ([Hkv, n, dim], input type) into the storage
 /// row `dst` (and its scales).
-void KvCache::storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int64_t dim,
-                       int64_t groups, char *dst, char *scales) const {
+void KvCache::storeRow(const DLTensor *src, int64_t srcRow, int64_t dim, int64_t groups, char *dst,
+                       char *scales) const {
   const char *row =
-      static_cast<const char *>(src->data) + src->byte_offset + ((h * n + t) * dim) * inBytes;
+      static_cast<const char *>(src->data) + src->byte_offset + srcRow * dim * inBytes;
   if (!quant) {
     std::memcpy(dst, row, dim * elemBytes);
     return;
@@ -670,63 +670,95 @@ void KvCache::dropLowestScores(const Head &h, BudgetChoice &c) const {
     c.dead[c.older[i]] = 1;
 }
 
+/// Checks appended K or V: `lead` leading extents ([Hkv] for one sequence,
+/// [B, Hkv] for a batch), then n tokens of `dim` elements, dense, on the
+/// cache's device and of its input type.
+Status KvCache::checkNewTokens(const char *what, const DLTensor *t, std::vector<int64_t> lead,
+                               int64_t dim) const {
+  if (!t || !t->data)
+    return Status::error(std::string("append: ") + what + " is null");
+  DLDevice want = store ? store->device() : DLDevice{kDLCPU, 0};
+  if (t->device.device_type != want.device_type || (store && t->device.device_id != want.device_id))
+    return Status::error(std::string("append: ") + what + " must be on " +
+                         (want.device_type == kDLCPU ? std::string("kDLCPU")
+                                                     : "the store's device (kDLCUDA " +
+                                                           std::to_string(want.device_id) + ")"));
+  if (!detail::sameType(t->dtype, opts.inputDtype))
+    return Status::error(std::string("append: ") + what + " must be " + opts.inputDtype +
+                         (quant ? " (the cache's input type)" : " (the policy's storage)"));
+  const int64_t rank = int64_t(lead.size()) + 2;
+  bool shaped = t->ndim == rank && t->shape[rank - 1] == dim;
+  for (size_t i = 0; shaped && i < lead.size(); ++i)
+    shaped = t->shape[i] == lead[i];
+  if (!shaped)
+    return Status::error(std::string("append: ") + what + " must be [" +
+                         (lead.size() == 2 ? "B=" + std::to_string(lead[0]) + ", " : "") + "Hkv=" +
+                         std::to_string(opts.numKvHeads) + ", n, " + std::to_string(dim) + "]");
+  if (t->strides) {
+    int64_t stride = 1;
+    for (int64_t i = rank; i-- > 0; stride *= t->shape[i])
+      if (t->strides[i] != stride && t->shape[i] != 1)
+        return Status::error(std::string("append: ") + what + " must be dense");
+  }
+  return Status::ok();
+}
+
 Status KvCache::append(int64_t seq, const DLTensor *k, const DLTensor *v) {
   if (auto found = find(seq); !found)
     return found.error();
   const int64_t Hkv = opts.numKvHeads;
-  auto check = [&](const char *what, const DLTensor *t, int64_t dim) -> Status {
-    if (!t || !t->data)
-      return Status::error(std::string("append: ") + what + " is null");
-    DLDevice want = store ? store->device() : DLDevice{kDLCPU, 0};
-    if (t->device.device_type != want.device_type ||
-        (store && t->device.device_id != want.device_id))
-      return Status::error(std::string("append: ") + what + " must be on " +
-                           (want.device_type == kDLCPU ? std::string("kDLCPU")
-                                                       : "the store's device (kDLCUDA " +
-                                                             std::to_string(want.device_id) + ")"));
-    if (!detail::sameType(t->dtype, opts.inputDtype))
-      return Status::error(std::string("append: ") + what + " must be " + opts.inputDtype +
-                           (quant ? " (the cache's input type)" : " (the policy's storage)"));
-    if (t->ndim != 3 || t->shape[0] != Hkv || t->shape[2] != dim)
-      return Status::error(std::string("append: ") + what + " must be [Hkv=" + std::to_string(Hkv) +
-                           ", n, " + std::to_string(dim) + "]");
-    if (t->strides) {
-      int64_t n = t->shape[1];
-      if (t->strides[2] != 1 || t->strides[1] != dim || t->strides[0] != n * dim)
-        return Status::error(std::string("append: ") + what + " must be dense");
-    }
-    return Status::ok();
-  };
-  if (Status st = check("k", k, D); !st)
+  if (Status st = checkNewTokens("k", k, {Hkv}, D); !st)
     return st;
-  if (Status st = check("v", v, Dv); !st)
+  if (Status st = checkNewTokens("v", v, {Hkv}, Dv); !st)
     return st;
   const int64_t n = k->shape[1];
   if (v->shape[1] != n)
     return Status::error("append: k has " + std::to_string(n) + " tokens, v " +
                          std::to_string(v->shape[1]));
-  return update(seq, k, v, n);
+  return update({seq}, k, v, n);
 }
 
-Status KvCache::evict(int64_t seq) { return update(seq, nullptr, nullptr, 0); }
+Status KvCache::append(const std::vector<int64_t> &seqs, const DLTensor *k, const DLTensor *v) {
+  const int64_t B = int64_t(seqs.size()), Hkv = opts.numKvHeads;
+  if (B == 0)
+    return Status::error("append: no sequences");
+  if (Status st = checkNewTokens("k", k, {B, Hkv}, D); !st)
+    return st;
+  if (Status st = checkNewTokens("v", v, {B, Hkv}, Dv); !st)
+    return st;
+  const int64_t n = k->shape[2];
+  if (v->shape[2] != n)
+    return Status::error("append: k has " + std::to_string(n) + " tokens, v " +
+                         std::to_string(v->shape[2]));
+  return update(seqs, k, v, n);
+}
 
-/// Retention, eviction and storage of n new tokens (n = 0: eviction only).
-/// The tables change on copies (or, for a plain append, in place with an
-/// undo), queuing the pool rows to move and write; the rows move (host
-/// pools, or the store), then the copies are kept, so a failure at any
-/// point leaves the cache as it was.
-Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_t n) {
-  auto found = find(seq);
-  if (!found)
-    return found.error();
-  Sequence &current = **found;
+Status KvCache::evict(int64_t seq) { return update({seq}, nullptr, nullptr, 0); }
+
+/// Retention, eviction and storage of n new tokens of each sequence of a
+/// batch (n = 0: eviction only; K/V row (b * Hkv + head) * n + t is token
+/// t of head `head` of seqIds[b]). The tables change on copies (or, for a
+/// plain append, in place with an undo), queuing the pool rows to move and
+/// write; the rows move (host pools, or the store: one eviction request,
+/// one move and one write for the whole batch), then the copies are kept,
+/// so a failure at any point leaves the cache as it was.
+Status KvCache::update(const std::vector<int64_t> &seqIds, const DLTensor *k, const DLTensor *v,
+                       int64_t n) {
+  const int64_t B = int64_t(seqIds.size()), Hkv = opts.numKvHeads;
+  std::vector<Sequence *> batch;
+  for (int64_t id : seqIds) {
+    auto found = find(id);
+    if (!found)
+      return found.error();
+    if (std::find(batch.begin(), batch.end(), *found) != batch.end())
+      return Status::error("append: sequence " + std::to_string(id) + " is twice in the batch");
+    if ((*found)->length + n > INT32_MAX)
+      return Status::error("append: positions past INT32_MAX");
+    batch.push_back(*found);
+  }
   moves.clear();
   std::vector<std::pair<int32_t, int32_t>> writes; // (row of k / v, pool row)
   std::vector<int32_t> writePositions;             // of each write's token
-  const int64_t Hkv = opts.numKvHeads;
-  const int64_t newLength = current.length + n;
-  if (newLength > INT32_MAX)
-    return Status::error("append: positions past INT32_MAX");
 
   // Per head, what retention drops and what is stored, before anything
   // changes; then one capacity check for the whole append.
@@ -737,36 +769,40 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
     int64_t store = 0, needPages = 0;
     int64_t keepPages = -1; // paged budget heads: pages left once compacted
   };
-  std::vector<Plan> plans(static_cast<size_t>(Hkv));
+  // plans[b * Hkv + head]
+  std::vector<Plan> plans(static_cast<size_t>(B * Hkv));
   // Budget heads over their budget: victims by the cache's scores, or, when
-  // the store keeps them, by the store, all heads in one request.
+  // the store keeps them, by the store, all heads of the batch in one
+  // request.
   const bool storeScores = store && store->keepsScores();
   std::vector<KvStore::VictimRequest> requests;
-  std::vector<int64_t> requestHeads;
-  for (int64_t hd = 0; hd < Hkv; ++hd) {
-    if (retention[size_t(hd)].kind != HeadRetention::Budget)
-      continue;
-    const Head &h = current.heads[hd];
-    BudgetChoice c = budgetChoice(hd, h, current.length);
-    if (c.evicts && storeScores) {
-      KvStore::VictimRequest r;
-      r.pages = h.pages;
-      r.slots = h.slots, r.recentFrom = c.recentFrom, r.keep = c.keepOlder;
-      r.drop = int64_t(c.older.size()) - c.keepOlder;
-      requests.push_back(std::move(r));
-      requestHeads.push_back(hd);
-    } else if (c.evicts) {
-      dropLowestScores(h, c);
+  std::vector<int64_t> requestHeads; // b * Hkv + head
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t hd = 0; hd < Hkv; ++hd) {
+      if (retention[size_t(hd)].kind != HeadRetention::Budget)
+        continue;
+      const Head &h = batch[b]->heads[hd];
+      BudgetChoice c = budgetChoice(hd, h, batch[b]->length);
+      if (c.evicts && storeScores) {
+        KvStore::VictimRequest r;
+        r.pages = h.pages;
+        r.slots = h.slots, r.recentFrom = c.recentFrom, r.keep = c.keepOlder;
+        r.drop = int64_t(c.older.size()) - c.keepOlder;
+        requests.push_back(std::move(r));
+        requestHeads.push_back(b * Hkv + hd);
+      } else if (c.evicts) {
+        dropLowestScores(h, c);
+      }
+      plans[b * Hkv + hd].dead = std::move(c.dead);
     }
-    plans[hd].dead = std::move(c.dead);
-  }
   if (!requests.empty()) {
     std::vector<std::vector<int32_t>> victims;
     if (Status st = store->chooseVictims(requests, victims); !st)
       return st;
     // The tables here stay the truth: a victim must be a candidate.
     for (size_t i = 0; i < requests.size(); ++i) {
-      const Head &h = current.heads[requestHeads[i]];
+      const int64_t b = requestHeads[i] / Hkv, hd = requestHeads[i] % Hkv;
+      const Head &h = batch[b]->heads[hd];
       std::vector<char> &dead = plans[requestHeads[i]].dead;
       bool valid =
           victims.size() == requests.size() && int64_t(victims[i].size()) == requests[i].drop;
@@ -778,60 +814,66 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
           dead[size_t(slot)] = 1;
       }
       if (!valid)
-        return Status::error("KV cache '" + opts.policy.name +
-                             "': the store chose victims of head " +
-                             std::to_string(requestHeads[i]) + " that are not " +
-                             std::to_string(requests[i].drop) + " of its candidates");
+        return Status::error(
+            "KV cache '" + opts.policy.name + "': the store chose victims of sequence " +
+            std::to_string(seqIds[size_t(b)]) + " head " + std::to_string(hd) + " that are not " +
+            std::to_string(requests[i].drop) + " of its candidates");
     }
   }
   int64_t need = 0, released = 0;
-  for (int64_t hd = 0; hd < Hkv; ++hd) {
-    const Head &h = current.heads[hd];
-    Plan &pl = plans[hd];
-    const bool budget = retention[size_t(hd)].kind == HeadRetention::Budget;
-    for (int64_t p = current.length; p < newLength; ++p)
-      pl.store += retains(hd, p, newLength);
-    // (Budget heads' dead slots are chosen above.)
-    if (retention[size_t(hd)].kind == HeadRetention::SinkWindow) {
-      pl.dead.assign(size_t(h.slots), 0);
-      for (int64_t i = 0; i < h.slots; ++i)
-        pl.dead[i] = h.pos[i] < 0 || !retains(hd, h.pos[i], newLength);
-    }
-    // (Retention all drops nothing and leaves no holes: no pass over the
-    // head's slots per append, which a decode step at 64k paid 8 times.)
-    int64_t live = h.slots - int64_t(std::count(pl.dead.begin(), pl.dead.end(), char(1)));
-    pl.anyDead = live < h.slots;
-    if (!pl.anyDead)
-      pl.dead.clear();
-    if (contiguous) {
-      if (live + pl.store > P)
-        return Status::error("KV cache '" + opts.policy.name + "': sequence " +
-                             std::to_string(seq) + " head " + std::to_string(hd) + " needs " +
-                             std::to_string(live + pl.store) +
-                             " slots, its contiguous page holds " + std::to_string(P));
-      pl.needPages = h.pages.empty() && pl.store ? 1 : 0;
-    } else if (budget) {
-      // Compacted, the live slots take the first ceil(live / P) pages.
-      pl.keepPages = (live + P - 1) / P;
-      pl.needPages = (live + pl.store + P - 1) / P - pl.keepPages;
-      released += int64_t(h.pages.size()) - pl.keepPages;
-    } else {
-      for (size_t pg = 0; pl.anyDead && pg + 1 < h.pages.size(); ++pg) {
-        bool all = true;
-        for (int64_t i = int64_t(pg) * P; i < int64_t(pg + 1) * P && all; ++i)
-          all = pl.dead[i];
-        if (all)
-          pl.freeable.push_back(pg);
+  for (int64_t b = 0; b < B; ++b) {
+    const Sequence &current = *batch[b];
+    const int64_t newLength = current.length + n;
+    for (int64_t hd = 0; hd < Hkv; ++hd) {
+      const Head &h = current.heads[hd];
+      Plan &pl = plans[b * Hkv + hd];
+      const bool budget = retention[size_t(hd)].kind == HeadRetention::Budget;
+      for (int64_t p = current.length; p < newLength; ++p)
+        pl.store += retains(hd, p, newLength);
+      // (Budget heads' dead slots are chosen above.)
+      if (retention[size_t(hd)].kind == HeadRetention::SinkWindow) {
+        pl.dead.assign(size_t(h.slots), 0);
+        for (int64_t i = 0; i < h.slots; ++i)
+          pl.dead[i] = h.pos[i] < 0 || !retains(hd, h.pos[i], newLength);
       }
-      int64_t room = int64_t(h.pages.size()) * P - h.slots;
-      pl.needPages = pl.store > room ? (pl.store - room + P - 1) / P : 0;
-      released += int64_t(pl.freeable.size());
+      // (Retention all drops nothing and leaves no holes: no pass over the
+      // head's slots per append, which a decode step at 64k paid 8 times.)
+      int64_t live = h.slots - int64_t(std::count(pl.dead.begin(), pl.dead.end(), char(1)));
+      pl.anyDead = live < h.slots;
+      if (!pl.anyDead)
+        pl.dead.clear();
+      if (contiguous) {
+        if (live + pl.store > P)
+          return Status::error("KV cache '" + opts.policy.name + "': sequence " +
+                               std::to_string(seqIds[size_t(b)]) + " head " + std::to_string(hd) +
+                               " needs " + std::to_string(live + pl.store) +
+                               " slots, its contiguous page holds " + std::to_string(P));
+        pl.needPages = h.pages.empty() && pl.store ? 1 : 0;
+      } else if (budget) {
+        // Compacted, the live slots take the first ceil(live / P) pages.
+        pl.keepPages = (live + P - 1) / P;
+        pl.needPages = (live + pl.store + P - 1) / P - pl.keepPages;
+        released += int64_t(h.pages.size()) - pl.keepPages;
+      } else {
+        for (size_t pg = 0; pl.anyDead && pg + 1 < h.pages.size(); ++pg) {
+          bool all = true;
+          for (int64_t i = int64_t(pg) * P; i < int64_t(pg + 1) * P && all; ++i)
+            all = pl.dead[i];
+          if (all)
+            pl.freeable.push_back(pg);
+        }
+        int64_t room = int64_t(h.pages.size()) * P - h.slots;
+        pl.needPages = pl.store > room ? (pl.store - room + P - 1) / P : 0;
+        released += int64_t(pl.freeable.size());
+      }
+      need += pl.needPages;
     }
-    need += pl.needPages;
   }
   if (need > this->pool.freeCount() + released)
-    return Status::error("KV cache '" + opts.policy.name + "' exhausted: sequence " +
-                         std::to_string(seq) + " needs " + std::to_string(need) + " more pages, " +
+    return Status::error("KV cache '" + opts.policy.name + "' exhausted: " +
+                         (B == 1 ? "sequence " + std::to_string(seqIds[0]) + " needs "
+                                 : "the batch's " + std::to_string(B) + " sequences need ") +
+                         std::to_string(need) + " more pages, " +
                          std::to_string(this->pool.freeCount() + released) + " free of " +
                          std::to_string(opts.numPages) + " (pages of " + std::to_string(P) +
                          " tokens)");
@@ -844,63 +886,67 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
   // each step; copying the whole sequence, 64k-slot heads included, took
   // ~0.2 ms a step, session 16). The free list always changes in place and
   // rolls back on failure (PagePool::rollback): a copy of it grows with
-  // the pool (index vectors of ~2.2 MB at 262k pages), the likely bulk of
-  // an H2O step's 3.2 ms of appends at 64k on the H100 (session 16).
-  Sequence &s = current;
-  std::vector<std::optional<Head>> saved(static_cast<size_t>(Hkv));
+  // the pool (index vectors of ~2.2 MB at 262k pages).
+  std::vector<std::optional<Head>> saved(static_cast<size_t>(B * Hkv));
   std::vector<std::pair<int64_t, size_t>> before; // (slots, pages) per head
-  for (int64_t hd = 0; hd < Hkv; ++hd) {
-    const Head &h = s.heads[hd];
-    const Plan &pl = plans[hd];
-    const bool appendsOnly =
-        pl.freeable.empty() && (pl.keepPages < 0 || pl.keepPages == int64_t(h.pages.size())) &&
-        !(contiguous && !h.pages.empty() && h.slots + pl.store > P) && !pl.anyDead;
-    if (!appendsOnly)
-      saved[hd] = h;
-    before.emplace_back(h.slots, h.pages.size());
+  std::vector<int64_t> lengthsBefore;
+  for (int64_t b = 0; b < B; ++b) {
+    lengthsBefore.push_back(batch[b]->length);
+    for (int64_t hd = 0; hd < Hkv; ++hd) {
+      const Head &h = batch[b]->heads[hd];
+      const Plan &pl = plans[b * Hkv + hd];
+      const bool appendsOnly =
+          pl.freeable.empty() && (pl.keepPages < 0 || pl.keepPages == int64_t(h.pages.size())) &&
+          !(contiguous && !h.pages.empty() && h.slots + pl.store > P) && !pl.anyDead;
+      if (!appendsOnly)
+        saved[b * Hkv + hd] = h;
+      before.emplace_back(h.slots, h.pages.size());
+    }
   }
   PagePool &pool = this->pool;
   pool.mark();
-  const int64_t lengthBefore = s.length;
   // Undoes an append: the pages taken and given back to the pool as they
   // were (PagePool::rollback: the same pages, in the same order, go to the
   // next append); saved heads back, the others' new slots cleared.
   auto undo = [&]() {
     pool.rollback();
-    for (size_t hd = s.heads.size(); hd-- > 0;) {
-      Head &h = s.heads[hd];
-      if (saved[hd]) {
-        h = std::move(*saved[hd]);
-        continue;
+    for (int64_t b = B; b-- > 0;) {
+      for (int64_t hd = Hkv; hd-- > 0;) {
+        Head &h = batch[b]->heads[hd];
+        if (saved[b * Hkv + hd]) {
+          h = std::move(*saved[b * Hkv + hd]);
+          continue;
+        }
+        auto [slots, pages] = before[b * Hkv + hd];
+        for (int64_t i = slots; i < h.slots; ++i)
+          h.pos[i] = -1, h.score[i] = 0;
+        h.slots = slots;
+        h.pages.resize(pages);
+        h.pos.resize(h.pages.size() * P, -1);
+        h.score.resize(h.pos.size(), 0.f);
       }
-      auto [slots, pages] = before[hd];
-      for (int64_t i = slots; i < h.slots; ++i)
-        h.pos[i] = -1, h.score[i] = 0;
-      h.slots = slots;
-      h.pages.resize(pages);
-      h.pos.resize(h.pages.size() * P, -1);
-      h.score.resize(h.pos.size(), 0.f);
+      batch[b]->length = lengthsBefore[b];
     }
-    s.length = lengthBefore;
   };
 
   // After a store failure past its moves: everything undone, then each
   // budget head that evicted set to its state after the eviction (its
   // slots compacted, its released pages free again), without new tokens.
   auto keepEvictionsOnly = [&]() {
-    std::vector<Head> evicted(static_cast<size_t>(Hkv));
-    for (int64_t hd = 0; hd < Hkv; ++hd)
-      if (plans[hd].keepPages >= 0 && plans[hd].anyDead)
-        evicted[hd] = s.heads[hd];
+    auto evicting = [&](const Plan &pl) { return pl.keepPages >= 0 && pl.anyDead; };
+    std::vector<Head> evicted(static_cast<size_t>(B * Hkv));
+    for (int64_t r = 0; r < B * Hkv; ++r)
+      if (evicting(plans[r]))
+        evicted[r] = batch[r / Hkv]->heads[r % Hkv];
     undo();
-    for (int64_t hd = 0; hd < Hkv; ++hd) {
-      const Plan &pl = plans[hd];
-      if (!(pl.keepPages >= 0 && pl.anyDead))
+    for (int64_t r = 0; r < B * Hkv; ++r) {
+      const Plan &pl = plans[r];
+      if (!evicting(pl))
         continue;
-      Head &h = s.heads[hd];
+      Head &h = batch[r / Hkv]->heads[r % Hkv];
       for (size_t pg = size_t(pl.keepPages); pg < h.pages.size(); ++pg)
         pool.give(h.pages[pg]); // released by the eviction
-      h = std::move(evicted[hd]);
+      h = std::move(evicted[r]);
       for (int64_t i = h.slots - pl.store; i < h.slots; ++i)
         h.pos[i] = -1, h.score[i] = 0;
       h.slots -= pl.store;
@@ -912,67 +958,75 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
 
   // Drop, release, allocate, write. A head whose existing slots or pages
   // change takes a new layout stamp (appends alone keep it).
-  for (int64_t hd = 0; hd < Hkv; ++hd) {
-    Head &h = s.heads[hd];
-    Plan &pl = plans[hd];
-    bool rewritten =
-        !pl.freeable.empty() || (pl.keepPages >= 0 && pl.keepPages < int64_t(h.pages.size()));
-    for (int64_t i = 0; pl.anyDead && i < h.slots; ++i)
-      if (pl.dead[i]) {
-        h.pos[i] = -1;
-        h.score[i] = 0;
-        rewritten = true;
-      }
-    if (rewritten)
-      h.layoutStamp = ++layoutClock;
-    if (pl.keepPages >= 0) {
-      size_t moved = moves.size();
-      if (pl.anyDead) // no holes otherwise
-        fillHoles(h);
-      if (moves.size() != moved)
+  for (int64_t b = 0; b < B; ++b) {
+    Sequence &s = *batch[b];
+    for (int64_t hd = 0; hd < Hkv; ++hd) {
+      Head &h = s.heads[hd];
+      Plan &pl = plans[b * Hkv + hd];
+      bool rewritten =
+          !pl.freeable.empty() || (pl.keepPages >= 0 && pl.keepPages < int64_t(h.pages.size()));
+      for (int64_t i = 0; pl.anyDead && i < h.slots; ++i)
+        if (pl.dead[i]) {
+          h.pos[i] = -1;
+          h.score[i] = 0;
+          rewritten = true;
+        }
+      if (rewritten)
         h.layoutStamp = ++layoutClock;
-      while (int64_t(h.pages.size()) > pl.keepPages) {
-        pool.give(h.pages.back());
-        h.pages.pop_back();
-      }
-      h.pos.resize(h.pages.size() * P, -1);
-      h.score.resize(h.pos.size(), 0.f);
-      continue;
-    }
-    for (auto it = pl.freeable.rbegin(); it != pl.freeable.rend(); ++it) {
-      size_t pg = *it;
-      pool.give(h.pages[pg]);
-      h.pages.erase(h.pages.begin() + pg);
-      h.pos.erase(h.pos.begin() + pg * P, h.pos.begin() + (pg + 1) * P);
-      h.score.erase(h.score.begin() + pg * P, h.score.begin() + (pg + 1) * P);
-      h.slots -= P;
-    }
-  }
-  for (int64_t hd = 0; hd < Hkv; ++hd) {
-    Head &h = s.heads[hd];
-    if (contiguous && !h.pages.empty() && h.slots + plans[hd].store > P) {
-      compact(h);
-      h.layoutStamp = ++layoutClock;
-    }
-    for (int64_t i = 0; i < plans[hd].needPages; ++i) {
-      // The page after the head's last when free (PagePool.h).
-      h.pages.push_back(pool.take(h.pages.empty() ? -1 : h.pages.back()));
-      h.pos.resize(h.pages.size() * P, -1);
-      h.score.resize(h.pos.size(), 0.f);
-    }
-    for (int64_t t = 0; t < n; ++t) {
-      int64_t p = s.length + t;
-      if (!retains(hd, p, newLength))
+      if (pl.keepPages >= 0) {
+        size_t moved = moves.size();
+        if (pl.anyDead) // no holes otherwise
+          fillHoles(h);
+        if (moves.size() != moved)
+          h.layoutStamp = ++layoutClock;
+        while (int64_t(h.pages.size()) > pl.keepPages) {
+          pool.give(h.pages.back());
+          h.pages.pop_back();
+        }
+        h.pos.resize(h.pages.size() * P, -1);
+        h.score.resize(h.pos.size(), 0.f);
         continue;
-      int64_t slot = h.slots++;
-      int64_t at = poolRow(h, slot);
-      writes.emplace_back(int32_t(hd * n + t), int32_t(at));
-      writePositions.push_back(int32_t(p));
-      h.pos[slot] = int32_t(p);
-      h.score[slot] = 0;
+      }
+      for (auto it = pl.freeable.rbegin(); it != pl.freeable.rend(); ++it) {
+        size_t pg = *it;
+        pool.give(h.pages[pg]);
+        h.pages.erase(h.pages.begin() + pg);
+        h.pos.erase(h.pos.begin() + pg * P, h.pos.begin() + (pg + 1) * P);
+        h.score.erase(h.score.begin() + pg * P, h.score.begin() + (pg + 1) * P);
+        h.slots -= P;
+      }
     }
   }
-  s.length = newLength;
+  for (int64_t b = 0; b < B; ++b) {
+    Sequence &s = *batch[b];
+    const int64_t newLength = s.length + n;
+    for (int64_t hd = 0; hd < Hkv; ++hd) {
+      Head &h = s.heads[hd];
+      const Plan &pl = plans[b * Hkv + hd];
+      if (contiguous && !h.pages.empty() && h.slots + pl.store > P) {
+        compact(h);
+        h.layoutStamp = ++layoutClock;
+      }
+      for (int64_t i = 0; i < pl.needPages; ++i) {
+        // The page after the head's last when free (PagePool.h).
+        h.pages.push_back(pool.take(h.pages.empty() ? -1 : h.pages.back()));
+        h.pos.resize(h.pages.size() * P, -1);
+        h.score.resize(h.pos.size(), 0.f);
+      }
+      for (int64_t t = 0; t < n; ++t) {
+        int64_t p = s.length + t;
+        if (!retains(hd, p, newLength))
+          continue;
+        int64_t slot = h.slots++;
+        int64_t at = poolRow(h, slot);
+        writes.emplace_back(int32_t((b * Hkv + hd) * n + t), int32_t(at));
+        writePositions.push_back(int32_t(p));
+        h.pos[slot] = int32_t(p);
+        h.score[slot] = 0;
+      }
+    }
+    s.length = newLength;
+  }
   if (store) {
     if (!moves.empty())
       if (Status st = store->move(moves); !st) {
@@ -1004,10 +1058,9 @@ Status KvCache::update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_
       }
     }
     for (auto [src, at] : writes) {
-      int64_t hd = src / n, t = src % n;
-      storeRow(k, n, t, hd, D, gK, kPool.data() + at * kRow,
+      storeRow(k, src, D, gK, kPool.data() + at * kRow,
                quant ? &kScales[size_t(at * gK * sB)] : nullptr);
-      storeRow(v, n, t, hd, Dv, gV, vPool.data() + at * vRow,
+      storeRow(v, src, Dv, gV, vPool.data() + at * vRow,
                quant ? &vScales[size_t(at * gV * sB)] : nullptr);
     }
   }

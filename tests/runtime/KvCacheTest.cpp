@@ -199,6 +199,39 @@ protected:
     return s;
   }
 
+  /// Appends n random tokens to each of `seqs` in one batch append (the
+  /// tokens append() would draw for them one by one, in order), recording
+  /// them in `hist` when it succeeds.
+  rt::Status appendBatch(rt::KvCache &c, const std::vector<int64_t> &seqs, int64_t n,
+                         std::vector<History> &hist) {
+    const int64_t B = int64_t(seqs.size());
+    BfTensor k({B, Hkv, n, D}), v({B, Hkv, n, D});
+    std::vector<History> added(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t hh = 0; hh < Hkv; ++hh)
+        for (int64_t t = 0; t < n; ++t) {
+          std::vector<float> kr(D), vr(D);
+          for (int64_t d = 0; d < D; ++d) {
+            uint16_t kb = rt::floatToBf16(normal(rng)), vb = rt::floatToBf16(normal(rng));
+            k.data[((b * Hkv + hh) * n + t) * D + d] = kb;
+            v.data[((b * Hkv + hh) * n + t) * D + d] = vb;
+            kr[d] = rt::bf16ToFloat(kb);
+            vr[d] = rt::bf16ToFloat(vb);
+          }
+          added[b].k[hh].push_back(kr);
+          added[b].v[hh].push_back(vr);
+        }
+    rt::Status s = c.append(seqs, &k.t, &v.t);
+    if (s)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t hh = 0; hh < Hkv; ++hh) {
+          auto &hk = hist[b].k[hh], &hv = hist[b].v[hh];
+          hk.insert(hk.end(), added[b].k[hh].begin(), added[b].k[hh].end());
+          hv.insert(hv.end(), added[b].v[hh].begin(), added[b].v[hh].end());
+        }
+    return s;
+  }
+
   /// Runs `k` for the last nq tokens of every sequence and compares O and
   /// LSE with float64 attention over the retained positions; returns the
   /// largest relative error of O.
@@ -1457,6 +1490,7 @@ public:
   rt::Status chooseVictims(const std::vector<VictimRequest> &requests,
                            std::vector<std::vector<int32_t>> &victims) override {
     victims.clear();
+    ++calls;
     for (const VictimRequest &r : requests) {
       requested.push_back(r);
       std::vector<std::pair<std::pair<float, int32_t>, int32_t>> cand; // ((score, pos), slot)
@@ -1486,6 +1520,7 @@ public:
   std::vector<float> score;
   std::vector<int32_t> pos;
   std::vector<VictimRequest> requested;
+  int64_t calls = 0; // of chooseVictims
   int64_t P;
   bool chooseRecent = false; // a wrong answer, which the cache refuses
 };
@@ -1495,7 +1530,9 @@ public:
 /// store's pool rows (by the tables, as the GPU's mass kernel does), the
 /// same positions retained step by step, through compactions that move
 /// the scores with the rows; scores() reads them from the store, and
-/// updateScores is refused there (they are the store's).
+/// updateScores is refused there (they are the store's). The store-backed
+/// cache appends each step as one batch (one victims request for all the
+/// sequences' evicting heads), the host cache one sequence at a time.
 TEST_F(KvCacheTest, StoreKeptScoresChooseTheHostsVictims) {
   auto k = kernel("over_h2o");
   ASSERT_TRUE(k);
@@ -1518,9 +1555,10 @@ TEST_F(KvCacheTest, StoreKeptScoresChooseTheHostsVictims) {
       ASSERT_TRUE(append(*host, hs[i], n, hist[i]));
     rng = saved;
     size_t asked = store->requested.size();
-    for (int i = 0; i < 2; ++i)
-      ASSERT_TRUE(append(dev, ds[i], n, twin[i]));
+    const int64_t calls = store->calls;
+    ASSERT_TRUE(appendBatch(dev, ds, n, twin));
     evicting += int64_t(store->requested.size() - asked);
+    EXPECT_EQ(store->calls - calls, store->requested.size() > asked ? 1 : 0);
     auto t = host->tables(hs, 1);
     auto dt = dev.tables(ds, 1);
     ASSERT_TRUE(t && dt);
@@ -1575,9 +1613,7 @@ TEST_F(KvCacheTest, StoreKeptScoresChooseTheHostsVictims) {
   const int64_t len = dev.length(ds[0]), free = dev.freePages();
   History scratch;
   rt::Status wrong = append(dev, ds[0], 1, scratch);
-  EXPECT_NE(wrong.message().find("the store chose victims of head 0 that are not"),
-            std::string::npos)
-      << wrong.message();
+  EXPECT_NE(wrong.message().find("head 0 that are not"), std::string::npos) << wrong.message();
   EXPECT_EQ(dev.retainedPositions(ds[0], 0), before);
   EXPECT_EQ(dev.length(ds[0]), len);
   EXPECT_EQ(dev.freePages(), free);
@@ -1663,6 +1699,124 @@ TEST_F(KvCacheTest, Bf16DecodeAtWideHeadDims) {
       }
     }
   }
+}
+
+/// A batch append (a decode step of B sequences) decides what appending
+/// the same tokens one sequence at a time decides, for each retention and
+/// storage: the same positions retained, the same stored (dequantized)
+/// values, the same pages in use, the same eviction scores after the same
+/// launches, and attention over it equal to the reference.
+TEST_F(KvCacheTest, BatchAppendMatchesAppendingOneByOne) {
+  for (const char *name :
+       {"over_all", "over_stream", "over_h2o", "over_snap", "over_q8_group", "duo_h2o"}) {
+    SCOPED_TRACE(name);
+    auto k = kernel(name);
+    ASSERT_TRUE(k);
+    auto makeOne = [&]() -> std::unique_ptr<rt::KvCache> {
+      if (std::string(name) != "duo_h2o")
+        return makeCache(*k, 80);
+      rt::KvCacheOptions o;
+      o.policy = *k->info().cache;
+      o.numKvHeads = Hkv, o.headDim = D, o.numPages = 80, o.inputDtype = "bf16";
+      o.headKinds = {0, 1};
+      auto c = rt::KvCache::create(o);
+      EXPECT_TRUE(bool(c)) << c.message();
+      return c ? std::move(*c) : nullptr;
+    };
+    auto one = makeOne(), batch = makeOne();
+    ASSERT_TRUE(one && batch);
+    std::vector<int64_t> s1, s2;
+    for (int i = 0; i < 3; ++i)
+      s1.push_back(*one->addSequence()), s2.push_back(*batch->addSequence());
+    std::vector<History> h1(3), h2(3);
+    for (int i = 0; i < 3; ++i) { // prompts of different lengths, one by one
+      std::mt19937 saved = rng;
+      ASSERT_TRUE(append(*one, s1[i], 5 + 6 * i, h1[i]));
+      rng = saved;
+      ASSERT_TRUE(append(*batch, s2[i], 5 + 6 * i, h2[i]));
+    }
+    for (int step = 0; step < 12; ++step) {
+      const int64_t n = 1 + step % 3;
+      std::mt19937 saved = rng;
+      for (int i = 0; i < 3; ++i)
+        ASSERT_TRUE(append(*one, s1[i], n, h1[i]));
+      rng = saved;
+      ASSERT_TRUE(appendBatch(*batch, s2, n, h2));
+      EXPECT_EQ(batch->freePages(), one->freePages()) << "step " << step;
+      for (int i = 0; i < 3; ++i) {
+        ASSERT_EQ(batch->length(s2[i]), one->length(s1[i]));
+        for (int64_t h = 0; h < Hkv; ++h) {
+          std::vector<int32_t> kept = one->retainedPositions(s1[i], h);
+          ASSERT_EQ(batch->retainedPositions(s2[i], h), kept) << "step " << step << " head " << h;
+          ASSERT_EQ(batch->scores(s2[i], h), one->scores(s1[i], h))
+              << "step " << step << " head " << h;
+          std::vector<float> k1(D), v1(D), k2(D), v2(D);
+          for (int32_t p : kept) {
+            ASSERT_TRUE(one->readToken(s1[i], p, h, k1.data(), v1.data()));
+            ASSERT_TRUE(batch->readToken(s2[i], p, h, k2.data(), v2.data()));
+            ASSERT_EQ(k2, k1) << "position " << p;
+            ASSERT_EQ(v2, v1) << "position " << p;
+          }
+        }
+      }
+      // The launches score the slots (budget policies): the same queries,
+      // so the same mass into both.
+      saved = rng;
+      const double e1 = runAndCompare(*k, *one, s1, stored(*one, s1, h1), n, causal);
+      rng = saved;
+      const double e2 = runAndCompare(*k, *batch, s2, stored(*batch, s2, h2), n, causal);
+      EXPECT_LT(e2, 2e-2) << "step " << step;
+      EXPECT_EQ(e2, e1) << "step " << step;
+    }
+  }
+}
+
+/// A batch append is all or nothing: one that the pool cannot hold, or
+/// that names a sequence twice or an unknown one, or has the wrong shape,
+/// changes no sequence; one sequence's append then still fits.
+TEST_F(KvCacheTest, BatchAppendIsAllOrNothing) {
+  auto k = kernel("over_all");
+  ASSERT_TRUE(k);
+  auto c = makeCache(*k, 6 * Hkv); // 24 slots per head
+  ASSERT_TRUE(c);
+  std::vector<int64_t> seqs = {*c->addSequence(), *c->addSequence()};
+  std::vector<History> hist(2);
+  ASSERT_TRUE(appendBatch(*c, seqs, 8, hist)); // 2 pages per head each
+  const int64_t free = c->freePages();
+  std::vector<std::vector<int32_t>> kept;
+  for (int64_t s : seqs)
+    kept.push_back(c->retainedPositions(s, 1));
+  // 2 more pages per head each would fit one sequence (4 free), not both.
+  rt::Status st = appendBatch(*c, seqs, 8, hist);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.message().find("exhausted: the batch's 2 sequences need 8 more pages, 4 free of 12"),
+            std::string::npos)
+      << st.message();
+  EXPECT_EQ(c->freePages(), free);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    EXPECT_EQ(c->length(seqs[i]), 8);
+    EXPECT_EQ(c->retainedPositions(seqs[i], 1), kept[i]);
+  }
+  EXPECT_LT(runAndCompare(*k, *c, seqs, hist, 3, causal), 1e-2);
+  BfTensor kb({2, Hkv, 1, D}), vb({2, Hkv, 1, D});
+  EXPECT_NE(c->append({seqs[0], seqs[0]}, &kb.t, &vb.t).message().find("twice in the batch"),
+            std::string::npos);
+  EXPECT_NE(c->append({seqs[0], 99}, &kb.t, &vb.t).message().find("no sequence 99"),
+            std::string::npos);
+  EXPECT_NE(c->append(std::vector<int64_t>{seqs[0]}, &kb.t, &vb.t)
+                .message()
+                .find("must be [B=1, Hkv=2, n, 16]"),
+            std::string::npos);
+  EXPECT_NE(c->append(std::vector<int64_t>{}, &kb.t, &vb.t).message().find("no sequences"),
+            std::string::npos);
+  BfTensor k3({Hkv, 1, D});
+  EXPECT_NE(c->append(seqs, &k3.t, &k3.t).message().find("must be [B=2"), std::string::npos);
+  for (size_t i = 0; i < seqs.size(); ++i)
+    EXPECT_EQ(c->length(seqs[i]), 8);
+  std::vector<History> more(1);
+  ASSERT_TRUE(appendBatch(*c, {seqs[1]}, 8, more));
+  EXPECT_EQ(c->length(seqs[1]), 16);
+  EXPECT_EQ(c->freePages(), 0);
 }
 
 /// Decode steps of several sequences allocate pages together; each KV head

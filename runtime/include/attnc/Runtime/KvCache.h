@@ -160,6 +160,13 @@ public:
   /// queries see all of it); fails without changing anything when the
   /// pool has too few free pages.
   Status append(int64_t seq, const DLTensor *k, const DLTensor *v);
+  /// Appends n tokens to each sequence of a batch (a decode step of B
+  /// sequences, or their prefill chunks of one length): k [B, Hkv, n, D]
+  /// and v [B, Hkv, n, Dv], row b for seqs[b] (distinct). All of them or
+  /// none: a batch that does not fit the pool changes nothing. With a store
+  /// it costs one eviction request, one move and one write for the batch
+  /// (B of each when appended one by one).
+  Status append(const std::vector<int64_t> &seqs, const DLTensor *k, const DLTensor *v);
   /// Budget heads of `seq` evict down to their budget now (append does it
   /// too); other heads are unchanged.
   Status evict(int64_t seq);
@@ -296,9 +303,13 @@ private:
   };
   BudgetChoice budgetChoice(int64_t head, const Head &h, int64_t length) const;
   void dropLowestScores(const Head &h, BudgetChoice &c) const;
-  Status update(int64_t seq, const DLTensor *k, const DLTensor *v, int64_t n);
-  void storeRow(const DLTensor *src, int64_t n, int64_t t, int64_t h, int64_t dim, int64_t groups,
-                char *dst, char *scales) const;
+  Status update(const std::vector<int64_t> &seqs, const DLTensor *k, const DLTensor *v, int64_t n);
+  Status checkNewTokens(const char *what, const DLTensor *t, std::vector<int64_t> lead,
+                        int64_t dim) const;
+  /// Stores row `srcRow` of k or v ([..., dim] rows) at `dst` (and its
+  /// scales).
+  void storeRow(const DLTensor *src, int64_t srcRow, int64_t dim, int64_t groups, char *dst,
+                char *scales) const;
   float loadElement(const char *src, const char *scales, int64_t d, int64_t dim,
                     int64_t groups) const;
   /// Scale i of a row of stored scales (f32, or f16 with sB = 2).
