@@ -511,7 +511,7 @@ TEST_F(CudaDecodeFake, H2oStoreKeepsScoresAndChoosesVictimsOnTheDevice) {
   int before = fake.launches();
   std::vector<int32_t> kept = (*cache)->retainedPositions(seq, 0);
   expectError((*cache)->append(seq, &k1.t, &v1.t),
-              "the victims kernel chose 0 slots of 300 where 44 were to go");
+              "the victims kernel chose 0 slots of 300 where 44 distinct ones were to go");
   ASSERT_EQ(fake.launches(), before + 1) << "the victims kernel, then nothing";
   l = fake.last();
   EXPECT_STREQ(l.entry, "attnc_dec_victims");
@@ -529,6 +529,8 @@ TEST_F(CudaDecodeFake, H2oStoreKeepsScoresAndChoosesVictimsOnTheDevice) {
     EXPECT_EQ(req[i], wantReq[i]) << i;
   const auto *pageList = reinterpret_cast<const int32_t *>(uintptr_t(l.values[2]));
   EXPECT_EQ(pageList[0], 0) << "head 0's first page";
+  EXPECT_EQ(l.values[2], l.values[3] + 10 * 4) << "the page lists after the requests";
+  EXPECT_EQ(l.values[4], l.values[2] + 2 * 19 * 4) << "the victims after the page lists";
   EXPECT_EQ((*cache)->length(seq), 300);
   EXPECT_EQ((*cache)->retainedPositions(seq, 0), kept);
   // SnapKV: pooled over neighbouring positions on the host.

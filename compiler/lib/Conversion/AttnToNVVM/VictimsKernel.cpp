@@ -55,15 +55,32 @@ public:
       Value key = arith::OrIOp::create(b, l, hi, arith::ExtUIOp::create(b, l, i64(), pos));
       return {cand, key};
     };
-    // Each thread's slots: tid, tid + 128, ... below `slots`.
-    auto forMySlots = [&](OpBuilder &b, ValueRange init,
+    // Each thread's slots from `first`: first, first + 128, ... below `slots`.
+    auto forMySlots = [&](OpBuilder &b, Value first, ValueRange init,
                           function_ref<SmallVector<Value>(OpBuilder &, Value, ValueRange)> body) {
-      auto loop = scf::ForOp::create(b, l, tid, slots, threads, init,
+      auto loop = scf::ForOp::create(b, l, first, slots, threads, init,
                                      [&](OpBuilder &b, Location l, Value s, ValueRange acc) {
                                        scf::YieldOp::create(b, l, body(b, s, acc));
                                      });
       return loop.getResults();
     };
+    // The keys of a thread's first kVictimsCachedSlots slots stay in
+    // registers over the 64 passes (0 for a non-candidate or a slot past
+    // the head's: 0 is below every trial value, as such a slot must count),
+    // so a request of up to 128 * kVictimsCachedSlots slots (a decode
+    // step's budget + 1) reads its page table, positions and scores once,
+    // not once a pass (3 dependent loads a slot).
+    SmallVector<Value> cached;
+    for (int64_t j = 0; j < kVictimsCachedSlots; ++j) {
+      Value s = add(b, tid, ci32(b, j * kVictimsThreads));
+      cached.push_back(ifElseValues(b, cmpi(b, arith::CmpIPredicate::slt, s, slots),
+                                    ValueRange{ci64(b, 0)},
+                                    [&](OpBuilder &b) -> SmallVector<Value> {
+                                      auto [cand, key] = keyOf(b, s);
+                                      return {select(b, cand, key, ci64(b, 0))};
+                                    })[0]);
+    }
+    Value uncachedFrom = add(b, tid, ci32(b, kVictimsCachedSlots * kVictimsThreads));
     // Bits of the largest per-thread count (ceil(slots / 128) < 2^bits):
     // the CTA sums counts bit by bit, one bar.red.popc each.
     Value perThread = divu(b, add(b, slots, ci32(b, kVictimsThreads - 1)), threads);
@@ -95,30 +112,71 @@ public:
           Value bit = ext64(b, sub(b, ci32(b, 63), i));
           Value trial =
               arith::OrIOp::create(b, l, acc[0], arith::ShLIOp::create(b, l, ci64(b, 1), bit));
-          Value mine = forMySlots(b, ValueRange{ci32(b, 0)},
-                                  [&](OpBuilder &b, Value s, ValueRange n) -> SmallVector<Value> {
-                                    auto [cand, key] = keyOf(b, s);
-                                    Value at = arith::AndIOp::create(
-                                        b, l, cand, cmpi(b, arith::CmpIPredicate::uge, key, trial));
-                                    return {add(b, n[0], arith::ExtUIOp::create(b, l, i32(), at))};
-                                  })[0];
+          Value mine = ci32(b, 0);
+          for (Value key : cached)
+            mine = add(b, mine,
+                       arith::ExtUIOp::create(b, l, i32(),
+                                              cmpi(b, arith::CmpIPredicate::uge, key, trial)));
+          mine = forMySlots(b, uncachedFrom, ValueRange{mine},
+                            [&](OpBuilder &b, Value s, ValueRange n) -> SmallVector<Value> {
+                              auto [cand, key] = keyOf(b, s);
+                              Value at = arith::AndIOp::create(
+                                  b, l, cand, cmpi(b, arith::CmpIPredicate::uge, key, trial));
+                              return {add(b, n[0], arith::ExtUIOp::create(b, l, i32(), at))};
+                            })[0];
           Value total = blockSum(b, mine);
           scf::YieldOp::create(b, l,
                                ValueRange{select(b, cmpi(b, arith::CmpIPredicate::sge, total, keep),
                                                  trial, acc[0])});
         });
     Value T = select64.getResult(0);
+    // The candidates below T die. A warp takes its dying lanes' places at
+    // the request's cursor with one atomic add (a vote, its population
+    // count, each lane's rank among the dying lanes): an atomic per victim
+    // on the one cursor serialized a request dropping thousands of slots
+    // (a prompt chunk's eviction). Every thread runs the same rounds, so
+    // the vote has all lanes.
     Value cursor = gep(b, requests, add(b, request, ci64(b, 4)), i32());
-    forMySlots(b, ValueRange{}, [&](OpBuilder &b, Value s, ValueRange) -> SmallVector<Value> {
-      auto [cand, key] = keyOf(b, s);
-      Value dies = arith::AndIOp::create(b, l, cand, cmpi(b, arith::CmpIPredicate::ult, key, T));
-      ifThen(b, dies, [&](OpBuilder &b) {
-        Value at = LLVM::AtomicRMWOp::create(b, l, LLVM::AtomicBinOp::add, cursor, ci32(b, 1),
-                                             LLVM::AtomicOrdering::monotonic);
-        store(b, s, victims, ext64(b, at));
-      });
-      return {};
-    });
+    Value lane = remu(b, tid, ci32(b, kWarp));
+    auto ballot = [&](OpBuilder &b, Value bit) {
+      return inlinePtx(b, i32(), ValueRange{arith::ExtUIOp::create(b, l, i32(), bit)},
+                       "{\n.reg .pred p;\nsetp.ne.u32 p, $1, 0;\n"
+                       "vote.sync.ballot.b32 $0, p, 0xffffffff;\n}",
+                       "=r,r")
+          .getResult(0);
+    };
+    Value lanesBelow =
+        inlinePtx(b, i32(), ValueRange{}, "mov.u32 $0, %lanemask_lt;", "=r").getResult(0);
+    scf::ForOp::create(
+        b, l, ci32(b, 0), perThread, ci32(b, 1), ValueRange{},
+        [&](OpBuilder &b, Location l, Value i, ValueRange) {
+          Value s = add(b, tid, mul(b, i, threads));
+          Value dies = ifElseValues(b, cmpi(b, arith::CmpIPredicate::slt, s, slots),
+                                    ValueRange{arith::ConstantIntOp::create(b, l, 0, 1)},
+                                    [&](OpBuilder &b) -> SmallVector<Value> {
+                                      auto [cand, key] = keyOf(b, s);
+                                      return {arith::AndIOp::create(
+                                          b, l, cand, cmpi(b, arith::CmpIPredicate::ult, key, T))};
+                                    })[0];
+          Value dying = ballot(b, dies);
+          Value n = LLVM::CtPopOp::create(b, l, i32(), dying);
+          Value rank =
+              LLVM::CtPopOp::create(b, l, i32(), arith::AndIOp::create(b, l, dying, lanesBelow));
+          Value leads =
+              arith::AndIOp::create(b, l, cmpi(b, arith::CmpIPredicate::eq, lane, ci32(b, 0)),
+                                    cmpi(b, arith::CmpIPredicate::ne, n, ci32(b, 0)));
+          Value base = ifElseValues(
+              b, leads, ValueRange{ci32(b, 0)}, [&](OpBuilder &b) -> SmallVector<Value> {
+                return {LLVM::AtomicRMWOp::create(b, l, LLVM::AtomicBinOp::add, cursor, n,
+                                                  LLVM::AtomicOrdering::monotonic)};
+              })[0];
+          base =
+              gpu::ShuffleOp::create(b, l, base, ci32(b, 0), ci32(b, kWarp), gpu::ShuffleMode::IDX)
+                  .getShuffleResult();
+          ifThen(b, dies,
+                 [&](OpBuilder &b) { store(b, s, victims, ext64(b, add(b, base, rank))); });
+          scf::YieldOp::create(b, l);
+        });
     gpu::ReturnOp::create(b, l);
   }
 };

@@ -20,7 +20,8 @@
 // as an ordered 32-bit integer, then the position: a total order, so the
 // choice is the host's) by setting its 64 bits from the top, counting the
 // candidates at or above each trial value (bar.red.popc over the bits of
-// each thread's count: no shared memory), then writes every candidate
+// each thread's count: no shared memory; a thread's first 8 slots' keys
+// read once, into registers), then writes every candidate
 // below T into victims at the request's cursor (atomically advanced; the
 // order of one request's victims is not fixed, the set is).
 //
@@ -38,6 +39,9 @@ namespace mlir::attn::nvvm {
 
 /// Threads of a victims CTA.
 constexpr int64_t kVictimsThreads = 128;
+/// Slots a thread keeps the keys of in registers over the select's passes
+/// (requests of up to 1024 slots read each slot once).
+constexpr int64_t kVictimsCachedSlots = 8;
 
 /// Emits `attnc_<K>_victims` at `gpuModuleBuilder`.
 void buildVictimsKernel(attn::KernelOp kernel, const attn::NvvmKernelConfig &cfg, Type elemType,

@@ -58,7 +58,8 @@ public:
   /// and written by one call.
   virtual Status move(const std::vector<std::pair<int32_t, int32_t>> &moves) = 0;
   /// Writes row `src` of k [Hkv, n, D] / v [Hkv, n, Dv] (src = head * n +
-  /// token, the input type) into pool row `dst` for each (src, dst),
+  /// token; of a batch's k [B, Hkv, n, D], (b * Hkv + head) * n + token; the
+  /// input type) into pool row `dst` for each (src, dst),
   /// quantizing as the policy stores; positions[i] is the logical position
   /// of rows[i]'s token (a store that keeps scores keeps it with the row).
   virtual Status write(const DLTensor *k, const DLTensor *v,
