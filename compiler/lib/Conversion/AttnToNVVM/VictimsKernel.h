@@ -22,8 +22,9 @@
 // candidates at or above each trial value (bar.red.popc over the bits of
 // each thread's count: no shared memory; a thread's first 8 slots' keys
 // read once, into registers), then writes every candidate
-// below T into victims at the request's cursor (atomically advanced; the
-// order of one request's victims is not fixed, the set is).
+// below T into victims at the request's cursor (advanced by one atomic
+// add a warp and round for its dying lanes, each writing at its rank among
+// them; the order of one request's victims is not fixed, the set is).
 //
 //===----------------------------------------------------------------------===//
 
