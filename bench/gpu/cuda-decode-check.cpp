@@ -381,9 +381,10 @@ bool checkKernel(const std::string &ptxPath) {
         std::printf("FAIL %s: %s\n", ki.name.c_str(), us.message().c_str());
         return false;
       }
-      // H2O: the twin's scores live on the GPU (the mass kernel of its
-      // decode added this step's there; victims are chosen there): with
-      // this step's mass added here too, they must be the host's, bit for bit.
+      // The twin's scores live on the GPU (H2O: its decode's mass kernel
+      // added this step's there; SnapKV: its pool kernel pooled this step's
+      // mass table there; victims are chosen there): with this step's mass
+      // taken here too, they must be the host's, bit for bit.
       if ((*store)->keepsScores())
         for (int64_t b = 0; b < B; ++b)
           for (int64_t g = 0; g < Hkv; ++g) {

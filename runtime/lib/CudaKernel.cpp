@@ -51,6 +51,7 @@ struct CudaKernel::Impl {
     CUfunction merge = nullptr;                  // KV-cache kernels: attnc_<K>_merge
     CUfunction mass = nullptr;                   // budget policies: attnc_<K>_mass
     CUfunction victims = nullptr;                // budget policies: attnc_<K>_victims
+    CUfunction pool = nullptr;                   // snapkv budgets: attnc_<K>_pool
     CUfunction append = nullptr, move = nullptr; // KV-cache kernels: cache updates
     std::vector<CUfunction> twins;               // decode twins, as info.decodeTwins
   };
@@ -123,6 +124,8 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
     if (info.cache->scoresSlots()) {
       extra.emplace_back(&l.mass, "_mass");
       extra.emplace_back(&l.victims, "_victims");
+      if (info.cache->poolsScores())
+        extra.emplace_back(&l.pool, "_pool");
     }
     l.twins.resize(info.decodeTwins.size());
     for (size_t i = 0; i < info.decodeTwins.size(); ++i)
@@ -571,6 +574,40 @@ Status CudaKernel::launchCacheRows(bool append, const CudaCacheView &c, const DL
                   1u, 0u, static_cast<CUstream>(stream), params.data(), nullptr);
 }
 
+namespace {
+/// Threads of a CTA of the cache's small kernels (victims, pool).
+constexpr unsigned kSmallThreads = 128;
+/// Launches one of a kernel's small cache kernels (`fn` of its loaded
+/// functions, VictimsKernel.h / PoolKernel.h) on `device`: the pointers
+/// checked, then passed in order, then the i32 `scalars`; a grid of
+/// (gridX, gridY) CTAs of kSmallThreads, enqueued on `stream`.
+template <typename Impl, typename Loaded>
+Status launchCacheKernel(
+    Impl &impl, int device, CUfunction Loaded::*fn,
+    std::initializer_list<std::pair<const char *, const detail::TensorView *>> pointers,
+    std::initializer_list<int64_t> scalars, unsigned gridX, unsigned gridY, void *stream) {
+  auto d = driver();
+  if (!d)
+    return d.error();
+  const Driver &drv = **d;
+  for (auto [what, view] : pointers)
+    if (Status s = checkPointer(drv, what, *view, device); !s)
+      return s;
+  ScopedDeviceContext scope;
+  auto fns = impl.enter(drv, scope, device);
+  if (!fns)
+    return fns.error();
+  KernelArgs abi;
+  for (auto [what, view] : pointers)
+    abi.push(KernelArgs::address(*view));
+  for (int64_t v : scalars)
+    abi.push(int32_t(v));
+  auto params = abi.pointers();
+  return ATTNC_CU(drv, cuLaunchKernel, (*fns).*fn, gridX, gridY, 1u, kSmallThreads, 1u, 1u, 0u,
+                  static_cast<CUstream>(stream), params.data(), nullptr);
+}
+} // namespace
+
 Status CudaKernel::chooseVictims(const CudaCacheView &c, const DLTensor *pages, DLTensor *requests,
                                  DLTensor *victims, void *stream) const {
   const CudaKernelInfo &ki = impl->info;
@@ -600,32 +637,56 @@ Status CudaKernel::chooseVictims(const CudaCacheView &c, const DLTensor *pages, 
     return Status::ok();
   if (count > INT32_MAX)
     return Status::error("chooseVictims: too many requests");
-  auto d = driver();
-  if (!d)
-    return d.error();
-  const Driver &drv = **d;
-  for (auto [what, view] :
-       {std::pair<const char *, const detail::TensorView *>{"victim requests", &*req},
-        {"victim pages", &*pageList},
-        {"victims", &*out},
-        {"slot scores", &*meta->scores},
-        {"slot positions", &*meta->positions}})
-    if (Status s = checkPointer(drv, what, *view, device); !s)
-      return s;
-  ScopedDeviceContext scope;
-  auto fns = impl->enter(drv, scope, device);
-  if (!fns)
-    return fns.error();
   // VictimsKernel.h in the compiler.
-  KernelArgs abi;
-  for (const detail::TensorView *t : std::initializer_list<const detail::TensorView *>{
-           &*meta->scores, &*meta->positions, &*pageList, &*req, &*out})
-    abi.push(KernelArgs::address(*t));
-  abi.push(int32_t(count));
-  abi.push(int32_t(pools->P));
-  auto params = abi.pointers();
-  return ATTNC_CU(drv, cuLaunchKernel, fns->victims, unsigned(count), 1u, 1u, 128u, 1u, 1u, 0u,
-                  static_cast<CUstream>(stream), params.data(), nullptr);
+  return launchCacheKernel(*impl, device, &CudaKernel::Impl::Loaded::victims,
+                           {{"slot scores", &*meta->scores},
+                            {"slot positions", &*meta->positions},
+                            {"victim pages", &*pageList},
+                            {"victim requests", &*req},
+                            {"victims", &*out}},
+                           {count, pools->P}, unsigned(count), 1u, stream);
+}
+
+Status CudaKernel::poolScores(const CudaCacheView &c, const DLTensor *mass, const DLTensor *order,
+                              const DLTensor *pages, int64_t half, void *stream) const {
+  const CudaKernelInfo &ki = impl->info;
+  if (!ki.cache || !ki.cache->poolsScores())
+    return Status::error("kernel '" + ki.name + "' keeps no SnapKV budget: no scores to pool");
+  if (!mass || mass->ndim != 2 || !order || order->ndim != 2 || !pages || pages->ndim != 2)
+    return Status::error("poolScores: expected f32 mass [rows, pitch], i32 order [rows, pitch] "
+                         "and i32 pages [rows, pages_pitch] tensors");
+  if (half < 0 || half > INT32_MAX)
+    return Status::error("poolScores: half must be in [0, INT32_MAX]");
+  const int device = mass->device.device_id;
+  const int64_t rows = mass->shape[0], pitch = mass->shape[1];
+  auto massV = denseDeviceTensor("pool mass", mass, "f32", {-1, -1}, device);
+  if (!massV)
+    return massV.error();
+  auto orderV = denseDeviceTensor("pool order", order, "i32", {rows, pitch}, device);
+  if (!orderV)
+    return orderV.error();
+  auto pagesV = denseDeviceTensor("pool pages", pages, "i32", {rows, -1}, device);
+  if (!pagesV)
+    return pagesV.error();
+  auto views = cacheViews(ki, c, device);
+  if (!views)
+    return views.error();
+  const SlotMetadata *meta = &views->meta;
+  if (!meta->scores)
+    return Status::error("poolScores: the pools carry no slot scores");
+  if (rows == 0 || pitch == 0)
+    return Status::ok();
+  if (rows > 65535 || pitch > INT32_MAX || pages->shape[1] > INT32_MAX)
+    return Status::error("poolScores: too many rows or slots");
+  // PoolKernel.h in the compiler.
+  return launchCacheKernel(*impl, device, &CudaKernel::Impl::Loaded::pool,
+                           {{"pool mass", &*massV},
+                            {"pool order", &*orderV},
+                            {"pool pages", &*pagesV},
+                            {"slot scores", &*meta->scores}},
+                           {pitch, pages->shape[1], views->pools.P, half},
+                           unsigned((pitch + kSmallThreads - 1) / kSmallThreads), unsigned(rows),
+                           stream);
 }
 
 /// The decode entry for `rows` packed rows (G x Nq): -1 for the kernel's

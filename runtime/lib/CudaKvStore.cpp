@@ -12,6 +12,7 @@
 #include "Validate.h"
 
 #include <algorithm>
+#include <set>
 
 using namespace attnc::rt;
 
@@ -52,6 +53,9 @@ struct CudaKvStore::Buffers {
   CudaBuffer victims;
   // Scratch reused across calls: row pairs, tables, workspace, mass, LSE.
   CudaBuffer rows, pages, positions, lengths, queryPositions, workspace, mass, lse;
+  // SnapKV: each row's slots in position order (KvCache::slotsByPosition).
+  CudaBuffer order;
+  std::vector<int32_t> hostOrder;
   std::vector<int64_t> kShape, vShape, ksShape, vsShape;
   DLTensor k{}, v{}, ks{}, vs{}; // over the pools (which never move)
 
@@ -118,16 +122,23 @@ Expected<std::shared_ptr<CudaKvStore>> CudaKvStore::create(std::shared_ptr<const
     if (Status st = buffer->fill32(0); !st)
       return st;
   }
-  // H2O scores live here, by pool row; SnapKV's are pooled over
-  // neighbouring positions by the host cache (KvCache::updateScores).
-  auto h2oOnly = [](const CachePolicyInfo &p) {
-    auto one = [](const CachePolicyInfo &h) { return h.retention != "budget" || h.evict == "h2o"; };
-    bool all = one(p);
+  // Budget scores live here, by pool row: H2O's added by the mass kernel,
+  // SnapKV's pooled from the launch's mass table by the pool kernel (over
+  // the slots in position order, which the host's tables give). Budgets
+  // of both kinds in one policy stay on the host (KvCache refuses them).
+  auto oneScore = [](const CachePolicyInfo &p) {
+    std::set<std::string> kinds;
+    auto add = [&](const CachePolicyInfo &h) {
+      if (h.retention == "budget")
+        kinds.insert(h.evict);
+    };
+    add(p);
     for (const CachePolicyInfo &h : p.headPolicies)
-      all = all && one(h);
-    return all;
+      add(h);
+    return kinds.size() == 1;
   };
-  s->slotMetadata = ki.cache->scoresSlots() && h2oOnly(*ki.cache);
+  s->slotMetadata = ki.cache->scoresSlots() && oneScore(*ki.cache);
+  s->pooledScores = s->slotMetadata && ki.cache->poolsScores();
   if (s->slotMetadata) {
     b.slotShape = {numPages, P};
     for (CudaBuffer *buffer : {&b.slotScores, &b.slotPositions}) {
@@ -490,10 +501,23 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
   }
   // Budget policies: the mass table (zeroed) and an LSE if none is wanted.
   std::vector<int64_t> massShape{rowsT, maxSlots}, lseShape{B, Hq, Nq};
-  DLTensor massT, lseT;
+  DLTensor massT, lseT, orderT;
   const bool budget = cache.scoresSlots();
   // H2O: the mass goes to the pool rows' scores here (a.cache has them).
-  const bool massTable = budget && !slotMetadata;
+  // SnapKV: to the mass table, which the pool kernel pools into them over
+  // the slots in position order (uploaded first: it does not depend on the
+  // launch).
+  const bool massTable = budget && (!slotMetadata || pooledScores);
+  if (budget && pooledScores) {
+    a.cache.slotScores = a.cache.slotPositions = nullptr;
+    if (Status s = cache.slotsByPosition(sequences, maxSlots, b.hostOrder); !s)
+      return s;
+    if (Status s = ensure(b.order, b.hostOrder.size() * 4, dev); !s)
+      return s;
+    if (Status s = b.order.upload(b.hostOrder.data(), b.hostOrder.size() * 4); !s)
+      return s;
+    orderT = tensorOf(b.order, massShape, kI32);
+  }
   if (massTable) {
     if (Status s = ensure(b.mass, size_t(rowsT * maxSlots) * 4, dev); !s)
       return s;
@@ -513,9 +537,14 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
   }
   if (Status s = kernel->launch(a); !s)
     return s;
+  if (budget && pooledScores)
+    if (Status s =
+            kernel->poolScores(pools(), &massT, &orderT, &pages, cache.options().snapkvPooling / 2);
+        !s)
+      return s;
   if (Status s = cudaSynchronize(dev); !s)
     return s;
-  if (!massTable)
+  if (!massTable || pooledScores)
     return Status::ok();
   std::vector<float> mass(size_t(rowsT * maxSlots));
   if (Status s = b.mass.download(mass.data(), mass.size() * 4); !s)

@@ -297,6 +297,26 @@ static std::vector<std::pair<int32_t, int64_t>> retainedSlots(const std::vector<
   return out;
 }
 
+Status KvCache::slotsByPosition(const std::vector<int64_t> &seqs, int64_t pitch,
+                                std::vector<int32_t> &out) const {
+  const int64_t Hkv = opts.numKvHeads;
+  out.assign(size_t(int64_t(seqs.size()) * Hkv * pitch), -1);
+  for (size_t b = 0; b < seqs.size(); ++b)
+    for (int64_t hd = 0; hd < Hkv; ++hd) {
+      const Head *h = headOf(seqs[b], hd);
+      if (!h)
+        return Status::error("KV cache: no sequence " + std::to_string(seqs[b]));
+      if (h->slots > pitch)
+        return Status::error("slotsByPosition: sequence " + std::to_string(seqs[b]) + " holds " +
+                             std::to_string(h->slots) + " slots, more than " +
+                             std::to_string(pitch));
+      int32_t *row = &out[size_t((int64_t(b) * Hkv + hd) * pitch)];
+      for (auto [p, slot] : retainedSlots(h->pos, h->slots))
+        *row++ = int32_t(slot);
+    }
+  return Status::ok();
+}
+
 std::vector<int32_t> KvCache::retainedPositions(int64_t seq, int64_t head) const {
   std::vector<int32_t> out;
   if (const Head *h = headOf(seq, head))

@@ -72,6 +72,7 @@ std::string decodePtx(bool withMass = false, bool tensorMaps = false) {
          ")\n{\n  ret;\n}\n";
     p += ".visible .entry attnc_dec_victims(" + params({{"u64", 5}, {"u32", 2}}) +
          ")\n{\n  ret;\n}\n";
+    p += ".visible .entry attnc_dec_pool(" + params({{"u64", 4}, {"u32", 4}}) + ")\n{\n  ret;\n}\n";
   }
   return p;
 }
@@ -533,15 +534,66 @@ TEST_F(CudaDecodeFake, H2oStoreKeepsScoresAndChoosesVictimsOnTheDevice) {
   EXPECT_EQ(l.values[4], l.values[2] + 2 * 19 * 4) << "the victims after the page lists";
   EXPECT_EQ((*cache)->length(seq), 300);
   EXPECT_EQ((*cache)->retainedPositions(seq, 0), kept);
-  // SnapKV: pooled over neighbouring positions on the host.
-  std::string snap = kDecodeMeta;
-  snap.replace(snap.find(plain), plain.size(), "snap paged 16 budget 0 0 bf16 none 0 256 snapkv");
-  auto ks = CudaKernel::load(decodePtx(true), snap);
-  ASSERT_TRUE(bool(ks)) << ks.message();
-  auto snapStore = CudaKvStore::create(*ks, 64, 0);
-  ASSERT_TRUE(bool(snapStore));
-  EXPECT_FALSE((*snapStore)->keepsScores());
-  EXPECT_EQ((*snapStore)->pools().slotScores, nullptr);
+}
+
+/// A SnapKV budget policy keeps its scores on the GPU too: decode's mass
+/// kernel fills the mass table (zeroed, slot scores not given), then
+/// attnc_dec_pool (a CTA of 128 ranks per row and 128 ranks) pools it
+/// into the pool rows' scores, given each row's slots in position order
+/// (uploaded before the launch), the page tables, the pooling's half
+/// width; nothing comes back. Its evictions go to the victims kernel.
+TEST_F(CudaDecodeFake, SnapKvStorePoolsScoresOnTheDevice) {
+  std::string meta = kDecodeMeta;
+  const std::string plain = "pkv paged 16 all 0 0 bf16 none 0 0 none";
+  meta.replace(meta.find(plain), plain.size(), "snap paged 16 budget 0 0 bf16 none 0 256 snapkv");
+  auto k = CudaKernel::load(decodePtx(true), meta);
+  ASSERT_TRUE(bool(k)) << k.message();
+  auto store = CudaKvStore::create(*k, 64, 0);
+  ASSERT_TRUE(bool(store)) << store.message();
+  EXPECT_TRUE((*store)->keepsScores());
+  CudaCacheView pools = (*store)->pools();
+  ASSERT_TRUE(pools.slotScores && pools.slotPositions);
+  KvCacheOptions o;
+  o.policy = *(*k)->info().cache;
+  o.numKvHeads = 2, o.headDim = 8, o.numPages = 64, o.store = *store;
+  o.snapkvPooling = 5;
+  auto cache = KvCache::create(o);
+  ASSERT_TRUE(bool(cache)) << cache.message();
+  int64_t seq = *(*cache)->addSequence();
+  DevTensor kt({2, 40, 8}, kBF16), vt({2, 40, 8}, kBF16);
+  ASSERT_TRUE((*cache)->append(seq, &kt.t, &vt.t));
+  DevTensor q({1, 4, 3, 8}, kBF16), out({1, 4, 3, 8}, kBF16);
+  int before = fake.launches();
+  ASSERT_TRUE((*store)->decode(**cache, {seq}, &q.t, &out.t));
+  attnc_fake_launch l = fake.last();
+  ASSERT_STREQ(l.entry, "attnc_dec_pool");
+  ASSERT_GE(fake.launches(), before + 3) << "decode, mass, pool";
+  attnc_fake_launch mass = fake.previous();
+  EXPECT_STREQ(mass.entry, "attnc_dec_mass");
+  EXPECT_NE(mass.values[31], 0u) << "the mass table";
+  EXPECT_EQ(mass.values[32], 3u) << "the window's rows (all 3 queries)";
+  EXPECT_EQ(mass.values[33], 0u) << "no slot scores: the table is pooled";
+  EXPECT_EQ(l.grid[0], 1u) << "40 slots: one CTA of ranks";
+  EXPECT_EQ(l.grid[1], 2u) << "a row per (sequence, KV head)";
+  EXPECT_EQ(l.block[0], 128u);
+  ASSERT_EQ(l.numParams, 8);
+  EXPECT_EQ(l.values[0], mass.values[31]) << "the mass table";
+  EXPECT_EQ(l.values[3], uint64_t(uintptr_t(pools.slotScores->data)));
+  const int64_t pitch = int64_t(l.values[4]);
+  EXPECT_GE(pitch, 40);
+  EXPECT_EQ(l.values[6], 16u) << "page size";
+  EXPECT_EQ(l.values[7], 2u) << "half of snapkvPooling 5";
+  // Row 0's slots by position: 0 .. 39 (nothing evicted yet), then -1.
+  const auto *order = reinterpret_cast<const int32_t *>(uintptr_t(l.values[1]));
+  for (int64_t i = 0; i < pitch; ++i)
+    ASSERT_EQ(order[i], i < 40 ? int32_t(i) : -1) << i;
+  // Past the budget, the victims kernel chooses (none come back here).
+  DevTensor k1({2, 250, 8}, kBF16), v1({2, 250, 8}, kBF16);
+  ASSERT_TRUE((*cache)->append(seq, &k1.t, &v1.t)); // 290 slots: over 256 only now
+  DevTensor k2({2, 1, 8}, kBF16), v2({2, 1, 8}, kBF16);
+  expectError((*cache)->append(seq, &k2.t, &v2.t), "the victims kernel chose 0 slots");
+  EXPECT_STREQ(fake.last().entry, "attnc_dec_victims");
+  EXPECT_EQ((*cache)->length(seq), 290);
 }
 
 TEST_F(CudaDecodeFake, KvStoreKeepsF16Scales) {

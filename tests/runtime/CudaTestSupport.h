@@ -76,6 +76,11 @@ struct FakeHooks {
     EXPECT_EQ(0, get<int (*)(attnc_fake_launch *)>("attnc_fake_cuda_last_launch")(&l));
     return l;
   }
+  attnc_fake_launch previous() {
+    attnc_fake_launch l{};
+    EXPECT_EQ(0, get<int (*)(attnc_fake_launch *)>("attnc_fake_cuda_previous_launch")(&l));
+    return l;
+  }
   void *currentContext() {
     void *ctx = nullptr;
     get<int (*)(void **)>("cuCtxGetCurrent")(&ctx);

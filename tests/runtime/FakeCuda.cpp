@@ -65,7 +65,7 @@ struct State {
   std::map<uintptr_t, Allocation> allocations;
   int capability = 90;
   int launches = 0, moduleLoads = 0, moduleUnloads = 0, memsets = 0, sharedAttribute = 0;
-  attnc_fake_launch last{};
+  attnc_fake_launch last{}, previous{};          // the last launch and the one before
   std::vector<attnc_fake_tensor_map> tensorMaps; // encoded so far
 };
 State &state() {
@@ -405,6 +405,7 @@ CUresult cuLaunchKernel(Function *fn, unsigned gx, unsigned gy, unsigned gz, uns
     std::memcpy(&l.values[i], params[i], std::min<size_t>(l.sizes[i], 8));
   }
   std::lock_guard<std::mutex> lock(state().m);
+  state().previous = state().last;
   state().last = l;
   ++state().launches;
   const std::string &ptx = fn->module->image;
@@ -588,6 +589,13 @@ int attnc_fake_cuda_last_launch(attnc_fake_launch *out) {
   if (!state().launches)
     return 1;
   *out = state().last;
+  return 0;
+}
+int attnc_fake_cuda_previous_launch(attnc_fake_launch *out) {
+  std::lock_guard<std::mutex> lock(state().m);
+  if (state().launches < 2)
+    return 1;
+  *out = state().previous;
   return 0;
 }
 int attnc_fake_cuda_module_loads(void) {

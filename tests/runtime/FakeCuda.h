@@ -50,6 +50,8 @@ int attnc_fake_cuda_tensor_map(int i, attnc_fake_tensor_map *out);
 /// Launches so far, and the last one (0 if there was one).
 int attnc_fake_cuda_launch_count(void);
 int attnc_fake_cuda_last_launch(attnc_fake_launch *out);
+/// The launch before the last.
+int attnc_fake_cuda_previous_launch(attnc_fake_launch *out);
 /// Modules loaded and unloaded, memsets run, the last value given to
 /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (0: none yet).
 int attnc_fake_cuda_module_loads(void);

@@ -39,8 +39,10 @@ FailureOr<attn::CacheStorage> attn::analyzeCacheStorage(KernelOp kernel, StringR
              failure();
     // Budget retention evicts by a score the attention produces: the
     // kernel also writes the mass its queries put on each slot.
-    if (cp.getRetention().getKind() == RetentionKind::Budget)
+    if (cp.getRetention().getKind() == RetentionKind::Budget) {
       cs.slotMass = true;
+      cs.pooledScores |= cp.getRetention().getEvict() == EvictionScore::SnapKV;
+    }
   }
   StringRef name = cs.policies.front().getSymName();
   for (CachePolicyOp cp : cs.policies) {

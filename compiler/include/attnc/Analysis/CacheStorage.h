@@ -38,6 +38,10 @@ struct CacheStorage {
   /// returns, per slot, the attention mass its queries put on it (the
   /// cache's eviction score).
   bool slotMass = false;
+  /// Some budget policy scores by SnapKV (the window's mass max-pooled over
+  /// neighbouring retained positions): on the GPU a pooling kernel turns
+  /// the mass into the slots' scores.
+  bool pooledScores = false;
 };
 
 /// The storage of `kernel`'s cache policy, for Q/K/V of `elemType` and head

@@ -37,6 +37,7 @@
 #include "MassKernel.h"
 #include "MergeKernel.h"
 #include "NvvmBuilder.h"
+#include "PoolKernel.h"
 #include "VictimsKernel.h"
 
 #include <cmath>
@@ -86,6 +87,8 @@ public:
     if (storage.slotMass) {
       buildMassKernel(kernel, cfg, elemType, numThreads, *mb);
       buildVictimsKernel(kernel, cfg, elemType, *mb);
+      if (storage.pooledScores)
+        buildPoolKernel(kernel, cfg, elemType, *mb);
     }
     // Twins `attnc_<K>_q16` and `_q32` for more packed rows (speculative
     // decoding, G x Nq above the tile's 8 or 16 rows): K/V are read once

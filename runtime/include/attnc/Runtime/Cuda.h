@@ -207,6 +207,15 @@ public:
   /// cursor, which advances. Enqueued on `stream`.
   Status chooseVictims(const CudaCacheView &pools, const DLTensor *pages, DLTensor *requests,
                        DLTensor *victims, void *stream = nullptr) const;
+  /// SnapKV budgets: the slots' scores from a launch's mass table
+  /// (`attnc_<K>_pool`, PoolKernel.h in the compiler): for each row of
+  /// `mass` f32 [rows, pitch] (by slot), `order` i32 [rows, pitch] lists
+  /// its slots in position order (-1 past its count) and `pages` i32
+  /// [rows, pages_pitch] its page table; each slot's score (in
+  /// `pools.slotScores`, required) becomes the largest mass of the slots
+  /// within `half` ranks of it. Enqueued on `stream`.
+  Status poolScores(const CudaCacheView &pools, const DLTensor *mass, const DLTensor *order,
+                    const DLTensor *pages, int64_t half, void *stream = nullptr) const;
 
 private:
   CudaKernel();
@@ -271,7 +280,8 @@ private:
   int64_t numPages = 0, P = 0, kRowBytes = 0, vRowBytes = 0, gK = 1, gV = 1;
   int64_t scaleBytes = 4; // of a stored scale (f16 scales: 2)
   bool quant = false;
-  bool slotMetadata = false; // scores and positions per pool row (H2O)
+  bool slotMetadata = false; // scores and positions per pool row (budgets)
+  bool pooledScores = false; // SnapKV: scores pooled from the mass (PoolKernel)
   size_t tableUploadBytes = 0;
 };
 

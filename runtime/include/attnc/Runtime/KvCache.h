@@ -179,6 +179,12 @@ public:
                       int64_t maxSlots);
   /// The eviction score of each position retainedPositions() lists.
   std::vector<float> scores(int64_t seq, int64_t head = 0) const;
+  /// Row b * Hkv + head of `out` ([sequences * Hkv, pitch]): the head's
+  /// retained slots in position order, -1 after them (SnapKV pools its
+  /// scores over neighbours in this order; compaction does not keep it in
+  /// the slots).
+  Status slotsByPosition(const std::vector<int64_t> &sequences, int64_t pitch,
+                         std::vector<int32_t> &out) const;
   /// Whether the policy keeps a budget for some head (its kernels then
   /// produce scores, even when the head table picks no such policy), and
   /// how many last queries of a launch with Nq queries score its slots.

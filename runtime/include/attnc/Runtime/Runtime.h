@@ -122,6 +122,17 @@ struct CachePolicyInfo {
         return true;
     return false;
   }
+  /// Whether a budget of this policy, or of one a head may follow, scores
+  /// by SnapKV (the window's mass max-pooled over neighbouring positions):
+  /// its CUDA kernels then also pool the mass into the slots' scores.
+  bool poolsScores() const {
+    if (retention == "budget" && evict == "snapkv")
+      return true;
+    for (const CachePolicyInfo &h : headPolicies)
+      if (h.poolsScores())
+        return true;
+    return false;
+  }
 };
 
 /// A decode twin of a CPU KV-cache kernel: its work item on tiles of tileQ
