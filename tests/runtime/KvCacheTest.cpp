@@ -1229,6 +1229,45 @@ TEST_F(KvCacheTest, TablesMirrorTheViews) {
   EXPECT_NE(c->tables({99}, 1).message().find("no sequence 99"), std::string::npos);
 }
 
+/// slotsByPosition lists each row's retained slots in position order (what
+/// SnapKV pools over on the GPU), also after compactions have put the
+/// slots out of order, then -1; too small a pitch is refused.
+TEST_F(KvCacheTest, SlotsByPositionFollowThePositions) {
+  auto k = kernel("over_h2o");
+  ASSERT_TRUE(k);
+  auto c = makeCache(*k, 64);
+  ASSERT_TRUE(c);
+  std::vector<int64_t> seqs = {*c->addSequence(), *c->addSequence()};
+  std::vector<History> hist(2);
+  for (int step = 0; step < 8; ++step) {
+    ASSERT_TRUE(appendBatch(*c, seqs, 3, hist));
+    // The launch scores the slots, so evictions choose among them.
+    EXPECT_LT(runAndCompare(*k, *c, seqs, stored(*c, seqs, hist), 3, causal), 2e-2);
+  }
+  auto t = c->tables(seqs, 1);
+  ASSERT_TRUE(bool(t));
+  const int64_t pitch = t->maxSlots + 2;
+  std::vector<int32_t> order;
+  ASSERT_TRUE(c->slotsByPosition(seqs, pitch, order));
+  ASSERT_EQ(order.size(), size_t(2 * Hkv * pitch));
+  bool outOfOrder = false;
+  for (int64_t r = 0; r < 2 * Hkv; ++r) {
+    std::vector<int32_t> kept = c->retainedPositions(seqs[size_t(r / Hkv)], r % Hkv);
+    for (int64_t i = 0; i < pitch; ++i) {
+      const int32_t slot = order[size_t(r * pitch + i)];
+      if (i >= int64_t(kept.size())) {
+        EXPECT_EQ(slot, -1) << "row " << r << " rank " << i;
+        continue;
+      }
+      ASSERT_GE(slot, 0);
+      EXPECT_EQ(t->positions[size_t(r * t->maxSlots + slot)], kept[size_t(i)]);
+      outOfOrder |= slot != i;
+    }
+  }
+  EXPECT_TRUE(outOfOrder) << "compaction should have moved some slots";
+  EXPECT_NE(c->slotsByPosition(seqs, 3, order).message().find("more than 3"), std::string::npos);
+}
+
 /// A KvStore in host memory that checks what a cache asks of it: pools in
 /// the kernels' layout, written by the cache's own quantization (a twin
 /// host cache's bytes), no row both read and written by one move call, and
