@@ -330,7 +330,9 @@ std::vector<float> KvCache::scores(int64_t seq, int64_t head) const {
   const Head *h = headOf(seq, head);
   if (!h)
     return out;
-  if (store && store->keepsScores()) {
+  // A store keeps the scores of budget heads; its kernels may write the
+  // rows of other heads too, whose scores here stay 0 (they evict nothing).
+  if (store && store->keepsScores() && retention[size_t(head)].kind == HeadRetention::Budget) {
     std::vector<int32_t> rows;
     for (auto [p, slot] : retainedSlots(h->pos, h->slots))
       rows.push_back(int32_t(poolRow(*h, slot)));
