@@ -114,8 +114,9 @@ int main(int argc, char **argv) {
   // tables ms: KvCache::tables alone, the host part of every cache launch
   // (CPU and CudaKvStore::decode, which then uploads them).
   // append ms: the prompt's appends (KvCache::append, quantizing for
-  // int8 / int4 / fp8), all sequences; step app.: a step's appends of Nq
-  // tokens to each sequence (host work every decode step pays).
+  // int8 / int4 / fp8), all sequences; step app.: a step's append of Nq
+  // tokens to each sequence, one batch append (KvCache::append(seqs, ...):
+  // host work every decode step pays).
   std::printf("%-14s %3s %8s | %9s %9s | %8s | %9s | %9s | %9s\n", "cache", "B", "L", "ms/step",
               "KV MB", "GB/s", "tables ms", "append ms", "step app.");
   std::mt19937 rng(3);
@@ -125,7 +126,7 @@ int main(int argc, char **argv) {
   for (auto *v : {&kc, &vc})
     for (auto &x : *v)
       x = rt::floatToBf16(normal(rng));
-  std::vector<int64_t> chunkShape = {Hkv, chunk, D}, stepShape = {Hkv, Nq, D};
+  std::vector<int64_t> chunkShape = {Hkv, chunk, D}, stepShape = {B, Hkv, Nq, D};
   for (const char *name : {"decode_bf16", "decode_h2o", "decode_int8", "decode_int4", "decode_fp8",
                            "decode_stream", "decode_duo"}) {
     if (!only.empty() && only.find("," + std::string(name) + ",") == std::string::npos)
@@ -187,7 +188,7 @@ int main(int argc, char **argv) {
       const double fillMs =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - fill0)
               .count();
-      std::vector<uint16_t> q(B * Hq * Nq * D), kn(Hkv * Nq * D), vn(Hkv * Nq * D);
+      std::vector<uint16_t> q(B * Hq * Nq * D), kn(B * Hkv * Nq * D), vn(B * Hkv * Nq * D);
       for (auto *v : {&q, &kn, &vn})
         for (auto &x : *v)
           x = rt::floatToBf16(normal(rng));
@@ -202,11 +203,10 @@ int main(int argc, char **argv) {
         DLTensor kt = driver::dlView(kn.data(), {kDLBfloat, 16, 1}, stepShape),
                  vt = driver::dlView(vn.data(), {kDLBfloat, 16, 1}, stepShape);
         auto a0 = std::chrono::steady_clock::now();
-        for (int64_t s : seqs)
-          if (auto st = c.append(s, &kt, &vt); !st) {
-            std::fprintf(stderr, "%s\n", st.message().c_str());
-            return 1;
-          }
+        if (auto st = c.append(seqs, &kt, &vt); !st) {
+          std::fprintf(stderr, "%s\n", st.message().c_str());
+          return 1;
+        }
         appendTimes.push_back(
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a0)
                 .count());
