@@ -440,8 +440,9 @@ private:
   std::vector<T> heap;
 };
 
-/// Token t, head h of `src` ([Hkv, n, dim], input type) into the storage
-/// row `dst` (and its scales).
+/// Row `srcRow` of `src` (rows of `dim` elements of the input type: of
+/// [Hkv, n, dim], head * n + token; of a batch's [B, Hkv, n, dim], (b * Hkv
+/// + head) * n + token) into the storage row `dst` (and its scales).
 void KvCache::storeRow(const DLTensor *src, int64_t srcRow, int64_t dim, int64_t groups, char *dst,
                        char *scales) const {
   const char *row =

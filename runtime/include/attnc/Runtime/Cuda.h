@@ -108,10 +108,12 @@ struct CudaCacheView : CachePools {
   /// 0: max_slots.
   int64_t maxLength = 0;
   /// Budget caches whose eviction scores live on the GPU (CudaKvStore for
-  /// H2O policies): per pool row [numPages, P], its score (f32) and logical
-  /// position (i32). The append kernel sets a new row's score to 0 and its
-  /// position, the move kernel moves both, the mass kernel adds each
-  /// slot's mass to its row's score, and chooseVictims evicts by them.
+  /// H2O or SnapKV policies): per pool row [numPages, P], its score (f32)
+  /// and logical position (i32). The append kernel sets a new row's score
+  /// to 0 and its position, the move kernel moves both, the mass kernel
+  /// adds each slot's mass to its row's score (H2O; SnapKV's mass goes to a
+  /// table that poolScores pools into them), and chooseVictims evicts by
+  /// them.
   const DLTensor *slotScores = nullptr, *slotPositions = nullptr;
 };
 
@@ -246,7 +248,8 @@ public:
                const std::vector<std::pair<int32_t, int32_t>> &rows,
                const std::vector<int32_t> &positions) override;
   Status read(int32_t row, void *k, void *v, void *kScales, void *vScales) const override;
-  /// H2O budget policies keep their scores here (KvStore::keepsScores).
+  /// Budget policies (H2O, or SnapKV; not both in one policy) keep their
+  /// scores here (KvStore::keepsScores).
   bool keepsScores() const override { return slotMetadata; }
   Status chooseVictims(const std::vector<VictimRequest> &requests,
                        std::vector<std::vector<int32_t>> &victims) override;
@@ -259,7 +262,9 @@ public:
   /// device): brings the cache's tables up to date on the device, plans
   /// the splits, launches the decode (and merge) and, for budget policies,
   /// the mass kernel, which adds to the pool rows' scores here (H2O), or
-  /// whose table goes to cache.updateScores (SnapKV). Waits for the
+  /// fills a table the pool kernel pools into them over each row's slots
+  /// in position order, uploaded first (SnapKV); budgets of both kinds in
+  /// one policy send the table to cache.updateScores. Waits for the
   /// kernels. The tables stay on the device between calls: a call over the
   /// same sequences uploads, per (sequence, KV head), only the pages and
   /// positions appended since (KvCache::SequenceView::layoutStamp), and the
