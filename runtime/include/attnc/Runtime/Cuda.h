@@ -263,8 +263,7 @@ public:
   /// the splits, launches the decode (and merge) and, for budget policies,
   /// the mass kernel, which adds to the pool rows' scores here (H2O), or
   /// fills a table the pool kernel pools into them over each row's slots
-  /// in position order, uploaded first (SnapKV); budgets of both kinds in
-  /// one policy send the table to cache.updateScores. Waits for the
+  /// in position order, uploaded first (SnapKV). Waits for the
   /// kernels. The tables stay on the device between calls: a call over the
   /// same sequences uploads, per (sequence, KV head), only the pages and
   /// positions appended since (KvCache::SequenceView::layoutStamp), and the
