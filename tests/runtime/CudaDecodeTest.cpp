@@ -477,17 +477,17 @@ TEST_F(CudaDecodeFake, H2oStoreKeepsScoresAndChoosesVictimsOnTheDevice) {
   meta.replace(meta.find(plain), plain.size(), "h2o paged 16 budget 0 0 bf16 none 0 256 h2o");
   auto k = CudaKernel::load(decodePtx(true), meta);
   ASSERT_TRUE(bool(k)) << k.message();
-  auto store = CudaKvStore::create(*k, 64, 0);
+  auto store = CudaKvStore::create(*k, 80, 0);
   ASSERT_TRUE(bool(store)) << store.message();
   EXPECT_TRUE((*store)->keepsScores());
   CudaCacheView pools = (*store)->pools();
   ASSERT_TRUE(pools.slotScores && pools.slotPositions);
-  EXPECT_EQ(pools.slotScores->shape[0], 64);
+  EXPECT_EQ(pools.slotScores->shape[0], 80);
   EXPECT_EQ(pools.slotScores->shape[1], 16);
   EXPECT_EQ(pools.slotPositions->dtype.code, kDLInt);
   KvCacheOptions o;
   o.policy = *(*k)->info().cache;
-  o.numKvHeads = 2, o.headDim = 8, o.numPages = 64, o.store = *store;
+  o.numKvHeads = 2, o.headDim = 8, o.numPages = 80, o.store = *store;
   auto cache = KvCache::create(o);
   ASSERT_TRUE(bool(cache)) << cache.message();
   int64_t seq = *(*cache)->addSequence();
@@ -534,6 +534,21 @@ TEST_F(CudaDecodeFake, H2oStoreKeepsScoresAndChoosesVictimsOnTheDevice) {
   EXPECT_EQ(l.values[4], l.values[2] + 2 * 19 * 4) << "the victims after the page lists";
   EXPECT_EQ((*cache)->length(seq), 300);
   EXPECT_EQ((*cache)->retainedPositions(seq, 0), kept);
+  // A batch append of two sequences past the budget asks once, a CTA per
+  // head of both (and, refused, changes neither).
+  int64_t seq2 = *(*cache)->addSequence();
+  ASSERT_TRUE((*cache)->append(seq2, &kt.t, &vt.t));
+  DevTensor kb({2, 2, 1, 8}, kBF16), vb({2, 2, 1, 8}, kBF16);
+  before = fake.launches();
+  expectError((*cache)->append(std::vector<int64_t>{seq, seq2}, &kb.t, &vb.t),
+              "the victims kernel chose 0 slots of 300");
+  ASSERT_EQ(fake.launches(), before + 1) << "one victims launch for the batch";
+  l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec_victims");
+  EXPECT_EQ(l.grid[0], 4u) << "2 sequences x 2 heads";
+  EXPECT_EQ(l.values[5], 4u) << "requests";
+  EXPECT_EQ((*cache)->length(seq), 300);
+  EXPECT_EQ((*cache)->length(seq2), 300);
 }
 
 /// A SnapKV budget policy keeps its scores on the GPU too: decode's mass
