@@ -124,8 +124,9 @@ Expected<std::shared_ptr<CudaKvStore>> CudaKvStore::create(std::shared_ptr<const
   }
   // Budget scores live here, by pool row: H2O's added by the mass kernel,
   // SnapKV's pooled from the launch's mass table by the pool kernel (over
-  // the slots in position order, which the host's tables give). Budgets
-  // of both kinds in one policy stay on the host (KvCache refuses them).
+  // the slots in position order, which the host's tables give). A policy
+  // with budgets of both kinds keeps them on the host (KvCache refuses a
+  // head table that uses both).
   auto oneScore = [](const CachePolicyInfo &p) {
     std::set<std::string> kinds;
     auto add = [&](const CachePolicyInfo &h) {
@@ -506,9 +507,11 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
   // H2O: the mass goes to the pool rows' scores here (a.cache has them).
   // SnapKV: to the mass table, which the pool kernel pools into them over
   // the slots in position order (uploaded first: it does not depend on the
-  // launch).
-  const bool massTable = budget && (!slotMetadata || pooledScores);
-  if (budget && pooledScores) {
+  // launch). A policy whose budgets score both ways (its head table using
+  // one kind) sends the table to the cache.
+  const bool pool = budget && pooledScores;
+  const bool massTable = budget && (!slotMetadata || pool);
+  if (pool) {
     a.cache.slotScores = a.cache.slotPositions = nullptr;
     if (Status s = cache.slotsByPosition(sequences, maxSlots, b.hostOrder); !s)
       return s;
@@ -537,14 +540,14 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
   }
   if (Status s = kernel->launch(a); !s)
     return s;
-  if (budget && pooledScores)
+  if (pool)
     if (Status s =
             kernel->poolScores(pools(), &massT, &orderT, &pages, cache.options().snapkvPooling / 2);
         !s)
       return s;
   if (Status s = cudaSynchronize(dev); !s)
     return s;
-  if (!massTable || pooledScores)
+  if (!massTable || pool)
     return Status::ok();
   std::vector<float> mass(size_t(rowsT * maxSlots));
   if (Status s = b.mass.download(mass.data(), mass.size() * 4); !s)

@@ -173,29 +173,40 @@ protected:
     return c ? std::move(*c) : nullptr;
   }
 
-  /// Appends n random tokens to `seq`, recording them in `h`.
-  rt::Status append(rt::KvCache &c, int64_t seq, int64_t n, History &h) {
-    BfTensor k({Hkv, n, D}), v({Hkv, n, D});
-    std::vector<std::vector<std::vector<float>>> nk(Hkv), nv(Hkv);
+  /// Draws n random bf16 tokens per KV head into k / v rows [Hkv, n, D]
+  /// (from row `first` on), and their values into `added`.
+  void drawTokens(BfTensor &k, BfTensor &v, int64_t first, int64_t n, History &added) {
     for (int64_t hh = 0; hh < Hkv; ++hh)
       for (int64_t t = 0; t < n; ++t) {
         std::vector<float> kr(D), vr(D);
+        const int64_t row = first + hh * n + t;
         for (int64_t d = 0; d < D; ++d) {
           uint16_t kb = rt::floatToBf16(normal(rng)), vb = rt::floatToBf16(normal(rng));
-          k.data[(hh * n + t) * D + d] = kb;
-          v.data[(hh * n + t) * D + d] = vb;
+          k.data[row * D + d] = kb;
+          v.data[row * D + d] = vb;
           kr[d] = rt::bf16ToFloat(kb);
           vr[d] = rt::bf16ToFloat(vb);
         }
-        nk[hh].push_back(kr);
-        nv[hh].push_back(vr);
+        added.k[hh].push_back(kr);
+        added.v[hh].push_back(vr);
       }
+  }
+  /// The tokens of `added` appended to `h`.
+  static void record(History &h, const History &added) {
+    for (int64_t hh = 0; hh < Hkv; ++hh) {
+      h.k[hh].insert(h.k[hh].end(), added.k[hh].begin(), added.k[hh].end());
+      h.v[hh].insert(h.v[hh].end(), added.v[hh].begin(), added.v[hh].end());
+    }
+  }
+
+  /// Appends n random tokens to `seq`, recording them in `h`.
+  rt::Status append(rt::KvCache &c, int64_t seq, int64_t n, History &h) {
+    BfTensor k({Hkv, n, D}), v({Hkv, n, D});
+    History added;
+    drawTokens(k, v, 0, n, added);
     rt::Status s = c.append(seq, &k.t, &v.t);
     if (s)
-      for (int64_t hh = 0; hh < Hkv; ++hh) {
-        h.k[hh].insert(h.k[hh].end(), nk[hh].begin(), nk[hh].end());
-        h.v[hh].insert(h.v[hh].end(), nv[hh].begin(), nv[hh].end());
-      }
+      record(h, added);
     return s;
   }
 
@@ -208,27 +219,11 @@ protected:
     BfTensor k({B, Hkv, n, D}), v({B, Hkv, n, D});
     std::vector<History> added(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t hh = 0; hh < Hkv; ++hh)
-        for (int64_t t = 0; t < n; ++t) {
-          std::vector<float> kr(D), vr(D);
-          for (int64_t d = 0; d < D; ++d) {
-            uint16_t kb = rt::floatToBf16(normal(rng)), vb = rt::floatToBf16(normal(rng));
-            k.data[((b * Hkv + hh) * n + t) * D + d] = kb;
-            v.data[((b * Hkv + hh) * n + t) * D + d] = vb;
-            kr[d] = rt::bf16ToFloat(kb);
-            vr[d] = rt::bf16ToFloat(vb);
-          }
-          added[b].k[hh].push_back(kr);
-          added[b].v[hh].push_back(vr);
-        }
+      drawTokens(k, v, b * Hkv * n, n, added[size_t(b)]);
     rt::Status s = c.append(seqs, &k.t, &v.t);
     if (s)
       for (int64_t b = 0; b < B; ++b)
-        for (int64_t hh = 0; hh < Hkv; ++hh) {
-          auto &hk = hist[b].k[hh], &hv = hist[b].v[hh];
-          hk.insert(hk.end(), added[b].k[hh].begin(), added[b].k[hh].end());
-          hv.insert(hv.end(), added[b].v[hh].begin(), added[b].v[hh].end());
-        }
+        record(hist[size_t(b)], added[size_t(b)]);
     return s;
   }
 

@@ -66,7 +66,8 @@ public:
     };
     // The keys of a thread's first kVictimsCachedSlots slots stay in
     // registers over the 64 passes (0 for a non-candidate or a slot past
-    // the head's: 0 is below every trial value, as such a slot must count),
+    // the head's: 0 is below every trial value, so such a slot never
+    // counts),
     // so a request of up to 128 * kVictimsCachedSlots slots (a decode
     // step's budget + 1) reads its page table, positions and scores once,
     // not once a pass (3 dependent loads a slot).

@@ -248,8 +248,8 @@ public:
                const std::vector<std::pair<int32_t, int32_t>> &rows,
                const std::vector<int32_t> &positions) override;
   Status read(int32_t row, void *k, void *v, void *kScales, void *vScales) const override;
-  /// Budget policies (H2O, or SnapKV; not both in one policy) keep their
-  /// scores here (KvStore::keepsScores).
+  /// Budget policies (H2O, or SnapKV; a policy with both kinds keeps them
+  /// on the host) keep their scores here (KvStore::keepsScores).
   bool keepsScores() const override { return slotMetadata; }
   Status chooseVictims(const std::vector<VictimRequest> &requests,
                        std::vector<std::vector<int32_t>> &victims) override;
