@@ -15,6 +15,11 @@
 //               16 rows x 64 bf16, 128-byte swizzle: the layout the
 //               decode's ldmatrix reads), completing on a per-stage mbarrier;
 //   ldg       - no shared memory: 16-byte loads into registers.
+//   ldg.sts1/2 - the decode's shared tiles filled through registers:
+//               16-byte loads of tile i + 1 (or i + 1 and i + 2, two
+//               register sets) issued before tile i is consumed, stored
+//               to the (swizzled) shared stage after it; the same shared
+//               memory as cp.async, so the same CTAs per SM.
 // Page orders: random (every page anywhere), runs of 16 pages, in order.
 //
 // Build (sm_90): nvcc -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90
@@ -199,6 +204,63 @@ __global__ void __launch_bounds__(THREADS) streamLdg(Job j) {
     j.sink[0] = acc;
 }
 
+// Tiles through registers into shared memory (`ahead` tiles of 16-byte
+// loads in flight, each in its own register set; 2 shared stages used, the
+// cp.async kernel's shared size requested so the occupancy is the same).
+template <int Ahead> __global__ void __launch_bounds__(THREADS) streamLdgSts(Job j) {
+  extern __shared__ __align__(1024) char smem[];
+  constexpr int PER = BK * (ROW / 16) / THREADS;
+  const int *table = j.pages + size_t(blockIdx.y) * j.pagesPerHead;
+  const int t0 = blockIdx.x * j.tilesPerSplit, n = min(j.tiles, t0 + j.tilesPerSplit) - t0;
+  uint4 reg[Ahead][2 * PER];
+  auto fetch = [&](int i, uint4 *x) {
+    if (i >= n)
+      return;
+    const int t = t0 + i;
+#pragma unroll
+    for (int u = 0; u < PER; ++u) {
+      const int c = threadIdx.x + u * THREADS;
+      const int r = c / (ROW / 16), ch = c % (ROW / 16), slot = t * BK + r;
+      const size_t row = size_t(table[slot / P]) * P + slot % P;
+      x[2 * u] = __ldcs(reinterpret_cast<const uint4 *>(j.k + row * ROW + ch * 16));
+      x[2 * u + 1] = __ldcs(reinterpret_cast<const uint4 *>(j.v + row * ROW + ch * 16));
+    }
+  };
+  auto put = [&](int i, const uint4 *x) {
+    if (i >= n)
+      return;
+    char *st = smem + (i % 2) * STAGE;
+#pragma unroll
+    for (int u = 0; u < PER; ++u) {
+      const int c = threadIdx.x + u * THREADS;
+      const int r = c / (ROW / 16), ch = c % (ROW / 16);
+      const int at = r * ROW + ((ch ^ (r & 7)) << 4);
+      *reinterpret_cast<uint4 *>(st + at) = x[2 * u];
+      *reinterpret_cast<uint4 *>(st + TILE + at) = x[2 * u + 1];
+    }
+  };
+  fetch(0, reg[0]);
+  put(0, reg[0]);
+#pragma unroll
+  for (int a = 0; a < Ahead; ++a)
+    fetch(1 + a, reg[a]);
+  __syncthreads();
+  unsigned acc = 0;
+  // Unrolled by Ahead so that each register set is named statically.
+  for (int i = 0; i < n; i += Ahead) {
+#pragma unroll
+    for (int a = 0; a < Ahead; ++a) {
+      if (i + a < n)
+        consume(smem + ((i + a) % 2) * STAGE, acc, j.work);
+      put(i + a + 1, reg[a]);
+      fetch(i + a + 1 + Ahead, reg[a]);
+      __syncthreads();
+    }
+  }
+  if (acc == 0x9e3779b9u)
+    j.sink[0] = acc;
+}
+
 using EncodeTiled = CUresult (*)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
                                  const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
                                  const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
@@ -254,6 +316,8 @@ int main(int argc, char **argv) {
   CUtensorMap tk = poolMap(k, size_t(numPages) * P), tv = poolMap(v, size_t(numPages) * P);
   CHECK(cudaFuncSetAttribute(streamCpAsync, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
   CHECK(cudaFuncSetAttribute(streamTma, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
+  CHECK(cudaFuncSetAttribute(streamLdgSts<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
+  CHECK(cudaFuncSetAttribute(streamLdgSts<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
   int sms = 0;
   CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   // The decode planner's rule (CudaKernel::decodePlan): whole waves of
@@ -279,7 +343,9 @@ int main(int argc, char **argv) {
   };
   std::vector<Kind> kinds = {{"cp.async", splitsFor((const void *)streamCpAsync, SMEM)},
                              {"tma", splitsFor((const void *)streamTma, SMEM)},
-                             {"ldg", splitsFor((const void *)streamLdg, 0)}};
+                             {"ldg", splitsFor((const void *)streamLdg, 0)},
+                             {"ldg.sts1", splitsFor((const void *)streamLdgSts<1>, SMEM)},
+                             {"ldg.sts2", splitsFor((const void *)streamLdgSts<2>, SMEM)}};
 
   cudaEvent_t e0, e1;
   CHECK(cudaEventCreate(&e0));
@@ -299,8 +365,12 @@ int main(int argc, char **argv) {
             streamCpAsync<<<grid, THREADS, SMEM>>>(j);
           else if (kd == 1)
             streamTma<<<grid, THREADS, SMEM>>>(tk, tv, j);
-          else
+          else if (kd == 2)
             streamLdg<<<grid, THREADS>>>(j);
+          else if (kd == 3)
+            streamLdgSts<1><<<grid, THREADS, SMEM>>>(j);
+          else
+            streamLdgSts<2><<<grid, THREADS, SMEM>>>(j);
         };
         launch();
         CHECK(cudaGetLastError());
