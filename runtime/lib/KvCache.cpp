@@ -286,14 +286,37 @@ int64_t KvCache::pagesOf(int64_t seq, int64_t head) const {
 }
 
 /// (position, slot) of a head's retained slots, by position (budget heads
-/// keep them out of order after compaction).
+/// keep them out of order after compaction). A radix sort of the keys
+/// position << 32 | slot by the position's bytes (as many passes as the
+/// largest position has bytes): a SnapKV decode step orders every budget
+/// head's slots (slotsByPosition), and std::sort of 64 heads x 257 slots
+/// took 0.5 ms of a 0.6 ms step on the H100 machine's host (session 18).
 static std::vector<std::pair<int32_t, int64_t>> retainedSlots(const std::vector<int32_t> &pos,
                                                               int64_t slots) {
-  std::vector<std::pair<int32_t, int64_t>> out;
+  std::vector<uint64_t> keys, spare;
+  keys.reserve(size_t(slots));
+  uint32_t top = 0;
   for (int64_t i = 0; i < slots; ++i)
-    if (pos[i] >= 0)
-      out.emplace_back(pos[i], i);
-  std::sort(out.begin(), out.end());
+    if (pos[i] >= 0) {
+      keys.push_back(uint64_t(uint32_t(pos[i])) << 32 | uint64_t(i));
+      top = std::max(top, uint32_t(pos[i]));
+    }
+  spare.resize(keys.size());
+  for (unsigned byte = 0; byte < 4 && (uint64_t(top) >> (8 * byte)) != 0; ++byte) {
+    const unsigned shift = 32 + 8 * byte;
+    std::array<size_t, 257> at{};
+    for (uint64_t k : keys)
+      ++at[((k >> shift) & 255) + 1];
+    for (size_t d = 1; d < at.size(); ++d)
+      at[d] += at[d - 1];
+    for (uint64_t k : keys) // stable: earlier bytes' order kept
+      spare[at[(k >> shift) & 255]++] = k;
+    keys.swap(spare);
+  }
+  std::vector<std::pair<int32_t, int64_t>> out;
+  out.reserve(keys.size());
+  for (uint64_t k : keys)
+    out.emplace_back(int32_t(k >> 32), int64_t(k & 0xffffffffu));
   return out;
 }
 

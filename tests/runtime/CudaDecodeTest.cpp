@@ -77,6 +77,35 @@ std::string decodePtx(bool withMass = false, bool tensorMaps = false) {
   return p;
 }
 
+/// A KvCache of `kernel`'s policy (2 KV heads, D = 8) whose pools, `pages`
+/// of them, live in a CudaKvStore.
+struct StoreBackedCache {
+  std::shared_ptr<CudaKvStore> store;
+  std::unique_ptr<KvCache> cache;
+};
+Expected<StoreBackedCache> storeBackedCache(const std::shared_ptr<CudaKernel> &kernel,
+                                            int64_t pages) {
+  auto store = CudaKvStore::create(kernel, pages, 0);
+  if (!store)
+    return store.error();
+  KvCacheOptions o;
+  o.policy = *kernel->info().cache;
+  o.numKvHeads = 2, o.headDim = 8, o.numPages = pages, o.store = *store;
+  auto cache = KvCache::create(o);
+  if (!cache)
+    return cache.error();
+  return StoreBackedCache{*store, std::move(*cache)};
+}
+
+/// The fake decode kernel with its mass, victims and pool entries, of
+/// policy `policy` (a metadata kv_cache line's fields after the name).
+Expected<std::shared_ptr<CudaKernel>> budgetKernel(const std::string &policy) {
+  std::string meta = kDecodeMeta;
+  const std::string plain = "pkv paged 16 all 0 0 bf16 none 0 0 none";
+  meta.replace(meta.find(plain), plain.size(), policy);
+  return CudaKernel::load(decodePtx(true), meta);
+}
+
 /// Q/O [B, Hq, Nq, D], pools [pages, 16, D] (D = 8 unless given), tables
 /// for B sequences of Hkv heads (contents do not matter to the fake driver).
 struct DecodeProblem {
@@ -472,10 +501,7 @@ TEST_F(CudaDecodeFake, H2oStoreKeepsScoresAndChoosesVictimsOnTheDevice) {
   // per head) with (first page, slots, recent_from, keep, cursor). The
   // fake driver runs no kernel, so no victim comes back: the store says
   // so and the append changes nothing. SnapKV keeps its scores on the host.
-  std::string meta = kDecodeMeta;
-  const std::string plain = "pkv paged 16 all 0 0 bf16 none 0 0 none";
-  meta.replace(meta.find(plain), plain.size(), "h2o paged 16 budget 0 0 bf16 none 0 256 h2o");
-  auto k = CudaKernel::load(decodePtx(true), meta);
+  auto k = budgetKernel("h2o paged 16 budget 0 0 bf16 none 0 256 h2o");
   ASSERT_TRUE(bool(k)) << k.message();
   auto store = CudaKvStore::create(*k, 80, 0);
   ASSERT_TRUE(bool(store)) << store.message();
@@ -551,6 +577,136 @@ TEST_F(CudaDecodeFake, H2oStoreKeepsScoresAndChoosesVictimsOnTheDevice) {
   EXPECT_EQ((*cache)->length(seq2), 300);
 }
 
+/// Plays attnc_<K>_victims for the fake driver (VictimsKernel.h's ABI:
+/// slot scores, slot positions, page lists, requests (first page, slots,
+/// recent_from, keep, cursor), victims, count, page size): each request's
+/// candidates (retained slots older than recent_from) beyond `keep` are
+/// written in descending slot order, as any order may come from the
+/// kernel, and the cursor advanced. `fault` spoils the first request's
+/// answer.
+struct VictimsPlay {
+  enum Fault { None, Duplicate, OutOfRange, TooFew } fault = None;
+  std::vector<std::vector<int32_t>> chosen; // per request, as written
+  static void hook(const attnc_fake_launch *l, void *user) {
+    auto &self = *static_cast<VictimsPlay *>(user);
+    if (!std::strstr(l->entry, "_victims"))
+      return;
+    const auto *positions = reinterpret_cast<const int32_t *>(uintptr_t(l->values[1]));
+    const auto *pages = reinterpret_cast<const int32_t *>(uintptr_t(l->values[2]));
+    auto *req = reinterpret_cast<int32_t *>(uintptr_t(l->values[3]));
+    auto *out = reinterpret_cast<int32_t *>(uintptr_t(l->values[4]));
+    const int64_t count = int64_t(l->values[5]), P = int64_t(l->values[6]);
+    self.chosen.assign(size_t(count), {});
+    for (int64_t i = 0; i < count; ++i) {
+      int32_t *r = req + 5 * i;
+      std::vector<int32_t> candidates;
+      for (int32_t slot = 0; slot < r[1]; ++slot) {
+        const int32_t pos = positions[int64_t(pages[r[0] + slot / P]) * P + slot % P];
+        if (pos >= 0 && pos < r[2])
+          candidates.push_back(slot);
+      }
+      std::vector<int32_t> &v = self.chosen[size_t(i)];
+      for (int64_t j = int64_t(candidates.size()) - 1; j >= r[3]; --j)
+        v.push_back(candidates[size_t(j)]);
+      if (i == 0 && self.fault == Duplicate)
+        v[1] = v[0];
+      if (i == 0 && self.fault == OutOfRange)
+        v[2] = r[1];
+      if (i == 0 && self.fault == TooFew)
+        v.pop_back();
+      std::copy(v.begin(), v.end(), out + r[4]);
+      r[4] += int32_t(v.size());
+    }
+  }
+};
+
+/// What comes back from the victims kernel is checked (as many as asked,
+/// distinct, in range) and given to the cache in ascending order; the
+/// cache then drops exactly those slots' positions.
+TEST_F(CudaDecodeFake, H2oVictimsFromTheDeviceAreCheckedAndOrdered) {
+  auto k = budgetKernel("h2o paged 16 budget 0 0 bf16 none 0 256 h2o");
+  ASSERT_TRUE(bool(k)) << k.message();
+  auto made = storeBackedCache(*k, 80);
+  ASSERT_TRUE(bool(made)) << made.message();
+  std::shared_ptr<CudaKvStore> store = made->store;
+  KvCache *cache = made->cache.get();
+  int64_t seq = *cache->addSequence();
+  DevTensor kt({2, 300, 8}, kBF16), vt({2, 300, 8}, kBF16);
+  ASSERT_TRUE(cache->append(seq, &kt.t, &vt.t));
+  // The fake driver runs no append kernel: the pool rows' positions are
+  // written here, as attnc_dec_append would have.
+  {
+    auto t = cache->tables({seq}, 1);
+    ASSERT_TRUE(bool(t));
+    auto *rowPositions = static_cast<int32_t *>(store->pools().slotPositions->data);
+    for (int64_t h = 0; h < 2; ++h) {
+      auto view = cache->view(seq, h);
+      ASSERT_TRUE(bool(view));
+      for (int64_t slot = 0; slot < view->slots; ++slot)
+        rowPositions[(*view->pages)[size_t(slot / 16)] * 16 + slot % 16] =
+            t->positions[size_t(h * t->maxSlots + slot)];
+    }
+  }
+  VictimsPlay play;
+  fake.setLaunchHook(&VictimsPlay::hook, &play);
+  // The store alone: two heads of 300 slots keeping 128 of their 172
+  // older ones.
+  std::vector<KvStore::VictimRequest> requests;
+  for (int64_t h = 0; h < 2; ++h) {
+    auto view = cache->view(seq, h);
+    ASSERT_TRUE(bool(view));
+    KvStore::VictimRequest r;
+    r.pages = *view->pages, r.slots = view->slots, r.recentFrom = 172, r.keep = 128, r.drop = 44;
+    requests.push_back(r);
+  }
+  std::vector<std::vector<int32_t>> victims;
+  ASSERT_TRUE(store->chooseVictims(requests, victims));
+  ASSERT_EQ(victims.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    std::vector<int32_t> want = play.chosen[i];
+    ASSERT_EQ(want.size(), 44u);
+    EXPECT_GT(want.front(), want.back()) << "written in descending order";
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(victims[i], want) << "request " << i << ": the same slots, ascending";
+  }
+  for (auto [fault, what] : {std::pair{VictimsPlay::Duplicate, "a slot twice"},
+                             {VictimsPlay::OutOfRange, "a slot past the head's"},
+                             {VictimsPlay::TooFew, "one victim short"}}) {
+    play.fault = fault;
+    expectError(store->chooseVictims(requests, victims), "where 44 distinct ones were to go");
+    EXPECT_TRUE(victims.size() != 2 || victims[0].empty()) << what;
+  }
+  // Through the cache: an append past the budget drops exactly the
+  // positions of the slots the kernel chose.
+  play.fault = VictimsPlay::None;
+  std::vector<std::vector<int32_t>> before = {cache->retainedPositions(seq, 0),
+                                              cache->retainedPositions(seq, 1)};
+  std::vector<std::vector<int32_t>> slotPositions;
+  for (int64_t h = 0; h < 2; ++h) {
+    auto t = cache->tables({seq}, 1);
+    ASSERT_TRUE(bool(t));
+    slotPositions.emplace_back(t->positions.begin() + h * t->maxSlots,
+                               t->positions.begin() + (h + 1) * t->maxSlots);
+  }
+  DevTensor k1({2, 1, 8}, kBF16), v1({2, 1, 8}, kBF16);
+  ASSERT_TRUE(cache->append(seq, &k1.t, &v1.t));
+  fake.setLaunchHook(nullptr, nullptr);
+  for (int64_t h = 0; h < 2; ++h) {
+    std::vector<int32_t> want;
+    std::vector<int32_t> &dropped = play.chosen[size_t(h)];
+    ASSERT_EQ(dropped.size(), 44u);
+    for (int32_t p : before[size_t(h)]) {
+      bool gone = false;
+      for (int32_t slot : dropped)
+        gone |= slotPositions[size_t(h)][size_t(slot)] == p;
+      if (!gone)
+        want.push_back(p);
+    }
+    want.push_back(300);
+    EXPECT_EQ(cache->retainedPositions(seq, h), want) << "head " << h;
+  }
+}
+
 /// A SnapKV budget policy keeps its scores on the GPU too: decode's mass
 /// kernel fills the mass table (zeroed, slot scores not given), then
 /// attnc_dec_pool (a CTA of 128 ranks per row and 128 ranks) pools it
@@ -558,10 +714,7 @@ TEST_F(CudaDecodeFake, H2oStoreKeepsScoresAndChoosesVictimsOnTheDevice) {
 /// (uploaded before the launch), the page tables, the pooling's half
 /// width; nothing comes back. Its evictions go to the victims kernel.
 TEST_F(CudaDecodeFake, SnapKvStorePoolsScoresOnTheDevice) {
-  std::string meta = kDecodeMeta;
-  const std::string plain = "pkv paged 16 all 0 0 bf16 none 0 0 none";
-  meta.replace(meta.find(plain), plain.size(), "snap paged 16 budget 0 0 bf16 none 0 256 snapkv");
-  auto k = CudaKernel::load(decodePtx(true), meta);
+  auto k = budgetKernel("snap paged 16 budget 0 0 bf16 none 0 256 snapkv");
   ASSERT_TRUE(bool(k)) << k.message();
   auto store = CudaKvStore::create(*k, 64, 0);
   ASSERT_TRUE(bool(store)) << store.message();
@@ -766,14 +919,10 @@ TEST_F(CudaDecodeFake, KvStoreKeepsTablesOnTheDevice) {
     SCOPED_TRACE(window ? "sink 2 + window 30" : "all");
     auto k = CudaKernel::load(decodePtx(), policyMeta);
     ASSERT_TRUE(bool(k)) << k.message();
-    auto store = CudaKvStore::create(*k, 64, 0);
-    ASSERT_TRUE(bool(store)) << store.message();
-    KvCacheOptions o;
-    o.policy = *(*k)->info().cache;
-    o.numKvHeads = 2, o.headDim = 8, o.numPages = 64, o.store = *store;
-    auto created = KvCache::create(o);
-    ASSERT_TRUE(bool(created)) << created.message();
-    KvCache &cache = **created;
+    auto made = storeBackedCache(*k, 64);
+    ASSERT_TRUE(bool(made)) << made.message();
+    std::shared_ptr<CudaKvStore> store = made->store;
+    KvCache &cache = *made->cache;
     std::vector<int64_t> seqs = {*cache.addSequence(), *cache.addSequence()};
     auto append = [&](int64_t seq, int64_t n) {
       DevTensor kn({2, n, 8}, kBF16), vn({2, n, 8}, kBF16);
@@ -783,29 +932,29 @@ TEST_F(CudaDecodeFake, KvStoreKeepsTablesOnTheDevice) {
     append(seqs[1], 5);
     DevTensor q({2, 4, 1, 8}, kBF16), out({2, 4, 1, 8}, kBF16);
     auto step = [&](const std::vector<int64_t> &order) {
-      ASSERT_TRUE((*store)->decode(cache, order, &q.t, &out.t));
+      ASSERT_TRUE(store->decode(cache, order, &q.t, &out.t));
       ASSERT_STREQ(fake.last().entry, "attnc_dec");
       expectDeviceTablesMatch(fake.last(), cache, order, 1);
     };
     step(seqs);
     const attnc_fake_launch first = fake.last();
     const size_t full = size_t(4 * (first.values[12] + (window ? first.values[13] : 0))) * 4;
-    EXPECT_EQ((*store)->lastTableUploadBytes(), full) << "the first decode uploads every row";
+    EXPECT_EQ(store->lastTableUploadBytes(), full) << "the first decode uploads every row";
     // One token each: 4 bytes of positions per (sequence, head) row, 16 in
     // all (none without positions: the pages hold it).
     append(seqs[0], 1);
     append(seqs[1], 1);
     step(seqs);
-    EXPECT_EQ((*store)->lastTableUploadBytes(), window ? 16u : 0u);
+    EXPECT_EQ(store->lastTableUploadBytes(), window ? 16u : 0u);
     EXPECT_EQ(fake.last().values[25], first.values[25]) << "the same device table, in place";
     // Past a page boundary (21 -> 33 tokens): a page and 12 positions per
     // row of sequence 0; under the window, slots dropped: its rows whole.
     append(seqs[0], 12);
     step(seqs);
     if (!window)
-      EXPECT_EQ((*store)->lastTableUploadBytes(), size_t(2 * 1) * 4) << "a page per row";
+      EXPECT_EQ(store->lastTableUploadBytes(), size_t(2 * 1) * 4) << "a page per row";
     else
-      EXPECT_LT((*store)->lastTableUploadBytes(), full);
+      EXPECT_LT(store->lastTableUploadBytes(), full);
     // Many more steps, the tables still right.
     for (int i = 0; i < 40; ++i) {
       append(seqs[i % 2], 1 + i % 3);
@@ -813,7 +962,7 @@ TEST_F(CudaDecodeFake, KvStoreKeepsTablesOnTheDevice) {
     }
     // Another order of the sequences: every row again.
     step({seqs[1], seqs[0]});
-    EXPECT_EQ((*store)->lastTableUploadBytes(),
+    EXPECT_EQ(store->lastTableUploadBytes(),
               size_t(4 * (fake.last().values[12] + (window ? fake.last().values[13] : 0))) * 4);
     // A sequence removed and another, longer, added in its place (the same
     // id, other pages): a new layout, not an append.

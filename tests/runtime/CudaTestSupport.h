@@ -76,6 +76,9 @@ struct FakeHooks {
     EXPECT_EQ(0, get<int (*)(attnc_fake_launch *)>("attnc_fake_cuda_last_launch")(&l));
     return l;
   }
+  void setLaunchHook(attnc_fake_launch_hook hook, void *user) {
+    get<void (*)(attnc_fake_launch_hook, void *)>("attnc_fake_cuda_set_launch_hook")(hook, user);
+  }
   attnc_fake_launch previous() {
     attnc_fake_launch l{};
     EXPECT_EQ(0, get<int (*)(attnc_fake_launch *)>("attnc_fake_cuda_previous_launch")(&l));

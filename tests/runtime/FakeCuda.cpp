@@ -66,6 +66,8 @@ struct State {
   int capability = 90;
   int launches = 0, moduleLoads = 0, moduleUnloads = 0, memsets = 0, sharedAttribute = 0;
   attnc_fake_launch last{}, previous{};          // the last launch and the one before
+  attnc_fake_launch_hook hook = nullptr;         // attnc_fake_cuda_set_launch_hook
+  void *hookUser = nullptr;
   std::vector<attnc_fake_tensor_map> tensorMaps; // encoded so far
 };
 State &state() {
@@ -404,10 +406,19 @@ CUresult cuLaunchKernel(Function *fn, unsigned gx, unsigned gy, unsigned gz, uns
     l.sizes[i] = fn->paramSizes[i];
     std::memcpy(&l.values[i], params[i], std::min<size_t>(l.sizes[i], 8));
   }
+  attnc_fake_launch_hook hook;
+  void *hookUser;
+  {
+    std::lock_guard<std::mutex> lock(state().m);
+    state().previous = state().last;
+    state().last = l;
+    ++state().launches;
+    hook = state().hook, hookUser = state().hookUser;
+  }
+  // Outside the lock: the hook may read and write device memory.
+  if (hook)
+    hook(&l, hookUser);
   std::lock_guard<std::mutex> lock(state().m);
-  state().previous = state().last;
-  state().last = l;
-  ++state().launches;
   const std::string &ptx = fn->module->image;
   for (const char *dtype : {"bf16", "f16"})
     if (fn->name == std::string("attnc_fake_attention_") + dtype) {
@@ -590,6 +601,10 @@ int attnc_fake_cuda_last_launch(attnc_fake_launch *out) {
     return 1;
   *out = state().last;
   return 0;
+}
+void attnc_fake_cuda_set_launch_hook(attnc_fake_launch_hook hook, void *user) {
+  std::lock_guard<std::mutex> lock(state().m);
+  state().hook = hook, state().hookUser = user;
 }
 int attnc_fake_cuda_previous_launch(attnc_fake_launch *out) {
   std::lock_guard<std::mutex> lock(state().m);

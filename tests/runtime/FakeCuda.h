@@ -62,6 +62,11 @@ int attnc_fake_cuda_dynamic_shared_attribute(void);
 void attnc_fake_cuda_set_capability(int cc);
 /// Makes [p, p + n) pinned host memory for cuPointerGetAttributes.
 void attnc_fake_cuda_register_host(void *p, size_t n);
+/// A function every launch calls after it is recorded (null: none), so a
+/// test can play a kernel the fake driver does not run (its device memory
+/// is host memory).
+typedef void (*attnc_fake_launch_hook)(const attnc_fake_launch *launch, void *user);
+void attnc_fake_cuda_set_launch_hook(attnc_fake_launch_hook hook, void *user);
 }
 
 #endif // ATTNC_TESTS_RUNTIME_FAKECUDA_H
