@@ -473,6 +473,12 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
   const int64_t Hkv = cache.options().numKvHeads;
   if (B == 0)
     return Status::error("CudaKvStore::decode: no sequences");
+  if (int64_t last = cache.scoringSplit(Nq))
+    return Status::error(
+        "CudaKvStore::decode: the cache's heads score by h2o and by snapkv, which count different "
+        "queries of a launch of " +
+        std::to_string(Nq) + ": launch at most the observation window (" + std::to_string(last) +
+        ") at a time on CUDA (CpuKernel splits such launches)");
   if (Status s = syncTables(cache, sequences, Nq); !s) {
     bufs->sequences.clear(); // the device tables may be half updated
     return s;

@@ -58,16 +58,12 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   }
   const CachePolicyInfo &first = *used.front();
   int64_t pageSize = 0;
-  std::string evict;
+  bool h2o = false, snapkv = false;
   for (const CachePolicyInfo *u : used) {
     if (Status s = checkRetention(*u); !s)
       return s;
     if (u->retention == "budget") {
-      // One kernel launch scores every head's slots the same way.
-      if (!evict.empty() && evict != u->evict)
-        return Status::error("cache policy '" + p.name +
-                             "': heads with different eviction scores are not supported yet");
-      evict = u->evict;
+      (u->evict == "snapkv" ? snapkv : h2o) = true;
       int64_t recent = o.recentTokens < 0 ? u->budget / 2 : o.recentTokens;
       if (recent > u->budget)
         return Status::error("KV cache: recentTokens " + std::to_string(recent) +
@@ -123,13 +119,14 @@ Expected<std::unique_ptr<KvCache>> KvCache::create(const KvCacheOptions &o) {
   c->opts.inputDtype = input;
   c->quant = quant;
   c->fp8 = storage == "f8e4m3";
-  c->snapkv = evict == "snapkv";
+  c->snapkv = snapkv;
+  c->mixedScores = snapkv && h2o;
   for (int64_t h = 0; h < o.numKvHeads; ++h) {
     const CachePolicyInfo &hp = c->headPolicy(h);
     c->retention.push_back({hp.retention == "sink_window" ? HeadRetention::SinkWindow
                             : hp.retention == "budget"    ? HeadRetention::Budget
                                                           : HeadRetention::All,
-                            hp.sink, hp.window});
+                            hp.sink, hp.window, hp.evict == "snapkv"});
   }
   if (o.pageRun < 1)
     return Status::error("KV cache: pageRun must be positive");
@@ -369,11 +366,17 @@ std::vector<float> KvCache::scores(int64_t seq, int64_t head) const {
 }
 
 int64_t KvCache::scoringQueries(int64_t Nq) const {
-  return snapkv ? std::min(Nq, opts.observationWindow) : Nq;
+  // Mixed scorers: a launch of at most the window's queries (scoringSplit)
+  // counts all of them, as h2o does.
+  return snapkv && !mixedScores ? std::min(Nq, opts.observationWindow) : Nq;
+}
+
+int64_t KvCache::scoringSplit(int64_t Nq) const {
+  return mixedScores && Nq > opts.observationWindow ? opts.observationWindow : 0;
 }
 
 Status KvCache::updateScores(const std::vector<int64_t> &seqs, const std::vector<float> &mass,
-                             int64_t maxSlots) {
+                             int64_t maxSlots, bool leadingQueries) {
   const int64_t Hkv = opts.numKvHeads;
   if (store && store->keepsScores())
     return Status::error("updateScores: the cache's store keeps its eviction scores (its "
@@ -393,11 +396,12 @@ Status KvCache::updateScores(const std::vector<int64_t> &seqs, const std::vector
   for (size_t b = 0; b < seqs.size(); ++b) {
     Sequence &s = sequences[seqs[b]];
     for (int64_t hd = 0; hd < Hkv; ++hd) {
-      if (headPolicy(hd).retention != "budget")
+      const HeadRetention &r = retention[size_t(hd)];
+      if (r.kind != HeadRetention::Budget || (r.snapkv && leadingQueries))
         continue;
       Head &h = s.heads[hd];
       const float *row = &mass[(int64_t(b) * Hkv + hd) * maxSlots];
-      if (!snapkv) {
+      if (!r.snapkv) {
         for (int64_t i = 0; i < h.slots; ++i)
           h.score[i] += row[i];
         continue;

@@ -707,6 +707,39 @@ TEST_F(CudaDecodeFake, H2oVictimsFromTheDeviceAreCheckedAndOrdered) {
   }
 }
 
+/// Heads scored by h2o and by snapkv count different queries of a launch
+/// past the observation window; CUDA launches take at most the window (a
+/// decode step's few queries), with a clear error otherwise.
+TEST_F(CudaDecodeFake, MixedScorersLaunchWithinTheWindow) {
+  std::string meta = kDecodeMeta;
+  meta.replace(meta.find("kv_cache pkv paged 16 all 0 0 bf16 none 0 0 none"), 48,
+               "kv_cache mix per_head 0 per_head 0 0 - none 0 0 none -\n"
+               "kv_head_policy 0 h paged 16 budget 0 0 bf16 none 0 256 h2o f32\n"
+               "kv_head_policy 1 s paged 16 budget 0 0 bf16 none 0 256 snapkv f32");
+  auto k = CudaKernel::load(decodePtx(true), meta);
+  ASSERT_TRUE(bool(k)) << k.message();
+  auto store = CudaKvStore::create(*k, 64, 0);
+  ASSERT_TRUE(bool(store)) << store.message();
+  KvCacheOptions o;
+  o.policy = *(*k)->info().cache;
+  o.numKvHeads = 2, o.headDim = 8, o.numPages = 64, o.store = *store, o.headKinds = {0, 1};
+  o.observationWindow = 4;
+  auto cache = KvCache::create(o);
+  ASSERT_TRUE(bool(cache)) << cache.message();
+  int64_t seq = *(*cache)->addSequence();
+  DevTensor kt({2, 40, 8}, kBF16), vt({2, 40, 8}, kBF16);
+  ASSERT_TRUE((*cache)->append(seq, &kt.t, &vt.t));
+  DevTensor q6({1, 4, 6, 8}, kBF16), o6({1, 4, 6, 8}, kBF16);
+  int before = fake.launches();
+  expectError((*store)->decode(**cache, {seq}, &q6.t, &o6.t),
+              "score by h2o and by snapkv, which count different queries of a launch of 6: "
+              "launch at most the observation window (4)");
+  EXPECT_EQ(fake.launches(), before);
+  DevTensor q4({1, 4, 4, 8}, kBF16), o4({1, 4, 4, 8}, kBF16);
+  ASSERT_TRUE((*store)->decode(**cache, {seq}, &q4.t, &o4.t));
+  EXPECT_STREQ(fake.last().entry, "attnc_dec_mass") << "scores kept on the host: no pool kernel";
+}
+
 /// A SnapKV budget policy keeps its scores on the GPU too: decode's mass
 /// kernel fills the mass table (zeroed, slot scores not given), then
 /// attnc_dec_pool (a CTA of 128 ranks per row and 128 ranks) pools it

@@ -74,6 +74,9 @@ kernel over_snap { mask = causal; cache = snap_kv; }
 kernel over_h2o_flat { mask = causal; cache = h2o_flat_kv; }
 cache duo_h2o_kv = per_head(all_kv, h2o_kv) by head_kind;
 kernel duo_h2o { mask = causal; cache = duo_h2o_kv; }
+// Heads scored differently: H2O and SnapKV budgets in one cache.
+cache mixed_scores_kv = per_head(h2o_kv, snap_kv) by head_kind;
+kernel mixed_scores { mask = causal; cache = mixed_scores_kv; }
 // Budgets over quantized storage: evictions compact quantized rows and
 // their scales.
 cache h2o_q8_kv { layout = paged(4); retention = budget(12, h2o); storage = int8(per_token); }
@@ -137,6 +140,17 @@ protected:
   /// head}][position] the float64 attention mass the last refMassRows
   /// queries of each query head put on each retained position.
   int64_t refMassRows = -1;
+  /// Options of a 64-page cache of `k`'s per-head policy whose two KV
+  /// heads take its policies 0 and 1.
+  rt::KvCacheOptions perHeadOptions(const rt::CpuKernel &k) {
+    rt::KvCacheOptions o;
+    o.policy = *k.info().cache;
+    o.numKvHeads = Hkv, o.headDim = D, o.numPages = 64, o.headKinds = {0, 1};
+    return o;
+  }
+  /// Per KV head, when given: refMassRows of each (a cache whose heads
+  /// score differently).
+  std::vector<int64_t> refMassRowsByHead;
   std::map<std::pair<int64_t, int64_t>, std::map<int32_t, double>> refMass;
   std::normal_distribution<float> normal;
 
@@ -305,7 +319,9 @@ protected:
           };
           double refLse, ignored;
           worst = std::max(worst, compare(hist[b], refLse));
-          if (refMassRows >= 0 && i >= nq - refMassRows && !std::isinf(refLse))
+          const int64_t massRows =
+              refMassRowsByHead.empty() ? refMassRows : refMassRowsByHead[size_t(kh)];
+          if (massRows >= 0 && i >= nq - massRows && !std::isinf(refLse))
             for (int32_t kp : kept) {
               if (!mask(h, qp, kp))
                 continue;
@@ -772,7 +788,8 @@ void expectScores(const rt::KvCache &c, int64_t seq, int64_t head,
   for (size_t i = 0; i < kept.size(); ++i) {
     auto it = want.find(kept[i]);
     double w = it == want.end() ? 0.0 : it->second;
-    EXPECT_NEAR(got[i], w, 1e-4 * std::max(1.0, w)) << "position " << kept[i];
+    EXPECT_NEAR(got[i], w, 1e-4 * std::max(1.0, w))
+        << "position " << kept[i] << " seq " << seq << " head " << head;
   }
 }
 
@@ -971,9 +988,7 @@ TEST_F(KvCacheTest, BudgetSnapKVScoresFromTheObservationWindow) {
 TEST_F(KvCacheTest, BudgetPerHead) {
   auto k = kernel("duo_h2o");
   ASSERT_TRUE(k);
-  rt::KvCacheOptions o;
-  o.policy = *k->info().cache;
-  o.numKvHeads = Hkv, o.headDim = D, o.numPages = 64, o.headKinds = {0, 1};
+  rt::KvCacheOptions o = perHeadOptions(*k);
   auto cc = rt::KvCache::create(o);
   ASSERT_TRUE(bool(cc)) << cc.message();
   rt::KvCache &c = **cc;
@@ -1004,6 +1019,63 @@ TEST_F(KvCacheTest, BudgetPerHead) {
     ASSERT_LT(runAndCompare(*k, **all, {s0}, h2, 5, causal), 1e-2) << "step " << step;
   }
   EXPECT_EQ((*all)->retainedPositions(s0, 1).size(), 15u);
+}
+
+/// Head 0 scores by H2O (every query of every launch adds), head 1 by
+/// SnapKV (the last observationWindow = 4 queries of the latest launch
+/// replace): a prefill of 30 queries runs as two launches (26, then the
+/// window's 4) whose outputs are the one launch's; each head keeps its own
+/// scores, and evicts by them, step by step.
+TEST_F(KvCacheTest, BudgetHeadsScoredDifferently) {
+  auto k = kernel("mixed_scores");
+  ASSERT_TRUE(k);
+  rt::KvCacheOptions o = perHeadOptions(*k);
+  o.observationWindow = 4, o.snapkvPooling = 1;
+  auto cc = rt::KvCache::create(o);
+  ASSERT_TRUE(bool(cc)) << cc.message();
+  rt::KvCache &c = **cc;
+  EXPECT_EQ(c.scoringSplit(30), 4);
+  EXPECT_EQ(c.scoringSplit(4), 0) << "a launch within the window scores every head at once";
+  EXPECT_EQ(c.scoringQueries(3), 3);
+  std::vector<int64_t> seqs = {*c.addSequence(), *c.addSequence()};
+  std::vector<History> hist(2);
+  ASSERT_TRUE(append(c, seqs[0], 30, hist[0]));
+  ASSERT_TRUE(append(c, seqs[1], 9, hist[1]));
+  refMass.clear();
+  refMassRowsByHead = {1 << 30, 4};
+  EXPECT_LT(runAndCompare(*k, c, {seqs[0]}, {hist[0]}, 30, causal), 1e-2);
+  for (int64_t h = 0; h < Hkv; ++h)
+    expectScores(c, seqs[0], h, refMass[{seqs[0], h}]);
+  EXPECT_LT(runAndCompare(*k, c, {seqs[1]}, {hist[1]}, 9, causal), 1e-2);
+  for (int64_t h = 0; h < Hkv; ++h)
+    expectScores(c, seqs[1], h, refMass[{seqs[1], h}]);
+  for (int step = 0; step < 15; ++step) {
+    const int64_t n = step % 5 == 4 ? 6 : 1; // a chunk past the window now and then
+    std::vector<std::vector<std::vector<int32_t>>> want(2);
+    for (int i = 0; i < 2; ++i)
+      for (int64_t h = 0; h < Hkv; ++h) {
+        int64_t L = c.length(seqs[i]);
+        std::vector<int32_t> keep = budgetSurvivors(c.retainedPositions(seqs[i], h),
+                                                    c.scores(seqs[i], h), L + n - 1, 12, 6);
+        for (int64_t p = L; p < L + n; ++p)
+          keep.push_back(int32_t(p));
+        want[i].push_back(keep);
+      }
+    for (int i = 0; i < 2; ++i)
+      ASSERT_TRUE(append(c, seqs[i], n, hist[i])) << "step " << step;
+    for (int i = 0; i < 2; ++i)
+      for (int64_t h = 0; h < Hkv; ++h)
+        if (n == 1) // (a chunk may drop some of its own tokens)
+          ASSERT_EQ(c.retainedPositions(seqs[i], h), want[i][h]) << "step " << step;
+    // SnapKV's scores are the latest launch's; H2O's go on adding.
+    for (int i = 0; i < 2; ++i)
+      refMass.erase({seqs[i], 1});
+    ASSERT_LT(runAndCompare(*k, c, seqs, hist, n, causal), 1e-2) << "step " << step;
+    for (int i = 0; i < 2; ++i)
+      for (int64_t h = 0; h < Hkv; ++h)
+        expectScores(c, seqs[i], h, refMass[{seqs[i], h}]);
+  }
+  refMassRowsByHead.clear();
 }
 
 /// Random appends and removals on small pools, for paged / contiguous /

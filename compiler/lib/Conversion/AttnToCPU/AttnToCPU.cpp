@@ -1064,6 +1064,17 @@ private:
         OpBuilder tb = ifOp.getThenBodyBuilder();
         scf::YieldOp::create(tb, l, compute(tb));
         OpBuilder eb = ifOp.getElseBodyBuilder();
+        // No row keeps a key of the tile, but the mass pass reads every
+        // slot's scores: -inf, no mass (stale ones added garbage where the
+        // rows' queries end before the last keys, e.g. a launch's leading
+        // queries, KvCache::scoringSplit).
+        if (scoreBuf) {
+          auto rowVec = VectorType::get({Tk}, f32());
+          Value none = arith::ConstantOp::create(
+              eb, l, DenseElementsAttr::get(rowVec, -std::numeric_limits<float>::infinity()));
+          for (int64_t i = 0; i < Tq; ++i)
+            vector::StoreOp::create(eb, l, none, scoreBuf, ValueRange{cIdx(eb, i), kt});
+        }
         scf::YieldOp::create(eb, l, ValueRange{m, sum});
       }
       scf::YieldOp::create(b, l, ifOp.getResults());

@@ -174,9 +174,11 @@ public:
   /// Updates the eviction scores of budget heads from a kernel's kv_mass
   /// output for batch `sequences` (rows r = b * Hkv + head of `maxSlots`
   /// slots, the layout of tables()): h2o adds, snapkv replaces. Launches
-  /// over a budget cache (CpuKernel) call it themselves.
+  /// over a budget cache (CpuKernel) call it themselves. `leadingQueries`:
+  /// the mass of a launch's queries before its last scoringSplit() (see
+  /// there), which h2o heads add and snapkv heads ignore.
   Status updateScores(const std::vector<int64_t> &sequences, const std::vector<float> &mass,
-                      int64_t maxSlots);
+                      int64_t maxSlots, bool leadingQueries = false);
   /// The eviction score of each position retainedPositions() lists.
   std::vector<float> scores(int64_t seq, int64_t head = 0) const;
   /// Row b * Hkv + head of `out` ([sequences * Hkv, pitch]): the head's
@@ -190,6 +192,14 @@ public:
   /// how many last queries of a launch with Nq queries score its slots.
   bool scoresSlots() const { return opts.policy.scoresSlots(); }
   int64_t scoringQueries(int64_t Nq) const;
+  /// Heads that score by h2o and heads that score by snapkv in one cache
+  /// count different queries of a launch: all of them, and the last
+  /// observationWindow. A kernel counts the last `massRows` of its rows
+  /// for every head, so a launch of more queries than the window runs as
+  /// two (CpuKernel does it): the leading Nq - scoringSplit(Nq) queries,
+  /// whose mass only h2o heads take (updateScores' leadingQueries), and
+  /// the last scoringSplit(Nq), which score every head. 0: one launch.
+  int64_t scoringSplit(int64_t Nq) const;
   /// Whether slot j of every sequence and KV head holds position j: the
   /// policy retains every position in every head (appends fill the slots
   /// in order and nothing is dropped or moved). Kernels may then take a
@@ -297,6 +307,7 @@ private:
   struct HeadRetention {
     enum Kind { All, SinkWindow, Budget } kind = All;
     int64_t sink = 0, window = 0;
+    bool snapkv = false; // Budget: scored by snapkv, else h2o
   };
   std::vector<HeadRetention> retention;
   void compact(Head &h);
@@ -327,7 +338,8 @@ private:
   int64_t kRow = 0, vRow = 0; // bytes of a stored K / V row
   int64_t sB = 4;             // bytes of a stored scale (f16 scales: 2)
   bool quant = false, nibbles = false, contiguous = false;
-  bool snapkv = false;
+  bool snapkv = false;      // some budget head scores by snapkv
+  bool mixedScores = false; // ... and some by h2o
   bool fp8 = false; // quantized to e4m3 (scale = max|x| / 448)
   std::vector<char> kPool, vPool;
   std::vector<char> kScales, vScales; // sB bytes a scale

@@ -265,6 +265,10 @@ private:
   CpuKernel() = default;
   Status runCacheRows(bool append, const CachePools &pools, const DLTensor *k, const DLTensor *v,
                       const DLTensor *rows) const;
+  /// launch(args) for queries followed by `queriesAfter` more of the same
+  /// step (KvCache::scoringSplit's two launches); `leading`: their mass is
+  /// the leading queries' (KvCache::updateScores).
+  Status launchQueries(const CacheLaunchArgs &args, int64_t queriesAfter, bool leading) const;
   void *handle = nullptr;
   void (*itemFn)(void **) = nullptr;
   /// The decode twins' items, as KernelInfo::decodeTiles.
