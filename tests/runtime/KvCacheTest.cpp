@@ -74,6 +74,10 @@ kernel over_snap { mask = causal; cache = snap_kv; }
 kernel over_h2o_flat { mask = causal; cache = h2o_flat_kv; }
 cache duo_h2o_kv = per_head(all_kv, h2o_kv) by head_kind;
 kernel duo_h2o { mask = causal; cache = duo_h2o_kv; }
+// H2O under a local mask: old heavy hitters fall outside every query's
+// reach, so whole tiles of the cache are masked for a launch.
+cache h2o_wide_kv { layout = paged(4); retention = budget(48, h2o); storage = bf16; }
+kernel h2o_local { mask = causal && q - k < 6; cache = h2o_wide_kv; }
 // Heads scored differently: H2O and SnapKV budgets in one cache.
 cache mixed_scores_kv = per_head(h2o_kv, snap_kv) by head_kind;
 kernel mixed_scores { mask = causal; cache = mixed_scores_kv; }
@@ -1019,6 +1023,38 @@ TEST_F(KvCacheTest, BudgetPerHead) {
     ASSERT_LT(runAndCompare(*k, **all, {s0}, h2, 5, causal), 1e-2) << "step " << step;
   }
   EXPECT_EQ((*all)->retainedPositions(s0, 1).size(), 15u);
+}
+
+/// H2O under a local mask (a query sees the 5 positions before it): the
+/// retained heavy hitters behind the window get no mass, whole tiles of
+/// them masked for every row of a launch, and the scores still follow the
+/// float64 mass exactly (a skipped tile's stale scores once added
+/// garbage).
+TEST_F(KvCacheTest, BudgetScoresUnderALocalMask) {
+  auto k = kernel("h2o_local");
+  ASSERT_TRUE(k);
+  auto c = makeCache(*k, 64);
+  ASSERT_TRUE(c);
+  auto local = [](int64_t, int64_t q, int64_t kp) { return kp <= q && q - kp < 6; };
+  refMass.clear();
+  refMassRows = 1 << 30;
+  std::vector<int64_t> seqs = {*c->addSequence(), *c->addSequence()};
+  std::vector<History> hist(2);
+  for (int i = 0; i < 2; ++i)
+    ASSERT_TRUE(append(*c, seqs[i], 40 + 5 * i, hist[i]));
+  for (int step = 0; step < 30; ++step) {
+    const int64_t n = step % 6 == 5 ? 3 : 1;
+    for (int i = 0; i < 2; ++i)
+      ASSERT_TRUE(append(*c, seqs[i], n, hist[i])) << "step " << step;
+    ASSERT_LT(runAndCompare(*k, *c, seqs, hist, n, local), 1e-2) << "step " << step;
+    for (int i = 0; i < 2; ++i)
+      for (int64_t h = 0; h < Hkv; ++h)
+        expectScores(*c, seqs[i], h, refMass[{seqs[i], h}]);
+  }
+  EXPECT_EQ(c->retainedPositions(seqs[1], 0).size(), 51u) << "the budget and the last chunk of 3";
+  EXPECT_LT(c->retainedPositions(seqs[1], 0).front(), c->length(seqs[1]) - 40)
+      << "positions far behind the window";
+  refMassRows = -1;
 }
 
 /// Head 0 scores by H2O (every query of every launch adds), head 1 by
