@@ -329,7 +329,8 @@ Status CudaKvStore::readScores(const std::vector<int32_t> &rows, std::vector<flo
   return Status::ok();
 }
 
-Status CudaKvStore::syncTables(KvCache &cache, const std::vector<int64_t> &sequences, int64_t Nq) {
+Status CudaKvStore::syncTables(KvCache &cache, const std::vector<int64_t> &sequences, int64_t Nq,
+                               int64_t queriesAfter) {
   Buffers &b = *bufs;
   const int64_t Hkv = cache.options().numKvHeads, B = int64_t(sequences.size());
   const int64_t rowsT = B * Hkv;
@@ -451,7 +452,7 @@ Status CudaKvStore::syncTables(KvCache &cache, const std::vector<int64_t> &seque
   b.hostQueryPositions.assign(size_t(B), 0);
   for (int64_t r = 0; r < rowsT; ++r) {
     b.hostLengths[r] = int32_t(views[r].slots);
-    b.hostQueryPositions[r / Hkv] = int32_t(views[r].length - Nq);
+    b.hostQueryPositions[r / Hkv] = int32_t(views[r].length - Nq - queriesAfter);
   }
   for (auto [buffer, host] :
        {std::pair{&b.lengths, &b.hostLengths}, {&b.queryPositions, &b.hostQueryPositions}}) {
@@ -469,17 +470,22 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
     return Status::error("CudaKvStore::decode: the cache does not keep its pools in this store");
   if (!q || q->ndim != 4)
     return Status::error("q: expected a [B, Hq, Nq, D] tensor");
+  if (sequences.empty())
+    return Status::error("CudaKvStore::decode: no sequences");
+  return detail::launchScoringParts(
+      cache, q, o, lse,
+      [&](const DLTensor *q, DLTensor *o, DLTensor *lse, int64_t queriesAfter, bool leading) {
+        return decodeQueries(cache, sequences, q, o, lse, params, queriesAfter, leading);
+      });
+}
+
+Status CudaKvStore::decodeQueries(KvCache &cache, const std::vector<int64_t> &sequences,
+                                  const DLTensor *q, DLTensor *o, DLTensor *lse,
+                                  const std::map<std::string, Arg> &params, int64_t queriesAfter,
+                                  bool leading) {
   const int64_t B = int64_t(sequences.size()), Hq = q->shape[1], Nq = q->shape[2];
   const int64_t Hkv = cache.options().numKvHeads;
-  if (B == 0)
-    return Status::error("CudaKvStore::decode: no sequences");
-  if (int64_t last = cache.scoringSplit(Nq))
-    return Status::error(
-        "CudaKvStore::decode: the cache's heads score by h2o and by snapkv, which count different "
-        "queries of a launch of " +
-        std::to_string(Nq) + ": launch at most the observation window (" + std::to_string(last) +
-        ") at a time on CUDA (CpuKernel splits such launches)");
-  if (Status s = syncTables(cache, sequences, Nq); !s) {
+  if (Status s = syncTables(cache, sequences, Nq, queriesAfter); !s) {
     bufs->sequences.clear(); // the device tables may be half updated
     return s;
   }
@@ -559,5 +565,5 @@ Status CudaKvStore::decode(KvCache &cache, const std::vector<int64_t> &sequences
   std::vector<float> mass(size_t(rowsT * maxSlots));
   if (Status s = b.mass.download(mass.data(), mass.size() * 4); !s)
     return s;
-  return cache.updateScores(sequences, mass, maxSlots);
+  return cache.updateScores(sequences, mass, maxSlots, leading);
 }

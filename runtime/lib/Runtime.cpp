@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
@@ -506,51 +505,16 @@ static Status runSplitDecode(void (*fn)(void **), const detail::LaunchPlan &plan
   return Status::ok();
 }
 
-/// Queries [first, first + count) of a [B, H, N, ...] tensor (the same
-/// strides; `shape` and `strides` hold the view's).
-static DLTensor queryRows(const DLTensor &t, int64_t first, int64_t count,
-                          std::array<int64_t, 4> &shape, std::array<int64_t, 4> &strides) {
-  DLTensor v = t;
-  int64_t dense = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    shape[size_t(i)] = t.shape[i];
-    strides[size_t(i)] = t.strides ? t.strides[i] : dense;
-    dense *= t.shape[i];
-  }
-  shape[2] = count;
-  v.shape = shape.data(), v.strides = strides.data();
-  v.byte_offset += uint64_t(first * strides[2] * ((t.dtype.bits * t.dtype.lanes + 7) / 8));
-  return v;
-}
-
 Status attnc::rt::CpuKernel::launch(const CacheLaunchArgs &a) const {
-  // A cache whose heads score by h2o and by snapkv: the queries before
-  // the observation window, then the window (KvCache::scoringSplit).
-  const int64_t last =
-      a.cache && a.q && a.q->ndim == 4 && a.o && a.o->ndim == 4 && (!a.lse || a.lse->ndim == 3)
-          ? a.cache->scoringSplit(a.q->shape[2])
-          : 0;
-  if (last == 0)
+  if (!a.cache)
     return launchQueries(a, 0, /*leading=*/false);
-  const int64_t Nq = a.q->shape[2];
-  if (a.o->shape[2] != Nq || (a.lse && a.lse->shape[2] != Nq))
-    return Status::error("o and lse must have q's " + std::to_string(Nq) + " queries");
-  std::array<int64_t, 4> shapes[6], strides[6];
-  for (int part = 0; part < 2; ++part) {
-    const int64_t first = part ? Nq - last : 0, count = part ? last : Nq - last;
-    DLTensor q = queryRows(*a.q, first, count, shapes[0], strides[0]);
-    DLTensor o = queryRows(*a.o, first, count, shapes[1], strides[1]);
-    DLTensor lse;
-    CacheLaunchArgs p = a;
-    p.q = &q, p.o = &o;
-    if (a.lse) {
-      lse = queryRows(*a.lse, first, count, shapes[2], strides[2]);
-      p.lse = &lse;
-    }
-    if (Status s = launchQueries(p, part ? 0 : last, /*leading=*/part == 0); !s)
-      return s;
-  }
-  return Status::ok();
+  return detail::launchScoringParts(
+      *a.cache, a.q, a.o, a.lse,
+      [&](const DLTensor *q, DLTensor *o, DLTensor *lse, int64_t queriesAfter, bool leading) {
+        CacheLaunchArgs part = a;
+        part.q = q, part.o = o, part.lse = lse;
+        return launchQueries(part, queriesAfter, leading);
+      });
 }
 
 Status attnc::rt::CpuKernel::launchQueries(const CacheLaunchArgs &a, int64_t queriesAfter,

@@ -2,6 +2,8 @@
 
 #include "Validate.h"
 
+#include "attnc/Runtime/KvCache.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -469,4 +471,46 @@ Expected<int64_t> attnc::rt::detail::storePageSize(const KernelInfo &ki, const s
     return Status::error(store + ": pool of " + std::to_string(numPages) +
                          " pages is too large (pool rows are i32)");
   return P;
+}
+
+/// Queries [first, first + count) of a [B, H, N, ...] tensor, with its
+/// strides (the view's shape and strides live here: not copyable).
+namespace {
+struct QueryRows {
+  int64_t shape[4] = {}, strides[4] = {};
+  DLTensor t{};
+  QueryRows(const DLTensor &from, int64_t first, int64_t count) : t(from) {
+    int64_t dense = 1;
+    for (int i = from.ndim - 1; i >= 0; --i) {
+      shape[i] = from.shape[i];
+      strides[i] = from.strides ? from.strides[i] : dense;
+      dense *= from.shape[i];
+    }
+    shape[2] = count;
+    t.shape = shape, t.strides = strides;
+    t.byte_offset += uint64_t(first * strides[2] * ((from.dtype.bits * from.dtype.lanes + 7) / 8));
+  }
+  QueryRows(const QueryRows &) = delete;
+};
+} // namespace
+
+Status attnc::rt::detail::launchScoringParts(const KvCache &cache, const DLTensor *q, DLTensor *o,
+                                             DLTensor *lse, const QueriesLaunch &launch) {
+  const bool shaped = q && q->ndim == 4 && o && o->ndim == 4 && (!lse || lse->ndim == 3);
+  const int64_t last = shaped ? cache.scoringSplit(q->shape[2]) : 0;
+  if (last == 0)
+    return launch(q, o, lse, 0, /*leading=*/false);
+  const int64_t Nq = q->shape[2];
+  if (o->shape[2] != Nq || (lse && lse->shape[2] != Nq))
+    return Status::error("o and lse must have q's " + std::to_string(Nq) + " queries");
+  for (int part = 0; part < 2; ++part) {
+    const int64_t first = part ? Nq - last : 0, count = part ? last : Nq - last;
+    QueryRows qp(*q, first, count), op(*o, first, count);
+    std::optional<QueryRows> lp;
+    if (lse)
+      lp.emplace(*lse, first, count);
+    if (Status s = launch(&qp.t, &op.t, lp ? &lp->t : nullptr, part ? 0 : last, part == 0); !s)
+      return s;
+  }
+  return Status::ok();
 }

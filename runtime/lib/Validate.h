@@ -13,9 +13,14 @@
 #include "attnc/Runtime/Runtime.h"
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace attnc::rt {
+class KvCache;
+} // namespace attnc::rt
 
 namespace attnc::rt::detail {
 
@@ -95,6 +100,17 @@ bool sameType(DLDataType t, const std::string &name);
 
 /// Bytes of one element of metadata type `name` (0 if unknown).
 unsigned typeBytes(const std::string &name);
+
+/// Runs launch(q, o, lse, queriesAfter, leading) over a step's queries:
+/// once (0, false), or, where `cache`'s heads score by h2o and by snapkv
+/// and the step has more queries than the observation window
+/// (KvCache::scoringSplit), over the leading queries (window, true) and
+/// then the window's (0, false), on views of q, o and lse (null stays
+/// null). Both executors launch over a cache through it.
+using QueriesLaunch = std::function<Status(const DLTensor *q, DLTensor *o, DLTensor *lse,
+                                           int64_t queriesAfter, bool leading)>;
+Status launchScoringParts(const KvCache &cache, const DLTensor *q, DLTensor *o, DLTensor *lse,
+                          const QueriesLaunch &launch);
 
 } // namespace attnc::rt::detail
 

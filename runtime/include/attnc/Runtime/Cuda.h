@@ -267,7 +267,9 @@ public:
   /// kernels. The tables stay on the device between calls: a call over the
   /// same sequences uploads, per (sequence, KV head), only the pages and
   /// positions appended since (KvCache::SequenceView::layoutStamp), and the
-  /// whole row where slots were dropped or moved.
+  /// whole row where slots were dropped or moved. A cache whose heads
+  /// score by h2o and by snapkv runs more queries than the observation
+  /// window as two launches (KvCache::scoringSplit).
   Status decode(KvCache &cache, const std::vector<int64_t> &sequences, const DLTensor *q,
                 DLTensor *o, DLTensor *lse = nullptr,
                 const std::map<std::string, Arg> &params = {});
@@ -276,7 +278,15 @@ public:
 
 private:
   CudaKvStore() = default;
-  Status syncTables(KvCache &cache, const std::vector<int64_t> &sequences, int64_t Nq);
+  /// The tables for Nq queries followed by `queriesAfter` more of the step.
+  Status syncTables(KvCache &cache, const std::vector<int64_t> &sequences, int64_t Nq,
+                    int64_t queriesAfter);
+  /// decode() of queries followed by `queriesAfter` more of the step
+  /// (KvCache::scoringSplit's two launches; `leading`: their mass is the
+  /// leading queries').
+  Status decodeQueries(KvCache &cache, const std::vector<int64_t> &sequences, const DLTensor *q,
+                       DLTensor *o, DLTensor *lse, const std::map<std::string, Arg> &params,
+                       int64_t queriesAfter, bool leading);
   struct Buffers;
   std::shared_ptr<const CudaKernel> kernel;
   std::unique_ptr<Buffers> bufs;
