@@ -105,7 +105,7 @@ VARIANT=_kv_q64 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --c
 VARIANT=_kv_st4 emit cache_policies.attn paged_attention 128 bf16 --kv-cache --cuda-stages=4
 # Budget retention (H2O, SnapKV): decode + mass kernels over small budgets
 # (bench/gpu/budget.attn; attnc-cuda-decode-check evicts every step).
-for k in h2o_decode snapkv_decode h2o_int8_decode; do
+for k in h2o_decode snapkv_decode h2o_int8_decode mixed_decode duo_decode; do
   "$ATTNC" bench/gpu/budget.attn -I lib --kernel=$k --target=cuda --arch="$ARCH" --emit=ptx \
     --head-dim=128 --dtype=bf16 --kv-cache ${ATTNC_FLAGS:-} -o "$OUT/${k}_bf16_d128_kv.ptx"
 done
