@@ -430,8 +430,8 @@ bool checkKernel(const std::string &ptxPath) {
   }
   std::printf("%s %s (%s, D %lld): 3 sequences, prompts 1500/37/640, 24 steps (Nq 1, 3, 6), "
               "max|dO|/max|O| = %.2e, max|dLSE| = %.2e%s\n",
-              ok ? "PASS" : "FAIL", ki.name.c_str(), ki.cache->storagePolicy().storage.c_str(), (long long)D,
-              worstO, worstL, extra.c_str());
+              ok ? "PASS" : "FAIL", ki.name.c_str(), ki.cache->storagePolicy().storage.c_str(),
+              (long long)D, worstO, worstL, extra.c_str());
   return ok;
 }
 
