@@ -65,8 +65,8 @@ struct State {
   std::map<uintptr_t, Allocation> allocations;
   int capability = 90;
   int launches = 0, moduleLoads = 0, moduleUnloads = 0, memsets = 0, sharedAttribute = 0;
-  attnc_fake_launch last{}, previous{};          // the last launch and the one before
-  attnc_fake_launch_hook hook = nullptr;         // attnc_fake_cuda_set_launch_hook
+  attnc_fake_launch last{}, previous{};  // the last launch and the one before
+  attnc_fake_launch_hook hook = nullptr; // attnc_fake_cuda_set_launch_hook
   void *hookUser = nullptr;
   std::vector<attnc_fake_tensor_map> tensorMaps; // encoded so far
 };

@@ -340,7 +340,7 @@ private:
   bool quant = false, nibbles = false, contiguous = false;
   bool snapkv = false;      // some budget head scores by snapkv
   bool mixedScores = false; // ... and some by h2o
-  bool fp8 = false; // quantized to e4m3 (scale = max|x| / 448)
+  bool fp8 = false;         // quantized to e4m3 (scale = max|x| / 448)
   std::vector<char> kPool, vPool;
   std::vector<char> kScales, vScales; // sB bytes a scale
   PagePool pool;                      // the free pages
