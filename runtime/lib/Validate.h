@@ -106,7 +106,9 @@ unsigned typeBytes(const std::string &name);
 /// and the step has more queries than the observation window
 /// (KvCache::scoringSplit), over the leading queries (window, true) and
 /// then the window's (0, false), on views of q, o and lse (null stays
-/// null). Both executors launch over a cache through it.
+/// null). Both executors launch over a cache through it. The launches
+/// check the same arguments, so the second fails only where the first did
+/// not on a device error, which leaves the first's h2o mass added.
 using QueriesLaunch = std::function<Status(const DLTensor *q, DLTensor *o, DLTensor *lse,
                                            int64_t queriesAfter, bool leading)>;
 Status launchScoringParts(const KvCache &cache, const DLTensor *q, DLTensor *o, DLTensor *lse,
