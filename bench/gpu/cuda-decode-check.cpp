@@ -119,6 +119,13 @@ bool checkKernel(const std::string &ptxPath) {
   if (ki.cache->layout == "per_head")
     for (int64_t h = 0; h < Hkv; ++h)
       o.headKinds.push_back(int32_t(h % int64_t(ki.cache->headPolicies.size())));
+  // Budgets of both scores: a window of 4, so that the steps of 6 queries
+  // run as two launches (KvCache::scoringSplit).
+  bool h2o = false, snapkv = false;
+  for (const CachePolicyInfo &hp : ki.cache->headPolicies)
+    (hp.evict == "snapkv" ? snapkv : h2o) |= hp.retention == "budget";
+  if (h2o && snapkv)
+    o.observationWindow = 4;
   auto cache = KvCache::create(o);
   if (!cache) {
     std::printf("FAIL %s: %s\n", ki.name.c_str(), cache.message().c_str());
@@ -236,33 +243,62 @@ bool checkKernel(const std::string &ptxPath) {
     a.cache.queryPositions = &qpos.t;
     a.cache.maxLength = t->maxLength;
     const bool budget = c.scoresSlots();
-    const int64_t massRows = c.scoringQueries(Nq);
-    std::vector<float> hm(size_t(rows * t->maxSlots), 0.f);
-    if (s && budget) {
-      s = massT.set(hm.data(), hm.size() * 4, {rows, t->maxSlots}, kF32);
-      a.mass = &massT.t;
-      a.massRows = massRows;
-    }
-    Device workspace;
-    auto plan = kernel->decodePlan(B, Hq, Hkv, Nq, t->maxLength, 0);
-    if (s && !plan)
-      s = plan.error();
-    if (s && plan->workspaceBytes) {
-      s = workspace.set(nullptr, plan->workspaceBytes, {int64_t(plan->workspaceBytes)}, kI8);
-      a.workspace = workspace.buffer.data(), a.workspaceBytes = plan->workspaceBytes;
-    }
+    // Budgets of both scores past the observation window: the leading
+    // queries, then the window's, as CudaKvStore::decode launches them
+    // (KvCache::scoringSplit); hmLead: the leading launch's mass.
+    const int64_t last = c.scoringSplit(Nq);
+    std::vector<float> hm(size_t(rows * t->maxSlots), 0.f), hmLead;
+    Device workspace, qposPart;
+    auto launchRows = [&](int64_t first, int64_t count, int64_t after,
+                          std::vector<float> &mass) -> Status {
+      int64_t qs[4] = {B, Hq, count, D}, qst[4] = {Hq * Nq * D, Nq * D, D, 1};
+      int64_t os[4] = {B, Hq, count, Dv}, ost[4] = {Hq * Nq * Dv, Nq * Dv, Dv, 1};
+      int64_t ls[3] = {B, Hq, count}, lst[3] = {Hq * Nq, Nq, 1};
+      DLTensor qv = q.t, ov = out.t, lv = lse.t;
+      qv.shape = qs, qv.strides = qst, qv.byte_offset = uint64_t(first * D * 2);
+      ov.shape = os, ov.strides = ost, ov.byte_offset = uint64_t(first * Dv * 2);
+      lv.shape = ls, lv.strides = lst, lv.byte_offset = uint64_t(first * 4);
+      std::vector<int32_t> qp(t->queryPositions);
+      for (int32_t &x : qp)
+        x -= int32_t(after);
+      if (Status e = qposPart.set(qp.data(), qp.size() * 4, {B}, kI32); !e)
+        return e;
+      CudaCacheLaunchArgs p = a;
+      p.q = &qv, p.o = &ov, p.lse = &lv;
+      p.cache.queryPositions = &qposPart.t;
+      if (budget) {
+        mass.assign(hm.size(), 0.f);
+        if (Status e = massT.set(mass.data(), mass.size() * 4, {rows, t->maxSlots}, kF32); !e)
+          return e;
+        p.mass = &massT.t;
+        p.massRows = last ? count : c.scoringQueries(Nq);
+      }
+      auto plan = kernel->decodePlan(B, Hq, Hkv, count, t->maxLength, 0);
+      if (!plan)
+        return plan.error();
+      if (plan->workspaceBytes) {
+        if (Status e =
+                workspace.set(nullptr, plan->workspaceBytes, {int64_t(plan->workspaceBytes)}, kI8);
+            !e)
+          return e;
+        p.workspace = workspace.buffer.data(), p.workspaceBytes = plan->workspaceBytes;
+      }
+      if (Status e = kernel->launch(p); !e)
+        return e;
+      if (Status e = cudaSynchronize(0); !e)
+        return e;
+      return budget ? massT.buffer.download(mass.data(), mass.size() * 4) : Status::ok();
+    };
+    if (s && last)
+      s = launchRows(0, Nq - last, last, hmLead);
     if (s)
-      s = kernel->launch(a);
-    if (s)
-      s = cudaSynchronize(0);
+      s = launchRows(Nq - (last ? last : Nq), last ? last : Nq, 0, hm);
     std::vector<uint16_t> ho(size_t(B * Hq * Nq * Dv));
     std::vector<float> hl(size_t(B * Hq * Nq));
     if (s)
       s = out.buffer.download(ho.data(), ho.size() * 2);
     if (s)
       s = lse.buffer.download(hl.data(), hl.size() * 4);
-    if (s && budget)
-      s = massT.buffer.download(hm.data(), hm.size() * 4);
     // The twin: the same step through its store (pools on the GPU).
     Device out2, lse2;
     std::vector<uint16_t> ho2(ho.size());
@@ -365,7 +401,11 @@ bool checkKernel(const std::string &ptxPath) {
           double refL = sc.empty() ? -INFINITY : m + std::log(sum);
           worstL = std::max(worstL, std::isinf(refL) ? (std::isinf(hl[orow]) ? 0.0 : 1.0)
                                                      : std::fabs(hl[orow] - refL));
-          if (budget && i >= Nq - massRows)
+          // The queries a head counts: snapkv heads the window (of the
+          // second launch where split), the others all of them.
+          const int64_t counted =
+              last && c.headPolicy(g).evict == "snapkv" ? last : c.scoringQueries(Nq);
+          if (budget && i >= Nq - counted)
             for (size_t j = 0; j < sc.size(); ++j)
               refMass[size_t(row * t->maxSlots + slotOf[idx[j]])] += std::exp(sc[j] - m) / sum;
         }
@@ -373,15 +413,24 @@ bool checkKernel(const std::string &ptxPath) {
     worstO = std::max(worstO, maxErr / std::max(maxRef, 1e-6));
     if (budget) {
       // Mass per slot: |GPU - float64| relative to the largest slot mass of
-      // its row (bf16 Q.K^T on the GPU vs float64 here).
+      // its row (bf16 Q.K^T on the GPU vs float64 here); a split step's
+      // h2o heads count both launches.
       for (int64_t r = 0; r < rows; ++r) {
+        const bool both = last && c.headPolicy(r % Hkv).evict != "snapkv";
         double top = 0, err = 0;
         for (int64_t sl = 0; sl < t->maxSlots; ++sl) {
           size_t at = size_t(r * t->maxSlots + sl);
           top = std::max(top, refMass[at]);
-          err = std::max(err, std::fabs(double(hm[at]) - refMass[at]));
+          double got = double(hm[at]) + (both ? double(hmLead[at]) : 0.0);
+          err = std::max(err, std::fabs(got - refMass[at]));
         }
         worstMass = std::max(worstMass, err / std::max(top, 1e-6));
+      }
+      if (Status us = last ? c.updateScores(seqs, hmLead, t->maxSlots, /*leadingQueries=*/true)
+                           : Status::ok();
+          !us) {
+        std::printf("FAIL %s: %s\n", ki.name.c_str(), us.message().c_str());
+        return false;
       }
       if (Status us = c.updateScores(seqs, hm, t->maxSlots); !us) {
         std::printf("FAIL %s: %s\n", ki.name.c_str(), us.message().c_str());
@@ -389,29 +438,31 @@ bool checkKernel(const std::string &ptxPath) {
       }
       // The twin's scores live on the GPU (H2O: its decode's mass kernel
       // added this step's there; SnapKV: its pool kernel pooled this step's
-      // mass table there; victims are chosen there): with this step's mass
-      // taken here too, they must be the host's, bit for bit.
-      if ((*store)->keepsScores())
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t g = 0; g < Hkv; ++g) {
-            std::vector<float> hs = c.scores(seqs[b], g), ds = dc.scores(dseqs[b], g);
-            bool same =
-                hs.size() == ds.size() && std::memcmp(hs.data(), ds.data(), hs.size() * 4) == 0;
-            if (!same && twinSame)
-              std::printf("  step %d sequence %lld head %lld: %zu scores here, %zu on the GPU\n",
-                          step, (long long)b, (long long)g, hs.size(), ds.size());
-            twinSame = twinSame && same;
-            ++scoresCompared;
-          }
+      // mass table there; victims are chosen there), or in its cache (from
+      // its downloaded mass tables): with this step's mass taken here too,
+      // they must be the host's, bit for bit.
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t g = 0; g < Hkv; ++g) {
+          std::vector<float> hs = c.scores(seqs[b], g), ds = dc.scores(dseqs[b], g);
+          bool same =
+              hs.size() == ds.size() && std::memcmp(hs.data(), ds.data(), hs.size() * 4) == 0;
+          if (!same && twinSame)
+            std::printf("  step %d sequence %lld head %lld: %zu scores here, %zu on the GPU\n",
+                        step, (long long)b, (long long)g, hs.size(), ds.size());
+          twinSame = twinSame && same;
+          ++scoresCompared;
+        }
     }
   }
   bool ok = worstO < 2e-2 && worstL < 1e-2 && twinSame;
   std::string extra =
       std::string(", GPU-resident twin ") + (twinSame ? "identical" : "DIFFERS") + " (" +
       std::to_string(rowsCompared) + " stored rows compared" +
-      (scoresCompared ? ", scores kept and victims chosen on the GPU, " +
-                            std::to_string(scoresCompared) + " heads' scores compared"
-                      : std::string()) +
+      (scoresCompared
+           ? std::string((*store)->keepsScores() ? ", scores kept and victims chosen on the GPU, "
+                                                 : ", ") +
+                 std::to_string(scoresCompared) + " heads' scores compared"
+           : std::string()) +
       ")";
   if (c.scoresSlots()) {
     // The budgets held: at most N + Nq slots per budget head after the
