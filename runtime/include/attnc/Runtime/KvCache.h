@@ -196,7 +196,7 @@ public:
   /// count different queries of a launch: all of them, and the last
   /// observationWindow. A kernel counts the last `massRows` of its rows
   /// for every head, so a launch of more queries than the window runs as
-  /// two (CpuKernel does it): the leading Nq - scoringSplit(Nq) queries,
+  /// two (CpuKernel and CudaKvStore do it): the leading Nq - scoringSplit(Nq) queries,
   /// whose mass only h2o heads take (updateScores' leadingQueries), and
   /// the last scoringSplit(Nq), which score every head. 0: one launch.
   int64_t scoringSplit(int64_t Nq) const;
