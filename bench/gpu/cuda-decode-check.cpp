@@ -121,10 +121,7 @@ bool checkKernel(const std::string &ptxPath) {
       o.headKinds.push_back(int32_t(h % int64_t(ki.cache->headPolicies.size())));
   // Budgets of both scores: a window of 4, so that the steps of 6 queries
   // run as two launches (KvCache::scoringSplit).
-  bool h2o = false, snapkv = false;
-  for (const CachePolicyInfo &hp : ki.cache->headPolicies)
-    (hp.evict == "snapkv" ? snapkv : h2o) |= hp.retention == "budget";
-  if (h2o && snapkv)
+  if (ki.cache->addsScores() && ki.cache->poolsScores())
     o.observationWindow = 4;
   auto cache = KvCache::create(o);
   if (!cache) {

@@ -12,7 +12,6 @@
 #include "Validate.h"
 
 #include <algorithm>
-#include <set>
 
 using namespace attnc::rt;
 
@@ -125,20 +124,9 @@ Expected<std::shared_ptr<CudaKvStore>> CudaKvStore::create(std::shared_ptr<const
   // Budget scores live here, by pool row: H2O's added by the mass kernel,
   // SnapKV's pooled from the launch's mass table by the pool kernel (over
   // the slots in position order, which the host's tables give). A policy
-  // with budgets of both kinds keeps them on the host (KvCache refuses a
-  // head table that uses both).
-  auto oneScore = [](const CachePolicyInfo &p) {
-    std::set<std::string> kinds;
-    auto add = [&](const CachePolicyInfo &h) {
-      if (h.retention == "budget")
-        kinds.insert(h.evict);
-    };
-    add(p);
-    for (const CachePolicyInfo &h : p.headPolicies)
-      add(h);
-    return kinds.size() == 1;
-  };
-  s->slotMetadata = ki.cache->scoresSlots() && oneScore(*ki.cache);
+  // with budgets of both kinds keeps them on the host (KvCache updates
+  // them from each launch's mass table).
+  s->slotMetadata = ki.cache->scoresSlots() && !(ki.cache->addsScores() && ki.cache->poolsScores());
   s->pooledScores = s->slotMetadata && ki.cache->poolsScores();
   if (s->slotMetadata) {
     b.slotShape = {numPages, P};
@@ -520,8 +508,8 @@ Status CudaKvStore::decodeQueries(KvCache &cache, const std::vector<int64_t> &se
   // H2O: the mass goes to the pool rows' scores here (a.cache has them).
   // SnapKV: to the mass table, which the pool kernel pools into them over
   // the slots in position order (uploaded first: it does not depend on the
-  // launch). A policy whose budgets score both ways (its head table using
-  // one kind) sends the table to the cache.
+  // launch). A policy with budgets of both kinds sends the table to the
+  // cache.
   const bool pool = budget && pooledScores;
   const bool massTable = budget && (!slotMetadata || pool);
   if (pool) {

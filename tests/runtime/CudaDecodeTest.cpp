@@ -500,7 +500,7 @@ TEST_F(CudaDecodeFake, H2oStoreKeepsScoresAndChoosesVictimsOnTheDevice) {
   // and an append past the budget asks attnc_dec_victims (a CTA of 128
   // per head) with (first page, slots, recent_from, keep, cursor). The
   // fake driver runs no kernel, so no victim comes back: the store says
-  // so and the append changes nothing. SnapKV keeps its scores on the host.
+  // so and the append changes nothing.
   auto k = budgetKernel("h2o paged 16 budget 0 0 bf16 none 0 256 h2o");
   ASSERT_TRUE(bool(k)) << k.message();
   auto store = CudaKvStore::create(*k, 80, 0);

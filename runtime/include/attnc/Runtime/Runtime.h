@@ -112,27 +112,25 @@ struct CachePolicyInfo {
         return false;
     return retention == "all";
   }
-  /// Whether this policy, or one a head may follow, keeps a budget: its
-  /// kernels then also produce the slots' attention mass (eviction scores).
-  bool scoresSlots() const {
-    if (retention == "budget")
+  /// Whether this policy, or one a head may follow, keeps a budget scored
+  /// by `evict` (empty: by anything).
+  bool keepsBudget(const std::string &by = "") const {
+    if (retention == "budget" && (by.empty() || evict == by))
       return true;
     for (const CachePolicyInfo &h : headPolicies)
-      if (h.scoresSlots())
+      if (h.keepsBudget(by))
         return true;
     return false;
   }
-  /// Whether a budget of this policy, or of one a head may follow, scores
-  /// by SnapKV (the window's mass max-pooled over neighbouring positions):
-  /// its CUDA kernels then also pool the mass into the slots' scores.
-  bool poolsScores() const {
-    if (retention == "budget" && evict == "snapkv")
-      return true;
-    for (const CachePolicyInfo &h : headPolicies)
-      if (h.poolsScores())
-        return true;
-    return false;
-  }
+  /// A budget: its kernels then also produce the slots' attention mass
+  /// (eviction scores).
+  bool scoresSlots() const { return keepsBudget(); }
+  /// A budget scored by H2O (each launch's mass added to the slots' scores).
+  bool addsScores() const { return keepsBudget("h2o"); }
+  /// A budget scored by SnapKV (the window's mass max-pooled over
+  /// neighbouring positions): its CUDA kernels then also pool the mass
+  /// into the slots' scores.
+  bool poolsScores() const { return keepsBudget("snapkv"); }
 };
 
 /// A decode twin of a CPU KV-cache kernel: its work item on tiles of tileQ
