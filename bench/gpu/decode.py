@@ -309,22 +309,29 @@ def decode_runs(kern, B, Hq, Hkv, L, P, positions_fn, gen, baselines=True, stora
     # Baselines over dense K/V of the retained length (they have no paging).
     k = torch.randn(B, Hkv, n, D, generator=gen).to("cuda", dtype)
     v = torch.randn(B, Hkv, n, Dv, generator=gen).to("cuda", dtype)
-    import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    for name, backend in [("sdpa_fa2", SDPBackend.FLASH_ATTENTION),
-                          ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)]:
-        f = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)  # noqa
-        try:
-            with sdpa_kernel(backend):
-                f()
-            runs[name] = (f, lambda backend=backend: sdpa_kernel(backend))
-        except Exception as e:  # a backend may refuse the shape
-            print("  %s: %s" % (name, str(e).splitlines()[0][:120]))
+    add_sdpa_runs(runs, q, k, v, None, ["FLASH_ATTENTION", "CUDNN_ATTENTION"])
     if flex is not None:
         runs["flex"] = lambda: flex(q, k, v, enable_gqa=True)  # noqa
         runs["flex"]()
     return runs, facts
+
+
+def add_sdpa_runs(runs, q, k, v, mask, backends):
+    """runs["sdpa_<backend>"]: SDPA over q, k, v (GQA) with `mask`, in each
+    of `backends` (SDPBackend names) that takes the call."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    short = {"FLASH_ATTENTION": "fa2", "CUDNN_ATTENTION": "cudnn", "EFFICIENT_ATTENTION": "eff"}
+    for b in backends:
+        backend = getattr(SDPBackend, b)
+        f = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask,  # noqa
+                                                   enable_gqa=True)
+        try:
+            with sdpa_kernel(backend):
+                f()
+            runs["sdpa_" + short[b]] = (f, lambda backend=backend: sdpa_kernel(backend))
+        except Exception as e:  # a backend may refuse the shape or the mask
+            print("  sdpa_%s: %s" % (short[b], str(e).splitlines()[0][:120]))
 
 
 # --graph: time replays of a CUDA graph of the calls instead of launches
@@ -408,6 +415,42 @@ def profile(kern, B, L, gen, label, iters=100, sequential=False, baselines=True)
             print("    %6.1f us x %.2f  %s" % (sum(t) / len(t), len(t) / iters, k[:90]))
 
 
+def chunk_bench(kern, B, L, Nq, gen, flex_on):
+    """A prefill chunk over the cache: the last Nq of L positions attend
+    causally to all L (attnc's kernel over a paged cache of L slots per
+    (b, g), q_pos = L - Nq), against SDPA and Flex over dense K/V with the
+    causal mask aligned to the bottom right. TFLOP/s count the work the
+    mask leaves: 4 D (Nq L - Nq (Nq - 1) / 2) per (b, query head)."""
+    from torch.nn.attention.bias import causal_lower_right
+    Hq, Hkv = 32, 8
+    runs, facts = decode_runs(kern, B, Hq, Hkv, L, 16, all_positions, gen, baselines=False,
+                              Nq=Nq, mass=True)
+    dtype, D = DT[kern.dtype], kern.head_dim
+    q = torch.randn(B, Hq, Nq, D, generator=gen).to("cuda", dtype)
+    k = torch.randn(B, Hkv, L, D, generator=gen).to("cuda", dtype)
+    v = torch.randn(B, Hkv, L, D, generator=gen).to("cuda", dtype)
+    add_sdpa_runs(runs, q, k, v, causal_lower_right(Nq, L),
+                  ["FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION"])
+    if flex_on:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        off = L - Nq
+        bm = create_block_mask(lambda b, h, qi, ki: ki <= qi + off, None, None, Nq, L)
+        fx = torch.compile(flex_attention, dynamic=False)
+        runs["flex"] = lambda: fx(q, k, v, block_mask=bm, enable_gqa=True)  # noqa
+    flops = 4.0 * B * Hq * D * (Nq * L - Nq * (Nq - 1) / 2)
+    row = {"B": B, "L": L, "Nq": Nq, "splits": facts["splits"]}
+    for name, f in runs.items():
+        f, ctx = f if isinstance(f, tuple) else (f, contextlib.nullcontext)
+        with ctx():
+            row[name] = median_ms(f)
+    names = [n for n in ["attnc", "sdpa_fa2", "sdpa_cudnn", "sdpa_eff", "flex"] if n in row]
+    print("| B | KV length | Nq | splits | " + " | ".join("%s ms (TFLOP/s)" % n for n in names)
+          + " |")
+    print("|---" * (4 + len(names)) + "|")
+    print("| %d | %d | %d | %d | " % (B, L, Nq, row["splits"]) + " | ".join(
+        "%.4f (%.0f)" % (row[n], flops / row[n] / 1e9) for n in names) + " |", flush=True)
+
+
 # The quantized kernels of bench/gpu/build-ptx.sh and their pools' storage
 # (kind, scale group; 0: per token).
 QUANTIZED = [("int8_kv_attention_bf16_d128_kv", ("i8", 0)),
@@ -455,6 +498,9 @@ def main():
     ap.add_argument("--bf16-only", action="store_true", help="--bench: the bf16 rows (and their "
                     "--compare-dir twins) without the quantized and sink + window rows, to spend "
                     "less device time")
+    ap.add_argument("--chunks", default="", help="--bench: only prefill chunks over the "
+                    "cache, B:L:Nq,... (e.g. 1:8192:2048), bf16 against SDPA / Flex with a "
+                    "bottom-right causal mask")
     ap.add_argument("--variants", default="", help="e.g. _k128,_st2: paged_attention_bf16_d128_kv"
                     "<variant>.ptx timed beside the default at every length")
     a = ap.parse_args()
@@ -534,6 +580,11 @@ def main():
         if not a.no_flex:
             from torch.nn.attention.flex_attention import flex_attention
             flex = torch.compile(flex_attention, dynamic=False)
+        for spec in [x for x in a.chunks.split(",") if x]:
+            B, L, Nq = (int(x) for x in spec.split(":"))
+            chunk_bench(causal_kern, B, L, Nq, gen, not a.no_flex)
+        if a.chunks:
+            return 1 if failures else 0
         stream = Kernel(os.path.join(d, "streaming_llm_bf16_d128_kv.ptx"))
         rows = []
         nqs = [int(x) for x in a.nq_sweep.split(",") if x]

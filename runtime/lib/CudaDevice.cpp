@@ -140,6 +140,45 @@ Status CudaBuffer::download(void *dst, size_t n, size_t offset) const {
   });
 }
 
+//===----------------------------------------------------------------------===//
+// CudaHostBuffer
+//===----------------------------------------------------------------------===//
+
+Expected<CudaHostBuffer> CudaHostBuffer::allocate(int device, size_t bytes) {
+  CudaHostBuffer b;
+  b.dev = device;
+  b.bytes = bytes;
+  void *ptr = nullptr;
+  if (Status s = inDevice(device,
+                          [&](const Driver &d) {
+                            return ATTNC_CU(d, cuMemAllocHost, &ptr, std::max<size_t>(bytes, 1));
+                          });
+      !s)
+    return s;
+  b.ptr = ptr;
+  return b;
+}
+
+CudaHostBuffer::CudaHostBuffer(CudaHostBuffer &&other) noexcept
+    : ptr(std::exchange(other.ptr, nullptr)), bytes(std::exchange(other.bytes, 0)), dev(other.dev) {
+}
+
+CudaHostBuffer &CudaHostBuffer::operator=(CudaHostBuffer &&other) noexcept {
+  if (this != &other) {
+    this->~CudaHostBuffer();
+    ptr = std::exchange(other.ptr, nullptr);
+    bytes = std::exchange(other.bytes, 0);
+    dev = other.dev;
+  }
+  return *this;
+}
+
+CudaHostBuffer::~CudaHostBuffer() {
+  if (ptr)
+    (void)inDevice(dev, [&](const Driver &d) { return ATTNC_CU(d, cuMemFreeHost, ptr); });
+  ptr = nullptr;
+}
+
 Status CudaBuffer::fill32(uint32_t word) {
   if (bytes % 4)
     return Status::error("cuda: fill32 of a buffer of " + std::to_string(bytes) + " bytes");

@@ -141,6 +141,8 @@ constexpr int64_t kDefaultDynamicSharedBytes = 48 * 1024;
     (unsigned, int *, void **, CUdeviceptr))                                                       \
   X(cuMemAlloc, "cuMemAlloc_v2", nullptr, (CUdeviceptr *, size_t))                                 \
   X(cuMemFree, "cuMemFree_v2", nullptr, (CUdeviceptr))                                             \
+  X(cuMemAllocHost, "cuMemAllocHost_v2", nullptr, (void **, size_t))                               \
+  X(cuMemFreeHost, "cuMemFreeHost", nullptr, (void *))                                             \
   X(cuMemcpyHtoD, "cuMemcpyHtoD_v2", nullptr, (CUdeviceptr, const void *, size_t))                 \
   X(cuMemcpyDtoH, "cuMemcpyDtoH_v2", nullptr, (void *, CUdeviceptr, size_t))                       \
   X(cuMemcpy2D, "cuMemcpy2D_v2", nullptr, (const CUDA_MEMCPY2D *))                                 \

@@ -48,8 +48,10 @@ struct CudaKvStore::Buffers {
   CudaBuffer slotScores, slotPositions;
   std::vector<int64_t> slotShape;
   DLTensor scoresView{}, positionsView{};
-  // chooseVictims' requests, victims and page lists.
+  // chooseVictims' requests, victims and page lists, and the page-locked
+  // memory the victims come down into.
   CudaBuffer victims;
+  CudaHostBuffer victimsHost;
   // Scratch reused across calls: row pairs, tables, workspace, mass, LSE.
   CudaBuffer rows, pages, positions, lengths, queryPositions, workspace, mass, lse;
   // SnapKV: each row's slots in position order (KvCache::slotsByPosition).
@@ -231,7 +233,8 @@ Status CudaKvStore::chooseVictims(const std::vector<VictimRequest> &requests,
   // buffer holds the requests (first page, slots, recent_from, keep,
   // cursor), then the page lists, then the victims. Only the requests and
   // pages go up (a prompt chunk's victims, 64 heads x 4096 slots, are 1 MB
-  // the kernel writes); what comes down is counted by the cursors first.
+  // the kernel writes); they come down into page-locked memory with the
+  // cursors that count them.
   const size_t count = requests.size();
   int64_t total = 0;
   size_t pages = 0;
@@ -239,7 +242,7 @@ Status CudaKvStore::chooseVictims(const std::vector<VictimRequest> &requests,
     total += r.drop, pages += r.pages.size();
   const size_t pagesAt = count * 5, victimsAt = pagesAt + pages;
   std::vector<int32_t> flat(pagesAt);
-  flat.reserve(victimsAt + size_t(total));
+  flat.reserve(victimsAt);
   int64_t cursor = 0;
   for (size_t i = 0; i < count; ++i) {
     const VictimRequest &r = requests[i];
@@ -267,15 +270,22 @@ Status CudaKvStore::chooseVictims(const std::vector<VictimRequest> &requests,
     return s;
   if (Status s = cudaSynchronize(dev); !s)
     return s;
-  flat.resize(victimsAt + size_t(total));
-  if (Status s = b.victims.download(flat.data(), flat.size() * 4); !s)
+  const size_t downBytes = (victimsAt + size_t(total)) * 4;
+  if (b.victimsHost.size() < downBytes) {
+    auto host = CudaHostBuffer::allocate(dev, downBytes);
+    if (!host)
+      return host.error();
+    b.victimsHost = std::move(*host);
+  }
+  if (Status s = b.victims.download(b.victimsHost.data(), downBytes); !s)
     return s;
   // Each head's victims, checked (as many as asked, distinct, in range)
   // and put in ascending order by marking its slots in a bit set and
   // reading the set bits back (a sort per head was the likely bulk of a
   // 4.7 ms call for 64 heads dropping 4096 slots each on the H100, session
   // 17; a byte per slot still took 0.75 ms of the 1.9, session 18).
-  const int32_t *cursors = flat.data(), *out = flat.data() + victimsAt;
+  const auto *cursors = static_cast<const int32_t *>(b.victimsHost.data()),
+             *out = cursors + victimsAt;
   std::vector<uint64_t> marked;
   int64_t at = 0;
   for (size_t i = 0; i < requests.size(); ++i) {

@@ -443,6 +443,7 @@ TEST(CudaNoDriver, ClearErrorsEverywhere) {
   expectError(deviceArch(0).error(), "cannot load the CUDA driver");
   expectError(cudaDeviceCount().error(), "cannot load the CUDA driver");
   expectError(CudaBuffer::allocate(0, 16).error(), "cannot load the CUDA driver");
+  expectError(CudaHostBuffer::allocate(0, 16).error(), "cannot load the CUDA driver");
   expectError(cudaSynchronize(0), "cannot load the CUDA driver");
   char err[32];
   EXPECT_EQ(attnc_cuda_available(err, sizeof(err)), 0);
@@ -744,6 +745,14 @@ TEST_F(CudaFake, BuffersAndTimers) {
   ASSERT_TRUE(b->download(words, 12));
   EXPECT_EQ(words[2], 0x01020304u);
   expectError(b->download(words, 8, 8), "download of 8 bytes at offset 8 outside a buffer of 12");
+  // Page-locked host memory takes downloads, and moves own it once.
+  auto pinned = CudaHostBuffer::allocate(0, 12);
+  ASSERT_TRUE(bool(pinned)) << pinned.message();
+  CudaHostBuffer moved = std::move(*pinned);
+  EXPECT_EQ(pinned->data(), nullptr);
+  ASSERT_EQ(moved.size(), 12u);
+  ASSERT_TRUE(b->download(moved.data(), 12));
+  EXPECT_EQ(static_cast<const uint32_t *>(moved.data())[1], 0x01020304u);
   auto odd = CudaBuffer::allocate(0, 6);
   ASSERT_TRUE(bool(odd));
   expectError(odd->fill32(0), "fill32 of a buffer of 6 bytes");

@@ -518,6 +518,27 @@ CUresult cuMemFree_v2(uintptr_t ptr) {
   std::free(reinterpret_cast<void *>(ptr));
   return SUCCESS;
 }
+// Page-locked host memory: host memory the pointer attributes call host.
+CUresult cuMemAllocHost_v2(void **ptr, size_t bytes) {
+  if (!current)
+    return INVALID_CONTEXT;
+  void *p = std::malloc(bytes);
+  if (!p)
+    return INVALID_VALUE;
+  std::lock_guard<std::mutex> lock(state().m);
+  state().allocations[uintptr_t(p)] = {bytes, current->device, true};
+  *ptr = p;
+  return SUCCESS;
+}
+CUresult cuMemFreeHost(void *ptr) {
+  std::lock_guard<std::mutex> lock(state().m);
+  auto it = state().allocations.find(uintptr_t(ptr));
+  if (it == state().allocations.end() || !it->second.host)
+    return INVALID_VALUE;
+  state().allocations.erase(it);
+  std::free(ptr);
+  return SUCCESS;
+}
 CUresult cuMemcpyHtoD_v2(uintptr_t dst, const void *src, size_t n) {
   std::lock_guard<std::mutex> lock(state().m);
   if (!current || !inside(dst, n))

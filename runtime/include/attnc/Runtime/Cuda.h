@@ -333,6 +333,29 @@ private:
   int dev = 0;
 };
 
+/// Page-locked host memory (cuMemAllocHost) in a device's primary context:
+/// copies between it and device memory go straight over the bus, where a
+/// copy into pageable memory is staged through the driver's own buffers (a
+/// 1 MB download took 0.29 ms that way on the H100). Move-only.
+class CudaHostBuffer {
+public:
+  static Expected<CudaHostBuffer> allocate(int device, size_t bytes);
+  CudaHostBuffer() = default;
+  CudaHostBuffer(CudaHostBuffer &&other) noexcept;
+  CudaHostBuffer &operator=(CudaHostBuffer &&other) noexcept;
+  CudaHostBuffer(const CudaHostBuffer &) = delete;
+  CudaHostBuffer &operator=(const CudaHostBuffer &) = delete;
+  ~CudaHostBuffer();
+
+  void *data() const { return ptr; }
+  size_t size() const { return bytes; }
+
+private:
+  void *ptr = nullptr;
+  size_t bytes = 0;
+  int dev = 0;
+};
+
 /// Waits for all work on `device` (its primary context) to finish.
 Status cudaSynchronize(int device);
 
