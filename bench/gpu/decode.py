@@ -415,16 +415,18 @@ def profile(kern, B, L, gen, label, iters=100, sequential=False, baselines=True)
             print("    %6.1f us x %.2f  %s" % (sum(t) / len(t), len(t) / iters, k[:90]))
 
 
-def chunk_bench(kern, B, L, Nq, gen, flex_on):
+def chunk_bench(kern, B, L, Nq, gen, flex_on, twins=()):
     """A prefill chunk over the cache: the last Nq of L positions attend
     causally to all L (attnc's kernel over a paged cache of L slots per
     (b, g), q_pos = L - Nq), against SDPA and Flex over dense K/V with the
     causal mask aligned to the bottom right. TFLOP/s count the work the
-    mask leaves: 4 D (Nq L - Nq (Nq - 1) / 2) per (b, query head)."""
+    mask leaves: 4 D (Nq L - Nq (Nq - 1) / 2) per (b, query head).
+    `twins`: (tag, kernel) of other builds timed over the same cache (e.g.
+    without the prefill-shaped entry: the decode kernel's packed rows)."""
     from torch.nn.attention.bias import causal_lower_right
     Hq, Hkv = 32, 8
     runs, facts = decode_runs(kern, B, Hq, Hkv, L, 16, all_positions, gen, baselines=False,
-                              Nq=Nq, mass=True)
+                              Nq=Nq, mass=True, twins=twins)
     dtype, D = DT[kern.dtype], kern.head_dim
     q = torch.randn(B, Hq, Nq, D, generator=gen).to("cuda", dtype)
     k = torch.randn(B, Hkv, L, D, generator=gen).to("cuda", dtype)
@@ -443,7 +445,8 @@ def chunk_bench(kern, B, L, Nq, gen, flex_on):
         f, ctx = f if isinstance(f, tuple) else (f, contextlib.nullcontext)
         with ctx():
             row[name] = median_ms(f)
-    names = [n for n in ["attnc", "sdpa_fa2", "sdpa_cudnn", "sdpa_eff", "flex"] if n in row]
+    names = [n for n in row if n.startswith("attnc")] + [
+        n for n in ["sdpa_fa2", "sdpa_cudnn", "sdpa_eff", "flex"] if n in row]
     print("| B | KV length | Nq | splits | " + " | ".join("%s ms (TFLOP/s)" % n for n in names)
           + " |")
     print("|---" * (4 + len(names)) + "|")
@@ -520,8 +523,13 @@ def main():
             (2, 16, 2, 3, [640, 300], 16, 0, "two row tiles (G*Nq=24)"),
             (2, 6, 2, 3, [0, 50], 16, 0, "empty sequence"),
             # A prefill chunk over the cache: 100 queries x G = 4 heads = 25
-            # row tiles, causal inside the chunk.
+            # row tiles, causal inside the chunk. Without kv_pos (the
+            # slot_positions pass) chunks of 64 or more queries run the
+            # prefill-shaped entry: one tile and a part, the chunk as the
+            # whole sequence, GQA 32/8 at lengths off the tiles.
             (2, 8, 2, 100, [700, 1500], 16, 0, "prefill chunk Nq=100"),
+            (2, 8, 2, 200, [200, 1000], 16, 0, "prefill chunk Nq=200, one whole sequence"),
+            (3, 32, 8, 64, [64, 500, 4097], 16, 0, "prefill chunk Nq=64 GQA 4"),
         ]
         # Random batches: lengths, Nq and splits from the seed.
         for i in range(2):
@@ -538,6 +546,9 @@ def main():
             k2 = Kernel(os.path.join(d, name + ".ptx"))
             failures += check(k2, {"cases": awkward[:3], "positions": all_positions,
                                    "mask": causal, "params": {}}, gen)
+            failures += check(k2, {"cases": [c for c in awkward if c[3] >= 64],
+                                   "positions": all_positions, "mask": causal, "params": {},
+                                   "slot_positions": True}, gen)
         stream = Kernel(os.path.join(d, "streaming_llm_bf16_d128_kv.ptx"))
         sw = lambda n: sink_window_positions(n, 4, 1020)  # noqa
         failures += check(stream, {"cases": [(2, 8, 2, 1, [3000, 100000], 16, 0, "sink+window"),
@@ -580,9 +591,12 @@ def main():
         if not a.no_flex:
             from torch.nn.attention.flex_attention import flex_attention
             flex = torch.compile(flex_attention, dynamic=False)
+        chunk_twins = [("[%s]" % os.path.basename(x.rstrip("/")),
+                        Kernel(os.path.join(x, "paged_attention_bf16_d128_kv.ptx")))
+                       for x in a.compare_dir.split(",") if x]
         for spec in [x for x in a.chunks.split(",") if x]:
             B, L, Nq = (int(x) for x in spec.split(":"))
-            chunk_bench(causal_kern, B, L, Nq, gen, not a.no_flex)
+            chunk_bench(causal_kern, B, L, Nq, gen, not a.no_flex, chunk_twins)
         if a.chunks:
             return 1 if failures else 0
         stream = Kernel(os.path.join(d, "streaming_llm_bf16_d128_kv.ptx"))

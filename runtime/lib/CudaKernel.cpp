@@ -54,6 +54,7 @@ struct CudaKernel::Impl {
     CUfunction pool = nullptr;                   // snapkv budgets: attnc_<K>_pool
     CUfunction append = nullptr, move = nullptr; // KV-cache kernels: cache updates
     std::vector<CUfunction> twins;               // decode twins, as info.decodeTwins
+    CUfunction prefill = nullptr;                // attnc_<K>_prefill (info.cachePrefill)
   };
   std::mutex mutex;
   std::vector<Loaded> loaded; // one per context the kernel ran in
@@ -130,6 +131,8 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
     l.twins.resize(info.decodeTwins.size());
     for (size_t i = 0; i < info.decodeTwins.size(); ++i)
       extra.emplace_back(&l.twins[i], "_q" + std::to_string(info.decodeTwins[i].blockQ));
+    if (info.cachePrefill.blockQ)
+      extra.emplace_back(&l.prefill, "_prefill");
     for (auto &[fn, suffix] : extra) {
       std::string name = info.entry + suffix;
       if (Status s = ATTNC_CU(d, cuModuleGetFunction, fn, l.module, name.c_str()); !s) {
@@ -139,7 +142,8 @@ Expected<CudaKernel::Impl::Loaded> CudaKernel::Impl::functions(const Driver &d, 
       }
     }
   }
-  std::vector<std::pair<CUfunction, int64_t>> sized = {{l.function, info.sharedBytes}};
+  std::vector<std::pair<CUfunction, int64_t>> sized = {{l.function, info.sharedBytes},
+                                                       {l.prefill, info.cachePrefill.sharedBytes}};
   for (size_t i = 0; i < l.twins.size(); ++i)
     sized.emplace_back(l.twins[i], info.decodeTwins[i].sharedBytes);
   for (auto [fn, bytes] : sized) {
@@ -701,6 +705,13 @@ static int decodeEntry(const CudaKernelInfo &ki, int64_t rows) {
   return int(ki.decodeTwins.size()) - 1;
 }
 
+/// Whether a launch of Nq queries over the cache without a positions table
+/// runs the kernel's prefill-shaped entry (which reads no positions: a
+/// table given may drop slots, which the decode kernel honours).
+static bool runsPrefill(const CudaKernelInfo &ki, int64_t Nq) {
+  return ki.cachePrefill.blockQ > 0 && Nq >= kCachePrefillMinQueries;
+}
+
 /// The launch shape of decode entry `entry` (decodeEntry).
 static DecodeTwin decodeLaunchShape(const CudaKernelInfo &ki, int entry) {
   if (entry < 0)
@@ -768,6 +779,7 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
   // also keep their scores there for the mass kernel, f32 [B * Hkv, G * Nq,
   // splits * split_slots] after the parts (MassKernel.h in the compiler),
   // so they need a workspace even with one split.
+  plan.prefill = runsPrefill(ki, Nq);
   const bool scores = ki.cache->scoresSlots();
   if (plan.splits > 1 || scores)
     plan.workspaceBytes = size_t(plan.splits) * size_t(B * Hq * Nq) *
@@ -966,6 +978,35 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
                     unsigned(B), unsigned(ki.threads), 1u, 1u, 0u, cuStream, massParams.data(),
                     nullptr);
   };
+  if (split->prefill && !pos) {
+    // attnc_<K>_prefill: the prefill kernel's ABI (CudaPipeline.h) over
+    // the pools, then the tables (CachePrefillKernel.h in the compiler).
+    for (uint64_t ptr : {address(p.q), address(*kPool), address(*vPool), address(p.o), lse})
+      push(ptr);
+    for (int64_t x : {B, p.Hq, Hkv, Nq, maxLength, int64_t(0)})
+      push(int32_t(x));
+    for (int i = 0; i < 3; ++i)
+      push(int64_t(p.q.strides[i]));
+    for (int64_t row : {ki.headDim, ki.headDimV})
+      for (int64_t x : {int64_t(0), int64_t(0), row})
+        push(x);
+    for (int i = 0; i < 3; ++i)
+      push(int64_t(p.o.strides[i]));
+    push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
+    push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
+    push(int32_t(p.hasLse ? 1 : 0));
+    for (uint64_t ptr : {address(*pages), address(*len), address(*qpos)})
+      push(ptr);
+    push(int32_t(maxPages));
+    push(int32_t(P));
+    abi.pushParams(p.params);
+    auto prefillParams = abi.pointers();
+    const EntryShape &shape = ki.cachePrefill;
+    return ATTNC_CU(drv, cuLaunchKernel, fns->prefill,
+                    unsigned((Nq + shape.blockQ - 1) / shape.blockQ), unsigned(p.Hq), unsigned(B),
+                    unsigned(shape.threads), 1u, 1u, unsigned(shape.sharedBytes), cuStream,
+                    prefillParams.data(), nullptr);
+  }
   pushDecodeAbi(false);
   // The decode entry the plan chose (a twin for many packed rows).
   const int entry = decodeEntry(ki, (p.Hq / Hkv) * Nq);

@@ -155,6 +155,14 @@ Status parseMetadata(const std::string &text, const std::string &magic, CudaKern
       info.decodeTwins.push_back(twin);
       continue;
     }
+    if (key == "cache_prefill") {
+      EntryShape &e = info.cachePrefill;
+      if (values.size() != 3 || !parseInt(values[0], e.blockQ) || !parseInt(values[1], e.threads) ||
+          !parseInt(values[2], e.sharedBytes) || e.blockQ < 1 || e.threads < 1 ||
+          e.threads > 1024 || e.sharedBytes < 0)
+        return bad("cache_prefill: expected BLOCK_Q THREADS SHARED_BYTES");
+      continue;
+    }
     if (key == "decode_tma") {
       int64_t rows = 0;
       if (values.size() != 1 || !parseInt(values[0], rows) || rows < 1 || rows > 256)

@@ -36,8 +36,9 @@ kv_cache pkv paged 16 all 0 0 bf16 none 0 0 none
 )";
 
 /// With `tensorMaps` the decode entries end with two 128-byte tensor maps
-/// (a kernel of metadata decode_tma).
-std::string decodePtx(bool withMass = false, bool tensorMaps = false) {
+/// (a kernel of metadata decode_tma); with `prefill` the module has the
+/// prefill-shaped entry (metadata cache_prefill).
+std::string decodePtx(bool withMass = false, bool tensorMaps = false, bool prefill = false) {
   std::string p = ".version 7.0\n.target sm_80\n.address_size 64\n.visible .entry attnc_dec(";
   auto params = [&](std::initializer_list<std::pair<const char *, int>> groups) {
     int i = 0;
@@ -58,6 +59,10 @@ std::string decodePtx(bool withMass = false, bool tensorMaps = false) {
   for (const char *twin : {"attnc_dec_q16", "attnc_dec_q32"})
     p += ".visible .entry " + std::string(twin) + "(" +
          params({{"u64", 7}, {"u32", 9}, {"u64", 8}, {"u64", 6}, {"u32", 1}}) + maps +
+         ")\n{\n  ret;\n}\n";
+  if (prefill)
+    p += ".visible .entry attnc_dec_prefill(" +
+         params({{"u64", 5}, {"u32", 6}, {"u64", 14}, {"u32", 1}, {"u64", 3}, {"u32", 2}}) +
          ")\n{\n  ret;\n}\n";
   if (withMass) {
     p += ".visible .entry attnc_dec_mass(" +
@@ -1080,6 +1085,69 @@ TEST_F(CudaDecodeFake, PackedRowsTakeTheSmallestTwinThatHoldsThem) {
               "decode_wide: twins must come in ascending BLOCK_Q");
   expectError(parseCudaKernelInfo(base + "decode_wide 16 128 0\n").error(),
               "decode_wide 16 takes no more rows than block_q 16");
+}
+
+TEST_F(CudaDecodeFake, PromptChunksTakeThePrefillEntry) {
+  // With `cache_prefill 64 128 4096`, launches of 64 or more queries
+  // without a positions table run attnc_dec_prefill: the prefill kernel's
+  // grid (query tiles, Hq, B) and ABI over the pools, then the page table,
+  // lengths, query positions, max_pages and P; no splits. Fewer queries,
+  // or a positions table (which may drop slots), keep the decode kernel.
+  std::string meta = kDecodeMeta;
+  meta += "decode_wide 32 256 4096\ncache_prefill 64 128 4096\n";
+  auto k = CudaKernel::load(decodePtx(false, false, true), meta);
+  ASSERT_TRUE(bool(k)) << k.message();
+  EXPECT_EQ((*k)->info().cachePrefill.blockQ, 64);
+  expectDecodeLaunches(**k, {{8, "attnc_dec_q32", 1, 32, 256, 4096},
+                             {63, "attnc_dec_q32", 8, 32, 256, 4096},
+                             {64, "attnc_dec_q32", 8, 32, 256, 4096},
+                             {100, "attnc_dec_q32", 13, 32, 256, 4096}});
+  auto plan = (*k)->decodePlan(2, 8, 2, 100, 300, 0);
+  ASSERT_TRUE(bool(plan)) << plan.message();
+  EXPECT_TRUE(plan->prefill);
+  EXPECT_FALSE((*k)->decodePlan(2, 8, 2, 63, 300, 0)->prefill);
+
+  DecodeProblem p(2, 8, 2, 100, 300);
+  auto a = p.args();
+  a.splits = 1;
+  a.cache.positions = nullptr;
+  ASSERT_TRUE((*k)->launch(a));
+  attnc_fake_launch l = fake.last();
+  EXPECT_STREQ(l.entry, "attnc_dec_prefill");
+  EXPECT_EQ(l.grid[0], 2u);
+  EXPECT_EQ(l.grid[1], 8u);
+  EXPECT_EQ(l.grid[2], 2u);
+  ASSERT_EQ(l.numParams, 31);
+  const uint64_t pointers[] = {p.q.address(), p.kPool.address(), p.vPool.address(), p.o.address(),
+                               p.lse.address()};
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(l.values[i], pointers[i]) << "pointer " << i;
+  // B, Hq, Hkv, Nq, Nk (max_length: the 19 pages' 304 slots; the kernel
+  // reads kv_len), q_offset (unused: q_pos).
+  const uint64_t sizes[] = {2, 8, 2, 100, 304, 0};
+  for (int i = 0; i < 6; ++i)
+    EXPECT_EQ(l.values[5 + i], sizes[i]) << "size " << i;
+  // Strides: Q (b, h, row), K and V (0, 0, D: the pools' rows), O, LSE.
+  const uint64_t strides[] = {8 * 100 * 8, 100 * 8, 8,           0,       0, 8,       0,
+                              0,           8,       8 * 100 * 8, 100 * 8, 8, 8 * 100, 100};
+  for (int i = 0; i < 14; ++i)
+    EXPECT_EQ(l.values[11 + i], strides[i]) << "stride " << i;
+  EXPECT_EQ(l.values[25], 1u) << "write_lse";
+  EXPECT_EQ(l.values[26], p.pages.address());
+  EXPECT_EQ(l.values[27], p.len.address());
+  EXPECT_EQ(l.values[28], p.qpos.address());
+  EXPECT_EQ(l.values[29], 19u) << "max_pages";
+  EXPECT_EQ(l.values[30], 16u) << "P";
+  for (int64_t Nq : {63, 64}) {
+    DecodeProblem few(1, 8, 2, Nq, 300);
+    auto fa = few.args();
+    fa.splits = 1;
+    fa.cache.positions = nullptr;
+    ASSERT_TRUE((*k)->launch(fa));
+    EXPECT_STREQ(fake.last().entry, Nq < 64 ? "attnc_dec_q32" : "attnc_dec_prefill");
+  }
+  expectError(parseCudaKernelInfo(meta + "cache_prefill 64 2048 0\n").error(),
+              "cache_prefill: expected BLOCK_Q THREADS SHARED_BYTES");
 }
 
 TEST_F(CudaDecodeFake, CApiPlansAndLaunches) {

@@ -99,6 +99,7 @@ bool attnc::driver::emitCuda(mlir::MLIRContext &ctx, const dsl::Program &prog,
   o.decodePdl = options.decodePdl;
   o.decodeL2Prefetch = options.decodeL2Prefetch;
   o.decodeTma = options.decodeTma;
+  o.cachePrefill = options.cachePrefill;
   if (o.dtype != "bf16" && o.dtype != "f16") {
     llvm::errs() << "attnc: error: --target=cuda takes --dtype=bf16 or f16, not " << o.dtype
                  << "\n";

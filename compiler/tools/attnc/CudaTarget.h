@@ -34,6 +34,7 @@ struct CudaEmitOptions {
   bool decodePdl = true;
   int64_t decodeL2Prefetch = 0;
   bool decodeTma = false;
+  bool cachePrefill = true;
   std::string outPath = "-";
 };
 

@@ -167,6 +167,13 @@ cl::opt<bool> cudaDecodeTma(
              "mbarrier per stage) instead of 16-byte cp.asyncs; the decode entries take tensor "
              "maps over the pools. Off: slower on an H200 (bench/NOTES.md session 15)"),
     cl::init(false), cl::sub(cl::SubCommand::getTopLevel()));
+cl::opt<bool> cudaCachePrefill(
+    "cuda-cache-prefill",
+    cl::desc("CUDA target, --kv-cache, bf16/f16 storage, every head retaining all: also emit the "
+             "prefill-shaped entry attnc_<K>_prefill (the prefill kernel reading K/V through the "
+             "page tables), which the runtime takes for prompt chunks; the metadata's "
+             "cache_prefill"),
+    cl::init(true), cl::sub(cl::SubCommand::getTopLevel()));
 cl::opt<int64_t> cudaDecodeL2Prefetch(
     "cuda-decode-l2-prefetch",
     cl::desc("CUDA target, --kv-cache: each K/V tile copy also prefetches to L2 the rows of the "
@@ -309,6 +316,7 @@ int main(int argc, char **argv) {
     o.decodePdl = cudaDecodePdl;
     o.decodeL2Prefetch = cudaDecodeL2Prefetch;
     o.decodeTma = cudaDecodeTma;
+    o.cachePrefill = cudaCachePrefill;
     o.outPath = outputFile;
     driver::CudaStage stage = emit == Emit::Gpu    ? driver::CudaStage::Gpu
                               : emit == Emit::NVVM ? driver::CudaStage::NVVM

@@ -30,7 +30,20 @@ struct NvvmKernelConfig {
   bool decodePdl = false;         // kv-cache (sm_90+): merge launched early, waits (griddepcontrol)
   int64_t decodeL2Prefetch = 0;   // kv-cache: K/V rows prefetched to L2 this many tiles further
   bool decodeTma = false;         // kv-cache (sm_90+): pages by bulk tensor copies where they fit
+  /// kv-cache: the tiles of the prefill-shaped entry `attnc_<K>_prefill`
+  /// (the prefill kernel reading K/V through the page tables, for launches
+  /// of many queries over caches whose slots follow positions); blockQ 0:
+  /// no such entry.
+  struct PrefillTiles {
+    int64_t blockQ = 0, blockK = 64, warpMTiles = 1, stages = 2;
+    bool wgmma = false;
+  } cachePrefill;
 };
+
+/// gpu.module attribute of KV-cache modules with a prefill-shaped entry
+/// `<entry>_prefill`: [block-q, threads, shared bytes] (the metadata's
+/// `cache_prefill` line).
+inline constexpr llvm::StringLiteral kCachePrefillAttr = "attn.cache_prefill";
 
 /// gpu.module attribute of KV-cache decode modules: their twins with more
 /// packed rows per CTA, entries `<entry>_q<rows>`, as [rows, threads,

@@ -187,7 +187,25 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            "7-11% faster, int8/bf16 0-2%). Kernels that cannot take it "
            "(head dims not multiples of 32, int4 without quant-direct-v) "
            "get 16-row tiles; twins of 16 and 32 rows serve "
-           "G x Nq above 8. Off, block-q 8 is an error">
+           "G x Nq above 8. Off, block-q 8 is an error">,
+    Option<"cachePrefillBlockQ", "cache-prefill-block-q", "int64_t",
+           /*default=*/"0",
+           "With kv-cache and bf16/f16 storage: also emit the prefill-shaped "
+           "entry `attnc_<K>_prefill`, the prefill kernel (grid (query "
+           "tiles, Hq, B)) reading K/V rows through the page tables, with "
+           "each sequence's length and first query position from the cache's "
+           "tables, for launches of many queries (prompt chunks) over "
+           "caches whose slots follow positions; this many query rows per "
+           "CTA (0: no such entry). Its tiles: the cache-prefill-* options">,
+    Option<"cachePrefillBlockK", "cache-prefill-block-k", "int64_t",
+           /*default=*/"64", "The prefill-shaped entry's keys per KV tile">,
+    Option<"cachePrefillWarpMTiles", "cache-prefill-warp-m-tiles", "int64_t",
+           /*default=*/"1", "The prefill-shaped entry's m16 row tiles per warp">,
+    Option<"cachePrefillStages", "cache-prefill-stages", "int64_t",
+           /*default=*/"2", "The prefill-shaped entry's K/V shared-memory buffers">,
+    Option<"cachePrefillMma", "cache-prefill-mma", "std::string",
+           /*default=*/"\"sync\"",
+           "The prefill-shaped entry's tensor-core instruction: sync or wgmma">
   ];
 }
 

@@ -84,6 +84,11 @@ struct CudaOptions {
   /// kv-cache on sm_90 or later: pages by bulk tensor copies where their
   /// rows fit (attn-to-nvvm's decode-tma; the metadata's decode_tma).
   bool decodeTma = false;
+  /// kv-cache with bf16/f16 storage and every head retaining all: also the
+  /// prefill-shaped entry `attnc_<K>_prefill` (attn-to-nvvm's
+  /// cache-prefill-*), with the tiles tileDefaults gives a prefill kernel
+  /// of these head dims on this arch (the metadata's cache_prefill).
+  bool cachePrefill = true;
   unsigned optLevel = 3;
 };
 

@@ -40,6 +40,7 @@
 
 #include "attnc/Conversion/AttnToNVVM.h"
 
+#include "CachePrefillKernel.h"
 #include "DecodeKernel.h"
 #include "NvvmBuilder.h"
 
@@ -73,8 +74,10 @@ namespace {
 
 using namespace mlir::attn::nvvm;
 
-/// Number of kernel ABI arguments before the runtime parameters.
-constexpr unsigned kNumFixedArgs = 5 + 6 + 14 + 1;
+/// Number of kernel ABI arguments before the runtime parameters, and the
+/// page-table arguments the prefill-shaped entry over a cache adds after
+/// them (CachePrefillKernel.h).
+constexpr unsigned kNumFixedArgs = 5 + 6 + 14 + 1, kNumPagedArgs = 3 + 2;
 
 class KernelLowering : public attn::nvvm::NvvmBuilder {
 public:
@@ -84,10 +87,22 @@ public:
     FailureOr<OpBuilder> mb = createModule(moduleBuilder);
     if (failed(mb))
       return failure();
-    return buildKernel(*mb);
+    return buildKernel(*mb, attn::cudaEntryName(kernel.getSymName()));
+  }
+
+  /// The prefill-shaped entry over a KV cache's pages (CachePrefillKernel.h)
+  /// into the cache's module at `mb`; `pageSize` 0: P at launch.
+  LogicalResult runPaged(OpBuilder &mb, int64_t pageSize) {
+    paged = true;
+    constPageSize = pageSize;
+    return buildKernel(mb, attn::cudaEntryName(kernel.getSymName()) + "_prefill");
   }
 
 private:
+  /// K/V rows through page tables (the cache prefill entry).
+  bool paged = false;
+  int64_t constPageSize = 0;
+
   // ---- the kernel -----------------------------------------------------------
 
   SmallVector<Type> argTypes() {
@@ -95,11 +110,15 @@ private:
     types.append(6, i32());
     types.append(14, i64());
     types.push_back(i32());
+    if (paged) {
+      types.append(3, ptrT());
+      types.append(2, i32());
+    }
     appendParamTypes(types);
     return types;
   }
 
-  LogicalResult buildKernel(OpBuilder &mb) {
+  LogicalResult buildKernel(OpBuilder &mb, const std::string &entry) {
     const int64_t D = cfg.headDim, Dv = cfg.headDimV, BQ = cfg.blockQ, BK = cfg.blockK;
     const int64_t warps = BQ / (16 * cfg.warpMTiles), threads = warps * kWarp;
     // Shared rows are padded by 16 bytes so the 8 row addresses of an
@@ -127,8 +146,7 @@ private:
       sharedBytes = countOff + 4;
     numThreads = threads;
 
-    auto [fn, b] =
-        createKernelFunc(mb, attn::cudaEntryName(kernel.getSymName()), argTypes(), threads);
+    auto [fn, b] = createKernelFunc(mb, entry, argTypes(), threads);
     Location l = loc();
     auto arg = [&](unsigned i) { return fn.getArgument(i); };
     Value gQ = toGlobal(b, arg(0)), gK = toGlobal(b, arg(1)), gV = toGlobal(b, arg(2)),
@@ -137,7 +155,7 @@ private:
     auto stride = [&](unsigned i) { return arg(11 + i); };
     Value writeLse = arg(25);
 
-    bindParams(b, fn, kNumFixedArgs);
+    bindParams(b, fn, kNumFixedArgs + (paged ? kNumPagedArgs : 0));
 
     // Work item: the q tile is reversed so that, for causal-like masks, the
     // tiles with the most keys start first (longest-first scheduling).
@@ -162,6 +180,20 @@ private:
     Value qBase = add(b, mul(b, b64, stride(0)), mul(b, h64, stride(1)));
     Value kBase = add(b, mul(b, b64, stride(3)), mul(b, kvh64, stride(4)));
     Value vBase = add(b, mul(b, b64, stride(6)), mul(b, kvh64, stride(7)));
+    // Over a cache's pages: K/V are the pools ([pages, P, D], rows found
+    // through table row b * Hkv + kvh of kv_pages), and the sequence's
+    // length and first query position come from kv_len and q_pos; slot j
+    // holds position j, so the mask sees slots as keys.
+    Value gPages, pageSize, pageRow;
+    if (paged) {
+      Value tableRow = add(b, mul(b, b64, ext64(b, Hkv)), kvh64);
+      gPages = toGlobal(b, arg(kNumFixedArgs));
+      Nk = load(b, i32(), toGlobal(b, arg(kNumFixedArgs + 1)), tableRow);
+      qOffset = load(b, i32(), toGlobal(b, arg(kNumFixedArgs + 2)), b64);
+      pageRow = mul(b, tableRow, ext64(b, arg(kNumFixedArgs + 3)));
+      pageSize = constPageSize ? ci32(b, constPageSize) : arg(kNumFixedArgs + 4);
+      kBase = vBase = ci64(b, 0);
+    }
     Value oBase = add(b, mul(b, b64, stride(9)), mul(b, h64, stride(10)));
     Value lBase = add(b, mul(b, b64, stride(12)), mul(b, h64, stride(13)));
 
@@ -177,9 +209,10 @@ private:
     // a valid row; rows at or past `limit` are zero-filled (src-size 0) and
     // read from row0's address. A chunk's (row, column) depends only on the
     // thread, so LLVM hoists it; per tile this costs one 64-bit multiply.
+    // Over a cache (`throughPages`), row r is slot row0 + r of the pages.
     auto copyTile = [&](OpBuilder &b, Value gBase, Value base, Value rowStrideG, Value row0,
-                        Value limit, int64_t rows, int64_t cols, int64_t sStride,
-                        Value sByteOffset) {
+                        Value limit, int64_t rows, int64_t cols, int64_t sStride, Value sByteOffset,
+                        bool throughPages = false) {
       int64_t chunksPerRow = cols / 8, chunks = rows * chunksPerRow;
       Value tileBase = add(b, base, mul(b, ext64(b, row0), rowStrideG));
       Value rowsLeft = arith::SubIOp::create(b, l, limit, row0);
@@ -190,7 +223,15 @@ private:
           Value col = mul(b, arith::RemUIOp::create(b, l, c, ci32(b, chunksPerRow)), ci32(b, 8));
           Value valid = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, r, rowsLeft);
           Value rowOff = select(b, valid, mul(b, ext64(b, r), rowStrideG), ci64(b, 0));
-          Value src = gep(b, gBase, add(b, add(b, tileBase, rowOff), ext64(b, col)), elemType);
+          Value rowAt = add(b, tileBase, rowOff);
+          if (throughPages) {
+            Value slot = add(b, row0, select(b, valid, r, ci32(b, 0)));
+            Value page = load(b, i32(), gPages, add(b, pageRow, ext64(b, divu(b, slot, pageSize))));
+            Value poolRow = add(b, mul(b, ext64(b, page), ext64(b, pageSize)),
+                                ext64(b, remu(b, slot, pageSize)));
+            rowAt = mul(b, poolRow, rowStrideG);
+          }
+          Value src = gep(b, gBase, add(b, rowAt, ext64(b, col)), elemType);
           Value sOff;
           if (cfg.wgmma) {
             Value ch = arith::RemUIOp::create(b, l, c, ci32(b, chunksPerRow));
@@ -258,8 +299,8 @@ private:
       Value stage = arith::RemUIOp::create(b, l, slot, ci32(b, stages));
       auto [kOff, vOff] = stageOffsets(b, stage);
       Value k0 = add(b, kLo, mul(b, t, ci32(b, BK)));
-      copyTile(b, gK, kBase, stride(5), k0, Nk, BK, D, kStride, kOff);
-      copyTile(b, gV, vBase, stride(8), k0, Nk, BK, Dv, vStride, vOff);
+      copyTile(b, gK, kBase, stride(5), k0, Nk, BK, D, kStride, kOff, paged);
+      copyTile(b, gV, vBase, stride(8), k0, Nk, BK, Dv, vStride, vOff, paged);
     };
 
     const bool maskAlwaysTrue = attn::maskIsAlwaysTrue(attention);
@@ -1004,6 +1045,60 @@ private:
   }
 };
 
+} // namespace
+
+attn::NvvmKernelConfig mlir::attn::nvvm::cachePrefillConfig(const attn::NvvmKernelConfig &cfg) {
+  attn::NvvmKernelConfig p;
+  p.headDim = cfg.headDim;
+  p.headDimV = cfg.headDimV;
+  p.blockQ = cfg.cachePrefill.blockQ;
+  p.blockK = cfg.cachePrefill.blockK;
+  p.warpMTiles = cfg.cachePrefill.warpMTiles;
+  p.stages = cfg.cachePrefill.stages;
+  p.wgmma = cfg.cachePrefill.wgmma;
+  return p;
+}
+
+FailureOr<std::array<int64_t, 3>>
+mlir::attn::nvvm::buildCachePrefillKernel(attn::KernelOp kernel, const attn::NvvmKernelConfig &cfg,
+                                          Type elemType, int64_t pageSize, OpBuilder &mb) {
+  KernelLowering lowering(kernel, cachePrefillConfig(cfg), elemType);
+  if (failed(lowering.runPaged(mb, pageSize)))
+    return failure();
+  return std::array<int64_t, 3>{cfg.cachePrefill.blockQ, lowering.numThreads, lowering.sharedBytes};
+}
+
+namespace {
+
+/// Why `cfg`'s tiles cannot be built (empty: they can).
+std::string tileConfigError(const attn::NvvmKernelConfig &cfg) {
+  // Measured on the H100: with two warpgroups, Q from registers gave wrong
+  // results (not yet understood; bench/NOTES.md), with one it is correct.
+  if (cfg.wgmmaQInRegs && (!cfg.wgmma || cfg.blockQ != 64))
+    return "wgmma-q-in-registers needs mma=wgmma and block-q=64";
+  if (cfg.wgmma && (cfg.warpMTiles != 1 || cfg.blockQ % 64 || cfg.headDim % 64 ||
+                    cfg.headDimV % 64 || cfg.headDimV > 256 || cfg.blockK > 256))
+    return "mma=wgmma needs warp-m-tiles=1, block-q a multiple of 64, head dims multiples of 64 "
+           "(Dv at most 256) and block-k at most 256";
+  if (cfg.headDim <= 0 || cfg.headDim % 16 || cfg.headDimV % 16)
+    return "head dims must be positive multiples of 16, got " + std::to_string(cfg.headDim) +
+           " and " + std::to_string(cfg.headDimV);
+  if (cfg.stages < 2 || cfg.stages > 4)
+    return "stages must be 2 to 4";
+  if (cfg.warpMTiles < 1 || cfg.warpMTiles > 4)
+    return "warp-m-tiles must be 1 to 4";
+  // An 8-row tile is the transposed decode's MMA N; the 16-row step
+  // cannot take it.
+  if (cfg.kvCache && cfg.blockQ == 8 && !cfg.decodeTransposed)
+    return "kv-cache: block-q 8 needs decode-transposed";
+  bool transposedTile = cfg.kvCache && cfg.decodeTransposed;
+  if (cfg.blockQ <= 0 || (!transposedTile && cfg.blockQ % (16 * cfg.warpMTiles)) ||
+      cfg.blockQ / (16 * cfg.warpMTiles) > 16 || cfg.blockK <= 0 || cfg.blockK % 16)
+    return "block-q must be a multiple of 16 * warp-m-tiles (at most 16 warps) and block-k a "
+           "positive multiple of 16";
+  return "";
+}
+
 struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
   using AttnToNVVMBase::AttnToNVVMBase;
 
@@ -1060,46 +1155,31 @@ struct AttnToNVVMPass : public attn::impl::AttnToNVVMBase<AttnToNVVMPass> {
     // The transposed step is the decode of 8-row tiles; other tiles ignore
     // the option (on by default).
     cfg.decodeTransposed = decodeTransposed && cfg.kvCache && cfg.blockQ == 8;
+    if (cachePrefillBlockQ) {
+      attn::NvvmKernelConfig::PrefillTiles &pt = cfg.cachePrefill;
+      pt.blockQ = cachePrefillBlockQ;
+      pt.blockK = cachePrefillBlockK;
+      pt.warpMTiles = cachePrefillWarpMTiles;
+      pt.stages = cachePrefillStages;
+      pt.wgmma = cachePrefillMma == "wgmma";
+      if (!cfg.kvCache || (cachePrefillMma != "sync" && cachePrefillMma != "wgmma")) {
+        module.emitError("attn-to-nvvm: cache-prefill-block-q needs kv-cache, and "
+                         "cache-prefill-mma must be sync or wgmma");
+        return signalPassFailure();
+      }
+      // The prefill kernel's own limits, checked on its configuration.
+      attn::NvvmKernelConfig prefill = attn::nvvm::cachePrefillConfig(cfg);
+      if (std::string why = tileConfigError(prefill); !why.empty()) {
+        module.emitError("attn-to-nvvm: cache-prefill: ") << why;
+        return signalPassFailure();
+      }
+    }
     if (cfg.classChunk < 1 || cfg.classChunk > 16384) {
       module.emitError("attn-to-nvvm: class-chunk must be 1 to 16384");
       return signalPassFailure();
     }
-    // Measured on the H100: with two warpgroups, Q from registers gave wrong
-    // results (not yet understood; bench/NOTES.md), with one it is correct.
-    if (cfg.wgmmaQInRegs && (!cfg.wgmma || cfg.blockQ != 64)) {
-      module.emitError("attn-to-nvvm: wgmma-q-in-registers needs mma=wgmma and block-q=64");
-      return signalPassFailure();
-    }
-    if (cfg.wgmma && (cfg.warpMTiles != 1 || cfg.blockQ % 64 || cfg.headDim % 64 ||
-                      cfg.headDimV % 64 || cfg.headDimV > 256 || cfg.blockK > 256)) {
-      module.emitError("attn-to-nvvm: mma=wgmma needs warp-m-tiles=1, block-q a multiple of 64, "
-                       "head dims multiples of 64 (Dv at most 256) and block-k at most 256");
-      return signalPassFailure();
-    }
-    if (cfg.headDim <= 0 || cfg.headDim % 16 || cfg.headDimV % 16) {
-      module.emitError("attn-to-nvvm: head dims must be positive multiples of 16, got ")
-          << cfg.headDim << " and " << cfg.headDimV;
-      return signalPassFailure();
-    }
-    if (cfg.stages < 2 || cfg.stages > 4) {
-      module.emitError("attn-to-nvvm: stages must be 2 to 4");
-      return signalPassFailure();
-    }
-    if (cfg.warpMTiles < 1 || cfg.warpMTiles > 4) {
-      module.emitError("attn-to-nvvm: warp-m-tiles must be 1 to 4");
-      return signalPassFailure();
-    }
-    // An 8-row tile is the transposed decode's MMA N; the 16-row step
-    // cannot take it.
-    if (cfg.kvCache && cfg.blockQ == 8 && !cfg.decodeTransposed) {
-      module.emitError("attn-to-nvvm: kv-cache: block-q 8 needs decode-transposed");
-      return signalPassFailure();
-    }
-    bool transposedTile = cfg.kvCache && cfg.decodeTransposed;
-    if (cfg.blockQ <= 0 || (!transposedTile && cfg.blockQ % (16 * cfg.warpMTiles)) ||
-        cfg.blockQ / (16 * cfg.warpMTiles) > 16 || cfg.blockK <= 0 || cfg.blockK % 16) {
-      module.emitError("attn-to-nvvm: block-q must be a multiple of 16 * warp-m-tiles (at most "
-                       "16 warps) and block-k a positive multiple of 16");
+    if (std::string why = tileConfigError(cfg); !why.empty()) {
+      module.emitError("attn-to-nvvm: ") << why;
       return signalPassFailure();
     }
     module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), UnitAttr::get(ctx));

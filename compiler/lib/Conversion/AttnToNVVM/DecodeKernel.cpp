@@ -33,6 +33,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "DecodeKernel.h"
+#include "CachePrefillKernel.h"
 #include "CacheUpdateKernels.h"
 #include "MassKernel.h"
 #include "MergeKernel.h"
@@ -110,11 +111,27 @@ public:
     }
     if (!twins.empty())
       mb->getBlock()->getParentOp()->setAttr(attn::kDecodeTwinsAttr, ArrayAttr::get(ctx, twins));
+    // Prompt chunks: the prefill kernel over the pages, for caches whose
+    // slots follow positions (every head retains all) in bf16 / f16.
+    if (cfg.cachePrefill.blockQ && !storage.quantized && retainsAll()) {
+      auto shape = buildCachePrefillKernel(kernel, cfg, elemType, storage.pageSize, *mb);
+      if (failed(shape))
+        return failure();
+      mb->getBlock()->getParentOp()->setAttr(attn::kCachePrefillAttr,
+                                             DenseI64ArrayAttr::get(ctx, *shape));
+    }
     return success();
   }
 
 private:
   attn::CacheStorage storage;
+
+  /// Whether every policy a KV head may follow keeps all positions.
+  bool retainsAll() const {
+    return llvm::all_of(storage.policies, [](attn::CachePolicyOp p) {
+      return p.getRetention().getKind() == attn::RetentionKind::All;
+    });
+  }
 
   /// Bytes of a stored K (or V) row of head dim `d`: bf16 / f16 values,
   /// or the raw bytes of a quantized row (int4: two values a byte).

@@ -69,12 +69,14 @@ protected:
     auto gpuModule =
         gpu::GPUModuleOp::create(moduleBuilder, loc(), attn::cudaEntryName(kernel.getSymName()));
     OpBuilder mb = OpBuilder::atBlockBegin(gpuModule.getBody());
-    // Dynamic shared memory: one extern array, carved up by offsets
-    // (wgmma's swizzle atoms and the copy engine's 128-byte swizzled boxes
-    // need 1024-byte alignment).
+    // Dynamic shared memory: one extern array for every entry of the
+    // module, carved up by offsets (wgmma's swizzle atoms and the copy
+    // engine's 128-byte swizzled boxes need 1024-byte alignment).
+    const bool swizzled =
+        cfg.wgmma || cfg.decodeTma || (cfg.cachePrefill.blockQ && cfg.cachePrefill.wgmma);
     LLVM::GlobalOp::create(mb, loc(), LLVM::LLVMArrayType::get(mb.getI8Type(), 0),
                            /*isConstant=*/false, LLVM::Linkage::External, "attnc_smem", Attribute(),
-                           /*alignment=*/cfg.wgmma || cfg.decodeTma ? 1024 : 16,
+                           /*alignment=*/swizzled ? 1024 : 16,
                            /*addrSpace=*/3);
     return mb;
   }

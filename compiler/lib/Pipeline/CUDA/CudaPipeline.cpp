@@ -149,6 +149,19 @@ LogicalResult attnc::pipeline::lowerToGpu(ModuleOp module, const CudaOptions &gi
   o.decodePdl = options.decodePdl && isSm90OrLater(options.arch);
   o.decodeL2Prefetch = options.decodeL2Prefetch;
   o.decodeTma = options.decodeTma && isSm90OrLater(options.arch);
+  if (options.kvCache && options.cachePrefill) {
+    // The prefill kernel's measured tiles for these head dims and arch.
+    CudaOptions prefill;
+    prefill.headDim = options.headDim;
+    prefill.headDimV = options.headDimV;
+    prefill.arch = options.arch;
+    prefill = tileDefaults(prefill);
+    o.cachePrefillBlockQ = prefill.blockQ;
+    o.cachePrefillBlockK = prefill.blockK;
+    o.cachePrefillWarpMTiles = prefill.warpMTiles;
+    o.cachePrefillStages = prefill.stages;
+    o.cachePrefillMma = prefill.mma;
+  }
   pm.addPass(attn::createAttnToNVVM(o));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
@@ -239,6 +252,7 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
       twins.emplace_back(cast<DenseI64ArrayAttr>(twin).asArrayRef());
   const bool mergeWaits = gm->hasAttr(attn::kMergeWaitsAttr);
   const int64_t tmaBoxRows = attrInt(attn::kDecodeTmaAttr);
+  auto cachePrefill = gm->getAttrOfType<DenseI64ArrayAttr>(attn::kCachePrefillAttr);
   if (failed(lowerToNVVM(module, options)))
     return makeError("lowering to NVVM failed");
 
@@ -280,6 +294,9 @@ llvm::Expected<CudaArtifact> attnc::pipeline::compileCudaArtifact(ModuleOp modul
     os << "merge_pdl 1\n";
   if (tmaBoxRows) // decode: tensor maps over the pools (boxes of ROWS x a line)
     os << "decode_tma " << tmaBoxRows << "\n";
+  if (cachePrefill) // entry _prefill: prompt chunks (BLOCK_Q THREADS SHARED_BYTES)
+    os << "cache_prefill " << cachePrefill[0] << " " << cachePrefill[1] << " " << cachePrefill[2]
+       << "\n";
   os << params;
   return art;
 }

@@ -27,11 +27,14 @@
 
 namespace attnc::rt {
 
-/// A KV-cache decode kernel's twin entry `<entry>_q<blockQ>`: the same
-/// decode on more packed rows per CTA.
-struct DecodeTwin {
+/// The launch shape of one of a kernel's entries: rows per CTA, threads
+/// per CTA, dynamic shared memory.
+struct EntryShape {
   int64_t blockQ = 0, threads = 0, sharedBytes = 0;
 };
+/// A KV-cache decode kernel's twin entry `<entry>_q<blockQ>`: the same
+/// decode on more packed rows per CTA.
+using DecodeTwin = EntryShape;
 
 /// The specialization and launch configuration of a CUDA kernel.
 struct CudaKernelInfo : KernelInfo {
@@ -59,9 +62,16 @@ struct CudaKernelInfo : KernelInfo {
   /// matrices (values, or a quantized row's bytes), which the launch
   /// encodes (metadata `decode_tma ROWS`).
   int64_t tmaBoxRows = 0;
-  /// Dynamic shared memory of the largest entry (the decode and its twins).
+  /// KV-cache kernels with bf16/f16 storage whose heads all retain all:
+  /// the prefill-shaped entry `<entry>_prefill` (grid (ceil(Nq / blockQ),
+  /// Hq, B)), which launches of prefillMinQueries or more queries take
+  /// (metadata `cache_prefill BLOCK_Q THREADS SHARED_BYTES`); blockQ 0:
+  /// none.
+  EntryShape cachePrefill;
+  /// Dynamic shared memory of the largest entry (the decode, its twins and
+  /// the prefill-shaped entry).
   int64_t maxSharedBytes() const {
-    int64_t most = sharedBytes;
+    int64_t most = std::max(sharedBytes, cachePrefill.sharedBytes);
     for (const DecodeTwin &t : decodeTwins)
       most = std::max(most, t.sharedBytes);
     return most;
@@ -143,8 +153,18 @@ struct CudaCacheLaunchArgs {
   int64_t massRows = 0;
 };
 
+/// Launches of at least this many queries over a cache run a kernel's
+/// prefill-shaped entry where it has one (CudaKernelInfo::cachePrefill):
+/// below, the decode kernel's packed rows (the G query heads of a KV head
+/// together) read K/V fewer times than tiles of one query head do.
+constexpr int64_t kCachePrefillMinQueries = 64;
+
 /// How a decode launch splits the keys (flash-decoding).
 struct DecodePlan {
+  /// A launch without a positions table runs the prefill-shaped entry
+  /// instead (no splits: the workspace goes unused); one with a table the
+  /// decode kernel this plan describes.
+  bool prefill = false;
   int64_t blockQ = 0;     // packed rows per CTA of the decode kernel chosen
   int64_t splits = 1;     // CTAs per (sequence, KV head, row tile)
   int64_t splitSlots = 0; // slots per split (a multiple of the KV tile)
@@ -174,7 +194,10 @@ public:
 
   /// Decode over a device KV cache: checks the kernel's policy, the
   /// tensors and tables, then enqueues the decode kernel and, with more
-  /// than one split, the merge kernel on `stream`.
+  /// than one split, the merge kernel on `stream`. Launches of
+  /// kCachePrefillMinQueries or more queries (prompt chunks) without a
+  /// positions table (slot j holds position j) take the kernel's
+  /// prefill-shaped entry where it has one.
   Status launch(const CudaCacheLaunchArgs &args, void *stream = nullptr) const;
 
   /// The decode kernel (rows per CTA: the smallest of blockQ and the
