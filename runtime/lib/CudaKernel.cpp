@@ -707,9 +707,22 @@ static int decodeEntry(const CudaKernelInfo &ki, int64_t rows) {
 
 /// Whether a launch of Nq queries over the cache without a positions table
 /// runs the kernel's prefill-shaped entry (which reads no positions: a
-/// table given may drop slots, which the decode kernel honours).
-static bool runsPrefill(const CudaKernelInfo &ki, int64_t Nq) {
-  return ki.cachePrefill.blockQ > 0 && Nq >= kCachePrefillMinQueries;
+/// table given may drop slots, which the decode kernel honours): enough
+/// queries, and query tiles enough to give half the SMs a CTA. The entry
+/// does not split the keys, but a CTA of it runs at about twice the decode
+/// kernel's rate (H100, session 19, B = 1, 32 query heads over 8192 keys:
+/// 128 queries, 32 CTAs, 0.196 ms against the decode kernel's 0.116; 512
+/// queries 0.385 ms on the decode kernel, 1024 queries, 256 CTAs, 0.369 on
+/// the entry).
+static Expected<bool> runsPrefill(const Driver &d, const CudaKernelInfo &ki, int64_t B, int64_t Hq,
+                                  int64_t Nq, int device) {
+  const int64_t rows = ki.cachePrefill.blockQ;
+  if (!rows || Nq < kCachePrefillMinQueries)
+    return false;
+  auto sms = deviceAttribute(d, device, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+  if (!sms)
+    return sms.error();
+  return 2 * ((Nq + rows - 1) / rows * Hq * B) >= *sms;
 }
 
 /// The launch shape of decode entry `entry` (decodeEntry).
@@ -779,7 +792,13 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
   // also keep their scores there for the mass kernel, f32 [B * Hkv, G * Nq,
   // splits * split_slots] after the parts (MassKernel.h in the compiler),
   // so they need a workspace even with one split.
-  plan.prefill = runsPrefill(ki, Nq);
+  auto d = driver();
+  if (!d)
+    return d.error();
+  auto prefill = runsPrefill(**d, ki, B, Hq, Nq, device);
+  if (!prefill)
+    return prefill.error();
+  plan.prefill = *prefill;
   const bool scores = ki.cache->scoresSlots();
   if (plan.splits > 1 || scores)
     plan.workspaceBytes = size_t(plan.splits) * size_t(B * Hq * Nq) *
@@ -978,7 +997,7 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
                     unsigned(B), unsigned(ki.threads), 1u, 1u, 0u, cuStream, massParams.data(),
                     nullptr);
   };
-  if (split->prefill && !pos) {
+  if (split->prefill && !pos) { // the plan's runsPrefill
     // attnc_<K>_prefill: the prefill kernel's ABI (CudaPipeline.h) over
     // the pools, then the tables (CachePrefillKernel.h in the compiler).
     for (uint64_t ptr : {address(p.q), address(*kPool), address(*vPool), address(p.o), lse})

@@ -1089,63 +1089,61 @@ TEST_F(CudaDecodeFake, PackedRowsTakeTheSmallestTwinThatHoldsThem) {
 
 TEST_F(CudaDecodeFake, PromptChunksTakeThePrefillEntry) {
   // With `cache_prefill 64 128 4096`, launches of 64 or more queries
-  // without a positions table run attnc_dec_prefill: the prefill kernel's
-  // grid (query tiles, Hq, B) and ABI over the pools, then the page table,
-  // lengths, query positions, max_pages and P; no splits. Fewer queries,
+  // without a positions table whose query tiles give half the (fake) 132
+  // SMs a CTA run attnc_dec_prefill: the prefill kernel's grid (query
+  // tiles, Hq, B) and ABI over the pools, then the page table, lengths,
+  // query positions, max_pages and P; no splits. Fewer queries or CTAs,
   // or a positions table (which may drop slots), keep the decode kernel.
   std::string meta = kDecodeMeta;
   meta += "decode_wide 32 256 4096\ncache_prefill 64 128 4096\n";
   auto k = CudaKernel::load(decodePtx(false, false, true), meta);
   ASSERT_TRUE(bool(k)) << k.message();
   EXPECT_EQ((*k)->info().cachePrefill.blockQ, 64);
-  expectDecodeLaunches(**k, {{8, "attnc_dec_q32", 1, 32, 256, 4096},
-                             {63, "attnc_dec_q32", 8, 32, 256, 4096},
-                             {64, "attnc_dec_q32", 8, 32, 256, 4096},
-                             {100, "attnc_dec_q32", 13, 32, 256, 4096}});
-  auto plan = (*k)->decodePlan(2, 8, 2, 100, 300, 0);
+  // G = 4, Hq = 8, one sequence: 8 query heads x 2 tiles = 16 CTAs.
+  expectDecodeLaunches(
+      **k, {{63, "attnc_dec_q32", 8, 32, 256, 4096}, {100, "attnc_dec_q32", 13, 32, 256, 4096}});
+  auto plan = (*k)->decodePlan(2, 32, 8, 300, 400, 0);
   ASSERT_TRUE(bool(plan)) << plan.message();
-  EXPECT_TRUE(plan->prefill);
-  EXPECT_FALSE((*k)->decodePlan(2, 8, 2, 63, 300, 0)->prefill);
+  EXPECT_TRUE(plan->prefill) << "5 tiles x 32 heads x 2 sequences";
+  EXPECT_FALSE((*k)->decodePlan(2, 32, 8, 63, 400, 0)->prefill) << "too few queries";
+  EXPECT_FALSE((*k)->decodePlan(1, 32, 8, 128, 400, 0)->prefill) << "64 CTAs";
+  EXPECT_TRUE((*k)->decodePlan(1, 32, 8, 129, 400, 0)->prefill) << "96 CTAs";
 
-  DecodeProblem p(2, 8, 2, 100, 300);
+  DecodeProblem p(2, 32, 8, 300, 400);
   auto a = p.args();
   a.splits = 1;
+  ASSERT_TRUE((*k)->launch(a));
+  EXPECT_STREQ(fake.last().entry, "attnc_dec_q32") << "a positions table keeps the decode";
   a.cache.positions = nullptr;
   ASSERT_TRUE((*k)->launch(a));
   attnc_fake_launch l = fake.last();
   EXPECT_STREQ(l.entry, "attnc_dec_prefill");
-  EXPECT_EQ(l.grid[0], 2u);
-  EXPECT_EQ(l.grid[1], 8u);
+  EXPECT_EQ(l.grid[0], 5u);
+  EXPECT_EQ(l.grid[1], 32u);
   EXPECT_EQ(l.grid[2], 2u);
+  EXPECT_EQ(l.block[0], 128u);
+  EXPECT_EQ(l.sharedBytes, 4096u);
   ASSERT_EQ(l.numParams, 31);
   const uint64_t pointers[] = {p.q.address(), p.kPool.address(), p.vPool.address(), p.o.address(),
                                p.lse.address()};
   for (int i = 0; i < 5; ++i)
     EXPECT_EQ(l.values[i], pointers[i]) << "pointer " << i;
-  // B, Hq, Hkv, Nq, Nk (max_length: the 19 pages' 304 slots; the kernel
+  // B, Hq, Hkv, Nq, Nk (max_length: the 25 pages' 400 slots; the kernel
   // reads kv_len), q_offset (unused: q_pos).
-  const uint64_t sizes[] = {2, 8, 2, 100, 304, 0};
+  const uint64_t sizes[] = {2, 32, 8, 300, 400, 0};
   for (int i = 0; i < 6; ++i)
     EXPECT_EQ(l.values[5 + i], sizes[i]) << "size " << i;
   // Strides: Q (b, h, row), K and V (0, 0, D: the pools' rows), O, LSE.
-  const uint64_t strides[] = {8 * 100 * 8, 100 * 8, 8,           0,       0, 8,       0,
-                              0,           8,       8 * 100 * 8, 100 * 8, 8, 8 * 100, 100};
+  const uint64_t strides[] = {32 * 300 * 8, 300 * 8, 8, 0,        0,  8, 0, 0, 8,
+                              32 * 300 * 8, 300 * 8, 8, 32 * 300, 300};
   for (int i = 0; i < 14; ++i)
     EXPECT_EQ(l.values[11 + i], strides[i]) << "stride " << i;
   EXPECT_EQ(l.values[25], 1u) << "write_lse";
   EXPECT_EQ(l.values[26], p.pages.address());
   EXPECT_EQ(l.values[27], p.len.address());
   EXPECT_EQ(l.values[28], p.qpos.address());
-  EXPECT_EQ(l.values[29], 19u) << "max_pages";
+  EXPECT_EQ(l.values[29], 25u) << "max_pages";
   EXPECT_EQ(l.values[30], 16u) << "P";
-  for (int64_t Nq : {63, 64}) {
-    DecodeProblem few(1, 8, 2, Nq, 300);
-    auto fa = few.args();
-    fa.splits = 1;
-    fa.cache.positions = nullptr;
-    ASSERT_TRUE((*k)->launch(fa));
-    EXPECT_STREQ(fake.last().entry, Nq < 64 ? "attnc_dec_q32" : "attnc_dec_prefill");
-  }
   expectError(parseCudaKernelInfo(meta + "cache_prefill 64 2048 0\n").error(),
               "cache_prefill: expected BLOCK_Q THREADS SHARED_BYTES");
 }

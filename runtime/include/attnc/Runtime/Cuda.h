@@ -154,9 +154,10 @@ struct CudaCacheLaunchArgs {
 };
 
 /// Launches of at least this many queries over a cache run a kernel's
-/// prefill-shaped entry where it has one (CudaKernelInfo::cachePrefill):
-/// below, the decode kernel's packed rows (the G query heads of a KV head
-/// together) read K/V fewer times than tiles of one query head do.
+/// prefill-shaped entry where it has one (CudaKernelInfo::cachePrefill)
+/// and its query tiles give half the SMs a CTA: below, the decode kernel's
+/// packed rows (the G query heads of a KV head together) read K/V fewer
+/// times than tiles of one query head do, and its splits fill the GPU.
 constexpr int64_t kCachePrefillMinQueries = 64;
 
 /// How a decode launch splits the keys (flash-decoding).
@@ -197,7 +198,8 @@ public:
   /// than one split, the merge kernel on `stream`. Launches of
   /// kCachePrefillMinQueries or more queries (prompt chunks) without a
   /// positions table (slot j holds position j) take the kernel's
-  /// prefill-shaped entry where it has one.
+  /// prefill-shaped entry where it has one and its query tiles (x Hq x B)
+  /// are at least half the device's SMs.
   Status launch(const CudaCacheLaunchArgs &args, void *stream = nullptr) const;
 
   /// The decode kernel (rows per CTA: the smallest of blockQ and the
