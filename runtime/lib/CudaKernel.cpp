@@ -714,12 +714,15 @@ static int decodeEntry(const CudaKernelInfo &ki, int64_t rows) {
 /// 128 queries, 32 CTAs, 0.196 ms against the decode kernel's 0.116; 512
 /// queries 0.385 ms on the decode kernel, 1024 queries, 256 CTAs, 0.369 on
 /// the entry).
-static Expected<bool> runsPrefill(const Driver &d, const CudaKernelInfo &ki, int64_t B, int64_t Hq,
-                                  int64_t Nq, int device) {
+static Expected<bool> runsPrefill(const CudaKernelInfo &ki, int64_t B, int64_t Hq, int64_t Nq,
+                                  int device) {
   const int64_t rows = ki.cachePrefill.blockQ;
   if (!rows || Nq < kCachePrefillMinQueries)
     return false;
-  auto sms = deviceAttribute(d, device, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+  auto d = driver();
+  if (!d)
+    return d.error();
+  auto sms = deviceAttribute(**d, device, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
   if (!sms)
     return sms.error();
   return 2 * ((Nq + rows - 1) / rows * Hq * B) >= *sms;
@@ -785,6 +788,10 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
       }
     }
   }
+  auto prefill = runsPrefill(ki, B, Hq, Nq, device);
+  if (!prefill)
+    return prefill.error();
+  plan.prefill = *prefill;
   const int64_t perSplit = (tiles + splits - 1) / splits;
   plan.splitSlots = perSplit * tile;
   plan.splits = (tiles + perSplit - 1) / perSplit;
@@ -792,13 +799,6 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
   // also keep their scores there for the mass kernel, f32 [B * Hkv, G * Nq,
   // splits * split_slots] after the parts (MassKernel.h in the compiler),
   // so they need a workspace even with one split.
-  auto d = driver();
-  if (!d)
-    return d.error();
-  auto prefill = runsPrefill(**d, ki, B, Hq, Nq, device);
-  if (!prefill)
-    return prefill.error();
-  plan.prefill = *prefill;
   const bool scores = ki.cache->scoresSlots();
   if (plan.splits > 1 || scores)
     plan.workspaceBytes = size_t(plan.splits) * size_t(B * Hq * Nq) *
