@@ -246,8 +246,7 @@ bool checkKernel(const std::string &ptxPath) {
     const int64_t last = c.scoringSplit(Nq);
     std::vector<float> hm(size_t(rows * t->maxSlots), 0.f), hmLead;
     Device workspace, qposPart;
-    auto launchRows = [&](int64_t first, int64_t count, int64_t after,
-                          std::vector<float> &mass) -> Status {
+    auto launchRows = [&](int64_t first, int64_t count, std::vector<float> &mass) -> Status {
       int64_t qs[4] = {B, Hq, count, D}, qst[4] = {Hq * Nq * D, Nq * D, D, 1};
       int64_t os[4] = {B, Hq, count, Dv}, ost[4] = {Hq * Nq * Dv, Nq * Dv, Dv, 1};
       int64_t ls[3] = {B, Hq, count}, lst[3] = {Hq * Nq, Nq, 1};
@@ -255,9 +254,11 @@ bool checkKernel(const std::string &ptxPath) {
       qv.shape = qs, qv.strides = qst, qv.byte_offset = uint64_t(first * D * 2);
       ov.shape = os, ov.strides = ost, ov.byte_offset = uint64_t(first * Dv * 2);
       lv.shape = ls, lv.strides = lst, lv.byte_offset = uint64_t(first * 4);
+      // The step's tables give its first query's position; the rows from
+      // `first` on start `first` later.
       std::vector<int32_t> qp(t->queryPositions);
       for (int32_t &x : qp)
-        x -= int32_t(after);
+        x += int32_t(first);
       if (Status e = qposPart.set(qp.data(), qp.size() * 4, {B}, kI32); !e)
         return e;
       CudaCacheLaunchArgs p = a;
@@ -287,9 +288,9 @@ bool checkKernel(const std::string &ptxPath) {
       return budget ? massT.buffer.download(mass.data(), mass.size() * 4) : Status::ok();
     };
     if (s && last)
-      s = launchRows(0, Nq - last, last, hmLead);
+      s = launchRows(0, Nq - last, hmLead);
     if (s)
-      s = launchRows(Nq - (last ? last : Nq), last ? last : Nq, 0, hm);
+      s = launchRows(Nq - (last ? last : Nq), last ? last : Nq, hm);
     std::vector<uint16_t> ho(size_t(B * Hq * Nq * Dv));
     std::vector<float> hl(size_t(B * Hq * Nq));
     if (s)
