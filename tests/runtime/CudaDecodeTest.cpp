@@ -13,6 +13,7 @@
 #include "attnc/Runtime/CApi.h"
 
 #include <cstring>
+#include <functional>
 
 using namespace attnc::rt;
 using namespace attnc::test;
@@ -83,19 +84,22 @@ std::string decodePtx(bool withMass = false, bool tensorMaps = false, bool prefi
 }
 
 /// A KvCache of `kernel`'s policy (2 KV heads, D = 8) whose pools, `pages`
-/// of them, live in a CudaKvStore.
+/// of them, live in a CudaKvStore; `adjust` sets further options.
 struct StoreBackedCache {
   std::shared_ptr<CudaKvStore> store;
   std::unique_ptr<KvCache> cache;
 };
-Expected<StoreBackedCache> storeBackedCache(const std::shared_ptr<CudaKernel> &kernel,
-                                            int64_t pages) {
+Expected<StoreBackedCache>
+storeBackedCache(const std::shared_ptr<CudaKernel> &kernel, int64_t pages,
+                 const std::function<void(KvCacheOptions &)> &adjust = nullptr) {
   auto store = CudaKvStore::create(kernel, pages, 0);
   if (!store)
     return store.error();
   KvCacheOptions o;
   o.policy = *kernel->info().cache;
   o.numKvHeads = 2, o.headDim = 8, o.numPages = pages, o.store = *store;
+  if (adjust)
+    adjust(o);
   auto cache = KvCache::create(o);
   if (!cache)
     return cache.error();
@@ -741,22 +745,21 @@ TEST_F(CudaDecodeFake, MixedScorersSplitLaunchesPastTheWindow) {
                "kv_head_policy 1 s paged 16 budget 0 0 bf16 none 0 256 snapkv f32");
   auto k = CudaKernel::load(decodePtx(true), meta);
   ASSERT_TRUE(bool(k)) << k.message();
-  auto store = CudaKvStore::create(*k, 64, 0);
-  ASSERT_TRUE(bool(store)) << store.message();
-  EXPECT_FALSE((*store)->keepsScores()) << "two kinds of scores: kept on the host";
-  KvCacheOptions o;
-  o.policy = *(*k)->info().cache;
-  o.numKvHeads = 2, o.headDim = 8, o.numPages = 64, o.store = *store, o.headKinds = {0, 1};
-  o.observationWindow = 4;
-  auto cache = KvCache::create(o);
-  ASSERT_TRUE(bool(cache)) << cache.message();
-  int64_t seq = *(*cache)->addSequence();
+  auto made = storeBackedCache(*k, 64, [](KvCacheOptions &o) {
+    o.headKinds = {0, 1};
+    o.observationWindow = 4;
+  });
+  ASSERT_TRUE(bool(made)) << made.message();
+  CudaKvStore *store = made->store.get();
+  KvCache *cache = made->cache.get();
+  EXPECT_FALSE(store->keepsScores()) << "two kinds of scores: kept on the host";
+  int64_t seq = *cache->addSequence();
   DevTensor kt({2, 40, 8}, kBF16), vt({2, 40, 8}, kBF16);
-  ASSERT_TRUE((*cache)->append(seq, &kt.t, &vt.t));
+  ASSERT_TRUE(cache->append(seq, &kt.t, &vt.t));
   DecodeLaunches launches;
   fake.setLaunchHook(&DecodeLaunches::hook, &launches);
   DevTensor q6({1, 4, 6, 8}, kBF16), o6({1, 4, 6, 8}, kBF16);
-  ASSERT_TRUE((*store)->decode(**cache, {seq}, &q6.t, &o6.t));
+  ASSERT_TRUE(store->decode(*cache, {seq}, &q6.t, &o6.t));
   std::vector<DecodeLaunches::Seen> decodes;
   int masses = 0;
   for (const auto &s : launches.seen) {
@@ -773,7 +776,7 @@ TEST_F(CudaDecodeFake, MixedScorersSplitLaunchesPastTheWindow) {
   // Within the window: one launch.
   launches.seen.clear();
   DevTensor q4({1, 4, 4, 8}, kBF16), o4({1, 4, 4, 8}, kBF16);
-  ASSERT_TRUE((*store)->decode(**cache, {seq}, &q4.t, &o4.t));
+  ASSERT_TRUE(store->decode(*cache, {seq}, &q4.t, &o4.t));
   fake.setLaunchHook(nullptr, nullptr);
   int decodes4 = 0;
   for (const auto &s : launches.seen)
@@ -790,23 +793,19 @@ TEST_F(CudaDecodeFake, MixedScorersSplitLaunchesPastTheWindow) {
 TEST_F(CudaDecodeFake, SnapKvStorePoolsScoresOnTheDevice) {
   auto k = budgetKernel("snap paged 16 budget 0 0 bf16 none 0 256 snapkv");
   ASSERT_TRUE(bool(k)) << k.message();
-  auto store = CudaKvStore::create(*k, 64, 0);
-  ASSERT_TRUE(bool(store)) << store.message();
-  EXPECT_TRUE((*store)->keepsScores());
-  CudaCacheView pools = (*store)->pools();
+  auto made = storeBackedCache(*k, 64, [](KvCacheOptions &o) { o.snapkvPooling = 5; });
+  ASSERT_TRUE(bool(made)) << made.message();
+  CudaKvStore *store = made->store.get();
+  KvCache *cache = made->cache.get();
+  EXPECT_TRUE(store->keepsScores());
+  CudaCacheView pools = store->pools();
   ASSERT_TRUE(pools.slotScores && pools.slotPositions);
-  KvCacheOptions o;
-  o.policy = *(*k)->info().cache;
-  o.numKvHeads = 2, o.headDim = 8, o.numPages = 64, o.store = *store;
-  o.snapkvPooling = 5;
-  auto cache = KvCache::create(o);
-  ASSERT_TRUE(bool(cache)) << cache.message();
-  int64_t seq = *(*cache)->addSequence();
+  int64_t seq = *cache->addSequence();
   DevTensor kt({2, 40, 8}, kBF16), vt({2, 40, 8}, kBF16);
-  ASSERT_TRUE((*cache)->append(seq, &kt.t, &vt.t));
+  ASSERT_TRUE(cache->append(seq, &kt.t, &vt.t));
   DevTensor q({1, 4, 3, 8}, kBF16), out({1, 4, 3, 8}, kBF16);
   int before = fake.launches();
-  ASSERT_TRUE((*store)->decode(**cache, {seq}, &q.t, &out.t));
+  ASSERT_TRUE(store->decode(*cache, {seq}, &q.t, &out.t));
   attnc_fake_launch l = fake.last();
   ASSERT_STREQ(l.entry, "attnc_dec_pool");
   ASSERT_GE(fake.launches(), before + 3) << "decode, mass, pool";
@@ -831,11 +830,11 @@ TEST_F(CudaDecodeFake, SnapKvStorePoolsScoresOnTheDevice) {
     ASSERT_EQ(order[i], i < 40 ? int32_t(i) : -1) << i;
   // Past the budget, the victims kernel chooses (none come back here).
   DevTensor k1({2, 250, 8}, kBF16), v1({2, 250, 8}, kBF16);
-  ASSERT_TRUE((*cache)->append(seq, &k1.t, &v1.t)); // 290 slots: over 256 only now
+  ASSERT_TRUE(cache->append(seq, &k1.t, &v1.t)); // 290 slots: over 256 only now
   DevTensor k2({2, 1, 8}, kBF16), v2({2, 1, 8}, kBF16);
-  expectError((*cache)->append(seq, &k2.t, &v2.t), "the victims kernel chose 0 slots");
+  expectError(cache->append(seq, &k2.t, &v2.t), "the victims kernel chose 0 slots");
   EXPECT_STREQ(fake.last().entry, "attnc_dec_victims");
-  EXPECT_EQ((*cache)->length(seq), 290);
+  EXPECT_EQ(cache->length(seq), 290);
 }
 
 TEST_F(CudaDecodeFake, KvStoreKeepsF16Scales) {
