@@ -99,6 +99,10 @@ def library(path=None):
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
         ctypes.c_int64, ctypes.c_int32, ctypes.POINTER(ctypes.c_int64),
         ctypes.POINTER(ctypes.c_uint64), ctypes.c_char_p, ctypes.c_size_t]
+    lib.attnc_cuda_prefill_splits.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+        ctypes.c_int64, ctypes.c_int32, ctypes.POINTER(ctypes.c_int64), ctypes.c_char_p,
+        ctypes.c_size_t]
     lib.attnc_cuda_cache_launch.argtypes = [ctypes.c_void_p, ctypes.POINTER(CacheLaunchDesc),
                                             ctypes.c_char_p, ctypes.c_size_t]
     _lib = lib
@@ -202,6 +206,16 @@ class Kernel:
                                            ctypes.byref(s), ctypes.byref(w), err, len(err)) != 0:
             raise RuntimeError(err.value.decode())
         return s.value, w.value
+
+    def prefill_splits(self, B, Hq, Hkv, Nq, max_length, device=0):
+        """Key splits of the prefill-shaped entry a launch of this shape
+        without kv_pos runs (0: the decode kernel runs it)."""
+        s = ctypes.c_int64()
+        err = ctypes.create_string_buffer(4096)
+        if self.lib.attnc_cuda_prefill_splits(self.handle, B, Hq, Hkv, Nq, max_length, device,
+                                              ctypes.byref(s), err, len(err)) != 0:
+            raise RuntimeError(err.value.decode())
+        return s.value
 
     @staticmethod
     def _max_slots(kv_pos, kv_pages, k_pool):

@@ -252,7 +252,9 @@ def check(kern, args, gen):
             uo, _ = reference(q, cache, q_pos, args["mask"], original=True)
             quant = " vs unquantized: %.2e" % ((o.double() - uo).norm() / uo.norm()).item()
         if slot_positions:
-            label += ", no kv_pos"
+            entry = kern.prefill_splits(B, Hq, Hkv, Nq, cache.max_length)
+            label += ", no kv_pos" + (", prefill entry over %d key split(s)" % entry
+                                      if entry else "")
         print("%s %s %s B=%d Hq=%d Hkv=%d Nq=%d lens=%s P=%d splits=%d: max|dO|/max|O|=%.2e "
               "max|dLSE|=%.2e empty rows=%d%s" % ("PASS" if ok else "FAIL", kern.name, label, B,
                                                    Hq, Hkv, Nq, lengths, P, s_used, err_o, err_l,
@@ -322,6 +324,14 @@ def add_sdpa_runs(runs, q, k, v, mask, backends):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
     short = {"FLASH_ATTENTION": "fa2", "CUDNN_ATTENTION": "cudnn", "EFFICIENT_ATTENTION": "eff"}
+    try:  # which backend SDPA takes without a context (what a user gets)
+        import torch
+        if mask is not None and not isinstance(mask, torch.Tensor):
+            raise ValueError("mask is a %s" % type(mask).__name__)
+        chosen = torch._fused_sdp_choice(q, k, v, mask, 0.0, False, enable_gqa=True)
+        print("  sdpa default backend: %s" % SDPBackend(chosen).name)
+    except Exception as e:  # a private API: report, never fail the run
+        print("  sdpa default backend: unknown (%s)" % str(e).splitlines()[0][:80])
     for b in backends:
         backend = getattr(SDPBackend, b)
         f = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask,  # noqa
@@ -444,17 +454,20 @@ def chunk_bench(kern, B, L, Nq, gen, flex_on, twins=()):
         except Exception as e:
             print("  flex: %s" % str(e).splitlines()[0][:120])
     flops = 4.0 * B * Hq * D * (Nq * L - Nq * (Nq - 1) / 2)
-    row = {"B": B, "L": L, "Nq": Nq, "splits": facts["splits"]}
+    row = {"B": B, "L": L, "Nq": Nq, "splits": facts["splits"],
+           "entry": kern.prefill_splits(B, Hq, Hkv, Nq, L)}
     for name, f in runs.items():
         f, ctx = f if isinstance(f, tuple) else (f, contextlib.nullcontext)
         with ctx():
             row[name] = median_ms(f)
     names = [n for n in row if n.startswith("attnc")] + [
         n for n in ["sdpa_fa2", "sdpa_cudnn", "sdpa_eff", "flex"] if n in row]
-    print("| B | KV length | Nq | splits | " + " | ".join("%s ms (TFLOP/s)" % n for n in names)
-          + " |")
-    print("|---" * (4 + len(names)) + "|")
-    print("| %d | %d | %d | %d | " % (B, L, Nq, row["splits"]) + " | ".join(
+    # "entry splits": the key splits of the prefill-shaped entry attnc runs
+    # (0: the decode kernel, with "splits").
+    print("| B | KV length | Nq | splits | entry splits | " +
+          " | ".join("%s ms (TFLOP/s)" % n for n in names) + " |")
+    print("|---" * (5 + len(names)) + "|")
+    print("| %d | %d | %d | %d | %d | " % (B, L, Nq, row["splits"], row["entry"]) + " | ".join(
         "%.4f (%.0f)" % (row[n], flops / row[n] / 1e9) for n in names) + " |", flush=True)
 
 
@@ -534,6 +547,13 @@ def main():
             (2, 8, 2, 100, [700, 1500], 16, 0, "prefill chunk Nq=100"),
             (4, 32, 8, 129, [129, 700, 1500, 4097], 16, 0, "prefill chunk Nq=129"),
             (2, 32, 8, 300, [300, 2000], 16, 0, "prefill chunk Nq=300"),
+            # Short chunks whose query tiles leave SMs idle: the entry splits
+            # the keys (H100: 16 CTAs over 3000 keys 2 ways; over 5000 and
+            # 200 keys 4 ways, the short sequence's last splits empty; 32
+            # CTAs over 8192 keys 4 ways), then the merge kernel.
+            (1, 8, 2, 200, [3000], 16, 0, "short chunk Nq=200"),
+            (2, 4, 1, 130, [5000, 200], 16, 0, "short chunks Nq=130"),
+            (1, 32, 8, 128, [8192], 16, 0, "short chunk Nq=128"),
         ]
         # Random batches: lengths, Nq and splits from the seed.
         for i in range(2):

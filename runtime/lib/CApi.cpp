@@ -295,6 +295,23 @@ int attnc_cuda_decode_plan(const void *kernel, int64_t B, int64_t Hq, int64_t Hk
   return s ? 0 : 1;
 }
 
+int attnc_cuda_prefill_splits(const void *kernel, int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq,
+                              int64_t max_length, int32_t device, int64_t *splits, char *err,
+                              size_t errlen) {
+  Status s = guarded([&] {
+    if (!kernel || !splits)
+      return Status::error("attnc_cuda_prefill_splits: kernel or splits is null");
+    auto plan =
+        static_cast<const Handle *>(kernel)->kernel->decodePlan(B, Hq, Hkv, Nq, max_length, device);
+    if (!plan)
+      return plan.error();
+    *splits = plan->prefill ? plan->prefillSplits : 0;
+    return Status::ok();
+  });
+  setError(err, errlen, s.message());
+  return s ? 0 : 1;
+}
+
 int attnc_cuda_cache_launch(const void *kernel, const attnc_cache_launch_desc *desc, char *err,
                             size_t errlen) {
   Status s = guarded([&] {

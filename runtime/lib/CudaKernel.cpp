@@ -705,27 +705,38 @@ static int decodeEntry(const CudaKernelInfo &ki, int64_t rows) {
   return int(ki.decodeTwins.size()) - 1;
 }
 
-/// Whether a launch of Nq queries over the cache without a positions table
-/// runs the kernel's prefill-shaped entry (which reads no positions: a
-/// table given may drop slots, which the decode kernel honours): enough
-/// queries, and query tiles enough to give half the SMs a CTA. The entry
-/// does not split the keys, but a CTA of it runs at about twice the decode
+/// The key splits with which a launch of Nq queries over the cache without
+/// a positions table runs the kernel's prefill-shaped entry (which reads no
+/// positions: a table given may drop slots, which the decode kernel
+/// honours); 0: the decode kernel runs it. Enough queries, and then either
+/// query tiles (x Hq x B) enough to give half the entry's resident CTAs
+/// one each (one split), or keys enough to split each tile's keys into
+/// runs of at least kCachePrefillMinSplitSlots until the CTAs fill the
+/// resident slots once. A CTA of the entry runs at about twice the decode
 /// kernel's rate (H100, session 19, B = 1, 32 query heads over 8192 keys:
-/// 128 queries, 32 CTAs, 0.196 ms against the decode kernel's 0.116; 512
-/// queries 0.385 ms on the decode kernel, 1024 queries, 256 CTAs, 0.369 on
-/// the entry).
-static Expected<bool> runsPrefill(const CudaKernelInfo &ki, int64_t B, int64_t Hq, int64_t Nq,
-                                  int device) {
-  const int64_t rows = ki.cachePrefill.blockQ;
-  if (!rows || Nq < kCachePrefillMinQueries)
-    return false;
-  auto d = driver();
-  if (!d)
-    return d.error();
-  auto sms = deviceAttribute(**d, device, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+/// 512 queries 0.385 ms on the decode kernel, 0.206 on the entry's 128
+/// CTAs); unsplit, 128 queries (32 CTAs) took 0.196 ms against the decode
+/// kernel's 0.116.
+static Expected<int64_t> prefillSplits(const CudaKernelInfo &ki, const Driver &drv,
+                                       CUfunction entry, int64_t B, int64_t Hq, int64_t Nq,
+                                       int64_t maxLength, int device) {
+  const EntryShape &shape = ki.cachePrefill;
+  if (!shape.blockQ || Nq < kCachePrefillMinQueries)
+    return 0;
+  int perSm = 0;
+  if (Status s = ATTNC_CU(drv, cuOccupancyMaxActiveBlocksPerMultiprocessor, &perSm, entry,
+                          int(shape.threads), size_t(shape.sharedBytes));
+      !s)
+    return s;
+  auto sms = deviceAttribute(drv, device, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
   if (!sms)
     return sms.error();
-  return 2 * ((Nq + rows - 1) / rows * Hq * B) >= *sms;
+  const int64_t resident = std::max<int64_t>(1, int64_t(perSm) * *sms);
+  const int64_t tiles = (Nq + shape.blockQ - 1) / shape.blockQ * Hq * B;
+  if (2 * tiles >= resident)
+    return 1;
+  const int64_t splits = std::min(resident / tiles, maxLength / kCachePrefillMinSplitSlots);
+  return splits >= 2 ? splits : 0;
 }
 
 /// The launch shape of decode entry `entry` (decodeEntry).
@@ -752,17 +763,17 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
   const int64_t tiles = std::max<int64_t>(1, (maxLength + tile - 1) / tile);
   DecodePlan plan;
   plan.blockQ = blockQ;
+  auto d = driver();
+  if (!d)
+    return d.error();
+  ScopedDeviceContext scope;
+  auto fns = impl->enter(**d, scope, device);
+  if (!fns)
+    return fns.error();
   if (splits <= 0) {
     // Resident CTAs of the GPU (occupancy of this kernel x SMs): split the
     // keys until the grid fills them in whole waves, every split keeping
     // at least 256 slots (4 tiles) so the merge stays small.
-    auto d = driver();
-    if (!d)
-      return d.error();
-    ScopedDeviceContext scope;
-    auto fns = impl->enter(**d, scope, device);
-    if (!fns)
-      return fns.error();
     int perSm = 0;
     if (Status s = ATTNC_CU(**d, cuOccupancyMaxActiveBlocksPerMultiprocessor, &perSm,
                             entry < 0 ? fns->function : fns->twins[size_t(entry)],
@@ -788,10 +799,11 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
       }
     }
   }
-  auto prefill = runsPrefill(ki, B, Hq, Nq, device);
+  auto prefill = prefillSplits(ki, **d, fns->prefill, B, Hq, Nq, maxLength, device);
   if (!prefill)
     return prefill.error();
-  plan.prefill = *prefill;
+  plan.prefill = *prefill > 0;
+  plan.prefillSplits = std::max<int64_t>(1, *prefill);
   const int64_t perSplit = (tiles + splits - 1) / splits;
   plan.splitSlots = perSplit * tile;
   plan.splits = (tiles + perSplit - 1) / perSplit;
@@ -803,6 +815,12 @@ Expected<DecodePlan> CudaKernel::decodePlan(int64_t B, int64_t Hq, int64_t Hkv, 
   if (plan.splits > 1 || scores)
     plan.workspaceBytes = size_t(plan.splits) * size_t(B * Hq * Nq) *
                           size_t(ki.headDimV + 1 + (scores ? plan.splitSlots : 0)) * sizeof(float);
+  // The prefill entry's splits keep their parts in the same layout (a
+  // launch takes one kernel or the other: room for either).
+  if (plan.prefillSplits > 1)
+    plan.workspaceBytes =
+        std::max(plan.workspaceBytes, size_t(plan.prefillSplits) * size_t(B * Hq * Nq) *
+                                          size_t(ki.headDimV + 1) * sizeof(float));
   return plan;
 }
 
@@ -884,6 +902,9 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   auto split = decodePlan(B, p.Hq, Hkv, Nq, maxLength, device, a.splits);
   if (!split)
     return split.error();
+  // The prefill-shaped entry (the plan's prefillSplits) or the decode kernel.
+  const bool prefill = split->prefill && !pos;
+  const int64_t splits = prefill ? split->prefillSplits : split->splits;
   // Budget policies: the mass table the _mass kernel adds to, or the
   // pool rows' scores.
   std::optional<detail::TensorView> mass;
@@ -911,7 +932,8 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
                          " given, but policy '" + policy.name + "' keeps no budget");
   }
   if (split->workspaceBytes && (!a.workspace || a.workspaceBytes < split->workspaceBytes))
-    return Status::error("decode over " + std::to_string(split->splits) + " split(s)" +
+    return Status::error(std::string(prefill ? "prefill-shaped entry" : "decode") + " over " +
+                         std::to_string(splits) + " split(s)" +
                          (massPass ? " with a mass pass" : "") + " needs a " +
                          std::to_string(split->workspaceBytes) + "-byte workspace, got " +
                          std::to_string(a.workspace ? a.workspaceBytes : 0) + " (see decodePlan)");
@@ -952,8 +974,10 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   auto push = [&](const auto &value) { abi.push(value); };
   auto address = &KernelArgs::address;
   const uint64_t lse = p.hasLse ? address(p.lse) : 0;
+  // The splits' parts in the workspace: O (f32 [splits, B * Hq * Nq, Dv])
+  // then LSE (f32 [splits, B * Hq * Nq]).
   const uint64_t oPart = uint64_t(uintptr_t(a.workspace));
-  const uint64_t lPart = oPart ? oPart + uint64_t(split->splits) * uint64_t(B * p.Hq * Nq) *
+  const uint64_t lPart = oPart ? oPart + uint64_t(splits) * uint64_t(B * p.Hq * Nq) *
                                              uint64_t(ki.headDimV) * sizeof(float)
                                : 0;
   // The decode kernel's ABI (DecodeKernel.h in the compiler); the mass
@@ -997,7 +1021,44 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
                     unsigned(B), unsigned(ki.threads), 1u, 1u, 0u, cuStream, massParams.data(),
                     nullptr);
   };
-  if (split->prefill && !pos) { // the plan's runsPrefill
+  // attnc_<K>_merge: O and LSE from the splits' parts.
+  auto launchMerge = [&]() -> Status {
+    abi.slots.clear();
+    for (uint64_t ptr : {oPart, lPart, address(p.o), lse})
+      push(ptr);
+    for (int64_t x : {B, p.Hq, Nq, splits})
+      push(int32_t(x));
+    for (int i = 0; i < 3; ++i)
+      push(int64_t(p.o.strides[i]));
+    push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
+    push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
+    push(int32_t(p.hasLse ? 1 : 0));
+    auto mergeParams = abi.pointers();
+    // A merge that waits on the decode (or prefill) grid itself launches
+    // while that grid still runs (programmatic dependent launch, sm_90+;
+    // drivers without cuLaunchKernelEx launch it after, as any kernel).
+    if (ki.mergeWaits && drv.cuLaunchKernelEx) {
+      CUlaunchAttribute early{};
+      early.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+      early.value.programmaticStreamSerializationAllowed = 1;
+      CUlaunchConfig config{};
+      config.gridDimX = unsigned(Nq), config.gridDimY = unsigned(p.Hq),
+      config.gridDimZ = unsigned(B);
+      config.blockDimX = unsigned(ki.headDimV), config.blockDimY = config.blockDimZ = 1;
+      config.hStream = cuStream, config.attrs = &early, config.numAttrs = 1;
+      if (Status s =
+              ATTNC_CU(drv, cuLaunchKernelEx, &config, fns->merge, mergeParams.data(), nullptr);
+          !s)
+        return s;
+    } else if (Status s = ATTNC_CU(drv, cuLaunchKernel, fns->merge, unsigned(Nq), unsigned(p.Hq),
+                                   unsigned(B), unsigned(ki.headDimV), 1u, 1u, 0u, cuStream,
+                                   mergeParams.data(), nullptr);
+               !s) {
+      return s;
+    }
+    return Status::ok();
+  };
+  if (prefill) {
     // attnc_<K>_prefill: the prefill kernel's ABI (CudaPipeline.h) over
     // the pools, then the tables (CachePrefillKernel.h in the compiler).
     for (uint64_t ptr : {address(p.q), address(*kPool), address(*vPool), address(p.o), lse})
@@ -1014,17 +1075,21 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
     push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
     push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
     push(int32_t(p.hasLse ? 1 : 0));
-    for (uint64_t ptr : {address(*pages), address(*len), address(*qpos)})
+    for (uint64_t ptr : {address(*pages), address(*len), address(*qpos), oPart, lPart})
       push(ptr);
-    push(int32_t(maxPages));
-    push(int32_t(P));
+    for (int64_t x : {maxPages, P, splits})
+      push(int32_t(x));
     abi.pushParams(p.params);
     auto prefillParams = abi.pointers();
     const EntryShape &shape = ki.cachePrefill;
-    return ATTNC_CU(drv, cuLaunchKernel, fns->prefill,
-                    unsigned((Nq + shape.blockQ - 1) / shape.blockQ), unsigned(p.Hq), unsigned(B),
-                    unsigned(shape.threads), 1u, 1u, unsigned(shape.sharedBytes), cuStream,
-                    prefillParams.data(), nullptr);
+    // A query tile's splits are adjacent in x (CachePrefillKernel.h).
+    if (Status s = ATTNC_CU(drv, cuLaunchKernel, fns->prefill,
+                            unsigned((Nq + shape.blockQ - 1) / shape.blockQ * splits),
+                            unsigned(p.Hq), unsigned(B), unsigned(shape.threads), 1u, 1u,
+                            unsigned(shape.sharedBytes), cuStream, prefillParams.data(), nullptr);
+        !s)
+      return s;
+    return splits > 1 ? launchMerge() : Status::ok();
   }
   pushDecodeAbi(false);
   // The decode entry the plan chose (a twin for many packed rows).
@@ -1071,41 +1136,8 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
           1u, 1u, unsigned(shape.sharedBytes), cuStream, decodeParams.data(), nullptr);
       !s)
     return s;
-  if (split->splits == 1)
-    return launchMass();
-
-  // attnc_<K>_merge: O and LSE from the splits' parts.
-  abi.slots.clear();
-  for (uint64_t ptr : {oPart, lPart, address(p.o), lse})
-    push(ptr);
-  for (int64_t x : {B, p.Hq, Nq, split->splits})
-    push(int32_t(x));
-  for (int i = 0; i < 3; ++i)
-    push(int64_t(p.o.strides[i]));
-  push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
-  push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
-  push(int32_t(p.hasLse ? 1 : 0));
-  auto mergeParams = abi.pointers();
-  // A merge that waits on the decode grid itself launches while the decode
-  // still runs (programmatic dependent launch, sm_90+; drivers without
-  // cuLaunchKernelEx launch it after, as any kernel).
-  if (ki.mergeWaits && drv.cuLaunchKernelEx) {
-    CUlaunchAttribute early{};
-    early.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-    early.value.programmaticStreamSerializationAllowed = 1;
-    CUlaunchConfig config{};
-    config.gridDimX = unsigned(Nq), config.gridDimY = unsigned(p.Hq), config.gridDimZ = unsigned(B);
-    config.blockDimX = unsigned(ki.headDimV), config.blockDimY = config.blockDimZ = 1;
-    config.hStream = cuStream, config.attrs = &early, config.numAttrs = 1;
-    if (Status s =
-            ATTNC_CU(drv, cuLaunchKernelEx, &config, fns->merge, mergeParams.data(), nullptr);
-        !s)
+  if (split->splits > 1)
+    if (Status s = launchMerge(); !s)
       return s;
-  } else if (Status s = ATTNC_CU(drv, cuLaunchKernel, fns->merge, unsigned(Nq), unsigned(p.Hq),
-                                 unsigned(B), unsigned(ki.headDimV), 1u, 1u, 0u, cuStream,
-                                 mergeParams.data(), nullptr);
-             !s) {
-    return s;
-  }
   return launchMass();
 }

@@ -63,7 +63,7 @@ std::string decodePtx(bool withMass = false, bool tensorMaps = false, bool prefi
          ")\n{\n  ret;\n}\n";
   if (prefill)
     p += ".visible .entry attnc_dec_prefill(" +
-         params({{"u64", 5}, {"u32", 6}, {"u64", 14}, {"u32", 1}, {"u64", 3}, {"u32", 2}}) +
+         params({{"u64", 5}, {"u32", 6}, {"u64", 14}, {"u32", 1}, {"u64", 5}, {"u32", 3}}) +
          ")\n{\n  ret;\n}\n";
   if (withMass) {
     p += ".visible .entry attnc_dec_mass(" +
@@ -1087,25 +1087,30 @@ TEST_F(CudaDecodeFake, PackedRowsTakeTheSmallestTwinThatHoldsThem) {
 }
 
 TEST_F(CudaDecodeFake, PromptChunksTakeThePrefillEntry) {
-  // With `cache_prefill 64 128 4096`, launches of 64 or more queries
-  // without a positions table whose query tiles give half the (fake) 132
-  // SMs a CTA run attnc_dec_prefill: the prefill kernel's grid (query
-  // tiles, Hq, B) and ABI over the pools, then the page table, lengths,
-  // query positions, max_pages and P; no splits. Fewer queries or CTAs,
-  // or a positions table (which may drop slots), keep the decode kernel.
+  // With `cache_prefill 64 128 163840` (one CTA per fake SM, as on an
+  // H100), launches of 64 or more queries without a positions table whose
+  // query tiles give half the 132 resident CTAs one each run
+  // attnc_dec_prefill: the prefill kernel's grid (query tiles, Hq, B) and
+  // ABI over the pools, then the page table, lengths, query positions, the
+  // parts, max_pages, P and one split. Fewer queries, or too few CTAs and
+  // keys to split, or a positions table (which may drop slots), keep the
+  // decode kernel.
   std::string meta = kDecodeMeta;
-  meta += "decode_wide 32 256 4096\ncache_prefill 64 128 4096\n";
+  meta += "decode_wide 32 256 4096\ncache_prefill 64 128 163840\n";
   auto k = CudaKernel::load(decodePtx(false, false, true), meta);
   ASSERT_TRUE(bool(k)) << k.message();
   EXPECT_EQ((*k)->info().cachePrefill.blockQ, 64);
-  // G = 4, Hq = 8, one sequence: 8 query heads x 2 tiles = 16 CTAs.
+  // G = 4, Hq = 8, one sequence of 300 slots: 8 query heads x 2 tiles = 16
+  // CTAs, too few keys to split.
   expectDecodeLaunches(
       **k, {{63, "attnc_dec_q32", 8, 32, 256, 4096}, {100, "attnc_dec_q32", 13, 32, 256, 4096}});
   auto plan = (*k)->decodePlan(2, 32, 8, 300, 400, 0);
   ASSERT_TRUE(bool(plan)) << plan.message();
   EXPECT_TRUE(plan->prefill) << "5 tiles x 32 heads x 2 sequences";
+  EXPECT_EQ(plan->prefillSplits, 1);
   EXPECT_FALSE((*k)->decodePlan(2, 32, 8, 63, 400, 0)->prefill) << "too few queries";
-  EXPECT_FALSE((*k)->decodePlan(1, 32, 8, 128, 400, 0)->prefill) << "64 CTAs";
+  EXPECT_FALSE((*k)->decodePlan(1, 32, 8, 128, 400, 0)->prefill) << "64 CTAs, 400 keys";
+  EXPECT_FALSE((*k)->decodePlan(1, 32, 8, 128, 2047, 0)->prefill) << "64 CTAs, 2047 keys";
   EXPECT_TRUE((*k)->decodePlan(1, 32, 8, 129, 400, 0)->prefill) << "96 CTAs";
 
   DecodeProblem p(2, 32, 8, 300, 400);
@@ -1114,15 +1119,17 @@ TEST_F(CudaDecodeFake, PromptChunksTakeThePrefillEntry) {
   ASSERT_TRUE((*k)->launch(a));
   EXPECT_STREQ(fake.last().entry, "attnc_dec_q32") << "a positions table keeps the decode";
   a.cache.positions = nullptr;
+  int before = fake.launches();
   ASSERT_TRUE((*k)->launch(a));
+  EXPECT_EQ(fake.launches(), before + 1) << "one split: no merge";
   attnc_fake_launch l = fake.last();
   EXPECT_STREQ(l.entry, "attnc_dec_prefill");
   EXPECT_EQ(l.grid[0], 5u);
   EXPECT_EQ(l.grid[1], 32u);
   EXPECT_EQ(l.grid[2], 2u);
   EXPECT_EQ(l.block[0], 128u);
-  EXPECT_EQ(l.sharedBytes, 4096u);
-  ASSERT_EQ(l.numParams, 31);
+  EXPECT_EQ(l.sharedBytes, 163840u);
+  ASSERT_EQ(l.numParams, 34);
   const uint64_t pointers[] = {p.q.address(), p.kPool.address(), p.vPool.address(), p.o.address(),
                                p.lse.address()};
   for (int i = 0; i < 5; ++i)
@@ -1141,10 +1148,64 @@ TEST_F(CudaDecodeFake, PromptChunksTakeThePrefillEntry) {
   EXPECT_EQ(l.values[26], p.pages.address());
   EXPECT_EQ(l.values[27], p.len.address());
   EXPECT_EQ(l.values[28], p.qpos.address());
-  EXPECT_EQ(l.values[29], 25u) << "max_pages";
-  EXPECT_EQ(l.values[30], 16u) << "P";
+  EXPECT_EQ(l.values[29], 0u) << "no parts (no workspace)";
+  EXPECT_EQ(l.values[31], 25u) << "max_pages";
+  EXPECT_EQ(l.values[32], 16u) << "P";
+  EXPECT_EQ(l.values[33], 1u) << "splits";
   expectError(parseCudaKernelInfo(meta + "cache_prefill 64 2048 0\n").error(),
               "cache_prefill: expected BLOCK_Q THREADS SHARED_BYTES");
+}
+
+TEST_F(CudaDecodeFake, ShortPromptChunksSplitThePrefillEntrysKeys) {
+  // One sequence, 8 query heads, 100 queries: 16 CTAs of the entry. Over
+  // 8192 slots its keys split 8 ways (132 / 16 resident CTAs, 8192 / 1024
+  // keys), into parts the merge kernel combines; 64 CTAs over 4096 keys
+  // split 2 ways (132 / 64).
+  std::string meta = kDecodeMeta;
+  meta += "decode_wide 32 256 4096\ncache_prefill 64 128 163840\n";
+  auto k = CudaKernel::load(decodePtx(false, false, true), meta);
+  ASSERT_TRUE(bool(k)) << k.message();
+  auto two = (*k)->decodePlan(1, 32, 8, 128, 4096, 0);
+  ASSERT_TRUE(bool(two)) << two.message();
+  EXPECT_TRUE(two->prefill);
+  EXPECT_EQ(two->prefillSplits, 2);
+  auto plan = (*k)->decodePlan(1, 8, 2, 100, 8192, 0);
+  ASSERT_TRUE(bool(plan)) << plan.message();
+  EXPECT_TRUE(plan->prefill);
+  EXPECT_EQ(plan->prefillSplits, 8);
+  const size_t rows = 8 * 100, partBytes = size_t(8) * rows * 8 * sizeof(float);
+  EXPECT_GE(plan->workspaceBytes, partBytes + 8 * rows * sizeof(float));
+
+  DecodeProblem p(1, 8, 2, 100, 8192);
+  auto a = p.args();
+  a.cache.positions = nullptr;
+  int before = fake.launches();
+  expectError((*k)->launch(a), "prefill-shaped entry over 8 split(s) needs a " +
+                                   std::to_string(plan->workspaceBytes) + "-byte workspace");
+  EXPECT_EQ(fake.launches(), before);
+  DevTensor ws({int64_t(plan->workspaceBytes)}, DLDataType{kDLUInt, 8, 1});
+  a.workspace = ws.buffer.data(), a.workspaceBytes = plan->workspaceBytes;
+  ASSERT_TRUE((*k)->launch(a));
+  ASSERT_EQ(fake.launches(), before + 2) << "the entry, then the merge";
+  attnc_fake_launch entry = fake.previous(), merge = fake.last();
+  EXPECT_STREQ(entry.entry, "attnc_dec_prefill");
+  EXPECT_EQ(entry.grid[0], 2u * 8u) << "2 query tiles x 8 splits";
+  EXPECT_EQ(entry.grid[1], 8u);
+  EXPECT_EQ(entry.grid[2], 1u);
+  ASSERT_EQ(entry.numParams, 34);
+  const uint64_t oPart = ws.address(), lPart = oPart + partBytes;
+  EXPECT_EQ(entry.values[29], oPart);
+  EXPECT_EQ(entry.values[30], lPart);
+  EXPECT_EQ(entry.values[33], 8u) << "splits";
+  EXPECT_STREQ(merge.entry, "attnc_dec_merge");
+  EXPECT_EQ(merge.grid[0], 100u);
+  EXPECT_EQ(merge.grid[1], 8u);
+  EXPECT_EQ(merge.grid[2], 1u);
+  EXPECT_EQ(merge.values[0], oPart);
+  EXPECT_EQ(merge.values[1], lPart);
+  EXPECT_EQ(merge.values[2], p.o.address());
+  EXPECT_EQ(merge.values[3], p.lse.address());
+  EXPECT_EQ(merge.values[7], 8u) << "splits";
 }
 
 TEST_F(CudaDecodeFake, CApiPlansAndLaunches) {
@@ -1187,6 +1248,24 @@ TEST_F(CudaDecodeFake, CApiPlansAndLaunches) {
   EXPECT_NE(attnc_cuda_cache_launch(k, &d, err, sizeof(err)), 0);
   EXPECT_NE(std::string(err).find("cache positions: expected i32 elements"), std::string::npos)
       << err;
+  int64_t prefillSplits = -1;
+  ASSERT_EQ(attnc_cuda_prefill_splits(k, 1, 8, 2, 100, 8192, 0, &prefillSplits, err, sizeof(err)),
+            0)
+      << err;
+  EXPECT_EQ(prefillSplits, 0) << "no prefill-shaped entry";
+  attnc_cuda_kernel_free(k);
+  // With one: 16 CTAs over 8192 keys split 8 ways (as in
+  // ShortPromptChunksSplitThePrefillEntrysKeys).
+  std::string meta = std::string(kDecodeMeta) + "cache_prefill 64 128 163840\n";
+  std::string prefillPtx = decodePtx(false, false, true);
+  k = attnc_cuda_kernel_load(prefillPtx.c_str(), prefillPtx.size(), meta.c_str(), err, sizeof(err));
+  ASSERT_NE(k, nullptr) << err;
+  ASSERT_EQ(attnc_cuda_prefill_splits(k, 1, 8, 2, 100, 8192, 0, &prefillSplits, err, sizeof(err)),
+            0)
+      << err;
+  EXPECT_EQ(prefillSplits, 8);
+  EXPECT_NE(attnc_cuda_prefill_splits(k, 1, 8, 2, 100, 8192, 0, nullptr, err, sizeof(err)), 0);
+  EXPECT_NE(std::string(err).find("kernel or splits is null"), std::string::npos) << err;
   attnc_cuda_kernel_free(k);
 }
 

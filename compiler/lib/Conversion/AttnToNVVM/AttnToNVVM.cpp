@@ -77,7 +77,7 @@ using namespace mlir::attn::nvvm;
 /// Number of kernel ABI arguments before the runtime parameters, and the
 /// page-table arguments the prefill-shaped entry over a cache adds after
 /// them (CachePrefillKernel.h).
-constexpr unsigned kNumFixedArgs = 5 + 6 + 14 + 1, kNumPagedArgs = 3 + 2;
+constexpr unsigned kNumFixedArgs = 5 + 6 + 14 + 1, kNumPagedArgs = 5 + 3;
 
 class KernelLowering : public attn::nvvm::NvvmBuilder {
 public:
@@ -111,8 +111,8 @@ private:
     types.append(14, i64());
     types.push_back(i32());
     if (paged) {
-      types.append(3, ptrT());
-      types.append(2, i32());
+      types.append(5, ptrT());
+      types.append(3, i32());
     }
     appendParamTypes(types);
     return types;
@@ -165,6 +165,16 @@ private:
     Value hIdx = idx2i32(gpu::BlockIdOp::create(b, l, gpu::Dimension::y));
     Value bIdx = idx2i32(gpu::BlockIdOp::create(b, l, gpu::Dimension::z));
     Value tid = idx2i32(gpu::ThreadIdOp::create(b, l, gpu::Dimension::x));
+    // Over a cache the keys may be split (CachePrefillKernel.h): the
+    // `splits` CTAs of a q tile are adjacent in x, so a tile's splits start
+    // together and the longest tiles still start first.
+    Value splits, split;
+    if (paged) {
+      splits = arg(kNumFixedArgs + 7);
+      split = remu(b, bx, splits);
+      bx = divu(b, bx, splits);
+      gx = divu(b, gx, splits);
+    }
     Value qTile = arith::SubIOp::create(b, l, arith::SubIOp::create(b, l, gx, ci32(b, 1)), bx);
     Value q0 = mul(b, qTile, ci32(b, BQ));
     Value warp = arith::DivUIOp::create(b, l, tid, ci32(b, kWarp));
@@ -190,8 +200,8 @@ private:
       gPages = toGlobal(b, arg(kNumFixedArgs));
       Nk = load(b, i32(), toGlobal(b, arg(kNumFixedArgs + 1)), tableRow);
       qOffset = load(b, i32(), toGlobal(b, arg(kNumFixedArgs + 2)), b64);
-      pageRow = mul(b, tableRow, ext64(b, arg(kNumFixedArgs + 3)));
-      pageSize = constPageSize ? ci32(b, constPageSize) : arg(kNumFixedArgs + 4);
+      pageRow = mul(b, tableRow, ext64(b, arg(kNumFixedArgs + 5)));
+      pageSize = constPageSize ? ci32(b, constPageSize) : arg(kNumFixedArgs + 6);
       kBase = vBase = ci64(b, 0);
     }
     Value oBase = add(b, mul(b, b64, stride(9)), mul(b, h64, stride(10)));
@@ -280,6 +290,17 @@ private:
     Value kHi = arith::TruncIOp::create(b, l, i32(), hi);
     Value nTiles =
         arith::CeilDivSIOp::create(b, l, arith::SubIOp::create(b, l, kHi, kLo), ci32(b, BK));
+    if (paged) {
+      // This split's whole tiles of the range: [t0, t1) of nTiles. Its
+      // bounds are tile-aligned, so no tile crosses into the next split and
+      // the tiles' classes (full, partial) are the unsplit kernel's.
+      Value per = arith::CeilDivSIOp::create(b, l, nTiles, splits);
+      Value t0 = mini(b, mul(b, split, per), nTiles);
+      Value t1 = mini(b, add(b, t0, per), nTiles);
+      kHi = mini(b, kHi, add(b, kLo, mul(b, t1, ci32(b, BK))));
+      kLo = add(b, kLo, mul(b, t0, ci32(b, BK)));
+      nTiles = arith::SubIOp::create(b, l, t1, t0);
+    }
     // Keys every row of the CTA keeps: tiles inside need no mask.
     attn::KvRange inner =
         attn::buildKvInnerRange(b, l, attention.getMaskBlock(), attention.getMaskValue(), outer,
@@ -1023,22 +1044,54 @@ private:
       Value row = add(b, q0, rowOf[rs]);
       Value inRange = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, row, Nq);
       auto ifOp = scf::IfOp::create(b, l, inRange, false);
-      OpBuilder tb = ifOp.getThenBodyBuilder();
-      Value rowOff = add(tb, oBase, mul(tb, ext64(tb, row), stride(11)));
+      OpBuilder rb = ifOp.getThenBodyBuilder();
       int64_t mt = rs / 2, half = rs % 2;
-      for (int64_t n = 0; n < nbO; ++n) {
-        Value col = add(tb, ci32(tb, n * 8), mul(tb, tig, ci32(tb, 2)));
-        Value v0 = fmul(tb, res[oIdx(mt, n, 2 * half)], inv);
-        Value v1 = fmul(tb, res[oIdx(mt, n, 2 * half + 1)], inv);
-        Value pr = gep(tb, gO, add(tb, rowOff, ext64(tb, col)), elemType);
-        LLVM::StoreOp::create(tb, l, pack(tb, v0, v1), pr, /*alignment=*/4);
+      auto value = [&](OpBuilder &b, int64_t n, int i) {
+        return fmul(b, res[oIdx(mt, n, 2 * half + i)], inv);
+      };
+      Value first = arith::CmpIOp::create(rb, l, arith::CmpIPredicate::eq, tig, ci32(rb, 0));
+      // O and (write_lse) the LSE of the row.
+      auto storeRow = [&](OpBuilder &tb) {
+        Value rowOff = add(tb, oBase, mul(tb, ext64(tb, row), stride(11)));
+        for (int64_t n = 0; n < nbO; ++n) {
+          Value col = add(tb, ci32(tb, n * 8), mul(tb, tig, ci32(tb, 2)));
+          Value pr = gep(tb, gO, add(tb, rowOff, ext64(tb, col)), elemType);
+          LLVM::StoreOp::create(tb, l, pack(tb, value(tb, n, 0), value(tb, n, 1)), pr,
+                                /*alignment=*/4);
+        }
+        Value want = arith::CmpIOp::create(tb, l, arith::CmpIPredicate::ne, writeLse, ci32(tb, 0));
+        auto lseIf = scf::IfOp::create(tb, l, arith::AndIOp::create(tb, l, first, want), false);
+        OpBuilder lb = lseIf.getThenBodyBuilder();
+        Value pl = gep(lb, gL, add(lb, lBase, ext64(lb, row)), f32());
+        LLVM::StoreOp::create(lb, l, lse, pl, /*alignment=*/4);
+      };
+      if (!paged) {
+        storeRow(rb);
+        continue;
       }
-      Value first = arith::CmpIOp::create(tb, l, arith::CmpIPredicate::eq, tig, ci32(tb, 0));
-      Value want = arith::CmpIOp::create(tb, l, arith::CmpIPredicate::ne, writeLse, ci32(tb, 0));
-      auto lseIf = scf::IfOp::create(tb, l, arith::AndIOp::create(tb, l, first, want), false);
+      // Split keys: this split's part of the row (f32 O, normalized over
+      // the split's keys, and its LSE: 0 and -inf without keys) at row
+      // split * B * Hq * Nq + (b * Hq + h) * Nq + row of the merge
+      // kernel's inputs (MergeKernel.h).
+      Value parted = arith::CmpIOp::create(rb, l, arith::CmpIPredicate::sgt, splits, ci32(rb, 1));
+      auto partIf = scf::IfOp::create(rb, l, parted, /*withElseRegion=*/true);
+      OpBuilder pb = partIf.getThenBodyBuilder();
+      Value B = arg(5);
+      Value partRow = add(pb, mul(pb, ext64(pb, split), ext64(pb, mul(pb, B, mul(pb, Hq, Nq)))),
+                          ext64(pb, add(pb, mul(pb, add(pb, mul(pb, bIdx, Hq), hIdx), Nq), row)));
+      Value gOPart = toGlobal(pb, arg(kNumFixedArgs + 3));
+      Value gLPart = toGlobal(pb, arg(kNumFixedArgs + 4));
+      for (int64_t n = 0; n < nbO; ++n) {
+        Value col = add(pb, ci32(pb, n * 8), mul(pb, tig, ci32(pb, 2)));
+        Value at = add(pb, mul(pb, partRow, ci64(pb, Dv)), ext64(pb, col));
+        store(pb, value(pb, n, 0), gOPart, at);
+        store(pb, value(pb, n, 1), gOPart, add(pb, at, ci64(pb, 1)));
+      }
+      auto lseIf = scf::IfOp::create(pb, l, first, false);
       OpBuilder lb = lseIf.getThenBodyBuilder();
-      Value pl = gep(lb, gL, add(lb, lBase, ext64(lb, row)), f32());
-      LLVM::StoreOp::create(lb, l, lse, pl, /*alignment=*/4);
+      store(lb, lse, gLPart, partRow);
+      OpBuilder eb = partIf.getElseBodyBuilder();
+      storeRow(eb);
     }
     gpu::ReturnOp::create(b, l);
     return success();

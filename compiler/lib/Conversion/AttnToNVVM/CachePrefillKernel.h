@@ -13,10 +13,15 @@
 //   batch and head strides 0, row strides D / Dv), Nk and q_offset unused,
 // then, before the runtime parameters,
 //   u64 kv_pages (i32 [B * Hkv, max_pages]), kv_len (i32 [B * Hkv]),
-//       q_pos (i32 [B]: the first query's position)
-//   i32 max_pages, P (unused when the policy fixes P)
-// Grid (ceil(Nq / block-q), Hq, B). A sequence's keys are its kv_len
-// slots; the mask sees query q_pos[b] + i and key (slot) j.
+//       q_pos (i32 [B]: the first query's position), O_part, LSE_part
+//   i32 max_pages, P (unused when the policy fixes P), splits
+// Grid (ceil(Nq / block-q) * splits, Hq, B). A sequence's keys are its
+// kv_len slots; the mask sees query q_pos[b] + i and key (slot) j.
+// With splits > 1 (short chunks, whose query tiles alone leave SMs idle)
+// the splits of a query tile take consecutive runs of its key tiles, and
+// each writes its part of O (f32, normalized over its keys) and its LSE to
+// O_part / LSE_part in the merge kernel's layout (MergeKernel.h), which
+// then writes O and the LSE; with one split O and LSE are written directly.
 //
 //===----------------------------------------------------------------------===//
 

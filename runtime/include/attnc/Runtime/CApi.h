@@ -132,6 +132,13 @@ int attnc_cuda_decode_plan(const void *kernel, int64_t B, int64_t Hq, int64_t Hk
                            int64_t max_length, int32_t device, int64_t *splits,
                            uint64_t *workspace_bytes, char *err, size_t errlen);
 
+/* The key splits of the prefill-shaped entry that a launch of the same
+   shape without cache positions runs (prompt chunks); 0 where the decode
+   kernel runs it. Returns 0. */
+int attnc_cuda_prefill_splits(const void *kernel, int64_t B, int64_t Hq, int64_t Hkv, int64_t Nq,
+                              int64_t max_length, int32_t device, int64_t *splits, char *err,
+                              size_t errlen);
+
 /* Validates and enqueues a decode over a cache on desc->stream. */
 int attnc_cuda_cache_launch(const void *kernel, const attnc_cache_launch_desc *desc, char *err,
                             size_t errlen);

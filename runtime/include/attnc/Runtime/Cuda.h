@@ -135,7 +135,9 @@ struct CudaCacheLaunchArgs {
   DLTensor *o = nullptr, *lse = nullptr;
   CudaCacheView cache;
   std::map<std::string, Arg> params;
-  /// KV splits per (sequence, KV head, row tile); 0: decodePlan's choice.
+  /// KV splits per (sequence, KV head, row tile) of the decode kernel; 0:
+  /// decodePlan's choice. (The prefill-shaped entry takes decodePlan's
+  /// prefillSplits always.)
   int64_t splits = 0;
   /// Device scratch of decodePlan's workspaceBytes: the splits' partial
   /// results and, for budget policies, the scores their mass kernel reads
@@ -155,17 +157,24 @@ struct CudaCacheLaunchArgs {
 
 /// Launches of at least this many queries over a cache run a kernel's
 /// prefill-shaped entry where it has one (CudaKernelInfo::cachePrefill)
-/// and its query tiles give half the SMs a CTA: below, the decode kernel's
-/// packed rows (the G query heads of a KV head together) read K/V fewer
-/// times than tiles of one query head do, and its splits fill the GPU.
+/// and its query tiles give half its resident CTAs one each, or its keys
+/// split into runs of kCachePrefillMinSplitSlots or more do: below, the
+/// decode kernel's packed rows (the G query heads of a KV head together)
+/// read K/V fewer times than tiles of one query head do, and its splits
+/// fill the GPU.
 constexpr int64_t kCachePrefillMinQueries = 64;
+/// The fewest keys a split of the prefill-shaped entry takes: below, its
+/// CTA's fixed cost (Q tile, pipeline fill, f32 parts) and the merge
+/// outweigh the keys.
+constexpr int64_t kCachePrefillMinSplitSlots = 1024;
 
 /// How a decode launch splits the keys (flash-decoding).
 struct DecodePlan {
   /// A launch without a positions table runs the prefill-shaped entry
-  /// instead (no splits: the workspace goes unused); one with a table the
-  /// decode kernel this plan describes.
+  /// instead, over prefillSplits splits of each query tile's keys; one
+  /// with a table the decode kernel this plan describes.
   bool prefill = false;
+  int64_t prefillSplits = 1;
   int64_t blockQ = 0;     // packed rows per CTA of the decode kernel chosen
   int64_t splits = 1;     // CTAs per (sequence, KV head, row tile)
   int64_t splitSlots = 0; // slots per split (a multiple of the KV tile)
@@ -198,8 +207,9 @@ public:
   /// than one split, the merge kernel on `stream`. Launches of
   /// kCachePrefillMinQueries or more queries (prompt chunks) without a
   /// positions table (slot j holds position j) take the kernel's
-  /// prefill-shaped entry where it has one and its query tiles (x Hq x B)
-  /// are at least half the device's SMs.
+  /// prefill-shaped entry where it has one and its query tiles (x Hq x B),
+  /// or their keys split (decodePlan's prefillSplits, then the merge
+  /// kernel), fill the device's resident CTAs.
   Status launch(const CudaCacheLaunchArgs &args, void *stream = nullptr) const;
 
   /// The decode kernel (rows per CTA: the smallest of blockQ and the
