@@ -500,6 +500,8 @@ def main():
                     "split counts (e.g. 1,2,4,8,16)")
     ap.add_argument("--graph", action="store_true", help="--bench: time replays of a CUDA "
                     "graph of the calls (no launch gaps), every contender alike")
+    ap.add_argument("--chunks-only", action="store_true", help="--check: only the prompt "
+                    "chunk cases (Nq >= 64) of the bf16 kernels, with and without kv_pos")
     ap.add_argument("--quick", action="store_true", help="--check: two cases per kernel "
                     "(for compute-sanitizer)")
     ap.add_argument("--lengths", default="8192,65536")
@@ -563,6 +565,8 @@ def main():
             awkward.append((B, 8, 2, Nq, lens, 16, 0, "random %d" % i))
         if a.quick:
             awkward = awkward[:2]
+        if a.chunks_only:
+            awkward = [c for c in awkward if c[3] >= 64]
         args = {"cases": awkward, "positions": all_positions, "mask": causal, "params": {}}
         failures += check(causal_kern, args, gen)
         failures += check(causal_kern, dict(args, slot_positions=True), gen)
@@ -573,42 +577,44 @@ def main():
             failures += check(k2, {"cases": [c for c in awkward if c[3] >= 64],
                                    "positions": all_positions, "mask": causal, "params": {},
                                    "slot_positions": True}, gen)
-        stream = Kernel(os.path.join(d, "streaming_llm_bf16_d128_kv.ptx"))
-        sw = lambda n: sink_window_positions(n, 4, 1020)  # noqa
-        failures += check(stream, {"cases": [(2, 8, 2, 1, [3000, 100000], 16, 0, "sink+window"),
-                                             (2, 8, 2, 4, [1024, 1500], 16, 2, "sink+window")],
-                                   "positions": sw, "mask": streaming(4, 1020), "params": {}}, gen)
-        for name, storage in QUANTIZED:
-            kq = Kernel(os.path.join(d, name + ".ptx"))
-            qargs = {"cases": awkward[:4] + ([] if a.quick else awkward[-2:]),
-                     "positions": all_positions, "mask": causal, "params": {},
-                     "storage": storage}
-            failures += check(kq, qargs, gen)
-            failures += check(kq, dict(qargs, cases=qargs["cases"][:3], slot_positions=True), gen)
-        # Errors surface as exceptions with the runtime's message.
-        cache = PagedCache(1, 2, 128, 128, 16, [[0, 1], [0, 1]], torch.bfloat16, gen)
-        q = torch.randn(1, 8, 1, 128, device="cuda", dtype=torch.bfloat16)
-        o = torch.empty(1, 8, 1, 128, device="cuda", dtype=torch.bfloat16)
-        qp = torch.zeros(1, dtype=torch.int32, device="cuda")
-        for what, kwargs in [
-            ("f16 pools", dict(k_pool=cache.k_pool.half())),
-            ("int64 page table", dict(kv_pages=cache.pages.long())),
-            ("pages of 8 slots", dict(k_pool=cache.k_pool[:, :8], v_pool=cache.v_pool[:, :8])),
-        ]:
-            call = dict(cache.decode_args(), q_pos=qp)
-            call.update(kwargs)
-            try:
-                causal_kern.decode(q, o, **call)
-                print("FAIL %s accepted" % what)
+        # The other caches and the refusals (not with --chunks-only).
+        if not a.chunks_only:
+            stream = Kernel(os.path.join(d, "streaming_llm_bf16_d128_kv.ptx"))
+            sw = lambda n: sink_window_positions(n, 4, 1020)  # noqa
+            failures += check(stream, {"cases": [(2, 8, 2, 1, [3000, 100000], 16, 0, "sink+window"),
+                                                 (2, 8, 2, 4, [1024, 1500], 16, 2, "sink+window")],
+                                       "positions": sw, "mask": streaming(4, 1020), "params": {}}, gen)
+            for name, storage in QUANTIZED:
+                kq = Kernel(os.path.join(d, name + ".ptx"))
+                qargs = {"cases": awkward[:4] + ([] if a.quick else awkward[-2:]),
+                         "positions": all_positions, "mask": causal, "params": {},
+                         "storage": storage}
+                failures += check(kq, qargs, gen)
+                failures += check(kq, dict(qargs, cases=qargs["cases"][:3], slot_positions=True), gen)
+            # Errors surface as exceptions with the runtime's message.
+            cache = PagedCache(1, 2, 128, 128, 16, [[0, 1], [0, 1]], torch.bfloat16, gen)
+            q = torch.randn(1, 8, 1, 128, device="cuda", dtype=torch.bfloat16)
+            o = torch.empty(1, 8, 1, 128, device="cuda", dtype=torch.bfloat16)
+            qp = torch.zeros(1, dtype=torch.int32, device="cuda")
+            for what, kwargs in [
+                ("f16 pools", dict(k_pool=cache.k_pool.half())),
+                ("int64 page table", dict(kv_pages=cache.pages.long())),
+                ("pages of 8 slots", dict(k_pool=cache.k_pool[:, :8], v_pool=cache.v_pool[:, :8])),
+            ]:
+                call = dict(cache.decode_args(), q_pos=qp)
+                call.update(kwargs)
+                try:
+                    causal_kern.decode(q, o, **call)
+                    print("FAIL %s accepted" % what)
+                    failures += 1
+                except RuntimeError as e:
+                    print("PASS %s refused: %s" % (what, e))
+            try:  # a sink + window policy's slots need not follow positions
+                stream.decode(q, o, **dict(cache.decode_args(with_positions=False), q_pos=qp))
+                print("FAIL sink + window without kv_pos accepted")
                 failures += 1
             except RuntimeError as e:
-                print("PASS %s refused: %s" % (what, e))
-        try:  # a sink + window policy's slots need not follow positions
-            stream.decode(q, o, **dict(cache.decode_args(with_positions=False), q_pos=qp))
-            print("FAIL sink + window without kv_pos accepted")
-            failures += 1
-        except RuntimeError as e:
-            print("PASS sink + window without kv_pos refused: %s" % e)
+                print("PASS sink + window without kv_pos refused: %s" % e)
         print("check: %d failed" % failures, flush=True)
     if a.bench:
         flex = None
