@@ -12,6 +12,7 @@
 
 #include "attnc/Runtime/CApi.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 
@@ -135,6 +136,13 @@ struct DecodeProblem {
     a.cache.queryPositions = &qpos;
     return a;
   }
+};
+
+/// ATTNC_CUDA_PREFILL_SPLITS=1 (the prefill-shaped entry may split a
+/// chunk's keys) for the scope.
+struct PrefillSplitsOn {
+  PrefillSplitsOn() { setenv("ATTNC_CUDA_PREFILL_SPLITS", "1", 1); }
+  ~PrefillSplitsOn() { unsetenv("ATTNC_CUDA_PREFILL_SPLITS"); }
 };
 
 /// The entry, grid and block one decode step of Nq queries launches.
@@ -1165,6 +1173,12 @@ TEST_F(CudaDecodeFake, ShortPromptChunksSplitThePrefillEntrysKeys) {
   meta += "decode_wide 32 256 4096\ncache_prefill 64 128 163840\n";
   auto k = CudaKernel::load(decodePtx(false, false, true), meta);
   ASSERT_TRUE(bool(k)) << k.message();
+  // Off until the split has run on a GPU: the decode kernel runs these.
+  unsetenv("ATTNC_CUDA_PREFILL_SPLITS");
+  EXPECT_FALSE((*k)->decodePlan(1, 8, 2, 100, 8192, 0)->prefill);
+  setenv("ATTNC_CUDA_PREFILL_SPLITS", "0", 1);
+  EXPECT_FALSE((*k)->decodePlan(1, 8, 2, 100, 8192, 0)->prefill);
+  PrefillSplitsOn on;
   auto two = (*k)->decodePlan(1, 32, 8, 128, 4096, 0);
   ASSERT_TRUE(bool(two)) << two.message();
   EXPECT_TRUE(two->prefill);
@@ -1256,6 +1270,7 @@ TEST_F(CudaDecodeFake, CApiPlansAndLaunches) {
   attnc_cuda_kernel_free(k);
   // With one: 16 CTAs over 8192 keys split 8 ways (as in
   // ShortPromptChunksSplitThePrefillEntrysKeys).
+  PrefillSplitsOn on;
   std::string meta = std::string(kDecodeMeta) + "cache_prefill 64 128 163840\n";
   std::string prefillPtx = decodePtx(false, false, true);
   k = attnc_cuda_kernel_load(prefillPtx.c_str(), prefillPtx.size(), meta.c_str(), err, sizeof(err));
