@@ -706,6 +706,15 @@ static int decodeEntry(const CudaKernelInfo &ki, int64_t rows) {
   return int(ki.decodeTwins.size()) - 1;
 }
 
+/// Whether the prefill-shaped entry may split a chunk's keys: only with
+/// ATTNC_CUDA_PREFILL_SPLITS=1 until the split has run correctly on a GPU
+/// (built in session 20 and tested by lit and the fake driver only; no
+/// device time was left to run it: bench/NOTES.md).
+static bool prefillSplitsEnabled() {
+  const char *env = std::getenv("ATTNC_CUDA_PREFILL_SPLITS");
+  return env && std::string(env) == "1";
+}
+
 /// The key splits with which a launch of Nq queries over the cache without
 /// a positions table runs the kernel's prefill-shaped entry (which reads no
 /// positions: a table given may drop slots, which the decode kernel
@@ -718,15 +727,6 @@ static int decodeEntry(const CudaKernelInfo &ki, int64_t rows) {
 /// 512 queries 0.385 ms on the decode kernel, 0.206 on the entry's 128
 /// CTAs); unsplit, 128 queries (32 CTAs) took 0.196 ms against the decode
 /// kernel's 0.116.
-/// Whether the prefill-shaped entry may split a chunk's keys: only with
-/// ATTNC_CUDA_PREFILL_SPLITS=1 until the split has run correctly on a GPU
-/// (built in session 20 and tested by lit and the fake driver only; no
-/// device time was left to run it: bench/NOTES.md).
-static bool prefillSplitsEnabled() {
-  const char *env = std::getenv("ATTNC_CUDA_PREFILL_SPLITS");
-  return env && std::string(env) == "1";
-}
-
 static Expected<int64_t> prefillSplits(const CudaKernelInfo &ki, const Driver &drv,
                                        CUfunction entry, int64_t B, int64_t Hq, int64_t Nq,
                                        int64_t maxLength, int device) {

@@ -171,8 +171,9 @@ constexpr int64_t kCachePrefillMinSplitSlots = 1024;
 /// How a decode launch splits the keys (flash-decoding).
 struct DecodePlan {
   /// A launch without a positions table runs the prefill-shaped entry
-  /// instead, over prefillSplits splits of each query tile's keys; one
-  /// with a table the decode kernel this plan describes.
+  /// instead, over prefillSplits splits of each query tile's keys (more
+  /// than one only with ATTNC_CUDA_PREFILL_SPLITS=1 for now: not yet run on
+  /// a GPU); one with a table the decode kernel this plan describes.
   bool prefill = false;
   int64_t prefillSplits = 1;
   int64_t blockQ = 0;     // packed rows per CTA of the decode kernel chosen
