@@ -543,14 +543,16 @@ def main():
             (2, 6, 2, 3, [0, 50], 16, 0, "empty sequence"),
             # A prefill chunk over the cache: 100 queries x G = 4 heads = 25
             # row tiles, causal inside the chunk. Without kv_pos (the
-            # slot_positions pass) chunks whose query tiles give every SM a
-            # CTA run the prefill-shaped entry: a tile and one row, a chunk
-            # that is a whole sequence, lengths off the tiles, GQA 32/8.
+            # slot_positions pass) chunks whose query tiles give half the
+            # entry's resident CTAs one each run the prefill-shaped entry: a
+            # tile and one row, a chunk that is a whole sequence, lengths
+            # off the tiles, GQA 32/8.
             (2, 8, 2, 100, [700, 1500], 16, 0, "prefill chunk Nq=100"),
             (4, 32, 8, 129, [129, 700, 1500, 4097], 16, 0, "prefill chunk Nq=129"),
             (2, 32, 8, 300, [300, 2000], 16, 0, "prefill chunk Nq=300"),
-            # Short chunks whose query tiles leave SMs idle: the entry splits
-            # the keys (H100: 16 CTAs over 3000 keys 2 ways; over 5000 and
+            # Short chunks whose query tiles leave SMs idle: with
+            # ATTNC_CUDA_PREFILL_SPLITS=1 the entry splits the keys (the
+            # rule on an H100: 16 CTAs over 3000 keys 2 ways; over 5000 and
             # 200 keys 4 ways, the short sequence's last splits empty; 32
             # CTAs over 8192 keys 4 ways), then the merge kernel.
             (1, 8, 2, 200, [3000], 16, 0, "short chunk Nq=200"),

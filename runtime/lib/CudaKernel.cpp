@@ -353,6 +353,22 @@ struct KernelArgs {
     return ptrs;
   }
   static uint64_t address(const detail::TensorView &t) { return uint64_t(uintptr_t(t.data)); }
+  /// The prefill kernel's fixed arguments in ABI order (docs/cuda.md) for
+  /// `p`, with these Nk and q_offset: Q, K, V, O, LSE; sizes; strides;
+  /// write_lse.
+  void pushPrefill(const detail::LaunchPlan &p, int64_t Nk, int64_t qOffset) {
+    for (const detail::TensorView *t : {&p.q, &p.k, &p.v, &p.o})
+      push(address(*t));
+    push(p.hasLse ? address(p.lse) : uint64_t(0));
+    for (int64_t x : {p.B, p.Hq, p.Hkv, p.Nq, Nk, qOffset})
+      push(int32_t(x));
+    for (const detail::TensorView *t : {&p.q, &p.k, &p.v, &p.o})
+      for (int i = 0; i < 3; ++i)
+        push(int64_t(t->strides[i]));
+    push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
+    push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
+    push(int32_t(p.hasLse ? 1 : 0));
+  }
 };
 } // namespace
 
@@ -402,21 +418,7 @@ Status CudaKernel::launch(const LaunchArgs &args, void *stream) const {
 
   // Arguments in ABI order (docs/cuda.md).
   KernelArgs abi;
-  auto push = [&](const auto &value) { abi.push(value); };
-  auto address = &KernelArgs::address;
-  push(address(p.q));
-  push(address(p.k));
-  push(address(p.v));
-  push(address(p.o));
-  push(p.hasLse ? address(p.lse) : uint64_t(0));
-  for (int64_t x : {p.B, p.Hq, p.Hkv, p.Nq, p.Nk, p.qOffset})
-    push(int32_t(x));
-  for (const detail::TensorView *t : {&p.q, &p.k, &p.v, &p.o})
-    for (int i = 0; i < 3; ++i)
-      push(int64_t(t->strides[i]));
-  push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
-  push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
-  push(int32_t(p.hasLse ? 1 : 0));
+  abi.pushPrefill(p, p.Nk, p.qOffset);
   abi.pushParams(p.params);
   std::vector<void *> params = abi.pointers();
 
@@ -1072,21 +1074,10 @@ Status CudaKernel::launch(const CudaCacheLaunchArgs &a, void *stream) const {
   };
   if (prefill) {
     // attnc_<K>_prefill: the prefill kernel's ABI (CudaPipeline.h) over
-    // the pools, then the tables (CachePrefillKernel.h in the compiler).
-    for (uint64_t ptr : {address(p.q), address(*kPool), address(*vPool), address(p.o), lse})
-      push(ptr);
-    for (int64_t x : {B, p.Hq, Hkv, Nq, maxLength, int64_t(0)})
-      push(int32_t(x));
-    for (int i = 0; i < 3; ++i)
-      push(int64_t(p.q.strides[i]));
-    for (int64_t row : {ki.headDim, ki.headDimV})
-      for (int64_t x : {int64_t(0), int64_t(0), row})
-        push(x);
-    for (int i = 0; i < 3; ++i)
-      push(int64_t(p.o.strides[i]));
-    push(int64_t(p.hasLse ? p.lse.strides[0] : 0));
-    push(int64_t(p.hasLse ? p.lse.strides[1] : 0));
-    push(int32_t(p.hasLse ? 1 : 0));
+    // the pools (K/V: the page-shaped stand-ins above, strides 0, 0, row;
+    // Nk the table's slots, q_offset unused), then the tables
+    // (CachePrefillKernel.h in the compiler).
+    abi.pushPrefill(p, maxLength, 0);
     for (uint64_t ptr : {address(*pages), address(*len), address(*qpos), oPart, lPart})
       push(ptr);
     for (int64_t x : {maxPages, P, splits})

@@ -188,6 +188,17 @@ protected:
       EXPECT_EQ(l.sharedBytes, c.sharedBytes);
     }
   }
+  /// kDecodeMeta with a 32-row twin and the prefill-shaped entry
+  /// (`cache_prefill 64 128 163840`: one CTA per fake SM, as the 160 KB
+  /// wgmma entry gets on an H100).
+  static std::string prefillMeta() {
+    return std::string(kDecodeMeta) + "decode_wide 32 256 4096\ncache_prefill 64 128 163840\n";
+  }
+  std::shared_ptr<CudaKernel> loadPrefillKernel() {
+    auto k = CudaKernel::load(decodePtx(false, false, true), prefillMeta());
+    EXPECT_TRUE(bool(k)) << k.message();
+    return k ? *k : nullptr;
+  }
   FakeHooks fake;
   std::shared_ptr<CudaKernel> kernel;
 };
@@ -1103,32 +1114,30 @@ TEST_F(CudaDecodeFake, PromptChunksTakeThePrefillEntry) {
   // parts, max_pages, P and one split. Fewer queries, or too few CTAs and
   // keys to split, or a positions table (which may drop slots), keep the
   // decode kernel.
-  std::string meta = kDecodeMeta;
-  meta += "decode_wide 32 256 4096\ncache_prefill 64 128 163840\n";
-  auto k = CudaKernel::load(decodePtx(false, false, true), meta);
-  ASSERT_TRUE(bool(k)) << k.message();
-  EXPECT_EQ((*k)->info().cachePrefill.blockQ, 64);
+  auto k = loadPrefillKernel();
+  ASSERT_TRUE(k);
+  EXPECT_EQ(k->info().cachePrefill.blockQ, 64);
   // G = 4, Hq = 8, one sequence of 300 slots: 8 query heads x 2 tiles = 16
   // CTAs, too few keys to split.
   expectDecodeLaunches(
-      **k, {{63, "attnc_dec_q32", 8, 32, 256, 4096}, {100, "attnc_dec_q32", 13, 32, 256, 4096}});
-  auto plan = (*k)->decodePlan(2, 32, 8, 300, 400, 0);
+      *k, {{63, "attnc_dec_q32", 8, 32, 256, 4096}, {100, "attnc_dec_q32", 13, 32, 256, 4096}});
+  auto plan = k->decodePlan(2, 32, 8, 300, 400, 0);
   ASSERT_TRUE(bool(plan)) << plan.message();
   EXPECT_TRUE(plan->prefill) << "5 tiles x 32 heads x 2 sequences";
   EXPECT_EQ(plan->prefillSplits, 1);
-  EXPECT_FALSE((*k)->decodePlan(2, 32, 8, 63, 400, 0)->prefill) << "too few queries";
-  EXPECT_FALSE((*k)->decodePlan(1, 32, 8, 128, 400, 0)->prefill) << "64 CTAs, 400 keys";
-  EXPECT_FALSE((*k)->decodePlan(1, 32, 8, 128, 2047, 0)->prefill) << "64 CTAs, 2047 keys";
-  EXPECT_TRUE((*k)->decodePlan(1, 32, 8, 129, 400, 0)->prefill) << "96 CTAs";
+  EXPECT_FALSE(k->decodePlan(2, 32, 8, 63, 400, 0)->prefill) << "too few queries";
+  EXPECT_FALSE(k->decodePlan(1, 32, 8, 128, 400, 0)->prefill) << "64 CTAs, 400 keys";
+  EXPECT_FALSE(k->decodePlan(1, 32, 8, 128, 2047, 0)->prefill) << "64 CTAs, 2047 keys";
+  EXPECT_TRUE(k->decodePlan(1, 32, 8, 129, 400, 0)->prefill) << "96 CTAs";
 
   DecodeProblem p(2, 32, 8, 300, 400);
   auto a = p.args();
   a.splits = 1;
-  ASSERT_TRUE((*k)->launch(a));
+  ASSERT_TRUE(k->launch(a));
   EXPECT_STREQ(fake.last().entry, "attnc_dec_q32") << "a positions table keeps the decode";
   a.cache.positions = nullptr;
   int before = fake.launches();
-  ASSERT_TRUE((*k)->launch(a));
+  ASSERT_TRUE(k->launch(a));
   EXPECT_EQ(fake.launches(), before + 1) << "one split: no merge";
   attnc_fake_launch l = fake.last();
   EXPECT_STREQ(l.entry, "attnc_dec_prefill");
@@ -1160,7 +1169,7 @@ TEST_F(CudaDecodeFake, PromptChunksTakeThePrefillEntry) {
   EXPECT_EQ(l.values[31], 25u) << "max_pages";
   EXPECT_EQ(l.values[32], 16u) << "P";
   EXPECT_EQ(l.values[33], 1u) << "splits";
-  expectError(parseCudaKernelInfo(meta + "cache_prefill 64 2048 0\n").error(),
+  expectError(parseCudaKernelInfo(prefillMeta() + "cache_prefill 64 2048 0\n").error(),
               "cache_prefill: expected BLOCK_Q THREADS SHARED_BYTES");
 }
 
@@ -1169,21 +1178,19 @@ TEST_F(CudaDecodeFake, ShortPromptChunksSplitThePrefillEntrysKeys) {
   // 8192 slots its keys split 8 ways (132 / 16 resident CTAs, 8192 / 1024
   // keys), into parts the merge kernel combines; 64 CTAs over 4096 keys
   // split 2 ways (132 / 64).
-  std::string meta = kDecodeMeta;
-  meta += "decode_wide 32 256 4096\ncache_prefill 64 128 163840\n";
-  auto k = CudaKernel::load(decodePtx(false, false, true), meta);
-  ASSERT_TRUE(bool(k)) << k.message();
+  auto k = loadPrefillKernel();
+  ASSERT_TRUE(k);
   // Off until the split has run on a GPU: the decode kernel runs these.
   unsetenv("ATTNC_CUDA_PREFILL_SPLITS");
-  EXPECT_FALSE((*k)->decodePlan(1, 8, 2, 100, 8192, 0)->prefill);
+  EXPECT_FALSE(k->decodePlan(1, 8, 2, 100, 8192, 0)->prefill);
   setenv("ATTNC_CUDA_PREFILL_SPLITS", "0", 1);
-  EXPECT_FALSE((*k)->decodePlan(1, 8, 2, 100, 8192, 0)->prefill);
+  EXPECT_FALSE(k->decodePlan(1, 8, 2, 100, 8192, 0)->prefill);
   PrefillSplitsOn on;
-  auto two = (*k)->decodePlan(1, 32, 8, 128, 4096, 0);
+  auto two = k->decodePlan(1, 32, 8, 128, 4096, 0);
   ASSERT_TRUE(bool(two)) << two.message();
   EXPECT_TRUE(two->prefill);
   EXPECT_EQ(two->prefillSplits, 2);
-  auto plan = (*k)->decodePlan(1, 8, 2, 100, 8192, 0);
+  auto plan = k->decodePlan(1, 8, 2, 100, 8192, 0);
   ASSERT_TRUE(bool(plan)) << plan.message();
   EXPECT_TRUE(plan->prefill);
   EXPECT_EQ(plan->prefillSplits, 8);
@@ -1194,12 +1201,12 @@ TEST_F(CudaDecodeFake, ShortPromptChunksSplitThePrefillEntrysKeys) {
   auto a = p.args();
   a.cache.positions = nullptr;
   int before = fake.launches();
-  expectError((*k)->launch(a), "prefill-shaped entry over 8 split(s) needs a " +
-                                   std::to_string(plan->workspaceBytes) + "-byte workspace");
+  expectError(k->launch(a), "prefill-shaped entry over 8 split(s) needs a " +
+                                std::to_string(plan->workspaceBytes) + "-byte workspace");
   EXPECT_EQ(fake.launches(), before);
   DevTensor ws({int64_t(plan->workspaceBytes)}, DLDataType{kDLUInt, 8, 1});
   a.workspace = ws.buffer.data(), a.workspaceBytes = plan->workspaceBytes;
-  ASSERT_TRUE((*k)->launch(a));
+  ASSERT_TRUE(k->launch(a));
   ASSERT_EQ(fake.launches(), before + 2) << "the entry, then the merge";
   attnc_fake_launch entry = fake.previous(), merge = fake.last();
   EXPECT_STREQ(entry.entry, "attnc_dec_prefill");
@@ -1271,8 +1278,7 @@ TEST_F(CudaDecodeFake, CApiPlansAndLaunches) {
   // With one: 16 CTAs over 8192 keys split 8 ways (as in
   // ShortPromptChunksSplitThePrefillEntrysKeys).
   PrefillSplitsOn on;
-  std::string meta = std::string(kDecodeMeta) + "cache_prefill 64 128 163840\n";
-  std::string prefillPtx = decodePtx(false, false, true);
+  std::string meta = prefillMeta(), prefillPtx = decodePtx(false, false, true);
   k = attnc_cuda_kernel_load(prefillPtx.c_str(), prefillPtx.size(), meta.c_str(), err, sizeof(err));
   ASSERT_NE(k, nullptr) << err;
   ASSERT_EQ(attnc_cuda_prefill_splits(k, 1, 8, 2, 100, 8192, 0, &prefillSplits, err, sizeof(err)),

@@ -192,7 +192,8 @@ def AttnToNVVM : Pass<"attn-to-nvvm", "ModuleOp"> {
            /*default=*/"0",
            "With kv-cache and bf16/f16 storage: also emit the prefill-shaped "
            "entry `attnc_<K>_prefill`, the prefill kernel (grid (query "
-           "tiles, Hq, B)) reading K/V rows through the page tables, with "
+           "tiles x key splits, Hq, B)) reading K/V rows through the page "
+           "tables, with "
            "each sequence's length and first query position from the cache's "
            "tables, for launches of many queries (prompt chunks) over "
            "caches whose slots follow positions; this many query rows per "

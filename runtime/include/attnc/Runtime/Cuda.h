@@ -63,10 +63,10 @@ struct CudaKernelInfo : KernelInfo {
   /// encodes (metadata `decode_tma ROWS`).
   int64_t tmaBoxRows = 0;
   /// KV-cache kernels with bf16/f16 storage whose heads all retain all:
-  /// the prefill-shaped entry `<entry>_prefill` (grid (ceil(Nq / blockQ),
-  /// Hq, B)), which launches of prefillMinQueries or more queries take
-  /// (metadata `cache_prefill BLOCK_Q THREADS SHARED_BYTES`); blockQ 0:
-  /// none.
+  /// the prefill-shaped entry `<entry>_prefill` (grid (ceil(Nq / blockQ)
+  /// x splits, Hq, B)), which launches of kCachePrefillMinQueries or more
+  /// queries take (metadata `cache_prefill BLOCK_Q THREADS SHARED_BYTES`);
+  /// blockQ 0: none.
   EntryShape cachePrefill;
   /// Dynamic shared memory of the largest entry (the decode, its twins and
   /// the prefill-shaped entry).
